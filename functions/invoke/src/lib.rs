@@ -1,0 +1,156 @@
+//! The invoke function: OpenAI-compatible chat completions.
+//!
+//! Routes (under any API Gateway stage prefix):
+//! - `POST /v1/chat/completions` (buffered or `stream: true`)
+//! - `GET  /v1/models`, `GET /v1/models/{id}`
+//! - `GET  /healthz`
+//!
+//! The handler parses HTTP, calls the chat service once, and maps the result to a response.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use tollgate::GatewayError;
+use tollgate::domain::ids::RequestId;
+use tollgate::http::{self as edge, Body, bearer_token};
+use tollgate::service::{ChatReply, ChatService, RequestContext};
+
+/// What invoke may touch: the chat service's ports, and the body limit.
+#[derive(Clone)]
+pub struct InvokeState {
+    pub chat: ChatService,
+    pub max_body_bytes: usize,
+}
+
+/// Marks the request id the platform assigned (API Gateway's), carried in request extensions.
+/// Client headers are never trusted for it: it is the usage event's idempotency key.
+#[derive(Debug, Clone)]
+pub struct PlatformRequestId(pub String);
+
+/// Strips an API Gateway stage or custom-domain base path: everything before `/v1/`.
+fn route_path(path: &str) -> &str {
+    if path.ends_with("/healthz") {
+        return "/healthz";
+    }
+    path.find("/v1/").map_or(path, |i| &path[i..])
+}
+
+pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = req
+        .extensions()
+        .get::<PlatformRequestId>()
+        .map_or_else(RequestId::generate, |id| RequestId::from_upstream(&id.0));
+    let path = route_path(req.uri().path()).to_owned();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::POST, "/v1/chat/completions") => chat(state, request_id, req).await,
+        (Method::GET, "/v1/models") => match state.chat.models(bearer_token(req.headers())).await {
+            Ok(list) => edge::json(StatusCode::OK, &list, &request_id),
+            Err(err) => edge::error(&err, &request_id),
+        },
+        (Method::GET, p) if p.starts_with("/v1/models/") => {
+            let id = &p["/v1/models/".len()..];
+            match state.chat.models(bearer_token(req.headers())).await {
+                Ok(list) => match list.data.into_iter().find(|m| m.id == id) {
+                    Some(model) => edge::json(StatusCode::OK, &model, &request_id),
+                    None => edge::error(
+                        &GatewayError::ModelNotFound {
+                            model: id.to_owned(),
+                        },
+                        &request_id,
+                    ),
+                },
+                Err(err) => edge::error(&err, &request_id),
+            }
+        }
+        (Method::GET, "/healthz") => edge::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+            &request_id,
+        ),
+        (method, "/v1/chat/completions" | "/v1/models" | "/healthz") => edge::error(
+            &GatewayError::MethodNotAllowed {
+                method: method.to_string(),
+                path,
+            },
+            &request_id,
+        ),
+        (method, _) => edge::error(
+            &GatewayError::RouteNotFound {
+                method: method.to_string(),
+                path,
+            },
+            &request_id,
+        ),
+    }
+}
+
+async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -> Response<Body> {
+    let body = req.body();
+    if body.len() > state.max_body_bytes {
+        let err = GatewayError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        };
+        return edge::error(&err, &request_id);
+    }
+    let mut ctx = RequestContext::new(request_id.clone());
+    ctx.bypass_cache = req
+        .headers()
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("no-cache") || v.contains("no-store"));
+    let reply = state
+        .chat
+        .chat(&ctx, bearer_token(req.headers()), body)
+        .await;
+    let (mut response, meta) = match reply {
+        Ok(ChatReply::Completion { body, meta }) => {
+            (edge::json(StatusCode::OK, &body, &request_id), meta)
+        }
+        Ok(ChatReply::Stream { events, meta }) => (edge::sse(events, &request_id), meta),
+        Err(err) => return edge::error(&err, &request_id),
+    };
+    if let Some(cache) = meta.cache {
+        edge::set_header(&mut response, "x-tollgate-cache", cache.as_str());
+    }
+    response
+}
+
+/// Converts a Lambda HTTP event into the framework-agnostic request, keeping API Gateway's
+/// request id.
+pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
+    use lambda_http::RequestExt;
+    let platform_id = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bin) => Bytes::from(bin),
+        _ => Bytes::new(),
+    };
+    let mut out = Request::from_parts(parts, bytes);
+    if let Some(id) = platform_id {
+        out.extensions_mut().insert(PlatformRequestId(id));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_prefixes_are_ignored() {
+        assert_eq!(
+            route_path("/prod/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(route_path("/v1/models"), "/v1/models");
+        assert_eq!(route_path("/dev/healthz"), "/healthz");
+        assert_eq!(route_path("/other"), "/other");
+    }
+}

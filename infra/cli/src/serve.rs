@@ -1,0 +1,123 @@
+//! `tollgate serve`: the API routes of every function in one local process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use tollgate::GatewayError;
+use tollgate::adapters::emf::EmfSink;
+use tollgate::bootstrap::embedded_chat_service;
+use tollgate::config::{ProviderMode, Settings};
+use tollgate::domain::ids::RequestId;
+use tollgate::ports::MetricsSink;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MetricsOut {
+    /// EMF lines on stdout, as in Lambda.
+    Stdout,
+    /// EMF lines on stderr (keeps stdout for the banner).
+    Stderr,
+    /// No metrics output.
+    Off,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// Address to bind; loopback by default.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Where the per-request EMF metric lines go.
+    #[arg(long, value_enum, default_value = "stdout")]
+    metrics: MetricsOut,
+}
+
+#[derive(Clone)]
+struct AppState {
+    invoke: invoke::InvokeState,
+}
+
+#[allow(clippy::print_stdout)] // The banner is this command's output.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tollgate::telemetry::init_text_logs();
+    let settings = Settings::from_env(ProviderMode::Auto).context("invalid configuration")?;
+    let metrics: Arc<dyn MetricsSink> = match args.metrics {
+        MetricsOut::Stdout => Arc::new(EmfSink::stdout()),
+        MetricsOut::Stderr => Arc::new(EmfSink::new(Box::new(std::io::stderr()))),
+        MetricsOut::Off => Arc::new(MetricsOff),
+    };
+    let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
+    // Load the tokenizer now rather than on the first request.
+    let _ = tollgate::tokenizer::count_tokens("warm up");
+    let demo = tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
+
+    let state = AppState {
+        invoke: invoke::InvokeState {
+            chat,
+            max_body_bytes: settings.max_body_bytes,
+        },
+    };
+    let app = Router::new().fallback(dispatch).with_state(state);
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+
+    println!("tollgate serve: listening on http://{local} (embedded store, in memory)");
+    for line in &providers {
+        println!("provider {line}");
+    }
+    for (tenant, key) in &demo {
+        println!("demo tenant {tenant} key {}", key.expose());
+    }
+    if let Some((_, key)) = demo.first() {
+        println!(
+            "try: curl -s http://{local}/v1/chat/completions -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'",
+            key.expose()
+        );
+    }
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Metrics switched off: request metrics are dropped, metering failures are still logged.
+struct MetricsOff;
+
+impl MetricsSink for MetricsOff {
+    fn request(&self, _: &tollgate::ports::metrics::RequestMetrics) {}
+    fn metering_failure(&self, event: &tollgate::domain::usage::UsageEvent, error: &str) {
+        let event = serde_json::to_string(event).unwrap_or_default();
+        tracing::error!(error, %event, "metering failure: usage event not stored");
+    }
+}
+
+/// Routes every request to the function that owns its path, as API Gateway would.
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.invoke.max_body_bytes;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let response = tollgate::http::error(
+                &GatewayError::PayloadTooLarge { limit },
+                &RequestId::generate(),
+            );
+            return response.map(AxumBody::new);
+        }
+    };
+    let req = http::Request::from_parts(parts, bytes);
+    invoke::handle(&state.invoke, req).await.map(AxumBody::new)
+}

@@ -1,0 +1,260 @@
+//! CloudWatch Embedded Metric Format: one JSON document per request on stdout.
+//!
+//! The Lambda log agent turns each line into metrics; the same line is the per-request trace
+//! (request id, tenant, model, tokens, cost, status) that Logs Insights queries.
+//!
+//! Dimension sets are chosen with CloudWatch's per-metric price in mind (every distinct
+//! dimension combination is a billed custom metric):
+//! - `[Function, Model]` and `[Function, TenantId]` for latency, tokens, cost and cache hits:
+//!   percentiles by model and by tenant, `(models + tenants) × 10` metrics in all.
+//! - `[Function, ErrorType]` for `Errors`, present only on failed requests.
+//! - Tenant × model percentiles are not a dimension set (that would multiply the bill); the
+//!   properties on every line answer them through Logs Insights instead.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Map, Value, json};
+
+use crate::domain::usage::UsageEvent;
+use crate::ports::metrics::{MetricsSink, RequestMetrics};
+
+pub const NAMESPACE: &str = "Tollgate";
+
+pub struct EmfSink {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl EmfSink {
+    pub fn stdout() -> Self {
+        Self::new(Box::new(std::io::stdout()))
+    }
+
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            out: Mutex::new(out),
+        }
+    }
+
+    fn write(&self, doc: &Value) {
+        let Ok(mut line) = serde_json::to_vec(doc) else {
+            return;
+        };
+        line.push(b'\n');
+        if let Ok(mut out) = self.out.lock() {
+            // A metrics line that cannot be written must never fail the request.
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+        }
+    }
+}
+
+fn metric(name: &str, unit: &str) -> Value {
+    json!({"Name": name, "Unit": unit})
+}
+
+/// Renders one request's EMF document.
+pub fn render(m: &RequestMetrics) -> Value {
+    let mut directives = vec![json!({
+        "Namespace": NAMESPACE,
+        "Dimensions": [["Function", "Model"], ["Function", "TenantId"]],
+        "Metrics": [
+            metric("Requests", "Count"),
+            metric("Latency", "Milliseconds"),
+            metric("ProviderLatency", "Milliseconds"),
+            metric("PromptTokens", "Count"),
+            metric("CompletionTokens", "Count"),
+            metric("CachedTokens", "Count"),
+            metric("CacheWriteTokens", "Count"),
+            metric("CostUSD", "None"),
+            metric("CacheHit", "Count"),
+            metric("CacheMiss", "Count"),
+        ],
+    })];
+    if m.error_type.is_some() {
+        directives.push(json!({
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Function", "ErrorType"]],
+            "Metrics": [metric("Errors", "Count")],
+        }));
+    }
+    let mut doc = Map::new();
+    doc.insert(
+        "_aws".into(),
+        json!({"Timestamp": m.timestamp.timestamp_millis(), "CloudWatchMetrics": directives}),
+    );
+    let props = [
+        ("Function", json!(m.function)),
+        (
+            "TenantId",
+            json!(m.tenant_id.as_deref().unwrap_or("unauthenticated")),
+        ),
+        ("Model", json!(m.model.as_deref().unwrap_or("unknown"))),
+        ("RequestId", json!(m.request_id)),
+        ("ModelServed", json!(m.model_served)),
+        ("Provider", json!(m.provider)),
+        ("Status", json!(m.status)),
+        ("Success", json!(m.error_type.is_none())),
+        ("Streamed", json!(m.streamed)),
+        ("Attempts", json!(m.attempts)),
+        ("Requests", json!(1)),
+        ("Latency", json!(m.latency_ms)),
+        ("PromptTokens", json!(m.usage.prompt_tokens)),
+        ("CompletionTokens", json!(m.usage.completion_tokens)),
+        ("CachedTokens", json!(m.usage.cached_tokens)),
+        ("CacheWriteTokens", json!(m.usage.cache_write_tokens)),
+        ("CostUSD", json!(m.cost_usd.to_f64().unwrap_or(0.0))),
+        // The exact figure, for reconciliation: metrics are floats, money is not.
+        ("CostUSDExact", json!(m.cost_usd.to_string())),
+        ("CacheHit", json!(u8::from(m.cache_hit == Some(true)))),
+        ("CacheMiss", json!(u8::from(m.cache_hit == Some(false)))),
+    ];
+    for (k, v) in props {
+        doc.insert(k.into(), v);
+    }
+    if let Some(p) = m.provider_latency_ms {
+        doc.insert("ProviderLatency".into(), json!(p));
+    }
+    if let Some(kind) = m.error_type {
+        doc.insert("ErrorType".into(), json!(kind.as_str()));
+        doc.insert("Errors".into(), json!(1));
+    }
+    Value::Object(doc)
+}
+
+/// The document for a usage event that could not be stored: a `MeteringFailure` metric to
+/// alarm on, and the whole event so it can be replayed into the usage table.
+pub fn render_metering_failure(event: &UsageEvent, error: &str) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": event.created_at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Function"]],
+                "Metrics": [metric("MeteringFailure", "Count")],
+            }],
+        },
+        "Function": "invoke",
+        "MeteringFailure": 1,
+        "RequestId": event.request_id.as_str(),
+        "TenantId": event.tenant_id.as_str(),
+        "Error": error,
+        "UsageEvent": event,
+    })
+}
+
+impl MetricsSink for EmfSink {
+    fn request(&self, metrics: &RequestMetrics) {
+        self.write(&render(metrics));
+    }
+
+    fn metering_failure(&self, event: &UsageEvent, error: &str) {
+        self.write(&render_metering_failure(event, error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::domain::usage::TokenUsage;
+    use crate::error::ErrorKind;
+
+    fn metrics(error: Option<ErrorKind>) -> RequestMetrics {
+        RequestMetrics {
+            timestamp: chrono::Utc::now(),
+            function: "invoke",
+            request_id: "r1".into(),
+            tenant_id: Some("acme".into()),
+            model: Some("fast".into()),
+            model_served: Some("gpt-4o-mini".into()),
+            provider: Some("openai"),
+            status: 200,
+            latency_ms: 12.5,
+            provider_latency_ms: Some(10.0),
+            usage: TokenUsage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            cost_usd: dec!(0.0000045),
+            error_type: error,
+            streamed: false,
+            cache_hit: Some(false),
+            attempts: 1,
+        }
+    }
+
+    /// Every metric a directive names must be a top-level number, and every dimension a
+    /// top-level string; otherwise CloudWatch drops the metric silently.
+    fn assert_valid_emf(doc: &Value) {
+        for directive in doc["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+            for set in directive["Dimensions"].as_array().unwrap() {
+                for dim in set.as_array().unwrap() {
+                    let name = dim.as_str().unwrap();
+                    assert!(doc[name].is_string(), "dimension {name} missing");
+                }
+            }
+            for m in directive["Metrics"].as_array().unwrap() {
+                let name = m["Name"].as_str().unwrap();
+                assert!(doc[name].is_number(), "metric {name} missing");
+            }
+        }
+    }
+
+    #[test]
+    fn a_successful_request_renders_valid_emf_with_exact_cost() {
+        let doc = render(&metrics(None));
+        assert_valid_emf(&doc);
+        assert_eq!(doc["CostUSDExact"], "0.0000045");
+        assert_eq!(doc["TenantId"], "acme");
+        assert!(doc.get("ErrorType").is_none());
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_failed_request_adds_the_error_type_dimension() {
+        let doc = render(&metrics(Some(ErrorKind::UpstreamRateLimited)));
+        assert_valid_emf(&doc);
+        assert_eq!(doc["ErrorType"], "upstream_rate_limited");
+        assert_eq!(doc["Errors"], 1);
+    }
+
+    #[test]
+    fn unauthenticated_requests_still_have_every_dimension() {
+        let mut m = metrics(Some(ErrorKind::Authentication));
+        m.tenant_id = None;
+        m.model = None;
+        assert_valid_emf(&render(&m));
+    }
+
+    #[test]
+    fn lines_are_written_one_per_request() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = EmfSink::new(Box::new(buf.clone()));
+        sink.request(&metrics(None));
+        sink.request(&metrics(None));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        for line in text.lines() {
+            let _: Value = serde_json::from_str(line).unwrap();
+        }
+    }
+}

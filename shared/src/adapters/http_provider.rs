@@ -1,0 +1,587 @@
+//! What the HTTP provider adapters share: their settings, one reqwest client each, error
+//! classification, timeouts, and turning an SSE body into an [`EventStream`].
+//!
+//! Each adapter only knows its own wire format: how to build a request body, parse a reply,
+//! and translate stream events ([`StreamTranslator`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::sse::{SseEvent, SseParser};
+use crate::domain::tenant::ProviderKind;
+use crate::ports::provider::{EventStream, ProviderError, ProviderErrorKind, StreamEvent};
+
+/// Connection and behaviour settings for one provider.
+///
+/// Build with [`ProviderSettings::new`] and override fields with struct update syntax:
+/// `ProviderSettings { request_timeout: Duration::from_secs(30), ..ProviderSettings::new(url, key) }`.
+#[derive(Clone)]
+pub struct ProviderSettings {
+    /// OpenAI: up to and including `/v1` (`https://api.openai.com/v1`, the SDK convention, so an
+    /// `OPENAI_BASE_URL` works as users expect). Anthropic: the host only
+    /// (`https://api.anthropic.com`).
+    pub base_url: String,
+    pub api_key: SecretString,
+    /// Limit for a buffered call, and for a streamed call to start (response headers).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Longest gap allowed between two chunks of a stream.
+    pub stream_idle_timeout: Duration,
+    /// Anthropic: a tenant system prompt of at least this many tokens (estimated) is marked
+    /// for prompt caching. Shorter prompts are below Anthropic's cacheable minimum anyway.
+    pub cache_min_tokens: usize,
+    /// Anthropic requires `max_tokens`; this is sent when the client set none.
+    pub default_max_tokens: u32,
+}
+
+impl ProviderSettings {
+    pub fn new(base_url: impl Into<String>, api_key: impl Into<SecretString>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: api_key.into(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            stream_idle_timeout: Duration::from_secs(30),
+            cache_min_tokens: 1024,
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[REDACTED]")
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("cache_min_tokens", &self.cache_min_tokens)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .finish()
+    }
+}
+
+/// Why a provider adapter could not be built (at cold start, from configuration).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderSetupError {
+    #[error("the {provider} base URL `{url}` is not an http(s) URL")]
+    InvalidBaseUrl { provider: ProviderKind, url: String },
+    #[error("the {provider} API key is empty or contains characters not allowed in an HTTP header")]
+    InvalidApiKey { provider: ProviderKind },
+    #[error("could not build the HTTP client for {provider}: {detail}")]
+    Client {
+        provider: ProviderKind,
+        detail: String,
+    },
+}
+
+/// A header value carrying the API key, marked sensitive so reqwest never prints it.
+pub(crate) fn secret_header(
+    provider: ProviderKind,
+    value: &str,
+) -> Result<HeaderValue, ProviderSetupError> {
+    if value.trim().is_empty() {
+        return Err(ProviderSetupError::InvalidApiKey { provider });
+    }
+    let mut header =
+        HeaderValue::from_str(value).map_err(|_| ProviderSetupError::InvalidApiKey { provider })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// What an adapter's stream translator wants after an event.
+pub(crate) enum Flow {
+    Continue,
+    /// The provider said the stream is complete; stop reading.
+    Done,
+}
+
+/// Turns a provider's SSE events into [`StreamEvent`]s.
+pub(crate) trait StreamTranslator: Send + 'static {
+    fn on_event(
+        &mut self,
+        event: SseEvent,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<Flow, ProviderError>;
+
+    /// The body ended before [`Flow::Done`]. Emit what is owed, or say why this is an error.
+    fn on_end(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError>;
+}
+
+/// Makes [`ProviderError`]s whose messages are scrubbed of the API key, whatever the provider
+/// echoed back. Cloned into each stream, which cannot borrow its [`HttpCore`].
+#[derive(Clone)]
+struct ErrorMaker {
+    provider: ProviderKind,
+    api_key: SecretString,
+}
+
+impl ErrorMaker {
+    fn make(&self, kind: ProviderErrorKind, message: String) -> ProviderError {
+        let key = self.api_key.expose_secret();
+        // A very short key could match ordinary text; real keys are far longer.
+        let message = if key.len() >= 8 && message.contains(key) {
+            message.replace(key, "[REDACTED]")
+        } else {
+            message
+        };
+        ProviderError::new(self.provider, kind, message)
+    }
+}
+
+/// The part of a provider adapter that speaks HTTP: one client, one endpoint.
+pub(crate) struct HttpCore {
+    provider: ProviderKind,
+    client: reqwest::Client,
+    endpoint: Url,
+    errors: ErrorMaker,
+    request_timeout: Duration,
+    stream_idle_timeout: Duration,
+}
+
+impl fmt::Debug for HttpCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCore")
+            .field("provider", &self.provider)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("request_timeout", &self.request_timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCore {
+    /// `path` is appended to the base URL (whose trailing `/` is ignored). `headers` carry the
+    /// credentials and are sent with every request.
+    pub(crate) fn new(
+        provider: ProviderKind,
+        settings: &ProviderSettings,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Result<Self, ProviderSetupError> {
+        let invalid_url = || ProviderSetupError::InvalidBaseUrl {
+            provider,
+            url: settings.base_url.clone(),
+        };
+        let endpoint = Url::parse(&format!(
+            "{}{path}",
+            settings.base_url.trim_end_matches('/')
+        ))
+        .map_err(|_| invalid_url())?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.cannot_be_a_base() {
+            return Err(invalid_url());
+        }
+        // No client-wide `timeout`: reqwest applies it to the whole body, which would cut long
+        // streams. Buffered calls get a per-call limit and streams an idle limit instead.
+        // Redirects are refused so the key never follows one to another host.
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderSetupError::Client {
+                provider,
+                detail: e.without_url().to_string(),
+            })?;
+        Ok(Self {
+            provider,
+            client,
+            endpoint,
+            errors: ErrorMaker {
+                provider,
+                api_key: settings.api_key.clone(),
+            },
+            request_timeout: settings.request_timeout,
+            stream_idle_timeout: settings.stream_idle_timeout,
+        })
+    }
+
+    /// An error whose message is scrubbed of the API key.
+    pub(crate) fn error(
+        &self,
+        kind: ProviderErrorKind,
+        message: impl Into<String>,
+    ) -> ProviderError {
+        self.errors.make(kind, message.into())
+    }
+
+    /// POSTs `body` and returns the successful response's body. The whole exchange, body
+    /// included, must finish within the request timeout.
+    pub(crate) async fn post_json(&self, body: &impl Serialize) -> Result<Bytes, ProviderError> {
+        let exchange = async {
+            let response = self.send(body).await?;
+            response.bytes().await.map_err(|e| self.transport_error(e))
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| self.request_timed_out())?
+    }
+
+    /// POSTs `body` and streams the reply through `translator`. The response must start
+    /// within the request timeout; then each chunk must follow the previous one within the
+    /// idle timeout.
+    pub(crate) async fn post_stream<T: StreamTranslator>(
+        &self,
+        body: &impl Serialize,
+        translator: T,
+    ) -> Result<EventStream, ProviderError> {
+        let response = tokio::time::timeout(self.request_timeout, self.send(body))
+            .await
+            .map_err(|_| self.request_timed_out())??;
+        let state = StreamState {
+            body: Box::pin(response.bytes_stream()),
+            parser: SseParser::new(),
+            translator,
+            pending: VecDeque::new(),
+            finished: false,
+            idle_timeout: self.stream_idle_timeout,
+            errors: self.errors.clone(),
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            StreamState::next,
+        )))
+    }
+
+    /// Sends the request; a non-2xx answer becomes a classified error.
+    async fn send(&self, body: &impl Serialize) -> Result<reqwest::Response, ProviderError> {
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        // The error body is diagnostic only: if it cannot be read, classify on the status.
+        let body = response.bytes().await.unwrap_or_default();
+        Err(self.status_error(status, &headers, &body))
+    }
+
+    fn request_timed_out(&self) -> ProviderError {
+        self.error(
+            ProviderErrorKind::Timeout,
+            format!("no answer within {:?}", self.request_timeout),
+        )
+    }
+
+    fn transport_error(&self, err: reqwest::Error) -> ProviderError {
+        transport_error(self.provider, err)
+    }
+
+    /// Classifies a non-2xx answer.
+    pub(crate) fn status_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ProviderError {
+        let code = status.as_u16();
+        let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
+            .ok()
+            .map(|e| truncate(&e.error.message))
+            .filter(|m| !m.is_empty());
+        let provider_message = || parsed.clone().unwrap_or_else(|| format!("HTTP {code}"));
+        match code {
+            429 => self.error(
+                ProviderErrorKind::RateLimited {
+                    retry_after: retry_after(headers),
+                },
+                provider_message(),
+            ),
+            // The provider's wording can quote part of the key; say only what happened.
+            401 | 403 => self.error(
+                ProviderErrorKind::Credentials,
+                format!("the provider refused the API key (HTTP {code})"),
+            ),
+            400 | 404 | 413 | 422 => self.error(ProviderErrorKind::Rejected, provider_message()),
+            408 => self.error(ProviderErrorKind::Timeout, format!("HTTP {code}")),
+            // Anything else, 5xx (and Anthropic's 529 "overloaded") included, is the provider's
+            // problem and worth another try.
+            _ => self.error(
+                ProviderErrorKind::Upstream,
+                match &parsed {
+                    Some(message) => format!("HTTP {code}: {message}"),
+                    None => format!("HTTP {code}"),
+                },
+            ),
+        }
+    }
+}
+
+/// Both providers put a human-readable message at `error.message`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorEnvelope {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorDetail {
+    #[serde(default)]
+    pub(crate) message: String,
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
+}
+
+const MAX_MESSAGE_CHARS: usize = 500;
+
+pub(crate) fn truncate(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_owned(),
+    }
+}
+
+fn transport_error(provider: ProviderKind, err: reqwest::Error) -> ProviderError {
+    let kind = if err.is_timeout() {
+        ProviderErrorKind::Timeout
+    } else {
+        ProviderErrorKind::Upstream
+    };
+    // Without the URL (not secret, but noisy); with the cause chain, which says what failed.
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ProviderError::new(provider, kind, message)
+}
+
+/// `retry-after-ms` (OpenAI, precise) wins over `retry-after` (seconds or an HTTP date).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+struct StreamState<T> {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    parser: SseParser,
+    translator: T,
+    pending: VecDeque<Result<StreamEvent, ProviderError>>,
+    finished: bool,
+    idle_timeout: Duration,
+    errors: ErrorMaker,
+}
+
+impl<T: StreamTranslator> StreamState<T> {
+    async fn next(mut self) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some((item, self));
+            }
+            if self.finished {
+                return None;
+            }
+            let mut out = Vec::new();
+            let result = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+                Err(_) => Err(self.errors.make(
+                    ProviderErrorKind::Timeout,
+                    format!("the stream stalled for {:?}", self.idle_timeout),
+                )),
+                Ok(Some(Ok(chunk))) => self.feed(&chunk, &mut out),
+                Ok(Some(Err(err))) => Err(transport_error(self.errors.provider, err)),
+                Ok(None) => {
+                    self.finished = true;
+                    self.translator.on_end(&mut out)
+                }
+            };
+            self.pending.extend(out.into_iter().map(Ok));
+            if let Err(err) = result {
+                let err = self.errors.make(err.kind, err.message);
+                self.pending.push_back(Err(err));
+                self.finished = true;
+            }
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        for event in self.parser.push(chunk) {
+            if let Flow::Done = self.translator.on_event(event, out)? {
+                self.finished = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(base_url: &str) -> Result<HttpCore, ProviderSetupError> {
+        HttpCore::new(
+            ProviderKind::Openai,
+            &ProviderSettings::new(base_url, "sk-secret-test-key"),
+            "/chat/completions",
+            HeaderMap::new(),
+        )
+    }
+
+    #[test]
+    fn settings_debug_never_shows_the_api_key() {
+        let settings = ProviderSettings::new("https://api.openai.com/v1", "sk-secret-test-key");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("sk-secret"), "{debug}");
+        assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn settings_have_the_documented_defaults() {
+        let s = ProviderSettings::new("https://api.anthropic.com", "k");
+        assert_eq!(s.request_timeout, Duration::from_secs(60));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.stream_idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.cache_min_tokens, 1024);
+        assert_eq!(s.default_max_tokens, 4096);
+    }
+
+    #[test]
+    fn the_endpoint_is_joined_to_the_base_url_with_or_without_a_trailing_slash() {
+        for base in ["https://api.openai.com/v1", "https://api.openai.com/v1/"] {
+            let core = core(base).unwrap();
+            assert_eq!(
+                core.endpoint.as_str(),
+                "https://api.openai.com/v1/chat/completions"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_http_is_refused() {
+        for base in ["api.openai.com/v1", "ftp://example.com", "", "mailto:x@y.z"] {
+            assert!(
+                matches!(core(base), Err(ProviderSetupError::InvalidBaseUrl { .. })),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_api_key_that_cannot_be_a_header_is_refused_without_echoing_it() {
+        let err = secret_header(ProviderKind::Anthropic, "sk-bad\nkey").unwrap_err();
+        assert!(!err.to_string().contains("sk-bad"));
+        assert!(secret_header(ProviderKind::Anthropic, " ").is_err());
+        assert!(
+            secret_header(ProviderKind::Anthropic, "sk-ok")
+                .unwrap()
+                .is_sensitive()
+        );
+    }
+
+    fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> ProviderError {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        core("https://api.openai.com/v1").unwrap().status_error(
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn statuses_are_classified_by_what_retrying_could_change() {
+        let body = r#"{"error":{"message":"bad things","type":"x"}}"#;
+        assert_eq!(
+            classify(401, &[], body).kind,
+            ProviderErrorKind::Credentials
+        );
+        assert_eq!(
+            classify(403, &[], body).kind,
+            ProviderErrorKind::Credentials
+        );
+        for status in [400, 404, 413, 422] {
+            let err = classify(status, &[], body);
+            assert_eq!(err.kind, ProviderErrorKind::Rejected);
+            assert_eq!(err.message, "bad things");
+        }
+        for status in [500, 502, 503, 529] {
+            assert_eq!(
+                classify(status, &[], body).kind,
+                ProviderErrorKind::Upstream
+            );
+        }
+        assert_eq!(classify(408, &[], "").kind, ProviderErrorKind::Timeout);
+        assert_eq!(
+            classify(500, &[], "<html>").kind,
+            ProviderErrorKind::Upstream
+        );
+    }
+
+    #[test]
+    fn rate_limits_read_retry_after_in_seconds_or_milliseconds() {
+        let wait = |headers: &[(&str, &str)]| match classify(429, headers, "{}").kind {
+            ProviderErrorKind::RateLimited { retry_after } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(&[]), None);
+        assert_eq!(wait(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "2"), ("retry-after-ms", "250")]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(wait(&[("retry-after", "soon")]), None);
+        assert_eq!(wait(&[("retry-after", "-3")]), None);
+        let past = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(wait(&[("retry-after", past)]), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejection_messages_are_truncated_to_500_characters() {
+        let long = "é".repeat(600);
+        let body = serde_json::json!({"error": {"message": long}}).to_string();
+        let err = classify(400, &[], &body);
+        assert_eq!(err.message.chars().count(), 501);
+        assert!(err.message.ends_with('…'));
+    }
+
+    #[test]
+    fn an_api_key_echoed_by_the_provider_is_scrubbed() {
+        let body = r#"{"error":{"message":"your key sk-secret-test-key is odd"}}"#;
+        let err = classify(400, &[], body);
+        assert!(!err.to_string().contains("sk-secret-test-key"), "{err}");
+        assert!(!format!("{err:?}").contains("sk-secret-test-key"));
+        let err = classify(401, &[], body);
+        assert!(!format!("{err:?}").contains("sk-secret"));
+    }
+}

@@ -1,0 +1,302 @@
+//! Configuration: every environment variable Tollgate reads, read once at cold start and
+//! validated here. Nothing else in the code base calls `std::env::var`.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `TOLLGATE_PROVIDERS` | `real` in Lambda, `auto` in `tollgate serve` | `real`: only providers with a key; `simulated`: the simulated provider for both; `auto`: real where a key is set, simulated elsewhere |
+//! | `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` | unset | provider keys |
+//! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | any OpenAI-compatible endpoint |
+//! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | any Anthropic-compatible endpoint |
+//! | `TOLLGATE_PROVIDER_TIMEOUT_SECS` | 60 | buffered call / stream start limit |
+//! | `TOLLGATE_CONNECT_TIMEOUT_SECS` | 5 | TCP+TLS connect limit |
+//! | `TOLLGATE_STREAM_IDLE_TIMEOUT_SECS` | 30 | longest gap between stream chunks |
+//! | `TOLLGATE_MAX_RETRIES` | 2 | provider retries on 429/5xx/timeout |
+//! | `TOLLGATE_ANTHROPIC_CACHE_MIN_TOKENS` | 1024 | system prompts this long get `cache_control` |
+//! | `TOLLGATE_DEFAULT_MAX_TOKENS` | 4096 | `max_tokens` sent to Anthropic when the client sends none |
+//! | `TOLLGATE_SIMULATED_LATENCY_MS` | 0 | simulated provider: time to first token |
+//! | `TOLLGATE_SIMULATED_CHUNK_MS` | 0 | simulated provider: gap between stream chunks |
+//! | `TOLLGATE_PRICES_FILE` | unset | JSON price overrides merged over the bundled table |
+//! | `TOLLGATE_MAX_BODY_BYTES` | 4194304 | request bodies larger than this get 413 |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::adapters::anthropic::AnthropicProvider;
+use crate::adapters::http_provider::{ProviderSettings, ProviderSetupError};
+use crate::adapters::openai::OpenAiProvider;
+use crate::adapters::retry::RetryPolicy;
+use crate::adapters::simulated::{SimulatedLatency, SimulatedProvider};
+use crate::domain::pricing::{PriceTable, PriceTableError};
+use crate::domain::tenant::ProviderKind;
+use crate::service::Providers;
+
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderMode {
+    Real,
+    Simulated,
+    Auto,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(transparent)]
+    Provider(#[from] ProviderSetupError),
+    #[error("cannot read {path}: {source}")]
+    PricesFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Prices {
+        path: String,
+        source: PriceTableError,
+    },
+    #[error("bundled price table: {0}")]
+    BundledPrices(PriceTableError),
+}
+
+/// Typed settings for the invoke path.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: ProviderMode,
+    pub openai: Option<ProviderSettings>,
+    pub anthropic: Option<ProviderSettings>,
+    pub retry: RetryPolicy,
+    pub simulated: SimulatedLatency,
+    pub prices_file: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    /// Reads the process environment. `default_mode` is the binary's choice (Lambda: `Real`,
+    /// so production never answers from a simulator by accident).
+    pub fn from_env(default_mode: ProviderMode) -> Result<Self, ConfigError> {
+        Self::from_lookup(default_mode, |name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map).
+    pub fn from_lookup(
+        default_mode: ProviderMode,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mode = match get("TOLLGATE_PROVIDERS").as_deref() {
+            None => default_mode,
+            Some("real") => ProviderMode::Real,
+            Some("simulated") => ProviderMode::Simulated,
+            Some("auto") => ProviderMode::Auto,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "TOLLGATE_PROVIDERS",
+                    value: other.to_owned(),
+                    reason: "expected real, simulated or auto",
+                });
+            }
+        };
+        let secs =
+            |name: &'static str, default: u64| number(&get, name, default).map(Duration::from_secs);
+        let request_timeout = secs("TOLLGATE_PROVIDER_TIMEOUT_SECS", 60)?;
+        let connect_timeout = secs("TOLLGATE_CONNECT_TIMEOUT_SECS", 5)?;
+        let stream_idle_timeout = secs("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", 30)?;
+        let cache_min_tokens = number(&get, "TOLLGATE_ANTHROPIC_CACHE_MIN_TOKENS", 1024)? as usize;
+        let default_max_tokens = number(&get, "TOLLGATE_DEFAULT_MAX_TOKENS", 4096)?;
+        let default_max_tokens =
+            u32::try_from(default_max_tokens).map_err(|_| ConfigError::Invalid {
+                name: "TOLLGATE_DEFAULT_MAX_TOKENS",
+                value: default_max_tokens.to_string(),
+                reason: "too large",
+            })?;
+        let provider = |key: &str, url: &str, default_url: &str| {
+            get(key).map(|api_key| ProviderSettings {
+                request_timeout,
+                connect_timeout,
+                stream_idle_timeout,
+                cache_min_tokens,
+                default_max_tokens,
+                ..ProviderSettings::new(
+                    get(url).unwrap_or_else(|| default_url.to_owned()),
+                    SecretString::from(api_key),
+                )
+            })
+        };
+        let max_retries = number(&get, "TOLLGATE_MAX_RETRIES", 2)?;
+        Ok(Self {
+            mode,
+            openai: provider("OPENAI_API_KEY", "OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL),
+            anthropic: provider(
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_BASE_URL",
+                DEFAULT_ANTHROPIC_BASE_URL,
+            ),
+            retry: RetryPolicy {
+                max_retries: u32::try_from(max_retries.min(10)).unwrap_or(10),
+                ..RetryPolicy::default()
+            },
+            simulated: SimulatedLatency {
+                first_token: Duration::from_millis(number(
+                    &get,
+                    "TOLLGATE_SIMULATED_LATENCY_MS",
+                    0,
+                )?),
+                per_chunk: Duration::from_millis(number(&get, "TOLLGATE_SIMULATED_CHUNK_MS", 0)?),
+            },
+            prices_file: get("TOLLGATE_PRICES_FILE"),
+            max_body_bytes: number(&get, "TOLLGATE_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
+        })
+    }
+
+    /// Builds the provider set. Returns it with one line per provider saying what serves it.
+    pub fn providers(&self) -> Result<(Providers, Vec<String>), ConfigError> {
+        let mut providers = Providers::default();
+        let mut described = Vec::new();
+        for kind in ProviderKind::ALL {
+            let real = match kind {
+                ProviderKind::Openai => self.openai.as_ref(),
+                ProviderKind::Anthropic => self.anthropic.as_ref(),
+            };
+            match (self.mode, real) {
+                (ProviderMode::Real | ProviderMode::Auto, Some(settings)) => {
+                    let provider: Arc<dyn crate::ports::LlmProvider> = match kind {
+                        ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
+                        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
+                    };
+                    providers = providers.with(provider);
+                    described.push(format!("{kind}: {} (real)", settings.base_url));
+                }
+                (ProviderMode::Simulated, _) | (ProviderMode::Auto, None) => {
+                    providers =
+                        providers.with(Arc::new(SimulatedProvider::new(kind, self.simulated)));
+                    described.push(format!("{kind}: simulated (no {} set)", key_name(kind)));
+                }
+                (ProviderMode::Real, None) => {
+                    described.push(format!(
+                        "{kind}: not configured ({} unset); its routes answer 503",
+                        key_name(kind)
+                    ));
+                }
+            }
+        }
+        Ok((providers, described))
+    }
+
+    /// The bundled price table with the operator's overrides merged in.
+    pub fn prices(&self) -> Result<PriceTable, ConfigError> {
+        let mut table = PriceTable::bundled().map_err(ConfigError::BundledPrices)?;
+        if let Some(path) = &self.prices_file {
+            let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::PricesFile {
+                path: path.clone(),
+                source,
+            })?;
+            table
+                .merge_json(&raw)
+                .map_err(|source| ConfigError::Prices {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Ok(table)
+    }
+}
+
+fn key_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Openai => "OPENAI_API_KEY",
+        ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value: raw,
+            reason: "expected a non-negative whole number",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)], mode: ProviderMode) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(mode, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn with_no_keys_auto_mode_simulates_both_providers() {
+        let s = settings(&[], ProviderMode::Auto).unwrap();
+        let (providers, described) = s.providers().unwrap();
+        assert!(providers.get(ProviderKind::Openai).is_some());
+        assert!(providers.get(ProviderKind::Anthropic).is_some());
+        assert!(
+            described.iter().all(|d| d.contains("simulated")),
+            "{described:?}"
+        );
+    }
+
+    #[test]
+    fn real_mode_never_simulates() {
+        let s = settings(&[("OPENAI_API_KEY", "sk-test")], ProviderMode::Real).unwrap();
+        let (providers, described) = s.providers().unwrap();
+        assert!(providers.get(ProviderKind::Openai).is_some());
+        assert!(providers.get(ProviderKind::Anthropic).is_none());
+        assert!(described.iter().all(|d| !d.contains("simulated")));
+    }
+
+    #[test]
+    fn base_urls_point_providers_anywhere() {
+        let s = settings(
+            &[
+                ("OPENAI_API_KEY", "sk-test"),
+                ("OPENAI_BASE_URL", "http://127.0.0.1:1/v1"),
+            ],
+            ProviderMode::Auto,
+        )
+        .unwrap();
+        assert_eq!(s.openai.as_ref().unwrap().base_url, "http://127.0.0.1:1/v1");
+        let (_, described) = s.providers().unwrap();
+        assert!(described[0].contains("127.0.0.1:1"));
+        assert!(!described.join(" ").contains("sk-test"));
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let err = settings(&[("TOLLGATE_MAX_RETRIES", "many")], ProviderMode::Auto).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_MAX_RETRIES"));
+        let err = settings(&[("TOLLGATE_PROVIDERS", "magic")], ProviderMode::Auto).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_PROVIDERS"));
+    }
+
+    #[test]
+    fn the_api_key_never_appears_in_debug_output() {
+        let s = settings(
+            &[("ANTHROPIC_API_KEY", "sk-ant-very-secret")],
+            ProviderMode::Auto,
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("sk-ant-very-secret"));
+    }
+}

@@ -1,0 +1,110 @@
+//! Response-cache keys.
+//!
+//! A key hashes everything that can change the answer: the tenant, its configuration version,
+//! the route (provider and provider model), the rendered system prompt and the normalized
+//! request. It starts with the tenant id in the clear, so a store can partition by tenant and
+//! refuse a key that does not belong to the caller.
+
+use sha2::{Digest, Sha256};
+
+use super::chat::ChatRequest;
+use super::ids::TenantId;
+use super::tenant::Route;
+
+pub fn response_cache_key(
+    tenant: &TenantId,
+    config_version: u64,
+    route: &Route,
+    system_prompt: Option<&str>,
+    request: &ChatRequest,
+) -> String {
+    let mut hasher = Sha256::new();
+    // Length-prefix every field so no two different inputs can concatenate to the same bytes.
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(b"tollgate-response-cache-v1");
+    field(tenant.as_str().as_bytes());
+    field(&config_version.to_le_bytes());
+    field(route.provider.as_str().as_bytes());
+    field(route.model.as_bytes());
+    field(system_prompt.unwrap_or_default().as_bytes());
+    // `ChatRequest` serializes only the fields that change the answer (not `stream`/`user`);
+    // serde_json renders it deterministically.
+    field(&serde_json::to_vec(request).unwrap_or_default());
+    format!("{tenant}#{}", hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::{Message, Role};
+    use crate::domain::tenant::ProviderKind;
+
+    fn request(text: &str, stream: bool) -> ChatRequest {
+        ChatRequest {
+            model: "fast".into(),
+            messages: vec![Message {
+                role: Role::User,
+                content: text.into(),
+                name: None,
+            }],
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            stop: vec![],
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            user: Some("u1".into()),
+            stream,
+            include_usage: false,
+        }
+    }
+
+    fn route() -> Route {
+        Route {
+            provider: ProviderKind::Openai,
+            model: "gpt-4o-mini".into(),
+            fine_tuned: false,
+        }
+    }
+
+    fn key(tenant: &str, version: u64, system: &str, req: &ChatRequest) -> String {
+        response_cache_key(
+            &TenantId::parse(tenant).unwrap(),
+            version,
+            &route(),
+            Some(system),
+            req,
+        )
+    }
+
+    #[test]
+    fn the_same_question_from_two_tenants_never_shares_a_key() {
+        assert_ne!(
+            key("acme", 1, "s", &request("hi", false)),
+            key("globex", 1, "s", &request("hi", false))
+        );
+        assert!(key("acme", 1, "s", &request("hi", false)).starts_with("acme#"));
+    }
+
+    #[test]
+    fn streaming_and_end_user_do_not_change_the_key() {
+        let mut other_user = request("hi", true);
+        other_user.user = Some("u2".into());
+        assert_eq!(
+            key("acme", 1, "s", &request("hi", false)),
+            key("acme", 1, "s", &other_user)
+        );
+    }
+
+    #[test]
+    fn config_version_system_prompt_and_content_all_change_the_key() {
+        let base = key("acme", 1, "s", &request("hi", false));
+        assert_ne!(base, key("acme", 2, "s", &request("hi", false)));
+        assert_ne!(base, key("acme", 1, "t", &request("hi", false)));
+        assert_ne!(base, key("acme", 1, "s", &request("hi!", false)));
+    }
+}

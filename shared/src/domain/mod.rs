@@ -1,0 +1,12 @@
+//! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
+//! prompt rendering, pricing and the usage event.
+
+pub mod cache_key;
+pub mod chat;
+pub mod ids;
+pub mod keys;
+pub mod pricing;
+pub mod prompt;
+pub mod routing;
+pub mod tenant;
+pub mod usage;

@@ -1,0 +1,140 @@
+//! Model routing: a logical model name → the tenant's route, with the fine-tuned ownership check.
+
+use crate::error::GatewayError;
+
+use super::ids::TenantId;
+use super::tenant::{Route, TenantConfig};
+
+/// Finds the route for `requested`. Unknown names are a 404, never a fallback to a default.
+pub fn resolve<'a>(config: &'a TenantConfig, requested: &str) -> Result<&'a Route, GatewayError> {
+    config
+        .routes
+        .get(requested)
+        .ok_or_else(|| GatewayError::ModelNotFound {
+            model: requested.to_owned(),
+        })
+}
+
+/// A fine-tuned route may only be served to the tenant that owns the fine-tuned model.
+/// `owner` is what the fine-tuned model registry says; an unregistered fine-tuned model is
+/// refused too (fail closed), because its owner cannot be proven.
+pub fn check_fine_tuned_owner(
+    tenant: &TenantId,
+    requested: &str,
+    route: &Route,
+    owner: Option<&TenantId>,
+) -> Result<(), GatewayError> {
+    if !route.is_fine_tuned() {
+        return Ok(());
+    }
+    match owner {
+        Some(owner) if owner == tenant => Ok(()),
+        _ => Err(GatewayError::ForeignFineTunedModel {
+            model: requested.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::prompt::PromptTemplate;
+    use crate::domain::tenant::{ProviderKind, ResponseCachePolicy, Tier};
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    fn config() -> TenantConfig {
+        TenantConfig {
+            tenant_id: tenant("acme"),
+            display_name: "Acme".into(),
+            tier: Tier::Pro,
+            version: 1,
+            system_prompt: PromptTemplate::parse("hi").unwrap(),
+            prompt_variables: BTreeMap::new(),
+            routes: BTreeMap::from([
+                (
+                    "fast".to_owned(),
+                    Route {
+                        provider: ProviderKind::Openai,
+                        model: "gpt-4o-mini".into(),
+                        fine_tuned: false,
+                    },
+                ),
+                (
+                    "acme-support".to_owned(),
+                    Route {
+                        provider: ProviderKind::Openai,
+                        model: "ft:gpt-4o-mini-2024-07-18:acme::a1".into(),
+                        fine_tuned: true,
+                    },
+                ),
+            ]),
+            response_cache: ResponseCachePolicy::default(),
+            price_overrides: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_logical_model_resolves_to_its_route() {
+        let cfg = config();
+        assert_eq!(resolve(&cfg, "fast").unwrap().model, "gpt-4o-mini");
+    }
+
+    #[test]
+    fn an_unknown_model_is_not_found_rather_than_defaulted() {
+        let cfg = config();
+        let err = resolve(&cfg, "gpt-4o").unwrap_err();
+        assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn a_fine_tuned_route_is_served_to_its_owner() {
+        let cfg = config();
+        let route = resolve(&cfg, "acme-support").unwrap();
+        assert!(
+            check_fine_tuned_owner(
+                &tenant("acme"),
+                "acme-support",
+                route,
+                Some(&tenant("acme"))
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_route_to_another_tenants_fine_tuned_model_is_refused() {
+        let cfg = config();
+        let route = resolve(&cfg, "acme-support").unwrap();
+        let err = check_fine_tuned_owner(
+            &tenant("acme"),
+            "acme-support",
+            route,
+            Some(&tenant("globex")),
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), 403);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Configuration);
+    }
+
+    #[test]
+    fn an_unregistered_fine_tuned_model_is_refused() {
+        let route = Route {
+            provider: ProviderKind::Openai,
+            model: "ft:gpt-4o:someone::zzz".into(),
+            fine_tuned: false,
+        };
+        assert!(check_fine_tuned_owner(&tenant("acme"), "x", &route, None).is_err());
+    }
+
+    #[test]
+    fn base_model_routes_need_no_owner() {
+        let cfg = config();
+        let route = resolve(&cfg, "fast").unwrap();
+        assert!(check_fine_tuned_owner(&tenant("acme"), "fast", route, None).is_ok());
+    }
+}

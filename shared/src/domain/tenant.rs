@@ -1,0 +1,151 @@
+//! Tenant configuration: tier, system prompt, model routes, cache policy, price overrides.
+//!
+//! Operators write it (through the CLI); invoke reads it on every request. `version` grows on
+//! every change and is part of every response-cache key, so a config change can never serve a
+//! response produced under the old configuration.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::TenantId;
+use super::pricing::ModelPrice;
+use super::prompt::PromptTemplate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Pro => "pro",
+            Self::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// The upstream API family a route calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 2] = [Self::Openai, Self::Anthropic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a logical model name goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub provider: ProviderKind,
+    /// The provider's model id, e.g. `gpt-4o-mini` or `ft:gpt-4o-mini-2024-07-18:acme::abc123`.
+    pub model: String,
+    /// Set for fine-tuned model versions; such routes are only served to the model's owner.
+    #[serde(default)]
+    pub fine_tuned: bool,
+}
+
+impl Route {
+    /// Fine-tuned routes are checked against the fine-tuned model registry. OpenAI's `ft:` ids
+    /// are treated as fine-tuned even when the operator forgot the flag: fail closed.
+    pub fn is_fine_tuned(&self) -> bool {
+        self.fine_tuned || self.model.starts_with("ft:")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCachePolicy {
+    pub enabled: bool,
+    #[serde(default = "default_cache_ttl")]
+    pub ttl_seconds: u32,
+}
+
+fn default_cache_ttl() -> u32 {
+    3600
+}
+
+impl Default for ResponseCachePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ttl_seconds: default_cache_ttl(),
+        }
+    }
+}
+
+/// Everything invoke needs to know about a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub tenant_id: TenantId,
+    pub display_name: String,
+    pub tier: Tier,
+    /// Grows on every change; part of response-cache keys.
+    pub version: u64,
+    pub system_prompt: PromptTemplate,
+    #[serde(default)]
+    pub prompt_variables: BTreeMap<String, String>,
+    /// Logical model name (what clients send as `model`) → route.
+    pub routes: BTreeMap<String, Route>,
+    #[serde(default)]
+    pub response_cache: ResponseCachePolicy,
+    /// Provider model id → price, replacing the global price table for this tenant
+    /// (negotiated rates, fine-tuned models).
+    #[serde(default)]
+    pub price_overrides: BTreeMap<String, ModelPrice>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("tenant `{0}` has no model routes; add at least one")]
+    NoRoutes(TenantId),
+    #[error("system prompt uses `{{{{{0}}}}}`, which is neither a prompt variable nor a built-in")]
+    UnknownPromptVariable(String),
+    #[error("route `{0}` has an empty provider model")]
+    EmptyRouteModel(String),
+}
+
+impl TenantConfig {
+    /// Checks what serde cannot: every template variable resolves, every route names a model.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.routes.is_empty() {
+            return Err(ConfigError::NoRoutes(self.tenant_id.clone()));
+        }
+        for (name, route) in &self.routes {
+            if route.model.trim().is_empty() {
+                return Err(ConfigError::EmptyRouteModel(name.clone()));
+            }
+        }
+        for var in self.system_prompt.variables() {
+            let known =
+                self.prompt_variables.contains_key(var) || super::prompt::BUILT_INS.contains(&var);
+            if !known {
+                return Err(ConfigError::UnknownPromptVariable(var.to_owned()));
+            }
+        }
+        Ok(())
+    }
+}

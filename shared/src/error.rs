@@ -1,0 +1,301 @@
+//! The one error type every request path returns, and the one place it becomes a response.
+//!
+//! `status()` and `kind()` are exhaustive matches with no wildcard arm: a new variant forces a
+//! decision about its status code and its metric bucket.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Low-cardinality error classification used in metrics, usage events and logs.
+///
+/// The first six are the buckets the product brief asks to tell apart; the rest are client
+/// errors that are counted but say nothing about the gateway's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Our own per-tenant limit refused the request.
+    RateLimited,
+    /// The provider answered 429.
+    UpstreamRateLimited,
+    /// The model's output failed validation (structured output).
+    Validation,
+    /// The provider did not answer in time.
+    Timeout,
+    /// The provider failed (5xx, transport error, malformed answer).
+    UpstreamError,
+    /// A bug or an infrastructure failure on our side.
+    Application,
+    /// Missing, unknown or revoked API key.
+    Authentication,
+    /// The client's request is malformed or not allowed.
+    InvalidRequest,
+    /// The tenant's configuration cannot serve this request (routing, pricing).
+    Configuration,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::UpstreamRateLimited => "upstream_rate_limited",
+            Self::Validation => "validation",
+            Self::Timeout => "timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::Application => "application",
+            Self::Authentication => "authentication",
+            Self::InvalidRequest => "invalid_request",
+            Self::Configuration => "configuration",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(
+        "missing or malformed Authorization header; expected `Authorization: Bearer <api key>`"
+    )]
+    MissingApiKey,
+    #[error("incorrect API key provided")]
+    InvalidApiKey,
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("unknown route {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error(
+        "the model `{model}` does not exist or you do not have access to it; GET /v1/models lists the models available to you"
+    )]
+    ModelNotFound { model: String },
+    #[error(
+        "the model `{model}` is routed to a fine-tuned model that does not belong to this tenant; the route is refused. Ask your operator to fix the routing"
+    )]
+    ForeignFineTunedModel { model: String },
+    #[error(
+        "no price is configured for `{provider_model}` (served for `{model}`); the request was refused before reaching the provider. Ask your operator to add it to the price table"
+    )]
+    PriceMissing {
+        model: String,
+        provider_model: String,
+    },
+    #[error("the provider for `{model}` is not configured in this deployment")]
+    ProviderUnavailable { model: String },
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
+    UpstreamRateLimited { retry_after: Option<Duration> },
+    #[error("the upstream provider did not respond in time")]
+    UpstreamTimeout,
+    #[error("the upstream provider rejected the request: {message}")]
+    UpstreamRejected { message: String },
+    #[error("the upstream provider failed ({detail})")]
+    Upstream { detail: String },
+    #[error("internal error; the request id identifies it in our logs")]
+    Internal {
+        /// Logged, never rendered.
+        detail: String,
+    },
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: param.into(),
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal {
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey => S::UNAUTHORIZED,
+            Self::InvalidRequest { .. } => S::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
+            Self::RouteNotFound { .. } | Self::ModelNotFound { .. } => S::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
+            Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
+            Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } | Self::UpstreamRateLimited { .. } => S::TOO_MANY_REQUESTS,
+            Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
+            Self::UpstreamRejected { .. } => S::BAD_REQUEST,
+            Self::Upstream { .. } => S::BAD_GATEWAY,
+            Self::Internal { .. } => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::Authentication,
+            Self::InvalidRequest { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::RouteNotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::ModelNotFound { .. }
+            | Self::UpstreamRejected { .. } => ErrorKind::InvalidRequest,
+            Self::ForeignFineTunedModel { .. }
+            | Self::PriceMissing { .. }
+            | Self::ProviderUnavailable { .. } => ErrorKind::Configuration,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::UpstreamRateLimited { .. } => ErrorKind::UpstreamRateLimited,
+            Self::UpstreamTimeout => ErrorKind::Timeout,
+            Self::Upstream { .. } => ErrorKind::UpstreamError,
+            Self::Internal { .. } => ErrorKind::Application,
+        }
+    }
+
+    /// The OpenAI `error.type` string.
+    fn openai_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// The OpenAI `error.code` string.
+    fn openai_code(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::InvalidRequest { .. } => return None,
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RouteNotFound { .. } => "unknown_url",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::ModelNotFound { .. } => "model_not_found",
+            Self::ForeignFineTunedModel { .. } => "model_route_forbidden",
+            Self::PriceMissing { .. } => "model_price_missing",
+            Self::ProviderUnavailable { .. } => "provider_unavailable",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::Upstream { .. } => "upstream_error",
+            Self::Internal { .. } => "internal_error",
+        })
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::UpstreamRateLimited { retry_after } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The response body in the OpenAI error shape. The only place error bodies are rendered.
+    pub fn to_body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                r#type: self.openai_type(),
+                param: self.param(),
+                code: self.openai_code(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: String,
+    pub r#type: &'static str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_render_their_detail() {
+        let err = GatewayError::internal("dynamodb said: secret-table-name exploded");
+        let body = serde_json::to_string(&err.to_body()).unwrap_or_default();
+        assert!(!body.contains("secret-table-name"), "{body}");
+        assert_eq!(err.status(), 500);
+        assert_eq!(err.kind(), ErrorKind::Application);
+    }
+
+    #[test]
+    fn errors_render_in_the_openai_shape() {
+        let err = GatewayError::invalid("messages must not be empty", Some("messages".into()));
+        let body: serde_json::Value =
+            serde_json::to_value(err.to_body()).unwrap_or(serde_json::Value::Null);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(body["error"]["message"], "messages must not be empty");
+        assert!(body["error"]["code"].is_null());
+    }
+
+    #[test]
+    fn status_codes_follow_openai_conventions() {
+        assert_eq!(GatewayError::InvalidApiKey.status(), 401);
+        assert_eq!(
+            GatewayError::ModelNotFound { model: "x".into() }.status(),
+            404
+        );
+        assert_eq!(
+            GatewayError::UpstreamRateLimited { retry_after: None }.status(),
+            429
+        );
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(
+            GatewayError::UpstreamRateLimited { retry_after: None }.retry_after(),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn error_kinds_bucket_metrics() {
+        assert_eq!(GatewayError::UpstreamTimeout.kind().as_str(), "timeout");
+        assert_eq!(
+            GatewayError::Upstream {
+                detail: "503".into()
+            }
+            .kind(),
+            ErrorKind::UpstreamError
+        );
+        assert_eq!(
+            GatewayError::PriceMissing {
+                model: "m".into(),
+                provider_model: "p".into()
+            }
+            .kind(),
+            ErrorKind::Configuration
+        );
+    }
+}

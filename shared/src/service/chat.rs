@@ -1,0 +1,514 @@
+//! The chat hot path: authenticate → load config → route → price → render prompt →
+//! (response cache) → provider → meter → observe.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::adapters::retry::RetryPolicy;
+use crate::domain::cache_key::response_cache_key;
+use crate::domain::chat::{ChatRequest, Completion};
+use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::pricing::{ModelPrice, PriceTable};
+use crate::domain::prompt::BuiltIns;
+use crate::domain::routing;
+use crate::domain::tenant::{ProviderKind, Route, TenantConfig};
+use crate::domain::usage::TokenUsage;
+use crate::error::GatewayError;
+use crate::http::ByteStream;
+use crate::ports::metrics::RequestMetrics;
+use crate::ports::provider::{LlmProvider, ProviderRequest};
+use crate::ports::{
+    ApiKeyLookup, Clock, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
+};
+use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
+use crate::wire::request::parse_chat_request;
+
+use super::auth::authenticate;
+use super::metering::{CallOutcome, CallRecord};
+use super::stream::{metered_sse, replay_sse};
+
+/// The providers this deployment can reach, by API family.
+#[derive(Clone, Default)]
+pub struct Providers {
+    openai: Option<Arc<dyn LlmProvider>>,
+    anthropic: Option<Arc<dyn LlmProvider>>,
+}
+
+impl Providers {
+    pub fn with(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        match provider.kind() {
+            ProviderKind::Openai => self.openai = Some(provider),
+            ProviderKind::Anthropic => self.anthropic = Some(provider),
+        }
+        self
+    }
+
+    pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn LlmProvider>> {
+        match kind {
+            ProviderKind::Openai => self.openai.as_ref(),
+            ProviderKind::Anthropic => self.anthropic.as_ref(),
+        }
+    }
+}
+
+/// Per-request facts known before any work is done.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: RequestId,
+    pub started: Instant,
+    /// The client asked to skip the response cache (`Cache-Control: no-cache`).
+    pub bypass_cache: bool,
+}
+
+impl RequestContext {
+    pub fn new(request_id: RequestId) -> Self {
+        Self {
+            request_id,
+            started: Instant::now(),
+            bypass_cache: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// Facts about a reply that become response headers.
+#[derive(Debug, Clone)]
+pub struct ReplyMeta {
+    pub tenant_id: TenantId,
+    pub cache: Option<CacheStatus>,
+}
+
+pub enum ChatReply {
+    Completion {
+        body: ChatCompletion,
+        meta: ReplyMeta,
+    },
+    /// Server-sent events in OpenAI's chunk format, metered when the stream ends.
+    Stream { events: ByteStream, meta: ReplyMeta },
+}
+
+/// Everything the chat path needs, and nothing else: this is invoke's permission set.
+#[derive(Clone)]
+pub struct ChatService {
+    pub keys: Arc<dyn ApiKeyLookup>,
+    pub tenants: Arc<dyn TenantConfigSource>,
+    pub usage: Arc<dyn UsageSink>,
+    pub cache: Arc<dyn ResponseCache>,
+    pub providers: Providers,
+    pub prices: Arc<PriceTable>,
+    pub metrics: Arc<dyn MetricsSink>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+/// A request that passed every check and is ready for a provider.
+pub(crate) struct Prepared {
+    pub config: Arc<TenantConfig>,
+    pub request: ChatRequest,
+    pub route: Route,
+    pub price: ModelPrice,
+    pub provider: Arc<dyn LlmProvider>,
+    pub upstream: ProviderRequest,
+    pub cache_key: Option<String>,
+}
+
+impl ChatService {
+    /// Serves one chat-completions request. Exactly one metrics record is emitted per call,
+    /// and one usage event per call that reached a provider (or the response cache).
+    pub async fn chat(
+        &self,
+        ctx: &RequestContext,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<ChatReply, GatewayError> {
+        // The trace moves into the call record once the request is admitted; from then on the
+        // metering path (which survives a client disconnect) reports it. Until then, failures
+        // are reported here.
+        let mut trace = Some(self.trace(ctx));
+        let result = self.chat_inner(ctx, &mut trace, bearer, body).await;
+        if let (Err(err), Some(mut trace)) = (&result, trace) {
+            trace.status = err.status().as_u16();
+            trace.error_type = Some(err.kind());
+            trace.latency_ms = elapsed_ms(ctx.started);
+            self.metrics.request(&trace);
+            log_failure(ctx, &trace, err);
+        }
+        result
+    }
+
+    fn trace(&self, ctx: &RequestContext) -> RequestMetrics {
+        RequestMetrics {
+            timestamp: self.clock.now(),
+            function: "invoke",
+            request_id: ctx.request_id.to_string(),
+            tenant_id: None,
+            model: None,
+            model_served: None,
+            provider: None,
+            status: 200,
+            latency_ms: 0.0,
+            provider_latency_ms: None,
+            usage: TokenUsage::default(),
+            cost_usd: rust_decimal::Decimal::ZERO,
+            error_type: None,
+            streamed: false,
+            cache_hit: None,
+            attempts: 0,
+        }
+    }
+
+    async fn chat_inner(
+        &self,
+        ctx: &RequestContext,
+        trace_slot: &mut Option<RequestMetrics>,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<ChatReply, GatewayError> {
+        let Some(trace) = trace_slot.as_mut() else {
+            return Err(GatewayError::internal("request trace missing"));
+        };
+        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
+        trace.tenant_id = Some(tenant.to_string());
+        let request = parse_chat_request(body)?;
+        trace.model = Some(request.model.clone());
+        trace.streamed = request.stream;
+        let prepared = self.prepare(ctx, &tenant, request).await?;
+        trace.provider = Some(prepared.route.provider.as_str());
+        trace.model_served = Some(prepared.route.model.clone());
+        let Some(trace) = trace_slot.take() else {
+            return Err(GatewayError::internal("request trace missing"));
+        };
+
+        let mut record = CallRecord {
+            request_id: ctx.request_id.clone(),
+            tenant_id: tenant.clone(),
+            model_requested: prepared.request.model.clone(),
+            route: prepared.route.clone(),
+            price: prepared.price.clone(),
+            streamed: prepared.request.stream,
+            started: ctx.started,
+            created_at: trace.timestamp,
+            trace,
+        };
+
+        let cache_status = match (&prepared.cache_key, ctx.bypass_cache) {
+            (None, _) => None,
+            (Some(_), true) => Some(CacheStatus::Bypass),
+            (Some(key), false) => match self.cache.get(key).await {
+                Ok(Some(hit)) => {
+                    record.trace.cache_hit = Some(true);
+                    return Ok(self.serve_cache_hit(ctx, &prepared, record, hit).await);
+                }
+                Ok(None) => Some(CacheStatus::Miss),
+                Err(err) => {
+                    // A cache outage degrades to a miss; it must not fail the request.
+                    tracing::warn!(request_id = %ctx.request_id, error = %err, "response cache read failed");
+                    Some(CacheStatus::Miss)
+                }
+            },
+        };
+        record.trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
+        let meta = ReplyMeta {
+            tenant_id: tenant,
+            cache: cache_status,
+        };
+        let cache_key = prepared
+            .cache_key
+            .clone()
+            .filter(|_| cache_status == Some(CacheStatus::Miss));
+
+        if prepared.request.stream {
+            let provider_started = Instant::now();
+            let (opened, attempts) = self
+                .retry
+                .run(|| prepared.provider.stream(&prepared.upstream))
+                .await;
+            match opened {
+                Ok(events) => {
+                    let events = metered_sse(
+                        self.clone(),
+                        record,
+                        &prepared,
+                        events,
+                        provider_started,
+                        attempts,
+                        cache_key,
+                    );
+                    Ok(ChatReply::Stream { events, meta })
+                }
+                Err(err) => {
+                    let err = GatewayError::from(err);
+                    self.meter_spawned(
+                        record,
+                        CallOutcome::failed(&err, attempts, provider_started),
+                    )
+                    .await;
+                    Err(err)
+                }
+            }
+        } else {
+            let body = self
+                .complete_buffered(ctx, record, prepared, cache_key)
+                .await?;
+            Ok(ChatReply::Completion { body, meta })
+        }
+    }
+
+    /// Everything that can refuse a request before it costs money.
+    async fn prepare(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        request: ChatRequest,
+    ) -> Result<Prepared, GatewayError> {
+        let config = self.tenants.tenant_config(tenant).await?.ok_or_else(|| {
+            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
+        })?;
+        let route = routing::resolve(&config, &request.model)?.clone();
+        if route.is_fine_tuned() {
+            let owner = self
+                .tenants
+                .fine_tuned_owner(route.provider, &route.model)
+                .await?;
+            if let Err(err) =
+                routing::check_fine_tuned_owner(tenant, &request.model, &route, owner.as_ref())
+            {
+                tracing::error!(
+                    request_id = %ctx.request_id,
+                    tenant_id = %tenant,
+                    model = %request.model,
+                    provider_model = %route.model,
+                    owner = ?owner.as_ref().map(TenantId::as_str),
+                    "security: route points at a fine-tuned model this tenant does not own; refused"
+                );
+                return Err(err);
+            }
+        }
+        let price = config
+            .price_overrides
+            .get(&route.model)
+            .or_else(|| self.prices.lookup(route.provider, &route.model))
+            .cloned()
+            .ok_or_else(|| GatewayError::PriceMissing {
+                model: request.model.clone(),
+                provider_model: route.model.clone(),
+            })?;
+        let provider = self.providers.get(route.provider).cloned().ok_or_else(|| {
+            GatewayError::ProviderUnavailable {
+                model: request.model.clone(),
+            }
+        })?;
+
+        let date = self.clock.now().format("%Y-%m-%d").to_string();
+        let system = config
+            .system_prompt
+            .render(
+                &config.prompt_variables,
+                &BuiltIns {
+                    tenant_id: tenant.as_str(),
+                    tenant_name: &config.display_name,
+                    date: &date,
+                },
+            )
+            .map_err(|var| {
+                GatewayError::internal(format!(
+                    "tenant {tenant}: system prompt variable `{var}` has no value"
+                ))
+            })?;
+        let system = (!system.trim().is_empty()).then_some(system);
+        let cache_key = config.response_cache.enabled.then(|| {
+            response_cache_key(tenant, config.version, &route, system.as_deref(), &request)
+        });
+        let upstream = ProviderRequest {
+            model: route.model.clone(),
+            system,
+            messages: request.messages.clone(),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop: request.stop.clone(),
+            seed: request.seed,
+            presence_penalty: request.presence_penalty,
+            frequency_penalty: request.frequency_penalty,
+        };
+        Ok(Prepared {
+            config,
+            request,
+            route,
+            price,
+            provider,
+            upstream,
+            cache_key,
+        })
+    }
+
+    /// The buffered call runs in its own task: if the client disconnects and the handler is
+    /// dropped, the provider call still completes and is still metered.
+    async fn complete_buffered(
+        &self,
+        ctx: &RequestContext,
+        record: CallRecord,
+        prepared: Prepared,
+        cache_key: Option<String>,
+    ) -> Result<ChatCompletion, GatewayError> {
+        let service = self.clone();
+        let request_id = ctx.request_id.clone();
+        let task = tokio::spawn(async move {
+            let provider_started = Instant::now();
+            let (result, attempts) = service
+                .retry
+                .run(|| prepared.provider.complete(&prepared.upstream))
+                .await;
+            match result {
+                Ok(completion) => {
+                    let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
+                    service.meter(&record, outcome).await;
+                    if let Some(key) = cache_key {
+                        service.cache_put(&key, &completion, &prepared.config).await;
+                    }
+                    Ok(completion_body(
+                        &request_id,
+                        &prepared.request.model,
+                        service.clock.now().timestamp(),
+                        completion,
+                    ))
+                }
+                Err(err) => {
+                    let err = GatewayError::from(err);
+                    service
+                        .meter(
+                            &record,
+                            CallOutcome::failed(&err, attempts, provider_started),
+                        )
+                        .await;
+                    Err(err)
+                }
+            }
+        });
+        task.await
+            .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?
+    }
+
+    async fn serve_cache_hit(
+        &self,
+        ctx: &RequestContext,
+        prepared: &Prepared,
+        record: CallRecord,
+        hit: Completion,
+    ) -> ChatReply {
+        let meta = ReplyMeta {
+            tenant_id: record.tenant_id.clone(),
+            cache: Some(CacheStatus::Hit),
+        };
+        self.meter_spawned(record, CallOutcome::cache_hit(&hit))
+            .await;
+        let created = self.clock.now().timestamp();
+        if prepared.request.stream {
+            ChatReply::Stream {
+                events: replay_sse(&ctx.request_id, &prepared.request, created, hit),
+                meta,
+            }
+        } else {
+            ChatReply::Completion {
+                body: completion_body(&ctx.request_id, &prepared.request.model, created, hit),
+                meta,
+            }
+        }
+    }
+
+    pub(crate) async fn cache_put(
+        &self,
+        key: &str,
+        completion: &Completion,
+        config: &TenantConfig,
+    ) {
+        let ttl = std::time::Duration::from_secs(u64::from(config.response_cache.ttl_seconds));
+        if let Err(err) = self.cache.put(key, completion, ttl).await {
+            tracing::warn!(error = %err, "response cache write failed");
+        }
+    }
+}
+
+/// The OpenAI-shaped body for a completion. `model` is the logical name the client asked for.
+pub(crate) fn completion_body(
+    request_id: &RequestId,
+    model: &str,
+    created: i64,
+    completion: Completion,
+) -> ChatCompletion {
+    ChatCompletion {
+        id: format!("chatcmpl-{request_id}"),
+        object: "chat.completion".into(),
+        created,
+        model: model.to_owned(),
+        choices: vec![Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant".into(),
+                content: Some(completion.content),
+                refusal: None,
+            },
+            finish_reason: Some(completion.finish_reason),
+        }],
+        usage: Some(completion.usage.into()),
+    }
+}
+
+pub(crate) fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError) {
+    let detail = match err {
+        GatewayError::Internal { detail } | GatewayError::Upstream { detail } => detail.as_str(),
+        _ => "",
+    };
+    if err.status().is_server_error() {
+        tracing::error!(request_id = %ctx.request_id, tenant_id = ?trace.tenant_id, error_type = err.kind().as_str(), status = trace.status, %err, detail, "request failed");
+    } else {
+        tracing::info!(request_id = %ctx.request_id, tenant_id = ?trace.tenant_id, error_type = err.kind().as_str(), status = trace.status, %err, "request refused");
+    }
+}
+
+impl ChatService {
+    /// `GET /v1/models`: the logical models the authenticated tenant may request.
+    pub async fn models(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<crate::wire::openai::ModelList, GatewayError> {
+        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
+        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
+            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
+        })?;
+        let data = config
+            .routes
+            .keys()
+            .map(|id| crate::wire::openai::ModelObject {
+                id: id.clone(),
+                object: "model".into(),
+                created: 0,
+                owned_by: tenant.to_string(),
+            })
+            .collect();
+        Ok(crate::wire::openai::ModelList {
+            object: "list".into(),
+            data,
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! Metering: turning a finished (or failed) provider call into exactly one usage event and
+//! exactly one metrics record.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::domain::chat::Completion;
+use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::pricing::ModelPrice;
+use crate::domain::tenant::Route;
+use crate::domain::usage::{TokenUsage, UsageEvent};
+use crate::error::{ErrorKind, GatewayError};
+use crate::ports::metrics::RequestMetrics;
+use crate::ports::store::Recorded;
+
+use super::chat::{ChatService, elapsed_ms};
+
+/// What is known about a call once it is admitted, before the provider answers.
+pub(crate) struct CallRecord {
+    pub request_id: RequestId,
+    pub tenant_id: TenantId,
+    pub model_requested: String,
+    pub route: Route,
+    pub price: ModelPrice,
+    pub streamed: bool,
+    pub started: Instant,
+    pub created_at: DateTime<Utc>,
+    /// The request's metrics record, completed from the outcome.
+    pub trace: RequestMetrics,
+}
+
+/// How the call ended.
+pub(crate) struct CallOutcome {
+    pub usage: TokenUsage,
+    pub served_model: Option<String>,
+    pub error: Option<(ErrorKind, u16)>,
+    pub attempts: u32,
+    pub cache_hit: bool,
+    pub provider_latency: Option<Duration>,
+    pub client_disconnected: bool,
+}
+
+impl CallOutcome {
+    pub fn succeeded(completion: &Completion, attempts: u32, provider_started: Instant) -> Self {
+        Self {
+            usage: completion.usage,
+            served_model: Some(completion.served_model.clone()),
+            error: None,
+            attempts,
+            cache_hit: false,
+            provider_latency: Some(provider_started.elapsed()),
+            client_disconnected: false,
+        }
+    }
+
+    /// A call the provider refused or failed. Failed attempts carry no tokens: providers do
+    /// not bill 429s, 5xx or rejected requests.
+    pub fn failed(err: &GatewayError, attempts: u32, provider_started: Instant) -> Self {
+        Self {
+            usage: TokenUsage::default(),
+            served_model: None,
+            error: Some((err.kind(), err.status().as_u16())),
+            attempts,
+            cache_hit: false,
+            provider_latency: Some(provider_started.elapsed()),
+            client_disconnected: false,
+        }
+    }
+
+    /// Served from the response cache: no provider tokens, no cost.
+    pub fn cache_hit(completion: &Completion) -> Self {
+        Self {
+            usage: TokenUsage::default(),
+            served_model: Some(completion.served_model.clone()),
+            error: None,
+            attempts: 0,
+            cache_hit: true,
+            provider_latency: None,
+            client_disconnected: false,
+        }
+    }
+}
+
+impl ChatService {
+    /// Records the usage event and emits the request's metrics. A usage event that cannot be
+    /// stored is emitted whole as a `MeteringFailure` so it can be replayed; it is never
+    /// silently lost.
+    pub(crate) async fn meter(&self, record: &CallRecord, outcome: CallOutcome) -> UsageEvent {
+        let cost = if outcome.cache_hit {
+            Decimal::ZERO
+        } else {
+            record.price.cost(&outcome.usage)
+        };
+        let latency_ms = elapsed_ms(record.started);
+        let event = UsageEvent {
+            request_id: record.request_id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            created_at: record.created_at,
+            model_requested: record.model_requested.clone(),
+            model_served: outcome
+                .served_model
+                .clone()
+                .unwrap_or_else(|| record.route.model.clone()),
+            provider: record.route.provider,
+            usage: outcome.usage,
+            cost_usd: cost,
+            latency_ms: latency_ms.round() as u64,
+            provider_latency_ms: outcome.provider_latency.map(|d| d.as_millis() as u64),
+            success: outcome.error.is_none(),
+            error_type: outcome.error.map(|(kind, _)| kind),
+            streamed: record.streamed,
+            cache_hit: outcome.cache_hit,
+            attempts: outcome.attempts,
+            client_disconnected: outcome.client_disconnected,
+        };
+        match self.usage.record(&event).await {
+            Ok(Recorded::Inserted) => {}
+            Ok(Recorded::Duplicate) => {
+                tracing::info!(request_id = %event.request_id, "usage event already recorded; replay ignored");
+            }
+            Err(err) => {
+                tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: usage event not stored");
+                self.metrics.metering_failure(&event, &err.to_string());
+            }
+        }
+
+        let mut trace = record.trace.clone();
+        trace.latency_ms = latency_ms;
+        trace.provider_latency_ms = outcome.provider_latency.map(|d| d.as_secs_f64() * 1000.0);
+        trace.usage = outcome.usage;
+        trace.cost_usd = cost;
+        trace.attempts = outcome.attempts;
+        if outcome.cache_hit {
+            trace.cache_hit = Some(true);
+        }
+        if let Some(served) = &outcome.served_model {
+            trace.model_served = Some(served.clone());
+        }
+        if let Some((kind, status)) = outcome.error {
+            trace.error_type = Some(kind);
+            // A stream that fails after its 200 header keeps status 200 in the trace.
+            if !(record.streamed && outcome.usage.total() > 0) {
+                trace.status = status;
+            }
+        }
+        self.metrics.request(&trace);
+        event
+    }
+
+    /// Meters in a task of its own, so that dropping the caller (client disconnect) cannot
+    /// cancel the write halfway.
+    pub(crate) async fn meter_spawned(&self, record: CallRecord, outcome: CallOutcome) {
+        let service = self.clone();
+        let task = tokio::spawn(async move {
+            service.meter(&record, outcome).await;
+        });
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "metering task failed");
+        }
+    }
+}

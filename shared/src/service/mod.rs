@@ -1,0 +1,8 @@
+//! Use cases: the domain wired to the ports. Handlers call exactly one of these.
+
+pub mod auth;
+pub mod chat;
+mod metering;
+mod stream;
+
+pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta, RequestContext};

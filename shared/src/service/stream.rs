@@ -1,0 +1,353 @@
+//! Streaming: provider events → OpenAI SSE chunks, metered exactly like a buffered call.
+//!
+//! The stream owns the call's meter. When the provider finishes, the usage event is recorded
+//! *before* `data: [DONE]` is sent, so a Lambda cannot freeze with metering outstanding. When
+//! the client goes away mid-stream, the body is dropped; `Drop` then drains the provider's
+//! stream in a task to get the exact usage and records it (flagged `client_disconnected`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+
+use crate::domain::chat::{ChatRequest, Completion, FinishReason};
+use crate::domain::ids::RequestId;
+use crate::domain::tenant::TenantConfig;
+use crate::domain::usage::TokenUsage;
+use crate::error::GatewayError;
+use crate::http::ByteStream;
+use crate::ports::provider::{EventStream, ProviderRequest, StreamEvent};
+use crate::tokenizer::{count_chat_tokens, count_tokens};
+use crate::wire::openai::{ChatCompletionChunk, ChunkChoice, Delta, UsageBody};
+
+use super::chat::{ChatService, Prepared};
+use super::metering::{CallOutcome, CallRecord};
+
+/// What the provider has sent so far.
+#[derive(Default)]
+struct Accumulated {
+    text: String,
+    finish: Option<FinishReason>,
+    usage: Option<TokenUsage>,
+    served_model: Option<String>,
+}
+
+impl Accumulated {
+    /// Applies an event; returns the text delta to forward, if any.
+    fn apply(&mut self, event: StreamEvent) -> Option<String> {
+        match event {
+            StreamEvent::Delta(text) => {
+                self.text.push_str(&text);
+                Some(text)
+            }
+            StreamEvent::Finish(reason) => {
+                self.finish = Some(reason);
+                None
+            }
+            StreamEvent::Usage(usage) => {
+                self.usage = Some(usage);
+                None
+            }
+            StreamEvent::Model(model) => {
+                self.served_model = Some(model);
+                None
+            }
+        }
+    }
+}
+
+/// Everything needed to meter the call once, whichever way the stream ends.
+struct StreamMeter {
+    service: ChatService,
+    record: CallRecord,
+    config: Arc<TenantConfig>,
+    upstream_request: ProviderRequest,
+    provider_started: Instant,
+    attempts: u32,
+    cache_key: Option<String>,
+}
+
+impl StreamMeter {
+    /// Meters in its own task and waits for it; the task finishes even if this future is
+    /// dropped.
+    async fn finish(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
+        let task = tokio::spawn(self.run(acc, error, disconnected));
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "stream metering task failed");
+        }
+    }
+
+    async fn run(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
+        let usage = match acc.usage {
+            Some(usage) => usage,
+            None => {
+                // The provider never sent usage (it failed or was cut off). Meter our own count
+                // with the same tokenizer rather than record zero for tokens that were spent.
+                if !acc.text.is_empty() || error.is_none() {
+                    tracing::warn!(request_id = %self.record.request_id, "stream ended without usage; metering estimated tokens");
+                }
+                TokenUsage {
+                    prompt_tokens: if acc.text.is_empty() && error.is_some() {
+                        0
+                    } else {
+                        count_chat_tokens(
+                            self.upstream_request.system.as_deref(),
+                            &self.upstream_request.messages,
+                        ) as u64
+                    },
+                    completion_tokens: count_tokens(&acc.text) as u64,
+                    ..TokenUsage::default()
+                }
+            }
+        };
+        let complete = error.is_none() && !disconnected;
+        let outcome = CallOutcome {
+            usage,
+            served_model: acc.served_model.clone(),
+            error: error.as_ref().map(|e| (e.kind(), e.status().as_u16())),
+            attempts: self.attempts,
+            cache_hit: false,
+            provider_latency: Some(self.provider_started.elapsed()),
+            client_disconnected: disconnected,
+        };
+        self.service.meter(&self.record, outcome).await;
+        if let (true, Some(key)) = (complete, &self.cache_key) {
+            let completion = Completion {
+                content: acc.text,
+                finish_reason: acc.finish.unwrap_or(FinishReason::Stop),
+                usage,
+                served_model: acc
+                    .served_model
+                    .unwrap_or_else(|| self.record.route.model.clone()),
+            };
+            self.service.cache_put(key, &completion, &self.config).await;
+        }
+    }
+}
+
+/// Chunk framing shared by live and replayed streams.
+struct Framer {
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+}
+
+impl Framer {
+    fn new(request_id: &RequestId, request: &ChatRequest, created: i64) -> Self {
+        Self {
+            id: format!("chatcmpl-{request_id}"),
+            created,
+            model: request.model.clone(),
+            include_usage: request.include_usage,
+        }
+    }
+
+    fn chunk(&self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
+        self.data(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+            }],
+            usage: None,
+        })
+    }
+
+    fn role(&self) -> Bytes {
+        self.chunk(
+            Delta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+            },
+            None,
+        )
+    }
+
+    fn text(&self, text: String) -> Bytes {
+        self.chunk(
+            Delta {
+                role: None,
+                content: Some(text),
+            },
+            None,
+        )
+    }
+
+    /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
+    fn end(&self, finish: FinishReason, usage: TokenUsage) -> Bytes {
+        let mut out = self.chunk(Delta::default(), Some(finish)).to_vec();
+        if self.include_usage {
+            out.extend_from_slice(&self.data(&ChatCompletionChunk {
+                id: self.id.clone(),
+                object: "chat.completion.chunk".into(),
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![],
+                usage: Some(UsageBody::from(usage)),
+            }));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        Bytes::from(out)
+    }
+
+    fn error(err: &GatewayError) -> Bytes {
+        let mut out = b"data: ".to_vec();
+        out.extend_from_slice(&serde_json::to_vec(&err.to_body()).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    fn data<T: serde::Serialize>(&self, value: &T) -> Bytes {
+        let mut out = b"data: ".to_vec();
+        out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+struct Live {
+    upstream: EventStream,
+    meter: Option<StreamMeter>,
+    acc: Accumulated,
+    framer: Framer,
+    started: bool,
+    done: bool,
+}
+
+impl Live {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            return Some(self.framer.role());
+        }
+        loop {
+            match self.upstream.next().await {
+                Some(Ok(event)) => {
+                    if let Some(text) = self.acc.apply(event) {
+                        if !text.is_empty() {
+                            return Some(self.framer.text(text));
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    let err = GatewayError::from(err);
+                    self.done = true;
+                    let chunk = Framer::error(&err);
+                    if let Some(meter) = self.meter.take() {
+                        meter
+                            .finish(std::mem::take(&mut self.acc), Some(err), false)
+                            .await;
+                    }
+                    return Some(chunk);
+                }
+                None => {
+                    self.done = true;
+                    let finish = self.acc.finish.unwrap_or(FinishReason::Stop);
+                    let usage = self.acc.usage.unwrap_or_default();
+                    if let Some(meter) = self.meter.take() {
+                        meter
+                            .finish(std::mem::take(&mut self.acc), None, false)
+                            .await;
+                    }
+                    return Some(self.framer.end(finish, usage));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        // The client went away before the end: drain the provider for the exact usage, then
+        // meter. The provider keeps generating either way; this way the bill matches it.
+        let mut upstream: EventStream =
+            std::mem::replace(&mut self.upstream, Box::pin(stream::empty()));
+        let mut acc = std::mem::take(&mut self.acc);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let mut error = None;
+                    while let Some(event) = upstream.next().await {
+                        match event {
+                            Ok(event) => {
+                                acc.apply(event);
+                            }
+                            Err(err) => {
+                                error = Some(GatewayError::from(err));
+                                break;
+                            }
+                        }
+                    }
+                    meter.run(acc, error, true).await;
+                });
+            }
+            Err(_) => {
+                tracing::error!(request_id = %meter.record.request_id, "metering failure: stream dropped outside a runtime");
+            }
+        }
+    }
+}
+
+pub(crate) fn metered_sse(
+    service: ChatService,
+    record: CallRecord,
+    prepared: &Prepared,
+    upstream: EventStream,
+    provider_started: Instant,
+    attempts: u32,
+    cache_key: Option<String>,
+) -> ByteStream {
+    let framer = Framer::new(
+        &record.request_id,
+        &prepared.request,
+        record.created_at.timestamp(),
+    );
+    let live = Live {
+        upstream,
+        meter: Some(StreamMeter {
+            service,
+            record,
+            config: prepared.config.clone(),
+            upstream_request: prepared.upstream.clone(),
+            provider_started,
+            attempts,
+            cache_key,
+        }),
+        acc: Accumulated::default(),
+        framer,
+        started: false,
+        done: false,
+    };
+    Box::pin(stream::unfold(live, |mut live| async move {
+        let chunk = live.next_chunk().await?;
+        Some((chunk, live))
+    }))
+}
+
+/// Replays a cached completion as a stream: the same framing a live stream would produce.
+pub(crate) fn replay_sse(
+    request_id: &RequestId,
+    request: &ChatRequest,
+    created: i64,
+    completion: Completion,
+) -> ByteStream {
+    let framer = Framer::new(request_id, request, created);
+    let chunks = vec![
+        framer.role(),
+        framer.text(completion.content),
+        framer.end(completion.finish_reason, completion.usage),
+    ];
+    Box::pin(stream::iter(chunks))
+}

@@ -1,0 +1,56 @@
+//! Token counting with a real BPE (tiktoken's `o200k_base`, the GPT-4o/GPT-5 vocabulary).
+//!
+//! Used by the simulated provider (its usage numbers must look like a real provider's) and for
+//! estimates (Anthropic's cacheable-prompt threshold). Anthropic's tokenizer differs, so counts
+//! for Claude models are estimates; the authoritative numbers always come from the provider's
+//! usage fields. The BPE tables load lazily on first use (about 100 ms), never at cold start.
+
+use crate::domain::chat::Message;
+
+pub fn count_tokens(text: &str) -> usize {
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len()
+}
+
+/// Prompt tokens the way OpenAI counts a chat: each message costs its content plus a few
+/// framing tokens, and every reply is primed with 3 more.
+pub fn count_chat_tokens(system: Option<&str>, messages: &[Message]) -> usize {
+    const PER_MESSAGE: usize = 3;
+    const REPLY_PRIMING: usize = 3;
+    let system = system.map_or(0, |s| count_tokens(s) + PER_MESSAGE);
+    let messages: usize = messages
+        .iter()
+        .map(|m| count_tokens(&m.content) + PER_MESSAGE + usize::from(m.name.is_some()))
+        .sum();
+    system + messages + REPLY_PRIMING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::Role;
+
+    #[test]
+    fn counts_real_bpe_tokens_not_characters() {
+        assert_eq!(count_tokens("hello world"), 2);
+        assert_eq!(count_tokens(""), 0);
+        // A long repeated word compresses far below chars/4.
+        let text = "tokenization ".repeat(100);
+        assert!(count_tokens(&text) < text.len() / 4);
+    }
+
+    #[test]
+    fn chat_counts_include_message_framing() {
+        let messages = vec![Message {
+            role: Role::User,
+            content: "hello world".into(),
+            name: None,
+        }];
+        assert_eq!(count_chat_tokens(None, &messages), 2 + 3 + 3);
+        assert_eq!(
+            count_chat_tokens(Some("hello world"), &messages),
+            2 + 3 + 2 + 3 + 3
+        );
+    }
+}

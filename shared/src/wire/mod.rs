@@ -1,0 +1,4 @@
+//! OpenAI-compatible wire shapes: what clients send and receive.
+
+pub mod openai;
+pub mod request;

@@ -1,0 +1,492 @@
+//! Parsing and validating a client's chat-completions body into a [`ChatRequest`].
+//!
+//! Unknown fields are ignored (SDKs send many optional fields, and a tenant id in the body must
+//! have no effect); known fields with wrong types or values out of range are a 400 naming the
+//! field. Features the gateway does not implement yet are refused explicitly rather than
+//! silently dropped.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::chat::{ChatRequest, Message, Role};
+use crate::error::GatewayError;
+
+/// Upper bound for `max_tokens`; larger values are a client bug, not a real budget.
+pub const MAX_OUTPUT_TOKENS: i64 = 131_072;
+const MAX_MESSAGES: usize = 2_048;
+const MAX_STOP: usize = 4;
+const MAX_MODEL_LEN: usize = 256;
+const MAX_USER_LEN: usize = 256;
+
+#[derive(Deserialize)]
+struct RawRequest {
+    model: String,
+    messages: Vec<RawMessage>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    n: Option<i64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    functions: Option<Vec<Value>>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> GatewayError {
+    GatewayError::invalid(message, Some(param.to_owned()))
+}
+
+/// Parses a request body. Every failure is a 400 with a message a developer can act on.
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::invalid(
+            "the request body is empty; send a JSON object with `model` and `messages`",
+            None,
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(format!("the request body is not valid JSON ({e})"), None)
+    })?;
+    if !value.is_object() {
+        return Err(GatewayError::invalid(
+            "the request body must be a JSON object",
+            None,
+        ));
+    }
+    let raw: RawRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let param = missing_field(&inner).unwrap_or_else(|| path.clone());
+        let message = if path == "." {
+            inner
+        } else {
+            format!("invalid value for `{path}`: {inner}")
+        };
+        GatewayError::invalid(message, (param != ".").then_some(param))
+    })?;
+    validate(raw)
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
+    let model = raw.model.trim().to_owned();
+    if model.is_empty() || model.len() > MAX_MODEL_LEN {
+        return Err(invalid("`model` must be a non-empty model name", "model"));
+    }
+    if raw.messages.is_empty() {
+        return Err(invalid(
+            "`messages` must contain at least one message",
+            "messages",
+        ));
+    }
+    if raw.messages.len() > MAX_MESSAGES {
+        return Err(invalid(
+            format!(
+                "`messages` has {} entries; the limit is {MAX_MESSAGES}",
+                raw.messages.len()
+            ),
+            "messages",
+        ));
+    }
+    let messages = raw
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !messages.iter().any(|m| m.role == Role::User) {
+        return Err(invalid(
+            "`messages` must contain at least one `user` message",
+            "messages",
+        ));
+    }
+
+    let max_tokens = match (raw.max_completion_tokens, raw.max_tokens) {
+        (Some(n), _) => Some(bounded_tokens(n, "max_completion_tokens")?),
+        (None, Some(n)) => Some(bounded_tokens(n, "max_tokens")?),
+        (None, None) => None,
+    };
+    let temperature = in_range(raw.temperature, 0.0, 2.0, "temperature")?;
+    let top_p = in_range(raw.top_p, 0.0, 1.0, "top_p")?;
+    let presence_penalty = in_range(raw.presence_penalty, -2.0, 2.0, "presence_penalty")?;
+    let frequency_penalty = in_range(raw.frequency_penalty, -2.0, 2.0, "frequency_penalty")?;
+    if raw.n.is_some_and(|n| n != 1) {
+        return Err(invalid("only `n: 1` is supported", "n"));
+    }
+    let stop = match raw.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > MAX_STOP || stop.iter().any(String::is_empty) {
+        return Err(invalid(
+            format!("`stop` takes at most {MAX_STOP} non-empty strings"),
+            "stop",
+        ));
+    }
+    if raw.tools.as_ref().is_some_and(|t| !t.is_empty())
+        || raw.functions.as_ref().is_some_and(|f| !f.is_empty())
+    {
+        return Err(invalid(
+            "tool and function calling are not supported by this gateway",
+            "tools",
+        ));
+    }
+    if let Some(format) = &raw.response_format {
+        let kind = format.get("type").and_then(Value::as_str);
+        if kind != Some("text") {
+            return Err(invalid(
+                "only `response_format: {\"type\": \"text\"}` is supported",
+                "response_format",
+            ));
+        }
+    }
+    if raw.logprobs == Some(true) {
+        return Err(invalid("`logprobs` is not supported", "logprobs"));
+    }
+    if raw.user.as_ref().is_some_and(|u| u.len() > MAX_USER_LEN) {
+        return Err(invalid(
+            format!("`user` must be at most {MAX_USER_LEN} characters"),
+            "user",
+        ));
+    }
+    let stream = raw.stream.unwrap_or(false);
+    if raw.stream_options.is_some() && !stream {
+        return Err(invalid(
+            "`stream_options` is only allowed when `stream` is true",
+            "stream_options",
+        ));
+    }
+    Ok(ChatRequest {
+        model,
+        messages,
+        max_tokens,
+        temperature,
+        top_p,
+        stop,
+        seed: raw.seed,
+        presence_penalty,
+        frequency_penalty,
+        user: raw.user,
+        stream,
+        include_usage: raw
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
+    let param = format!("messages[{index}]");
+    let role = match raw.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => {
+            return Err(invalid(
+                format!(
+                    "`{param}.role` is `{}`: tool messages are not supported by this gateway",
+                    raw.role
+                ),
+                &format!("{param}.role"),
+            ));
+        }
+        other => {
+            return Err(invalid(
+                format!(
+                    "`{param}.role` is `{other}`; expected one of system, developer, user, assistant"
+                ),
+                &format!("{param}.role"),
+            ));
+        }
+    };
+    let content = match raw.content {
+        None => {
+            return Err(invalid(
+                format!("`{param}.content` is required"),
+                &format!("{param}.content"),
+            ));
+        }
+        Some(Content::Text(text)) => text,
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.into_iter().enumerate() {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    ("text", None) => {
+                        return Err(invalid(
+                            format!("`{param}.content[{j}].text` is required"),
+                            &format!("{param}.content[{j}].text"),
+                        ));
+                    }
+                    (other, _) => {
+                        return Err(invalid(
+                            format!(
+                                "content part type `{other}` is not supported; only `text` parts are"
+                            ),
+                            &format!("{param}.content[{j}].type"),
+                        ));
+                    }
+                }
+            }
+            text
+        }
+    };
+    if content.is_empty() && role != Role::Assistant {
+        return Err(invalid(
+            format!("`{param}.content` must not be empty"),
+            &format!("{param}.content"),
+        ));
+    }
+    Ok(Message {
+        role,
+        content,
+        name: raw.name,
+    })
+}
+
+fn bounded_tokens(n: i64, param: &str) -> Result<u32, GatewayError> {
+    if (1..=MAX_OUTPUT_TOKENS).contains(&n) {
+        // In range, so the conversion cannot fail.
+        u32::try_from(n).map_err(|_| invalid("out of range", param))
+    } else {
+        Err(invalid(
+            format!("`{param}` must be between 1 and {MAX_OUTPUT_TOKENS}, got {n}"),
+            param,
+        ))
+    }
+}
+
+fn in_range(
+    value: Option<f64>,
+    min: f64,
+    max: f64,
+    param: &str,
+) -> Result<Option<f64>, GatewayError> {
+    match value {
+        Some(v) if !(v.is_finite() && (min..=max).contains(&v)) => Err(invalid(
+            format!("`{param}` must be between {min} and {max}, got {v}"),
+            param,
+        )),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ChatRequest, GatewayError> {
+        parse_chat_request(body.as_bytes())
+    }
+
+    fn param_of(body: &str) -> Option<String> {
+        match parse(body) {
+            Err(GatewayError::InvalidRequest { param, .. }) => param,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_request_parses() {
+        let req = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(req.model, "m");
+        assert_eq!(req.messages[0].content, "hi");
+        assert!(!req.stream);
+    }
+
+    #[test]
+    fn developer_messages_and_text_parts_are_accepted() {
+        let req = parse(
+            r#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
+                {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],
+                "stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":5}"#,
+        )
+        .unwrap();
+        assert_eq!(req.messages[0].role, Role::System);
+        assert_eq!(req.messages[1].content, "ab");
+        assert!(req.stream && req.include_usage);
+        assert_eq!(req.max_tokens, Some(5));
+    }
+
+    #[test]
+    fn a_tenant_id_in_the_body_is_ignored() {
+        let req = parse(
+            r#"{"model":"m","tenant_id":"globex","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert!(req.is_ok());
+    }
+
+    #[test]
+    fn malformed_json_is_a_400() {
+        assert!(matches!(
+            parse("{\"model\":"),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            parse(""),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            parse("[1,2]"),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        assert_eq!(
+            param_of(
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":"ten"}"#
+            )
+            .as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            param_of(r#"{"model":7,"messages":[]}"#).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(r#"{"messages":[{"role":"user","content":"hi"}]}"#).as_deref(),
+            Some("model")
+        );
+    }
+
+    #[test]
+    fn empty_messages_are_a_400() {
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[]}"#).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":""}]}"#).as_deref(),
+            Some("messages[0].content")
+        );
+    }
+
+    #[test]
+    fn unknown_roles_are_a_400() {
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).as_deref(),
+            Some("messages[0].role")
+        );
+    }
+
+    #[test]
+    fn absurd_max_tokens_are_a_400() {
+        for n in ["-1", "0", "1000000000", "99999999999999"] {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{n}}}"#
+            );
+            assert_eq!(param_of(&body).as_deref(), Some("max_tokens"), "{n}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_sampling_parameters_are_a_400() {
+        assert_eq!(
+            param_of(
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":3}"#
+            )
+            .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":-0.1}"#)
+                .as_deref(),
+            Some("top_p")
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2}"#)
+                .as_deref(),
+            Some("n")
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_not_dropped() {
+        assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}]}"#).as_deref(), Some("tools"));
+        assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#).as_deref(), Some("messages[0].content[0].type"));
+        assert!(
+            parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_conversation_without_a_user_turn_is_a_400() {
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#).as_deref(),
+            Some("messages")
+        );
+    }
+}

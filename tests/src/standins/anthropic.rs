@@ -1,0 +1,173 @@
+//! The Anthropic Messages wire format, as the stand-in speaks it.
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tollgate::domain::usage::TokenUsage;
+
+use super::{ReplyContext, deltas};
+
+/// The checks Anthropic makes before anything else: key and version headers, and the
+/// required body fields.
+pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, String)> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if header("x-api-key").trim().is_empty() {
+        return Err((401, "x-api-key header is required".into()));
+    }
+    if header("anthropic-version").is_empty() {
+        return Err((400, "anthropic-version: header is required".into()));
+    }
+    if !body.is_object() {
+        return Err((400, "Invalid JSON body".into()));
+    }
+    if !body["model"].is_string() {
+        return Err((400, "model: Field required".into()));
+    }
+    if !body["max_tokens"].is_u64() {
+        return Err((400, "max_tokens: Field required".into()));
+    }
+    let Some(messages) = body["messages"].as_array() else {
+        return Err((400, "messages: Field required".into()));
+    };
+    if messages.is_empty() {
+        return Err((400, "messages: at least one message is required".into()));
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        if !matches!(role, "user" | "assistant") {
+            return Err((
+                400,
+                format!("messages.{i}.role: Input should be 'user' or 'assistant'"),
+            ));
+        }
+    }
+    match &body["system"] {
+        Value::Null | Value::String(_) => {}
+        Value::Array(blocks)
+            if blocks
+                .iter()
+                .all(|b| b["type"] == "text" && b["text"].is_string()) => {}
+        _ => {
+            return Err((
+                400,
+                "system: Input should be a valid string or a list of text blocks".into(),
+            ));
+        }
+    }
+    for field in [
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "stream_options",
+    ] {
+        if !body[field].is_null() {
+            return Err((400, format!("{field}: Extra inputs are not permitted")));
+        }
+    }
+    Ok(())
+}
+
+/// Anthropic's `input_tokens` counts only what was neither read from nor written to the cache.
+fn usage(usage: TokenUsage, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": usage
+            .prompt_tokens
+            .saturating_sub(usage.cached_tokens + usage.cache_write_tokens),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": output_tokens,
+        "service_tier": "standard"
+    })
+}
+
+pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
+    json!({
+        "id": cx.id,
+        "type": "message",
+        "role": "assistant",
+        "model": cx.model,
+        "content": [{"type": "text", "text": cx.text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": usage(cx.usage, cx.usage.completion_tokens)
+    })
+}
+
+/// Named events: `message_start` (input usage), a text block streamed a word at a time with a
+/// `ping` in it, `message_delta` (stop reason, cumulative output tokens), `message_stop`.
+pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
+    let mut events = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": cx.id, "type": "message", "role": "assistant", "content": [],
+                "model": cx.model, "stop_reason": null, "stop_sequence": null,
+                "usage": usage(cx.usage, 1)
+            }}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ("ping", json!({"type": "ping"})),
+    ];
+    events.extend(deltas(cx.text).into_iter().map(|text| {
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        )
+    }));
+    events.extend([
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": cx.usage.completion_tokens}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    events
+        .into_iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+pub(super) fn canned_message(status: u16) -> &'static str {
+    match status {
+        400 => "Invalid request.",
+        401 => "invalid x-api-key",
+        403 => "Your API key does not have permission to use the specified resource.",
+        404 => "model: not found",
+        413 => "Request exceeds the maximum allowed number of bytes.",
+        429 => "Number of request tokens has exceeded your per-minute rate limit.",
+        529 => "Overloaded",
+        _ => "Internal server error",
+    }
+}
+
+pub(super) fn error_body(status: u16, message: &str) -> Value {
+    let kind = match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    json!({
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": "req_standin"
+    })
+}

@@ -1,0 +1,484 @@
+//! Local stand-ins for the OpenAI and Anthropic APIs.
+//!
+//! Each stand-in is an axum server on `127.0.0.1:<random port>` that answers the provider's
+//! chat endpoint in its real wire format: JSON replies, SSE streams (split across body frames,
+//! as a network would), usage with prompt-cache fields, and the provider's error bodies. It
+//! checks what the real API checks first (credentials header, required fields) and records
+//! every request so a test can assert what went upstream.
+//!
+//! Faults are scripted: [`StandIn::push`] queues [`Behavior`]s, and each request consumes one.
+//! An empty queue means a normal reply ([`Behavior::default_reply`]).
+//!
+//! ```no_run
+//! # async fn example() {
+//! use std::time::Duration;
+//! use tollgate_tests::{Behavior, OpenAiStandIn};
+//!
+//! let openai = OpenAiStandIn::start().await;
+//! openai.push(Behavior::rate_limited(Duration::from_secs(1)));
+//! // ... point an OpenAI client at openai.base_url() (it ends in /v1) ...
+//! assert_eq!(openai.requests().len(), 0);
+//! # }
+//! ```
+
+mod anthropic;
+mod openai;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::post;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tollgate::domain::usage::TokenUsage;
+
+/// What the stand-in does with the next request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behavior {
+    /// A successful reply: JSON, or an SSE stream when the request asked for one. The text is
+    /// streamed a word at a time. The served model is the requested one.
+    ///
+    /// `usage` is in Tollgate's (OpenAI's) convention and rendered in the provider's own:
+    /// OpenAI reports `prompt_tokens` with `prompt_tokens_details.cached_tokens` and has no
+    /// cache writes (so `cache_write_tokens` is not sent); Anthropic reports
+    /// `input_tokens = prompt - cached - cache_write`, `cache_read_input_tokens` and
+    /// `cache_creation_input_tokens`.
+    Reply { text: String, usage: TokenUsage },
+    /// An error status with the provider's canned message for it. With `retry_after`, a 429
+    /// carries `retry-after` (whole seconds, rounded up) and, for OpenAI, `retry-after-ms`.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// An error status with the provider's error body around `message`.
+    Error { status: u16, message: String },
+    /// Waits this long before answering (nothing is sent meanwhile), then replies normally.
+    Delay(Duration),
+    /// Sends the headers and the first chunk (the first SSE event, or the start of the JSON
+    /// body), then never another byte.
+    StallStream,
+    /// A 200 whose body is not the provider's format.
+    Malformed,
+}
+
+/// The text of [`Behavior::default_reply`].
+pub const DEFAULT_REPLY_TEXT: &str = "Hello from the stand-in.";
+
+/// The usage of [`Behavior::default_reply`].
+pub const DEFAULT_USAGE: TokenUsage = TokenUsage {
+    prompt_tokens: 20,
+    completion_tokens: 6,
+    cached_tokens: 0,
+    cache_write_tokens: 0,
+};
+
+impl Behavior {
+    /// What an empty queue does: [`DEFAULT_REPLY_TEXT`] with [`DEFAULT_USAGE`].
+    pub fn default_reply() -> Self {
+        Self::reply(DEFAULT_REPLY_TEXT, DEFAULT_USAGE)
+    }
+
+    pub fn reply(text: impl Into<String>, usage: TokenUsage) -> Self {
+        Self::Reply {
+            text: text.into(),
+            usage,
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Self::Status {
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// A 429 asking the client to wait `retry_after`.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self::Status {
+            status: 429,
+            retry_after: Some(retry_after),
+        }
+    }
+
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        Self::Error {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub path: String,
+    pub headers: HeaderMap,
+    /// The parsed JSON body, or `Value::Null` if it was not JSON.
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether the request asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.body["stream"] == Value::Bool(true)
+    }
+}
+
+/// The provider a stand-in imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// A running stand-in. Dropping it stops accepting connections.
+pub struct StandIn {
+    addr: SocketAddr,
+    dialect: Dialect,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    dialect: Dialect,
+    queue: Mutex<VecDeque<Behavior>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    ids: AtomicU64,
+}
+
+impl StandIn {
+    async fn start(dialect: Dialect) -> Self {
+        let shared = Arc::new(Shared {
+            dialect,
+            queue: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+            ids: AtomicU64::new(1),
+        });
+        let path = match dialect {
+            Dialect::OpenAi => "/v1/chat/completions",
+            Dialect::Anthropic => "/v1/messages",
+        };
+        let app = Router::new()
+            .route(path, post(handle))
+            .fallback(not_found)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a stand-in port");
+        let addr = listener.local_addr().expect("stand-in address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("stand-in server");
+        });
+        Self {
+            addr,
+            dialect,
+            shared,
+            server,
+        }
+    }
+
+    /// The base URL in the provider SDK's convention: `http://127.0.0.1:<port>/v1` for OpenAI,
+    /// `http://127.0.0.1:<port>` for Anthropic.
+    pub fn base_url(&self) -> String {
+        match self.dialect {
+            Dialect::OpenAi => format!("http://{}/v1", self.addr),
+            Dialect::Anthropic => format!("http://{}", self.addr),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a behaviour for a later request (first in, first out).
+    pub fn push(&self, behavior: Behavior) {
+        self.shared.queue.lock().unwrap().push_back(behavior);
+    }
+
+    /// Every request received so far, in arrival order, including refused ones.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The most recent request. Panics if there was none.
+    pub fn last_request(&self) -> RecordedRequest {
+        self.requests()
+            .pop()
+            .expect("the stand-in received no request")
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A stand-in for `POST {base}/chat/completions` on the OpenAI API.
+pub struct OpenAiStandIn(StandIn);
+
+impl OpenAiStandIn {
+    pub async fn start() -> Self {
+        Self(StandIn::start(Dialect::OpenAi).await)
+    }
+}
+
+impl Deref for OpenAiStandIn {
+    type Target = StandIn;
+    fn deref(&self) -> &StandIn {
+        &self.0
+    }
+}
+
+/// A stand-in for `POST {base}/v1/messages` on the Anthropic API.
+pub struct AnthropicStandIn(StandIn);
+
+impl AnthropicStandIn {
+    pub async fn start() -> Self {
+        Self(StandIn::start(Dialect::Anthropic).await)
+    }
+}
+
+impl Deref for AnthropicStandIn {
+    type Target = StandIn;
+    fn deref(&self) -> &StandIn {
+        &self.0
+    }
+}
+
+/// What a dialect needs to render a reply.
+struct ReplyContext<'a> {
+    id: String,
+    model: &'a str,
+    text: &'a str,
+    usage: TokenUsage,
+    /// OpenAI only sends the usage chunk when `stream_options.include_usage` is set.
+    include_usage: bool,
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(RecordedRequest {
+        path: uri.path().to_owned(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    let dialect = shared.dialect;
+    let checked = match dialect {
+        Dialect::OpenAi => openai::check(&headers, &body),
+        Dialect::Anthropic => anthropic::check(&headers, &body),
+    };
+    if let Err((status, message)) = checked {
+        return error_response(dialect, status, &message, None);
+    }
+    let behavior = shared.queue.lock().unwrap().pop_front();
+    let behavior = behavior.unwrap_or_else(Behavior::default_reply);
+    let model = body["model"].as_str().unwrap_or_default();
+    let stream = body["stream"] == Value::Bool(true);
+    let id = shared.ids.fetch_add(1, Ordering::Relaxed);
+    let id = match dialect {
+        Dialect::OpenAi => format!("chatcmpl-standin{id}"),
+        Dialect::Anthropic => format!("msg_standin{id}"),
+    };
+    let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
+    let reply = |text: &str, usage: TokenUsage| {
+        let cx = ReplyContext {
+            id: id.clone(),
+            model,
+            text,
+            usage,
+            include_usage,
+        };
+        if stream {
+            let events = match dialect {
+                Dialect::OpenAi => openai::stream_events(&cx),
+                Dialect::Anthropic => anthropic::stream_events(&cx),
+            };
+            sse_response(events, false)
+        } else {
+            let json = match dialect {
+                Dialect::OpenAi => openai::reply_json(&cx),
+                Dialect::Anthropic => anthropic::reply_json(&cx),
+            };
+            json_response(StatusCode::OK, &json)
+        }
+    };
+    match behavior {
+        Behavior::Reply { text, usage } => reply(&text, usage),
+        Behavior::Delay(wait) => {
+            tokio::time::sleep(wait).await;
+            reply(DEFAULT_REPLY_TEXT, DEFAULT_USAGE)
+        }
+        Behavior::Status {
+            status,
+            retry_after,
+        } => {
+            let message = match dialect {
+                Dialect::OpenAi => openai::canned_message(status),
+                Dialect::Anthropic => anthropic::canned_message(status),
+            };
+            error_response(dialect, status, message, retry_after)
+        }
+        Behavior::Error { status, message } => error_response(dialect, status, &message, None),
+        Behavior::StallStream if stream => {
+            let cx = ReplyContext {
+                id,
+                model,
+                text: DEFAULT_REPLY_TEXT,
+                usage: DEFAULT_USAGE,
+                include_usage,
+            };
+            let mut events = match dialect {
+                Dialect::OpenAi => openai::stream_events(&cx),
+                Dialect::Anthropic => anthropic::stream_events(&cx),
+            };
+            events.truncate(1);
+            sse_response(events, true)
+        }
+        Behavior::StallStream => {
+            let first = Bytes::from_static(b"{\"id\": ");
+            let body = futures_util::stream::iter([Ok::<_, Infallible>(first)])
+                .chain(futures_util::stream::pending());
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(body))
+                .expect("stalled response")
+        }
+        Behavior::Malformed if stream => {
+            sse_response(vec!["data: {this is not json\n\n".to_owned()], false)
+        }
+        Behavior::Malformed => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("<html>upstream proxy error</html>"))
+            .expect("malformed response"),
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let body = serde_json::json!({
+        "error": {"message": format!("Unknown request URL: {}", uri.path()), "type": "invalid_request_error"}
+    });
+    json_response(StatusCode::NOT_FOUND, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("json response")
+}
+
+fn error_response(
+    dialect: Dialect,
+    status: u16,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Response {
+    let status = StatusCode::from_u16(status).expect("a valid status code");
+    let body = match dialect {
+        Dialect::OpenAi => openai::error_body(status.as_u16(), message),
+        Dialect::Anthropic => anthropic::error_body(status.as_u16(), message),
+    };
+    let mut response = json_response(status, &body);
+    if let Some(wait) = retry_after {
+        let headers = response.headers_mut();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        headers.insert("retry-after", secs.into());
+        if dialect == Dialect::OpenAi {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            headers.insert("retry-after-ms", ms.into());
+        }
+    }
+    response
+}
+
+/// An SSE response, each event sent as two body frames split mid-event (as TCP may deliver
+/// them), optionally hanging after the last one.
+fn sse_response(events: Vec<String>, then_hang: bool) -> Response {
+    let frames: Vec<Result<Bytes, Infallible>> = events
+        .into_iter()
+        .flat_map(|event| {
+            let mut cut = event.len() / 2;
+            while !event.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (head, tail) = event.split_at(cut);
+            [head.to_owned(), tail.to_owned()]
+        })
+        .filter(|frame| !frame.is_empty())
+        .map(|frame| Ok(Bytes::from(frame)))
+        .collect();
+    let frames = futures_util::stream::iter(frames);
+    let body = if then_hang {
+        Body::from_stream(frames.chain(futures_util::stream::pending()))
+    } else {
+        Body::from_stream(frames)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .expect("sse response")
+}
+
+/// Splits a reply into stream deltas the way a tokenizer would: each word with its leading
+/// space.
+fn deltas(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c == ' ' && i > start {
+            out.push(&text[start..i]);
+            start = i;
+        }
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_concatenate_back_to_the_text() {
+        for text in [
+            "Hello from the stand-in.",
+            "",
+            "one",
+            " leading and  double",
+            "héllo wörld",
+        ] {
+            assert_eq!(deltas(text).concat(), text);
+        }
+        assert_eq!(deltas("a b c"), vec!["a", " b", " c"]);
+    }
+}

@@ -1,0 +1,160 @@
+//! The OpenAI Chat Completions wire format, as the stand-in speaks it.
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tollgate::domain::usage::TokenUsage;
+
+use super::{ReplyContext, deltas, unix_now};
+
+/// The checks OpenAI makes before anything else: a bearer key and a well-formed body.
+pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, String)> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if key.trim().is_empty() {
+        return Err((
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).".into(),
+        ));
+    }
+    if !body.is_object() {
+        return Err((
+            400,
+            "We could not parse the JSON body of your request.".into(),
+        ));
+    }
+    if !body["model"].is_string() {
+        return Err((400, "you must provide a model parameter".into()));
+    }
+    let Some(messages) = body["messages"].as_array() else {
+        return Err((400, "Missing required parameter: 'messages'.".into()));
+    };
+    if messages.is_empty() {
+        return Err((400, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.".into()));
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+            return Err((
+                400,
+                format!(
+                    "Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'. (messages[{i}].role)"
+                ),
+            ));
+        }
+    }
+    if !body["stream_options"].is_null() && body["stream"] != Value::Bool(true) {
+        return Err((
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn usage(usage: TokenUsage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
+    json!({
+        "id": cx.id,
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": cx.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": cx.text, "refusal": null, "annotations": []},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": usage(cx.usage),
+        "service_tier": "default",
+        "system_fingerprint": "fp_standin"
+    })
+}
+
+/// `data:` events: a role chunk, one chunk per word, a finish chunk, the usage chunk when it
+/// was asked for, and `[DONE]`.
+pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
+    let created = unix_now();
+    let chunk = |delta: Value, finish_reason: Value| {
+        json!({
+            "id": cx.id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": cx.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_standin",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+            "usage": null
+        })
+    };
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    )];
+    chunks.extend(
+        deltas(cx.text)
+            .into_iter()
+            .map(|text| chunk(json!({"content": text}), Value::Null)),
+    );
+    chunks.push(chunk(json!({}), json!("stop")));
+    if cx.include_usage {
+        chunks.push(json!({
+            "id": cx.id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": cx.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_standin",
+            "choices": [],
+            "usage": usage(cx.usage)
+        }));
+    }
+    chunks
+        .into_iter()
+        .map(|c| format!("data: {c}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
+        .collect()
+}
+
+pub(super) fn canned_message(status: u16) -> &'static str {
+    match status {
+        400 => "Invalid request.",
+        401 => {
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+        }
+        403 => "You are not allowed to sample from this model",
+        404 => "The model `unknown` does not exist or you do not have access to it.",
+        429 => {
+            "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again later."
+        }
+        503 => "The engine is currently overloaded, please try again later",
+        _ => "The server had an error while processing your request. Sorry about that!",
+    }
+}
+
+pub(super) fn error_body(status: u16, message: &str) -> Value {
+    let (kind, code) = match status {
+        401 => ("invalid_request_error", json!("invalid_api_key")),
+        404 => ("invalid_request_error", json!("model_not_found")),
+        429 => ("requests", json!("rate_limit_exceeded")),
+        400..=499 => ("invalid_request_error", Value::Null),
+        _ => ("server_error", Value::Null),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}

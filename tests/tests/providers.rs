@@ -1,0 +1,636 @@
+//! The provider contract: one list of tests, run against every HTTP provider adapter talking to
+//! its stand-in over real HTTP.
+//!
+//! `provider_tests!` expands each generic test once per provider (`openai::…`,
+//! `anthropic::…`). What differs between providers (where the system prompt goes, which
+//! headers carry the key) is asked of the [`Harness`], never branched on in a test.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tollgate::adapters::anthropic::AnthropicProvider;
+use tollgate::adapters::http_provider::ProviderSettings;
+use tollgate::adapters::openai::OpenAiProvider;
+use tollgate::adapters::retry::RetryPolicy;
+use tollgate::domain::chat::{FinishReason, Message, Role};
+use tollgate::domain::tenant::ProviderKind;
+use tollgate::domain::usage::TokenUsage;
+use tollgate::ports::provider::{
+    EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
+};
+use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};
+
+const API_KEY: &str = "sk-tollgate-test-3f9a1c7e5b2d";
+const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
+const SHORT_REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
+/// Timeouts must fire well before this; generous for a loaded 2-core CI machine.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// What a test needs to know about one provider.
+trait Harness: Sized {
+    const KIND: ProviderKind;
+    const MODEL: &'static str;
+    /// Anthropic reports prompt-cache writes; OpenAI caches automatically and reports reads only.
+    const REPORTS_CACHE_WRITES: bool;
+    const ENDPOINT_PATH: &'static str;
+
+    async fn start() -> Self;
+    fn stand_in(&self) -> &StandIn;
+    fn build(settings: &ProviderSettings) -> Box<dyn LlmProvider>;
+
+    /// The key went upstream in this provider's header.
+    fn assert_credentials_sent(request: &RecordedRequest);
+    /// The tenant prompt is where this provider's cache benefits from it; `long` prompts are
+    /// past the caching threshold.
+    fn assert_system_prompt_placement(
+        body: &Value,
+        tenant_prompt: &str,
+        client_system: &str,
+        long: bool,
+    );
+    /// `stop` and the defaults went upstream under this provider's names.
+    fn assert_parameters(body: &Value);
+    /// A streamed request asks for what Tollgate needs (usage, for OpenAI).
+    fn assert_stream_request(body: &Value);
+
+    fn settings(&self) -> ProviderSettings {
+        ProviderSettings {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            stream_idle_timeout: IDLE_TIMEOUT,
+            ..ProviderSettings::new(self.stand_in().base_url(), API_KEY)
+        }
+    }
+
+    fn provider(&self) -> Box<dyn LlmProvider> {
+        Self::build(&self.settings())
+    }
+}
+
+struct OpenAi(OpenAiStandIn);
+
+impl Harness for OpenAi {
+    const KIND: ProviderKind = ProviderKind::Openai;
+    const MODEL: &'static str = "gpt-4o-mini";
+    const REPORTS_CACHE_WRITES: bool = false;
+    const ENDPOINT_PATH: &'static str = "/v1/chat/completions";
+
+    async fn start() -> Self {
+        Self(OpenAiStandIn::start().await)
+    }
+
+    fn stand_in(&self) -> &StandIn {
+        &self.0
+    }
+
+    fn build(settings: &ProviderSettings) -> Box<dyn LlmProvider> {
+        Box::new(OpenAiProvider::new(settings).unwrap())
+    }
+
+    fn assert_credentials_sent(request: &RecordedRequest) {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {API_KEY}").as_str())
+        );
+    }
+
+    fn assert_system_prompt_placement(
+        body: &Value,
+        tenant_prompt: &str,
+        client_system: &str,
+        _long: bool,
+    ) {
+        // OpenAI caches the longest stable prefix automatically: the tenant prompt goes first.
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": tenant_prompt})
+        );
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "system", "content": client_system})
+        );
+        assert_eq!(body["messages"][2]["role"], "user");
+        assert!(!body.to_string().contains("cache_control"));
+    }
+
+    fn assert_parameters(body: &Value) {
+        assert_eq!(body["stop"], json!(["END"]));
+        assert!(body.get("max_completion_tokens").is_none());
+        assert!(body.get("stream_options").is_none());
+    }
+
+    fn assert_stream_request(body: &Value) {
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    }
+}
+
+struct Anthropic(AnthropicStandIn);
+
+impl Harness for Anthropic {
+    const KIND: ProviderKind = ProviderKind::Anthropic;
+    const MODEL: &'static str = "claude-sonnet-4-5";
+    const REPORTS_CACHE_WRITES: bool = true;
+    const ENDPOINT_PATH: &'static str = "/v1/messages";
+
+    async fn start() -> Self {
+        Self(AnthropicStandIn::start().await)
+    }
+
+    fn stand_in(&self) -> &StandIn {
+        &self.0
+    }
+
+    fn build(settings: &ProviderSettings) -> Box<dyn LlmProvider> {
+        Box::new(AnthropicProvider::new(settings).unwrap())
+    }
+
+    fn assert_credentials_sent(request: &RecordedRequest) {
+        assert_eq!(request.header("x-api-key"), Some(API_KEY));
+        assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
+        assert_eq!(request.header("authorization"), None);
+    }
+
+    fn assert_system_prompt_placement(
+        body: &Value,
+        tenant_prompt: &str,
+        client_system: &str,
+        long: bool,
+    ) {
+        let mut tenant_block = json!({"type": "text", "text": tenant_prompt});
+        if long {
+            tenant_block["cache_control"] = json!({"type": "ephemeral"});
+        }
+        assert_eq!(
+            body["system"],
+            json!([tenant_block, {"type": "text", "text": client_system}])
+        );
+        assert_eq!(body["messages"][0]["role"], "user");
+    }
+
+    fn assert_parameters(body: &Value) {
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+        assert_eq!(body["max_tokens"], 4096);
+    }
+
+    fn assert_stream_request(body: &Value) {
+        assert_eq!(body["stream"], true);
+    }
+}
+
+macro_rules! provider_tests {
+    ($($test:ident),* $(,)?) => {
+        mod openai {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<super::OpenAi>().await;
+                }
+            )*
+        }
+        mod anthropic {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test::<super::Anthropic>().await;
+                }
+            )*
+        }
+    };
+}
+
+provider_tests!(
+    a_buffered_reply_carries_the_text_usage_and_served_model,
+    a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage,
+    cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies,
+    the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters,
+    the_tenant_system_prompt_is_placed_where_the_provider_caches_it,
+    a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long,
+    a_retry_after_longer_than_the_max_delay_is_returned_without_waiting,
+    a_5xx_is_an_upstream_error_and_is_retried_until_success,
+    a_400_is_rejected_with_the_providers_message_and_not_retried,
+    a_401_is_a_credentials_error_and_not_retried,
+    an_error_status_before_a_stream_starts_is_returned_by_stream,
+    a_stalled_stream_times_out_within_the_idle_timeout,
+    a_slow_response_times_out_with_the_request_timeout,
+    a_stalled_buffered_body_times_out_with_the_request_timeout,
+    an_unparseable_reply_is_an_upstream_error,
+    an_unreachable_provider_is_an_upstream_error,
+    the_api_key_never_appears_in_errors_or_debug_output,
+);
+
+// ---- Helpers ----
+
+fn message(role: Role, content: &str) -> Message {
+    Message {
+        role,
+        content: content.into(),
+        name: None,
+    }
+}
+
+fn request<H: Harness>() -> ProviderRequest {
+    ProviderRequest {
+        model: H::MODEL.into(),
+        system: Some("You are a test assistant.".into()),
+        messages: vec![message(Role::User, "Say hello.")],
+        max_tokens: Some(64),
+        temperature: None,
+        top_p: None,
+        stop: vec![],
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+    }
+}
+
+fn usage(prompt: u64, completion: u64) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        ..TokenUsage::default()
+    }
+}
+
+async fn collect(stream: EventStream) -> Vec<Result<StreamEvent, ProviderError>> {
+    stream.collect().await
+}
+
+async fn stream_ok(provider: &dyn LlmProvider, request: &ProviderRequest) -> Vec<StreamEvent> {
+    let stream = provider.stream(request).await.unwrap();
+    collect(stream)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn text_of(events: &[StreamEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Delta(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn usages(events: &[StreamEvent]) -> Vec<TokenUsage> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Usage(u) => Some(*u),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A retry policy fast enough for tests.
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(8),
+    }
+}
+
+// ---- The contract ----
+
+async fn a_buffered_reply_carries_the_text_usage_and_served_model<H: Harness>() {
+    let h = H::start().await;
+    h.stand_in()
+        .push(Behavior::reply("The answer is 42.", usage(31, 7)));
+    let provider = h.provider();
+    assert_eq!(provider.kind(), H::KIND);
+
+    let completion = provider.complete(&request::<H>()).await.unwrap();
+
+    assert_eq!(completion.content, "The answer is 42.");
+    assert_eq!(completion.finish_reason, FinishReason::Stop);
+    assert_eq!(completion.usage, usage(31, 7));
+    assert_eq!(completion.served_model, H::MODEL);
+    assert_eq!(h.stand_in().requests().len(), 1);
+}
+
+async fn a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage<H: Harness>() {
+    let h = H::start().await;
+    let text = "Streaming works, one word at a time.";
+    h.stand_in().push(Behavior::reply(text, usage(40, 9)));
+
+    let events = stream_ok(h.provider().as_ref(), &request::<H>()).await;
+
+    assert_eq!(events.first(), Some(&StreamEvent::Model(H::MODEL.into())));
+    assert!(
+        events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::Delta(_)))
+            .count()
+            > 1
+    );
+    assert_eq!(text_of(&events), text);
+    assert!(events.contains(&StreamEvent::Finish(FinishReason::Stop)));
+    assert_eq!(usages(&events), vec![usage(40, 9)]);
+    assert_eq!(events.last(), Some(&StreamEvent::Usage(usage(40, 9))));
+    H::assert_stream_request(&h.stand_in().last_request().body);
+}
+
+async fn cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies<H: Harness>() {
+    let h = H::start().await;
+    let sent = TokenUsage {
+        prompt_tokens: 2100,
+        completion_tokens: 12,
+        cached_tokens: 1792,
+        cache_write_tokens: 250,
+    };
+    let expected = TokenUsage {
+        cache_write_tokens: if H::REPORTS_CACHE_WRITES { 250 } else { 0 },
+        ..sent
+    };
+    h.stand_in().push(Behavior::reply("cached", sent));
+    h.stand_in().push(Behavior::reply("cached", sent));
+    let provider = h.provider();
+
+    let completion = provider.complete(&request::<H>()).await.unwrap();
+    let events = stream_ok(provider.as_ref(), &request::<H>()).await;
+
+    assert_eq!(completion.usage, expected);
+    assert_eq!(usages(&events), vec![expected]);
+}
+
+async fn the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters<
+    H: Harness,
+>() {
+    let h = H::start().await;
+    let mut req = request::<H>();
+    req.max_tokens = None;
+    req.stop = vec!["END".into()];
+
+    h.provider().complete(&req).await.unwrap();
+
+    let recorded = h.stand_in().last_request();
+    assert_eq!(recorded.path, H::ENDPOINT_PATH);
+    assert_eq!(recorded.header("content-type"), Some("application/json"));
+    H::assert_credentials_sent(&recorded);
+    assert_eq!(recorded.body["model"], H::MODEL);
+    assert!(!recorded.is_stream());
+    H::assert_parameters(&recorded.body);
+}
+
+async fn the_tenant_system_prompt_is_placed_where_the_provider_caches_it<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let short = "You are Acme's support assistant.".to_owned();
+    let long =
+        "You are Acme's support assistant. Follow the style guide in every answer. ".repeat(150);
+    for (tenant_prompt, is_long) in [(short, false), (long, true)] {
+        let mut req = request::<H>();
+        req.system = Some(tenant_prompt.clone());
+        req.messages
+            .insert(0, message(Role::System, "Answer in French."));
+
+        provider.complete(&req).await.unwrap();
+
+        let body = h.stand_in().last_request().body;
+        H::assert_system_prompt_placement(&body, &tenant_prompt, "Answer in French.", is_long);
+    }
+}
+
+async fn a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+    let wait = Duration::from_secs(1);
+
+    h.stand_in().push(Behavior::rate_limited(wait));
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        ProviderErrorKind::RateLimited {
+            retry_after: Some(wait)
+        }
+    );
+    assert!(err.is_retryable());
+
+    h.stand_in().push(Behavior::rate_limited(wait));
+    let started = Instant::now();
+    let (provider, req) = (provider.as_ref(), &req);
+    let (result, attempts) = RetryPolicy::default()
+        .run(move || provider.complete(req))
+        .await;
+
+    assert_eq!(
+        result.unwrap().content,
+        tollgate_tests::standins::DEFAULT_REPLY_TEXT
+    );
+    assert_eq!(attempts, 2);
+    assert!(
+        started.elapsed() >= wait,
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.stand_in().requests().len(), 3);
+}
+
+async fn a_retry_after_longer_than_the_max_delay_is_returned_without_waiting<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+    h.stand_in()
+        .push(Behavior::rate_limited(Duration::from_secs(30)));
+
+    let started = Instant::now();
+    let (provider, req) = (provider.as_ref(), &req);
+    let (result, attempts) = RetryPolicy::default()
+        .run(move || provider.complete(req))
+        .await;
+
+    assert_eq!(
+        result.unwrap_err().kind,
+        ProviderErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(30))
+        }
+    );
+    assert_eq!(attempts, 1);
+    assert!(started.elapsed() < PROMPTLY);
+}
+
+async fn a_5xx_is_an_upstream_error_and_is_retried_until_success<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+
+    h.stand_in().push(Behavior::status(500));
+    assert_eq!(
+        provider.complete(&req).await.unwrap_err().kind,
+        ProviderErrorKind::Upstream
+    );
+
+    h.stand_in().push(Behavior::status(500));
+    h.stand_in().push(Behavior::status(503));
+    let (provider, req) = (provider.as_ref(), &req);
+    let (result, attempts) = quick_retries().run(move || provider.complete(req)).await;
+
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(attempts, 3);
+}
+
+async fn a_400_is_rejected_with_the_providers_message_and_not_retried<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+    h.stand_in().push(Behavior::error(
+        400,
+        "messages: the conversation is too long",
+    ));
+
+    let (provider, req) = (provider.as_ref(), &req);
+    let (result, attempts) = quick_retries().run(move || provider.complete(req)).await;
+
+    let err = result.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Rejected);
+    assert_eq!(err.message, "messages: the conversation is too long");
+    assert_eq!(attempts, 1);
+    assert_eq!(h.stand_in().requests().len(), 1);
+}
+
+async fn a_401_is_a_credentials_error_and_not_retried<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+    h.stand_in().push(Behavior::status(401));
+
+    let (provider, req) = (provider.as_ref(), &req);
+    let (result, attempts) = quick_retries().run(move || provider.complete(req)).await;
+
+    assert_eq!(result.unwrap_err().kind, ProviderErrorKind::Credentials);
+    assert_eq!(attempts, 1);
+}
+
+async fn an_error_status_before_a_stream_starts_is_returned_by_stream<H: Harness>() {
+    let h = H::start().await;
+    h.stand_in().push(Behavior::status(500));
+
+    let err = h.provider().stream(&request::<H>()).await.err().unwrap();
+
+    assert_eq!(err.kind, ProviderErrorKind::Upstream);
+}
+
+async fn a_stalled_stream_times_out_within_the_idle_timeout<H: Harness>() {
+    let h = H::start().await;
+    h.stand_in().push(Behavior::StallStream);
+    let started = Instant::now();
+
+    let stream = h.provider().stream(&request::<H>()).await.unwrap();
+    let items = collect(stream).await;
+
+    let elapsed = started.elapsed();
+    assert!(elapsed >= IDLE_TIMEOUT && elapsed < PROMPTLY, "{elapsed:?}");
+    assert!(
+        matches!(items.first(), Some(Ok(StreamEvent::Model(_)))),
+        "{items:?}"
+    );
+    let last = items.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(last.kind, ProviderErrorKind::Timeout);
+}
+
+async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
+    let h = H::start().await;
+    let provider = H::build(&ProviderSettings {
+        request_timeout: SHORT_REQUEST_TIMEOUT,
+        ..h.settings()
+    });
+    let req = request::<H>();
+
+    h.stand_in().push(Behavior::Delay(Duration::from_secs(5)));
+    let started = Instant::now();
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+
+    h.stand_in().push(Behavior::Delay(Duration::from_secs(5)));
+    let started = Instant::now();
+    let err = provider.stream(&req).await.err().unwrap();
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+}
+
+async fn a_stalled_buffered_body_times_out_with_the_request_timeout<H: Harness>() {
+    let h = H::start().await;
+    let provider = H::build(&ProviderSettings {
+        request_timeout: SHORT_REQUEST_TIMEOUT,
+        ..h.settings()
+    });
+    h.stand_in().push(Behavior::StallStream);
+    let started = Instant::now();
+
+    let err = provider.complete(&request::<H>()).await.unwrap_err();
+
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+}
+
+async fn an_unparseable_reply_is_an_upstream_error<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let req = request::<H>();
+
+    h.stand_in().push(Behavior::Malformed);
+    assert_eq!(
+        provider.complete(&req).await.unwrap_err().kind,
+        ProviderErrorKind::Upstream
+    );
+
+    h.stand_in().push(Behavior::Malformed);
+    let items = collect(provider.stream(&req).await.unwrap()).await;
+    let last = items.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(last.kind, ProviderErrorKind::Upstream);
+}
+
+async fn an_unreachable_provider_is_an_upstream_error<H: Harness>() {
+    // A port that was just free: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let provider = H::build(&ProviderSettings::new(format!("http://{addr}"), API_KEY));
+
+    let err = provider.complete(&request::<H>()).await.unwrap_err();
+
+    assert_eq!(err.kind, ProviderErrorKind::Upstream);
+    assert!(err.is_retryable());
+}
+
+async fn the_api_key_never_appears_in_errors_or_debug_output<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let slow = H::build(&ProviderSettings {
+        request_timeout: SHORT_REQUEST_TIMEOUT,
+        ..h.settings()
+    });
+    let req = request::<H>();
+    let echoing = format!("Incorrect API key provided: {API_KEY}.");
+    let mut errors = Vec::new();
+    for behavior in [
+        Behavior::error(400, echoing.clone()),
+        Behavior::error(401, echoing.clone()),
+        Behavior::error(429, echoing.clone()),
+        Behavior::error(500, echoing.clone()),
+        Behavior::Malformed,
+    ] {
+        h.stand_in().push(behavior);
+        errors.push(provider.complete(&req).await.unwrap_err());
+    }
+    h.stand_in().push(Behavior::Delay(Duration::from_secs(5)));
+    errors.push(slow.complete(&req).await.unwrap_err());
+
+    for err in &errors {
+        for rendered in [err.to_string(), format!("{err:?}")] {
+            assert!(!rendered.contains(API_KEY), "key leaked: {rendered}");
+        }
+    }
+    assert!(errors[0].message.contains("[REDACTED]"), "{:?}", errors[0]);
+    for debug in [format!("{:?}", h.settings()), format!("{provider:?}")] {
+        assert!(!debug.contains(API_KEY), "key leaked: {debug}");
+    }
+}
