@@ -8,3 +8,4 @@
 pub mod standins;
 
 pub use standins::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};
+pub mod harness;

@@ -2,6 +2,7 @@
 //!
 //! `tollgate serve` runs every function's routes in one process on the embedded default.
 
+mod loadtest;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the whole gateway locally on the embedded default (no AWS, no network, no keys).
     Serve(serve::ServeArgs),
+    /// Closed-loop load test of a running gateway over loopback (keep-alive HTTP/1.1).
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 #[tokio::main]
@@ -28,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
     }
 }

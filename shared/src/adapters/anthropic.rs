@@ -155,7 +155,7 @@ impl<'a> MessagesBody<'a> {
         let tenant = request.system.as_deref().map(|text| SystemBlock {
             kind: "text",
             text,
-            cache_control: (count_tokens(text) >= cache_min_tokens)
+            cache_control: worth_caching(text, cache_min_tokens)
                 .then_some(CacheControl { kind: "ephemeral" }),
         });
         let client = request
@@ -201,6 +201,13 @@ impl<'a> MessagesBody<'a> {
             stream,
         }
     }
+}
+
+/// Whether `text` reaches `min_tokens` (estimated with OpenAI's tokenizer; Claude's differs a
+/// little). Every token is at least one byte, so a shorter text is answered without loading
+/// the tokenizer's tables.
+fn worth_caching(text: &str, min_tokens: usize) -> bool {
+    text.len() >= min_tokens && count_tokens(text) >= min_tokens
 }
 
 // ---- Response ----
@@ -470,6 +477,18 @@ mod tests {
             body(&request)["system"],
             json!([{"type": "text", "text": "Be nice."}])
         );
+    }
+
+    #[test]
+    fn the_caching_threshold_counts_tokens_not_bytes() {
+        // 1500 bytes but far fewer tokens: not worth a cache breakpoint.
+        assert!(!worth_caching(&"aaaa ".repeat(300), 1024));
+        assert!(!worth_caching("short", 1024));
+        assert!(worth_caching(
+            &"The quick brown fox jumps. ".repeat(200),
+            1024
+        ));
+        assert!(worth_caching("", 0));
     }
 
     #[test]

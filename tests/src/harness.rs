@@ -1,0 +1,192 @@
+//! An in-process gateway for end-to-end tests: the real invoke handler and chat service on the
+//! embedded store, with the demo tenants seeded, and providers that are either simulated or
+//! the real OpenAI/Anthropic adapters pointed at the local stand-ins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::Value;
+use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
+use tollgate::bootstrap::embedded_chat_service;
+use tollgate::config::{ProviderMode, Settings};
+use tollgate::domain::usage::UsageEvent;
+use tollgate::ports::metrics::RequestMetrics;
+
+use crate::standins::{AnthropicStandIn, OpenAiStandIn};
+
+pub const OPENAI_TEST_KEY: &str = "sk-test-openai-0123456789";
+pub const ANTHROPIC_TEST_KEY: &str = "sk-ant-test-0123456789";
+
+pub struct Gateway {
+    pub state: invoke::InvokeState,
+    pub store: Arc<MemoryStore>,
+    pub metrics: Arc<MemoryMetrics>,
+    keys: HashMap<String, String>,
+}
+
+/// Environment-style settings for a gateway; the harness never reads the real environment.
+pub fn settings(vars: &[(&str, String)]) -> Settings {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Settings::from_lookup(ProviderMode::Auto, |k| map.get(k).cloned()).expect("valid settings")
+}
+
+impl Gateway {
+    /// Simulated providers at 0 ms.
+    pub async fn simulated() -> Self {
+        Self::build(settings(&[("TOLLGATE_PROVIDERS", "simulated".into())])).await
+    }
+
+    /// The real provider adapters, pointed at the stand-ins. Retries back off in milliseconds
+    /// so fault tests stay fast; stream idle timeout is 1 s.
+    pub async fn with_standins(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) -> Self {
+        let mut s = settings(&[
+            ("TOLLGATE_PROVIDERS", "real".into()),
+            ("OPENAI_API_KEY", OPENAI_TEST_KEY.into()),
+            ("OPENAI_BASE_URL", openai.base_url()),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_TEST_KEY.into()),
+            ("ANTHROPIC_BASE_URL", anthropic.base_url()),
+            ("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", "1".into()),
+            ("TOLLGATE_PROVIDER_TIMEOUT_SECS", "2".into()),
+        ]);
+        s.retry.base_delay = Duration::from_millis(5);
+        s.retry.max_delay = Duration::from_secs(2);
+        Self::build(s).await
+    }
+
+    pub async fn build(settings: Settings) -> Self {
+        let metrics = Arc::new(MemoryMetrics::default());
+        let (chat, store, _) =
+            embedded_chat_service(&settings, metrics.clone()).expect("gateway builds");
+        let seeded = tollgate::demo::seed(store.as_ref(), chrono::Utc::now())
+            .await
+            .expect("demo tenants seed");
+        let keys = seeded
+            .into_iter()
+            .map(|(tenant, key)| (tenant.to_string(), key.expose().to_owned()))
+            .collect();
+        Self {
+            state: invoke::InvokeState {
+                chat,
+                max_body_bytes: settings.max_body_bytes,
+            },
+            store,
+            metrics,
+            keys,
+        }
+    }
+
+    /// The demo key of `tenant` (`acme` or `globex`).
+    pub fn key(&self, tenant: &str) -> &str {
+        &self.keys[tenant]
+    }
+
+    pub async fn send(&self, req: Request<Bytes>) -> TestResponse {
+        let response = invoke::handle(&self.state, req).await;
+        let (parts, body) = response.into_parts();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await,
+        }
+    }
+
+    /// `POST /v1/chat/completions` as `tenant`.
+    pub async fn chat(&self, tenant: &str, body: Value) -> TestResponse {
+        let key = self.key(tenant).to_owned();
+        self.chat_with_key(Some(&key), body.to_string()).await
+    }
+
+    pub async fn chat_with_key(&self, key: Option<&str>, body: String) -> TestResponse {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/chat/completions")
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        self.send(req.body(Bytes::from(body)).expect("request builds"))
+            .await
+    }
+
+    pub fn usage_events(&self) -> Vec<UsageEvent> {
+        self.store.usage_events()
+    }
+
+    /// Waits for metering that finishes in a background task (client disconnects).
+    pub async fn wait_for_usage_events(&self, n: usize) -> Vec<UsageEvent> {
+        for _ in 0..200 {
+            let events = self.usage_events();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.usage_events()
+    }
+
+    pub fn request_metrics(&self) -> Vec<RequestMetrics> {
+        self.metrics.requests()
+    }
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `data:` payloads of an SSE body, `[DONE]` excluded.
+    pub fn sse_events(&self) -> Vec<Value> {
+        self.text()
+            .split("\n\n")
+            .filter_map(|frame| frame.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .map(|data| serde_json::from_str(data).expect("SSE data is JSON"))
+            .collect()
+    }
+
+    /// The concatenated `delta.content` of an SSE body.
+    pub fn sse_text(&self) -> String {
+        self.sse_events()
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// A chat body for `model` with one user message.
+pub fn chat_body(model: &str, content: &str) -> Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+    })
+}
