@@ -4,6 +4,9 @@
 //! `provider_tests!` expands each generic test once per provider (`openai::…`,
 //! `anthropic::…`). What differs between providers (where the system prompt goes, which
 //! headers carry the key) is asked of the [`Harness`], never branched on in a test.
+// The generic test bodies and their helpers are test code (the macro wraps each body in a
+// `#[tokio::test]`), but clippy only recognises the wrappers as tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -493,11 +493,11 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_targets_are_accepted_with_their_base_path() {
-        let target = target(&args("http://127.0.0.1:9000/prod/", false))
+        let v4 = target(&args("http://127.0.0.1:9000/prod/", false))
             .await
             .unwrap();
-        assert!(target.addr.ip().is_loopback());
-        assert_eq!(target.path, "/prod/v1/chat/completions");
+        assert!(v4.addr.ip().is_loopback());
+        assert_eq!(v4.path, "/prod/v1/chat/completions");
         let v6 = target(&args("http://[::1]:9000", false)).await.unwrap();
         assert_eq!(v6.addr.port(), 9000);
     }

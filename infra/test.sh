@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every check Tollgate has: formatting, clippy, the Rust test suites, and the official
+# OpenAI Python SDK against a live `tollgate serve`. Installs what it needs (a Python venv
+# from PyPI) and starts and stops every server it uses. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
+
+step "OpenAI Python SDK against tollgate serve"
+venv="$root/target/py-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+cargo build --locked -p tollgate-cli
+
+work=$(mktemp -d)
+serve_pid=""
+cleanup() {
+  if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --port 0: the OS picks a free port; the banner says which.
+TOLLGATE_PROVIDERS=simulated "$root/target/debug/tollgate" serve --port 0 >"$work/serve.out" 2>"$work/serve.err" &
+serve_pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^demo tenant globex key ' "$work/serve.out" 2>/dev/null && break
+  if ! kill -0 "$serve_pid" 2>/dev/null; then cat "$work/serve.err"; echo "tollgate serve exited"; exit 1; fi
+  sleep 0.1
+done
+base_url=$(sed -n 's/^tollgate serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/serve.out")
+acme_key=$(awk '/^demo tenant acme key /{print $5}' "$work/serve.out")
+globex_key=$(awk '/^demo tenant globex key /{print $5}' "$work/serve.out")
+if [ -z "$base_url" ] || [ -z "$acme_key" ] || [ -z "$globex_key" ]; then
+  echo "could not read the serve banner:"; cat "$work/serve.out" "$work/serve.err"; exit 1
+fi
+curl -fsS "$base_url/healthz" >/dev/null
+
+TOLLGATE_BASE_URL="$base_url" TOLLGATE_ACME_KEY="$acme_key" TOLLGATE_GLOBEX_KEY="$globex_key" \
+TOLLGATE_EMF_LOG="$work/serve.out" \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
+step "all checks passed"

@@ -1,0 +1,169 @@
+"""The official OpenAI Python SDK against `tollgate serve`.
+
+infra/test.sh starts the gateway and passes its URL, the demo keys and the file that receives
+its EMF lines through the environment. Every test checks what a tenant's developer would see.
+"""
+
+import json
+import os
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+
+BASE_URL = os.environ["TOLLGATE_BASE_URL"]
+ACME_KEY = os.environ["TOLLGATE_ACME_KEY"]
+GLOBEX_KEY = os.environ["TOLLGATE_GLOBEX_KEY"]
+EMF_LOG = Path(os.environ["TOLLGATE_EMF_LOG"])
+PRICES = json.loads(
+    (Path(__file__).parents[2] / "shared" / "data" / "prices.json").read_text()
+)
+
+
+def client(key=ACME_KEY):
+    return openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0)
+
+
+def price(provider, model):
+    for entry in PRICES["models"]:
+        if entry["provider"] == provider and entry["model"] == model:
+            return entry
+    raise KeyError(model)
+
+
+def emf_line(request_id, timeout=5.0):
+    """The EMF document the gateway wrote for `request_id` (written when metering ends)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in EMF_LOG.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            doc = json.loads(line)
+            if doc.get("RequestId") == request_id and "_aws" in doc:
+                return doc
+        time.sleep(0.05)
+    raise AssertionError(f"no EMF line for {request_id}")
+
+
+def expected_cost(provider, model, prompt, completion, cached=0):
+    p = price(provider, model)
+    cached_price = Decimal(p.get("cached_input", p["input"]))
+    return (
+        Decimal(prompt - cached) * Decimal(p["input"])
+        + Decimal(cached) * cached_price
+        + Decimal(completion) * Decimal(p["output"])
+    ) / Decimal(1_000_000)
+
+
+def test_a_buffered_completion_has_content_usage_and_one_emf_line_with_its_cost():
+    raw = client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "What do you sell?"}],
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens > 0
+    assert completion.usage.completion_tokens > 0
+
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["TenantId"] == "acme"
+    assert doc["Model"] == "gpt-4o-mini"
+    assert doc["PromptTokens"] == completion.usage.prompt_tokens
+    assert doc["CompletionTokens"] == completion.usage.completion_tokens
+    cost = expected_cost(
+        "openai", "gpt-4o-mini", completion.usage.prompt_tokens, completion.usage.completion_tokens
+    )
+    assert Decimal(doc["CostUSDExact"]) == cost
+
+
+def test_a_streamed_completion_delivers_deltas_and_final_usage():
+    stream = client(GLOBEX_KEY).chat.completions.create(
+        model="claude-sonnet",
+        messages=[{"role": "user", "content": "Stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert "Stream please" in text
+    assert usage is not None and usage.completion_tokens > 0
+    # globex's long system prompt is written to (simulated) Anthropic's prompt cache.
+    assert usage.prompt_tokens > 1024
+
+
+def test_a_streamed_call_is_metered_like_a_buffered_one():
+    raw = client(GLOBEX_KEY).chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Count me"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = None
+    for chunk in raw.parse():
+        if chunk.usage:
+            usage = chunk.usage
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["Streamed"] is True
+    assert doc["PromptTokens"] == usage.prompt_tokens
+    assert doc["CompletionTokens"] == usage.completion_tokens
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert Decimal(doc["CostUSDExact"]) == expected_cost(
+        "openai", "gpt-4o", usage.prompt_tokens, usage.completion_tokens, cached
+    )
+
+
+def test_a_bad_key_raises_authentication_error():
+    with pytest.raises(openai.AuthenticationError) as err:
+        client("tg_AAAAAAAAAAAA_" + "B" * 40).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.code == "invalid_api_key"
+
+
+def test_a_malformed_request_raises_bad_request_error():
+    with pytest.raises(openai.BadRequestError) as err:
+        client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=-1,
+        )
+    assert err.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError):
+        client().chat.completions.create(model="gpt-4o-mini", messages=[])
+
+
+def test_an_unknown_model_raises_not_found_error():
+    with pytest.raises(openai.NotFoundError) as err:
+        client().chat.completions.create(
+            model="gpt-imaginary", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.code == "model_not_found"
+
+
+def test_models_lists_only_the_tenants_own_routes():
+    acme = {m.id for m in client().models.list()}
+    globex = {m.id for m in client(GLOBEX_KEY).models.list()}
+    assert "claude-haiku" in acme and "claude-haiku" not in globex
+    assert "claude-sonnet" in globex and "claude-sonnet" not in acme
+
+
+def test_the_response_cache_serves_repeats_for_tenants_that_opt_in():
+    def ask():
+        return client().chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Cache me if you can"}],
+        )
+
+    first, second = ask(), ask()
+    assert first.headers["x-tollgate-cache"] in ("miss", "hit")
+    assert second.headers["x-tollgate-cache"] == "hit"
+    assert first.parse().choices[0].message.content == second.parse().choices[0].message.content
+    assert emf_line(second.headers["x-request-id"])["CacheHit"] == 1
