@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! Bad input gets a clear 4xx in the OpenAI error shape: never a panic, never a 500, and never
 //! a provider call.
 

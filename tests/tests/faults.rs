@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! Provider faults through the whole invoke path: each has a designed behaviour, and every
 //! call that reached a provider is metered.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! The invoke handler driven by API Gateway event fixtures, the way Lambda delivers them.
 
 use serde_json::Value;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! Tenant isolation through the whole invoke path: two tenants with distinct system prompts,
 //! routes and cached responses, interleaved, against the real provider adapters and the
 //! stand-ins. Nothing of one tenant may appear in the other's upstream request or response.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! Metering: one usage event per provider call, priced server-side, identical for streamed and
 //! buffered calls, and kept even when the client disconnects mid-stream.
 
@@ -89,7 +90,7 @@ async fn a_client_that_disconnects_mid_stream_is_still_metered_exactly_once() {
     let mut body = chat_body("claude-sonnet", "tell me a long story");
     body["stream"] = json!(true);
     let ctx = RequestContext::new(RequestId::generate());
-    let key = format!("{}", gw.key("globex"));
+    let key = gw.key("globex").to_owned();
     let reply = gw
         .state
         .chat

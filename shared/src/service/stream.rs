@@ -232,10 +232,8 @@ impl Live {
         loop {
             match self.upstream.next().await {
                 Some(Ok(event)) => {
-                    if let Some(text) = self.acc.apply(event) {
-                        if !text.is_empty() {
-                            return Some(self.framer.text(text));
-                        }
+                    if let Some(text) = self.acc.apply(event).filter(|t| !t.is_empty()) {
+                        return Some(self.framer.text(text));
                     }
                 }
                 Some(Err(err)) => {
