@@ -139,6 +139,17 @@ pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
     out
 }
 
+/// Collects a response for Lambda's buffered (API Gateway proxy) mode.
+pub async fn into_lambda(response: Response<Body>) -> Response<lambda_http::Body> {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await;
+    let body = match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => lambda_http::Body::Text(text),
+        Err(_) => lambda_http::Body::Binary(bytes.to_vec()),
+    };
+    Response::from_parts(parts, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,9 +24,15 @@ async fn main() -> Result<(), Error> {
         chat,
         max_body_bytes: settings.max_body_bytes,
     };
-    lambda_http::run_with_streaming_response(service_fn(move |req| {
+    // Buffered mode, matching the HTTP API integration in template.yaml: a streamed reply is
+    // delivered whole (still valid SSE). True response streaming (a function URL in
+    // RESPONSE_STREAM mode, `run_with_streaming_response`) is the SAM issue's decision.
+    lambda_http::run(service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(invoke::handle(&state, invoke::from_lambda(req)).await) }
+        async move {
+            let response = invoke::handle(&state, invoke::from_lambda(req)).await;
+            Ok::<_, Infallible>(invoke::into_lambda(response).await)
+        }
     }))
     .await
 }
