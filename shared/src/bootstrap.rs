@@ -7,6 +7,7 @@ use crate::config::{ConfigError, Settings};
 use crate::ports::MetricsSink;
 use crate::ports::clock::SystemClock;
 use crate::service::ChatService;
+use crate::service::limiter::{Limiter, UpstreamQuotas};
 
 /// The chat service on the embedded store, plus the store itself (for seeding and tests).
 /// Returns the provider descriptions for the start-up banner.
@@ -26,6 +27,11 @@ pub fn embedded_chat_service(
         metrics,
         clock: Arc::new(SystemClock),
         retry: settings.retry,
+        limiter: Arc::new(Limiter::new(
+            store.clone(),
+            UpstreamQuotas::new(),
+            settings.default_reserve_tokens,
+        )),
     };
     Ok((service, store, described))
 }

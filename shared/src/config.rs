@@ -17,6 +17,7 @@
 //! | `TOLLGATE_SIMULATED_CHUNK_MS` | 0 | simulated provider: gap between stream chunks |
 //! | `TOLLGATE_PRICES_FILE` | unset | JSON price overrides merged over the bundled table |
 //! | `TOLLGATE_MAX_BODY_BYTES` | 4194304 | request bodies larger than this get 413 |
+//! | `TOLLGATE_DEFAULT_RESERVE_TOKENS` | 1024 | completion tokens reserved when a request sets no `max_tokens` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,7 @@ pub struct Settings {
     pub simulated: SimulatedLatency,
     pub prices_file: Option<String>,
     pub max_body_bytes: usize,
+    pub default_reserve_tokens: u32,
 }
 
 impl Settings {
@@ -153,6 +155,16 @@ impl Settings {
             },
             prices_file: get("TOLLGATE_PRICES_FILE"),
             max_body_bytes: number(&get, "TOLLGATE_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
+            default_reserve_tokens: u32::try_from(number(
+                &get,
+                "TOLLGATE_DEFAULT_RESERVE_TOKENS",
+                1024,
+            )?)
+            .map_err(|_| ConfigError::Invalid {
+                name: "TOLLGATE_DEFAULT_RESERVE_TOKENS",
+                value: "too large".into(),
+                reason: "must fit in 32 bits",
+            })?,
         })
     }
 

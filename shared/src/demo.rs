@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::ids::TenantId;
 use crate::domain::keys::{IssuedKey, issue_key};
+use crate::domain::limits::{DegradationPolicy, LimitOverrides};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::PromptTemplate;
 use crate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route, TenantConfig, Tier};
@@ -70,6 +71,13 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
             enabled: true,
             ttl_seconds: 600,
         },
+        limits: LimitOverrides::default(),
+        // Past 80 % of the daily budget, gpt-4o requests are served by gpt-4o-mini.
+        degradation: Some(DegradationPolicy {
+            threshold_percent: 80,
+            routes: BTreeMap::from([("gpt-4o".into(), "gpt-4o-mini".into())]),
+        }),
+        disabled: false,
         // Fine-tuned gpt-4o-mini list price: $0.30 in, $0.15 cached, $1.20 out per 1M.
         price_overrides: BTreeMap::from([(
             ACME_FINE_TUNED.into(),
@@ -118,6 +126,9 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
         ]),
         response_cache: ResponseCachePolicy::default(),
         price_overrides: BTreeMap::new(),
+        limits: LimitOverrides::default(),
+        degradation: None,
+        disabled: false,
     })
 }
 

@@ -90,7 +90,16 @@ pub enum GatewayError {
     RateLimited {
         message: String,
         retry_after: Duration,
+        rate: Box<crate::domain::limits::RateStatus>,
     },
+    #[error("{message}")]
+    RequestTooLarge { message: String },
+    #[error(
+        "the rate limiter is unavailable, so the request was refused rather than admitted unmetered; retry shortly"
+    )]
+    LimiterUnavailable,
+    #[error("this tenant is disabled; contact your operator")]
+    TenantDisabled,
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
     UpstreamRateLimited { retry_after: Option<Duration> },
     #[error("the upstream provider did not respond in time")]
@@ -123,8 +132,9 @@ impl GatewayError {
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey => S::UNAUTHORIZED,
-            Self::InvalidRequest { .. } => S::BAD_REQUEST,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => S::UNAUTHORIZED,
+            Self::InvalidRequest { .. } | Self::RequestTooLarge { .. } => S::BAD_REQUEST,
+            Self::LimiterUnavailable => S::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound { .. } | Self::ModelNotFound { .. } => S::NOT_FOUND,
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
@@ -140,7 +150,11 @@ impl GatewayError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::Authentication,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
+                ErrorKind::Authentication
+            }
+            Self::LimiterUnavailable => ErrorKind::Application,
+            Self::RequestTooLarge { .. } => ErrorKind::RateLimited,
             Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
             | Self::RouteNotFound { .. }
@@ -175,6 +189,9 @@ impl GatewayError {
         Some(match self {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::TenantDisabled => "tenant_disabled",
+            Self::RequestTooLarge { .. } => "request_too_large",
+            Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::InvalidRequest { .. } => return None,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
@@ -195,6 +212,7 @@ impl GatewayError {
     fn param(&self) -> Option<&str> {
         match self {
             Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::RequestTooLarge { .. } => Some("max_tokens"),
             Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
             _ => None,
         }
@@ -204,6 +222,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::LimiterUnavailable => Some(Duration::from_secs(1)),
             Self::UpstreamRateLimited { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }

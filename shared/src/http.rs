@@ -100,6 +100,11 @@ pub fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
     if let Some(after) = err.retry_after() {
         builder = builder.header(http::header::RETRY_AFTER, after.as_secs().max(1));
     }
+    if let GatewayError::RateLimited { rate, .. } = err {
+        for (name, value) in rate.headers() {
+            builder = builder.header(name, value);
+        }
+    }
     with_request_id(builder.body(Body::full(body)), request_id)
 }
 

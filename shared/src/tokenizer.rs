@@ -13,12 +13,43 @@ pub fn count_tokens(text: &str) -> usize {
         .len()
 }
 
+/// Long texts that repeat (tenant system prompts) are counted once and remembered: the count
+/// is a pure function of the text, and tokenizing a 2,000-token prompt on every request would
+/// dominate the gateway's own overhead.
+const MEMO_MIN_BYTES: usize = 1024;
+const MEMO_CAPACITY: usize = 1024;
+
+pub fn count_tokens_memo(text: &str) -> usize {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::{Mutex, OnceLock};
+
+    if text.len() < MEMO_MIN_BYTES {
+        return count_tokens(text);
+    }
+    static MEMO: OnceLock<(RandomState, Mutex<HashMap<u64, usize>>)> = OnceLock::new();
+    let (hasher, memo) = MEMO.get_or_init(|| (RandomState::new(), Mutex::new(HashMap::new())));
+    // Keyed by a 64-bit hash plus the length: a collision would only misestimate a count.
+    let key = hasher.hash_one(text) ^ (text.len() as u64).rotate_left(32);
+    if let Some(&n) = memo.lock().ok().as_ref().and_then(|m| m.get(&key)) {
+        return n;
+    }
+    let n = count_tokens(text);
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= MEMO_CAPACITY {
+            m.clear();
+        }
+        m.insert(key, n);
+    }
+    n
+}
+
 /// Prompt tokens the way OpenAI counts a chat: each message costs its content plus a few
 /// framing tokens, and every reply is primed with 3 more.
 pub fn count_chat_tokens(system: Option<&str>, messages: &[Message]) -> usize {
     const PER_MESSAGE: usize = 3;
     const REPLY_PRIMING: usize = 3;
-    let system = system.map_or(0, |s| count_tokens(s) + PER_MESSAGE);
+    let system = system.map_or(0, |s| count_tokens_memo(s) + PER_MESSAGE);
     let messages: usize = messages
         .iter()
         .map(|m| count_tokens(&m.content) + PER_MESSAGE + usize::from(m.name.is_some()))
@@ -38,6 +69,14 @@ mod tests {
         // A long repeated word compresses far below chars/4.
         let text = "tokenization ".repeat(100);
         assert!(count_tokens(&text) < text.len() / 4);
+    }
+
+    #[test]
+    fn memoized_counts_equal_fresh_counts() {
+        let long = "A long system prompt about refunds. ".repeat(100);
+        assert_eq!(count_tokens_memo(&long), count_tokens(&long));
+        assert_eq!(count_tokens_memo(&long), count_tokens(&long));
+        assert_eq!(count_tokens_memo("short"), 1);
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn replaying_a_usage_event_does_not_double_count() {
     let res = gw.chat("globex", chat_body("gpt-4o", "once")).await;
     assert_eq!(res.status, 200);
     let event = gw.usage_events()[0].clone();
-    let again = tollgate::ports::UsageSink::record(gw.store.as_ref(), &event)
+    let again = tollgate::ports::UsageSink::record(gw.store.as_ref(), &event, &[])
         .await
         .unwrap();
     assert_eq!(again, tollgate::ports::store::Recorded::Duplicate);

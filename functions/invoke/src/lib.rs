@@ -113,6 +113,14 @@ async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -
     if let Some(cache) = meta.cache {
         edge::set_header(&mut response, "x-tollgate-cache", cache.as_str());
     }
+    if let Some(rate) = meta.rate {
+        for (name, value) in rate.headers() {
+            edge::set_header(&mut response, name, &value);
+        }
+    }
+    if let Some(from) = &meta.degraded_from {
+        edge::set_header(&mut response, "x-tollgate-degraded-from", from);
+    }
     response
 }
 

@@ -1,20 +1,24 @@
 //! The embedded store: every store port in memory. Used by `tollgate serve` and fast tests,
 //! and held to the same contract suite as the DynamoDB adapter.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::domain::chat::Completion;
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
+use crate::domain::limits::UpstreamQuota;
+use crate::domain::pricing::PriceEntry;
 use crate::domain::tenant::{ProviderKind, TenantConfig};
-use crate::domain::usage::UsageEvent;
+use crate::domain::usage::{UsageEvent, UsageRollup};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    ApiKeyLookup, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, UsageSink,
+    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, LimiterStore, Recorded,
+    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -26,14 +30,44 @@ pub struct MemoryStore {
     keys: RwLock<HashMap<KeyPrefix, StoredKey>>,
     configs: RwLock<HashMap<TenantId, Arc<TenantConfig>>>,
     fine_tuned: RwLock<HashMap<(ProviderKind, String), TenantId>>,
-    usage: Mutex<UsageLog>,
+    /// Usage events, rollups and limiter counters share one lock: recording an event, its
+    /// rollup and its limiter adjustments is one atomic step, as in DynamoDB's transaction.
+    ledger: Mutex<Ledger>,
     cache: Mutex<HashMap<String, (Completion, Instant)>>,
+    prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
+    quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
 }
 
 #[derive(Default)]
-struct UsageLog {
+struct Ledger {
     seen: HashMap<RequestId, usize>,
     events: Vec<UsageEvent>,
+    rollups: BTreeMap<(TenantId, DateTime<Utc>, String), UsageRollup>,
+    counters: HashMap<CounterKey, Counter>,
+}
+
+impl Ledger {
+    /// Checks every condition first, then applies every add: all or nothing.
+    fn add_counters(&mut self, adds: &[CounterAdd]) -> AddOutcome {
+        for (index, add) in adds.iter().enumerate() {
+            let current = self.counters.get(&add.key).copied().unwrap_or_default();
+            let tokens_ok = add
+                .max_tokens
+                .is_none_or(|max| current.tokens + add.tokens <= max);
+            let requests_ok = add
+                .max_requests
+                .is_none_or(|max| current.requests + add.requests <= max);
+            if !(tokens_ok && requests_ok) {
+                return AddOutcome::Refused { index };
+            }
+        }
+        for add in adds {
+            let counter = self.counters.entry(add.key.clone()).or_default();
+            counter.tokens += add.tokens;
+            counter.requests += add.requests;
+        }
+        AddOutcome::Applied
+    }
 }
 
 fn poisoned<T>(_: T) -> StoreError {
@@ -47,7 +81,7 @@ impl MemoryStore {
 
     /// Every usage event recorded so far, in order.
     pub fn usage_events(&self) -> Vec<UsageEvent> {
-        self.usage
+        self.ledger
             .lock()
             .map(|log| log.events.clone())
             .unwrap_or_default()
@@ -86,15 +120,114 @@ impl TenantConfigSource for MemoryStore {
 
 #[async_trait]
 impl UsageSink for MemoryStore {
-    async fn record(&self, event: &UsageEvent) -> Result<Recorded, StoreError> {
-        let mut log = self.usage.lock().map_err(poisoned)?;
-        if log.seen.contains_key(&event.request_id) {
+    async fn record(
+        &self,
+        event: &UsageEvent,
+        adjustments: &[CounterAdd],
+    ) -> Result<Recorded, StoreError> {
+        let mut ledger = self.ledger.lock().map_err(poisoned)?;
+        if ledger.seen.contains_key(&event.request_id) {
             return Ok(Recorded::Duplicate);
         }
-        let index = log.events.len();
-        log.seen.insert(event.request_id.clone(), index);
-        log.events.push(event.clone());
+        // Adjustments are unconditional reconciliations; a refused one would be a bug upstream.
+        if let AddOutcome::Refused { index } = ledger.add_counters(adjustments) {
+            return Err(StoreError::Corrupt(format!(
+                "usage adjustment {index} carries a condition; reconciliations must be unconditional"
+            )));
+        }
+        let index = ledger.events.len();
+        ledger.seen.insert(event.request_id.clone(), index);
+        ledger.events.push(event.clone());
+        let hour = UsageRollup::hour_of(event);
+        ledger
+            .rollups
+            .entry((event.tenant_id.clone(), hour, event.model_requested.clone()))
+            .or_insert_with(|| {
+                UsageRollup::empty(event.tenant_id.clone(), hour, event.model_requested.clone())
+            })
+            .apply(event);
         Ok(Recorded::Inserted)
+    }
+}
+
+#[async_trait]
+impl UsageQuery for MemoryStore {
+    async fn rollups(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRollup>, StoreError> {
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        Ok(ledger
+            .rollups
+            .values()
+            .filter(|r| &r.tenant_id == tenant && r.hour >= from && r.hour < to)
+            .cloned()
+            .collect())
+    }
+
+    async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError> {
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        Ok(ledger
+            .seen
+            .get(request_id)
+            .and_then(|&i| ledger.events.get(i))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl LimiterStore for MemoryStore {
+    async fn read_counters(&self, keys: &[CounterKey]) -> Result<Vec<Counter>, StoreError> {
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        Ok(keys
+            .iter()
+            .map(|k| ledger.counters.get(k).copied().unwrap_or_default())
+            .collect())
+    }
+
+    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {
+        Ok(self.ledger.lock().map_err(poisoned)?.add_counters(adds))
+    }
+}
+
+#[async_trait]
+impl Catalog for MemoryStore {
+    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
+        Ok(self
+            .prices
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError> {
+        self.prices
+            .write()
+            .map_err(poisoned)?
+            .insert((entry.provider, entry.model.clone()), entry.clone());
+        Ok(())
+    }
+
+    async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError> {
+        Ok(self
+            .quotas
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError> {
+        self.quotas
+            .write()
+            .map_err(poisoned)?
+            .insert((quota.provider, quota.model.clone()), quota.clone());
+        Ok(())
     }
 }
 
@@ -139,6 +272,31 @@ impl TenantAdmin for MemoryStore {
         config.version = version;
         configs.insert(config.tenant_id.clone(), Arc::new(config));
         Ok(version)
+    }
+
+    async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError> {
+        let mut all: Vec<_> = self
+            .configs
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        Ok(all)
+    }
+
+    async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError> {
+        let mut keys: Vec<_> = self
+            .keys
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .filter(|k| &k.tenant_id == tenant)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
     }
 
     async fn put_key(&self, key: StoredKey) -> Result<(), StoreError> {

@@ -17,7 +17,7 @@ use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderRequest, StreamEvent,
 };
-use crate::tokenizer::{count_chat_tokens, count_tokens};
+use crate::tokenizer::{count_chat_tokens, count_tokens, count_tokens_memo};
 
 const CACHE_MIN_TOKENS: usize = 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -97,7 +97,7 @@ impl SimulatedProvider {
         let Some(system) = request.system.as_deref() else {
             return usage;
         };
-        let system_tokens = count_tokens(system);
+        let system_tokens = count_tokens_memo(system);
         if system_tokens < CACHE_MIN_TOKENS {
             return usage;
         }

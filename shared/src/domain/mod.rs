@@ -5,6 +5,7 @@ pub mod cache_key;
 pub mod chat;
 pub mod ids;
 pub mod keys;
+pub mod limits;
 pub mod pricing;
 pub mod prompt;
 pub mod routing;

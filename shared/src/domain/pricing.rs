@@ -43,7 +43,7 @@ impl ModelPrice {
         (total / PER_MILLION).normalize()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         let parts = [
             Some(self.input),
             Some(self.output),
@@ -57,13 +57,13 @@ impl ModelPrice {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PriceEntry {
-    provider: ProviderKind,
-    model: String,
+/// One row of the price table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceEntry {
+    pub provider: ProviderKind,
+    pub model: String,
     #[serde(flatten)]
-    price: ModelPrice,
+    pub price: ModelPrice,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,7 +116,8 @@ impl PriceTable {
         self.extend(file.models)
     }
 
-    fn extend(&mut self, entries: Vec<PriceEntry>) -> Result<(), PriceTableError> {
+    /// Applies entries on top (operator overrides from the store), validating each.
+    pub fn extend(&mut self, entries: Vec<PriceEntry>) -> Result<(), PriceTableError> {
         for entry in entries {
             entry
                 .price

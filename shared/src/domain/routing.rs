@@ -75,6 +75,9 @@ mod tests {
             ]),
             response_cache: ResponseCachePolicy::default(),
             price_overrides: BTreeMap::new(),
+            limits: Default::default(),
+            degradation: None,
+            disabled: false,
         }
     }
 

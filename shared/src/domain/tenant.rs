@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::TenantId;
+use super::limits::{DegradationPolicy, LimitOverrides, Limits};
 use super::pricing::ModelPrice;
 use super::prompt::PromptTemplate;
 
@@ -116,6 +117,14 @@ pub struct TenantConfig {
     /// (negotiated rates, fine-tuned models).
     #[serde(default)]
     pub price_overrides: BTreeMap<String, ModelPrice>,
+    /// Overrides of the tier's limits.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degradation: Option<DegradationPolicy>,
+    /// A disabled tenant's keys are refused (401) until it is enabled again.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,6 +135,10 @@ pub enum ConfigError {
     UnknownPromptVariable(String),
     #[error("route `{0}` has an empty provider model")]
     EmptyRouteModel(String),
+    #[error("degradation maps `{0}` to `{1}`, but `{2}` is not one of the tenant's models")]
+    UnknownDegradationModel(String, String, String),
+    #[error("degradation threshold must be between 1 and 100 percent, got {0}")]
+    BadDegradationThreshold(u8),
 }
 
 impl TenantConfig {
@@ -146,6 +159,29 @@ impl TenantConfig {
                 return Err(ConfigError::UnknownPromptVariable(var.to_owned()));
             }
         }
+        if let Some(policy) = &self.degradation {
+            if !(1..=100).contains(&policy.threshold_percent) {
+                return Err(ConfigError::BadDegradationThreshold(
+                    policy.threshold_percent,
+                ));
+            }
+            for (from, to) in &policy.routes {
+                for name in [from, to] {
+                    if !self.routes.contains_key(name) {
+                        return Err(ConfigError::UnknownDegradationModel(
+                            from.clone(),
+                            to.clone(),
+                            name.clone(),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The limits in force: the tier's, with this tenant's overrides.
+    pub fn effective_limits(&self) -> Limits {
+        self.limits.apply(self.tier.limits())
     }
 }

@@ -14,4 +14,7 @@ pub use clock::Clock;
 pub use metrics::MetricsSink;
 pub use provider::LlmProvider;
 pub use secrets::SecretSource;
-pub use store::{ApiKeyLookup, ResponseCache, TenantAdmin, TenantConfigSource, UsageSink};
+pub use store::{
+    ApiKeyLookup, Catalog, LimiterStore, ResponseCache, TenantAdmin, TenantConfigSource,
+    UsageQuery, UsageSink,
+};

@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::chat::Completion;
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
+use crate::domain::limits::UpstreamQuota;
+use crate::domain::pricing::PriceEntry;
 use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::UsageEvent;
+use crate::domain::usage::UsageRollup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +50,17 @@ pub trait TenantConfigSource: Send + Sync {
     ) -> Result<Option<TenantId>, StoreError>;
 }
 
+/// Operator-maintained catalog: price overrides and upstream quotas per provider model.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Operator price entries (merged over the bundled table by the service).
+    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError>;
+    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError>;
+    /// Tokens per minute the deployment may send to each provider model, shared by all tenants.
+    async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError>;
+    async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError>;
+}
+
 /// Whether a usage event was new or a replay of one already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -53,9 +69,84 @@ pub enum Recorded {
 }
 
 /// Records usage events exactly once, keyed by request id (invoke, ingest).
+///
+/// A new event, its hourly rollup and the limiter `adjustments` (reconciling the reservation
+/// to the actual usage) are written in one atomic step; a duplicate (a retried invocation)
+/// writes nothing at all. So rollups always equal the sum of events, and a reservation is
+/// reconciled exactly once.
 #[async_trait]
 pub trait UsageSink: Send + Sync {
-    async fn record(&self, event: &UsageEvent) -> Result<Recorded, StoreError>;
+    async fn record(
+        &self,
+        event: &UsageEvent,
+        adjustments: &[CounterAdd],
+    ) -> Result<Recorded, StoreError>;
+}
+
+/// Reads hourly rollups (usage-report, anomaly-scheduler, tests).
+#[async_trait]
+pub trait UsageQuery: Send + Sync {
+    /// Rollups of `tenant` whose hour starts in `[from, to)`, oldest first.
+    async fn rollups(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRollup>, StoreError>;
+
+    /// One recorded event, by request id.
+    async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError>;
+}
+
+/// The key of one limiter counter (a bucket of a sliding window), built by
+/// `service::limiter`. Stores treat it as opaque.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey(pub String);
+
+impl CounterKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A counter's value; a missing counter reads as zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub tokens: i64,
+    pub requests: i64,
+}
+
+/// One conditional increment (negative amounts refund).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterAdd {
+    pub key: CounterKey,
+    pub tokens: i64,
+    pub requests: i64,
+    /// Apply only if the counter's tokens *after* the add are at most this.
+    pub max_tokens: Option<i64>,
+    /// Apply only if the counter's requests *after* the add are at most this.
+    pub max_requests: Option<i64>,
+    /// Unix seconds after which the store may delete the counter (DynamoDB TTL).
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    Applied,
+    /// Nothing was applied: the add at `index` would have broken its condition.
+    Refused {
+        index: usize,
+    },
+}
+
+/// The limiter's storage: sliding-window bucket counters with atomic conditional increments.
+#[async_trait]
+pub trait LimiterStore: Send + Sync {
+    /// Reads counters in one round trip, in the order of `keys`.
+    async fn read_counters(&self, keys: &[CounterKey]) -> Result<Vec<Counter>, StoreError>;
+
+    /// Applies every add or none (one atomic write): the admission decision.
+    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError>;
 }
 
 /// The application-level response cache. Keys are built by `domain::cache_key` and always
@@ -66,12 +157,16 @@ pub trait ResponseCache: Send + Sync {
     async fn put(&self, key: &str, value: &Completion, ttl: Duration) -> Result<(), StoreError>;
 }
 
-/// Operator writes: tenants, keys, fine-tuned model registry (the CLI).
+/// Operator reads and writes: tenants, keys, fine-tuned model registry (the CLI).
 #[async_trait]
 pub trait TenantAdmin: Send + Sync {
     /// Stores a validated configuration. The store assigns `version` (previous + 1).
     async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError>;
+    /// Every tenant's configuration, ordered by tenant id.
+    async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError>;
     async fn put_key(&self, key: StoredKey) -> Result<(), StoreError>;
+    /// The keys of one tenant (hashes and prefixes; never a plaintext), oldest first.
+    async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError>;
     async fn revoke_key(&self, prefix: &KeyPrefix) -> Result<(), StoreError>;
     async fn register_fine_tuned(
         &self,

@@ -24,8 +24,11 @@ use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
 use crate::wire::request::parse_chat_request;
 
 use super::auth::authenticate;
+use super::limiter::{Limiter, Reservation};
 use super::metering::{CallOutcome, CallRecord};
 use super::stream::{metered_sse, replay_sse};
+use crate::domain::limits::RateStatus;
+use crate::tokenizer::count_chat_tokens;
 
 /// The providers this deployment can reach, by API family.
 #[derive(Clone, Default)]
@@ -92,6 +95,10 @@ impl CacheStatus {
 pub struct ReplyMeta {
     pub tenant_id: TenantId,
     pub cache: Option<CacheStatus>,
+    /// The `x-ratelimit-*` values after this request's reservation.
+    pub rate: Option<RateStatus>,
+    /// Set when a cheaper model served the request (`x-tollgate-degraded-from`).
+    pub degraded_from: Option<String>,
 }
 
 pub enum ChatReply {
@@ -115,6 +122,7 @@ pub struct ChatService {
     pub metrics: Arc<dyn MetricsSink>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    pub limiter: Arc<Limiter>,
 }
 
 /// A request that passed every check and is ready for a provider.
@@ -191,28 +199,15 @@ impl ChatService {
         let prepared = self.prepare(ctx, &tenant, request).await?;
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
-        let Some(trace) = trace_slot.take() else {
-            return Err(GatewayError::internal("request trace missing"));
-        };
-
-        let mut record = CallRecord {
-            request_id: ctx.request_id.clone(),
-            tenant_id: tenant.clone(),
-            model_requested: prepared.request.model.clone(),
-            route: prepared.route.clone(),
-            price: prepared.price.clone(),
-            streamed: prepared.request.stream,
-            started: ctx.started,
-            created_at: trace.timestamp,
-            trace,
-        };
 
         let cache_status = match (&prepared.cache_key, ctx.bypass_cache) {
             (None, _) => None,
             (Some(_), true) => Some(CacheStatus::Bypass),
             (Some(key), false) => match self.cache.get(key).await {
                 Ok(Some(hit)) => {
-                    record.trace.cache_hit = Some(true);
+                    trace.cache_hit = Some(true);
+                    let record =
+                        self.call_record(ctx, &tenant, &prepared, trace_slot, None, None)?;
                     return Ok(self.serve_cache_hit(ctx, &prepared, record, hit).await);
                 }
                 Ok(None) => Some(CacheStatus::Miss),
@@ -223,15 +218,33 @@ impl ChatService {
                 }
             },
         };
-        record.trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
+        trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
+
+        let (prepared, reservation, degraded_from) = self.admit(ctx, &tenant, prepared).await?;
+        if let Some(trace) = trace_slot.as_mut() {
+            trace.model = Some(prepared.request.model.clone());
+            trace.model_served = Some(prepared.route.model.clone());
+            trace.provider = Some(prepared.route.provider.as_str());
+        }
         let meta = ReplyMeta {
-            tenant_id: tenant,
+            tenant_id: tenant.clone(),
             cache: cache_status,
+            rate: Some(reservation.status),
+            degraded_from: degraded_from.clone(),
         };
+        // A degraded reply is not cached: the cache would answer later, undegraded requests.
         let cache_key = prepared
             .cache_key
             .clone()
-            .filter(|_| cache_status == Some(CacheStatus::Miss));
+            .filter(|_| cache_status == Some(CacheStatus::Miss) && degraded_from.is_none());
+        let record = self.call_record(
+            ctx,
+            &tenant,
+            &prepared,
+            trace_slot,
+            Some(reservation),
+            degraded_from,
+        )?;
 
         if prepared.request.stream {
             let provider_started = Instant::now();
@@ -268,6 +281,102 @@ impl ChatService {
                 .await?;
             Ok(ChatReply::Completion { body, meta })
         }
+    }
+
+    /// The rate limiter's decision, with graceful degradation: one snapshot read, then one
+    /// conditional write. A limiter that cannot decide fails closed (503), so no provider call
+    /// ever happens without a reservation.
+    async fn admit(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        prepared: Prepared,
+    ) -> Result<(Prepared, Reservation, Option<String>), GatewayError> {
+        let limits = prepared.config.effective_limits();
+        let requested = prepared.request.model.clone();
+        let fallback = prepared
+            .config
+            .degradation
+            .as_ref()
+            .and_then(|policy| policy.routes.get(&requested))
+            .and_then(|target| {
+                prepared
+                    .config
+                    .routes
+                    .get(target)
+                    .map(|r| (target.clone(), r.clone()))
+            });
+        let mut models = vec![(prepared.route.provider, prepared.route.model.as_str())];
+        if let Some((_, route)) = &fallback {
+            models.push((route.provider, route.model.as_str()));
+        }
+        let now = self.clock.now().timestamp();
+        let snapshot = self
+            .limiter
+            .snapshot(tenant, &models, now)
+            .await
+            .map_err(|err| limiter_unavailable(ctx, &err))?;
+
+        let degrade_to = prepared.config.degradation.as_ref().and_then(|policy| {
+            policy.degrade(&requested, snapshot.day_tokens(), limits.tokens_per_day)
+        });
+        let (prepared, degraded_from) = match degrade_to {
+            Some(target) if fallback.is_some() => {
+                let mut request = prepared.request.clone();
+                request.model = target.to_owned();
+                tracing::info!(request_id = %ctx.request_id, tenant_id = %tenant, from = %requested, to = %target, "daily usage past the degradation threshold; serving a cheaper model");
+                (self.prepare(ctx, tenant, request).await?, Some(requested))
+            }
+            _ => (prepared, None),
+        };
+
+        let prompt_tokens = count_chat_tokens(
+            prepared.upstream.system.as_deref(),
+            &prepared.upstream.messages,
+        ) as u64;
+        let tokens = self
+            .limiter
+            .reservation_tokens(prompt_tokens, prepared.request.max_tokens);
+        let decision = self
+            .limiter
+            .reserve(
+                tenant,
+                limits,
+                &snapshot,
+                tokens,
+                (prepared.route.provider, prepared.route.model.as_str()),
+            )
+            .await
+            .map_err(|err| limiter_unavailable(ctx, &err))?;
+        Ok((prepared, decision?, degraded_from))
+    }
+
+    /// Moves the request's trace into the record the metering path reports from.
+    fn call_record(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        prepared: &Prepared,
+        trace_slot: &mut Option<RequestMetrics>,
+        reservation: Option<Reservation>,
+        degraded_from: Option<String>,
+    ) -> Result<CallRecord, GatewayError> {
+        let trace = trace_slot
+            .take()
+            .ok_or_else(|| GatewayError::internal("request trace missing"))?;
+        Ok(CallRecord {
+            request_id: ctx.request_id.clone(),
+            tenant_id: tenant.clone(),
+            model_requested: prepared.request.model.clone(),
+            route: prepared.route.clone(),
+            price: prepared.price.clone(),
+            streamed: prepared.request.stream,
+            started: ctx.started,
+            created_at: trace.timestamp,
+            trace,
+            reservation,
+            degraded_from,
+        })
     }
 
     /// Everything that can refuse a request before it costs money.
@@ -415,6 +524,8 @@ impl ChatService {
         let meta = ReplyMeta {
             tenant_id: record.tenant_id.clone(),
             cache: Some(CacheStatus::Hit),
+            rate: None,
+            degraded_from: None,
         };
         self.meter_spawned(record, CallOutcome::cache_hit(&hit))
             .await;
@@ -472,6 +583,14 @@ pub(crate) fn completion_body(
 
 pub(crate) fn elapsed_ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
+}
+
+fn limiter_unavailable(
+    ctx: &RequestContext,
+    err: &crate::ports::store::StoreError,
+) -> GatewayError {
+    tracing::error!(request_id = %ctx.request_id, error = %err, "rate limiter unavailable; failing closed");
+    GatewayError::LimiterUnavailable
 }
 
 fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError) {

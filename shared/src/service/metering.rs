@@ -13,7 +13,9 @@ use crate::domain::tenant::Route;
 use crate::domain::usage::{TokenUsage, UsageEvent};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ports::metrics::RequestMetrics;
-use crate::ports::store::Recorded;
+use crate::ports::store::{CounterAdd, Recorded};
+
+use super::limiter::Reservation;
 
 use super::chat::{ChatService, elapsed_ms};
 
@@ -29,6 +31,9 @@ pub(crate) struct CallRecord {
     pub created_at: DateTime<Utc>,
     /// The request's metrics record, completed from the outcome.
     pub trace: RequestMetrics,
+    /// The limiter's reservation, reconciled when the call is metered (none for cache hits).
+    pub reservation: Option<Reservation>,
+    pub degraded_from: Option<String>,
 }
 
 /// How the call ended.
@@ -114,17 +119,14 @@ impl ChatService {
             cache_hit: outcome.cache_hit,
             attempts: outcome.attempts,
             client_disconnected: outcome.client_disconnected,
+            degraded_from: record.degraded_from.clone(),
         };
-        match self.usage.record(&event).await {
-            Ok(Recorded::Inserted) => {}
-            Ok(Recorded::Duplicate) => {
-                tracing::info!(request_id = %event.request_id, "usage event already recorded; replay ignored");
-            }
-            Err(err) => {
-                tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: usage event not stored");
-                self.metrics.metering_failure(&event, &err.to_string());
-            }
-        }
+        let adjustments = record
+            .reservation
+            .as_ref()
+            .map(|r| r.reconcile(outcome.usage.total()))
+            .unwrap_or_default();
+        self.record_with_retries(&event, &adjustments).await;
 
         let mut trace = record.trace.clone();
         trace.latency_ms = latency_ms;
@@ -147,6 +149,29 @@ impl ChatService {
         }
         self.metrics.request(&trace);
         event
+    }
+
+    /// Stores the event (and its limiter adjustments, atomically). A failed write is retried;
+    /// if it still fails, the whole event goes out as a `MeteringFailure` for replay.
+    async fn record_with_retries(&self, event: &UsageEvent, adjustments: &[CounterAdd]) {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            match self.usage.record(event, adjustments).await {
+                Ok(Recorded::Inserted) => return,
+                Ok(Recorded::Duplicate) => {
+                    tracing::info!(request_id = %event.request_id, "usage event already recorded; replay ignored");
+                    return;
+                }
+                Err(err) if attempt < ATTEMPTS => {
+                    tracing::warn!(request_id = %event.request_id, attempt, error = %err, "usage write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(err) => {
+                    tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: usage event not stored");
+                    self.metrics.metering_failure(event, &err.to_string());
+                }
+            }
+        }
     }
 
     /// Meters in a task of its own, so that dropping the caller (client disconnect) cannot

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod limiter;
 mod metering;
 mod stream;
 

@@ -1,0 +1,331 @@
+//! Token and request limits: tiers, per-tenant overrides, degradation policy, and the geometry
+//! of the sliding windows.
+//!
+//! ## The sliding-window scheme and its error bound
+//!
+//! Each window (a minute, a day) is split into `k` buckets (6 × 10 s, 24 × 1 h). A counter per
+//! bucket holds the tokens and requests admitted in it. At time `t` the limiter counts every
+//! bucket that overlaps `[t - W, t]`: the `k` closed buckets before the current one and the
+//! current one. That covers the exact sliding window plus at most one bucket's span of older
+//! traffic, so compared with an exact sliding log:
+//!
+//! - **over-admission is zero**: the counted sum is never smaller than the exact sum, and a
+//!   request is admitted only if `counted + request ≤ limit`;
+//! - **under-admission is bounded by one bucket**: a request may be refused because of tokens
+//!   admitted up to `W + b` ago (b = 10 s for the minute window, 1 h for the day), i.e. the
+//!   effective window is between `W` and `W + b`.
+//!
+//! Two effects can push the exact count above the limit, and both are bounded: a reconciliation
+//! that charges more than was reserved (actual prompt tokens above the tokenizer's estimate, as
+//! with Anthropic's tokenizer), and clock skew between Lambdas writing to a bucket another
+//! Lambda already considers closed (NTP keeps it to milliseconds).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::tenant::Tier;
+
+/// Limits in force for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub tokens_per_minute: u64,
+    pub requests_per_minute: u64,
+    /// The daily token budget.
+    pub tokens_per_day: u64,
+}
+
+impl Tier {
+    /// What each pricing tier buys.
+    pub fn limits(self) -> Limits {
+        match self {
+            Tier::Free => Limits {
+                tokens_per_minute: 20_000,
+                requests_per_minute: 20,
+                tokens_per_day: 200_000,
+            },
+            Tier::Pro => Limits {
+                tokens_per_minute: 200_000,
+                requests_per_minute: 500,
+                tokens_per_day: 10_000_000,
+            },
+            Tier::Enterprise => Limits {
+                tokens_per_minute: 2_000_000,
+                requests_per_minute: 5_000,
+                tokens_per_day: 200_000_000,
+            },
+        }
+    }
+}
+
+/// Per-tenant overrides of the tier's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+}
+
+impl LimitOverrides {
+    pub fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            tokens_per_minute: self.tokens_per_minute.unwrap_or(base.tokens_per_minute),
+            requests_per_minute: self.requests_per_minute.unwrap_or(base.requests_per_minute),
+            tokens_per_day: self.tokens_per_day.unwrap_or(base.tokens_per_day),
+        }
+    }
+}
+
+/// Graceful degradation: once the day's usage passes `threshold_percent` of the daily budget,
+/// requests for a model in `routes` are served by the cheaper model it maps to. Both names are
+/// the tenant's own logical models, so degradation can never reach a model the tenant may not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DegradationPolicy {
+    pub threshold_percent: u8,
+    /// Logical model → cheaper logical model.
+    pub routes: BTreeMap<String, String>,
+}
+
+impl DegradationPolicy {
+    /// The model to serve instead of `requested`, if the policy applies at `day_used`.
+    pub fn degrade<'a>(
+        &'a self,
+        requested: &str,
+        day_used: u64,
+        day_budget: u64,
+    ) -> Option<&'a str> {
+        let target = self.routes.get(requested)?;
+        let threshold = u128::from(day_budget) * u128::from(self.threshold_percent) / 100;
+        (u128::from(day_used) >= threshold).then_some(target.as_str())
+    }
+}
+
+/// Tokens per minute the deployment may send to one provider model, shared by every tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamQuota {
+    pub provider: super::tenant::ProviderKind,
+    pub model: String,
+    pub tokens_per_minute: u64,
+}
+
+/// Which limit a decision concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    TokensPerMinute,
+    RequestsPerMinute,
+    TokensPerDay,
+    /// The upstream quota shared by every tenant for one provider model.
+    UpstreamTokensPerMinute,
+}
+
+impl LimitKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TokensPerMinute => "tokens per minute (TPM)",
+            Self::RequestsPerMinute => "requests per minute (RPM)",
+            Self::TokensPerDay => "tokens per day (daily budget)",
+            Self::UpstreamTokensPerMinute => "upstream tokens per minute shared by all tenants",
+        }
+    }
+}
+
+/// A sliding window made of `span / bucket` buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub span_secs: i64,
+    pub bucket_secs: i64,
+    /// A short tag used in counter keys (`m`, `h`).
+    pub tag: &'static str,
+}
+
+pub const MINUTE: Window = Window {
+    span_secs: 60,
+    bucket_secs: 10,
+    tag: "m",
+};
+
+pub const DAY: Window = Window {
+    span_secs: 86_400,
+    bucket_secs: 3_600,
+    tag: "h",
+};
+
+impl Window {
+    pub fn buckets(self) -> i64 {
+        self.span_secs / self.bucket_secs
+    }
+
+    /// The bucket that `now` (Unix seconds) falls in.
+    pub fn current(self, now: i64) -> i64 {
+        now.div_euclid(self.bucket_secs)
+    }
+
+    /// Every bucket counted at `now`: `k` closed ones and the current one, oldest first.
+    pub fn counted(self, now: i64) -> impl Iterator<Item = i64> {
+        let current = self.current(now);
+        (current - self.buckets())..=current
+    }
+
+    /// How long until a counter may be deleted (its window has fully passed), from its start.
+    pub fn retention_secs(self) -> i64 {
+        self.span_secs + 2 * self.bucket_secs
+    }
+
+    /// How long after `now` until enough of `buckets` (oldest first, with their counts) has left
+    /// the window for `needed` more to fit under `limit`. `None` if it never fits.
+    pub fn time_until_fits(
+        self,
+        now: i64,
+        buckets: &[(i64, u64)],
+        needed: u64,
+        limit: u64,
+    ) -> Option<Duration> {
+        if needed > limit {
+            return None;
+        }
+        let mut total: u64 = buckets.iter().map(|(_, n)| n).sum();
+        if total + needed <= limit {
+            return Some(Duration::ZERO);
+        }
+        for (index, count) in buckets {
+            total -= count;
+            if total + needed <= limit {
+                // Bucket `index` stops being counted once the window no longer overlaps it.
+                let leaves_at = (index + self.buckets() + 1) * self.bucket_secs;
+                return Some(Duration::from_secs((leaves_at - now).max(1) as u64));
+            }
+        }
+        None
+    }
+
+    /// Seconds until the oldest counted bucket leaves the window (for `x-ratelimit-reset-*`).
+    pub fn next_reset(self, now: i64) -> Duration {
+        let leaves_at = (self.current(now) + 1) * self.bucket_secs;
+        Duration::from_secs((leaves_at - now).max(1) as u64)
+    }
+}
+
+/// OpenAI's duration format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`.
+pub fn format_reset(d: Duration) -> String {
+    let secs = d.as_secs().max(1);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minute_window_counts_six_closed_buckets_and_the_current_one() {
+        let now = 1_000_005; // 5 s into bucket 100_000
+        let counted: Vec<i64> = MINUTE.counted(now).collect();
+        assert_eq!(counted, (99_994..=100_000).collect::<Vec<_>>());
+        // The counted span covers the exact window [now - 60, now] and at most 10 s more.
+        let oldest_start = counted[0] * MINUTE.bucket_secs;
+        assert!(oldest_start <= now - 60);
+        assert!(now - 60 - oldest_start < MINUTE.bucket_secs);
+    }
+
+    #[test]
+    fn tiers_map_to_increasing_limits_and_overrides_replace_single_fields() {
+        let (f, p, e) = (
+            Tier::Free.limits(),
+            Tier::Pro.limits(),
+            Tier::Enterprise.limits(),
+        );
+        assert!(
+            f.tokens_per_minute < p.tokens_per_minute && p.tokens_per_minute < e.tokens_per_minute
+        );
+        assert!(f.tokens_per_day < p.tokens_per_day && p.tokens_per_day < e.tokens_per_day);
+        let o = LimitOverrides {
+            tokens_per_minute: Some(5),
+            ..Default::default()
+        };
+        let l = o.apply(f);
+        assert_eq!(l.tokens_per_minute, 5);
+        assert_eq!(l.tokens_per_day, f.tokens_per_day);
+    }
+
+    #[test]
+    fn time_until_fits_waits_for_the_oldest_buckets_to_leave() {
+        let now = 1_000_005;
+        let buckets = vec![(99_994, 500), (99_995, 0), (99_996, 300), (100_000, 100)];
+        // 900 counted; limit 1000; needs 200 → bucket 99_994 must leave: at (99_994+7)*10.
+        let wait = MINUTE.time_until_fits(now, &buckets, 200, 1000).unwrap();
+        assert_eq!(wait, Duration::from_secs(1_000_010 - now as u64));
+        assert_eq!(
+            MINUTE.time_until_fits(now, &buckets, 100, 1000),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(MINUTE.time_until_fits(now, &buckets, 1001, 1000), None);
+    }
+
+    #[test]
+    fn degradation_applies_past_the_threshold_only_for_mapped_models() {
+        let policy = DegradationPolicy {
+            threshold_percent: 80,
+            routes: BTreeMap::from([("gpt-4o".into(), "gpt-4o-mini".into())]),
+        };
+        assert_eq!(policy.degrade("gpt-4o", 79, 100), None);
+        assert_eq!(policy.degrade("gpt-4o", 80, 100), Some("gpt-4o-mini"));
+        assert_eq!(policy.degrade("claude", 100, 100), None);
+    }
+
+    #[test]
+    fn reset_durations_use_openais_format() {
+        assert_eq!(format_reset(Duration::from_millis(200)), "1s");
+        assert_eq!(format_reset(Duration::from_secs(59)), "59s");
+        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+        assert_eq!(format_reset(Duration::from_secs(3723)), "1h2m3s");
+    }
+}
+
+/// What the `x-ratelimit-*` headers report, on success and on refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateStatus {
+    pub limit_tokens: u64,
+    pub remaining_tokens: u64,
+    pub reset_tokens: Duration,
+    pub limit_requests: u64,
+    pub remaining_requests: u64,
+    pub reset_requests: Duration,
+}
+
+impl RateStatus {
+    /// The six headers, OpenAI's names and formats.
+    pub fn headers(&self) -> [(&'static str, String); 6] {
+        [
+            ("x-ratelimit-limit-tokens", self.limit_tokens.to_string()),
+            (
+                "x-ratelimit-remaining-tokens",
+                self.remaining_tokens.to_string(),
+            ),
+            ("x-ratelimit-reset-tokens", format_reset(self.reset_tokens)),
+            (
+                "x-ratelimit-limit-requests",
+                self.limit_requests.to_string(),
+            ),
+            (
+                "x-ratelimit-remaining-requests",
+                self.remaining_requests.to_string(),
+            ),
+            (
+                "x-ratelimit-reset-requests",
+                format_reset(self.reset_requests),
+            ),
+        ]
+    }
+}
