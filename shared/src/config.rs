@@ -18,6 +18,9 @@
 //! | `TOLLGATE_PRICES_FILE` | unset | JSON price overrides merged over the bundled table |
 //! | `TOLLGATE_MAX_BODY_BYTES` | 4194304 | request bodies larger than this get 413 |
 //! | `TOLLGATE_DEFAULT_RESERVE_TOKENS` | 1024 | completion tokens reserved when a request sets no `max_tokens` |
+//! | `TOLLGATE_DIRECTORY_CACHE_SECS` | 30 | how long a container caches keys and tenant configs (0: off) |
+//! | `TOLLGATE_STORE` | `dynamodb` in Lambda, `memory` in `tollgate serve` | where state lives |
+//! | `TOLLGATE_TABLE_PREFIX` | `tollgate` | DynamoDB tables are `<prefix>-tenants`, `-usage`, `-limits`, `-cache` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +81,16 @@ pub struct Settings {
     pub prices_file: Option<String>,
     pub max_body_bytes: usize,
     pub default_reserve_tokens: u32,
+    pub directory_cache_ttl: Duration,
+    /// `None` when the binary's default applies.
+    pub store: Option<StoreKind>,
+    pub table_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Dynamodb,
 }
 
 impl Settings {
@@ -155,6 +168,24 @@ impl Settings {
             },
             prices_file: get("TOLLGATE_PRICES_FILE"),
             max_body_bytes: number(&get, "TOLLGATE_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
+            directory_cache_ttl: Duration::from_secs(number(
+                &get,
+                "TOLLGATE_DIRECTORY_CACHE_SECS",
+                30,
+            )?),
+            store: match get("TOLLGATE_STORE").as_deref() {
+                None => None,
+                Some("memory") => Some(StoreKind::Memory),
+                Some("dynamodb") => Some(StoreKind::Dynamodb),
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "TOLLGATE_STORE",
+                        value: other.to_owned(),
+                        reason: "expected memory or dynamodb",
+                    });
+                }
+            },
+            table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             default_reserve_tokens: u32::try_from(number(
                 &get,
                 "TOLLGATE_DEFAULT_RESERVE_TOKENS",

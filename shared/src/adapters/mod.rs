@@ -5,6 +5,7 @@
 //! deterministic provider with real token counts).
 
 pub mod anthropic;
+pub mod cached;
 pub mod emf;
 pub mod env_secrets;
 pub mod http_provider;
