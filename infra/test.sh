@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check Tollgate has: formatting, clippy, the Rust test suites, and the official
-# OpenAI Python SDK against a live `tollgate serve`. Installs what it needs (a Python venv
-# from PyPI) and starts and stops every server it uses. `.ci/run` calls exactly this.
+# Runs every check Tollgate has: formatting, clippy, the Rust test suites (the store contract
+# suites against DynamoDB in moto included), and the official OpenAI Python SDK against a live
+# `tollgate serve`. Installs what it needs (a Python venv from PyPI) and starts and stops every
+# server it uses. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,24 +16,46 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (workspace)"
-cargo test --workspace --locked
+work=$(mktemp -d)
+serve_pid=""
+moto_pid=""
+stop() { if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
+cleanup() {
+  stop "$serve_pid"
+  stop "$moto_pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-step "OpenAI Python SDK against tollgate serve"
+step "Python venv (OpenAI SDK suite, moto)"
 venv="$root/target/py-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-cargo build --locked -p tollgate-cli
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
+  'moto[server]==5.2.5'
 
-work=$(mktemp -d)
-serve_pid=""
-cleanup() {
-  if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+step "moto (DynamoDB emulator, single-threaded)"
+# Single-threaded so conditional writes are atomic, as in DynamoDB (see infra/moto_server.py).
+moto_port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$venv/bin/python" infra/moto_server.py "$moto_port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+moto_url="http://127.0.0.1:$moto_port"
+for _ in $(seq 1 150); do
+  curl -fsS -o /dev/null "$moto_url/moto-api/" 2>/dev/null && break
+  if ! kill -0 "$moto_pid" 2>/dev/null; then cat "$work/moto.log"; echo "moto exited"; exit 1; fi
+  sleep 0.1
+done
+curl -fsS -o /dev/null "$moto_url/moto-api/" || { cat "$work/moto.log"; echo "moto did not answer on $moto_url"; exit 1; }
+echo "moto listening on $moto_url"
+
+step "cargo test (workspace; DynamoDB contract suites against moto)"
+TOLLGATE_TEST_DYNAMODB_ENDPOINT="$moto_url" \
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
+  cargo test --workspace --locked
+
+step "OpenAI Python SDK against tollgate serve"
+cargo build --locked -p tollgate-cli
 
 # --port 0: the OS picks a free port; the banner says which.
 TOLLGATE_PROVIDERS=simulated "$root/target/debug/tollgate" serve --port 0 >"$work/serve.out" 2>"$work/serve.err" &

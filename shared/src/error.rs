@@ -98,6 +98,11 @@ pub enum GatewayError {
         "the rate limiter is unavailable, so the request was refused rather than admitted unmetered; retry shortly"
     )]
     LimiterUnavailable,
+    #[error("the gateway's store is unavailable; the request was not processed. Retry shortly")]
+    StoreUnavailable {
+        /// Logged, never rendered.
+        detail: String,
+    },
     #[error("this tenant is disabled; contact your operator")]
     TenantDisabled,
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
@@ -134,7 +139,7 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => S::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::RequestTooLarge { .. } => S::BAD_REQUEST,
-            Self::LimiterUnavailable => S::SERVICE_UNAVAILABLE,
+            Self::LimiterUnavailable | Self::StoreUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound { .. } | Self::ModelNotFound { .. } => S::NOT_FOUND,
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
@@ -153,7 +158,7 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
                 ErrorKind::Authentication
             }
-            Self::LimiterUnavailable => ErrorKind::Application,
+            Self::LimiterUnavailable | Self::StoreUnavailable { .. } => ErrorKind::Application,
             Self::RequestTooLarge { .. } => ErrorKind::RateLimited,
             Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
@@ -192,6 +197,7 @@ impl GatewayError {
             Self::TenantDisabled => "tenant_disabled",
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::LimiterUnavailable => "rate_limiter_unavailable",
+            Self::StoreUnavailable { .. } => "store_unavailable",
             Self::InvalidRequest { .. } => return None,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
@@ -222,7 +228,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::LimiterUnavailable => Some(Duration::from_secs(1)),
+            Self::LimiterUnavailable | Self::StoreUnavailable { .. } => {
+                Some(Duration::from_secs(1))
+            }
             Self::UpstreamRateLimited { retry_after } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }

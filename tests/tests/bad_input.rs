@@ -85,3 +85,26 @@ async fn missing_and_malformed_authorization_are_401s() {
     assert_eq!(res.status, 401);
     assert_eq!(res.json()["error"]["type"], "authentication_error");
 }
+
+#[tokio::test]
+async fn a_disabled_tenants_keys_are_refused() {
+    let gw = Gateway::simulated().await;
+    let mut config = tollgate::demo::globex_config().unwrap();
+    config.disabled = true;
+    tollgate::ports::TenantAdmin::put_tenant_config(gw.store.as_ref(), config)
+        .await
+        .unwrap();
+    let res = gw
+        .chat("globex", tollgate_tests::harness::chat_body("gpt-4o", "hi"))
+        .await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.json()["error"]["code"], "tenant_disabled");
+    assert!(gw.usage_events().is_empty());
+    // Other tenants are unaffected.
+    assert_eq!(
+        gw.chat("acme", tollgate_tests::harness::chat_body("gpt-4o", "hi"))
+            .await
+            .status,
+        200
+    );
+}

@@ -5,18 +5,34 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Error, service_fn};
+use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::embedded_chat_service;
-use tollgate::config::{ProviderMode, Settings};
+use tollgate::bootstrap::{chat_service, embedded_chat_service};
+use tollgate::config::{ProviderMode, Settings, StoreKind};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tollgate::telemetry::init_json_logs();
     let settings = Settings::from_env(ProviderMode::Real)?;
-    // The DynamoDB store replaces the embedded one with the DynamoDB issue; until then the
-    // function runs on the embedded store, seeded with the demo tenants.
-    let (chat, store, providers) = embedded_chat_service(&settings, Arc::new(EmfSink::stdout()))?;
-    tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
+    let metrics = Arc::new(EmfSink::stdout());
+    let (chat, providers) = match settings.store.unwrap_or(StoreKind::Dynamodb) {
+        StoreKind::Dynamodb => {
+            // Building the client makes no network call; the first request does.
+            let store =
+                DynamoStore::from_env(TableNames::with_prefix(&settings.table_prefix)).await;
+            chat_service(&settings, metrics, Arc::new(store)).await?
+        }
+        StoreKind::Memory => {
+            // For `cargo lambda watch` without AWS: the demo tenants, in memory.
+            let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
+            let seeded = tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
+            tracing::warn!(
+                tenants = seeded.len(),
+                "embedded store: demo tenants seeded; use `tollgate serve` to see their keys"
+            );
+            (chat, providers)
+        }
+    };
     for provider in &providers {
         tracing::info!(provider = %provider, "provider configured");
     }

@@ -2,6 +2,8 @@
 //!
 //! `tollgate serve` runs every function's routes in one process on the embedded default.
 
+mod admin;
+mod init;
 mod loadtest;
 mod serve;
 
@@ -11,7 +13,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tollgate",
     version,
-    about = "Tollgate: a multi-tenant LLM gateway"
+    about = "Tollgate: a multi-tenant LLM gateway",
+    long_about = admin::LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +27,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Closed-loop load test of a running gateway over loopback (keep-alive HTTP/1.1).
     Loadtest(loadtest::LoadtestArgs),
+    /// Create the DynamoDB tables at the endpoint the AWS_* environment selects (existing
+    /// tables are kept), or print them as CloudFormation with --cloudformation.
+    Init(init::InitArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 #[tokio::main]
@@ -32,5 +40,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Loadtest(args) => loadtest::run(args).await,
+        Command::Init(args) => init::run(args).await,
+        Command::Admin(command) => admin::run(command).await,
     }
 }

@@ -11,8 +11,9 @@ use axum::response::Response;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use tollgate::GatewayError;
+use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::embedded_chat_service;
+use tollgate::bootstrap::{chat_service, embedded_chat_service};
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::MetricsSink;
@@ -38,6 +39,23 @@ pub struct ServeArgs {
     /// Where the per-request EMF metric lines go.
     #[arg(long, value_enum, default_value = "stdout")]
     metrics: MetricsOut,
+    /// Where state lives: `memory` (the embedded default, demo tenants seeded) or `dynamodb`
+    /// (tables `<prefix>-*` at the endpoint the standard AWS variables select, e.g.
+    /// `AWS_ENDPOINT_URL=http://127.0.0.1:5000` for moto; create them with `tollgate init`).
+    #[arg(long, value_enum, default_value = "memory")]
+    store: StoreArg,
+    /// DynamoDB table prefix (with `--store dynamodb`).
+    #[arg(long, default_value = "tollgate", env = "TOLLGATE_TABLE_PREFIX")]
+    table_prefix: String,
+    /// Seed the two demo tenants and print their new keys (always on with `--store memory`).
+    #[arg(long)]
+    seed_demo: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StoreArg {
+    Memory,
+    Dynamodb,
 }
 
 #[derive(Clone)]
@@ -54,10 +72,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         MetricsOut::Stderr => Arc::new(EmfSink::new(Box::new(std::io::stderr()))),
         MetricsOut::Off => Arc::new(MetricsOff),
     };
-    let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
+    let (chat, providers, demo, store_line) = match args.store {
+        StoreArg::Memory => {
+            let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
+            let demo = tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
+            (
+                chat,
+                providers,
+                demo,
+                "embedded store, in memory".to_owned(),
+            )
+        }
+        StoreArg::Dynamodb => {
+            let names = TableNames::with_prefix(&args.table_prefix);
+            let store = Arc::new(DynamoStore::from_env(names).await);
+            let demo = if args.seed_demo {
+                tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?
+            } else {
+                Vec::new()
+            };
+            let (chat, providers) = chat_service(&settings, metrics, store)
+                .await
+                .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
+            let line = format!("DynamoDB, tables {}-*", args.table_prefix);
+            (chat, providers, demo, line)
+        }
+    };
     // Load the tokenizer now rather than on the first request.
     let _ = tollgate::tokenizer::count_tokens("warm up");
-    let demo = tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
 
     let state = AppState {
         invoke: invoke::InvokeState {
@@ -72,7 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
 
-    println!("tollgate serve: listening on http://{local} (embedded store, in memory)");
+    println!("tollgate serve: listening on http://{local} ({store_line})");
     for line in &providers {
         println!("provider {line}");
     }

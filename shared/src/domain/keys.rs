@@ -24,6 +24,14 @@ const SECRET_LEN: usize = 40;
 pub struct KeyPrefix(String);
 
 impl KeyPrefix {
+    /// A prefix typed by an operator (`tollgate key revoke`): the 12 characters between `tg_`
+    /// and the second `_`, with or without the leading `tg_`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let prefix = raw.strip_prefix("tg_").unwrap_or(raw);
+        let valid = prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| b.is_ascii_alphanumeric());
+        valid.then(|| Self(prefix.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -226,6 +234,22 @@ mod tests {
         let debug = format!("{:?}", issued.record);
         assert!(!debug.contains(&issued.record.hash.to_hex()));
         assert!(!debug.contains(issued.expose()));
+    }
+
+    #[test]
+    fn an_operator_typed_prefix_parses_with_or_without_tg() {
+        let issued = issue_key(tenant(), chrono::Utc::now());
+        let prefix = issued.record.prefix.as_str();
+        assert_eq!(KeyPrefix::parse(prefix), Some(issued.record.prefix.clone()));
+        assert_eq!(
+            KeyPrefix::parse(&format!("tg_{prefix}")),
+            Some(issued.record.prefix.clone())
+        );
+        for bad in ["", "short", "tg_", "abcdefghijk!", "abcdefghijklm"] {
+            assert_eq!(KeyPrefix::parse(bad), None, "{bad}");
+        }
+        // A whole key is not a prefix: it would put the secret in shell history.
+        assert_eq!(KeyPrefix::parse(issued.expose()), None);
     }
 
     #[test]

@@ -137,6 +137,21 @@ impl PriceTable {
         self.prices.insert((provider, model.into()), price);
     }
 
+    /// Every entry, ordered by provider and model (for `tollgate price list`).
+    pub fn entries(&self) -> Vec<PriceEntry> {
+        let mut entries: Vec<PriceEntry> = self
+            .prices
+            .iter()
+            .map(|((provider, model), price)| PriceEntry {
+                provider: *provider,
+                model: model.clone(),
+                price: price.clone(),
+            })
+            .collect();
+        entries.sort_by(|a, b| (a.provider, &a.model).cmp(&(b.provider, &b.model)));
+        entries
+    }
+
     pub fn as_of(&self) -> Option<&str> {
         self.as_of.as_deref()
     }

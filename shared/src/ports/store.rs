@@ -73,7 +73,7 @@ pub enum Recorded {
 /// A new event, its hourly rollup and the limiter `adjustments` (reconciling the reservation
 /// to the actual usage) are written in one atomic step; a duplicate (a retried invocation)
 /// writes nothing at all. So rollups always equal the sum of events, and a reservation is
-/// reconciled exactly once.
+/// reconciled exactly once. Adjustment keys must be distinct.
 #[async_trait]
 pub trait UsageSink: Send + Sync {
     async fn record(
@@ -145,7 +145,8 @@ pub trait LimiterStore: Send + Sync {
     /// Reads counters in one round trip, in the order of `keys`.
     async fn read_counters(&self, keys: &[CounterKey]) -> Result<Vec<Counter>, StoreError>;
 
-    /// Applies every add or none (one atomic write): the admission decision.
+    /// Applies every add or none (one atomic write): the admission decision. The keys must be
+    /// distinct (one DynamoDB transaction cannot write an item twice).
     async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError>;
 }
 

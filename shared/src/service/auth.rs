@@ -5,9 +5,15 @@ use crate::domain::keys::PresentedKey;
 use crate::error::GatewayError;
 use crate::ports::store::{ApiKeyLookup, StoreError};
 
+/// An unreachable or throttled store is a 503 the client may retry; a corrupt item is our bug.
 impl From<StoreError> for GatewayError {
     fn from(err: StoreError) -> Self {
-        GatewayError::internal(err)
+        match err {
+            StoreError::Unavailable(_) | StoreError::Throttled => GatewayError::StoreUnavailable {
+                detail: err.to_string(),
+            },
+            StoreError::Corrupt(_) | StoreError::NotFound(_) => GatewayError::internal(err),
+        }
     }
 }
 

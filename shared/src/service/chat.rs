@@ -389,6 +389,9 @@ impl ChatService {
         let config = self.tenants.tenant_config(tenant).await?.ok_or_else(|| {
             GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
         })?;
+        if config.disabled {
+            return Err(GatewayError::TenantDisabled);
+        }
         let route = routing::resolve(&config, &request.model)?.clone();
         if route.is_fine_tuned() {
             let owner = self
@@ -595,7 +598,9 @@ fn limiter_unavailable(
 
 fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError) {
     let detail = match err {
-        GatewayError::Internal { detail } | GatewayError::Upstream { detail } => detail.as_str(),
+        GatewayError::Internal { detail }
+        | GatewayError::Upstream { detail }
+        | GatewayError::StoreUnavailable { detail } => detail.as_str(),
         _ => "",
     };
     if err.status().is_server_error() {
@@ -615,6 +620,9 @@ impl ChatService {
         let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
             GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
         })?;
+        if config.disabled {
+            return Err(GatewayError::TenantDisabled);
+        }
         let data = config
             .routes
             .keys()

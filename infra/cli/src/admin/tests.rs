@@ -1,0 +1,918 @@
+//! The operator commands against the embedded store, driven through the same argument parser
+//! the binary uses: each test reads like a shell session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Cursor;
+
+use clap::{CommandFactory, Parser};
+use rust_decimal_macros::dec;
+use tollgate::adapters::emf::render_metering_failure;
+use tollgate::adapters::memory::MemoryStore;
+use tollgate::domain::ids::{RequestId, TenantId};
+use tollgate::domain::tenant::{ProviderKind, TenantConfig, Tier};
+use tollgate::domain::usage::{TokenUsage, UsageEvent};
+use tollgate::ports::store::{Catalog, TenantAdmin, TenantConfigSource, UsageSink};
+use tollgate::service::auth::authenticate;
+
+use super::parse::TierArg;
+use super::replay::{ReplayReport, replay};
+use super::{AdminCommand, Output, UsageError, execute};
+
+#[derive(Parser)]
+struct TestCli {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+    TestCli::try_parse_from(std::iter::once("tollgate").chain(args.iter().copied()))
+        .map(|cli| cli.command)
+}
+
+/// Runs one command line against `store`; a clap error panics (use `parse` to test those).
+async fn run(store: &MemoryStore, args: &[&str]) -> anyhow::Result<Output> {
+    let command = parse(args).unwrap_or_else(|e| panic!("{args:?} did not parse: {e}"));
+    execute(store, command).await
+}
+
+async fn ok(store: &MemoryStore, args: &[&str]) -> Output {
+    run(store, args)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e:#}"))
+}
+
+async fn err(store: &MemoryStore, args: &[&str]) -> anyhow::Error {
+    match run(store, args).await {
+        Ok(out) => panic!("{args:?} succeeded: {}", out.stdout),
+        Err(e) => e,
+    }
+}
+
+/// A clap usage error (exit code 2), with its message.
+fn usage_error(args: &[&str]) -> String {
+    match parse(args) {
+        Ok(command) => panic!("{args:?} parsed: {command:?}"),
+        Err(e) => {
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        }
+    }
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+async fn config(store: &MemoryStore, id: &str) -> TenantConfig {
+    (*store.tenant_config(&tenant(id)).await.unwrap().unwrap()).clone()
+}
+
+const ACME: &[&str] = &[
+    "tenant",
+    "create",
+    "acme",
+    "--name",
+    "Acme Rockets",
+    "--tier",
+    "pro",
+    "--system-prompt",
+    "You help {{tenant_name}} with {{product}}. Today is {{date}}.",
+    "--var",
+    "product=rockets",
+    "--route",
+    "gpt-4o=openai:gpt-4o",
+    "--route",
+    "gpt-4o-mini=openai:gpt-4o-mini",
+    "--route",
+    "claude=anthropic:claude-haiku-4-5",
+    "--cache",
+    "on",
+    "--cache-ttl",
+    "600",
+    "--tpm",
+    "50000",
+    "--degrade-at",
+    "80",
+    "--degrade",
+    "gpt-4o=gpt-4o-mini",
+];
+
+async fn with_acme() -> MemoryStore {
+    let store = MemoryStore::new();
+    ok(&store, ACME).await;
+    store
+}
+
+// ---------------------------------------------------------------------------------------------
+// tenant
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_created_tenant_has_every_setting_the_flags_gave() {
+    let store = MemoryStore::new();
+    let out = ok(&store, ACME).await;
+    assert_eq!(out.stdout, "created tenant `acme` (version 1)\n");
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+
+    let c = config(&store, "acme").await;
+    assert_eq!(c.display_name, "Acme Rockets");
+    assert_eq!(c.tier, Tier::Pro);
+    assert_eq!(c.version, 1);
+    assert_eq!(c.prompt_variables["product"], "rockets");
+    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes["claude"].provider, ProviderKind::Anthropic);
+    assert!(c.response_cache.enabled);
+    assert_eq!(c.response_cache.ttl_seconds, 600);
+    assert_eq!(c.limits.tokens_per_minute, Some(50_000));
+    assert_eq!(c.limits.requests_per_minute, None);
+    let policy = c.degradation.unwrap();
+    assert_eq!(policy.threshold_percent, 80);
+    assert_eq!(policy.routes["gpt-4o"], "gpt-4o-mini");
+    assert!(!c.disabled);
+}
+
+#[tokio::test]
+async fn show_prints_the_stored_configuration_as_json() {
+    let store = with_acme().await;
+    let out = ok(&store, &["tenant", "show", "acme"]).await;
+    let shown: TenantConfig = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(shown.tenant_id, tenant("acme"));
+    assert_eq!(shown.routes, config(&store, "acme").await.routes);
+    assert!(out.stdout.contains("\n  \""), "pretty-printed");
+
+    let e = err(&store, &["tenant", "show", "nobody"]).await;
+    assert!(e.to_string().contains("no tenant `nobody`"), "{e}");
+}
+
+#[tokio::test]
+async fn list_shows_one_row_per_tenant_with_routes_disabled_and_version() {
+    let store = with_acme().await;
+    ok(
+        &store,
+        &[
+            "tenant",
+            "create",
+            "globex",
+            "--name",
+            "Globex",
+            "--tier",
+            "free",
+            "--route",
+            "mini=openai:gpt-4o-mini",
+            "--disabled",
+        ],
+    )
+    .await;
+    let out = ok(&store, &["tenant", "list"]).await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[0]),
+        ["ID", "NAME", "TIER", "ROUTES", "DISABLED", "VERSION"]
+    );
+    assert_eq!(
+        words(lines[1]),
+        ["acme", "Acme", "Rockets", "pro", "3", "no", "1"]
+    );
+    assert_eq!(
+        words(lines[2]),
+        ["globex", "Globex", "free", "1", "yes", "1"]
+    );
+}
+
+#[tokio::test]
+async fn an_existing_tenant_cannot_be_created_again() {
+    let store = with_acme().await;
+    let e = err(&store, ACME).await;
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(config(&store, "acme").await.version, 1);
+}
+
+#[tokio::test]
+async fn update_changes_only_what_its_flags_name_and_bumps_the_version() {
+    let store = with_acme().await;
+    let before = config(&store, "acme").await;
+    let out = ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--rpm",
+            "99",
+            "--reset-limit",
+            "tpm",
+            "--route",
+            "sonnet=anthropic:claude-sonnet-4-5",
+            "--remove-route",
+            "claude",
+            "--var",
+            "tone=brief",
+        ],
+    )
+    .await;
+    assert_eq!(out.stdout, "updated tenant `acme` (version 1 -> 2)\n");
+    let after = config(&store, "acme").await;
+    assert_eq!(after.version, 2);
+    assert_eq!(after.limits.requests_per_minute, Some(99));
+    assert_eq!(after.limits.tokens_per_minute, None);
+    assert!(after.routes.contains_key("sonnet") && !after.routes.contains_key("claude"));
+    assert_eq!(after.prompt_variables.len(), 2);
+    // Everything not named is as it was.
+    assert_eq!(after.display_name, before.display_name);
+    assert_eq!(after.tier, before.tier);
+    assert_eq!(after.system_prompt, before.system_prompt);
+    assert_eq!(after.response_cache, before.response_cache);
+    assert_eq!(after.degradation, before.degradation);
+    assert_eq!(after.routes["gpt-4o"], before.routes["gpt-4o"]);
+}
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_keeps_the_version() {
+    let store = with_acme().await;
+    let out = ok(&store, &["tenant", "update", "acme", "--tier", "pro"]).await;
+    assert_eq!(out.stdout, "tenant `acme` unchanged (version 1)\n");
+    assert_eq!(config(&store, "acme").await.version, 1);
+}
+
+#[tokio::test]
+async fn an_update_without_flags_is_a_usage_error() {
+    let store = with_acme().await;
+    let e = err(&store, &["tenant", "update", "acme"]).await;
+    assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+    assert!(e.to_string().contains("nothing to change"));
+}
+
+#[tokio::test]
+async fn degradation_can_be_changed_and_removed() {
+    let store = with_acme().await;
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--degrade-at",
+            "90",
+            "--degrade",
+            "claude=gpt-4o-mini",
+        ],
+    )
+    .await;
+    let policy = config(&store, "acme").await.degradation.unwrap();
+    assert_eq!(policy.threshold_percent, 90);
+    assert_eq!(policy.routes.len(), 2);
+
+    ok(&store, &["tenant", "update", "acme", "--no-degradation"]).await;
+    assert_eq!(config(&store, "acme").await.degradation, None);
+
+    // A threshold alone maps nothing.
+    let e = err(&store, &["tenant", "update", "acme", "--degrade-at", "50"]).await;
+    assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+
+    // Without a policy, a mapping alone does not say when to degrade.
+    let e = err(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--degrade",
+            "gpt-4o=gpt-4o-mini",
+        ],
+    )
+    .await;
+    assert!(e.to_string().contains("--degrade-at"), "{e}");
+}
+
+#[tokio::test]
+async fn disable_and_enable_flip_the_flag_once() {
+    let store = with_acme().await;
+    let out = ok(&store, &["tenant", "disable", "acme"]).await;
+    assert_eq!(out.stdout, "tenant `acme` disabled (version 2)\n");
+    assert!(config(&store, "acme").await.disabled);
+    let again = ok(&store, &["tenant", "disable", "acme"]).await;
+    assert_eq!(again.stdout, "tenant `acme` is already disabled\n");
+    assert_eq!(config(&store, "acme").await.version, 2);
+
+    ok(&store, &["tenant", "enable", "acme"]).await;
+    let c = config(&store, "acme").await;
+    assert!(!c.disabled);
+    assert_eq!(c.version, 3);
+
+    let e = err(&store, &["tenant", "disable", "nobody"]).await;
+    assert!(e.to_string().contains("no tenant `nobody`"), "{e}");
+}
+
+#[tokio::test]
+async fn a_degradation_to_a_model_the_tenant_lacks_is_refused_and_nothing_is_stored() {
+    let store = MemoryStore::new();
+    let mut args = ACME.to_vec();
+    let last = args.len() - 1;
+    args[last] = "gpt-4o=gpt-5";
+    let e = err(&store, &args).await;
+    let message = format!("{e:#}");
+    assert!(
+        message.contains("tenant `acme` would be invalid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`gpt-5` is not one of the tenant's models"),
+        "{message}"
+    );
+    assert!(
+        e.downcast_ref::<UsageError>().is_none(),
+        "a validation error: exit 1"
+    );
+    assert!(
+        store
+            .tenant_config(&tenant("acme"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn removing_a_route_that_degradation_uses_is_refused() {
+    let store = with_acme().await;
+    let e = err(
+        &store,
+        &["tenant", "update", "acme", "--remove-route", "gpt-4o-mini"],
+    )
+    .await;
+    assert!(format!("{e:#}").contains("degradation maps `gpt-4o` to `gpt-4o-mini`"));
+    assert_eq!(config(&store, "acme").await.version, 1);
+
+    let e = err(
+        &store,
+        &["tenant", "update", "acme", "--remove-route", "nope"],
+    )
+    .await;
+    assert!(e.to_string().contains("no route `nope`"), "{e}");
+}
+
+#[tokio::test]
+async fn system_prompts_are_parsed_and_their_variables_checked() {
+    let store = with_acme().await;
+    let e = err(
+        &store,
+        &["tenant", "update", "acme", "--system-prompt", "Hi {{who}}"],
+    )
+    .await;
+    assert!(format!("{e:#}").contains("`{{who}}`"), "{e:#}");
+    let e = err(
+        &store,
+        &["tenant", "update", "acme", "--system-prompt", "Hi {{who"],
+    )
+    .await;
+    assert!(
+        format!("{e:#}").contains("invalid system prompt: unclosed"),
+        "{e:#}"
+    );
+    // Clearing a variable the prompt still uses is refused too.
+    let e = err(
+        &store,
+        &["tenant", "update", "acme", "--clear-var", "product"],
+    )
+    .await;
+    assert!(format!("{e:#}").contains("`{{product}}`"), "{e:#}");
+
+    let dir = std::env::temp_dir().join(format!("tollgate-prompt-{}", std::process::id()));
+    std::fs::write(&dir, "From a file, for {{tenant_id}}.").unwrap();
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--system-prompt-file",
+            dir.to_str().unwrap(),
+            "--clear-var",
+            "product",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&dir);
+    let c = config(&store, "acme").await;
+    assert_eq!(c.system_prompt.source(), "From a file, for {{tenant_id}}.");
+    assert!(c.prompt_variables.is_empty());
+}
+
+#[test]
+fn malformed_flags_are_usage_errors_that_say_what_was_expected() {
+    let create = |extra: &[&'static str]| {
+        let mut args = vec!["tenant", "create", "t1", "--name", "T", "--tier", "free"];
+        args.extend_from_slice(extra);
+        usage_error(&args)
+    };
+    assert!(create(&["--route", "fast"]).contains("expected LOGICAL=PROVIDER:MODEL"));
+    assert!(create(&["--route", "fast=azure:gpt-4o"]).contains("unknown provider `azure`"));
+    // No route at all.
+    assert!(create(&[]).contains("--route"));
+    // A threshold without mappings, and mappings without a threshold.
+    let r = ["--route", "a=openai:gpt-4o"];
+    assert!(create(&[r[0], r[1], "--degrade-at", "80"]).contains("--degrade"));
+    assert!(create(&[r[0], r[1], "--degrade", "a=b"]).contains("--degrade-at"));
+    assert!(create(&[r[0], r[1], "--degrade-at", "0", "--degrade", "a=b"]).contains("0"));
+    assert!(create(&[r[0], r[1], "--price-override", "a=1,-2"]).contains("negative"));
+    assert!(create(&[r[0], r[1], "--var", "no-equals"]).contains("KEY=VALUE"));
+    assert!(
+        usage_error(&["tenant", "create", "t1", "--name", "T", "--tier", "gold"]).contains("gold")
+    );
+    assert!(
+        create(&[
+            r[0],
+            r[1],
+            "--system-prompt",
+            "x",
+            "--system-prompt-file",
+            "y"
+        ])
+        .contains("cannot be used with")
+    );
+    assert!(usage_error(&["tenant", "show", "Bad Id"]).contains("invalid tenant id"));
+    assert!(usage_error(&["key", "revoke", "tg_short"]).contains("key prefix"));
+    assert!(
+        usage_error(&[
+            "price", "set", "openai", "m", "--input", "-1", "--output", "1"
+        ])
+        .contains("negative")
+    );
+    assert!(usage_error(&["quota", "set", "openai", "m", "--tpm", "0"]).contains("0"));
+}
+
+#[tokio::test]
+async fn a_flag_that_sets_and_removes_the_same_name_is_a_usage_error() {
+    let store = with_acme().await;
+    for args in [
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--var",
+            "x=1",
+            "--clear-var",
+            "x",
+        ][..],
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--tpm",
+            "5",
+            "--reset-limit",
+            "tpm",
+        ][..],
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--route",
+            "a=openai:x",
+            "--route",
+            "a=openai:y",
+        ][..],
+    ] {
+        let e = err(&store, args).await;
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{args:?}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_fine_tuned_route_warns_until_it_is_registered_and_ownership_is_not_taken_silently() {
+    let store = with_acme().await;
+    ok(
+        &store,
+        &[
+            "tenant",
+            "create",
+            "globex",
+            "--name",
+            "G",
+            "--tier",
+            "free",
+            "--route",
+            "m=openai:gpt-4o-mini",
+        ],
+    )
+    .await;
+    let model = "ft:gpt-4o-mini-2024-07-18:acme::x1";
+    let route = format!("support=openai:{model}");
+    let out = ok(&store, &["tenant", "update", "acme", "--route", &route]).await;
+    let notes = out.stderr.join("\n");
+    assert!(notes.contains("registered to no tenant"), "{notes}");
+    assert!(notes.contains("no price"), "{notes}");
+
+    let register = [
+        "tenant",
+        "register-fine-tuned",
+        "acme",
+        "--provider",
+        "openai",
+        "--model",
+        model,
+    ];
+    ok(&store, &register).await;
+    assert_eq!(
+        store
+            .fine_tuned_owner(ProviderKind::Openai, model)
+            .await
+            .unwrap(),
+        Some(tenant("acme"))
+    );
+    let price = format!("{model}=0.30,1.20");
+    let out = ok(
+        &store,
+        &["tenant", "update", "acme", "--price-override", &price],
+    )
+    .await;
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+
+    let steal = [
+        "tenant",
+        "register-fine-tuned",
+        "globex",
+        "--provider",
+        "openai",
+        "--model",
+        model,
+    ];
+    let e = err(&store, &steal).await;
+    assert!(e.to_string().contains("--reassign"), "{e}");
+    let mut reassign = steal.to_vec();
+    reassign.push("--reassign");
+    ok(&store, &reassign).await;
+    assert_eq!(
+        store
+            .fine_tuned_owner(ProviderKind::Openai, model)
+            .await
+            .unwrap(),
+        Some(tenant("globex"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// key
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_created_key_is_printed_once_authenticates_and_stops_after_revocation() {
+    let store = with_acme().await;
+    let out = ok(&store, &["key", "create", "acme"]).await;
+    let key = out.stdout.trim_end().to_owned();
+    assert_eq!(out.stdout, format!("{key}\n"), "stdout holds the key alone");
+    let notes = out.stderr.join("\n");
+    assert!(notes.contains("only time the key is shown"), "{notes}");
+    assert!(!notes.contains(&key), "the key is printed once");
+    assert_eq!(
+        authenticate(&store, Some(&key)).await.unwrap(),
+        tenant("acme")
+    );
+
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+    let list = ok(&store, &["key", "list", "acme"]).await;
+    assert!(list.stdout.starts_with("PREFIX"), "{}", list.stdout);
+    assert!(list.stdout.contains(&prefix));
+    assert!(!list.stdout.contains(&key), "never the key");
+    let hash = store.keys_for(&tenant("acme")).await.unwrap()[0]
+        .hash
+        .to_hex();
+    assert!(!list.stdout.contains(&hash), "never the hash");
+    assert!(
+        list.stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim_end()
+            .ends_with('-')
+    );
+
+    let revoked = ok(&store, &["key", "revoke", &prefix]).await;
+    assert_eq!(
+        revoked.stdout,
+        format!("revoked key {prefix} of tenant `acme`\n")
+    );
+    let refused = authenticate(&store, Some(&key)).await.unwrap_err();
+    assert_eq!(refused.status(), 401);
+    let list = ok(&store, &["key", "list", "acme"]).await;
+    assert!(list.stdout.lines().nth(1).unwrap().ends_with("UTC"));
+    let again = ok(&store, &["key", "revoke", &format!("tg_{prefix}")]).await;
+    assert!(again.stdout.contains("already revoked"));
+}
+
+#[tokio::test]
+async fn keys_are_refused_for_unknown_tenants_and_unknown_prefixes() {
+    let store = with_acme().await;
+    let e = err(&store, &["key", "create", "nobody"]).await;
+    assert!(e.to_string().contains("no tenant `nobody`"), "{e}");
+    assert!(store.keys_for(&tenant("nobody")).await.unwrap().is_empty());
+    let e = err(&store, &["key", "list", "nobody"]).await;
+    assert!(e.to_string().contains("no tenant `nobody`"), "{e}");
+    let e = err(&store, &["key", "revoke", "abcdefghijkl"]).await;
+    assert_eq!(e.to_string(), "no key with prefix abcdefghijkl");
+}
+
+// ---------------------------------------------------------------------------------------------
+// price and quota
+// ---------------------------------------------------------------------------------------------
+
+fn row<'a>(table: &'a str, provider: &str, model: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.len() > 1 && cells[0] == provider && cells[1] == model)
+        .unwrap_or_else(|| panic!("no row for {provider} {model} in\n{table}"))
+}
+
+#[tokio::test]
+async fn price_set_overrides_or_adds_and_list_marks_the_operator_entries() {
+    let store = MemoryStore::new();
+    let before = ok(&store, &["price", "list"]).await;
+    assert_eq!(
+        row(&before.stdout, "openai", "gpt-4o")[2..4],
+        ["2.5", "10"],
+        "{}",
+        before.stdout
+    );
+    assert_eq!(
+        *row(&before.stdout, "openai", "gpt-4o").last().unwrap(),
+        "bundled"
+    );
+
+    ok(
+        &store,
+        &[
+            "price",
+            "set",
+            "openai",
+            "gpt-4o",
+            "--input",
+            "2.00",
+            "--output",
+            "8",
+            "--cached-input",
+            "1",
+        ],
+    )
+    .await;
+    ok(
+        &store,
+        &[
+            "price",
+            "set",
+            "anthropic",
+            "claude-new",
+            "--input",
+            "1",
+            "--output",
+            "5",
+            "--cache-write",
+            "1.25",
+        ],
+    )
+    .await;
+    let stored = store.prices().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .any(|e| e.model == "gpt-4o" && e.price.input == dec!(2.00))
+    );
+
+    let after = ok(&store, &["price", "list"]).await;
+    assert_eq!(
+        row(&after.stdout, "openai", "gpt-4o")[2..],
+        ["2", "8", "1", "-", "operator", "(overrides", "bundled)"]
+    );
+    assert_eq!(
+        row(&after.stdout, "anthropic", "claude-new")[2..],
+        ["1", "5", "-", "1.25", "operator"]
+    );
+    assert_eq!(
+        before.stdout.lines().count() + 1,
+        after.stdout.lines().count(),
+        "one model added, one replaced"
+    );
+}
+
+#[tokio::test]
+async fn quota_set_stores_the_upstream_quota_and_list_shows_it() {
+    let store = MemoryStore::new();
+    let empty = ok(&store, &["quota", "list"]).await;
+    assert_eq!(empty.stdout, "");
+    ok(
+        &store,
+        &["quota", "set", "openai", "gpt-4o", "--tpm", "800000"],
+    )
+    .await;
+    ok(
+        &store,
+        &["quota", "set", "openai", "gpt-4o", "--tpm", "900000"],
+    )
+    .await;
+    let quotas = store.upstream_quotas().await.unwrap();
+    assert_eq!(quotas.len(), 1);
+    assert_eq!(quotas[0].tokens_per_minute, 900_000);
+    let out = ok(&store, &["quota", "list"]).await;
+    assert_eq!(row(&out.stdout, "openai", "gpt-4o")[2], "900000");
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay
+// ---------------------------------------------------------------------------------------------
+
+fn event(request_id: &str) -> UsageEvent {
+    UsageEvent {
+        request_id: RequestId::from_upstream(request_id),
+        tenant_id: tenant("acme"),
+        created_at: chrono::Utc::now(),
+        model_requested: "gpt-4o-mini".into(),
+        model_served: "gpt-4o-mini".into(),
+        provider: ProviderKind::Openai,
+        usage: TokenUsage {
+            prompt_tokens: 120,
+            completion_tokens: 30,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+        },
+        cost_usd: dec!(0.000036),
+        latency_ms: 420,
+        provider_latency_ms: Some(400),
+        success: true,
+        error_type: None,
+        streamed: false,
+        cache_hit: false,
+        attempts: 1,
+        client_disconnected: false,
+        degraded_from: None,
+    }
+}
+
+fn failure_line(event: &UsageEvent) -> String {
+    render_metering_failure(event, "store unavailable: timed out").to_string()
+}
+
+#[tokio::test]
+async fn replay_records_new_events_skips_recorded_ones_and_reports_garbage_by_line() {
+    let store = MemoryStore::new();
+    let (new, old) = (event("req-new"), event("req-old"));
+    store.record(&old, &[]).await.unwrap();
+    let request_line = r#"{"_aws":{},"Function":"invoke","RequestId":"r9","Status":200}"#;
+    let input = [
+        failure_line(&new),
+        failure_line(&old),
+        "this is not a log line".to_owned(),
+        request_line.to_owned(),
+        String::new(),
+    ]
+    .join("\n");
+
+    let report = replay(&store, Cursor::new(input)).await.unwrap();
+    assert_eq!(
+        report,
+        ReplayReport {
+            replayed: vec![(1, "req-new".into())],
+            already_recorded: 1,
+            skipped: 1,
+            unreadable: vec![(3, "not a JSON log line".into())],
+            unreadable_events: 0,
+            stopped: None,
+        }
+    );
+    let events = store.usage_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], new, "the event is recorded exactly as logged");
+
+    let out = super::replay::render(&report);
+    assert!(out.complete);
+    assert!(out.stdout.contains("replayed: 1\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("already recorded: 1\n"));
+    assert!(
+        out.stdout
+            .contains("unreadable: 1\n  line 3: not a JSON log line\n")
+    );
+}
+
+#[tokio::test]
+async fn replay_reads_cloudwatch_exports_and_is_idempotent() {
+    let store = MemoryStore::new();
+    let (a, b, c) = (event("req-a"), event("req-b"), event("req-c"));
+    let wrapped_string =
+        serde_json::json!({"timestamp": 1, "message": failure_line(&a)}).to_string();
+    let wrapped_object =
+        serde_json::json!({"message": render_metering_failure(&b, "x")}).to_string();
+    let tailed = format!(
+        "2026-11-26T10:00:00.000000+00:00 2026/11/26/[$LATEST]abc {}",
+        failure_line(&c)
+    );
+    let plain_message = r#"{"message": "START RequestId: 1 Version: $LATEST"}"#;
+    let input = [
+        wrapped_string,
+        wrapped_object,
+        tailed,
+        plain_message.to_owned(),
+    ]
+    .join("\n");
+
+    let first = replay(&store, Cursor::new(input.clone())).await.unwrap();
+    assert_eq!(first.replayed.len(), 3, "{first:?}");
+    assert_eq!(first.skipped, 1);
+    assert!(first.unreadable.is_empty());
+    let second = replay(&store, Cursor::new(input)).await.unwrap();
+    assert!(second.replayed.is_empty());
+    assert_eq!(second.already_recorded, 3);
+    assert_eq!(store.usage_events().len(), 3);
+}
+
+#[tokio::test]
+async fn a_usage_event_that_does_not_decode_fails_the_replay() {
+    let store = MemoryStore::new();
+    let mut broken = render_metering_failure(&event("req-x"), "x");
+    broken["UsageEvent"]["cost_usd"] = serde_json::json!("not money");
+    let whole = failure_line(&event("req-y"));
+    let truncated = &whole[..whole.len() / 2];
+    let input = format!("{broken}\n{truncated}\n");
+    let report = replay(&store, Cursor::new(input)).await.unwrap();
+    assert_eq!(report.unreadable.len(), 2);
+    assert_eq!(report.unreadable_events, 2);
+    assert!(
+        report.unreadable[0]
+            .1
+            .contains("UsageEvent does not decode")
+    );
+    let out = super::replay::render(&report);
+    assert!(!out.complete, "an event may be lost: exit non-zero");
+    assert!(store.usage_events().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// help
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_command_tree_is_consistent() {
+    crate::Cli::command().debug_assert();
+}
+
+#[test]
+fn every_operator_command_and_flag_explains_itself() {
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_name() != "help" && sub.get_about().is_none() {
+                missing.push(sub_path.clone());
+            }
+            walk(sub, &sub_path, missing);
+        }
+    }
+    let cli = crate::Cli::command();
+    let mut missing = Vec::new();
+    for name in ["tenant", "key", "price", "quota", "replay"] {
+        let cmd = cli.find_subcommand(name).unwrap();
+        assert!(cmd.get_about().is_some(), "{name}");
+        walk(cmd, name, &mut missing);
+    }
+    assert!(missing.is_empty(), "without help: {missing:?}");
+    assert!(
+        cli.get_long_about()
+            .unwrap()
+            .to_string()
+            .contains("Example:")
+    );
+}
+
+#[test]
+fn the_tier_help_states_the_limits_the_domain_applies() {
+    use clap::ValueEnum;
+    let human = |n: u64| match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 10_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n if n >= 1_000 => format!("{},{:03}", n / 1_000, n % 1_000),
+        n => n.to_string(),
+    };
+    for tier in TierArg::value_variants() {
+        let limits = Tier::from(*tier).limits();
+        let expected = format!(
+            "{} tokens/min, {} requests/min, {} tokens/day.",
+            human(limits.tokens_per_minute),
+            human(limits.requests_per_minute),
+            human(limits.tokens_per_day)
+        );
+        let help = tier
+            .to_possible_value()
+            .unwrap()
+            .get_help()
+            .unwrap()
+            .to_string();
+        assert_eq!(help, expected.trim_end_matches('.'), "{tier:?}");
+    }
+}

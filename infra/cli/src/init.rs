@@ -1,0 +1,42 @@
+//! `tollgate init`: creates Tollgate's DynamoDB tables, or prints them as CloudFormation.
+//!
+//! The endpoint, region and credentials come from the standard AWS environment, so the same
+//! command sets up an account or an emulator:
+//! `AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_REGION=us-east-1 tollgate init`.
+
+use anyhow::Context;
+use tollgate::adapters::dynamodb::tables::{self, CLOUDFORMATION_PREFIX, DEFAULT_PREFIX};
+use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Table name prefix: creates `{prefix}-tenants`, `-usage`, `-limits` and `-cache`.
+    /// Defaults to `tollgate`, or to `${AWS::StackName}` with `--cloudformation`.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Print the `AWS::DynamoDB::Table` resources for template.yaml instead of creating
+    /// anything (the block between the `# BEGIN generated tables` markers).
+    #[arg(long)]
+    cloudformation: bool,
+}
+
+#[allow(clippy::print_stdout)] // What was created (or the YAML) is this command's output.
+pub async fn run(args: InitArgs) -> anyhow::Result<()> {
+    if args.cloudformation {
+        let prefix = args.prefix.as_deref().unwrap_or(CLOUDFORMATION_PREFIX);
+        print!(
+            "{}",
+            tables::cloudformation_yaml(&TableNames::with_prefix(prefix))
+        );
+        return Ok(());
+    }
+    let prefix = args.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
+    let store = DynamoStore::from_env(TableNames::with_prefix(prefix)).await;
+    let reports = store.create_tables().await.context(
+        "creating the DynamoDB tables (endpoint and credentials come from the AWS_* environment)",
+    )?;
+    for report in reports {
+        println!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Catalog items on the tenants table: `PRICE#{provider}` / `{model}` (`price`, JSON with
+//! Decimal strings) and `QUOTA#{provider}` / `{model}` (`tokens_per_minute`). Listing is one
+//! Query per provider, so results come back ordered by provider, then model, as the embedded
+//! store orders them.
+
+use async_trait::async_trait;
+
+use super::DynamoStore;
+use super::codec::{Item, PK, SK, get_json, get_s, get_u64, json, key_pk_sk, n, s};
+use super::error;
+use crate::domain::limits::UpstreamQuota;
+use crate::domain::pricing::PriceEntry;
+use crate::domain::tenant::ProviderKind;
+use crate::ports::store::{Catalog, StoreError};
+
+impl DynamoStore {
+    async fn put_tenants_item(&self, item: Item) -> Result<(), StoreError> {
+        self.trip();
+        self.client
+            .put_item()
+            .table_name(&self.names.tenants)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| error::sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Every item under `{kind}#{provider}` for each provider, provider by provider.
+    async fn catalog_items(&self, kind: &str) -> Result<Vec<(ProviderKind, Item)>, StoreError> {
+        let mut all = Vec::new();
+        let mut providers = ProviderKind::ALL;
+        providers.sort();
+        for provider in providers {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.names.tenants)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(format!("{kind}#{provider}")))
+                .consistent_read(true);
+            all.extend(
+                self.query_all(query)
+                    .await?
+                    .into_iter()
+                    .map(|i| (provider, i)),
+            );
+        }
+        Ok(all)
+    }
+}
+
+#[async_trait]
+impl Catalog for DynamoStore {
+    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
+        self.catalog_items("PRICE")
+            .await?
+            .iter()
+            .map(|(_, item)| get_json(item, "price"))
+            .collect()
+    }
+
+    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError> {
+        let mut item = key_pk_sk(format!("PRICE#{}", entry.provider), &entry.model);
+        item.insert("price".into(), json(entry)?);
+        self.put_tenants_item(item).await
+    }
+
+    async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError> {
+        self.catalog_items("QUOTA")
+            .await?
+            .iter()
+            .map(|(provider, item)| {
+                Ok(UpstreamQuota {
+                    provider: *provider,
+                    model: get_s(item, SK)?.to_owned(),
+                    tokens_per_minute: get_u64(item, "tokens_per_minute")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError> {
+        let mut item = key_pk_sk(format!("QUOTA#{}", quota.provider), &quota.model);
+        item.insert("tokens_per_minute".into(), n(quota.tokens_per_minute));
+        self.put_tenants_item(item).await
+    }
+}

@@ -1,0 +1,208 @@
+//! DynamoDB: every store port, on four tables (string keys `pk`/`sk`, on-demand billing).
+//!
+//! - **tenants** (`pk`, `sk`; GSI `by_tenant` on `gsi1pk`/`gsi1sk`): tenant configs
+//!   `TENANT#{id}`/`CONFIG`, API keys `KEY#{prefix}`/`KEY`, the fine-tuned registry
+//!   `FT#{provider}#{model}`/`OWNER`, the catalog `PRICE#{provider}`/`{model}` and
+//!   `QUOTA#{provider}`/`{model}`.
+//! - **usage** (`pk`, `sk`; GSI `by_tenant_time`): events `EVENT#{request_id}`/`EVENT`, hourly
+//!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`.
+//! - **limits** (`pk` = the counter key; TTL `expires_at`): sliding-window bucket counters.
+//! - **cache** (`pk` = the cache key; TTL `expires_at`): cached completions.
+//!
+//! Each submodule's header gives its items and access patterns. The table shapes live in
+//! [`tables`] only; `tollgate init` and `template.yaml` are both generated from them. Only this
+//! module names SDK types.
+
+mod cache;
+mod catalog;
+mod codec;
+mod error;
+mod limiter;
+pub mod tables;
+mod tenants;
+mod usage;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+
+use crate::ports::store::StoreError;
+
+pub use tables::{TableDefinition, TableNames, TableReport};
+
+/// Timeouts for every DynamoDB call. The SDK has none by default (only a connect timeout),
+/// and a limiter that hangs is worse than one that fails closed with a 503.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+const EMULATOR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Retries of a transaction cancelled by a concurrent one on the same item.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// The DynamoDB store. Cheap to clone (the SDK client is an `Arc` inside); build it once per
+/// process.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    names: TableNames,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, names: TableNames) -> Self {
+        Self {
+            client,
+            names,
+            round_trips: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A client configured from the standard AWS environment (`AWS_REGION`, credentials chain,
+    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB` for an emulator).
+    pub async fn from_env(names: TableNames) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        Self::new(Client::new(&config), names)
+    }
+
+    /// A client for a local emulator (moto) at `endpoint`: region us-east-1 and static test
+    /// credentials, whatever the environment says, so a test can never reach real AWS.
+    ///
+    /// Timeouts are generous: single-threaded moto queues concurrent requests (about 60–200
+    /// writes/s on a busy 2-core machine), and an attempt timed out while queued may still be
+    /// applied, so the SDK's retry would count it twice and tests would flake.
+    pub fn emulator(endpoint: &str, names: TableNames) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(EMULATOR_TIMEOUT)
+            .operation_timeout(EMULATOR_TIMEOUT)
+            .build();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
+            .endpoint_url(endpoint)
+            .timeout_config(timeouts)
+            .build();
+        Self::new(Client::from_conf(config), names)
+    }
+
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+
+    /// DynamoDB API calls made so far by this store (and its clones): one per call, whatever
+    /// the SDK retried underneath. The round-trip benchmark reads it before and after a request.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Creates the four tables (existing ones are left alone) and enables TTL where the
+    /// definitions ask for it. Idempotent.
+    pub async fn create_tables(&self) -> Result<Vec<TableReport>, StoreError> {
+        tables::create_tables(&self.client, &self.names).await
+    }
+
+    /// Counts one DynamoDB API call; called right before every `send()`.
+    fn trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One TransactWriteItems. `Ok(None)`: applied. `Ok(Some(indexes))`: cancelled because the
+    /// conditions of the items at `indexes` failed (nothing applied). Cancellations caused by a
+    /// concurrent transaction on the same item (`TransactionConflict`, which the SDK does not
+    /// retry) are retried a few times with jittered backoff, then reported as throttling.
+    ///
+    /// `idempotent`: send a fresh ClientRequestToken per attempt, so the SDK's own retry of an
+    /// attempt whose response was lost cannot apply the writes twice.
+    async fn transact(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+        idempotent: bool,
+    ) -> Result<Option<Vec<usize>>, StoreError> {
+        for attempt in 0..=CONFLICT_RETRIES {
+            if attempt > 0 {
+                let base = 10_u64 << attempt;
+                let jitter = rand::random_range(0..base);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            let mut request = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()));
+            if idempotent {
+                request = request.client_request_token(uuid::Uuid::new_v4().to_string());
+            }
+            self.trip();
+            let err = match request.send().await {
+                Ok(_) => return Ok(None),
+                Err(err) => err,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                err.as_service_error()
+            else {
+                return Err(error::sdk("TransactWriteItems", err));
+            };
+            let codes: Vec<&str> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect();
+            let failed: Vec<usize> = codes
+                .iter()
+                .enumerate()
+                .filter(|(_, code)| **code == "ConditionalCheckFailed")
+                .map(|(i, _)| i)
+                .collect();
+            if !failed.is_empty() {
+                return Ok(Some(failed));
+            }
+            if codes.contains(&"TransactionConflict") {
+                continue;
+            }
+            if codes
+                .iter()
+                .any(|c| error::is_throttling_code(c) || c.contains("Throughput"))
+            {
+                return Err(StoreError::Throttled);
+            }
+            return Err(StoreError::Unavailable(format!(
+                "DynamoDB TransactWriteItems cancelled: {}",
+                codes.join(", ")
+            )));
+        }
+        Err(StoreError::Throttled)
+    }
+
+    /// Every item a Query matches, following `LastEvaluatedKey` (one round trip per page).
+    async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<codec::Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            self.trip();
+            let out = query
+                .clone()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| error::sdk("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+}

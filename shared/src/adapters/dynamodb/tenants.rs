@@ -1,0 +1,284 @@
+//! Tenants table: configs, API keys, the fine-tuned model registry.
+//!
+//! - `TENANT#{id}` / `CONFIG`: `config` (JSON), `version` (Number, the authoritative version),
+//!   and `gsi1pk = TENANTS`, `gsi1sk = {id}`, so every config sits in one `by_tenant` partition
+//!   sorted by id (listing is one Query; the write stays a single UpdateItem, so the version
+//!   bump and the listing entry cannot disagree).
+//! - `KEY#{prefix}` / `KEY`: the key's fields, `gsi1pk = TENANT#{id}`,
+//!   `gsi1sk = KEY#{created_at}#{prefix}` (a tenant's keys, oldest first).
+//! - `FT#{provider}#{model}` / `OWNER`: `owner`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnValue;
+use chrono::Utc;
+
+use super::DynamoStore;
+use super::codec::{
+    self, GSI1PK, GSI1SK, Item, PK, get_json, get_s, get_time, get_u64, key_pk_sk, opt_s, s,
+    time_key,
+};
+use super::error::{self, corrupt};
+use super::tables::TENANTS_BY_TENANT;
+use crate::domain::ids::TenantId;
+use crate::domain::keys::{KeyHash, KeyPrefix, StoredKey};
+use crate::domain::tenant::{ProviderKind, TenantConfig};
+use crate::ports::store::{ApiKeyLookup, StoreError, TenantAdmin, TenantConfigSource};
+
+const CONFIG_SK: &str = "CONFIG";
+const KEY_SK: &str = "KEY";
+const OWNER_SK: &str = "OWNER";
+/// The `by_tenant` partition holding every tenant config.
+const TENANTS_PARTITION: &str = "TENANTS";
+
+fn tenant_pk(tenant: &TenantId) -> String {
+    format!("TENANT#{tenant}")
+}
+
+fn key_pk(prefix: &KeyPrefix) -> String {
+    format!("KEY#{prefix}")
+}
+
+fn fine_tuned_pk(provider: ProviderKind, model: &str) -> String {
+    format!("FT#{provider}#{model}")
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, StoreError> {
+    TenantId::parse(raw).map_err(corrupt)
+}
+
+fn decode_config(item: &Item) -> Result<Arc<TenantConfig>, StoreError> {
+    let mut config: TenantConfig = get_json(item, "config")?;
+    config.version = get_u64(item, "version")?;
+    Ok(Arc::new(config))
+}
+
+fn encode_key(key: &StoredKey) -> Item {
+    let mut item = key_pk_sk(key_pk(&key.prefix), KEY_SK);
+    item.insert("prefix".into(), s(key.prefix.as_str()));
+    item.insert("hash".into(), s(key.hash.to_hex()));
+    item.insert("tenant_id".into(), s(key.tenant_id.as_str()));
+    item.insert("created_at".into(), s(time_key(key.created_at)));
+    if let Some(revoked) = key.revoked_at {
+        item.insert("revoked_at".into(), s(time_key(revoked)));
+    }
+    item.insert(GSI1PK.into(), s(tenant_pk(&key.tenant_id)));
+    item.insert(
+        GSI1SK.into(),
+        s(format!("KEY#{}#{}", time_key(key.created_at), key.prefix)),
+    );
+    item
+}
+
+fn decode_key(item: &Item) -> Result<StoredKey, StoreError> {
+    // `KeyPrefix` can only be made by parsing a presented key or by deserializing one.
+    let prefix: KeyPrefix =
+        serde_json::from_value(serde_json::Value::String(get_s(item, "prefix")?.to_owned()))
+            .map_err(corrupt)?;
+    let hash = KeyHash::from_hex(get_s(item, "hash")?)
+        .ok_or_else(|| corrupt(format!("key {prefix}: hash is not 32 hex bytes")))?;
+    let revoked_at = opt_s(item, "revoked_at")?
+        .map(|raw| codec::parse_time("revoked_at", raw))
+        .transpose()?;
+    Ok(StoredKey {
+        prefix,
+        hash,
+        tenant_id: tenant_id(get_s(item, "tenant_id")?)?,
+        created_at: get_time(item, "created_at")?,
+        revoked_at,
+    })
+}
+
+impl DynamoStore {
+    /// One strongly consistent GetItem on the tenants table.
+    async fn get_tenants_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.trip();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.names.tenants)
+            .set_key(Some(key_pk_sk(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| error::sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Every item of one `by_tenant` partition (paginated), in sort-key order.
+    async fn query_by_tenant(
+        &self,
+        partition: String,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut condition = String::from("#pk = :pk");
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.names.tenants)
+            .index_name(TENANTS_BY_TENANT)
+            .expression_attribute_names("#pk", GSI1PK)
+            .expression_attribute_values(":pk", s(partition));
+        if let Some(prefix) = sk_prefix {
+            condition.push_str(" AND begins_with(#sk, :prefix)");
+            query = query
+                .expression_attribute_names("#sk", GSI1SK)
+                .expression_attribute_values(":prefix", s(prefix));
+        }
+        self.query_all(query.key_condition_expression(condition))
+            .await
+    }
+}
+
+#[async_trait]
+impl ApiKeyLookup for DynamoStore {
+    async fn find_key(&self, prefix: &KeyPrefix) -> Result<Option<StoredKey>, StoreError> {
+        self.get_tenants_item(key_pk(prefix), KEY_SK)
+            .await?
+            .map(|item| decode_key(&item))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TenantConfigSource for DynamoStore {
+    async fn tenant_config(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<TenantConfig>>, StoreError> {
+        self.get_tenants_item(tenant_pk(tenant), CONFIG_SK)
+            .await?
+            .map(|item| decode_config(&item))
+            .transpose()
+    }
+
+    async fn fine_tuned_owner(
+        &self,
+        provider: ProviderKind,
+        model: &str,
+    ) -> Result<Option<TenantId>, StoreError> {
+        self.get_tenants_item(fine_tuned_pk(provider, model), OWNER_SK)
+            .await?
+            .map(|item| tenant_id(get_s(&item, "owner")?))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TenantAdmin for DynamoStore {
+    async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError> {
+        let mut expr = codec::Expr::default();
+        let zero = expr.value(codec::n(0));
+        let one = expr.value(codec::n(1));
+        let version = expr.name("version");
+        // One UpdateItem: the version bump is atomic however many operators write at once,
+        // and the new version comes back in the same round trip.
+        expr.set_raw(
+            "version",
+            format!("if_not_exists({version}, {zero}) + {one}"),
+        )
+        .set("config", codec::json(&config)?)
+        .set("tenant_id", s(config.tenant_id.as_str()))
+        .set(GSI1PK, s(TENANTS_PARTITION))
+        .set(GSI1SK, s(config.tenant_id.as_str()));
+        self.trip();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.names.tenants)
+            .set_key(Some(key_pk_sk(tenant_pk(&config.tenant_id), CONFIG_SK)))
+            .update_expression(expr.update_expression())
+            .set_expression_attribute_names(expr.names_map())
+            .set_expression_attribute_values(expr.values_map())
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| error::sdk("UpdateItem", e))?;
+        let attributes = out
+            .attributes
+            .ok_or_else(|| corrupt("UpdateItem returned no attributes"))?;
+        get_u64(&attributes, "version")
+    }
+
+    async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError> {
+        self.query_by_tenant(TENANTS_PARTITION.to_owned(), None)
+            .await?
+            .iter()
+            .map(decode_config)
+            .collect()
+    }
+
+    async fn put_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        self.trip();
+        self.client
+            .put_item()
+            .table_name(&self.names.tenants)
+            .set_item(Some(encode_key(&key)))
+            .send()
+            .await
+            .map_err(|e| error::sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError> {
+        self.query_by_tenant(tenant_pk(tenant), Some("KEY#"))
+            .await?
+            .iter()
+            .map(decode_key)
+            .collect()
+    }
+
+    async fn revoke_key(&self, prefix: &KeyPrefix) -> Result<(), StoreError> {
+        let mut expr = codec::Expr::default();
+        let revoked = expr.name("revoked_at");
+        let now = expr.value(s(time_key(Utc::now())));
+        // Revoking twice keeps the first revocation time.
+        expr.set_raw("revoked_at", format!("if_not_exists({revoked}, {now})"));
+        let pk = expr.name(PK);
+        self.trip();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.names.tenants)
+            .set_key(Some(key_pk_sk(key_pk(prefix), KEY_SK)))
+            .update_expression(expr.update_expression())
+            .condition_expression(format!("attribute_exists({pk})"))
+            .set_expression_attribute_names(expr.names_map())
+            .set_expression_attribute_values(expr.values_map())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NotFound(format!("key {prefix}")))
+            }
+            Err(err) => Err(error::sdk("UpdateItem", err)),
+        }
+    }
+
+    async fn register_fine_tuned(
+        &self,
+        provider: ProviderKind,
+        model: &str,
+        owner: &TenantId,
+    ) -> Result<(), StoreError> {
+        let mut item = key_pk_sk(fine_tuned_pk(provider, model), OWNER_SK);
+        item.insert("owner".into(), s(owner.as_str()));
+        item.insert("provider".into(), s(provider.as_str()));
+        item.insert("model".into(), s(model));
+        self.trip();
+        self.client
+            .put_item()
+            .table_name(&self.names.tenants)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| error::sdk("PutItem", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,424 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // Test code: a panic is a failure report; skips and measurements are printed.
+//! The real invoke handler on DynamoDB (moto, started by infra/test.sh): concurrency against
+//! the token limit, exactly-once metering with rollups, round trips per request, and failing
+//! closed when the store goes away. `cargo test dynamodb` selects these.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rust_decimal::Decimal;
+use serde_json::json;
+use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
+use tollgate::adapters::memory::MemoryMetrics;
+use tollgate::bootstrap::chat_service;
+use tollgate::domain::chat::Completion;
+use tollgate::domain::limits::LimitOverrides;
+use tollgate::domain::tenant::ProviderKind;
+use tollgate::ports::provider::{EventStream, LlmProvider, ProviderError, ProviderRequest};
+use tollgate::ports::{TenantAdmin, UsageQuery, UsageSink};
+use tollgate::service::Providers;
+use tollgate_tests::harness::{TestResponse, settings};
+
+/// The moto endpoint, or `None` (skip) outside CI. In CI a missing emulator is a failure.
+fn endpoint() -> Option<String> {
+    match std::env::var("TOLLGATE_TEST_DYNAMODB_ENDPOINT") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "CI=true but TOLLGATE_TEST_DYNAMODB_ENDPOINT is unset: run infra/test.sh, which starts moto"
+            )
+        }
+        _ => {
+            eprintln!(
+                "skipped: TOLLGATE_TEST_DYNAMODB_ENDPOINT is unset (infra/test.sh starts moto and sets it)"
+            );
+            None
+        }
+    }
+}
+
+fn unique_prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A provider that notes the store's round-trip count when it is called, to split round trips
+/// into before and after the provider call.
+struct Probe {
+    inner: Arc<dyn LlmProvider>,
+    store: DynamoStore,
+    at_call: AtomicU64,
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl LlmProvider for Probe {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+    async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.at_call
+            .store(self.store.round_trips(), Ordering::SeqCst);
+        self.inner.complete(request).await
+    }
+    async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.at_call
+            .store(self.store.round_trips(), Ordering::SeqCst);
+        self.inner.stream(request).await
+    }
+}
+
+struct DynamoGateway {
+    state: invoke::InvokeState,
+    store: DynamoStore,
+    metrics: Arc<MemoryMetrics>,
+    keys: std::collections::HashMap<String, String>,
+    probe: Arc<Probe>,
+}
+
+impl DynamoGateway {
+    async fn start(endpoint: &str, name: &str) -> Self {
+        let store = DynamoStore::emulator(endpoint, TableNames::with_prefix(&unique_prefix(name)));
+        store.create_tables().await.unwrap();
+        let seeded = tollgate::demo::seed(&store, chrono::Utc::now())
+            .await
+            .unwrap();
+        let metrics = Arc::new(MemoryMetrics::default());
+        let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
+        let (mut chat, _) = chat_service(&s, metrics.clone(), Arc::new(store.clone()))
+            .await
+            .unwrap();
+        let simulated = Arc::new(tollgate::adapters::simulated::SimulatedProvider::new(
+            ProviderKind::Openai,
+            Default::default(),
+        ));
+        let probe = Arc::new(Probe {
+            inner: simulated,
+            store: store.clone(),
+            at_call: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+        });
+        chat.providers = Providers::default().with(probe.clone()).with(Arc::new(
+            tollgate::adapters::simulated::SimulatedProvider::new(
+                ProviderKind::Anthropic,
+                Default::default(),
+            ),
+        ));
+        Self {
+            state: invoke::InvokeState {
+                chat,
+                max_body_bytes: 1 << 20,
+            },
+            store,
+            metrics,
+            keys: seeded
+                .into_iter()
+                .map(|(t, k)| (t.to_string(), k.expose().to_owned()))
+                .collect(),
+            probe,
+        }
+    }
+
+    async fn chat(&self, tenant: &str, body: serde_json::Value) -> TestResponse {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/v1/chat/completions")
+            .header("authorization", format!("Bearer {}", self.keys[tenant]))
+            .body(Bytes::from(body.to_string()))
+            .unwrap();
+        let (parts, body) = invoke::handle(&self.state, req).await.into_parts();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await,
+        }
+    }
+}
+
+fn body(content: &str, max_tokens: u32) -> serde_json::Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}]})
+}
+
+#[tokio::test]
+async fn dynamodb_fifty_concurrent_requests_never_admit_more_than_the_token_limit() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = Arc::new(DynamoGateway::start(&endpoint, "conc").await);
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.limits = LimitOverrides {
+        tokens_per_minute: Some(10_000),
+        requests_per_minute: Some(1_000),
+        ..Default::default()
+    };
+    config.response_cache.enabled = false;
+    gw.store.put_tenant_config(config).await.unwrap();
+
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.chat("acme", body("the same question", 1_000)).await })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for h in handles {
+        let res = h.await.unwrap();
+        match res.status.as_u16() {
+            200 => admitted.push(res),
+            429 => {
+                refused += 1;
+                assert!(res.header("retry-after").is_some());
+                assert_eq!(res.header("x-ratelimit-limit-tokens"), Some("10000"));
+                assert_eq!(res.json()["error"]["code"], "rate_limit_exceeded");
+            }
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    let prompt = admitted[0].json()["usage"]["prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    let reservation = prompt + 1_000;
+    let max_fit = 10_000 / reservation;
+    // Zero over-admission, whatever the interleaving of 50 conditional writes. All requests
+    // land within seconds, so under-admission (one bucket's span) cannot occur either.
+    assert_eq!(
+        admitted.len() as u64,
+        max_fit,
+        "admitted {} of 50, refused {refused}",
+        admitted.len()
+    );
+    println!(
+        "dynamodb concurrency: 50 requests, limit 10000 TPM, reservation {reservation}: admitted {}, refused {refused}, over-admission 0",
+        admitted.len()
+    );
+
+    // Every admitted call was metered exactly once; the rollup equals the sum of the events.
+    let tenant = tollgate::domain::ids::TenantId::parse("acme").unwrap();
+    let now = chrono::Utc::now();
+    let rollups = gw
+        .store
+        .rollups(
+            &tenant,
+            now - chrono::Duration::hours(2),
+            now + chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    let requests: u64 = rollups.iter().map(|r| r.requests).sum();
+    let rollup_cost: Decimal = rollups.iter().map(|r| r.cost_usd).sum();
+    let metered_cost: Decimal = gw
+        .metrics
+        .requests()
+        .iter()
+        .filter(|m| m.status == 200)
+        .map(|m| m.cost_usd)
+        .sum();
+    assert_eq!(requests, admitted.len() as u64);
+    assert_eq!(rollup_cost, metered_cost);
+}
+
+#[tokio::test]
+async fn dynamodb_a_retried_usage_event_is_recorded_once_and_rollups_do_not_move() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = DynamoGateway::start(&endpoint, "once").await;
+    let res = gw
+        .chat(
+            "globex",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "once"}]}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let request_id =
+        tollgate::domain::ids::RequestId::from_upstream(res.header("x-request-id").unwrap());
+    let event = gw
+        .store
+        .usage_event(&request_id)
+        .await
+        .unwrap()
+        .expect("event recorded");
+    let tenant = event.tenant_id.clone();
+    let now = chrono::Utc::now();
+    let window = (
+        now - chrono::Duration::hours(2),
+        now + chrono::Duration::hours(1),
+    );
+    let before = gw.store.rollups(&tenant, window.0, window.1).await.unwrap();
+    // A Lambda retry replays the same event.
+    let again = gw.store.record(&event, &[]).await.unwrap();
+    assert_eq!(again, tollgate::ports::store::Recorded::Duplicate);
+    let after = gw.store.rollups(&tenant, window.0, window.1).await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(
+        after.iter().map(|r| r.cost_usd).sum::<Decimal>(),
+        event.cost_usd
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_round_trips_per_request_on_a_warm_container() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = DynamoGateway::start(&endpoint, "trips").await;
+    // Warm up: the first request fills the key/config cache and the closed-hour cache.
+    let warm = gw
+        .chat(
+            "globex",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "warm"}]}),
+        )
+        .await;
+    assert_eq!(warm.status, 200);
+    let start = gw.store.round_trips();
+    let res = gw
+        .chat(
+            "globex",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "count me"}]}),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let end = gw.store.round_trips();
+    let at_call = gw.probe.at_call.load(Ordering::SeqCst);
+    let (before, after) = (at_call - start, end - at_call);
+    println!(
+        "dynamodb round trips per invoke request (warm, no response cache): {before} before the provider call, {after} after"
+    );
+    assert!(before <= 2, "{before} round trips before the provider call");
+    assert!(after <= 1, "{after} round trips after the provider call");
+}
+
+fn post(key: &str) -> http::Request<Bytes> {
+    http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Bytes::from(body("hi", 10).to_string()))
+        .unwrap()
+}
+
+async fn error_code(res: http::Response<tollgate::http::Body>) -> (u16, bool, String) {
+    let status = res.status().as_u16();
+    let retry_after = res.headers().get("retry-after").is_some();
+    let body: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await).unwrap();
+    (
+        status,
+        retry_after,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = DynamoGateway::start(&endpoint, "down").await;
+    // Same tables, but a store that points at a port nothing listens on.
+    let dead = Arc::new(DynamoStore::emulator(
+        "http://127.0.0.1:9",
+        gw.store.names().clone(),
+    ));
+    let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
+    // A cold start against a dead store does not start (the catalog read fails).
+    assert!(
+        chat_service(&s, Arc::new(MemoryMetrics::default()), dead.clone())
+            .await
+            .is_err()
+    );
+
+    // Warm container, keys and configs cached, then the limiter's table becomes unreachable.
+    let mut chat = gw.state.chat.clone();
+    chat.usage = dead.clone();
+    chat.limiter = Arc::new(tollgate::service::limiter::Limiter::new(
+        dead.clone(),
+        Default::default(),
+        1024,
+    ));
+    let limiter_down = invoke::InvokeState {
+        chat: chat.clone(),
+        max_body_bytes: 1 << 20,
+    };
+    let (status, retry_after, code) =
+        error_code(invoke::handle(&limiter_down, post(&gw.keys["acme"])).await).await;
+    assert_eq!(
+        (status, retry_after, code.as_str()),
+        (503, true, "rate_limiter_unavailable")
+    );
+
+    // Everything unreachable: the key lookup itself fails, also as a retryable 503.
+    chat.keys = dead.clone();
+    chat.tenants = dead;
+    let all_down = invoke::InvokeState {
+        chat,
+        max_body_bytes: 1 << 20,
+    };
+    let (status, retry_after, code) =
+        error_code(invoke::handle(&all_down, post(&gw.keys["acme"])).await).await;
+    assert_eq!(
+        (status, retry_after, code.as_str()),
+        (503, true, "store_unavailable")
+    );
+    assert_eq!(
+        gw.probe.calls.load(Ordering::SeqCst),
+        0,
+        "a provider was called without a reservation"
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_a_usage_write_that_fails_after_the_call_is_kept_for_replay_not_lost() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = DynamoGateway::start(&endpoint, "replay").await;
+    let dead = Arc::new(DynamoStore::emulator(
+        "http://127.0.0.1:9",
+        gw.store.names().clone(),
+    ));
+    // Admission works; the store goes away before the usage write.
+    let mut chat = gw.state.chat.clone();
+    chat.usage = dead;
+    let state = invoke::InvokeState {
+        chat,
+        max_body_bytes: 1 << 20,
+    };
+    let res = invoke::handle(&state, post(&gw.keys["globex"])).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the call was made, so its answer is delivered"
+    );
+    let failures = gw.metrics.metering_failures();
+    assert_eq!(
+        failures.len(),
+        1,
+        "the event must be emitted whole as a MeteringFailure"
+    );
+    let event = &failures[0];
+    assert!(event.success && event.usage.total() > 0);
+    // `tollgate replay` records it later, idempotently.
+    assert_eq!(
+        gw.store.record(event, &[]).await.unwrap(),
+        tollgate::ports::store::Recorded::Inserted
+    );
+    assert_eq!(
+        gw.store.record(event, &[]).await.unwrap(),
+        tollgate::ports::store::Recorded::Duplicate
+    );
+    assert_eq!(
+        gw.store
+            .usage_event(&event.request_id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(event)
+    );
+}

@@ -1,0 +1,985 @@
+//! One contract per store port, run against every backend: the embedded store on every
+//! `cargo test`, and DynamoDB in moto when `TOLLGATE_TEST_DYNAMODB_ENDPOINT` names one
+//! (`infra/test.sh` starts it). `cargo test dynamodb` selects the DynamoDB variants.
+//!
+//! Each DynamoDB test creates its own four tables under a unique prefix, so the tests run in
+//! parallel against one emulator. Without an endpoint the DynamoDB tests skip (and say so),
+//! except in CI (`CI=true`), where they fail: a green CI must mean the adapter was exercised.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A skipped DynamoDB test says so on stderr.
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures_util::future::join_all;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
+use tollgate::adapters::memory::MemoryStore;
+use tollgate::domain::chat::{Completion, FinishReason};
+use tollgate::domain::ids::{RequestId, TenantId};
+use tollgate::domain::keys::{KeyPrefix, PresentedKey, StoredKey, issue_key};
+use tollgate::domain::limits::UpstreamQuota;
+use tollgate::domain::pricing::{ModelPrice, PriceEntry};
+use tollgate::domain::tenant::{ProviderKind, TenantConfig};
+use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
+use tollgate::error::ErrorKind;
+use tollgate::ports::store::{
+    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, LimiterStore, Recorded,
+    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, UsageQuery, UsageSink,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+// ---------------------------------------------------------------------------------------------
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 14, 15, 0, 0).unwrap()
+}
+
+/// A prefix no stored key has.
+fn unknown_prefix() -> KeyPrefix {
+    let raw = format!("tg_{}_{}", "Z".repeat(12), "q".repeat(40));
+    PresentedKey::parse(&raw).unwrap().prefix().clone()
+}
+
+fn same_key(a: &StoredKey, b: &StoredKey) {
+    assert_eq!(a.prefix, b.prefix);
+    assert_eq!(a.hash, b.hash);
+    assert_eq!(a.tenant_id, b.tenant_id);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.revoked_at, b.revoked_at);
+}
+
+fn config_json(config: &TenantConfig) -> serde_json::Value {
+    serde_json::to_value(config).unwrap()
+}
+
+struct EventBuilder(UsageEvent);
+
+impl EventBuilder {
+    fn new(tenant_id: &str, model: &str, at: DateTime<Utc>) -> Self {
+        Self(UsageEvent {
+            request_id: RequestId::generate(),
+            tenant_id: tenant(tenant_id),
+            created_at: at,
+            model_requested: model.into(),
+            model_served: model.into(),
+            provider: ProviderKind::Openai,
+            usage: TokenUsage {
+                prompt_tokens: 1_000,
+                completion_tokens: 200,
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            cost_usd: dec!(0.00027),
+            latency_ms: 420,
+            provider_latency_ms: Some(400),
+            success: true,
+            error_type: None,
+            streamed: false,
+            cache_hit: false,
+            attempts: 1,
+            client_disconnected: false,
+            degraded_from: None,
+        })
+    }
+    fn cost(mut self, cost: Decimal) -> Self {
+        self.0.cost_usd = cost;
+        self
+    }
+    fn tokens(mut self, prompt: u64, completion: u64, cached: u64, writes: u64) -> Self {
+        self.0.usage = TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: cached,
+            cache_write_tokens: writes,
+        };
+        self
+    }
+    fn failed(mut self, kind: ErrorKind) -> Self {
+        self.0.success = false;
+        self.0.error_type = Some(kind);
+        self.0.usage = TokenUsage::default();
+        self.0.cost_usd = Decimal::ZERO;
+        self
+    }
+    fn latency(mut self, ms: u64) -> Self {
+        self.0.latency_ms = ms;
+        self
+    }
+    fn streamed(mut self) -> Self {
+        self.0.streamed = true;
+        self
+    }
+    fn cache_hit(mut self) -> Self {
+        self.0.cache_hit = true;
+        self
+    }
+    fn degraded_from(mut self, model: &str) -> Self {
+        self.0.degraded_from = Some(model.into());
+        self
+    }
+    fn build(self) -> UsageEvent {
+        self.0
+    }
+}
+
+/// The rollups the events must sum to, built with the domain's own arithmetic.
+fn expected_rollups(events: &[UsageEvent], tenant_id: &TenantId) -> Vec<UsageRollup> {
+    let mut rollups: BTreeMap<(DateTime<Utc>, String), UsageRollup> = BTreeMap::new();
+    for event in events.iter().filter(|e| &e.tenant_id == tenant_id) {
+        let hour = UsageRollup::hour_of(event);
+        rollups
+            .entry((hour, event.model_requested.clone()))
+            .or_insert_with(|| {
+                UsageRollup::empty(event.tenant_id.clone(), hour, event.model_requested.clone())
+            })
+            .apply(event);
+    }
+    rollups.into_values().collect()
+}
+
+fn counter(key: &str) -> CounterKey {
+    CounterKey(key.into())
+}
+
+fn add(key: &str, tokens: i64, requests: i64) -> CounterAdd {
+    CounterAdd {
+        key: counter(key),
+        tokens,
+        requests,
+        max_tokens: None,
+        max_requests: None,
+        expires_at: Utc::now().timestamp() + 3600,
+    }
+}
+
+fn capped(key: &str, tokens: i64, max_tokens: i64) -> CounterAdd {
+    CounterAdd {
+        max_tokens: Some(max_tokens),
+        ..add(key, tokens, 1)
+    }
+}
+
+fn c(tokens: i64, requests: i64) -> Counter {
+    Counter { tokens, requests }
+}
+
+fn completion(content: &str) -> Completion {
+    Completion {
+        content: content.into(),
+        finish_reason: FinishReason::Stop,
+        usage: TokenUsage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+        },
+        served_model: "gpt-4o-mini-2024-07-18".into(),
+    }
+}
+
+fn price(provider: ProviderKind, model: &str, input: Decimal, output: Decimal) -> PriceEntry {
+    PriceEntry {
+        provider,
+        model: model.into(),
+        price: ModelPrice {
+            input,
+            output,
+            cached_input: Some(input / dec!(2)),
+            cache_write: None,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contracts
+// ---------------------------------------------------------------------------------------------
+
+mod contract {
+    use super::*;
+
+    pub async fn keys<S: ApiKeyLookup + TenantAdmin>(store: &S) {
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        // Inserted newest first: keys_for must order by creation, not by insertion.
+        let newer = issue_key(acme.clone(), t0() + chrono::Duration::seconds(5));
+        let older = issue_key(acme.clone(), t0());
+        let other = issue_key(globex.clone(), t0());
+        for key in [&newer, &older, &other] {
+            store.put_key(key.record.clone()).await.unwrap();
+        }
+
+        let found = store.find_key(&older.record.prefix).await.unwrap().unwrap();
+        same_key(&found, &older.record);
+        assert!(found.admits(&PresentedKey::parse(older.expose()).unwrap()));
+        assert!(store.find_key(&unknown_prefix()).await.unwrap().is_none());
+
+        let acme_keys = store.keys_for(&acme).await.unwrap();
+        assert_eq!(acme_keys.len(), 2);
+        same_key(&acme_keys[0], &older.record);
+        same_key(&acme_keys[1], &newer.record);
+        let globex_keys = store.keys_for(&globex).await.unwrap();
+        assert_eq!(globex_keys.len(), 1);
+        same_key(&globex_keys[0], &other.record);
+        assert!(store.keys_for(&tenant("initech")).await.unwrap().is_empty());
+
+        store.revoke_key(&older.record.prefix).await.unwrap();
+        let revoked = store.find_key(&older.record.prefix).await.unwrap().unwrap();
+        let revoked_at = revoked.revoked_at.expect("revocation is stored");
+        assert!(!revoked.admits(&PresentedKey::parse(older.expose()).unwrap()));
+        // Revoking again keeps the first revocation time.
+        store.revoke_key(&older.record.prefix).await.unwrap();
+        let again = store.find_key(&older.record.prefix).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(revoked_at));
+        // The other keys are untouched.
+        let live = store.find_key(&newer.record.prefix).await.unwrap().unwrap();
+        assert!(live.revoked_at.is_none());
+        assert!(matches!(
+            store.revoke_key(&unknown_prefix()).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn tenant_configs<S: TenantConfigSource + TenantAdmin>(store: &S) {
+        let acme = tollgate::demo::acme_config().unwrap();
+        let mut globex = tollgate::demo::globex_config().unwrap();
+        assert!(store.tenant_configs().await.unwrap().is_empty());
+        assert!(
+            store
+                .tenant_config(&globex.tenant_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        assert_eq!(store.put_tenant_config(globex.clone()).await.unwrap(), 1);
+        globex.display_name = "Globex Travel (renamed)".into();
+        assert_eq!(store.put_tenant_config(globex.clone()).await.unwrap(), 2);
+        assert_eq!(store.put_tenant_config(acme.clone()).await.unwrap(), 1);
+
+        let stored = store
+            .tenant_config(&globex.tenant_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.version, 2);
+        globex.version = 2;
+        assert_eq!(config_json(&stored), config_json(&globex));
+
+        let all = store.tenant_configs().await.unwrap();
+        let listed: Vec<_> = all
+            .iter()
+            .map(|c| (c.tenant_id.as_str(), c.version))
+            .collect();
+        assert_eq!(listed, [("acme", 1), ("globex", 2)]);
+
+        // The fine-tuned registry.
+        let ft = tollgate::demo::ACME_FINE_TUNED;
+        assert_eq!(
+            store
+                .fine_tuned_owner(ProviderKind::Openai, ft)
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .register_fine_tuned(ProviderKind::Openai, ft, &acme.tenant_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .fine_tuned_owner(ProviderKind::Openai, ft)
+                .await
+                .unwrap(),
+            Some(acme.tenant_id.clone())
+        );
+        assert_eq!(
+            store
+                .fine_tuned_owner(ProviderKind::Anthropic, ft)
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .register_fine_tuned(ProviderKind::Openai, ft, &globex.tenant_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .fine_tuned_owner(ProviderKind::Openai, ft)
+                .await
+                .unwrap(),
+            Some(globex.tenant_id.clone())
+        );
+    }
+
+    pub async fn usage<S: UsageSink + UsageQuery + LimiterStore>(store: &S) {
+        let acme = tenant("acme");
+        let h = t0();
+        let events = vec![
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::seconds(1))
+                .cost(dec!(0.00000015))
+                .tokens(1, 0, 0, 0)
+                .build(),
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::minutes(10))
+                .cost(dec!(0.0075))
+                .tokens(1000, 500, 200, 0)
+                .latency(0)
+                .streamed()
+                .build(),
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::minutes(59))
+                .failed(ErrorKind::UpstreamRateLimited)
+                .latency(30_000)
+                .build(),
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::minutes(30))
+                .failed(ErrorKind::Timeout)
+                .build(),
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::minutes(31))
+                .failed(ErrorKind::Timeout)
+                .build(),
+            EventBuilder::new("acme", "claude-haiku", h + chrono::Duration::minutes(5))
+                .cost(dec!(0.0190512345678901234))
+                .tokens(10_000, 200, 6_000, 3_000)
+                .cache_hit()
+                .degraded_from("claude-sonnet")
+                .build(),
+            // The next hour, and another tenant in the same hour.
+            EventBuilder::new("acme", "gpt-4o-mini", h + chrono::Duration::minutes(61))
+                .cost(dec!(1.1))
+                .build(),
+            EventBuilder::new("globex", "gpt-4o-mini", h + chrono::Duration::minutes(2))
+                .cost(dec!(9.99))
+                .build(),
+        ];
+        for event in &events {
+            assert_eq!(store.record(event, &[]).await.unwrap(), Recorded::Inserted);
+        }
+
+        let window = (h, h + chrono::Duration::hours(2));
+        let rollups = store.rollups(&acme, window.0, window.1).await.unwrap();
+        assert_eq!(rollups, expected_rollups(&events, &acme));
+        assert_eq!(
+            rollups.len(),
+            3,
+            "two models in the first hour, one in the second"
+        );
+        let first = &rollups[1];
+        assert_eq!(first.model, "gpt-4o-mini");
+        assert_eq!(first.requests, 5);
+        assert_eq!(first.errors_by_type.get("timeout"), Some(&2));
+        // Costs add up exactly: no float ever touched them.
+        let event_sum: Decimal = events
+            .iter()
+            .filter(|e| e.tenant_id == acme)
+            .map(|e| e.cost_usd)
+            .sum();
+        let rollup_sum: Decimal = rollups.iter().map(|r| r.cost_usd).sum();
+        assert_eq!(rollup_sum, event_sum);
+        assert_eq!(rollups[0].cost_usd, dec!(0.0190512345678901234));
+
+        // Windows select whole hours that start inside them.
+        let second_hour = store
+            .rollups(&acme, h + chrono::Duration::minutes(1), window.1)
+            .await
+            .unwrap();
+        assert_eq!(second_hour.len(), 1);
+        assert_eq!(second_hour[0].hour, h + chrono::Duration::hours(1));
+        assert!(store.rollups(&acme, h, h).await.unwrap().is_empty());
+        assert!(
+            store
+                .rollups(&tenant("initech"), window.0, window.1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Events read back whole.
+        for event in &events {
+            assert_eq!(
+                store.usage_event(&event.request_id).await.unwrap().as_ref(),
+                Some(event)
+            );
+        }
+        assert!(
+            store
+                .usage_event(&RequestId::generate())
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A replayed request id (a retried Lambda) changes nothing, its adjustments included.
+        let before = store.rollups(&acme, window.0, window.1).await.unwrap();
+        let refund = add("acme:m:1", -500, 0);
+        assert_eq!(
+            store
+                .record(&events[1], std::slice::from_ref(&refund))
+                .await
+                .unwrap(),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            store.rollups(&acme, window.0, window.1).await.unwrap(),
+            before
+        );
+        assert_eq!(
+            store.read_counters(&[counter("acme:m:1")]).await.unwrap(),
+            [c(0, 0)]
+        );
+    }
+
+    pub async fn usage_adjustments<S: UsageSink + UsageQuery + LimiterStore>(store: &S) {
+        // Reserve 1_000 tokens for two windows, then reconcile to 640 actually used.
+        let reserve = [
+            capped("acme:m:7", 1_000, 5_000),
+            capped("acme:h:9", 1_000, 50_000),
+        ];
+        assert_eq!(
+            store.add_counters(&reserve).await.unwrap(),
+            AddOutcome::Applied
+        );
+        let event = EventBuilder::new("acme", "gpt-4o", t0())
+            .tokens(600, 40, 0, 0)
+            .build();
+        let reconcile = [add("acme:m:7", -360, 0), add("acme:h:9", -360, 0)];
+        assert_eq!(
+            store.record(&event, &reconcile).await.unwrap(),
+            Recorded::Inserted
+        );
+        let keys = [counter("acme:m:7"), counter("acme:h:9")];
+        assert_eq!(
+            store.read_counters(&keys).await.unwrap(),
+            [c(640, 1), c(640, 1)]
+        );
+        // Applied exactly once: the replay neither records nor refunds again.
+        assert_eq!(
+            store.record(&event, &reconcile).await.unwrap(),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            store.read_counters(&keys).await.unwrap(),
+            [c(640, 1), c(640, 1)]
+        );
+
+        // A reconciliation must not carry a condition; if one fails, nothing is recorded.
+        let bad = EventBuilder::new("acme", "gpt-4o", t0()).build();
+        let err = store.record(&bad, &[capped("acme:m:7", 10_000, 100)]).await;
+        assert!(matches!(err, Err(StoreError::Corrupt(_))), "{err:?}");
+        assert!(store.usage_event(&bad.request_id).await.unwrap().is_none());
+        assert_eq!(
+            store.read_counters(&keys).await.unwrap(),
+            [c(640, 1), c(640, 1)]
+        );
+        let rollups = store
+            .rollups(&tenant("acme"), t0(), t0() + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(rollups.len(), 1);
+        assert_eq!(rollups[0].requests, 1);
+    }
+
+    pub async fn limiter<S: LimiterStore>(store: &S) {
+        let (a, b, missing) = (counter("t:m:a"), counter("t:m:b"), counter("t:m:missing"));
+        // Missing counters read as zero, in the order asked, duplicates included.
+        assert_eq!(
+            store
+                .read_counters(&[a.clone(), missing.clone(), a.clone()])
+                .await
+                .unwrap(),
+            [c(0, 0); 3]
+        );
+        assert!(store.read_counters(&[]).await.unwrap().is_empty());
+        assert_eq!(store.add_counters(&[]).await.unwrap(), AddOutcome::Applied);
+
+        // A multi-counter add applies every add.
+        let both = [capped("t:m:a", 100, 1_000), add("t:m:b", 50, 2)];
+        assert_eq!(
+            store.add_counters(&both).await.unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store
+                .read_counters(&[b.clone(), missing.clone(), a.clone()])
+                .await
+                .unwrap(),
+            [c(50, 2), c(0, 0), c(100, 1)]
+        );
+
+        // All or nothing: the second add breaks its cap, so the first is not applied either.
+        let over = [add("t:m:a", 10, 1), capped("t:m:b", 1_000, 500)];
+        assert_eq!(
+            store.add_counters(&over).await.unwrap(),
+            AddOutcome::Refused { index: 1 }
+        );
+        let first_fails = [capped("t:m:a", 1_000, 500), add("t:m:b", 10, 1)];
+        assert_eq!(
+            store.add_counters(&first_fails).await.unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        assert_eq!(
+            store.read_counters(&[a.clone(), b.clone()]).await.unwrap(),
+            [c(100, 1), c(50, 2)]
+        );
+
+        // The cap is on the value after the add, inclusive (single-add path).
+        assert_eq!(
+            store
+                .add_counters(&[capped("t:m:a", 900, 1_000)])
+                .await
+                .unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store
+                .add_counters(&[capped("t:m:a", 1, 1_000)])
+                .await
+                .unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        assert_eq!(
+            store.read_counters(std::slice::from_ref(&a)).await.unwrap(),
+            [c(1_000, 2)]
+        );
+
+        // Caps on requests, independently of tokens.
+        let rpm = CounterAdd {
+            max_requests: Some(3),
+            ..add("t:m:b", 0, 1)
+        };
+        assert_eq!(
+            store
+                .add_counters(std::slice::from_ref(&rpm))
+                .await
+                .unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store
+                .add_counters(std::slice::from_ref(&rpm))
+                .await
+                .unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        assert_eq!(
+            store
+                .add_counters(&[add("t:m:a", 0, 0), rpm])
+                .await
+                .unwrap(),
+            AddOutcome::Refused { index: 1 }
+        );
+        assert_eq!(
+            store.read_counters(std::slice::from_ref(&b)).await.unwrap(),
+            [c(50, 3)]
+        );
+
+        // Negative adds refund.
+        assert_eq!(
+            store.add_counters(&[add("t:m:a", -400, -1)]).await.unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store.read_counters(std::slice::from_ref(&a)).await.unwrap(),
+            [c(600, 1)]
+        );
+
+        // A cap that a missing counter (zero) cannot meet refuses without creating it...
+        assert_eq!(
+            store.add_counters(&[capped("t:m:c", 10, 5)]).await.unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        assert_eq!(
+            store
+                .add_counters(&[capped("t:m:c", 10, 5), add("t:m:d", 1, 1)])
+                .await
+                .unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        assert_eq!(
+            store
+                .read_counters(&[counter("t:m:c"), counter("t:m:d")])
+                .await
+                .unwrap(),
+            [c(0, 0), c(0, 0)]
+        );
+        // ...and one it can meet creates it.
+        assert_eq!(
+            store.add_counters(&[capped("t:m:c", 5, 5)]).await.unwrap(),
+            AddOutcome::Applied
+        );
+        // A counter refunded below zero takes an add whose cap is below the add itself.
+        assert_eq!(
+            store.add_counters(&[add("t:m:e", -50, 0)]).await.unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store.add_counters(&[capped("t:m:e", 30, 0)]).await.unwrap(),
+            AddOutcome::Applied
+        );
+        assert_eq!(
+            store
+                .read_counters(&[counter("t:m:c"), counter("t:m:e")])
+                .await
+                .unwrap(),
+            [c(5, 1), c(-20, 1)]
+        );
+    }
+
+    pub async fn limiter_reads_many_counters<S: LimiterStore>(store: &S) {
+        // More keys than one DynamoDB BatchGetItem takes.
+        let keys: Vec<CounterKey> = (0..150).map(|i| counter(&format!("bulk:{i}"))).collect();
+        let adds = [add("bulk:7", 7, 1), add("bulk:140", 140, 1)];
+        assert_eq!(
+            store.add_counters(&adds).await.unwrap(),
+            AddOutcome::Applied
+        );
+        let read = store.read_counters(&keys).await.unwrap();
+        assert_eq!(read.len(), 150);
+        for (i, counter) in read.iter().enumerate() {
+            let expected = match i {
+                7 => c(7, 1),
+                140 => c(140, 1),
+                _ => c(0, 0),
+            };
+            assert_eq!(*counter, expected, "counter {i}");
+        }
+    }
+
+    /// 50 concurrent adds of 100 tokens against a cap of 2000: exactly 20 fit.
+    pub async fn concurrent_adds<S: LimiterStore>(store: &S, with_day_window: bool) {
+        let outcomes = join_all((0..50).map(|i| async move {
+            let mut adds = vec![capped("hot:m", 100, 2_000)];
+            if with_day_window {
+                adds.push(add(&format!("hot:h:{}", i % 2), 100, 1));
+            }
+            store.add_counters(&adds).await.unwrap()
+        }))
+        .await;
+        let admitted = outcomes
+            .iter()
+            .filter(|o| **o == AddOutcome::Applied)
+            .count();
+        assert_eq!(admitted, 20, "{outcomes:?}");
+        assert_eq!(
+            store.read_counters(&[counter("hot:m")]).await.unwrap(),
+            [c(2_000, 20)]
+        );
+        if with_day_window {
+            let days = store
+                .read_counters(&[counter("hot:h:0"), counter("hot:h:1")])
+                .await
+                .unwrap();
+            assert_eq!(days[0].tokens + days[1].tokens, 2_000);
+        }
+    }
+
+    pub async fn cache<S: ResponseCache>(store: &S) {
+        assert!(store.get("acme:v1:abc").await.unwrap().is_none());
+        let hello = completion("hello");
+        store
+            .put("acme:v1:abc", &hello, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.get("acme:v1:abc").await.unwrap(), Some(hello));
+        // Keys are exact: another tenant's key misses.
+        assert!(store.get("globex:v1:abc").await.unwrap().is_none());
+        let again = completion("hello again");
+        store
+            .put("acme:v1:abc", &again, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.get("acme:v1:abc").await.unwrap(), Some(again));
+
+        // Expired entries are never served, whether or not the backend deleted them yet.
+        store
+            .put(
+                "acme:v1:short",
+                &completion("brief"),
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.get("acme:v1:short").await.unwrap().is_none());
+    }
+
+    pub async fn catalog<S: Catalog>(store: &S) {
+        assert!(store.prices().await.unwrap().is_empty());
+        assert!(store.upstream_quotas().await.unwrap().is_empty());
+        let entries = [
+            price(ProviderKind::Anthropic, "claude-x", dec!(3.00), dec!(15.00)),
+            price(ProviderKind::Openai, "gpt-4o", dec!(2.50), dec!(10.00)),
+            price(ProviderKind::Openai, "a-model", dec!(0.000001), dec!(0.15)),
+        ];
+        for entry in &entries {
+            store.put_price(entry).await.unwrap();
+        }
+        let changed = price(ProviderKind::Openai, "gpt-4o", dec!(2.00), dec!(8.00));
+        store.put_price(&changed).await.unwrap();
+        // Ordered by provider, then model; replaced, not duplicated; Decimals exact.
+        assert_eq!(
+            store.prices().await.unwrap(),
+            [entries[2].clone(), changed, entries[0].clone()]
+        );
+
+        let quota = |provider, model: &str, tpm| UpstreamQuota {
+            provider,
+            model: model.into(),
+            tokens_per_minute: tpm,
+        };
+        store
+            .put_upstream_quota(&quota(ProviderKind::Anthropic, "claude-x", 400_000))
+            .await
+            .unwrap();
+        store
+            .put_upstream_quota(&quota(ProviderKind::Openai, "gpt-4o", 30_000_000))
+            .await
+            .unwrap();
+        store
+            .put_upstream_quota(&quota(ProviderKind::Openai, "gpt-4o", 2_000_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.upstream_quotas().await.unwrap(),
+            [
+                quota(ProviderKind::Openai, "gpt-4o", 2_000_000),
+                quota(ProviderKind::Anthropic, "claude-x", 400_000),
+            ]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+async fn memory() -> Option<MemoryStore> {
+    Some(MemoryStore::new())
+}
+
+const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
+
+fn dynamodb_endpoint() -> Option<String> {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "{ENDPOINT_VAR} is not set: CI must run the DynamoDB contract suite against moto \
+             (infra/test.sh starts it and sets the variable)"
+        ),
+        _ => {
+            eprintln!(
+                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
+            );
+            None
+        }
+    }
+}
+
+/// A store on fresh tables of its own, so tests run in parallel on one emulator.
+async fn dynamodb() -> Option<DynamoStore> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let endpoint = dynamodb_endpoint()?;
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let prefix = format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
+    store
+        .create_tables()
+        .await
+        .expect("tables created in the emulator");
+    Some(store)
+}
+
+/// Expands every contract for one backend, as `<backend>::<contract>` tests.
+macro_rules! store_contract_tests {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn keys_are_found_by_prefix_listed_oldest_first_and_revoked_once() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::keys(&store).await;
+            }
+
+            #[tokio::test]
+            async fn tenant_configs_get_increasing_versions_and_list_by_id() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::tenant_configs(&store).await;
+            }
+
+            #[tokio::test]
+            async fn usage_is_recorded_once_and_rollups_equal_the_sum_of_events() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::usage(&store).await;
+            }
+
+            #[tokio::test]
+            async fn usage_adjustments_reconcile_counters_exactly_once() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::usage_adjustments(&store).await;
+            }
+
+            #[tokio::test]
+            async fn limiter_adds_are_capped_all_or_nothing_and_report_the_refused_index() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::limiter(&store).await;
+            }
+
+            #[tokio::test]
+            async fn limiter_reads_more_counters_than_one_batch_in_order() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::limiter_reads_many_counters(&store).await;
+            }
+
+            #[tokio::test]
+            async fn fifty_concurrent_single_counter_adds_admit_exactly_twenty() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::concurrent_adds(&store, false).await;
+            }
+
+            #[tokio::test]
+            async fn fifty_concurrent_two_window_adds_admit_exactly_twenty() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::concurrent_adds(&store, true).await;
+            }
+
+            #[tokio::test]
+            async fn cached_responses_are_served_until_they_expire() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::cache(&store).await;
+            }
+
+            #[tokio::test]
+            async fn catalog_prices_and_quotas_round_trip_in_order() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::catalog(&store).await;
+            }
+        }
+    };
+}
+
+store_contract_tests!(memory);
+store_contract_tests!(dynamodb);
+
+/// DynamoDB-only properties: table creation and the round trips each port costs.
+mod dynamodb_adapter {
+    use super::*;
+
+    #[tokio::test]
+    async fn dynamodb_create_tables_is_idempotent() {
+        let Some(store) = dynamodb().await else {
+            return;
+        };
+        let again = store.create_tables().await.unwrap();
+        assert_eq!(again.len(), 4);
+        assert!(again.iter().all(|r| !r.created), "{again:?}");
+        let limits = again.iter().find(|r| r.table.ends_with("-limits")).unwrap();
+        assert_eq!(limits.ttl, Some(("expires_at", false)));
+    }
+
+    #[tokio::test]
+    async fn dynamodb_round_trips_per_operation() {
+        let Some(store) = dynamodb().await else {
+            return;
+        };
+        let trips = |before: u64| store.round_trips() - before;
+
+        let before = store.round_trips();
+        store
+            .add_counters(&[capped("rt:m", 10, 100)])
+            .await
+            .unwrap();
+        assert_eq!(trips(before), 1, "one conditional UpdateItem");
+
+        let before = store.round_trips();
+        let two = [capped("rt:m", 10, 100), capped("rt:h", 10, 1_000)];
+        store.add_counters(&two).await.unwrap();
+        assert_eq!(trips(before), 1, "one TransactWriteItems");
+
+        let before = store.round_trips();
+        let keys: Vec<_> = (0..8).map(|i| counter(&format!("rt:{i}"))).collect();
+        store.read_counters(&keys).await.unwrap();
+        assert_eq!(trips(before), 1, "one BatchGetItem");
+
+        let before = store.round_trips();
+        let event = EventBuilder::new("acme", "gpt-4o", t0()).build();
+        let reconcile = [add("rt:m", -5, 0), add("rt:h", -5, 0)];
+        store.record(&event, &reconcile).await.unwrap();
+        assert_eq!(
+            trips(before),
+            1,
+            "event, rollup and adjustments in one transaction"
+        );
+
+        let before = store.round_trips();
+        store.find_key(&unknown_prefix()).await.unwrap();
+        store.tenant_config(&tenant("acme")).await.unwrap();
+        assert_eq!(trips(before), 2, "one GetItem each");
+    }
+
+    #[tokio::test]
+    async fn dynamodb_missing_tables_are_reported_as_unavailable() {
+        let Some(endpoint) = dynamodb_endpoint() else {
+            return;
+        };
+        let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix("never-created"));
+        let err = store.read_counters(&[counter("x")]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("tollgate init")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn dynamodb_unreachable_endpoint_is_unavailable_not_a_panic() {
+        // A port nothing listens on (bound, then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = DynamoStore::emulator(
+            &format!("http://127.0.0.1:{port}"),
+            TableNames::with_prefix("nowhere"),
+        );
+        let err = store.add_counters(&[add("x", 1, 1)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            !format!("{err}").contains("test"),
+            "no credentials in errors: {err}"
+        );
+    }
+}
