@@ -41,7 +41,7 @@ trap 'stop_server; rm -rf "$work"' EXIT
 # Port 0: the kernel picks a free port and the banner says which.
 TOLLGATE_PROVIDERS=simulated TOLLGATE_SIMULATED_LATENCY_MS=0 TOLLGATE_SIMULATED_CHUNK_MS=0 \
     RUST_LOG="${RUST_LOG:-info}" \
-    "$bin" serve --port 0 --metrics off >"$work/serve.out" 2>"$work/serve.err" &
+    "$bin" serve --port 0 --metrics off --demo-unlimited >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 
 key=""

@@ -50,31 +50,47 @@ curl -fsS -o /dev/null "$moto_url/moto-api/" || { cat "$work/moto.log"; echo "mo
 echo "moto listening on $moto_url"
 
 step "cargo test (workspace; DynamoDB contract suites against moto)"
-TOLLGATE_TEST_DYNAMODB_ENDPOINT="$moto_url" \
+TOLLGATE_TEST_DYNAMODB_ENDPOINT="$moto_url" TOLLGATE_TEST_MOTO_PYTHON="$venv/bin/python" \
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   cargo test --workspace --locked
 
-step "OpenAI Python SDK against tollgate serve"
 cargo build --locked -p tollgate-cli
 
-# --port 0: the OS picks a free port; the banner says which.
-TOLLGATE_PROVIDERS=simulated "$root/target/debug/tollgate" serve --port 0 >"$work/serve.out" 2>"$work/serve.err" &
-serve_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^demo tenant globex key ' "$work/serve.out" 2>/dev/null && break
-  if ! kill -0 "$serve_pid" 2>/dev/null; then cat "$work/serve.err"; echo "tollgate serve exited"; exit 1; fi
-  sleep 0.1
-done
-base_url=$(sed -n 's/^tollgate serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/serve.out")
-acme_key=$(awk '/^demo tenant acme key /{print $5}' "$work/serve.out")
-globex_key=$(awk '/^demo tenant globex key /{print $5}' "$work/serve.out")
-if [ -z "$base_url" ] || [ -z "$acme_key" ] || [ -z "$globex_key" ]; then
-  echo "could not read the serve banner:"; cat "$work/serve.out" "$work/serve.err"; exit 1
-fi
-curl -fsS "$base_url/healthz" >/dev/null
+# Runs the OpenAI Python SDK suite against `tollgate serve "$@"`, then stops it.
+sdk_suite() {
+  local log="$work/serve-$1.out"
+  shift
+  # --port 0: the OS picks a free port; the banner says which.
+  TOLLGATE_PROVIDERS=simulated "$root/target/debug/tollgate" serve --port 0 "$@" >"$log" 2>"$log.err" &
+  serve_pid=$!
+  for _ in $(seq 1 300); do
+    grep -q '^demo tenant globex key ' "$log" 2>/dev/null && break
+    if ! kill -0 "$serve_pid" 2>/dev/null; then cat "$log.err"; echo "tollgate serve exited"; exit 1; fi
+    sleep 0.1
+  done
+  local base_url acme_key globex_key
+  base_url=$(sed -n 's/^tollgate serve: listening on \(http:\/\/[^ ]*\).*/\1/p' "$log")
+  acme_key=$(awk '/^demo tenant acme key /{print $5}' "$log")
+  globex_key=$(awk '/^demo tenant globex key /{print $5}' "$log")
+  if [ -z "$base_url" ] || [ -z "$acme_key" ] || [ -z "$globex_key" ]; then
+    echo "could not read the serve banner:"; cat "$log" "$log.err"; exit 1
+  fi
+  curl -fsS "$base_url/healthz" >/dev/null
+  TOLLGATE_BASE_URL="$base_url" TOLLGATE_ACME_KEY="$acme_key" TOLLGATE_GLOBEX_KEY="$globex_key" \
+  TOLLGATE_EMF_LOG="$log" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+  stop "$serve_pid"
+  serve_pid=""
+}
 
-TOLLGATE_BASE_URL="$base_url" TOLLGATE_ACME_KEY="$acme_key" TOLLGATE_GLOBEX_KEY="$globex_key" \
-TOLLGATE_EMF_LOG="$work/serve.out" \
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+step "OpenAI Python SDK against tollgate serve (embedded store)"
+sdk_suite memory
+
+step "OpenAI Python SDK against tollgate serve --store dynamodb (moto)"
+# The same suite on DynamoDB: tables from `tollgate init`, demo tenants seeded into them.
+export AWS_ENDPOINT_URL="$moto_url" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+"$root/target/debug/tollgate" init --table-prefix sdk-suite
+sdk_suite dynamodb --store dynamodb --table-prefix sdk-suite --seed-demo
+unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
 step "all checks passed"

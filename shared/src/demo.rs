@@ -132,13 +132,34 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
     })
 }
 
+/// Limits no load test on one machine reaches, for measuring the gateway's own overhead: the
+/// limiter still reads and writes its counters on every request, it just never refuses.
+pub const UNLIMITED: LimitOverrides = LimitOverrides {
+    tokens_per_minute: Some(1 << 50),
+    requests_per_minute: Some(1 << 50),
+    tokens_per_day: Some(1 << 50),
+    counter_shards: None,
+};
+
 /// Stores both demo tenants, registers acme's fine-tuned model and issues one key each.
 pub async fn seed(
     admin: &dyn TenantAdmin,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<(TenantId, IssuedKey)>, StoreError> {
+    seed_with_limits(admin, now, None).await
+}
+
+/// [`seed`], with both tenants' limits replaced by `limits` when given.
+pub async fn seed_with_limits(
+    admin: &dyn TenantAdmin,
+    now: chrono::DateTime<chrono::Utc>,
+    limits: Option<LimitOverrides>,
+) -> Result<Vec<(TenantId, IssuedKey)>, StoreError> {
     let mut out = Vec::new();
-    for config in [acme_config()?, globex_config()?] {
+    for mut config in [acme_config()?, globex_config()?] {
+        if let Some(limits) = limits {
+            config.limits = limits;
+        }
         config
             .validate()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -81,7 +81,11 @@ impl Gateway {
         let (chat, store, _) = embedded_chat_service(&settings, metrics).unwrap();
         let now = tollgate::ports::clock::SystemClock.now();
         let demo = rt
-            .block_on(tollgate::demo::seed(store.as_ref(), now))
+            .block_on(tollgate::demo::seed_with_limits(
+                store.as_ref(),
+                now,
+                Some(tollgate::demo::UNLIMITED),
+            ))
             .unwrap();
         let acme_key = demo
             .iter()

@@ -91,6 +91,11 @@ struct DynamoGateway {
 
 impl DynamoGateway {
     async fn start(endpoint: &str, name: &str) -> Self {
+        Self::start_with_latency(endpoint, name, std::time::Duration::ZERO).await
+    }
+
+    /// `latency`: how long the (simulated) OpenAI provider takes to answer.
+    async fn start_with_latency(endpoint: &str, name: &str, latency: std::time::Duration) -> Self {
         let store = DynamoStore::emulator(endpoint, TableNames::with_prefix(&unique_prefix(name)));
         store.create_tables().await.unwrap();
         let seeded = tollgate::demo::seed(&store, chrono::Utc::now())
@@ -103,7 +108,10 @@ impl DynamoGateway {
             .unwrap();
         let simulated = Arc::new(tollgate::adapters::simulated::SimulatedProvider::new(
             ProviderKind::Openai,
-            Default::default(),
+            tollgate::adapters::simulated::SimulatedLatency {
+                first_token: latency,
+                per_chunk: std::time::Duration::ZERO,
+            },
         ));
         let probe = Arc::new(Probe {
             inner: simulated,
@@ -152,10 +160,15 @@ fn body(content: &str, max_tokens: u32) -> serde_json::Value {
     json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}]})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_fifty_concurrent_requests_never_admit_more_than_the_token_limit() {
     let Some(endpoint) = endpoint() else { return };
-    let gw = Arc::new(DynamoGateway::start(&endpoint, "conc").await);
+    // Calls take 8 s, so every admission decision happens while all admitted calls are still
+    // in flight (none reconciled yet): the count admitted is then exactly what fits.
+    let gw = Arc::new(
+        DynamoGateway::start_with_latency(&endpoint, "conc", std::time::Duration::from_secs(8))
+            .await,
+    );
     let mut config = tollgate::demo::acme_config().unwrap();
     config.limits = LimitOverrides {
         tokens_per_minute: Some(10_000),
@@ -420,5 +433,134 @@ async fn dynamodb_a_usage_write_that_fails_after_the_call_is_kept_for_replay_not
             .unwrap()
             .as_ref(),
         Some(event)
+    );
+}
+
+/// A private moto for a test that stops it: `TOLLGATE_TEST_MOTO_PYTHON` is the Python that has
+/// moto (infra/test.sh sets it to its venv). Skips outside CI when unset; fails in CI.
+struct PrivateMoto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PrivateMoto {
+    fn start() -> Option<Self> {
+        let python = match std::env::var("TOLLGATE_TEST_MOTO_PYTHON") {
+            Ok(p) if !p.is_empty() => p,
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("CI=true but TOLLGATE_TEST_MOTO_PYTHON is unset: run infra/test.sh")
+            }
+            _ => {
+                eprintln!("skipped: TOLLGATE_TEST_MOTO_PYTHON is unset (infra/test.sh sets it)");
+                return None;
+            }
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!("{}/../infra/moto_server.py", env!("CARGO_MANIFEST_DIR"));
+        let child = std::process::Command::new(python)
+            .args([script, port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto starts");
+        // Owned by the guard from here on: its Drop kills and waits.
+        let mut moto = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        moto.stop();
+        panic!("private moto did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_stopped_mid_run_gives_503s_no_provider_calls_and_keeps_in_flight_events() {
+    let Some(mut moto) = PrivateMoto::start() else {
+        return;
+    };
+    let gw = DynamoGateway::start(&moto.url, "stop").await;
+    // Every request must reach the provider: no response cache.
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.response_cache.enabled = false;
+    gw.store.put_tenant_config(config).await.unwrap();
+    // A slow provider, so a call is in flight when the emulator stops.
+    let slow = Arc::new(Probe {
+        inner: Arc::new(tollgate::adapters::simulated::SimulatedProvider::new(
+            ProviderKind::Openai,
+            tollgate::adapters::simulated::SimulatedLatency {
+                first_token: std::time::Duration::from_millis(1500),
+                per_chunk: std::time::Duration::ZERO,
+            },
+        )),
+        store: gw.store.clone(),
+        at_call: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+    });
+    let mut chat = gw.state.chat.clone();
+    chat.providers = Providers::default().with(slow.clone());
+    let state = Arc::new(invoke::InvokeState {
+        chat,
+        max_body_bytes: 1 << 20,
+    });
+
+    // Before the stop: normal service.
+    let (status, _, _) = error_code(invoke::handle(&state, post(&gw.keys["acme"])).await).await;
+    assert_eq!(status, 200);
+
+    // A call is admitted, the emulator stops while the provider works.
+    let in_flight = {
+        let (state, key) = (state.clone(), gw.keys["acme"].clone());
+        tokio::spawn(async move { invoke::handle(&state, post(&key)).await.status().as_u16() })
+    };
+    while slow.calls.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    moto.stop();
+    assert_eq!(
+        in_flight.await.unwrap(),
+        200,
+        "an admitted call still answers"
+    );
+    let kept = gw.metrics.metering_failures();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the in-flight call's event must be kept for replay"
+    );
+    assert!(kept[0].success && kept[0].usage.total() > 0);
+
+    // After the stop: every request fails closed, and no provider is called.
+    let calls_before = slow.calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let (status, retry_after, code) =
+            error_code(invoke::handle(&state, post(&gw.keys["acme"])).await).await;
+        assert_eq!(status, 503, "{code}");
+        assert!(retry_after);
+    }
+    assert_eq!(
+        slow.calls.load(Ordering::SeqCst),
+        calls_before,
+        "a provider was called without a reservation"
     );
 }

@@ -307,9 +307,19 @@ async fn a_failed_provider_call_refunds_its_tokens_but_counts_the_request() {
     );
 }
 
-#[tokio::test]
+/// Simulated providers that take 300 ms, so every concurrent request is admitted (or refused)
+/// while the others are still in flight, before any reservation is reconciled.
+async fn slow_gateway() -> Gateway {
+    Gateway::build(tollgate_tests::harness::settings(&[
+        ("TOLLGATE_PROVIDERS", "simulated".into()),
+        ("TOLLGATE_SIMULATED_LATENCY_MS", "300".into()),
+    ]))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_requests_never_admit_more_than_the_limit() {
-    let gw = Arc::new(Gateway::simulated().await);
+    let gw = Arc::new(slow_gateway().await);
     let limits = LimitOverrides {
         tokens_per_minute: Some(10_000),
         requests_per_minute: Some(1_000),
@@ -348,4 +358,45 @@ async fn fifty_concurrent_requests_never_admit_more_than_the_limit() {
         "admitted {ok}, refused {limited}"
     );
     assert_eq!(ok + limited, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_tenant_never_exceeds_its_limit_and_uses_most_of_it() {
+    let gw = Arc::new(slow_gateway().await);
+    let limits = LimitOverrides {
+        tokens_per_minute: Some(40_000),
+        requests_per_minute: Some(10_000),
+        counter_shards: Some(4),
+        ..Default::default()
+    };
+    set_limits(&gw, tollgate::demo::acme_config().unwrap(), limits).await;
+    let handles: Vec<_> = (0..80)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let mut body = with_max_tokens("gpt-4o-mini", 1_000);
+                body["messages"][0]["content"] = json!("same prompt for everyone");
+                gw.chat("acme", body).await.status.as_u16()
+            })
+        })
+        .collect();
+    let mut ok = 0_u64;
+    for h in handles {
+        match h.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let reservation = gw.usage_events()[0].usage.prompt_tokens + 1_000;
+    let exact = 40_000 / reservation;
+    // Never more than the limit; with 4 shards of 10,000 each, at most 4 × ⌊10,000 / r⌋ fit
+    // (a little under ⌊40,000 / r⌋), and trying a second shard keeps uneven placement from
+    // wasting much more.
+    let per_shard = 4 * (10_000 / reservation);
+    assert!(ok <= exact, "over-admission: {ok} > {exact}");
+    assert!(
+        ok + 4 >= per_shard,
+        "under-admission: {ok} admitted, {per_shard} fit"
+    );
 }

@@ -12,7 +12,7 @@ use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 pub struct InitArgs {
     /// Table name prefix: creates `{prefix}-tenants`, `-usage`, `-limits` and `-cache`.
     /// Defaults to `tollgate`, or to `${AWS::StackName}` with `--cloudformation`.
-    #[arg(long)]
+    #[arg(long = "table-prefix", alias = "prefix", env = "TOLLGATE_TABLE_PREFIX")]
     prefix: Option<String>,
     /// Print the `AWS::DynamoDB::Table` resources for template.yaml instead of creating
     /// anything (the block between the `# BEGIN generated tables` markers).

@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Seed the two demo tenants and print their new keys (always on with `--store memory`).
     #[arg(long)]
     seed_demo: bool,
+    /// Give the demo tenants limits no local load test reaches (for `infra/bench.sh`): the
+    /// limiter still runs on every request, it just never refuses.
+    #[arg(long)]
+    demo_unlimited: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -72,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         MetricsOut::Stderr => Arc::new(EmfSink::new(Box::new(std::io::stderr()))),
         MetricsOut::Off => Arc::new(MetricsOff),
     };
+    let limits = args.demo_unlimited.then_some(tollgate::demo::UNLIMITED);
     let (chat, providers, demo, store_line) = match args.store {
         StoreArg::Memory => {
             let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
@@ -87,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let names = TableNames::with_prefix(&args.table_prefix);
             let store = Arc::new(DynamoStore::from_env(names).await);
             let demo = if args.seed_demo {
-                tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?
+                tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits).await?
             } else {
                 Vec::new()
             };

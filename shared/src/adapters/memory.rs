@@ -1,7 +1,7 @@
 //! The embedded store: every store port in memory. Used by `tollgate serve` and fast tests,
 //! and held to the same contract suite as the DynamoDB adapter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,19 +38,27 @@ pub struct MemoryStore {
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
 }
 
+/// Usage events the embedded store keeps (the newest); older ones are dropped, their rollups
+/// stay. A local gateway under a load test would otherwise grow without bound.
+const EVENT_CAPACITY: usize = 100_000;
+
 #[derive(Default)]
 struct Ledger {
-    seen: HashMap<RequestId, usize>,
-    events: Vec<UsageEvent>,
+    events: HashMap<RequestId, UsageEvent>,
+    order: VecDeque<RequestId>,
     rollups: BTreeMap<(TenantId, DateTime<Utc>, String), UsageRollup>,
-    counters: HashMap<CounterKey, Counter>,
+    /// Counter and the Unix second after which it may be dropped (as DynamoDB's TTL would).
+    counters: HashMap<CounterKey, (Counter, i64)>,
 }
+
+/// Past this many counters, expired ones are dropped on the next write.
+const COUNTER_PURGE_AT: usize = 4_096;
 
 impl Ledger {
     /// Checks every condition first, then applies every add: all or nothing.
     fn add_counters(&mut self, adds: &[CounterAdd]) -> AddOutcome {
         for (index, add) in adds.iter().enumerate() {
-            let current = self.counters.get(&add.key).copied().unwrap_or_default();
+            let current = self.counter(&add.key);
             let tokens_ok = add
                 .max_tokens
                 .is_none_or(|max| current.tokens + add.tokens <= max);
@@ -61,12 +69,21 @@ impl Ledger {
                 return AddOutcome::Refused { index };
             }
         }
+        if self.counters.len() >= COUNTER_PURGE_AT {
+            let now = chrono::Utc::now().timestamp();
+            self.counters.retain(|_, (_, expires_at)| *expires_at > now);
+        }
         for add in adds {
-            let counter = self.counters.entry(add.key.clone()).or_default();
+            let (counter, expires_at) = self.counters.entry(add.key.clone()).or_default();
             counter.tokens += add.tokens;
             counter.requests += add.requests;
+            *expires_at = (*expires_at).max(add.expires_at);
         }
         AddOutcome::Applied
+    }
+
+    fn counter(&self, key: &CounterKey) -> Counter {
+        self.counters.get(key).map(|(c, _)| *c).unwrap_or_default()
     }
 }
 
@@ -83,7 +100,12 @@ impl MemoryStore {
     pub fn usage_events(&self) -> Vec<UsageEvent> {
         self.ledger
             .lock()
-            .map(|log| log.events.clone())
+            .map(|log| {
+                log.order
+                    .iter()
+                    .filter_map(|id| log.events.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -126,7 +148,7 @@ impl UsageSink for MemoryStore {
         adjustments: &[CounterAdd],
     ) -> Result<Recorded, StoreError> {
         let mut ledger = self.ledger.lock().map_err(poisoned)?;
-        if ledger.seen.contains_key(&event.request_id) {
+        if ledger.events.contains_key(&event.request_id) {
             return Ok(Recorded::Duplicate);
         }
         // Adjustments are unconditional reconciliations; a refused one would be a bug upstream.
@@ -135,9 +157,15 @@ impl UsageSink for MemoryStore {
                 "usage adjustment {index} carries a condition; reconciliations must be unconditional"
             )));
         }
-        let index = ledger.events.len();
-        ledger.seen.insert(event.request_id.clone(), index);
-        ledger.events.push(event.clone());
+        if ledger.order.len() >= EVENT_CAPACITY
+            && let Some(oldest) = ledger.order.pop_front()
+        {
+            ledger.events.remove(&oldest);
+        }
+        ledger.order.push_back(event.request_id.clone());
+        ledger
+            .events
+            .insert(event.request_id.clone(), event.clone());
         let hour = UsageRollup::hour_of(event);
         ledger
             .rollups
@@ -169,11 +197,7 @@ impl UsageQuery for MemoryStore {
 
     async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError> {
         let ledger = self.ledger.lock().map_err(poisoned)?;
-        Ok(ledger
-            .seen
-            .get(request_id)
-            .and_then(|&i| ledger.events.get(i))
-            .cloned())
+        Ok(ledger.events.get(request_id).cloned())
     }
 }
 
@@ -181,10 +205,7 @@ impl UsageQuery for MemoryStore {
 impl LimiterStore for MemoryStore {
     async fn read_counters(&self, keys: &[CounterKey]) -> Result<Vec<Counter>, StoreError> {
         let ledger = self.ledger.lock().map_err(poisoned)?;
-        Ok(keys
-            .iter()
-            .map(|k| ledger.counters.get(k).copied().unwrap_or_default())
-            .collect())
+        Ok(keys.iter().map(|k| ledger.counter(k)).collect())
     }
 
     async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {

@@ -69,6 +69,38 @@ pub struct LimitOverrides {
     pub requests_per_minute: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_day: Option<u64>,
+    /// Counter shards for a tenant above ~500 requests/s (see [`Shards`]); 1 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter_shards: Option<u8>,
+}
+
+/// Hot-key scaling. One DynamoDB item takes about 1,000 writes per second, and every request
+/// writes its tenant's current buckets twice (reservation and reconciliation). With `n` shards
+/// each bucket is `n` items, each holding `limit / n` of the budget; a request reserves on one
+/// shard picked at random (and tries one other shard before refusing), and reads sum all of
+/// them. Over-admission stays zero (the shards' budgets add up to the limit); under-admission
+/// grows when load is uneven across shards, bounded by `(n - 1) / n` of the limit in the
+/// worst case and close to zero with random placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shards(u8);
+
+impl Shards {
+    pub const ONE: Shards = Shards(1);
+    pub const MAX: u8 = 16;
+
+    pub fn new(n: u8) -> Self {
+        Self(n.clamp(1, Self::MAX))
+    }
+
+    pub fn count(self) -> u8 {
+        self.0
+    }
+
+    /// Shard `shard`'s part of `limit`: the first `limit % n` shards get one more.
+    pub fn share(self, limit: u64, shard: u8) -> u64 {
+        let n = u64::from(self.0);
+        limit / n + u64::from(u64::from(shard) < limit % n)
+    }
 }
 
 impl LimitOverrides {
@@ -78,6 +110,10 @@ impl LimitOverrides {
             requests_per_minute: self.requests_per_minute.unwrap_or(base.requests_per_minute),
             tokens_per_day: self.tokens_per_day.unwrap_or(base.tokens_per_day),
         }
+    }
+
+    pub fn shards(&self) -> Shards {
+        Shards::new(self.counter_shards.unwrap_or(1))
     }
 }
 
@@ -282,6 +318,17 @@ mod tests {
         assert_eq!(policy.degrade("gpt-4o", 79, 100), None);
         assert_eq!(policy.degrade("gpt-4o", 80, 100), Some("gpt-4o-mini"));
         assert_eq!(policy.degrade("claude", 100, 100), None);
+    }
+
+    #[test]
+    fn shard_shares_add_up_to_the_limit() {
+        for (n, limit) in [(1_u8, 1000_u64), (3, 1000), (4, 7), (16, 20_000)] {
+            let shards = Shards::new(n);
+            let total: u64 = (0..n).map(|s| shards.share(limit, s)).sum();
+            assert_eq!(total, limit, "{n} shards of {limit}");
+        }
+        assert_eq!(Shards::new(0).count(), 1);
+        assert_eq!(Shards::new(200).count(), Shards::MAX);
     }
 
     #[test]

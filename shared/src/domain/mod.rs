@@ -3,6 +3,7 @@
 
 pub mod cache_key;
 pub mod chat;
+pub mod documents;
 pub mod ids;
 pub mod keys;
 pub mod limits;

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod provider;
 pub mod secrets;
 pub mod store;
+pub mod vector;
 
 pub use clock::Clock;
 pub use metrics::MetricsSink;

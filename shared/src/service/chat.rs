@@ -313,7 +313,7 @@ impl ChatService {
         let now = self.clock.now().timestamp();
         let snapshot = self
             .limiter
-            .snapshot(tenant, &models, now)
+            .snapshot(tenant, prepared.config.limits.shards(), &models, now)
             .await
             .map_err(|err| limiter_unavailable(ctx, &err))?;
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::ids::TenantId;
-use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Window};
+use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, Window};
 use crate::domain::tenant::ProviderKind;
 use crate::error::GatewayError;
 use crate::ports::store::{AddOutcome, Counter, CounterAdd, CounterKey, LimiterStore, StoreError};
@@ -37,8 +37,13 @@ pub struct Limiter {
     closed_hours: Mutex<HashMap<CounterKey, (Counter, i64)>>,
 }
 
-fn tenant_key(tenant: &TenantId, window: Window, index: i64) -> CounterKey {
-    CounterKey(format!("t#{tenant}#{}#{index}", window.tag))
+fn tenant_key(tenant: &TenantId, window: Window, index: i64, shard: u8) -> CounterKey {
+    // Shard 0 keeps the unsharded key, so changing a tenant's shard count keeps its history.
+    if shard == 0 {
+        CounterKey(format!("t#{tenant}#{}#{index}", window.tag))
+    } else {
+        CounterKey(format!("t#{tenant}#{}#{index}#s{shard}", window.tag))
+    }
 }
 
 fn upstream_key(provider: ProviderKind, model: &str, index: i64) -> CounterKey {
@@ -50,6 +55,18 @@ fn upstream_key(provider: ProviderKind, model: &str, index: i64) -> CounterKey {
 pub struct Buckets(Vec<(i64, Counter)>);
 
 impl Buckets {
+    /// Bucket-wise sum over shards (all have the same indices).
+    fn sum(shards: &[Buckets]) -> Buckets {
+        let mut total = shards.first().cloned().unwrap_or_default();
+        for other in shards.iter().skip(1) {
+            for ((_, t), (_, o)) in total.0.iter_mut().zip(&other.0) {
+                t.tokens += o.tokens;
+                t.requests += o.requests;
+            }
+        }
+        total
+    }
+
     fn closed(&self) -> &[(i64, Counter)] {
         self.0.split_last().map_or(&[], |(_, rest)| rest)
     }
@@ -104,15 +121,20 @@ impl Buckets {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     now: i64,
-    minute: Buckets,
-    day: Buckets,
+    shards: Shards,
+    /// Per shard.
+    minute: Vec<Buckets>,
+    day: Vec<Buckets>,
+    /// All shards summed.
+    minute_total: Buckets,
+    day_total: Buckets,
     upstream: HashMap<(ProviderKind, String), Buckets>,
 }
 
 impl Snapshot {
     /// Tokens counted in the daily window (for degradation).
     pub fn day_tokens(&self) -> u64 {
-        self.day.tokens()
+        self.day_total.tokens()
     }
 }
 
@@ -165,28 +187,36 @@ impl Limiter {
     pub async fn snapshot(
         &self,
         tenant: &TenantId,
+        shards: Shards,
         models: &[(ProviderKind, &str)],
         now: i64,
     ) -> Result<Snapshot, StoreError> {
         let minute_idx: Vec<i64> = MINUTE.counted(now).collect();
         let day_idx: Vec<i64> = DAY.counted(now).collect();
         let current_hour = DAY.current(now);
+        let shard_ids: Vec<u8> = (0..shards.count()).collect();
 
-        let mut keys: Vec<CounterKey> = minute_idx
-            .iter()
-            .map(|&i| tenant_key(tenant, MINUTE, i))
-            .collect();
+        let mut keys: Vec<CounterKey> = Vec::new();
+        for &shard in &shard_ids {
+            keys.extend(
+                minute_idx
+                    .iter()
+                    .map(|&i| tenant_key(tenant, MINUTE, i, shard)),
+            );
+        }
         let mut cached_hours = HashMap::new();
         {
             let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
             cache.retain(|_, (_, fetched)| now - *fetched < CLOSED_HOURS_TTL_SECS);
-            for &i in &day_idx {
-                let key = tenant_key(tenant, DAY, i);
-                match cache.get(&key) {
-                    Some((counter, _)) if i != current_hour => {
-                        cached_hours.insert(i, *counter);
+            for &shard in &shard_ids {
+                for &i in &day_idx {
+                    let key = tenant_key(tenant, DAY, i, shard);
+                    match cache.get(&key) {
+                        Some((counter, _)) if i != current_hour => {
+                            cached_hours.insert(key, *counter);
+                        }
+                        _ => keys.push(key),
                     }
-                    _ => keys.push(key),
                 }
             }
         }
@@ -205,31 +235,37 @@ impl Limiter {
 
         let values = self.store.read_counters(&keys).await?;
         let read: HashMap<&CounterKey, Counter> = keys.iter().zip(values).collect();
-        let value = |key: &CounterKey| read.get(key).copied().unwrap_or_default();
+        let value = |key: &CounterKey| {
+            cached_hours
+                .get(key)
+                .or_else(|| read.get(key))
+                .copied()
+                .unwrap_or_default()
+        };
 
-        let minute = Buckets(
-            minute_idx
-                .iter()
-                .map(|&i| (i, value(&tenant_key(tenant, MINUTE, i))))
-                .collect(),
-        );
-        let day = Buckets(
-            day_idx
-                .iter()
-                .map(|&i| {
-                    let counter = cached_hours
-                        .get(&i)
-                        .copied()
-                        .unwrap_or_else(|| value(&tenant_key(tenant, DAY, i)));
-                    (i, counter)
-                })
-                .collect(),
-        );
+        let window = |window: Window, indices: &[i64], shard: u8| {
+            Buckets(
+                indices
+                    .iter()
+                    .map(|&i| (i, value(&tenant_key(tenant, window, i, shard))))
+                    .collect(),
+            )
+        };
+        let minute: Vec<Buckets> = shard_ids
+            .iter()
+            .map(|&s| window(MINUTE, &minute_idx, s))
+            .collect();
+        let day: Vec<Buckets> = shard_ids
+            .iter()
+            .map(|&s| window(DAY, &day_idx, s))
+            .collect();
         {
             let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, counter) in day.closed() {
-                let key = tenant_key(tenant, DAY, *i);
-                cache.entry(key).or_insert((*counter, now));
+            for (shard, buckets) in day.iter().enumerate() {
+                for (i, counter) in buckets.closed() {
+                    let key = tenant_key(tenant, DAY, *i, shard as u8);
+                    cache.entry(key).or_insert((*counter, now));
+                }
             }
         }
         let upstream = upstream
@@ -246,6 +282,9 @@ impl Limiter {
             .collect();
         Ok(Snapshot {
             now,
+            shards,
+            minute_total: Buckets::sum(&minute),
+            day_total: Buckets::sum(&day),
             minute,
             day,
             upstream,
@@ -253,8 +292,9 @@ impl Limiter {
     }
 
     /// Admits `tokens` for `tenant` against its limits and the route's upstream quota with one
-    /// atomic conditional write. `Err(StoreError)` means the decision could not be made (the
-    /// caller fails closed); `Ok(Err(GatewayError))` is a refusal.
+    /// atomic conditional write (on a sharded tenant, one more on a second shard before
+    /// refusing). `Err(StoreError)` means the decision could not be made (the caller fails
+    /// closed); `Ok(Err(GatewayError))` is a refusal.
     pub async fn reserve(
         &self,
         tenant: &TenantId,
@@ -276,7 +316,53 @@ impl Limiter {
                 ),
             }));
         }
+        let n = snapshot.shards.count();
+        let first = if n > 1 { rand::random_range(0..n) } else { 0 };
+        let candidates: Vec<u8> = if n > 1 {
+            vec![first, (first + 1) % n]
+        } else {
+            vec![0]
+        };
+        let mut refusal = None;
+        for shard in candidates {
+            match self
+                .try_shard(tenant, limits, snapshot, tokens, route, shard)
+                .await?
+            {
+                Ok(reservation) => return Ok(Ok(reservation)),
+                Err(index) => {
+                    refusal = Some(index);
+                    // Only the tenant's own windows differ between shards.
+                    if index > 1 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Err(self.refusal(
+            tenant,
+            limits,
+            snapshot,
+            tokens,
+            route,
+            refusal.unwrap_or(0),
+        )))
+    }
+
+    /// One conditional write on `shard`; `Err(index)` names the add that did not fit.
+    async fn try_shard(
+        &self,
+        tenant: &TenantId,
+        limits: Limits,
+        snapshot: &Snapshot,
+        tokens: u64,
+        route: (ProviderKind, &str),
+        shard: u8,
+    ) -> Result<Result<Reservation, usize>, StoreError> {
         let now = snapshot.now;
+        let shards = snapshot.shards;
+        let s = usize::from(shard);
+        let (minute, day) = (&snapshot.minute[s], &snapshot.day[s]);
         let minute_idx = MINUTE.current(now);
         let hour_idx = DAY.current(now);
         let quota = self.quotas.get(&(route.0, route.1.to_owned())).copied();
@@ -290,24 +376,23 @@ impl Limiter {
         });
 
         let t = tokens as i64;
+        let share = |limit: u64| shards.share(limit, shard) as i64;
         let minute_expiry = minute_idx * MINUTE.bucket_secs + MINUTE.retention_secs();
         let hour_expiry = hour_idx * DAY.bucket_secs + DAY.retention_secs();
         let mut adds = vec![
             CounterAdd {
-                key: tenant_key(tenant, MINUTE, minute_idx),
+                key: tenant_key(tenant, MINUTE, minute_idx, shard),
                 tokens: t,
                 requests: 1,
-                max_tokens: Some(limits.tokens_per_minute as i64 - snapshot.minute.closed_tokens()),
-                max_requests: Some(
-                    limits.requests_per_minute as i64 - snapshot.minute.closed_requests(),
-                ),
+                max_tokens: Some(share(limits.tokens_per_minute) - minute.closed_tokens()),
+                max_requests: Some(share(limits.requests_per_minute) - minute.closed_requests()),
                 expires_at: minute_expiry,
             },
             CounterAdd {
-                key: tenant_key(tenant, DAY, hour_idx),
+                key: tenant_key(tenant, DAY, hour_idx, shard),
                 tokens: t,
                 requests: 1,
-                max_tokens: Some(limits.tokens_per_day as i64 - snapshot.day.closed_tokens()),
+                max_tokens: Some(share(limits.tokens_per_day) - day.closed_tokens()),
                 max_requests: None,
                 expires_at: hour_expiry,
             },
@@ -326,8 +411,8 @@ impl Limiter {
         // What the snapshot already shows cannot fit is refused without a write; the
         // conditional write stays the authority for everything else.
         let current = [
-            snapshot.minute.current(),
-            snapshot.day.current(),
+            minute.current(),
+            day.current(),
             upstream
                 .as_ref()
                 .map(|(_, b)| b.current())
@@ -344,95 +429,115 @@ impl Limiter {
             Some(index) => AddOutcome::Refused { index },
             None => self.store.add_counters(&adds).await?,
         };
-        let status = |reserved: u64| self.status(limits, snapshot, reserved);
-        match outcome {
-            AddOutcome::Applied => Ok(Ok(Reservation {
+        Ok(match outcome {
+            AddOutcome::Applied => Ok(Reservation {
                 tokens,
-                status: status(tokens),
+                status: self.status(limits, snapshot, tokens),
                 keys: adds.into_iter().map(|a| (a.key, a.expires_at)).collect(),
-            })),
-            AddOutcome::Refused { index } => {
-                let (kind, limit, series, window) = match index {
-                    0 => {
-                        let rpm_hit = snapshot.minute.requests() + 1 > limits.requests_per_minute;
-                        if rpm_hit {
-                            (
-                                LimitKind::RequestsPerMinute,
-                                limits.requests_per_minute,
-                                snapshot.minute.request_series(),
-                                MINUTE,
-                            )
-                        } else {
-                            (
-                                LimitKind::TokensPerMinute,
-                                limits.tokens_per_minute,
-                                snapshot.minute.token_series(),
-                                MINUTE,
-                            )
-                        }
-                    }
-                    1 => (
-                        LimitKind::TokensPerDay,
-                        limits.tokens_per_day,
-                        snapshot.day.token_series(),
-                        DAY,
-                    ),
-                    _ => {
-                        let (quota, buckets) = upstream.unwrap_or_default();
-                        (
-                            LimitKind::UpstreamTokensPerMinute,
-                            quota,
-                            buckets.token_series(),
-                            MINUTE,
-                        )
-                    }
-                };
-                let needed = if kind == LimitKind::RequestsPerMinute {
-                    1
+            }),
+            AddOutcome::Refused { index } => Err(index),
+        })
+    }
+
+    fn refusal(
+        &self,
+        tenant: &TenantId,
+        limits: Limits,
+        snapshot: &Snapshot,
+        tokens: u64,
+        route: (ProviderKind, &str),
+        index: usize,
+    ) -> GatewayError {
+        let now = snapshot.now;
+        let (minute, day) = (&snapshot.minute_total, &snapshot.day_total);
+        let (kind, limit, series, window) = match index {
+            0 => {
+                if minute.requests() + 1 > limits.requests_per_minute {
+                    (
+                        LimitKind::RequestsPerMinute,
+                        limits.requests_per_minute,
+                        minute.request_series(),
+                        MINUTE,
+                    )
                 } else {
-                    tokens
-                };
-                let used: u64 = series.iter().map(|(_, n)| n).sum();
-                // The snapshot may be older than the refusal; never tell a client to retry now.
-                let retry_after = window
-                    .time_until_fits(now, &series, needed, limit)
-                    .unwrap_or(Duration::from_secs(window.bucket_secs as u64))
-                    .max(Duration::from_secs(1));
-                let message = match kind {
-                    LimitKind::UpstreamTokensPerMinute => format!(
-                        "the upstream quota for `{}` ({limit} {}) is exhausted for now; this is not your own limit. Try again in {}s",
-                        route.1,
-                        kind.describe(),
-                        retry_after.as_secs()
-                    ),
-                    _ => format!(
-                        "rate limit reached for {} on tenant `{tenant}`: limit {limit}, used {used}, requested {needed}. Try again in {}s",
-                        kind.describe(),
-                        retry_after.as_secs()
-                    ),
-                };
-                Ok(Err(GatewayError::RateLimited {
-                    message,
-                    retry_after,
-                    rate: Box::new(status(0)),
-                }))
+                    (
+                        LimitKind::TokensPerMinute,
+                        limits.tokens_per_minute,
+                        minute.token_series(),
+                        MINUTE,
+                    )
+                }
             }
+            1 => (
+                LimitKind::TokensPerDay,
+                limits.tokens_per_day,
+                day.token_series(),
+                DAY,
+            ),
+            _ => {
+                let quota = self
+                    .quotas
+                    .get(&(route.0, route.1.to_owned()))
+                    .copied()
+                    .unwrap_or_default();
+                let buckets = snapshot
+                    .upstream
+                    .get(&(route.0, route.1.to_owned()))
+                    .cloned()
+                    .unwrap_or_default();
+                (
+                    LimitKind::UpstreamTokensPerMinute,
+                    quota,
+                    buckets.token_series(),
+                    MINUTE,
+                )
+            }
+        };
+        let needed = if kind == LimitKind::RequestsPerMinute {
+            1
+        } else {
+            tokens
+        };
+        let used: u64 = series.iter().map(|(_, n)| n).sum();
+        // The snapshot may be older than the refusal; never tell a client to retry now.
+        let retry_after = window
+            .time_until_fits(now, &series, needed, limit)
+            .unwrap_or(Duration::from_secs(window.bucket_secs as u64))
+            .max(Duration::from_secs(1));
+        let message = match kind {
+            LimitKind::UpstreamTokensPerMinute => format!(
+                "the upstream quota for `{}` ({limit} {}) is exhausted for now; this is not your own limit. Try again in {}s",
+                route.1,
+                kind.describe(),
+                retry_after.as_secs()
+            ),
+            _ => format!(
+                "rate limit reached for {} on tenant `{tenant}`: limit {limit}, used {used}, requested {needed}. Try again in {}s",
+                kind.describe(),
+                retry_after.as_secs()
+            ),
+        };
+        GatewayError::RateLimited {
+            message,
+            retry_after,
+            rate: Box::new(self.status(limits, snapshot, 0)),
         }
     }
 
     fn status(&self, limits: Limits, snapshot: &Snapshot, reserved: u64) -> RateStatus {
         let now = snapshot.now;
-        let tokens = snapshot.minute.tokens() + reserved;
-        let requests = snapshot.minute.requests() + u64::from(reserved > 0);
-        let token_series = snapshot.minute.token_series();
-        let request_series = snapshot.minute.request_series();
+        let minute = &snapshot.minute_total;
+        let tokens = minute.tokens() + reserved;
+        let requests = minute.requests() + u64::from(reserved > 0);
+        let token_series = minute.token_series();
+        let request_series = minute.request_series();
         RateStatus {
             limit_tokens: limits.tokens_per_minute,
             remaining_tokens: limits.tokens_per_minute.saturating_sub(tokens),
-            reset_tokens: snapshot.minute.reset(MINUTE, now, &token_series),
+            reset_tokens: minute.reset(MINUTE, now, &token_series),
             limit_requests: limits.requests_per_minute,
             remaining_requests: limits.requests_per_minute.saturating_sub(requests),
-            reset_requests: snapshot.minute.reset(MINUTE, now, &request_series),
+            reset_requests: minute.reset(MINUTE, now, &request_series),
         }
     }
 }

@@ -124,11 +124,18 @@ pub struct LimitArgs {
     /// Daily token budget (sliding 24 h). Overrides the tier's.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub daily_tokens: Option<u64>,
+    /// Limiter counter shards (1-16) for a tenant above ~500 requests/s: each window bucket
+    /// becomes N DynamoDB items sharing the budget, spreading the writes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub counter_shards: Option<u8>,
 }
 
 impl LimitArgs {
     fn is_empty(&self) -> bool {
-        self.tpm.is_none() && self.rpm.is_none() && self.daily_tokens.is_none()
+        self.tpm.is_none()
+            && self.rpm.is_none()
+            && self.daily_tokens.is_none()
+            && self.counter_shards.is_none()
     }
 }
 
@@ -359,6 +366,7 @@ where
             tokens_per_minute: args.limits.tpm,
             requests_per_minute: args.limits.rpm,
             tokens_per_day: args.limits.daily_tokens,
+            counter_shards: args.limits.counter_shards,
         },
         degradation: None,
         disabled: args.disabled,
@@ -602,6 +610,9 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
     }
 
     let limits = &mut config.limits;
+    if let Some(shards) = args.limits.counter_shards {
+        limits.counter_shards = Some(shards);
+    }
     for (name, reset) in [
         (LimitName::Tpm, &mut limits.tokens_per_minute),
         (LimitName::Rpm, &mut limits.requests_per_minute),

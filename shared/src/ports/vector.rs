@@ -1,0 +1,93 @@
+//! The vector index port (Qdrant in production, an exact in-memory index embedded) and the
+//! embedder port (OpenAI embeddings in production, a deterministic local embedder embedded).
+//!
+//! Tenant scoping is the adapter's job *and* the caller's: every adapter filters by tenant at
+//! the query level (Qdrant: a `must` condition on the `tenant_id` payload index), and the
+//! retrieval service checks every returned chunk again before using it.
+
+use async_trait::async_trait;
+
+use crate::domain::documents::{Chunk, DocumentId};
+use crate::domain::ids::TenantId;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IndexError {
+    #[error("vector index unavailable: {0}")]
+    Unavailable(String),
+    #[error("vector index refused the request: {0}")]
+    Rejected(String),
+    #[error("vector index returned something unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A chunk with its embedding, ready to upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedChunk {
+    pub chunk: Chunk,
+    pub vector: Vec<f32>,
+}
+
+/// A search result: the chunk's payload and its similarity (cosine, higher is closer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    pub chunk: Chunk,
+    pub score: f32,
+}
+
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Creates the collection (cosine distance, `dimensions`) and the `tenant_id` keyword
+    /// payload index with `is_tenant: true`, if missing. Idempotent.
+    async fn ensure_ready(&self, dimensions: usize) -> Result<(), IndexError>;
+
+    /// Replaces every chunk of `document` of `tenant` with `chunks` (all of that tenant).
+    async fn replace_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        chunks: Vec<IndexedChunk>,
+    ) -> Result<(), IndexError>;
+
+    /// Deletes every chunk of `document` of `tenant`; returns how many were deleted.
+    async fn delete_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+    ) -> Result<u64, IndexError>;
+
+    /// The `top_k` nearest chunks among `tenant`'s own, best first.
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        vector: &[f32],
+        top_k: usize,
+    ) -> Result<Vec<ScoredChunk>, IndexError>;
+
+    /// How many chunks `tenant` has stored (for the storage quota).
+    async fn count(&self, tenant: &TenantId) -> Result<u64, IndexError>;
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("embedding provider refused the input: {0}")]
+    Rejected(String),
+    #[error("embedding provider is rate limiting")]
+    RateLimited,
+}
+
+/// Embeddings for a batch of texts, in order, and the tokens the provider billed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u64,
+    /// The embedding model that produced them (priced like any model).
+    pub model: String,
+}
+
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    fn dimensions(&self) -> usize;
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError>;
+}
