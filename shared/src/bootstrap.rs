@@ -4,16 +4,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::cached::CachedDirectory;
+use tokio::sync::OnceCell;
+
+use crate::adapters::dynamodb::{DynamoStore, TableNames};
 use crate::adapters::memory::MemoryStore;
-use crate::config::{ConfigError, Settings};
+use crate::adapters::qdrant::QdrantIndex;
+use crate::adapters::vector_memory::MemoryVectorIndex;
+use crate::config::{ConfigError, Settings, StoreKind};
 use crate::domain::pricing::PriceTable;
 use crate::ports::clock::SystemClock;
+use crate::ports::store::DocumentStore;
 use crate::ports::store::StoreError;
+use crate::ports::vector::VectorIndex;
 use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
 use crate::service::ChatService;
+use crate::service::ingest::{IngestLimits, IngestService};
 use crate::service::limiter::{Limiter, UpstreamQuotas};
+use crate::service::retrieval::Retriever;
 
 /// Every port the chat path needs, from one store.
 pub trait ChatStore:
@@ -40,6 +49,10 @@ pub enum BootError {
     Catalog(#[from] StoreError),
     #[error("an operator price entry is invalid: {0}")]
     Price(#[from] crate::domain::pricing::PriceTableError),
+    #[error("the vector index cannot be configured: {0}")]
+    Index(crate::ports::vector::IndexError),
+    #[error(transparent)]
+    Provider(#[from] crate::adapters::http_provider::ProviderSetupError),
 }
 
 fn build<S: ChatStore>(
@@ -67,6 +80,7 @@ fn build<S: ChatStore>(
         clock: Arc::new(SystemClock),
         retry: settings.retry,
         limiter: Arc::new(Limiter::new(store, quotas, settings.default_reserve_tokens)),
+        retriever: None,
     };
     Ok((service, described))
 }
@@ -94,6 +108,92 @@ pub async fn chat_service<S: ChatStore>(
         quotas,
         settings.directory_cache_ttl,
     )
+}
+
+/// Retrieval for the chat path over `index`, with the settings' embedder; the query
+/// embeddings are metered into `usage` and priced from `prices`.
+pub fn retriever(
+    settings: &Settings,
+    chat: &ChatService,
+    index: Arc<dyn VectorIndex>,
+) -> Result<Arc<Retriever>, BootError> {
+    let (embedder, _) = settings.embedder()?;
+    Ok(Arc::new(Retriever {
+        index,
+        embedder,
+        usage: chat.usage.clone(),
+        prices: chat.prices.clone(),
+        metrics: chat.metrics.clone(),
+        clock: chat.clock.clone(),
+        retry: chat.retry,
+    }))
+}
+
+/// The vector index the settings name: Qdrant when `TOLLGATE_QDRANT_URL` is set, otherwise
+/// the embedded exact index.
+pub fn vector_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, BootError> {
+    Ok(match &settings.qdrant_url {
+        Some(url) => Arc::new(
+            QdrantIndex::new(
+                url,
+                settings.qdrant_api_key.clone(),
+                settings.qdrant_collection.clone(),
+            )
+            .map_err(BootError::Index)?,
+        ),
+        None => Arc::new(MemoryVectorIndex::new()),
+    })
+}
+
+/// The ingest service on `store` and `index`. Prices come from the bundled table and the
+/// store's catalog, as for chat.
+pub async fn ingest_service_on<S: ChatStore + DocumentStore>(
+    settings: &Settings,
+    metrics: Arc<dyn MetricsSink>,
+    store: Arc<S>,
+    index: Arc<dyn VectorIndex>,
+) -> Result<IngestService, BootError> {
+    let mut prices = settings.prices()?;
+    prices.extend(store.prices().await?)?;
+    let (embedder, _) = settings.embedder()?;
+    let directory = Arc::new(CachedDirectory::new(
+        store.clone(),
+        store.clone(),
+        settings.directory_cache_ttl,
+    ));
+    Ok(IngestService {
+        keys: directory.clone(),
+        tenants: directory,
+        documents: store.clone(),
+        index,
+        embedder,
+        usage: store,
+        prices: Arc::new(prices),
+        metrics,
+        clock: Arc::new(SystemClock),
+        retry: settings.retry,
+        limits: IngestLimits::default(),
+        ready: Arc::new(OnceCell::new()),
+    })
+}
+
+/// The ingest Lambda's service: DynamoDB (or the embedded store) and Qdrant (or the embedded
+/// index), as the settings say.
+pub async fn ingest_service(
+    settings: &Settings,
+    metrics: Arc<dyn MetricsSink>,
+) -> Result<IngestService, BootError> {
+    let index = vector_index(settings)?;
+    match settings.store.unwrap_or(StoreKind::Dynamodb) {
+        StoreKind::Dynamodb => {
+            let names = TableNames::with_prefix(&settings.table_prefix);
+            let store = Arc::new(DynamoStore::from_env(names).await);
+            ingest_service_on(settings, metrics, store, index).await
+        }
+        StoreKind::Memory => {
+            ingest_service_on(settings, metrics, Arc::new(MemoryStore::new()), index).await
+        }
+    }
 }
 
 /// The chat service on the embedded store, plus the store itself (for seeding and tests).

@@ -21,6 +21,11 @@
 //! | `TOLLGATE_DIRECTORY_CACHE_SECS` | 30 | how long a container caches keys and tenant configs (0: off) |
 //! | `TOLLGATE_STORE` | `dynamodb` in Lambda, `memory` in `tollgate serve` | where state lives |
 //! | `TOLLGATE_TABLE_PREFIX` | `tollgate` | DynamoDB tables are `<prefix>-tenants`, `-usage`, `-limits`, `-cache` |
+//! | `TOLLGATE_QDRANT_URL` | unset (embedded index) | Qdrant's gRPC URL, e.g. `https://xyz.cloud.qdrant.io:6334` |
+//! | `TOLLGATE_QDRANT_API_KEY` | unset | Qdrant Cloud API key |
+//! | `TOLLGATE_QDRANT_COLLECTION` | `tollgate-chunks` | the one collection all tenants share |
+//! | `TOLLGATE_EMBEDDING_MODEL` | `text-embedding-3-small` | OpenAI embedding model |
+//! | `TOLLGATE_EMBEDDING_DIMENSIONS` | 256 | vector size (text-embedding-3 models shorten on request) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +90,11 @@ pub struct Settings {
     /// `None` when the binary's default applies.
     pub store: Option<StoreKind>,
     pub table_prefix: String,
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<SecretString>,
+    pub qdrant_collection: String,
+    pub embedding_model: String,
+    pub embedding_dimensions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +196,22 @@ impl Settings {
                 }
             },
             table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
+            qdrant_url: get("TOLLGATE_QDRANT_URL"),
+            qdrant_api_key: get("TOLLGATE_QDRANT_API_KEY").map(SecretString::from),
+            qdrant_collection: get("TOLLGATE_QDRANT_COLLECTION")
+                .unwrap_or_else(|| "tollgate-chunks".to_owned()),
+            embedding_model: get("TOLLGATE_EMBEDDING_MODEL")
+                .unwrap_or_else(|| crate::adapters::embeddings::DEFAULT_EMBEDDING_MODEL.to_owned()),
+            embedding_dimensions: match number(&get, "TOLLGATE_EMBEDDING_DIMENSIONS", 256)? {
+                n @ 8..=4096 => n as usize,
+                n => {
+                    return Err(ConfigError::Invalid {
+                        name: "TOLLGATE_EMBEDDING_DIMENSIONS",
+                        value: n.to_string(),
+                        reason: "expected 8 to 4096",
+                    });
+                }
+            },
             default_reserve_tokens: u32::try_from(number(
                 &get,
                 "TOLLGATE_DEFAULT_RESERVE_TOKENS",
@@ -231,6 +257,31 @@ impl Settings {
             }
         }
         Ok((providers, described))
+    }
+
+    /// The embedder: OpenAI's embeddings API when a key is set (and not simulating), otherwise
+    /// the deterministic local embedder standing in for it.
+    pub fn embedder(
+        &self,
+    ) -> Result<(Arc<dyn crate::ports::vector::Embedder>, String), ConfigError> {
+        use crate::adapters::embeddings::{LocalEmbedder, OpenAiEmbedder};
+        match (self.mode, &self.openai) {
+            (ProviderMode::Real | ProviderMode::Auto, Some(settings)) => Ok((
+                Arc::new(OpenAiEmbedder::new(
+                    settings,
+                    self.embedding_model.clone(),
+                    self.embedding_dimensions,
+                )?),
+                format!(
+                    "embeddings: {} at {} (real)",
+                    self.embedding_model, settings.base_url
+                ),
+            )),
+            _ => Ok((
+                Arc::new(LocalEmbedder::new(self.embedding_dimensions)),
+                "embeddings: local deterministic embedder".to_owned(),
+            )),
+        }
     }
 
     /// The bundled price table with the operator's overrides merged in.

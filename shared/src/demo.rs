@@ -78,6 +78,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
             routes: BTreeMap::from([("gpt-4o".into(), "gpt-4o-mini".into())]),
         }),
         disabled: false,
+        retrieval: Default::default(),
         // Fine-tuned gpt-4o-mini list price: $0.30 in, $0.15 cached, $1.20 out per 1M.
         price_overrides: BTreeMap::from([(
             ACME_FINE_TUNED.into(),
@@ -129,6 +130,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
         limits: LimitOverrides::default(),
         degradation: None,
         disabled: false,
+        retrieval: Default::default(),
     })
 }
 
@@ -139,6 +141,7 @@ pub const UNLIMITED: LimitOverrides = LimitOverrides {
     requests_per_minute: Some(1 << 50),
     tokens_per_day: Some(1 << 50),
     counter_shards: None,
+    storage_chunks: None,
 };
 
 /// Stores both demo tenants, registers acme's fine-tuned model and issues one key each.

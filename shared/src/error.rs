@@ -65,6 +65,8 @@ pub enum GatewayError {
     },
     #[error("the request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("no document `{id}` for this tenant")]
+    DocumentNotFound { id: String },
     #[error("unknown route {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -103,6 +105,10 @@ pub enum GatewayError {
         /// Logged, never rendered.
         detail: String,
     },
+    #[error(
+        "retrieval returned data that does not belong to this tenant, so the request was refused; the incident is logged"
+    )]
+    IsolationViolation,
     #[error("this tenant is disabled; contact your operator")]
     TenantDisabled,
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
@@ -140,8 +146,11 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => S::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::RequestTooLarge { .. } => S::BAD_REQUEST,
             Self::LimiterUnavailable | Self::StoreUnavailable { .. } => S::SERVICE_UNAVAILABLE,
+            Self::IsolationViolation => S::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
-            Self::RouteNotFound { .. } | Self::ModelNotFound { .. } => S::NOT_FOUND,
+            Self::RouteNotFound { .. }
+            | Self::ModelNotFound { .. }
+            | Self::DocumentNotFound { .. } => S::NOT_FOUND,
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
             Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
@@ -158,11 +167,14 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
                 ErrorKind::Authentication
             }
-            Self::LimiterUnavailable | Self::StoreUnavailable { .. } => ErrorKind::Application,
+            Self::LimiterUnavailable | Self::StoreUnavailable { .. } | Self::IsolationViolation => {
+                ErrorKind::Application
+            }
             Self::RequestTooLarge { .. } => ErrorKind::RateLimited,
             Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
             | Self::RouteNotFound { .. }
+            | Self::DocumentNotFound { .. }
             | Self::MethodNotAllowed { .. }
             | Self::ModelNotFound { .. }
             | Self::UpstreamRejected { .. } => ErrorKind::InvalidRequest,
@@ -198,9 +210,11 @@ impl GatewayError {
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::IsolationViolation => "isolation_check_failed",
             Self::InvalidRequest { .. } => return None,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
+            Self::DocumentNotFound { .. } => "document_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::ForeignFineTunedModel { .. } => "model_route_forbidden",

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod ports;
 pub mod service;
 pub mod telemetry;

@@ -13,6 +13,19 @@ pub fn count_tokens(text: &str) -> usize {
         .len()
 }
 
+/// Byte offsets where each token of `text` ends: `ends[i]` is the end of token `i`.
+pub fn token_ends(text: &str) -> Vec<usize> {
+    let bpe = tiktoken_rs::o200k_base_singleton();
+    let mut end = 0;
+    bpe.encode_ordinary(text)
+        .into_iter()
+        .map(|t| {
+            end += bpe.decode_bytes(&[t]).map_or(0, |b| b.len());
+            end
+        })
+        .collect()
+}
+
 /// Long texts that repeat (tenant system prompts) are counted once and remembered: the count
 /// is a pure function of the text, and tokenizing a 2,000-token prompt on every request would
 /// dominate the gateway's own overhead.

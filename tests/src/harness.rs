@@ -22,6 +22,8 @@ pub const ANTHROPIC_TEST_KEY: &str = "sk-ant-test-0123456789";
 
 pub struct Gateway {
     pub state: invoke::InvokeState,
+    pub ingest: ingest::IngestState,
+    pub index: Arc<tollgate::adapters::vector_memory::MemoryVectorIndex>,
     pub store: Arc<MemoryStore>,
     pub metrics: Arc<MemoryMetrics>,
     keys: HashMap<String, String>,
@@ -61,7 +63,7 @@ impl Gateway {
 
     pub async fn build(settings: Settings) -> Self {
         let metrics = Arc::new(MemoryMetrics::default());
-        let (chat, store, _) =
+        let (mut chat, store, _) =
             embedded_chat_service(&settings, metrics.clone()).expect("gateway builds");
         let seeded = tollgate::demo::seed(store.as_ref(), chrono::Utc::now())
             .await
@@ -70,7 +72,25 @@ impl Gateway {
             .into_iter()
             .map(|(tenant, key)| (tenant.to_string(), key.expose().to_owned()))
             .collect();
+        let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
+        chat.retriever = Some(
+            tollgate::bootstrap::retriever(&settings, &chat, index.clone())
+                .expect("retriever builds"),
+        );
+        let ingest = tollgate::bootstrap::ingest_service_on(
+            &settings,
+            metrics.clone(),
+            store.clone(),
+            index.clone(),
+        )
+        .await
+        .expect("ingest builds");
         Self {
+            ingest: ingest::IngestState {
+                ingest,
+                max_body_bytes: settings.max_body_bytes,
+            },
+            index,
             state: invoke::InvokeState {
                 chat,
                 max_body_bytes: settings.max_body_bytes,
@@ -87,7 +107,11 @@ impl Gateway {
     }
 
     pub async fn send(&self, req: Request<Bytes>) -> TestResponse {
-        let response = invoke::handle(&self.state, req).await;
+        let response = if ingest::owns(req.uri().path()) {
+            ingest::handle(&self.ingest, req).await
+        } else {
+            invoke::handle(&self.state, req).await
+        };
         let (parts, body) = response.into_parts();
         TestResponse {
             status: parts.status,
@@ -112,6 +136,24 @@ impl Gateway {
         }
         self.send(req.body(Bytes::from(body)).expect("request builds"))
             .await
+    }
+
+    /// A request to `path` as `tenant` (`method` with a JSON body, if any).
+    pub async fn call(
+        &self,
+        tenant: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.key(tenant)))
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
+            .expect("request builds");
+        self.send(req).await
     }
 
     pub fn usage_events(&self) -> Vec<UsageEvent> {

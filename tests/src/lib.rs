@@ -3,9 +3,13 @@
 //!
 //! [`standins`] holds local servers that speak the real OpenAI Chat Completions and Anthropic
 //! Messages wire formats, with scripted faults, so provider adapters and end-to-end flows are
-//! tested over real HTTP without network access or API keys.
+//! tested over real HTTP without network access or API keys. [`qdrant_standin`] is a local
+//! server speaking Qdrant's gRPC protocol (exact search, refuses queries without a tenant
+//! filter) for the vector-index contract suite.
 
+pub mod qdrant_standin;
 pub mod standins;
 
+pub use qdrant_standin::{QdrantCall, QdrantStandIn};
 pub use standins::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};
 pub mod harness;

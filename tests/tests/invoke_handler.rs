@@ -15,7 +15,7 @@ fn fixture(name: &str, key: &str) -> lambda_http::Request {
 }
 
 async fn invoke(gw: &Gateway, req: lambda_http::Request) -> TestResponse {
-    gw.send(invoke::from_lambda(req)).await
+    gw.send(tollgate::lambda::from_lambda(req)).await
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use rust_decimal_macros::dec;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
 use tollgate::domain::chat::{Completion, FinishReason};
+use tollgate::domain::documents::DocumentId;
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::keys::{KeyPrefix, PresentedKey, StoredKey, issue_key};
 use tollgate::domain::limits::UpstreamQuota;
@@ -29,8 +30,9 @@ use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
 use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
-    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, LimiterStore, Recorded,
-    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, UsageQuery, UsageSink,
+    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, DocumentRecord,
+    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
+    TenantConfigSource, UsageQuery, UsageSink,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ impl EventBuilder {
             attempts: 1,
             client_disconnected: false,
             degraded_from: None,
+            quality_score: None,
         })
     }
     fn cost(mut self, cost: Decimal) -> Self {
@@ -711,6 +714,50 @@ mod contract {
         assert!(store.get("acme:v1:short").await.unwrap().is_none());
     }
 
+    pub async fn documents<S: DocumentStore>(store: &S) {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let record = |tenant: &TenantId, id: &str, chunks: u32| DocumentRecord {
+            tenant_id: tenant.clone(),
+            document_id: DocumentId::parse(id).unwrap(),
+            title: format!("{id} title"),
+            chunks,
+            bytes: 100,
+            metadata: std::collections::BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            updated_at: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
+        };
+        store
+            .put_document(&record(&acme, "b-doc", 2))
+            .await
+            .unwrap();
+        store
+            .put_document(&record(&acme, "a-doc", 1))
+            .await
+            .unwrap();
+        store
+            .put_document(&record(&globex, "a-doc", 9))
+            .await
+            .unwrap();
+        // Re-putting replaces.
+        store
+            .put_document(&record(&acme, "b-doc", 3))
+            .await
+            .unwrap();
+        let listed = store.documents(&acme).await.unwrap();
+        assert_eq!(
+            listed,
+            vec![record(&acme, "a-doc", 1), record(&acme, "b-doc", 3)]
+        );
+        let doc = DocumentId::parse("a-doc").unwrap();
+        assert!(store.delete_document(&acme, &doc).await.unwrap());
+        assert!(!store.delete_document(&acme, &doc).await.unwrap());
+        // The other tenant's document of the same id is untouched.
+        assert_eq!(
+            store.documents(&globex).await.unwrap(),
+            vec![record(&globex, "a-doc", 9)]
+        );
+    }
+
     pub async fn catalog<S: Catalog>(store: &S) {
         assert!(store.prices().await.unwrap().is_empty());
         assert!(store.upstream_quotas().await.unwrap().is_empty());
@@ -807,6 +854,14 @@ macro_rules! store_contract_tests {
     ($backend:ident) => {
         mod $backend {
             use super::*;
+
+            #[tokio::test]
+            async fn documents_are_listed_by_id_replaced_and_deleted_per_tenant() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::documents(&store).await;
+            }
 
             #[tokio::test]
             async fn keys_are_found_by_prefix_listed_oldest_first_and_revoked_once() {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
 use tollgate::domain::ids::RequestId;
-use tollgate::http::{self as edge, Body, bearer_token};
+use tollgate::http::{self as edge, Body, bearer_token, route_path};
 use tollgate::service::{ChatReply, ChatService, RequestContext};
 
 /// What invoke may touch: the chat service's ports, and the body limit.
@@ -21,24 +21,8 @@ pub struct InvokeState {
     pub max_body_bytes: usize,
 }
 
-/// Marks the request id the platform assigned (API Gateway's), carried in request extensions.
-/// Client headers are never trusted for it: it is the usage event's idempotency key.
-#[derive(Debug, Clone)]
-pub struct PlatformRequestId(pub String);
-
-/// Strips an API Gateway stage or custom-domain base path: everything before `/v1/`.
-fn route_path(path: &str) -> &str {
-    if path.ends_with("/healthz") {
-        return "/healthz";
-    }
-    path.find("/v1/").map_or(path, |i| &path[i..])
-}
-
 pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
-    let request_id = req
-        .extensions()
-        .get::<PlatformRequestId>()
-        .map_or_else(RequestId::generate, |id| RequestId::from_upstream(&id.0));
+    let request_id = tollgate::lambda::request_id(&req);
     let path = route_path(req.uri().path()).to_owned();
     let method = req.method().clone();
     match (method, path.as_str()) {
@@ -121,55 +105,12 @@ async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -
     if let Some(from) = &meta.degraded_from {
         edge::set_header(&mut response, "x-tollgate-degraded-from", from);
     }
-    response
-}
-
-/// Converts a Lambda HTTP event into the framework-agnostic request, keeping API Gateway's
-/// request id.
-pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
-    use lambda_http::RequestExt;
-    let platform_id = match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
-        _ => None,
-    };
-    let (parts, body) = req.into_parts();
-    let bytes = match body {
-        lambda_http::Body::Empty => Bytes::new(),
-        lambda_http::Body::Text(text) => Bytes::from(text),
-        lambda_http::Body::Binary(bin) => Bytes::from(bin),
-        _ => Bytes::new(),
-    };
-    let mut out = Request::from_parts(parts, bytes);
-    if let Some(id) = platform_id {
-        out.extensions_mut().insert(PlatformRequestId(id));
-    }
-    out
-}
-
-/// Collects a response for Lambda's buffered (API Gateway proxy) mode.
-pub async fn into_lambda(response: Response<Body>) -> Response<lambda_http::Body> {
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await;
-    let body = match String::from_utf8(bytes.to_vec()) {
-        Ok(text) => lambda_http::Body::Text(text),
-        Err(_) => lambda_http::Body::Binary(bytes.to_vec()),
-    };
-    Response::from_parts(parts, body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage_prefixes_are_ignored() {
-        assert_eq!(
-            route_path("/prod/v1/chat/completions"),
-            "/v1/chat/completions"
+    if !meta.documents.is_empty() {
+        edge::set_header(
+            &mut response,
+            "x-tollgate-documents",
+            &meta.documents.join(","),
         );
-        assert_eq!(route_path("/v1/models"), "/v1/models");
-        assert_eq!(route_path("/dev/healthz"), "/healthz");
-        assert_eq!(route_path("/other"), "/other");
     }
+    response
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lambda_http::{Error, service_fn};
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::{chat_service, embedded_chat_service};
+use tollgate::bootstrap::{chat_service, embedded_chat_service, retriever, vector_index};
 use tollgate::config::{ProviderMode, Settings, StoreKind};
 
 #[tokio::main]
@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     tollgate::telemetry::init_json_logs();
     let settings = Settings::from_env(ProviderMode::Real)?;
     let metrics = Arc::new(EmfSink::stdout());
-    let (chat, providers) = match settings.store.unwrap_or(StoreKind::Dynamodb) {
+    let (mut chat, providers) = match settings.store.unwrap_or(StoreKind::Dynamodb) {
         StoreKind::Dynamodb => {
             // Building the client makes no network call; the first request does.
             let store =
@@ -33,6 +33,10 @@ async fn main() -> Result<(), Error> {
             (chat, providers)
         }
     };
+    // Retrieval over Qdrant (or, on the embedded store, the embedded index).
+    if settings.qdrant_url.is_some() || settings.store == Some(StoreKind::Memory) {
+        chat.retriever = Some(retriever(&settings, &chat, vector_index(&settings)?)?);
+    }
     for provider in &providers {
         tracing::info!(provider = %provider, "provider configured");
     }
@@ -46,8 +50,8 @@ async fn main() -> Result<(), Error> {
     lambda_http::run(service_fn(move |req| {
         let state = state.clone();
         async move {
-            let response = invoke::handle(&state, invoke::from_lambda(req)).await;
-            Ok::<_, Infallible>(invoke::into_lambda(response).await)
+            let response = invoke::handle(&state, tollgate::lambda::from_lambda(req)).await;
+            Ok::<_, Infallible>(tollgate::lambda::into_lambda(response).await)
         }
     }))
     .await

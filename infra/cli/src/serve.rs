@@ -13,7 +13,9 @@ use bytes::Bytes;
 use tollgate::GatewayError;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::{chat_service, embedded_chat_service};
+use tollgate::bootstrap::{
+    chat_service, embedded_chat_service, ingest_service_on, retriever, vector_index,
+};
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::MetricsSink;
@@ -65,6 +67,7 @@ pub enum StoreArg {
 #[derive(Clone)]
 struct AppState {
     invoke: invoke::InvokeState,
+    ingest: ingest::IngestState,
 }
 
 #[allow(clippy::print_stdout)] // The banner is this command's output.
@@ -77,16 +80,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         MetricsOut::Off => Arc::new(MetricsOff),
     };
     let limits = args.demo_unlimited.then_some(tollgate::demo::UNLIMITED);
-    let (chat, providers, demo, store_line) = match args.store {
+    let index = vector_index(&settings)?;
+    let (mut chat, ingest, providers, demo, store_line) = match args.store {
         StoreArg::Memory => {
-            let (chat, store, providers) = embedded_chat_service(&settings, metrics)?;
-            let demo = tollgate::demo::seed(store.as_ref(), chrono::Utc::now()).await?;
-            (
-                chat,
-                providers,
-                demo,
-                "embedded store, in memory".to_owned(),
-            )
+            let (chat, store, providers) = embedded_chat_service(&settings, metrics.clone())?;
+            let ingest =
+                ingest_service_on(&settings, metrics, store.clone(), index.clone()).await?;
+            let demo = tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits)
+                .await?;
+            let line = "embedded store, in memory".to_owned();
+            (chat, ingest, providers, demo, line)
         }
         StoreArg::Dynamodb => {
             let names = TableNames::with_prefix(&args.table_prefix);
@@ -96,19 +99,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            let (chat, providers) = chat_service(&settings, metrics, store)
+            let (chat, providers) = chat_service(&settings, metrics.clone(), store.clone())
                 .await
                 .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
+            let ingest = ingest_service_on(&settings, metrics, store, index.clone()).await?;
             let line = format!("DynamoDB, tables {}-*", args.table_prefix);
-            (chat, providers, demo, line)
+            (chat, ingest, providers, demo, line)
         }
     };
+    chat.retriever = Some(retriever(&settings, &chat, index)?);
     // Load the tokenizer now rather than on the first request.
     let _ = tollgate::tokenizer::count_tokens("warm up");
 
     let state = AppState {
         invoke: invoke::InvokeState {
             chat,
+            max_body_bytes: settings.max_body_bytes,
+        },
+        ingest: ingest::IngestState {
+            ingest,
             max_body_bytes: settings.max_body_bytes,
         },
     };
@@ -155,6 +164,9 @@ impl MetricsSink for MetricsOff {
         let event = serde_json::to_string(event).unwrap_or_default();
         tracing::error!(error, %event, "metering failure: usage event not stored");
     }
+    fn isolation_violation(&self, function: &'static str, tenant: &str) {
+        tracing::error!(function, tenant, "isolation violation refused");
+    }
 }
 
 /// Routes every request to the function that owns its path, as API Gateway would.
@@ -172,5 +184,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let req = http::Request::from_parts(parts, bytes);
-    invoke::handle(&state.invoke, req).await.map(AxumBody::new)
+    let response = if ingest::owns(req.uri().path()) {
+        ingest::handle(&state.ingest, req).await
+    } else {
+        invoke::handle(&state.invoke, req).await
+    };
+    response.map(AxumBody::new)
 }

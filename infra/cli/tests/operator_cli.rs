@@ -184,6 +184,7 @@ fn usage_event(request_id: &str) -> UsageEvent {
         attempts: 1,
         client_disconnected: false,
         degraded_from: None,
+        quality_score: None,
     }
 }
 

@@ -144,6 +144,27 @@ pub fn render_metering_failure(event: &UsageEvent, error: &str) -> Value {
     })
 }
 
+/// The document for a refused isolation violation: an `IsolationViolation` metric to alarm on.
+pub fn render_isolation_violation(
+    function: &str,
+    tenant: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Function"]],
+                "Metrics": [metric("IsolationViolation", "Count")],
+            }],
+        },
+        "Function": function,
+        "IsolationViolation": 1,
+        "TenantId": tenant,
+    })
+}
+
 impl MetricsSink for EmfSink {
     fn request(&self, metrics: &RequestMetrics) {
         self.write(&render(metrics));
@@ -151,6 +172,14 @@ impl MetricsSink for EmfSink {
 
     fn metering_failure(&self, event: &UsageEvent, error: &str) {
         self.write(&render_metering_failure(event, error));
+    }
+
+    fn isolation_violation(&self, function: &'static str, tenant: &str) {
+        self.write(&render_isolation_violation(
+            function,
+            tenant,
+            chrono::Utc::now(),
+        ));
     }
 }
 

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::chat::Completion;
+use crate::domain::documents::DocumentId;
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
@@ -17,8 +18,9 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, LimiterStore, Recorded,
-    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, UsageQuery, UsageSink,
+    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, DocumentRecord,
+    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
+    TenantConfigSource, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -35,6 +37,7 @@ pub struct MemoryStore {
     ledger: Mutex<Ledger>,
     cache: Mutex<HashMap<String, (Completion, Instant)>>,
     prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
+    documents: RwLock<BTreeMap<(TenantId, DocumentId), DocumentRecord>>,
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
 }
 
@@ -214,6 +217,41 @@ impl LimiterStore for MemoryStore {
 }
 
 #[async_trait]
+impl DocumentStore for MemoryStore {
+    async fn put_document(&self, record: &DocumentRecord) -> Result<(), StoreError> {
+        self.documents.write().map_err(poisoned)?.insert(
+            (record.tenant_id.clone(), record.document_id.clone()),
+            record.clone(),
+        );
+        Ok(())
+    }
+
+    async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRecord>, StoreError> {
+        Ok(self
+            .documents
+            .read()
+            .map_err(poisoned)?
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn delete_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .documents
+            .write()
+            .map_err(poisoned)?
+            .remove(&(tenant.clone(), document.clone()))
+            .is_some())
+    }
+}
+
+#[async_trait]
 impl Catalog for MemoryStore {
     async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
         Ok(self
@@ -356,11 +394,20 @@ impl TenantAdmin for MemoryStore {
 pub struct MemoryMetrics {
     requests: Mutex<Vec<RequestMetrics>>,
     failures: Mutex<Vec<UsageEvent>>,
+    violations: Mutex<Vec<String>>,
 }
 
 impl MemoryMetrics {
     pub fn requests(&self) -> Vec<RequestMetrics> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Tenants whose requests hit an isolation violation.
+    pub fn isolation_violations(&self) -> Vec<String> {
+        self.violations
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn metering_failures(&self) -> Vec<UsageEvent> {
@@ -378,6 +425,12 @@ impl MetricsSink for MemoryMetrics {
     fn metering_failure(&self, event: &UsageEvent, _error: &str) {
         if let Ok(mut r) = self.failures.lock() {
             r.push(event.clone());
+        }
+    }
+
+    fn isolation_violation(&self, _function: &'static str, tenant: &str) {
+        if let Ok(mut r) = self.violations.lock() {
+            r.push(tenant.to_owned());
         }
     }
 }

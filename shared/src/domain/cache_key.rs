@@ -57,6 +57,7 @@ mod tests {
             seed: None,
             presence_penalty: None,
             frequency_penalty: None,
+            retrieval: None,
             user: Some("u1".into()),
             stream,
             include_usage: false,

@@ -38,6 +38,9 @@ pub struct ChatRequest {
     pub seed: Option<i64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    /// Tollgate extension (`"retrieval": true` or `{"enabled": .., "top_k": ..}`, sent by the
+    /// OpenAI SDKs as extra body): ground the answer in the tenant's documents.
+    pub retrieval: Option<RetrievalRequest>,
     /// Not part of the cache key: an identical question from another end user of the same
     /// tenant is the same question.
     #[serde(skip)]
@@ -48,6 +51,13 @@ pub struct ChatRequest {
     /// Tollgate always asks the provider for usage; this only decides what the client sees.
     #[serde(skip)]
     pub include_usage: bool,
+}
+
+/// A request's retrieval choice; unset fields fall back to the tenant's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetrievalRequest {
+    pub enabled: Option<bool>,
+    pub top_k: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,6 +72,9 @@ pub struct LimitOverrides {
     /// Counter shards for a tenant above ~500 requests/s (see [`Shards`]); 1 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counter_shards: Option<u8>,
+    /// Chunks the tenant may keep in the vector index; the tier's quota when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_chunks: Option<u64>,
 }
 
 /// Hot-key scaling. One DynamoDB item takes about 1,000 writes per second, and every request

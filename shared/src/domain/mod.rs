@@ -3,12 +3,14 @@
 
 pub mod cache_key;
 pub mod chat;
+pub mod chunking;
 pub mod documents;
 pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod pricing;
 pub mod prompt;
+pub mod quality;
 pub mod routing;
 pub mod tenant;
 pub mod usage;

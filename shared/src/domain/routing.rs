@@ -78,6 +78,7 @@ mod tests {
             limits: Default::default(),
             degradation: None,
             disabled: false,
+            retrieval: Default::default(),
         }
     }
 

@@ -125,6 +125,38 @@ pub struct TenantConfig {
     /// A disabled tenant's keys are refused (401) until it is enabled again.
     #[serde(default)]
     pub disabled: bool,
+    #[serde(default)]
+    pub retrieval: RetrievalPolicy,
+}
+
+/// Whether answers are grounded in the tenant's documents by default, and how much of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalPolicy {
+    pub enabled: bool,
+    #[serde(default = "default_top_k")]
+    pub top_k: u8,
+    /// Tokens of excerpts at most added to a prompt.
+    #[serde(default = "default_context_tokens")]
+    pub max_context_tokens: u32,
+}
+
+fn default_top_k() -> u8 {
+    4
+}
+
+fn default_context_tokens() -> u32 {
+    1_500
+}
+
+impl Default for RetrievalPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            top_k: default_top_k(),
+            max_context_tokens: default_context_tokens(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -54,6 +54,9 @@ pub struct UsageEvent {
     /// Set when graceful degradation served a cheaper model: the model originally requested.
     #[serde(default)]
     pub degraded_from: Option<String>,
+    /// Groundedness of a retrieval-augmented answer (0-1, see `domain::quality`).
+    #[serde(default)]
+    pub quality_score: Option<Decimal>,
 }
 
 /// Latency histogram buckets: bucket 0 holds < 1 ms, bucket `i ≥ 1` holds

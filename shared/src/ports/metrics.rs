@@ -35,4 +35,8 @@ pub trait MetricsSink: Send + Sync {
 
     /// A usage event could not be recorded. The event is carried whole so it can be replayed.
     fn metering_failure(&self, event: &crate::domain::usage::UsageEvent, error: &str);
+
+    /// A store or index returned another tenant's data to `tenant`'s request (and the request
+    /// was refused). Alarmed on: it should never happen.
+    fn isolation_violation(&self, function: &'static str, tenant: &str);
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::chat::Completion;
+use crate::domain::documents::DocumentId;
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
@@ -59,6 +60,34 @@ pub trait Catalog: Send + Sync {
     /// Tokens per minute the deployment may send to each provider model, shared by all tenants.
     async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError>;
     async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError>;
+}
+
+/// What the gateway keeps about one of a tenant's documents (its chunks live in the vector
+/// index).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentRecord {
+    pub tenant_id: TenantId,
+    pub document_id: DocumentId,
+    pub title: String,
+    pub chunks: u32,
+    /// Bytes of text stored.
+    pub bytes: u64,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The registry of a tenant's documents (ingest).
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    async fn put_document(&self, record: &DocumentRecord) -> Result<(), StoreError>;
+    /// The tenant's documents, ordered by id.
+    async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRecord>, StoreError>;
+    /// Returns whether the document existed.
+    async fn delete_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Whether a usage event was new or a replay of one already recorded.

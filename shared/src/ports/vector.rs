@@ -9,6 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::documents::{Chunk, DocumentId};
 use crate::domain::ids::TenantId;
+use crate::domain::tenant::ProviderKind;
+use crate::ports::provider::ProviderError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IndexError {
@@ -67,16 +69,6 @@ pub trait VectorIndex: Send + Sync {
     async fn count(&self, tenant: &TenantId) -> Result<u64, IndexError>;
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EmbedError {
-    #[error("embedding provider unavailable: {0}")]
-    Unavailable(String),
-    #[error("embedding provider refused the input: {0}")]
-    Rejected(String),
-    #[error("embedding provider is rate limiting")]
-    RateLimited,
-}
-
 /// Embeddings for a batch of texts, in order, and the tokens the provider billed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
@@ -86,8 +78,12 @@ pub struct Embeddings {
     pub model: String,
 }
 
+/// Turns texts into vectors. Failures are classified like chat-provider failures (rate
+/// limits, timeouts, rejections), so retries and metering treat both alike.
 #[async_trait]
 pub trait Embedder: Send + Sync {
+    /// The provider billed for embeddings (for the usage event and its price).
+    fn kind(&self) -> ProviderKind;
     fn dimensions(&self) -> usize;
-    async fn embed(&self, texts: &[String]) -> Result<Embeddings, EmbedError>;
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError>;
 }

@@ -26,6 +26,7 @@ use crate::wire::request::parse_chat_request;
 use super::auth::authenticate;
 use super::limiter::{Limiter, Reservation};
 use super::metering::{CallOutcome, CallRecord};
+use super::retrieval::{RetrievedContext, Retriever};
 use super::stream::{metered_sse, replay_sse};
 use crate::domain::limits::RateStatus;
 use crate::tokenizer::count_chat_tokens;
@@ -99,6 +100,8 @@ pub struct ReplyMeta {
     pub rate: Option<RateStatus>,
     /// Set when a cheaper model served the request (`x-tollgate-degraded-from`).
     pub degraded_from: Option<String>,
+    /// The tenant documents the answer was grounded in (`x-tollgate-documents`).
+    pub documents: Vec<String>,
 }
 
 pub enum ChatReply {
@@ -123,6 +126,8 @@ pub struct ChatService {
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
     pub limiter: Arc<Limiter>,
+    /// Retrieval over the tenant's documents; `None` where no index is configured.
+    pub retriever: Option<Arc<Retriever>>,
 }
 
 /// A request that passed every check and is ready for a provider.
@@ -134,6 +139,18 @@ pub(crate) struct Prepared {
     pub provider: Arc<dyn LlmProvider>,
     pub upstream: ProviderRequest,
     pub cache_key: Option<String>,
+    /// Excerpts of the tenant's documents added to the prompt.
+    pub context: Option<RetrievedContext>,
+}
+
+impl Prepared {
+    /// Puts retrieved excerpts before the conversation. A grounded request is never served from
+    /// or stored in the response cache: its answer depends on documents that can change.
+    fn attach(&mut self, context: RetrievedContext) {
+        self.upstream.messages.insert(0, context.message.clone());
+        self.cache_key = None;
+        self.context = Some(context);
+    }
 }
 
 impl ChatService {
@@ -196,9 +213,10 @@ impl ChatService {
         let request = parse_chat_request(body)?;
         trace.model = Some(request.model.clone());
         trace.streamed = request.stream;
-        let prepared = self.prepare(ctx, &tenant, request).await?;
+        let mut prepared = self.prepare(ctx, &tenant, request).await?;
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
+        self.ground(ctx, &tenant, &mut prepared).await?;
 
         let cache_status = match (&prepared.cache_key, ctx.bypass_cache) {
             (None, _) => None,
@@ -231,6 +249,11 @@ impl ChatService {
             cache: cache_status,
             rate: Some(reservation.status),
             degraded_from: degraded_from.clone(),
+            documents: prepared
+                .context
+                .as_ref()
+                .map(|c| c.documents.clone())
+                .unwrap_or_default(),
         };
         // A degraded reply is not cached: the cache would answer later, undegraded requests.
         let cache_key = prepared
@@ -325,7 +348,11 @@ impl ChatService {
                 let mut request = prepared.request.clone();
                 request.model = target.to_owned();
                 tracing::info!(request_id = %ctx.request_id, tenant_id = %tenant, from = %requested, to = %target, "daily usage past the degradation threshold; serving a cheaper model");
-                (self.prepare(ctx, tenant, request).await?, Some(requested))
+                let mut degraded = self.prepare(ctx, tenant, request).await?;
+                if let Some(context) = prepared.context {
+                    degraded.attach(context);
+                }
+                (degraded, Some(requested))
             }
             _ => (prepared, None),
         };
@@ -376,7 +403,49 @@ impl ChatService {
             trace,
             reservation,
             degraded_from,
+            sources: prepared.context.as_ref().map(|c| c.sources.clone()),
         })
+    }
+
+    /// Retrieval, when the request or the tenant's policy asks for it.
+    async fn ground(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        prepared: &mut Prepared,
+    ) -> Result<(), GatewayError> {
+        let policy = prepared.config.retrieval;
+        let asked = prepared.request.retrieval;
+        let enabled = asked.and_then(|r| r.enabled).unwrap_or(policy.enabled);
+        if !enabled {
+            return Ok(());
+        }
+        let Some(retriever) = &self.retriever else {
+            return Err(GatewayError::invalid(
+                "retrieval is not available in this deployment (no vector index is configured)",
+                Some("retrieval".to_owned()),
+            ));
+        };
+        let query = prepared
+            .request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == crate::domain::chat::Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let top_k = asked.and_then(|r| r.top_k).unwrap_or(policy.top_k);
+        let context = retriever
+            .retrieve(
+                &ctx.request_id,
+                tenant,
+                &query,
+                usize::from(top_k),
+                policy.max_context_tokens as usize,
+            )
+            .await?;
+        prepared.attach(context);
+        Ok(())
     }
 
     /// Everything that can refuse a request before it costs money.
@@ -467,6 +536,7 @@ impl ChatService {
             provider,
             upstream,
             cache_key,
+            context: None,
         })
     }
 
@@ -529,6 +599,7 @@ impl ChatService {
             cache: Some(CacheStatus::Hit),
             rate: None,
             degraded_from: None,
+            documents: Vec::new(),
         };
         self.meter_spawned(record, CallOutcome::cache_hit(&hit))
             .await;

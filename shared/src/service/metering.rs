@@ -16,6 +16,7 @@ use crate::ports::metrics::RequestMetrics;
 use crate::ports::store::{CounterAdd, Recorded};
 
 use super::limiter::Reservation;
+use crate::domain::quality::groundedness;
 
 use super::chat::{ChatService, elapsed_ms};
 
@@ -34,6 +35,8 @@ pub(crate) struct CallRecord {
     /// The limiter's reservation, reconciled when the call is metered (none for cache hits).
     pub reservation: Option<Reservation>,
     pub degraded_from: Option<String>,
+    /// The retrieved chunks' texts, when the answer was grounded in the tenant's documents.
+    pub sources: Option<std::sync::Arc<Vec<String>>>,
 }
 
 /// How the call ended.
@@ -45,6 +48,8 @@ pub(crate) struct CallOutcome {
     pub cache_hit: bool,
     pub provider_latency: Option<Duration>,
     pub client_disconnected: bool,
+    /// The answer's text, for the quality score of retrieval-augmented calls.
+    pub answer: Option<String>,
 }
 
 impl CallOutcome {
@@ -57,6 +62,7 @@ impl CallOutcome {
             cache_hit: false,
             provider_latency: Some(provider_started.elapsed()),
             client_disconnected: false,
+            answer: Some(completion.content.clone()),
         }
     }
 
@@ -71,6 +77,7 @@ impl CallOutcome {
             cache_hit: false,
             provider_latency: Some(provider_started.elapsed()),
             client_disconnected: false,
+            answer: None,
         }
     }
 
@@ -84,6 +91,7 @@ impl CallOutcome {
             cache_hit: true,
             provider_latency: None,
             client_disconnected: false,
+            answer: None,
         }
     }
 }
@@ -120,6 +128,12 @@ impl ChatService {
             attempts: outcome.attempts,
             client_disconnected: outcome.client_disconnected,
             degraded_from: record.degraded_from.clone(),
+            quality_score: match (&record.sources, &outcome.answer, outcome.error) {
+                (Some(sources), Some(answer), None) => {
+                    groundedness(answer, sources.iter().map(String::as_str))
+                }
+                _ => None,
+            },
         };
         let adjustments = record
             .reservation

@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod chat;
+pub mod ingest;
 pub mod limiter;
 mod metering;
+pub mod retrieval;
 mod stream;
 
 pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta, RequestContext};

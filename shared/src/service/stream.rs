@@ -110,6 +110,7 @@ impl StreamMeter {
             cache_hit: false,
             provider_latency: Some(self.provider_started.elapsed()),
             client_disconnected: disconnected,
+            answer: Some(acc.text.clone()),
         };
         self.service.meter(&self.record, outcome).await;
         if let (true, Some(key)) = (complete, &self.cache_key) {

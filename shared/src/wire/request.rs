@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::chat::{ChatRequest, Message, Role};
+use crate::domain::chat::{ChatRequest, Message, RetrievalRequest, Role};
 use crate::error::GatewayError;
 
 /// Upper bound for `max_tokens`; larger values are a client bug, not a real budget.
@@ -54,6 +54,20 @@ struct RawRequest {
     response_format: Option<Value>,
     #[serde(default)]
     logprobs: Option<bool>,
+    #[serde(default)]
+    retrieval: Option<RawRetrieval>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRetrieval {
+    Switch(bool),
+    Options {
+        #[serde(default)]
+        enabled: Option<bool>,
+        #[serde(default)]
+        top_k: Option<i64>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -215,6 +229,29 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
             "user",
         ));
     }
+    let retrieval = match raw.retrieval {
+        None => None,
+        Some(RawRetrieval::Switch(on)) => Some(RetrievalRequest {
+            enabled: Some(on),
+            top_k: None,
+        }),
+        Some(RawRetrieval::Options { enabled, top_k }) => {
+            let top_k = match top_k {
+                None => None,
+                Some(k @ 1..=20) => Some(k as u8),
+                Some(k) => {
+                    return Err(invalid(
+                        format!("`retrieval.top_k` must be between 1 and 20, got {k}"),
+                        "retrieval.top_k",
+                    ));
+                }
+            };
+            Some(RetrievalRequest {
+                enabled: enabled.or(Some(true)),
+                top_k,
+            })
+        }
+    };
     let stream = raw.stream.unwrap_or(false);
     if raw.stream_options.is_some() && !stream {
         return Err(invalid(
@@ -232,6 +269,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         seed: raw.seed,
         presence_penalty,
         frequency_penalty,
+        retrieval,
         user: raw.user,
         stream,
         include_usage: raw

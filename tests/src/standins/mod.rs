@@ -157,6 +157,7 @@ struct Shared {
     dialect: Dialect,
     queue: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    embedding_requests: Mutex<Vec<Value>>,
     ids: AtomicU64,
 }
 
@@ -166,16 +167,18 @@ impl StandIn {
             dialect,
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
+            embedding_requests: Mutex::new(Vec::new()),
             ids: AtomicU64::new(1),
         });
         let path = match dialect {
             Dialect::OpenAi => "/v1/chat/completions",
             Dialect::Anthropic => "/v1/messages",
         };
-        let app = Router::new()
-            .route(path, post(handle))
-            .fallback(not_found)
-            .with_state(Arc::clone(&shared));
+        let mut app = Router::new().route(path, post(handle));
+        if dialect == Dialect::OpenAi {
+            app = app.route("/v1/embeddings", post(embeddings));
+        }
+        let app = app.fallback(not_found).with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a stand-in port");
@@ -210,6 +213,11 @@ impl StandIn {
     }
 
     /// Every request received so far, in arrival order, including refused ones.
+    /// Bodies of `POST /v1/embeddings` requests (OpenAI only), in order.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.shared.embedding_requests.lock().unwrap().clone()
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -268,6 +276,57 @@ struct ReplyContext<'a> {
     usage: TokenUsage,
     /// OpenAI only sends the usage chunk when `stream_options.include_usage` is set.
     include_usage: bool,
+}
+
+/// `POST /v1/embeddings` in OpenAI's format. Vectors come from Tollgate's local embedder (so
+/// texts sharing words are close), `dimensions` is honoured, usage counts real tokens.
+/// Recorded apart from chat requests ([`StandIn::embedding_requests`]).
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.embedding_requests.lock().unwrap().push(body.clone());
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if !authorized {
+        return error_response(Dialect::OpenAi, 401, "missing key", None);
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if inputs.is_empty() {
+        return error_response(Dialect::OpenAi, 400, "'input' is required", None);
+    }
+    let dims = body["dimensions"].as_u64().unwrap_or(1536) as usize;
+    let embedder = tollgate::adapters::embeddings::LocalEmbedder::new(dims);
+    let tokens: usize = inputs
+        .iter()
+        .map(|t| tollgate::tokenizer::count_tokens(t))
+        .sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": embedder.vector(t)}))
+        .collect();
+    let reply = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(reply.to_string()))
+        .unwrap()
 }
 
 async fn handle(

@@ -13,6 +13,7 @@ use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{DegradationPolicy, LimitOverrides};
 use tollgate::domain::pricing::{ModelPrice, PriceTable};
 use tollgate::domain::prompt::PromptTemplate;
+use tollgate::domain::tenant::RetrievalPolicy;
 use tollgate::domain::tenant::{ResponseCachePolicy, Route, TenantConfig};
 use tollgate::ports::store::{Catalog, TenantAdmin, TenantConfigSource};
 
@@ -128,6 +129,9 @@ pub struct LimitArgs {
     /// becomes N DynamoDB items sharing the budget, spreading the writes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub counter_shards: Option<u8>,
+    /// Chunks the tenant may keep in the vector index (overrides the tier's storage quota).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub storage_chunks: Option<u64>,
 }
 
 impl LimitArgs {
@@ -136,6 +140,7 @@ impl LimitArgs {
             && self.rpm.is_none()
             && self.daily_tokens.is_none()
             && self.counter_shards.is_none()
+            && self.storage_chunks.is_none()
     }
 }
 
@@ -174,6 +179,13 @@ pub struct CreateArgs {
     /// How long a cached response is served, in seconds. Default: 3600.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
     pub cache_ttl: Option<u32>,
+    /// Ground every answer in the tenant's documents by default (requests can still opt in
+    /// or out with the `retrieval` extension field). Default: off.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub retrieval: Option<OnOff>,
+    /// Excerpts retrieved per request. Default: 4.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=20))]
+    pub retrieval_top_k: Option<u8>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Degrade once the day's usage passes this percentage of the daily budget (1-100).
@@ -251,6 +263,12 @@ pub struct UpdateArgs {
     /// How long a cached response is served, in seconds.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
     pub cache_ttl: Option<u32>,
+    /// Ground answers in the tenant's documents by default, or not.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub retrieval: Option<OnOff>,
+    /// Excerpts retrieved per request.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=20))]
+    pub retrieval_top_k: Option<u8>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Drop a limit override so the tier's value applies again (repeatable).
@@ -293,6 +311,8 @@ impl UpdateArgs {
             && self.remove_routes.is_empty()
             && self.cache.is_none()
             && self.cache_ttl.is_none()
+            && self.retrieval.is_none()
+            && self.retrieval_top_k.is_none()
             && self.limits.is_empty()
             && self.reset_limits.is_empty()
             && self.degrade_at.is_none()
@@ -367,9 +387,17 @@ where
             requests_per_minute: args.limits.rpm,
             tokens_per_day: args.limits.daily_tokens,
             counter_shards: args.limits.counter_shards,
+            storage_chunks: args.limits.storage_chunks,
         },
         degradation: None,
         disabled: args.disabled,
+        retrieval: RetrievalPolicy {
+            enabled: args.retrieval.is_some_and(OnOff::enabled),
+            top_k: args
+                .retrieval_top_k
+                .unwrap_or(RetrievalPolicy::default().top_k),
+            ..RetrievalPolicy::default()
+        },
     };
     if let Some(threshold_percent) = args.degrade_at {
         config.degradation = Some(DegradationPolicy {
@@ -608,10 +636,19 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
     if let Some(ttl) = args.cache_ttl {
         config.response_cache.ttl_seconds = ttl;
     }
+    if let Some(retrieval) = args.retrieval {
+        config.retrieval.enabled = retrieval.enabled();
+    }
+    if let Some(k) = args.retrieval_top_k {
+        config.retrieval.top_k = k;
+    }
 
     let limits = &mut config.limits;
     if let Some(shards) = args.limits.counter_shards {
         limits.counter_shards = Some(shards);
+    }
+    if let Some(chunks) = args.limits.storage_chunks {
+        limits.storage_chunks = Some(chunks);
     }
     for (name, reset) in [
         (LimitName::Tpm, &mut limits.tokens_per_minute),

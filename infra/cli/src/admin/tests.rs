@@ -748,6 +748,7 @@ fn event(request_id: &str) -> UsageEvent {
         attempts: 1,
         client_disconnected: false,
         degraded_from: None,
+        quality_score: None,
     }
 }
 

@@ -16,6 +16,7 @@
 mod cache;
 mod catalog;
 mod codec;
+mod documents;
 mod error;
 mod limiter;
 pub mod tables;

@@ -86,6 +86,10 @@ fn rollup_update(table: &str, event: &UsageEvent) -> Result<Update, StoreError> 
         .set("tenant_id", s(event.tenant_id.as_str()))
         .set("hour", s(codec::time_key(hour)))
         .set("model", s(&event.model_requested));
+    if let Some(score) = event.quality_score {
+        expr.add("quality_sum", dec(score))
+            .add("quality_count", n(1));
+    }
     if let Some(kind) = event.error_type {
         expr.add("errors", n(1))
             .add(&format!("{ERR_PREFIX}{}", kind.as_str()), n(1));

@@ -1,0 +1,164 @@
+//! Retrieval for invoke: the tenant's own chunks, checked again before use.
+//!
+//! The vector index filters by tenant at the query level; this module then verifies every
+//! returned chunk's `tenant_id` (defense in depth). A chunk of another tenant fails the whole
+//! request closed: nothing retrieved is used, a security event is logged and an
+//! `IsolationViolation` metric emitted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::adapters::retry::RetryPolicy;
+use crate::domain::chat::{Message, Role};
+use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::pricing::PriceTable;
+use crate::domain::usage::{TokenUsage, UsageEvent};
+use crate::error::GatewayError;
+use crate::ports::vector::{Embedder, ScoredChunk, VectorIndex};
+use crate::ports::{Clock, MetricsSink, UsageSink};
+use crate::tokenizer::count_tokens;
+
+#[derive(Clone)]
+pub struct Retriever {
+    pub index: Arc<dyn VectorIndex>,
+    pub embedder: Arc<dyn Embedder>,
+    pub usage: Arc<dyn UsageSink>,
+    pub prices: Arc<PriceTable>,
+    pub metrics: Arc<dyn MetricsSink>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+}
+
+/// What retrieval adds to a request.
+#[derive(Debug, Clone)]
+pub struct RetrievedContext {
+    /// A system message with the excerpts, placed before the conversation.
+    pub message: Message,
+    /// Distinct document ids used, best first.
+    pub documents: Vec<String>,
+    /// The excerpts' texts (for the quality score).
+    pub sources: Arc<Vec<String>>,
+}
+
+/// Every chunk must belong to `tenant`; one that does not fails the request closed.
+pub fn verify_tenant(
+    tenant: &TenantId,
+    hits: &[ScoredChunk],
+    metrics: &dyn MetricsSink,
+    request_id: &RequestId,
+) -> Result<(), GatewayError> {
+    if let Some(foreign) = hits.iter().find(|h| &h.chunk.tenant_id != tenant) {
+        tracing::error!(
+            security_event = "isolation_violation",
+            request_id = %request_id,
+            tenant_id = %tenant,
+            offending_tenant = %foreign.chunk.tenant_id,
+            document_id = %foreign.chunk.document_id,
+            "vector index returned another tenant's chunk; request refused"
+        );
+        metrics.isolation_violation("invoke", tenant.as_str());
+        return Err(GatewayError::IsolationViolation);
+    }
+    Ok(())
+}
+
+impl Retriever {
+    /// Embeds `query`, searches the tenant's chunks and builds the context message within
+    /// `max_tokens`. The query embedding is metered as its own usage event.
+    pub async fn retrieve(
+        &self,
+        request_id: &RequestId,
+        tenant: &TenantId,
+        query: &str,
+        top_k: usize,
+        max_tokens: usize,
+    ) -> Result<RetrievedContext, GatewayError> {
+        let started = Instant::now();
+        let texts = [query.to_owned()];
+        let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
+        let embedded = embedded.map_err(GatewayError::from)?;
+        let usage = TokenUsage {
+            prompt_tokens: embedded.prompt_tokens,
+            ..TokenUsage::default()
+        };
+        let cost = self
+            .prices
+            .lookup(self.embedder.kind(), &embedded.model)
+            .map(|p| p.cost(&usage))
+            .ok_or_else(|| GatewayError::PriceMissing {
+                model: "embeddings".into(),
+                provider_model: embedded.model.clone(),
+            })?;
+        let event = UsageEvent {
+            request_id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
+            tenant_id: tenant.clone(),
+            created_at: self.clock.now(),
+            model_requested: "embeddings".into(),
+            model_served: embedded.model.clone(),
+            provider: self.embedder.kind(),
+            usage,
+            cost_usd: cost,
+            latency_ms: started.elapsed().as_millis() as u64,
+            provider_latency_ms: Some(started.elapsed().as_millis() as u64),
+            success: true,
+            error_type: None,
+            streamed: false,
+            cache_hit: false,
+            attempts,
+            client_disconnected: false,
+            degraded_from: None,
+            quality_score: None,
+        };
+        if let Err(err) = self.usage.record(&event, &[]).await {
+            tracing::error!(request_id = %event.request_id, error = %err, "metering failure: query embedding not stored");
+            self.metrics.metering_failure(&event, &err.to_string());
+        }
+        let vector = embedded.vectors.into_iter().next().unwrap_or_default();
+        let hits = self
+            .index
+            .search(tenant, &vector, top_k)
+            .await
+            .map_err(|e| GatewayError::StoreUnavailable {
+                detail: e.to_string(),
+            })?;
+        verify_tenant(tenant, &hits, self.metrics.as_ref(), request_id)?;
+        Ok(build_context(&hits, max_tokens))
+    }
+}
+
+/// The excerpts, best first, each labelled with its document id, cut at `max_tokens`.
+fn build_context(hits: &[ScoredChunk], max_tokens: usize) -> RetrievedContext {
+    let mut text = String::from(
+        "Answer using the following excerpts from this organization's documents when they are relevant. \
+         Cite the document id in brackets when you use one.\n",
+    );
+    let mut used = count_tokens(&text);
+    let mut documents: Vec<String> = Vec::new();
+    let mut sources = Vec::new();
+    for hit in hits {
+        let block = format!(
+            "\n[{}#{}] {}\n{}\n",
+            hit.chunk.document_id, hit.chunk.chunk_index, hit.chunk.title, hit.chunk.text
+        );
+        let cost = count_tokens(&block);
+        if used + cost > max_tokens {
+            break;
+        }
+        used += cost;
+        text.push_str(&block);
+        sources.push(hit.chunk.text.clone());
+        let id = hit.chunk.document_id.to_string();
+        if !documents.contains(&id) {
+            documents.push(id);
+        }
+    }
+    RetrievedContext {
+        message: Message {
+            role: Role::System,
+            content: text,
+            name: None,
+        },
+        documents,
+        sources: Arc::new(sources),
+    }
+}
