@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
-use tollgate::domain::chat::{Completion, FinishReason};
+use tollgate::domain::chat::{Completion, FinishReason, Role};
 use tollgate::domain::documents::DocumentId;
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::keys::{KeyPrefix, PresentedKey, StoredKey, issue_key};
@@ -30,9 +30,9 @@ use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
 use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
-    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, DocumentRecord,
-    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
-    TenantConfigSource, UsageQuery, UsageSink,
+    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore, Counter,
+    CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded, ResponseCache,
+    StoreError, TenantAdmin, TenantConfigSource, Turn, UsageQuery, UsageSink,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -758,6 +758,106 @@ mod contract {
         );
     }
 
+    pub async fn conversations<S: ConversationStore>(store: &S) {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let turn = |n: i64, content: &str| Turn {
+            role: if n % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            },
+            content: content.to_owned(),
+            tokens: 3,
+            at: DateTime::from_timestamp(1_795_000_000 + n, 0).unwrap(),
+        };
+        store
+            .append_turns(&acme, "c1", &[turn(0, "hi"), turn(1, "hello")])
+            .await
+            .unwrap();
+        store
+            .append_turns(&acme, "c1", &[turn(2, "again"), turn(3, "sure")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_turns(&acme, "c1", 10).await.unwrap(),
+            vec![
+                turn(0, "hi"),
+                turn(1, "hello"),
+                turn(2, "again"),
+                turn(3, "sure")
+            ]
+        );
+        // The newest turns, oldest first.
+        assert_eq!(
+            store.load_turns(&acme, "c1", 2).await.unwrap(),
+            vec![turn(2, "again"), turn(3, "sure")]
+        );
+        // The same id under another tenant is another, empty conversation.
+        assert!(
+            store
+                .load_turns(&globex, "c1", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.load_turns(&acme, "c2", 10).await.unwrap().is_empty());
+    }
+
+    pub async fn anomalies<S: AnomalyStore>(store: &S) {
+        let anomaly = |tenant: &str, hour: i64, kind: &str| AnomalyRecord {
+            tenant_id: TenantId::parse(tenant).unwrap(),
+            hour: DateTime::from_timestamp(1_795_000_000 - 1_795_000_000 % 3600 + hour * 3600, 0)
+                .unwrap(),
+            kind: kind.to_owned(),
+            observed: dec!(12.5),
+            baseline: dec!(2.25),
+            detected_at: DateTime::from_timestamp(1_795_100_000, 0).unwrap(),
+        };
+        assert_eq!(
+            store
+                .record_anomaly(&anomaly("acme", 1, "cost_spike"))
+                .await
+                .unwrap(),
+            Recorded::Inserted
+        );
+        // A duplicated scheduled run records nothing new.
+        assert_eq!(
+            store
+                .record_anomaly(&anomaly("acme", 1, "cost_spike"))
+                .await
+                .unwrap(),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            store
+                .record_anomaly(&anomaly("acme", 1, "quality_drop"))
+                .await
+                .unwrap(),
+            Recorded::Inserted
+        );
+        assert_eq!(
+            store
+                .record_anomaly(&anomaly("globex", 2, "cost_spike"))
+                .await
+                .unwrap(),
+            Recorded::Inserted
+        );
+        assert_eq!(
+            store
+                .record_anomaly(&anomaly("globex", 9, "cost_spike"))
+                .await
+                .unwrap(),
+            Recorded::Inserted
+        );
+        let from = anomaly("acme", 0, "x").hour;
+        let to = anomaly("acme", 3, "x").hour;
+        let found = store.anomalies(from, to).await.unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.windows(2).all(|w| w[0].hour <= w[1].hour));
+        assert_eq!(found[0].observed, dec!(12.5));
+    }
+
     pub async fn catalog<S: Catalog>(store: &S) {
         assert!(store.prices().await.unwrap().is_empty());
         assert!(store.upstream_quotas().await.unwrap().is_empty());
@@ -854,6 +954,22 @@ macro_rules! store_contract_tests {
     ($backend:ident) => {
         mod $backend {
             use super::*;
+
+            #[tokio::test]
+            async fn conversations_append_and_load_the_newest_turns_per_tenant() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::conversations(&store).await;
+            }
+
+            #[tokio::test]
+            async fn anomalies_are_recorded_once_per_tenant_hour_and_kind() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::anomalies(&store).await;
+            }
 
             #[tokio::test]
             async fn documents_are_listed_by_id_replaced_and_deleted_per_tenant() {

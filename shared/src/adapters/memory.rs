@@ -18,14 +18,17 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    AddOutcome, ApiKeyLookup, Catalog, Counter, CounterAdd, CounterKey, DocumentRecord,
-    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
-    TenantConfigSource, UsageQuery, UsageSink,
+    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore, Counter,
+    CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded, ResponseCache,
+    StoreError, TenantAdmin, TenantConfigSource, Turn, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
 /// grow without limit.
 const CACHE_CAPACITY: usize = 10_000;
+
+/// Hour, tenant, kind: at most one anomaly each, ordered by hour.
+type AnomalyKey = (DateTime<Utc>, TenantId, String);
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -38,6 +41,8 @@ pub struct MemoryStore {
     cache: Mutex<HashMap<String, (Completion, Instant)>>,
     prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
     documents: RwLock<BTreeMap<(TenantId, DocumentId), DocumentRecord>>,
+    conversations: RwLock<HashMap<(TenantId, String), Vec<Turn>>>,
+    anomalies: RwLock<BTreeMap<AnomalyKey, AnomalyRecord>>,
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
 }
 
@@ -213,6 +218,70 @@ impl LimiterStore for MemoryStore {
 
     async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {
         Ok(self.ledger.lock().map_err(poisoned)?.add_counters(adds))
+    }
+}
+
+#[async_trait]
+impl ConversationStore for MemoryStore {
+    async fn append_turns(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        turns: &[Turn],
+    ) -> Result<(), StoreError> {
+        self.conversations
+            .write()
+            .map_err(poisoned)?
+            .entry((tenant.clone(), conversation.to_owned()))
+            .or_default()
+            .extend_from_slice(turns);
+        Ok(())
+    }
+
+    async fn load_turns(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        max_turns: usize,
+    ) -> Result<Vec<Turn>, StoreError> {
+        let all = self.conversations.read().map_err(poisoned)?;
+        let turns = all
+            .get(&(tenant.clone(), conversation.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(turns[turns.len().saturating_sub(max_turns)..].to_vec())
+    }
+}
+
+#[async_trait]
+impl AnomalyStore for MemoryStore {
+    async fn record_anomaly(&self, anomaly: &AnomalyRecord) -> Result<Recorded, StoreError> {
+        let mut all = self.anomalies.write().map_err(poisoned)?;
+        let key = (
+            anomaly.hour,
+            anomaly.tenant_id.clone(),
+            anomaly.kind.clone(),
+        );
+        if all.contains_key(&key) {
+            return Ok(Recorded::Duplicate);
+        }
+        all.insert(key, anomaly.clone());
+        Ok(Recorded::Inserted)
+    }
+
+    async fn anomalies(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AnomalyRecord>, StoreError> {
+        Ok(self
+            .anomalies
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .filter(|a| a.hour >= from && a.hour < to)
+            .cloned()
+            .collect())
     }
 }
 

@@ -90,6 +90,64 @@ pub trait DocumentStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// One turn of a stored conversation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    pub role: crate::domain::chat::Role,
+    pub content: String,
+    /// Tokens of `content` (the tokenizer's count), for loading within a budget.
+    pub tokens: u32,
+    pub at: DateTime<Utc>,
+}
+
+/// Conversation history per tenant (invoke). The same conversation id under another tenant is
+/// another, unrelated conversation: every key includes the tenant.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Appends turns after the existing ones.
+    async fn append_turns(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        turns: &[Turn],
+    ) -> Result<(), StoreError>;
+
+    /// The newest `max_turns` turns, oldest first.
+    async fn load_turns(
+        &self,
+        tenant: &TenantId,
+        conversation: &str,
+        max_turns: usize,
+    ) -> Result<Vec<Turn>, StoreError>;
+}
+
+/// A detected anomaly (anomaly-scheduler): recorded at most once per tenant, hour and kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnomalyRecord {
+    pub tenant_id: TenantId,
+    /// The hour (or day, for quality) the anomaly is about.
+    pub hour: DateTime<Utc>,
+    /// `cost_spike` or `quality_drop`.
+    pub kind: String,
+    pub observed: rust_decimal::Decimal,
+    pub baseline: rust_decimal::Decimal,
+    pub detected_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait AnomalyStore: Send + Sync {
+    /// Records the anomaly unless one for the same tenant, hour and kind exists (a retried or
+    /// duplicated scheduled run): `Duplicate` then, and nothing written.
+    async fn record_anomaly(&self, anomaly: &AnomalyRecord) -> Result<Recorded, StoreError>;
+
+    /// Anomalies whose hour is in `[from, to)`, every tenant's, oldest first.
+    async fn anomalies(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AnomalyRecord>, StoreError>;
+}
+
 /// Whether a usage event was new or a replay of one already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {

@@ -19,6 +19,7 @@ mod codec;
 mod documents;
 mod error;
 mod limiter;
+mod records;
 pub mod tables;
 mod tenants;
 mod usage;
