@@ -13,8 +13,8 @@ use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
 use crate::domain::pricing::PriceTable;
 use crate::ports::clock::SystemClock;
-use crate::ports::store::DocumentStore;
 use crate::ports::store::StoreError;
+use crate::ports::store::{ConversationStore, DocumentStore};
 use crate::ports::vector::VectorIndex;
 use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
@@ -26,7 +26,14 @@ use crate::service::retrieval::Retriever;
 
 /// Every port the chat path needs, from one store.
 pub trait ChatStore:
-    ApiKeyLookup + TenantConfigSource + UsageSink + ResponseCache + LimiterStore + Catalog + 'static
+    ApiKeyLookup
+    + TenantConfigSource
+    + UsageSink
+    + ResponseCache
+    + LimiterStore
+    + Catalog
+    + ConversationStore
+    + 'static
 {
 }
 
@@ -37,6 +44,7 @@ impl<S> ChatStore for S where
         + ResponseCache
         + LimiterStore
         + Catalog
+        + ConversationStore
         + 'static
 {
 }
@@ -79,8 +87,13 @@ fn build<S: ChatStore>(
         metrics,
         clock: Arc::new(SystemClock),
         retry: settings.retry,
-        limiter: Arc::new(Limiter::new(store, quotas, settings.default_reserve_tokens)),
+        limiter: Arc::new(Limiter::new(
+            store.clone(),
+            quotas,
+            settings.default_reserve_tokens,
+        )),
         retriever: None,
+        conversations: Some(store),
     };
     Ok((service, described))
 }

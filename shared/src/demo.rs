@@ -79,6 +79,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
         }),
         disabled: false,
         retrieval: Default::default(),
+        conversations: Default::default(),
         // Fine-tuned gpt-4o-mini list price: $0.30 in, $0.15 cached, $1.20 out per 1M.
         price_overrides: BTreeMap::from([(
             ACME_FINE_TUNED.into(),
@@ -131,6 +132,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
         degradation: None,
         disabled: false,
         retrieval: Default::default(),
+        conversations: Default::default(),
     })
 }
 

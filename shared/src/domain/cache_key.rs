@@ -58,6 +58,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             retrieval: None,
+            conversation_id: None,
             user: Some("u1".into()),
             stream,
             include_usage: false,

@@ -41,6 +41,9 @@ pub struct ChatRequest {
     /// Tollgate extension (`"retrieval": true` or `{"enabled": .., "top_k": ..}`, sent by the
     /// OpenAI SDKs as extra body): ground the answer in the tenant's documents.
     pub retrieval: Option<RetrievalRequest>,
+    /// Tollgate extension: a conversation whose stored turns precede this request's messages,
+    /// and which this exchange is appended to. Scoped to the tenant.
+    pub conversation_id: Option<String>,
     /// Not part of the cache key: an identical question from another end user of the same
     /// tenant is the same question.
     #[serde(skip)]

@@ -79,6 +79,7 @@ mod tests {
             degradation: None,
             disabled: false,
             retrieval: Default::default(),
+            conversations: Default::default(),
         }
     }
 

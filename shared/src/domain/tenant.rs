@@ -127,6 +127,27 @@ pub struct TenantConfig {
     pub disabled: bool,
     #[serde(default)]
     pub retrieval: RetrievalPolicy,
+    #[serde(default)]
+    pub conversations: ConversationPolicy,
+}
+
+/// How much stored history a request with a `conversation_id` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPolicy {
+    /// Tokens of history at most; the oldest turns are dropped first.
+    pub max_tokens: u32,
+    /// Turns read from the store at most.
+    pub max_turns: u16,
+}
+
+impl Default for ConversationPolicy {
+    fn default() -> Self {
+        Self {
+            max_tokens: 2_000,
+            max_turns: 40,
+        }
+    }
 }
 
 /// Whether answers are grounded in the tenant's documents by default, and how much of them.

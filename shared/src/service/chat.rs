@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::cache_key::response_cache_key;
-use crate::domain::chat::{ChatRequest, Completion};
+use crate::domain::chat::{ChatRequest, Completion, Message};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::{ModelPrice, PriceTable};
 use crate::domain::prompt::BuiltIns;
@@ -17,6 +17,7 @@ use crate::error::GatewayError;
 use crate::http::ByteStream;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
+use crate::ports::store::ConversationStore;
 use crate::ports::{
     ApiKeyLookup, Clock, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
@@ -128,6 +129,8 @@ pub struct ChatService {
     pub limiter: Arc<Limiter>,
     /// Retrieval over the tenant's documents; `None` where no index is configured.
     pub retriever: Option<Arc<Retriever>>,
+    /// Stored conversations (`conversation_id`).
+    pub conversations: Option<Arc<dyn ConversationStore>>,
 }
 
 /// A request that passed every check and is ready for a provider.
@@ -141,9 +144,29 @@ pub(crate) struct Prepared {
     pub cache_key: Option<String>,
     /// Excerpts of the tenant's documents added to the prompt.
     pub context: Option<RetrievedContext>,
+    /// Stored turns of the request's conversation, placed before its messages.
+    pub history: Vec<Message>,
 }
 
 impl Prepared {
+    /// Puts a conversation's earlier turns before this request's messages. Not cacheable:
+    /// the same request means something else in another conversation.
+    fn recall(&mut self, history: Vec<Message>) {
+        self.upstream.messages.splice(0..0, history.iter().cloned());
+        self.cache_key = None;
+        self.history = history;
+    }
+
+    /// Re-applies what `from` carried (history, excerpts) to a re-prepared request.
+    fn carry_over(&mut self, from: Prepared) {
+        if !from.history.is_empty() {
+            self.recall(from.history);
+        }
+        if let Some(context) = from.context {
+            self.attach(context);
+        }
+    }
+
     /// Puts retrieved excerpts before the conversation. A grounded request is never served from
     /// or stored in the response cache: its answer depends on documents that can change.
     fn attach(&mut self, context: RetrievedContext) {
@@ -216,6 +239,7 @@ impl ChatService {
         let mut prepared = self.prepare(ctx, &tenant, request).await?;
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
+        self.recall(&tenant, &mut prepared).await?;
         self.ground(ctx, &tenant, &mut prepared).await?;
 
         let cache_status = match (&prepared.cache_key, ctx.bypass_cache) {
@@ -349,9 +373,7 @@ impl ChatService {
                 request.model = target.to_owned();
                 tracing::info!(request_id = %ctx.request_id, tenant_id = %tenant, from = %requested, to = %target, "daily usage past the degradation threshold; serving a cheaper model");
                 let mut degraded = self.prepare(ctx, tenant, request).await?;
-                if let Some(context) = prepared.context {
-                    degraded.attach(context);
-                }
+                degraded.carry_over(prepared);
                 (degraded, Some(requested))
             }
             _ => (prepared, None),
@@ -404,7 +426,50 @@ impl ChatService {
             reservation,
             degraded_from,
             sources: prepared.context.as_ref().map(|c| c.sources.clone()),
+            conversation: prepared.request.conversation_id.clone().and_then(|id| {
+                let last_user = prepared
+                    .request
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == crate::domain::chat::Role::User)?;
+                Some((id, last_user.clone()))
+            }),
         })
+    }
+
+    /// Loads the request's conversation (newest turns within the tenant's token budget).
+    async fn recall(&self, tenant: &TenantId, prepared: &mut Prepared) -> Result<(), GatewayError> {
+        let Some(id) = prepared.request.conversation_id.clone() else {
+            return Ok(());
+        };
+        let Some(store) = &self.conversations else {
+            return Err(GatewayError::invalid(
+                "conversations are not available in this deployment",
+                Some("conversation_id".to_owned()),
+            ));
+        };
+        let policy = prepared.config.conversations;
+        let turns = store
+            .load_turns(tenant, &id, usize::from(policy.max_turns))
+            .await?;
+        let mut budget = policy.max_tokens as usize;
+        let mut kept: Vec<Message> = Vec::new();
+        for turn in turns.into_iter().rev() {
+            let cost = turn.tokens as usize;
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            kept.push(Message {
+                role: turn.role,
+                content: turn.content,
+                name: None,
+            });
+        }
+        kept.reverse();
+        prepared.recall(kept);
+        Ok(())
     }
 
     /// Retrieval, when the request or the tenant's policy asks for it.
@@ -537,6 +602,7 @@ impl ChatService {
             upstream,
             cache_key,
             context: None,
+            history: Vec::new(),
         })
     }
 

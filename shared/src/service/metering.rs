@@ -37,6 +37,8 @@ pub(crate) struct CallRecord {
     pub degraded_from: Option<String>,
     /// The retrieved chunks' texts, when the answer was grounded in the tenant's documents.
     pub sources: Option<std::sync::Arc<Vec<String>>>,
+    /// The conversation this exchange is appended to, and the user turn to append.
+    pub conversation: Option<(String, crate::domain::chat::Message)>,
 }
 
 /// How the call ended.
@@ -141,6 +143,11 @@ impl ChatService {
             .map(|r| r.reconcile(outcome.usage.total()))
             .unwrap_or_default();
         self.record_with_retries(&event, &adjustments).await;
+        if let (Some((id, user)), Some(answer), None) =
+            (&record.conversation, &outcome.answer, outcome.error)
+        {
+            self.append_exchange(record, id, user, answer).await;
+        }
 
         let mut trace = record.trace.clone();
         trace.latency_ms = latency_ms;
@@ -163,6 +170,34 @@ impl ChatService {
         }
         self.metrics.request(&trace);
         event
+    }
+
+    /// Appends the user turn and the answer to the conversation. A failure loses history, not
+    /// money: it is logged, and the reply stands.
+    async fn append_exchange(
+        &self,
+        record: &CallRecord,
+        id: &str,
+        user: &crate::domain::chat::Message,
+        answer: &str,
+    ) {
+        let Some(store) = &self.conversations else {
+            return;
+        };
+        let now = self.clock.now();
+        let turn = |role, content: &str| crate::ports::store::Turn {
+            role,
+            content: content.to_owned(),
+            tokens: crate::tokenizer::count_tokens(content) as u32,
+            at: now,
+        };
+        let turns = [
+            turn(crate::domain::chat::Role::User, &user.content),
+            turn(crate::domain::chat::Role::Assistant, answer),
+        ];
+        if let Err(err) = store.append_turns(&record.tenant_id, id, &turns).await {
+            tracing::error!(request_id = %record.request_id, tenant_id = %record.tenant_id, error = %err, "conversation turn not stored");
+        }
     }
 
     /// Stores the event (and its limiter adjustments, atomically). A failed write is retried;

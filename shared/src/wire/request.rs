@@ -56,6 +56,8 @@ struct RawRequest {
     logprobs: Option<bool>,
     #[serde(default)]
     retrieval: Option<RawRetrieval>,
+    #[serde(default)]
+    conversation_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +254,18 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
             })
         }
     };
+    if let Some(id) = &raw.conversation_id {
+        let ok = (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(invalid(
+                "`conversation_id` must be 1-128 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+                "conversation_id",
+            ));
+        }
+    }
     let stream = raw.stream.unwrap_or(false);
     if raw.stream_options.is_some() && !stream {
         return Err(invalid(
@@ -270,6 +284,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         presence_penalty,
         frequency_penalty,
         retrieval,
+        conversation_id: raw.conversation_id,
         user: raw.user,
         stream,
         include_usage: raw

@@ -398,6 +398,7 @@ where
                 .unwrap_or(RetrievalPolicy::default().top_k),
             ..RetrievalPolicy::default()
         },
+        conversations: Default::default(),
     };
     if let Some(threshold_percent) = args.degrade_at {
         config.degradation = Some(DegradationPolicy {

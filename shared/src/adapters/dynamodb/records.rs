@@ -1,6 +1,6 @@
 //! Conversations and anomalies on the usage table.
 //!
-//! - `CONV#{tenant}#{conversation}` / `TURN#{at, ms}#{n}`: one turn as JSON. Loading is one
+//! - `CONV#{tenant}#{conversation}` / `TURN#{uuid v7}#{n}`: one turn as JSON. Loading is one
 //!   Query, newest first, limited to the turns wanted. The tenant is part of the key, so the
 //!   same conversation id under another tenant is another partition.
 //! - `ANOMALY#{tenant}` / `{hour}#{kind}`: written with `attribute_not_exists(pk)`, so a retried
@@ -33,8 +33,11 @@ impl ConversationStore for DynamoStore {
         conversation: &str,
         turns: &[Turn],
     ) -> Result<(), StoreError> {
+        // A UUIDv7 per append sorts by time and never collides, even for two appends in the
+        // same millisecond; `n` keeps the order within one append.
+        let append = uuid::Uuid::now_v7();
         for (n, turn) in turns.iter().enumerate() {
-            let sk = format!("TURN#{:013}#{n:04}", turn.at.timestamp_millis());
+            let sk = format!("TURN#{append}#{n:04}");
             let mut item = key_pk_sk(conversation_pk(tenant, conversation), sk);
             item.insert("turn".into(), json(turn)?);
             self.trip();
