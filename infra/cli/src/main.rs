@@ -3,6 +3,7 @@
 //! `tollgate serve` runs every function's routes in one process on the embedded default.
 
 mod admin;
+mod ingest_cmd;
 mod init;
 mod loadtest;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     /// Create the DynamoDB tables at the endpoint the AWS_* environment selects (existing
     /// tables are kept), or print them as CloudFormation with --cloudformation.
     Init(init::InitArgs),
+    /// Send a folder of .txt and .md files to a gateway's `POST /v1/documents`, in batches.
+    Ingest(ingest_cmd::IngestArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -41,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Loadtest(args) => loadtest::run(args).await,
         Command::Init(args) => init::run(args).await,
+        Command::Ingest(args) => ingest_cmd::run(args).await,
         Command::Admin(command) => admin::run(command).await,
     }
 }
