@@ -41,29 +41,43 @@ struct Case {
     stream: bool,
     /// Sends `Cache-Control: no-cache`, so the provider is called every time.
     bypass_cache: bool,
-    /// The `x-tollgate-cache` header every measured response must carry.
-    expect_cache: &'static str,
+    /// The `x-tollgate-cache` header every measured response must carry (none when grounded:
+    /// grounded requests never use the response cache).
+    expect_cache: Option<&'static str>,
+    /// Asks for retrieval (`"retrieval": {"top_k": 4}`) over 1,000 stored chunks.
+    grounded: bool,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         name: "buffered",
         stream: false,
         bypass_cache: true,
-        expect_cache: "bypass",
+        expect_cache: Some("bypass"),
+        grounded: false,
     },
     Case {
         name: "streamed",
         stream: true,
         bypass_cache: true,
-        expect_cache: "bypass",
+        expect_cache: Some("bypass"),
+        grounded: false,
+    },
+    // The buffered case plus retrieval: query embedding, search, excerpts in the prompt.
+    Case {
+        name: "grounded",
+        stream: false,
+        bypass_cache: true,
+        expect_cache: None,
+        grounded: true,
     },
     // acme has the response cache on: after the first call the provider is skipped.
     Case {
         name: "cache_hit",
         stream: false,
         bypass_cache: false,
-        expect_cache: "hit",
+        expect_cache: Some("hit"),
+        grounded: false,
     },
 ];
 
@@ -78,7 +92,10 @@ impl Gateway {
     fn start(rt: &Runtime) -> Self {
         let settings = Settings::from_lookup(ProviderMode::Simulated, |_| None).unwrap();
         let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
-        let (chat, store, _) = embedded_chat_service(&settings, metrics).unwrap();
+        let (mut chat, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
+        let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
+        chat.retriever =
+            Some(tollgate::bootstrap::retriever(&settings, &chat, index.clone()).unwrap());
         let now = tollgate::ports::clock::SystemClock.now();
         let demo = rt
             .block_on(tollgate::demo::seed_with_limits(
@@ -92,6 +109,35 @@ impl Gateway {
             .find(|(tenant, _)| tenant.as_str() == "acme")
             .map(|(_, key)| key.expose().to_owned())
             .expect("the demo seed issues an acme key");
+        // 1,000 chunks for acme to retrieve from (250 documents of 4 short chunks each).
+        let ingest = rt
+            .block_on(tollgate::bootstrap::ingest_service_on(
+                &settings,
+                metrics,
+                store.clone(),
+                index,
+            ))
+            .unwrap();
+        let request_id = tollgate::domain::ids::RequestId::generate();
+        for batch in 0..5 {
+            let documents: Vec<_> = (0..50)
+                .map(|d| {
+                    let text = (0..4)
+                        .map(|c| {
+                            format!(
+                                "Launch {batch}-{d}-{c}: rockets, fuel, schedules and refunds. "
+                            )
+                            .repeat(60)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n\n");
+                    serde_json::json!({"id": format!("doc-{batch}-{d}"), "text": text})
+                })
+                .collect();
+            let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
+            rt.block_on(ingest.ingest(&request_id, Some(&acme_key), &body))
+                .unwrap();
+        }
         Self {
             state: InvokeState {
                 chat,
@@ -102,11 +148,14 @@ impl Gateway {
     }
 
     fn request(&self, case: Case) -> Request<Bytes> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": "gpt-4o",
-            "messages": [{"role": "user", "content": format!("Hello from the {} bench", case.name)}],
+            "messages": [{"role": "user", "content": format!("Hello from the {} bench about rocket schedules", case.name)}],
             "stream": case.stream,
         });
+        if case.grounded {
+            body["retrieval"] = serde_json::json!({"top_k": 4});
+        }
         let mut builder = Request::post("/v1/chat/completions")
             .header(
                 http::header::AUTHORIZATION,
@@ -141,7 +190,7 @@ impl Gateway {
         }
         let (status, cache, body) = rt.block_on(self.call(self.request(case)));
         assert_eq!(status, StatusCode::OK, "{}: {body:?}", case.name);
-        assert_eq!(cache.as_deref(), Some(case.expect_cache), "{}", case.name);
+        assert_eq!(cache.as_deref(), case.expect_cache, "{}", case.name);
         if case.stream {
             assert!(
                 body.ends_with(b"data: [DONE]\n\n"),
@@ -226,14 +275,70 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Ingest throughput on the embedded default: documents of ~2,000 tokens through the real
+/// ingest service (chunking, local embedder, index, registry, metering).
+fn ingest_throughput(docs: usize) {
+    let rt = runtime();
+    let settings = Settings::from_lookup(ProviderMode::Simulated, |_| None).unwrap();
+    let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
+    let (_, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
+    let now = tollgate::ports::clock::SystemClock.now();
+    let demo = rt
+        .block_on(tollgate::demo::seed_with_limits(
+            store.as_ref(),
+            now,
+            Some(tollgate::demo::UNLIMITED),
+        ))
+        .unwrap();
+    let key = demo[0].1.expose().to_owned();
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.limits = tollgate::demo::UNLIMITED;
+    config.limits.storage_chunks = Some(u64::MAX >> 1);
+    rt.block_on(tollgate::ports::TenantAdmin::put_tenant_config(
+        store.as_ref(),
+        config,
+    ))
+    .unwrap();
+    let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
+    let ingest = rt
+        .block_on(tollgate::bootstrap::ingest_service_on(
+            &settings, metrics, store, index,
+        ))
+        .unwrap();
+    let text =
+        "Rockets need fuel, schedules, launch windows and careful refunds policy. ".repeat(160);
+    let request_id = tollgate::domain::ids::RequestId::generate();
+    let started = Instant::now();
+    let mut chunks = 0;
+    for batch in 0..docs.div_ceil(20) {
+        let documents: Vec<_> = (0..20)
+            .map(|d| serde_json::json!({"id": format!("d{batch}-{d}"), "text": text}))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
+        let report = rt
+            .block_on(ingest.ingest(&request_id, Some(&key), &body))
+            .unwrap();
+        chunks += report.data.iter().filter_map(|d| d.chunks).sum::<u32>();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "ingest: {} documents, {chunks} chunks in {secs:.2} s = {:.0} chunks/s ({:.0} documents/s)",
+        docs.div_ceil(20) * 20,
+        chunks as f64 / secs,
+        (docs.div_ceil(20) * 20) as f64 / secs
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not (smoke mode).
     let bench_mode = std::env::args().any(|arg| arg == "--bench");
     let list_only = std::env::args().any(|arg| arg == "--list");
     if !list_only {
         if bench_mode {
+            ingest_throughput(400);
             percentiles(PERCENTILE_CALLS, PERCENTILE_WARMUP);
         } else {
+            ingest_throughput(20);
             percentiles(10, 1);
         }
     }
