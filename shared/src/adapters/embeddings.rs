@@ -77,6 +77,10 @@ impl Embedder for LocalEmbedder {
         ProviderKind::Openai
     }
 
+    fn model(&self) -> &str {
+        &self.model
+    }
+
     fn dimensions(&self) -> usize {
         self.dimensions
     }
@@ -154,6 +158,10 @@ impl OpenAiEmbedder {
 impl Embedder for OpenAiEmbedder {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Openai
+    }
+
+    fn model(&self) -> &str {
+        &self.model
     }
 
     fn dimensions(&self) -> usize {

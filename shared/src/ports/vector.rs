@@ -84,6 +84,8 @@ pub struct Embeddings {
 pub trait Embedder: Send + Sync {
     /// The provider billed for embeddings (for the usage event and its price).
     fn kind(&self) -> ProviderKind;
+    /// The model billed, so a call can be priced before it is made.
+    fn model(&self) -> &str;
     fn dimensions(&self) -> usize;
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError>;
 }

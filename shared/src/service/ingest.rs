@@ -15,7 +15,7 @@ use crate::domain::documents::{Chunk, DocumentId};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::PriceTable;
 use crate::domain::tenant::{TenantConfig, Tier};
-use crate::domain::usage::{TokenUsage, UsageEvent};
+use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::store::{DocumentRecord, DocumentStore};
@@ -23,6 +23,7 @@ use crate::ports::vector::{Embedder, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
 
 use super::auth::authenticate;
+use super::embedding_usage::EmbeddingCall;
 
 /// Limits that keep one request bounded.
 #[derive(Debug, Clone, Copy)]
@@ -291,7 +292,7 @@ impl IngestService {
                 ),
             ));
         }
-        let model = crate::adapters::embeddings::DEFAULT_EMBEDDING_MODEL;
+        let model = self.embedder.model();
         let Some(price) = self.prices.lookup(self.embedder.kind(), model).cloned() else {
             return Err(failed(
                 shown,
@@ -309,35 +310,20 @@ impl IngestService {
                 return Err(failed(shown, "embedding_failed", err.to_string()));
             }
         };
-        let usage = TokenUsage {
-            prompt_tokens: embedded.prompt_tokens,
-            ..TokenUsage::default()
-        };
+        let usage = EmbeddingCall::usage(&embedded);
         let cost = price.cost(&usage);
-        let event = UsageEvent {
-            request_id: call_id.clone(),
-            tenant_id: tenant.clone(),
-            created_at: self.clock.now(),
-            model_requested: "embeddings".into(),
-            model_served: embedded.model.clone(),
+        EmbeddingCall {
+            id: call_id.clone(),
+            tenant,
             provider: self.embedder.kind(),
-            usage,
-            cost_usd: cost,
-            latency_ms: provider_started.elapsed().as_millis() as u64,
-            provider_latency_ms: Some(provider_started.elapsed().as_millis() as u64),
-            success: true,
-            error_type: None,
-            streamed: false,
-            cache_hit: false,
+            embedded: &embedded,
+            cost,
+            started: provider_started,
             attempts,
-            client_disconnected: false,
-            degraded_from: None,
-            quality_score: None,
-        };
-        if let Err(err) = self.usage.record(&event, &[]).await {
-            tracing::error!(request_id = %event.request_id, tenant_id = %tenant, error = %err, "metering failure: embedding usage event not stored");
-            self.metrics.metering_failure(&event, &err.to_string());
+            at: self.clock.now(),
         }
+        .record(self.usage.as_ref(), self.metrics.as_ref())
+        .await;
 
         let chunks: Vec<IndexedChunk> = texts
             .into_iter()

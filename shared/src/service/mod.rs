@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod chat;
+mod embedding_usage;
 pub mod ingest;
 pub mod limiter;
 mod metering;

@@ -12,11 +12,12 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::{Message, Role};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::PriceTable;
-use crate::domain::usage::{TokenUsage, UsageEvent};
 use crate::error::GatewayError;
 use crate::ports::vector::{Embedder, ScoredChunk, VectorIndex};
 use crate::ports::{Clock, MetricsSink, UsageSink};
 use crate::tokenizer::count_tokens;
+
+use super::embedding_usage::EmbeddingCall;
 
 #[derive(Clone)]
 pub struct Retriever {
@@ -73,46 +74,32 @@ impl Retriever {
         top_k: usize,
         max_tokens: usize,
     ) -> Result<RetrievedContext, GatewayError> {
+        // Priced before the call: an embedding that cannot be billed is never made.
+        let price = self
+            .prices
+            .lookup(self.embedder.kind(), self.embedder.model())
+            .cloned()
+            .ok_or_else(|| GatewayError::PriceMissing {
+                model: "embeddings".into(),
+                provider_model: self.embedder.model().to_owned(),
+            })?;
         let started = Instant::now();
         let texts = [query.to_owned()];
         let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
         let embedded = embedded.map_err(GatewayError::from)?;
-        let usage = TokenUsage {
-            prompt_tokens: embedded.prompt_tokens,
-            ..TokenUsage::default()
-        };
-        let cost = self
-            .prices
-            .lookup(self.embedder.kind(), &embedded.model)
-            .map(|p| p.cost(&usage))
-            .ok_or_else(|| GatewayError::PriceMissing {
-                model: "embeddings".into(),
-                provider_model: embedded.model.clone(),
-            })?;
-        let event = UsageEvent {
-            request_id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
-            tenant_id: tenant.clone(),
-            created_at: self.clock.now(),
-            model_requested: "embeddings".into(),
-            model_served: embedded.model.clone(),
+        let cost = price.cost(&EmbeddingCall::usage(&embedded));
+        EmbeddingCall {
+            id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
+            tenant,
             provider: self.embedder.kind(),
-            usage,
-            cost_usd: cost,
-            latency_ms: started.elapsed().as_millis() as u64,
-            provider_latency_ms: Some(started.elapsed().as_millis() as u64),
-            success: true,
-            error_type: None,
-            streamed: false,
-            cache_hit: false,
+            embedded: &embedded,
+            cost,
+            started,
             attempts,
-            client_disconnected: false,
-            degraded_from: None,
-            quality_score: None,
-        };
-        if let Err(err) = self.usage.record(&event, &[]).await {
-            tracing::error!(request_id = %event.request_id, error = %err, "metering failure: query embedding not stored");
-            self.metrics.metering_failure(&event, &err.to_string());
+            at: self.clock.now(),
         }
+        .record(self.usage.as_ref(), self.metrics.as_ref())
+        .await;
         let vector = embedded.vectors.into_iter().next().unwrap_or_default();
         let hits = self
             .index
