@@ -7,25 +7,12 @@ use async_trait::async_trait;
 
 use super::DynamoStore;
 use super::codec::{Item, PK, SK, get_json, get_s, get_u64, json, key_pk_sk, n, s};
-use super::error;
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
 use crate::domain::tenant::ProviderKind;
 use crate::ports::store::{Catalog, StoreError};
 
 impl DynamoStore {
-    async fn put_tenants_item(&self, item: Item) -> Result<(), StoreError> {
-        self.trip();
-        self.client
-            .put_item()
-            .table_name(&self.names.tenants)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| error::sdk("PutItem", e))?;
-        Ok(())
-    }
-
     /// Every item under `{kind}#{provider}` for each provider, provider by provider.
     async fn catalog_items(&self, kind: &str) -> Result<Vec<(ProviderKind, Item)>, StoreError> {
         let mut all = Vec::new();

@@ -20,15 +20,7 @@ impl DocumentStore for DynamoStore {
     async fn put_document(&self, record: &DocumentRecord) -> Result<(), StoreError> {
         let mut item: Item = key_pk_sk(docs_pk(&record.tenant_id), record.document_id.as_str());
         item.insert("record".into(), json(record)?);
-        self.trip();
-        self.client
-            .put_item()
-            .table_name(&self.names.tenants)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| error::sdk("PutItem", e))?;
-        Ok(())
+        self.put_tenants_item(item).await
     }
 
     async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRecord>, StoreError> {

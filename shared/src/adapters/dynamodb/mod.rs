@@ -185,6 +185,19 @@ impl DynamoStore {
         Err(StoreError::Throttled)
     }
 
+    /// An unconditional PutItem on the tenants table (configuration-like items).
+    async fn put_tenants_item(&self, item: codec::Item) -> Result<(), StoreError> {
+        self.trip();
+        self.client
+            .put_item()
+            .table_name(&self.names.tenants)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| error::sdk("PutItem", e))?;
+        Ok(())
+    }
+
     /// Every item a Query matches, following `LastEvaluatedKey` (one round trip per page).
     async fn query_all(
         &self,

@@ -271,14 +271,6 @@ impl TenantAdmin for DynamoStore {
         item.insert("owner".into(), s(owner.as_str()));
         item.insert("provider".into(), s(provider.as_str()));
         item.insert("model".into(), s(model));
-        self.trip();
-        self.client
-            .put_item()
-            .table_name(&self.names.tenants)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| error::sdk("PutItem", e))?;
-        Ok(())
+        self.put_tenants_item(item).await
     }
 }
