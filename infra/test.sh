@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check Tollgate has: formatting, clippy, the Rust test suites (the store contract
-# suites against DynamoDB in moto included), and the official OpenAI Python SDK against a live
-# `tollgate serve`. Installs what it needs (a Python venv from PyPI) and starts and stops every
-# server it uses. `.ci/run` calls exactly this.
+# Runs every check Tollgate has: formatting, clippy, the SAM template (cfn-lint, sam validate
+# --lint, a least-privilege check), the Rust test suites (the store contract
+# suites against DynamoDB in moto included), and the official OpenAI Python SDK and the usage
+# dashboard (headless Chromium) against a live `tollgate serve`. Installs what it needs (a Python
+# venv from PyPI, Debian's chromium) and starts and stops every server it uses. Screenshots go to
+# target/artifacts/. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +17,16 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "template.yaml: cfn-lint, sam validate --lint, least privilege"
+infra_venv="$root/target/infra-venv"
+if [ ! -x "$infra_venv/bin/python" ]; then
+  python3 -m venv "$infra_venv"
+fi
+"$infra_venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements.txt
+"$infra_venv/bin/cfn-lint" template.yaml
+AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 "$infra_venv/bin/sam" validate --lint
+"$infra_venv/bin/python" infra/check_policies.py template.yaml
 
 work=$(mktemp -d)
 serve_pid=""
@@ -34,6 +46,16 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
   'moto[server]==5.2.5'
+
+step "Chromium and ChromeDriver (dashboard test; Debian packages)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+/usr/bin/chromium --version 2>/dev/null
+mkdir -p "$root/target/artifacts"
 
 step "moto (DynamoDB emulator, single-threaded)"
 # Single-threaded so conditional writes are atomic, as in DynamoDB (see infra/moto_server.py).
@@ -58,6 +80,7 @@ cargo build --locked -p tollgate-cli
 
 # Runs the OpenAI Python SDK suite against `tollgate serve "$@"`, then stops it.
 sdk_suite() {
+  local suite=$1
   local log="$work/serve-$1.out"
   shift
   # --port 0: the OS picks a free port; the banner says which.
@@ -77,16 +100,16 @@ sdk_suite() {
   fi
   curl -fsS "$base_url/healthz" >/dev/null
   TOLLGATE_BASE_URL="$base_url" TOLLGATE_ACME_KEY="$acme_key" TOLLGATE_GLOBEX_KEY="$globex_key" \
-  TOLLGATE_EMF_LOG="$log" \
+  TOLLGATE_EMF_LOG="$log" TOLLGATE_SUITE="$suite" TOLLGATE_ARTIFACTS_DIR="$root/target/artifacts" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
   stop "$serve_pid"
   serve_pid=""
 }
 
-step "OpenAI Python SDK against tollgate serve (embedded store)"
+step "OpenAI Python SDK and the dashboard against tollgate serve (embedded store)"
 sdk_suite memory
 
-step "OpenAI Python SDK against tollgate serve --store dynamodb (moto)"
+step "OpenAI Python SDK and the dashboard against tollgate serve --store dynamodb (moto)"
 # The same suite on DynamoDB: tables from `tollgate init`, demo tenants seeded into them.
 export AWS_ENDPOINT_URL="$moto_url" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 "$root/target/debug/tollgate" init --table-prefix sdk-suite

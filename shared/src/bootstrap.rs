@@ -158,6 +158,24 @@ pub fn vector_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, BootErr
     })
 }
 
+/// Creates the settings' Qdrant collection (vectors of `TOLLGATE_EMBEDDING_DIMENSIONS`, cosine)
+/// and its payload indexes (`tenant_id` with `is_tenant`), or checks an existing one; for
+/// `tollgate init`. Idempotent. Returns what was set up, or `None` without `TOLLGATE_QDRANT_URL`.
+pub async fn init_vector_index(settings: &Settings) -> Result<Option<String>, BootError> {
+    let Some(url) = &settings.qdrant_url else {
+        return Ok(None);
+    };
+    let index = vector_index(settings)?;
+    index
+        .ensure_ready(settings.embedding_dimensions)
+        .await
+        .map_err(BootError::Index)?;
+    Ok(Some(format!(
+        "Qdrant collection `{}` at {url}: ready ({} dimensions, cosine, tenant_id index with is_tenant)",
+        settings.qdrant_collection, settings.embedding_dimensions
+    )))
+}
+
 /// The ingest service on `store` and `index`. Prices come from the bundled table and the
 /// store's catalog, as for chat.
 pub async fn ingest_service_on<S: ChatStore + DocumentStore>(

@@ -4,7 +4,9 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `TOLLGATE_PROVIDERS` | `real` in Lambda, `auto` in `tollgate serve` | `real`: only providers with a key; `simulated`: the simulated provider for both; `auto`: real where a key is set, simulated elsewhere |
-//! | `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` | unset | provider keys |
+//! | `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` | unset | provider keys (local development; production uses the secret below) |
+//! | `TOLLGATE_PROVIDER_SECRET_ID` | unset | Secrets Manager id or ARN of a JSON secret `{"OPENAI_API_KEY": "...", "ANTHROPIC_API_KEY": "..."}`; both providers are configured and each reads its field on first use |
+//! | `TOLLGATE_SECRET_TTL_SECS` | 300 | how long a container uses a fetched secret before reading it again (a provider's 401 forces a re-read) |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | any OpenAI-compatible endpoint |
 //! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | any Anthropic-compatible endpoint |
 //! | `TOLLGATE_PROVIDER_TIMEOUT_SECS` | 60 | buffered call / stream start limit |
@@ -22,10 +24,17 @@
 //! | `TOLLGATE_STORE` | `dynamodb` in Lambda, `memory` in `tollgate serve` | where state lives |
 //! | `TOLLGATE_TABLE_PREFIX` | `tollgate` | DynamoDB tables are `<prefix>-tenants`, `-usage`, `-limits`, `-cache` |
 //! | `TOLLGATE_QDRANT_URL` | unset (embedded index) | Qdrant's gRPC URL, e.g. `https://xyz.cloud.qdrant.io:6334` |
-//! | `TOLLGATE_QDRANT_API_KEY` | unset | Qdrant Cloud API key |
+//! | `TOLLGATE_QDRANT_API_KEY` | unset | Qdrant Cloud API key (local development) |
+//! | `TOLLGATE_QDRANT_API_KEY_SECRET_ID` | unset | Secrets Manager id or ARN of a secret whose string is the Qdrant API key, read on first use |
 //! | `TOLLGATE_QDRANT_COLLECTION` | `tollgate-chunks` | the one collection all tenants share |
 //! | `TOLLGATE_EMBEDDING_MODEL` | `text-embedding-3-small` | OpenAI embedding model |
 //! | `TOLLGATE_EMBEDDING_DIMENSIONS` | 256 | vector size (text-embedding-3 models shorten on request) |
+//! | `TOLLGATE_ANOMALY_SPIKE_RATIO` | 3 | anomaly-scheduler: an hour costing at least this many times the tenant's 7-day hourly average is a spike ([`anomaly`]) |
+//! | `TOLLGATE_ANOMALY_COST_FLOOR_USD` | 0.50 | anomaly-scheduler: hours costing less are never a spike |
+//! | `TOLLGATE_ANOMALY_QUALITY_DROP_PERCENT` | 20 | anomaly-scheduler: a day's average quality this far (relative) below its 7-day average is a drop |
+//! | `TOLLGATE_ANOMALY_QUALITY_MIN_GRADED` | 20 | anomaly-scheduler: graded answers the day and the 7 days each need before quality is judged |
+//! | `TOLLGATE_ANOMALY_CONCURRENCY` | 16 | anomaly-scheduler: tenants checked at once |
+//! | `TOLLGATE_ANOMALY_ALERTS` | `cloudwatch` | anomaly-scheduler: `cloudwatch` (PutMetricData) or `emf` (metrics from log lines) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,13 +42,18 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::adapters::anthropic::AnthropicProvider;
+use crate::adapters::api_key::{ApiKey, DEFAULT_SECRET_TTL};
 use crate::adapters::http_provider::{ProviderSettings, ProviderSetupError};
 use crate::adapters::openai::OpenAiProvider;
 use crate::adapters::retry::RetryPolicy;
+use crate::adapters::secrets_manager::SecretsManagerSource;
 use crate::adapters::simulated::{SimulatedLatency, SimulatedProvider};
 use crate::domain::pricing::{PriceTable, PriceTableError};
 use crate::domain::tenant::ProviderKind;
+use crate::ports::secrets::SecretSource;
 use crate::service::Providers;
+
+pub mod anomaly;
 
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -58,6 +72,11 @@ pub enum ConfigError {
         name: &'static str,
         value: String,
         reason: &'static str,
+    },
+    #[error("set {first} or {second}, not both")]
+    Conflict {
+        first: &'static str,
+        second: &'static str,
     },
     #[error(transparent)]
     Provider(#[from] ProviderSetupError),
@@ -91,7 +110,7 @@ pub struct Settings {
     pub store: Option<StoreKind>,
     pub table_prefix: String,
     pub qdrant_url: Option<String>,
-    pub qdrant_api_key: Option<SecretString>,
+    pub qdrant_api_key: Option<ApiKey>,
     pub qdrant_collection: String,
     pub embedding_model: String,
     pub embedding_dimensions: usize,
@@ -142,25 +161,63 @@ impl Settings {
                 value: default_max_tokens.to_string(),
                 reason: "too large",
             })?;
-        let provider = |key: &str, url: &str, default_url: &str| {
-            get(key).map(|api_key| ProviderSettings {
+        let provider_secret = get("TOLLGATE_PROVIDER_SECRET_ID");
+        let qdrant_secret = get("TOLLGATE_QDRANT_API_KEY_SECRET_ID");
+        let secret_ttl = secs("TOLLGATE_SECRET_TTL_SECS", DEFAULT_SECRET_TTL.as_secs())?;
+        // One Secrets Manager client for every managed key; it is built on first use.
+        let secrets: Option<Arc<dyn SecretSource>> = (provider_secret.is_some()
+            || qdrant_secret.is_some())
+        .then(|| Arc::new(SecretsManagerSource::from_env()) as Arc<dyn SecretSource>);
+        let managed = |secret_id: &str, field: Option<&str>| {
+            secrets.as_ref().map(|source| {
+                ApiKey::managed(
+                    source.clone(),
+                    secret_id,
+                    field.map(str::to_owned),
+                    secret_ttl,
+                )
+            })
+        };
+        let provider_key = |key: &'static str| -> Result<Option<ApiKey>, ConfigError> {
+            match (get(key), &provider_secret) {
+                (Some(_), Some(_)) => Err(ConfigError::Conflict {
+                    first: key,
+                    second: "TOLLGATE_PROVIDER_SECRET_ID",
+                }),
+                (Some(value), None) => Ok(Some(ApiKey::from(SecretString::from(value)))),
+                (None, Some(id)) => Ok(managed(id, Some(key))),
+                (None, None) => Ok(None),
+            }
+        };
+        let openai_key = provider_key("OPENAI_API_KEY")?;
+        let anthropic_key = provider_key("ANTHROPIC_API_KEY")?;
+        let qdrant_api_key = match (get("TOLLGATE_QDRANT_API_KEY"), &qdrant_secret) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    first: "TOLLGATE_QDRANT_API_KEY",
+                    second: "TOLLGATE_QDRANT_API_KEY_SECRET_ID",
+                });
+            }
+            (Some(value), None) => Some(ApiKey::from(SecretString::from(value))),
+            (None, Some(id)) => managed(id, None),
+            (None, None) => None,
+        };
+        let provider = |api_key: Option<ApiKey>, url: &str, default_url: &str| {
+            api_key.map(|api_key| ProviderSettings {
                 request_timeout,
                 connect_timeout,
                 stream_idle_timeout,
                 cache_min_tokens,
                 default_max_tokens,
-                ..ProviderSettings::new(
-                    get(url).unwrap_or_else(|| default_url.to_owned()),
-                    SecretString::from(api_key),
-                )
+                ..ProviderSettings::new(get(url).unwrap_or_else(|| default_url.to_owned()), api_key)
             })
         };
         let max_retries = number(&get, "TOLLGATE_MAX_RETRIES", 2)?;
         Ok(Self {
             mode,
-            openai: provider("OPENAI_API_KEY", "OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL),
+            openai: provider(openai_key, "OPENAI_BASE_URL", DEFAULT_OPENAI_BASE_URL),
             anthropic: provider(
-                "ANTHROPIC_API_KEY",
+                anthropic_key,
                 "ANTHROPIC_BASE_URL",
                 DEFAULT_ANTHROPIC_BASE_URL,
             ),
@@ -197,7 +254,7 @@ impl Settings {
             },
             table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             qdrant_url: get("TOLLGATE_QDRANT_URL"),
-            qdrant_api_key: get("TOLLGATE_QDRANT_API_KEY").map(SecretString::from),
+            qdrant_api_key,
             qdrant_collection: get("TOLLGATE_QDRANT_COLLECTION")
                 .unwrap_or_else(|| "tollgate-chunks".to_owned()),
             embedding_model: get("TOLLGATE_EMBEDDING_MODEL")
@@ -241,7 +298,12 @@ impl Settings {
                         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
                     };
                     providers = providers.with(provider);
-                    described.push(format!("{kind}: {} (real)", settings.base_url));
+                    let key = if settings.api_key.is_managed() {
+                        "key from Secrets Manager on first use"
+                    } else {
+                        "key from the environment"
+                    };
+                    described.push(format!("{kind}: {} (real, {key})", settings.base_url));
                 }
                 (ProviderMode::Simulated, _) | (ProviderMode::Auto, None) => {
                     providers =
@@ -349,6 +411,71 @@ mod tests {
             described.iter().all(|d| d.contains("simulated")),
             "{described:?}"
         );
+    }
+
+    #[test]
+    fn a_provider_secret_configures_both_providers_with_keys_read_on_first_use() {
+        let s = settings(
+            &[
+                (
+                    "TOLLGATE_PROVIDER_SECRET_ID",
+                    "arn:aws:secretsmanager:eu-west-1:1:secret:llm",
+                ),
+                ("TOLLGATE_QDRANT_API_KEY_SECRET_ID", "tollgate/qdrant"),
+                ("TOLLGATE_SECRET_TTL_SECS", "60"),
+            ],
+            ProviderMode::Real,
+        )
+        .unwrap();
+        for (provider, field) in [
+            (&s.openai, "OPENAI_API_KEY"),
+            (&s.anthropic, "ANTHROPIC_API_KEY"),
+        ] {
+            let ApiKey::Managed(key) = &provider.as_ref().unwrap().api_key else {
+                panic!("a managed key");
+            };
+            assert_eq!(
+                key.secret_id(),
+                "arn:aws:secretsmanager:eu-west-1:1:secret:llm"
+            );
+            assert_eq!(key.field(), Some(field));
+        }
+        let Some(ApiKey::Managed(qdrant)) = &s.qdrant_api_key else {
+            panic!("a managed Qdrant key");
+        };
+        assert_eq!(
+            (qdrant.secret_id(), qdrant.field()),
+            ("tollgate/qdrant", None)
+        );
+        let (providers, described) = s.providers().unwrap();
+        assert!(providers.get(ProviderKind::Anthropic).is_some());
+        assert!(
+            described.iter().all(|d| d.contains("Secrets Manager")),
+            "{described:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_in_the_environment_and_a_secret_for_it_conflict() {
+        let err = settings(
+            &[
+                ("OPENAI_API_KEY", "sk-test"),
+                ("TOLLGATE_PROVIDER_SECRET_ID", "llm"),
+            ],
+            ProviderMode::Real,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Conflict { .. }), "{err}");
+        assert!(!err.to_string().contains("sk-test"));
+        let err = settings(
+            &[
+                ("TOLLGATE_QDRANT_API_KEY", "q"),
+                ("TOLLGATE_QDRANT_API_KEY_SECRET_ID", "qdrant"),
+            ],
+            ProviderMode::Real,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Conflict { .. }), "{err}");
     }
 
     #[test]

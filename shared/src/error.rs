@@ -106,6 +106,15 @@ pub enum GatewayError {
         detail: String,
     },
     #[error(
+        "the document index is busy; the request was not processed. Retry after {} s",
+        retry_after.as_secs().max(1)
+    )]
+    IndexBusy {
+        retry_after: Duration,
+        /// Logged, never rendered.
+        detail: String,
+    },
+    #[error(
         "retrieval returned data that does not belong to this tenant, so the request was refused; the incident is logged"
     )]
     IsolationViolation,
@@ -145,7 +154,9 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => S::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::RequestTooLarge { .. } => S::BAD_REQUEST,
-            Self::LimiterUnavailable | Self::StoreUnavailable { .. } => S::SERVICE_UNAVAILABLE,
+            Self::LimiterUnavailable | Self::StoreUnavailable { .. } | Self::IndexBusy { .. } => {
+                S::SERVICE_UNAVAILABLE
+            }
             Self::IsolationViolation => S::INTERNAL_SERVER_ERROR,
             Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound { .. }
@@ -167,9 +178,10 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
                 ErrorKind::Authentication
             }
-            Self::LimiterUnavailable | Self::StoreUnavailable { .. } | Self::IsolationViolation => {
-                ErrorKind::Application
-            }
+            Self::LimiterUnavailable
+            | Self::StoreUnavailable { .. }
+            | Self::IndexBusy { .. }
+            | Self::IsolationViolation => ErrorKind::Application,
             Self::RequestTooLarge { .. } => ErrorKind::RateLimited,
             Self::InvalidRequest { .. }
             | Self::PayloadTooLarge { .. }
@@ -210,6 +222,7 @@ impl GatewayError {
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::IndexBusy { .. } => "index_busy",
             Self::IsolationViolation => "isolation_check_failed",
             Self::InvalidRequest { .. } => return None,
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -241,7 +254,9 @@ impl GatewayError {
     /// Seconds a client should wait before retrying, when that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::IndexBusy { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::LimiterUnavailable | Self::StoreUnavailable { .. } => {
                 Some(Duration::from_secs(1))
             }

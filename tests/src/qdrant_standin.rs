@@ -23,7 +23,8 @@
 //! [`QdrantStandIn::ignore_tenant_filter_in_queries`] simulates a server that accepts a
 //! query's tenant filter and then ignores it (for the isolation canaries' defense-in-depth
 //! run; counts and deletes stay scoped, like `MemoryVectorIndex::with_broken_tenant_filter`);
-//! [`QdrantStandIn::stop`] closes the listener.
+//! [`QdrantStandIn::stop`] closes the listener; [`QdrantStandIn::require_api_key`] refuses
+//! calls without the given `api-key`, as Qdrant Cloud does.
 //!
 //! Methods Tollgate does not use answer `UNIMPLEMENTED`.
 
@@ -38,6 +39,7 @@ use ::qdrant_client::qdrant::qdrant_server::{Qdrant, QdrantServer};
 // A glob: the stand-in names most of the generated messages.
 use ::qdrant_client::qdrant::*;
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -80,6 +82,10 @@ struct State {
     calls: Mutex<Vec<QdrantCall>>,
     unavailable: AtomicBool,
     ignore_tenant_filter: AtomicBool,
+    /// When set, every call must present this `api-key` (as Qdrant Cloud checks).
+    required_api_key: Mutex<Option<String>>,
+    /// The `api-key` metadata of every call, in arrival order.
+    api_keys_seen: Mutex<Vec<Option<String>>>,
 }
 
 struct Collection {
@@ -110,10 +116,23 @@ impl QdrantStandIn {
         let state = Arc::new(State::default());
         let service = Arc::new(Service(Arc::clone(&state)));
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let keys = {
+            let state = Arc::clone(&state);
+            move |request: Request<()>| check_api_key(&state, request)
+        };
         let router = Server::builder()
-            .add_service(PointsServer::from_arc(Arc::clone(&service)))
-            .add_service(CollectionsServer::from_arc(Arc::clone(&service)))
-            .add_service(QdrantServer::from_arc(service));
+            .add_service(InterceptedService::new(
+                PointsServer::from_arc(Arc::clone(&service)),
+                keys.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                CollectionsServer::from_arc(Arc::clone(&service)),
+                keys.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                QdrantServer::from_arc(service),
+                keys,
+            ));
         let server = tokio::spawn(async move {
             router
                 // TCP_NODELAY: without it small replies can wait on delayed ACKs
@@ -157,6 +176,16 @@ impl QdrantStandIn {
             .collect()
     }
 
+    /// From now on, calls without this `api-key` are refused with `UNAUTHENTICATED`.
+    pub fn require_api_key(&self, key: &str) {
+        *self.state.required_api_key.lock().unwrap() = Some(key.to_owned());
+    }
+
+    /// The `api-key` each call presented, in arrival order (`None`: no key).
+    pub fn api_keys_seen(&self) -> Vec<Option<String>> {
+        self.state.api_keys_seen.lock().unwrap().clone()
+    }
+
     /// While set, every method answers `UNAVAILABLE` (as a Qdrant restarting or overloaded).
     pub fn set_unavailable(&self, unavailable: bool) {
         self.state.unavailable.store(unavailable, Ordering::SeqCst);
@@ -192,6 +221,22 @@ impl QdrantStandIn {
 impl Drop for QdrantStandIn {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// Records the presented `api-key` and refuses a wrong one, before any method runs.
+fn check_api_key(state: &State, request: Request<()>) -> Result<Request<()>, Status> {
+    let presented = request
+        .metadata()
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.api_keys_seen.lock().unwrap().push(presented.clone());
+    match &*state.required_api_key.lock().unwrap() {
+        Some(required) if presented.as_deref() != Some(required.as_str()) => {
+            Err(Status::unauthenticated("invalid api key"))
+        }
+        _ => Ok(request),
     }
 }
 

@@ -20,7 +20,7 @@ use qdrant_client::qdrant::{
     PointId, PointStruct, PointsIdsList, PointsSelector, Query, QueryPoints,
     payload_index_params::IndexParams, points_selector::PointsSelectorOneOf,
 };
-use secrecy::SecretString;
+use tollgate::adapters::api_key::ApiKey;
 use tollgate::adapters::qdrant::QdrantIndex;
 use tollgate::adapters::vector_memory::MemoryVectorIndex;
 use tollgate::domain::documents::{Chunk, DocumentId};
@@ -460,7 +460,7 @@ async fn qdrant_real() -> Option<Fixture> {
     let url = real_qdrant_url()?;
     let key = std::env::var(QDRANT_KEY_VAR).ok().filter(|k| !k.is_empty());
     let collection = unique_collection();
-    let index = QdrantIndex::new(&url, key.clone().map(SecretString::from), &collection).unwrap();
+    let index = QdrantIndex::new(&url, key.clone().map(ApiKey::from), &collection).unwrap();
     let mut client = qdrant_client::Qdrant::from_url(&url).skip_compatibility_check();
     if let Some(key) = key {
         client = client.api_key(key);
@@ -601,6 +601,47 @@ mod qdrant_wire {
         for call in calls.iter().filter(|c| c.method == "delete") {
             assert_eq!(call.filter.as_ref().unwrap().must.len(), 2, "{call:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn qdrant_init_creates_the_collection_and_tenant_index_and_is_idempotent() {
+        let standin = QdrantStandIn::start().await;
+        let collection = unique_collection();
+        let settings = tollgate_tests::harness::settings(&[
+            ("TOLLGATE_QDRANT_URL", standin.url()),
+            ("TOLLGATE_QDRANT_COLLECTION", collection.clone()),
+            ("TOLLGATE_EMBEDDING_DIMENSIONS", "64".into()),
+        ]);
+        for _ in 0..2 {
+            let line = tollgate::bootstrap::init_vector_index(&settings)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                line.contains(&collection) && line.contains("64 dimensions"),
+                "{line}"
+            );
+        }
+        let methods: Vec<_> = standin.calls().iter().map(|c| c.method).collect();
+        assert_eq!(
+            methods.iter().filter(|m| **m == "create").count(),
+            1,
+            "{methods:?}"
+        );
+        let info = raw_client(&standin)
+            .collection_info(&collection)
+            .await
+            .unwrap();
+        let schema = info.result.unwrap().payload_schema;
+        assert!(schema.contains_key("tenant_id"), "{schema:?}");
+        // Without a Qdrant URL there is nothing to set up.
+        let embedded = tollgate_tests::harness::settings(&[]);
+        assert!(
+            tollgate::bootstrap::init_vector_index(&embedded)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -751,7 +792,7 @@ mod qdrant_wire {
             .port();
         let index = QdrantIndex::new(
             &format!("http://127.0.0.1:{port}"),
-            Some(SecretString::from("test-api-key-never-shown")),
+            Some(ApiKey::from("test-api-key-never-shown")),
             "nowhere",
         )
         .unwrap();

@@ -44,14 +44,14 @@ async fn main() -> Result<(), Error> {
         chat,
         max_body_bytes: settings.max_body_bytes,
     };
-    // Buffered mode, matching the HTTP API integration in template.yaml: a streamed reply is
-    // delivered whole (still valid SSE). True response streaming (a function URL in
-    // RESPONSE_STREAM mode, `run_with_streaming_response`) is the SAM issue's decision.
-    lambda_http::run(service_fn(move |req| {
+    // Response streaming: API Gateway (a REST API whose integration has
+    // `ResponseTransferMode: STREAM`, see template.yaml) forwards each SSE chunk as the
+    // provider sends it, so time to first token is the provider's. Buffered JSON answers go out
+    // the same way, in one piece.
+    lambda_http::run_with_streaming_response(service_fn(move |req| {
         let state = state.clone();
         async move {
-            let response = invoke::handle(&state, tollgate::lambda::from_lambda(req)).await;
-            Ok::<_, Infallible>(tollgate::lambda::into_lambda(response).await)
+            Ok::<_, Infallible>(invoke::handle(&state, tollgate::lambda::from_lambda(req)).await)
         }
     }))
     .await

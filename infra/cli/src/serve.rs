@@ -68,6 +68,7 @@ pub enum StoreArg {
 struct AppState {
     invoke: invoke::InvokeState,
     ingest: ingest::IngestState,
+    usage: usage_report::UsageReportState,
 }
 
 #[allow(clippy::print_stdout)] // The banner is this command's output.
@@ -81,15 +82,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let limits = args.demo_unlimited.then_some(tollgate::demo::UNLIMITED);
     let index = vector_index(&settings)?;
-    let (mut chat, ingest, providers, demo, store_line) = match args.store {
+    let (mut chat, ingest, usage, providers, demo, store_line) = match args.store {
         StoreArg::Memory => {
             let (chat, store, providers) = embedded_chat_service(&settings, metrics.clone())?;
             let ingest =
                 ingest_service_on(&settings, metrics, store.clone(), index.clone()).await?;
             let demo = tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits)
                 .await?;
+            let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
             let line = "embedded store, in memory".to_owned();
-            (chat, ingest, providers, demo, line)
+            (chat, ingest, usage, providers, demo, line)
         }
         StoreArg::Dynamodb => {
             let names = TableNames::with_prefix(&args.table_prefix);
@@ -102,9 +104,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let (chat, providers) = chat_service(&settings, metrics.clone(), store.clone())
                 .await
                 .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
-            let ingest = ingest_service_on(&settings, metrics, store, index.clone()).await?;
+            let ingest =
+                ingest_service_on(&settings, metrics, store.clone(), index.clone()).await?;
+            let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
             let line = format!("DynamoDB, tables {}-*", args.table_prefix);
-            (chat, ingest, providers, demo, line)
+            (chat, ingest, usage, providers, demo, line)
         }
     };
     chat.retriever = Some(retriever(&settings, &chat, index)?);
@@ -120,6 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ingest,
             max_body_bytes: settings.max_body_bytes,
         },
+        usage,
     };
     let app = Router::new().fallback(dispatch).with_state(state);
     let addr = SocketAddr::new(args.host, args.port);
@@ -186,6 +191,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let req = http::Request::from_parts(parts, bytes);
     let response = if ingest::owns(req.uri().path()) {
         ingest::handle(&state.ingest, req).await
+    } else if usage_report::owns(req.uri().path()) {
+        usage_report::handle(&state.usage, req).await
     } else {
         invoke::handle(&state.invoke, req).await
     };

@@ -13,12 +13,11 @@
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::http_provider::{
-    ErrorDetail, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
-    secret_header, truncate,
+    Auth, ErrorDetail, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
+    truncate,
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
@@ -44,15 +43,17 @@ impl AnthropicProvider {
     pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSetupError> {
         let mut headers = HeaderMap::new();
         headers.insert(
-            HeaderName::from_static("x-api-key"),
-            secret_header(KIND, settings.api_key.expose_secret())?,
-        );
-        headers.insert(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
         );
         Ok(Self {
-            http: HttpCore::new(KIND, settings, "/v1/messages", headers)?,
+            http: HttpCore::new(
+                KIND,
+                settings,
+                "/v1/messages",
+                Auth::header("x-api-key"),
+                headers,
+            )?,
             cache_min_tokens: settings.cache_min_tokens,
             default_max_tokens: settings.default_max_tokens,
         })

@@ -8,11 +8,10 @@
 //! is enough for retrieval tests to mean something; it is no semantic model.
 
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
-use secrecy::ExposeSecret;
+use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::http_provider::{HttpCore, ProviderSettings, ProviderSetupError, secret_header};
+use super::http_provider::{Auth, HttpCore, ProviderSettings, ProviderSetupError};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::{ProviderError, ProviderErrorKind};
 use crate::ports::vector::{Embedder, Embeddings};
@@ -138,16 +137,14 @@ impl OpenAiEmbedder {
         model: impl Into<String>,
         dimensions: usize,
     ) -> Result<Self, ProviderSetupError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            secret_header(
-                ProviderKind::Openai,
-                &format!("Bearer {}", settings.api_key.expose_secret()),
-            )?,
-        );
         Ok(Self {
-            http: HttpCore::new(ProviderKind::Openai, settings, "/embeddings", headers)?,
+            http: HttpCore::new(
+                ProviderKind::Openai,
+                settings,
+                "/embeddings",
+                Auth::bearer(),
+                HeaderMap::new(),
+            )?,
             model: model.into(),
             dimensions,
         })

@@ -7,7 +7,8 @@
 //! dimension combination is a billed custom metric):
 //! - `[Function, Model]` and `[Function, TenantId]` for latency, tokens, cost and cache hits:
 //!   percentiles by model and by tenant, `(models + tenants) × 10` metrics in all.
-//! - `[Function, ErrorType]` for `Errors`, present only on failed requests.
+//! - `[Function]` for `Errors` (0 or 1 on every line: its average is the error rate, which the
+//!   error-rate alarm watches) and `[Function, ErrorType]` for `Errors` on failed requests.
 //! - Tenant × model percentiles are not a dimension set (that would multiply the bill); the
 //!   properties on every line answer them through Logs Insights instead.
 
@@ -72,13 +73,17 @@ pub fn render(m: &RequestMetrics) -> Value {
             metric("CacheMiss", "Count"),
         ],
     })];
-    if m.error_type.is_some() {
-        directives.push(json!({
-            "Namespace": NAMESPACE,
-            "Dimensions": [["Function", "ErrorType"]],
-            "Metrics": [metric("Errors", "Count")],
-        }));
-    }
+    // `Errors` is 0 or 1 on every line under `[Function]`, so its average is the error rate
+    // (the error-rate alarm); failed requests also count under `[Function, ErrorType]`.
+    directives.push(json!({
+        "Namespace": NAMESPACE,
+        "Dimensions": if m.error_type.is_some() {
+            json!([["Function"], ["Function", "ErrorType"]])
+        } else {
+            json!([["Function"]])
+        },
+        "Metrics": [metric("Errors", "Count")],
+    }));
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
@@ -116,9 +121,9 @@ pub fn render(m: &RequestMetrics) -> Value {
     if let Some(p) = m.provider_latency_ms {
         doc.insert("ProviderLatency".into(), json!(p));
     }
+    doc.insert("Errors".into(), json!(u8::from(m.error_type.is_some())));
     if let Some(kind) = m.error_type {
         doc.insert("ErrorType".into(), json!(kind.as_str()));
-        doc.insert("Errors".into(), json!(1));
     }
     Value::Object(doc)
 }
@@ -241,10 +246,11 @@ mod tests {
         assert_eq!(doc["CostUSDExact"], "0.0000045");
         assert_eq!(doc["TenantId"], "acme");
         assert!(doc.get("ErrorType").is_none());
-        assert_eq!(
-            doc["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(),
-            1
-        );
+        // Errors = 0 under [Function]: the error-rate alarm averages it.
+        assert_eq!(doc["Errors"], 0);
+        let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(directives.len(), 2);
+        assert_eq!(directives[1]["Dimensions"], json!([["Function"]]));
     }
 
     #[test]
@@ -253,6 +259,11 @@ mod tests {
         assert_valid_emf(&doc);
         assert_eq!(doc["ErrorType"], "upstream_rate_limited");
         assert_eq!(doc["Errors"], 1);
+        let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(
+            directives[1]["Dimensions"],
+            json!([["Function"], ["Function", "ErrorType"]])
+        );
     }
 
     #[test]

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::api_key::ApiKey;
 use super::sse::{SseEvent, SseParser};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::{EventStream, ProviderError, ProviderErrorKind, StreamEvent};
@@ -29,7 +30,8 @@ pub struct ProviderSettings {
     /// `OPENAI_BASE_URL` works as users expect). Anthropic: the host only
     /// (`https://api.anthropic.com`).
     pub base_url: String,
-    pub api_key: SecretString,
+    /// Fixed, or read from Secrets Manager on first use (see [`ApiKey`]).
+    pub api_key: ApiKey,
     /// Limit for a buffered call, and for a streamed call to start (response headers).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -43,7 +45,7 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
-    pub fn new(base_url: impl Into<String>, api_key: impl Into<SecretString>) -> Self {
+    pub fn new(base_url: impl Into<String>, api_key: impl Into<ApiKey>) -> Self {
         Self {
             base_url: base_url.into(),
             api_key: api_key.into(),
@@ -60,7 +62,7 @@ impl fmt::Debug for ProviderSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderSettings")
             .field("base_url", &self.base_url)
-            .field("api_key", &"[REDACTED]")
+            .field("api_key", &self.api_key)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
@@ -84,11 +86,31 @@ pub enum ProviderSetupError {
     },
 }
 
+/// How an adapter presents its key: `header: {prefix}{key}`.
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    pub(crate) header: HeaderName,
+    pub(crate) prefix: &'static str,
+}
+
+impl Auth {
+    pub(crate) fn bearer() -> Self {
+        Self {
+            header: reqwest::header::AUTHORIZATION,
+            prefix: "Bearer ",
+        }
+    }
+
+    pub(crate) fn header(name: &'static str) -> Self {
+        Self {
+            header: HeaderName::from_static(name),
+            prefix: "",
+        }
+    }
+}
+
 /// A header value carrying the API key, marked sensitive so reqwest never prints it.
-pub(crate) fn secret_header(
-    provider: ProviderKind,
-    value: &str,
-) -> Result<HeaderValue, ProviderSetupError> {
+fn secret_header(provider: ProviderKind, value: &str) -> Result<HeaderValue, ProviderSetupError> {
     if value.trim().is_empty() {
         return Err(ProviderSetupError::InvalidApiKey { provider });
     }
@@ -96,6 +118,17 @@ pub(crate) fn secret_header(
         HeaderValue::from_str(value).map_err(|_| ProviderSetupError::InvalidApiKey { provider })?;
     header.set_sensitive(true);
     Ok(header)
+}
+
+fn auth_value(
+    provider: ProviderKind,
+    auth: &Auth,
+    key: &SecretString,
+) -> Result<HeaderValue, ProviderSetupError> {
+    if key.expose_secret().trim().is_empty() {
+        return Err(ProviderSetupError::InvalidApiKey { provider });
+    }
+    secret_header(provider, &format!("{}{}", auth.prefix, key.expose_secret()))
 }
 
 /// What an adapter's stream translator wants after an event.
@@ -122,19 +155,25 @@ pub(crate) trait StreamTranslator: Send + 'static {
 #[derive(Clone)]
 struct ErrorMaker {
     provider: ProviderKind,
-    api_key: SecretString,
+    api_key: ApiKey,
 }
 
 impl ErrorMaker {
     fn make(&self, kind: ProviderErrorKind, message: String) -> ProviderError {
-        let key = self.api_key.expose_secret();
-        // A very short key could match ordinary text; real keys are far longer.
-        let message = if key.len() >= 8 && message.contains(key) {
-            message.replace(key, "[REDACTED]")
-        } else {
-            message
+        let message = match self.api_key.current() {
+            Some(key) => scrub(message, key.expose_secret()),
+            None => message,
         };
         ProviderError::new(self.provider, kind, message)
+    }
+}
+
+fn scrub(message: String, key: &str) -> String {
+    // A very short key could match ordinary text; real keys are far longer.
+    if key.len() >= 8 && message.contains(key) {
+        message.replace(key, "[REDACTED]")
+    } else {
+        message
     }
 }
 
@@ -143,6 +182,10 @@ pub(crate) struct HttpCore {
     provider: ProviderKind,
     client: reqwest::Client,
     endpoint: Url,
+    auth: Auth,
+    /// The credential header, built once when the key is fixed; a managed key is resolved
+    /// (from its cache, usually) on every request.
+    static_auth: Option<HeaderValue>,
     errors: ErrorMaker,
     request_timeout: Duration,
     stream_idle_timeout: Duration,
@@ -160,12 +203,13 @@ impl fmt::Debug for HttpCore {
 }
 
 impl HttpCore {
-    /// `path` is appended to the base URL (whose trailing `/` is ignored). `headers` carry the
-    /// credentials and are sent with every request.
+    /// `path` is appended to the base URL (whose trailing `/` is ignored). `headers` are sent
+    /// with every request, and the key as `auth` says.
     pub(crate) fn new(
         provider: ProviderKind,
         settings: &ProviderSettings,
         path: &str,
+        auth: Auth,
         headers: HeaderMap,
     ) -> Result<Self, ProviderSetupError> {
         let invalid_url = || ProviderSetupError::InvalidBaseUrl {
@@ -193,10 +237,16 @@ impl HttpCore {
                 provider,
                 detail: e.without_url().to_string(),
             })?;
+        let static_auth = match &settings.api_key {
+            ApiKey::Static(key) => Some(auth_value(provider, &auth, key)?),
+            ApiKey::Managed(_) => None,
+        };
         Ok(Self {
             provider,
             client,
             endpoint,
+            auth,
+            static_auth,
             errors: ErrorMaker {
                 provider,
                 api_key: settings.api_key.clone(),
@@ -253,11 +303,30 @@ impl HttpCore {
         )))
     }
 
+    /// The credential header for this request.
+    async fn auth_value(&self) -> Result<HeaderValue, ProviderError> {
+        if let Some(value) = &self.static_auth {
+            return Ok(value.clone());
+        }
+        let key = self.errors.api_key.resolve().await.map_err(|e| {
+            ProviderError::new(
+                self.provider,
+                ProviderErrorKind::Credentials,
+                format!("the {} API key is unavailable: {e}", self.provider),
+            )
+        })?;
+        auth_value(self.provider, &self.auth, &key).map_err(|e| {
+            ProviderError::new(self.provider, ProviderErrorKind::Credentials, e.to_string())
+        })
+    }
+
     /// Sends the request; a non-2xx answer becomes a classified error.
     async fn send(&self, body: &impl Serialize) -> Result<reqwest::Response, ProviderError> {
+        let auth = self.auth_value().await?;
         let response = self
             .client
             .post(self.endpoint.clone())
+            .header(self.auth.header.clone(), auth)
             .json(body)
             .send()
             .await
@@ -303,11 +372,15 @@ impl HttpCore {
                 },
                 provider_message(),
             ),
-            // The provider's wording can quote part of the key; say only what happened.
-            401 | 403 => self.error(
-                ProviderErrorKind::Credentials,
-                format!("the provider refused the API key (HTTP {code})"),
-            ),
+            // The provider's wording can quote part of the key; say only what happened. A
+            // managed key is read again on the next call, in case it was rotated.
+            401 | 403 => {
+                self.errors.api_key.invalidate();
+                self.error(
+                    ProviderErrorKind::Credentials,
+                    format!("the provider refused the API key (HTTP {code})"),
+                )
+            }
             400 | 404 | 413 | 422 => self.error(ProviderErrorKind::Rejected, provider_message()),
             408 => self.error(ProviderErrorKind::Timeout, format!("HTTP {code}")),
             // Anything else, 5xx (and Anthropic's 529 "overloaded") included, is the provider's
@@ -445,6 +518,7 @@ mod tests {
             ProviderKind::Openai,
             &ProviderSettings::new(base_url, "sk-secret-test-key"),
             "/chat/completions",
+            Auth::bearer(),
             HeaderMap::new(),
         )
     }

@@ -1,7 +1,7 @@
 //! The embedded store: every store port in memory. Used by `tollgate serve` and fast tests,
 //! and held to the same contract suite as the DynamoDB adapter.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,12 +15,13 @@ use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
 use crate::domain::tenant::{ProviderKind, TenantConfig};
-use crate::domain::usage::{UsageEvent, UsageRollup};
+use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore, Counter,
-    CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded, ResponseCache,
-    StoreError, TenantAdmin, TenantConfigSource, Turn, UsageQuery, UsageSink,
+    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore,
+    Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded,
+    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn, UsageActivity, UsageQuery,
+    UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -55,6 +56,8 @@ struct Ledger {
     events: HashMap<RequestId, UsageEvent>,
     order: VecDeque<RequestId>,
     rollups: BTreeMap<(TenantId, DateTime<Utc>, String), UsageRollup>,
+    /// The activity index: tenants with a rollup, per hour (DynamoDB's `by_hour` GSI).
+    active: BTreeMap<DateTime<Utc>, BTreeSet<TenantId>>,
     /// Counter and the Unix second after which it may be dropped (as DynamoDB's TTL would).
     counters: HashMap<CounterKey, (Counter, i64)>,
 }
@@ -182,6 +185,11 @@ impl UsageSink for MemoryStore {
                 UsageRollup::empty(event.tenant_id.clone(), hour, event.model_requested.clone())
             })
             .apply(event);
+        ledger
+            .active
+            .entry(hour)
+            .or_default()
+            .insert(event.tenant_id.clone());
         Ok(Recorded::Inserted)
     }
 }
@@ -194,18 +202,56 @@ impl UsageQuery for MemoryStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<UsageRollup>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
         let ledger = self.ledger.lock().map_err(poisoned)?;
+        // Keys sort by tenant, hour, model, and "" sorts before every model: one range is the
+        // tenant's hours in [from, to), without walking other tenants' rollups.
+        let range = (tenant.clone(), from, String::new())..(tenant.clone(), to, String::new());
         Ok(ledger
             .rollups
-            .values()
-            .filter(|r| &r.tenant_id == tenant && r.hour >= from && r.hour < to)
-            .cloned()
+            .range(range)
+            .map(|(_, r)| r.clone())
             .collect())
     }
 
     async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError> {
         let ledger = self.ledger.lock().map_err(poisoned)?;
         Ok(ledger.events.get(request_id).cloned())
+    }
+}
+
+/// Scans the tenant's events (at most `EVENT_CAPACITY`) and sorts them by the same sort key
+/// as DynamoDB's `by_tenant_time` index, so both stores page identically.
+#[async_trait]
+impl crate::ports::store::UsageEvents for MemoryStore {
+    async fn events_page(
+        &self,
+        tenant: &TenantId,
+        filter: &crate::domain::usage_report::EventFilter,
+        cursor: Option<&crate::domain::usage_report::EventCursor>,
+        limit: usize,
+    ) -> Result<crate::domain::usage_report::EventPage, StoreError> {
+        use crate::domain::usage_report::{EventCursor, EventPage};
+        let range = filter.key_range(cursor);
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        let mut matching: Vec<(EventCursor, &UsageEvent)> = ledger
+            .events
+            .values()
+            .filter(|e| &e.tenant_id == tenant && filter.matches(e))
+            .map(|e| (EventCursor::of(e), e))
+            .filter(|(position, _)| range.contains(&position.sort_key()))
+            .collect();
+        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        Ok(EventPage {
+            next: more
+                .then(|| matching.last().map(|(position, _)| position.clone()))
+                .flatten(),
+            events: matching.into_iter().map(|(_, e)| e.clone()).collect(),
+        })
     }
 }
 
@@ -282,6 +328,41 @@ impl AnomalyStore for MemoryStore {
             .filter(|a| a.hour >= from && a.hour < to)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl UsageActivity for MemoryStore {
+    async fn active_tenants(
+        &self,
+        hour: DateTime<Utc>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<ActivePage, StoreError> {
+        use std::ops::Bound;
+        let after = cursor
+            .as_deref()
+            .map(ActivePage::decode_cursor)
+            .transpose()?;
+        let limit = limit.max(1);
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        let Some(active) = ledger.active.get(&hour_start(hour)) else {
+            return Ok(ActivePage::default());
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut tenants: Vec<TenantId> = active
+            .range((start, Bound::Unbounded))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = tenants.len() > limit;
+        tenants.truncate(limit);
+        Ok(ActivePage {
+            next: more
+                .then(|| tenants.last().map(ActivePage::cursor_after))
+                .flatten(),
+            tenants,
+        })
     }
 }
 

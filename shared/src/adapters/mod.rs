@@ -1,12 +1,18 @@
 //! Adapters: implementations of the ports.
 //!
 //! Real services: [`openai`], [`anthropic`] (over reqwest), [`emf`] (CloudWatch EMF on stdout),
-//! [`env_secrets`], [`dynamodb`] (every store port), [`qdrant`] (the vector index, over gRPC).
+//! [`env_secrets`] and [`secrets_manager`] (provider and Qdrant keys, behind [`api_key`]),
+//! [`dynamodb`] (every store port), [`qdrant`] (the vector index, over gRPC), [`cloudwatch`]
+//! (anomaly metrics through PutMetricData).
 //! Embedded default: [`memory`] (every store port), [`vector_memory`] (an exact vector index)
-//! and [`simulated`] (a deterministic provider with real token counts).
+//! and [`simulated`] (a deterministic provider with real token counts); [`alerts`] (anomaly
+//! alerts as EMF lines or in memory).
 
+pub mod alerts;
 pub mod anthropic;
+pub mod api_key;
 pub mod cached;
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod embeddings;
 pub mod emf;
@@ -16,6 +22,7 @@ pub mod memory;
 pub mod openai;
 pub mod qdrant;
 pub mod retry;
+pub mod secrets_manager;
 pub mod simulated;
 pub mod sse;
 pub mod vector_memory;

@@ -5,13 +5,12 @@
 //! streams always ask for the final usage chunk, which is how Tollgate bills streamed calls.
 
 use async_trait::async_trait;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
-use secrecy::ExposeSecret;
+use reqwest::header::HeaderMap;
 use serde::Serialize;
 
 use super::http_provider::{
-    ErrorEnvelope, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
-    secret_header, truncate,
+    Auth, ErrorEnvelope, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
+    truncate,
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
@@ -32,16 +31,14 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// Builds the provider and its HTTP client. `settings.base_url` includes `/v1`.
     pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSetupError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            secret_header(
-                KIND,
-                &format!("Bearer {}", settings.api_key.expose_secret()),
-            )?,
-        );
         Ok(Self {
-            http: HttpCore::new(KIND, settings, "/chat/completions", headers)?,
+            http: HttpCore::new(
+                KIND,
+                settings,
+                "/chat/completions",
+                Auth::bearer(),
+                HeaderMap::new(),
+            )?,
         })
     }
 }

@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
@@ -22,8 +23,9 @@ use qdrant_client::qdrant::{
     with_payload_selector::SelectorOptions,
 };
 use qdrant_client::{Qdrant, QdrantError};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
+use crate::adapters::api_key::ApiKey;
 use crate::domain::documents::{Chunk, DocumentId};
 use crate::domain::ids::TenantId;
 use crate::ports::vector::{IndexError, IndexedChunk, ScoredChunk, VectorIndex};
@@ -41,7 +43,13 @@ const METADATA_FIELD: &str = "metadata";
 const UPSERT_BATCH: usize = 256;
 
 pub struct QdrantIndex {
-    client: Qdrant,
+    url: String,
+    /// Fixed, or read from Secrets Manager when the first request connects.
+    api_key: Option<ApiKey>,
+    /// Built on first use (after the key is known); dropped when Qdrant refuses the key, so
+    /// the next request reads a rotated key and connects again.
+    client: RwLock<Option<Arc<Qdrant>>>,
+    connect: tokio::sync::Mutex<()>,
     collection: String,
     /// The vector size `ensure_ready` confirmed, so a wrong-sized batch is refused before
     /// `replace_document` deletes anything.
@@ -52,19 +60,20 @@ pub struct QdrantIndex {
 impl fmt::Debug for QdrantIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QdrantIndex")
-            .field("url", &self.client.config.uri)
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
             .field("collection", &self.collection)
             .finish_non_exhaustive()
     }
 }
 
 impl QdrantIndex {
-    /// A client for `url` (Qdrant's gRPC endpoint, e.g. `http://127.0.0.1:6334`). Makes no
-    /// network call: the connection is opened on first use, and the server version check is
-    /// skipped, so a cold start never blocks on Qdrant.
+    /// An index on `url` (Qdrant's gRPC endpoint, e.g. `http://127.0.0.1:6334`). Makes no
+    /// network call: the key (when managed) is read and the connection opened on first use,
+    /// and the server version check is skipped, so a cold start never blocks on Qdrant.
     pub fn new(
         url: &str,
-        api_key: Option<SecretString>,
+        api_key: Option<ApiKey>,
         collection: impl Into<String>,
     ) -> Result<Self, IndexError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -72,18 +81,61 @@ impl QdrantIndex {
                 "Qdrant URL `{url}` must start with http:// or https://"
             )));
         }
-        let mut config = Qdrant::from_url(url).skip_compatibility_check();
-        if let Some(key) = &api_key {
-            config = config.api_key(key.expose_secret());
-        }
-        let client = config
-            .build()
-            .map_err(|e| IndexError::Rejected(format!("invalid Qdrant URL `{url}`: {e}")))?;
+        // Validates the URL now, so a typo fails the cold start rather than the first request.
+        build_client(url, None)?;
         Ok(Self {
-            client,
+            url: url.to_owned(),
+            api_key,
+            client: RwLock::new(None),
+            connect: tokio::sync::Mutex::new(()),
             collection: collection.into(),
             dimensions: OnceLock::new(),
         })
+    }
+
+    fn current_client(&self) -> Option<Arc<Qdrant>> {
+        match self.client.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_client(&self, client: Option<Arc<Qdrant>>) {
+        match self.client.write() {
+            Ok(mut guard) => *guard = client,
+            Err(poisoned) => *poisoned.into_inner() = client,
+        }
+    }
+
+    /// The client, built on first use with the (resolved) key.
+    async fn client(&self) -> Result<Arc<Qdrant>, IndexError> {
+        if let Some(client) = self.current_client() {
+            return Ok(client);
+        }
+        let _single_flight = self.connect.lock().await;
+        if let Some(client) = self.current_client() {
+            return Ok(client);
+        }
+        let key = match &self.api_key {
+            Some(key) => Some(key.resolve().await.map_err(|e| {
+                IndexError::Unavailable(format!("the Qdrant API key is unavailable: {e}"))
+            })?),
+            None => None,
+        };
+        let client = Arc::new(build_client(
+            &self.url,
+            key.as_ref().map(|k| k.expose_secret()),
+        )?);
+        self.set_client(Some(client.clone()));
+        Ok(client)
+    }
+
+    /// Qdrant refused the key: connect again, with a freshly read key, on the next request.
+    fn forget_credentials(&self) {
+        self.set_client(None);
+        if let Some(key) = &self.api_key {
+            key.invalidate();
+        }
     }
 
     pub fn collection(&self) -> &str {
@@ -97,7 +149,8 @@ impl QdrantIndex {
         document: Option<&DocumentId>,
     ) -> Result<u64, IndexError> {
         let response = self
-            .client
+            .client()
+            .await?
             .count(CountPoints {
                 collection_name: self.collection.clone(),
                 filter: Some(tenant_filter(tenant, document)),
@@ -120,7 +173,8 @@ impl QdrantIndex {
         document: &DocumentId,
     ) -> Result<(), IndexError> {
         let response = self
-            .client
+            .client()
+            .await?
             .delete_points(DeletePoints {
                 collection_name: self.collection.clone(),
                 wait: Some(true),
@@ -140,7 +194,8 @@ impl QdrantIndex {
     /// Creates the collection if missing; a concurrent creator winning the race is fine.
     async fn ensure_collection(&self, dimensions: usize) -> Result<(), IndexError> {
         let exists = self
-            .client
+            .client()
+            .await?
             .collection_exists(CollectionExistsRequest {
                 collection_name: self.collection.clone(),
             })
@@ -150,7 +205,8 @@ impl QdrantIndex {
             return Ok(());
         }
         let created = self
-            .client
+            .client()
+            .await?
             .create_collection(CreateCollection {
                 collection_name: self.collection.clone(),
                 vectors_config: Some(VectorsConfig {
@@ -178,13 +234,19 @@ impl QdrantIndex {
     fn error(&self, operation: &str, error: QdrantError) -> IndexError {
         let context = format!("Qdrant {operation} on `{}`", self.collection);
         match error {
-            QdrantError::ResponseError { status } => status_error(&context, &status),
+            QdrantError::ResponseError { status } => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    self.forget_credentials();
+                }
+                status_error(&context, &status)
+            }
             QdrantError::ResourceExhaustedError {
                 retry_after_seconds,
                 ..
-            } => IndexError::Unavailable(format!(
-                "{context}: rate limited, retry after {retry_after_seconds} s"
-            )),
+            } => IndexError::Busy {
+                retry_after: Duration::from_secs(retry_after_seconds.max(1)),
+                detail: format!("{context}: rate limited"),
+            },
             QdrantError::ConversionError(message) => {
                 IndexError::Rejected(format!("{context}: {message}"))
             }
@@ -195,6 +257,17 @@ impl QdrantIndex {
             QdrantError::Io(e) => IndexError::Unavailable(format!("{context}: {e}")),
         }
     }
+}
+
+/// A client for `url`; builds no connection (that happens on the first call).
+fn build_client(url: &str, api_key: Option<&str>) -> Result<Qdrant, IndexError> {
+    let mut config = Qdrant::from_url(url).skip_compatibility_check();
+    if let Some(key) = api_key {
+        config = config.api_key(key);
+    }
+    config
+        .build()
+        .map_err(|e| IndexError::Rejected(format!("invalid Qdrant URL `{url}`: {e}")))
 }
 
 /// The one place a tenant filter is built: a `must` keyword match on `tenant_id` (served by
@@ -223,7 +296,6 @@ fn status_error(context: &str, status: &tonic::Status) -> IndexError {
         | Code::DeadlineExceeded
         | Code::Cancelled
         | Code::Aborted
-        | Code::ResourceExhausted
         | Code::Internal
         | Code::Unknown => IndexError::Unavailable(detail),
         // Writes disabled (Qdrant's `Locked`) or a failed precondition: the operator's to fix.
@@ -236,6 +308,16 @@ fn status_error(context: &str, status: &tonic::Status) -> IndexError {
         Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists | Code::Unimplemented => {
             IndexError::Rejected(detail)
         }
+        // Rate limited (Qdrant Cloud): the server's `retry-after` metadata, or a second.
+        Code::ResourceExhausted => IndexError::Busy {
+            retry_after: status
+                .metadata()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(1), |s| Duration::from_secs(s.max(1))),
+            detail,
+        },
         Code::DataLoss => IndexError::Corrupt(detail),
         Code::Ok => IndexError::Corrupt(format!("{detail} (an error status of OK)")),
     }
@@ -374,7 +456,8 @@ impl VectorIndex for QdrantIndex {
         self.ensure_collection(dimensions).await?;
 
         let info = self
-            .client
+            .client()
+            .await?
             .collection_info(GetCollectionInfoRequest {
                 collection_name: self.collection.clone(),
             })
@@ -413,7 +496,8 @@ impl VectorIndex for QdrantIndex {
                 continue;
             }
             let response = self
-                .client
+                .client()
+                .await?
                 .create_field_index(CreateFieldIndexCollection {
                     collection_name: self.collection.clone(),
                     wait: Some(true),
@@ -484,7 +568,8 @@ impl VectorIndex for QdrantIndex {
                 return Ok(());
             }
             let response = self
-                .client
+                .client()
+                .await?
                 .upsert_points(UpsertPoints {
                     collection_name: self.collection.clone(),
                     wait: Some(true),
@@ -522,7 +607,8 @@ impl VectorIndex for QdrantIndex {
             return Ok(Vec::new());
         }
         let response = self
-            .client
+            .client()
+            .await?
             .query(QueryPoints {
                 collection_name: self.collection.clone(),
                 query: Some(Query::from(vector.to_vec())),
@@ -606,6 +692,28 @@ mod tests {
     }
 
     #[test]
+    fn rate_limiting_is_busy_with_the_servers_retry_hint() {
+        let mut status = tonic::Status::resource_exhausted("too many requests");
+        status.metadata_mut().insert(
+            "retry-after",
+            tonic::metadata::MetadataValue::from_static("7"),
+        );
+        let IndexError::Busy { retry_after, .. } = status_error("Qdrant query", &status) else {
+            panic!("busy");
+        };
+        assert_eq!(retry_after, Duration::from_secs(7));
+        let bare = tonic::Status::resource_exhausted("too many requests");
+        assert!(matches!(
+            status_error("Qdrant query", &bare),
+            IndexError::Busy { retry_after, .. } if retry_after == Duration::from_secs(1)
+        ));
+        let busy = crate::error::GatewayError::from(status_error("Qdrant query", &status));
+        assert_eq!(busy.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.retry_after(), Some(Duration::from_secs(7)));
+        assert!(!busy.to_string().contains("Qdrant"), "details stay in logs");
+    }
+
+    #[test]
     fn construction_checks_the_url_without_connecting() {
         assert!(QdrantIndex::new("http://127.0.0.1:1", None, "chunks").is_ok());
         assert!(matches!(
@@ -614,7 +722,7 @@ mod tests {
         ));
         let index = QdrantIndex::new(
             "https://qdrant.example:6334",
-            Some(SecretString::from("s3cret-key")),
+            Some(ApiKey::from("s3cret-key")),
             "chunks",
         )
         .unwrap();

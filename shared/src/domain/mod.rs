@@ -1,6 +1,7 @@
 //! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
-//! prompt rendering, pricing and the usage event.
+//! prompt rendering, pricing, the usage event, the usage report and the anomaly rules.
 
+pub mod anomaly;
 pub mod cache_key;
 pub mod chat;
 pub mod chunking;
@@ -14,3 +15,4 @@ pub mod quality;
 pub mod routing;
 pub mod tenant;
 pub mod usage;
+pub mod usage_report;

@@ -82,6 +82,12 @@ pub fn latency_bucket_value(bucket: usize) -> f64 {
     LATENCY_GROWTH.powf(bucket as f64 - 0.5)
 }
 
+/// The start of the UTC hour containing `t`.
+pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp();
+    DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(t)
+}
+
 /// Per tenant, model and hour: the sum of that hour's usage events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRollup {
@@ -152,12 +158,15 @@ impl UsageRollup {
         {
             *slot += 1;
         }
+        if let Some(score) = event.quality_score {
+            self.quality_score_sum += score;
+            self.quality_score_count += 1;
+        }
     }
 
     /// The hour an event is rolled up into.
     pub fn hour_of(event: &UsageEvent) -> DateTime<Utc> {
-        let secs = event.created_at.timestamp();
-        DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(event.created_at)
+        hour_start(event.created_at)
     }
 
     /// A latency percentile (0–100) from the histogram, in ms; `None` when empty.

@@ -4,6 +4,7 @@
 //! its IAM policy). Every port has an embedded implementation in `adapters::memory` (or
 //! `adapters::simulated`) and real ones for production.
 
+pub mod alerts;
 pub mod clock;
 pub mod metrics;
 pub mod provider;

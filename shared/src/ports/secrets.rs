@@ -9,6 +9,9 @@ pub enum SecretError {
     Missing(String),
     #[error("secret store unavailable: {0}")]
     Unavailable(String),
+    /// The secret exists but does not hold what was expected (the message never quotes it).
+    #[error("{0}")]
+    Malformed(String),
 }
 
 #[async_trait]

@@ -263,3 +263,65 @@ pub trait TenantAdmin: Send + Sync {
         owner: &TenantId,
     ) -> Result<(), StoreError>;
 }
+
+/// Lists a tenant's usage events, newest first (usage-report's `GET /v1/usage/events`).
+///
+/// Always reads `tenant`'s own events: the cursor is only a position (a sort key) inside that
+/// tenant's listing, never a way to name another tenant.
+#[async_trait]
+pub trait UsageEvents: Send + Sync {
+    /// At most `limit` events matching `filter`, strictly older than `cursor` when one is
+    /// given. `next` is `None` once the listing is exhausted. A page may hold fewer than
+    /// `limit` events (even none) with a `next` cursor when a store bounds the items it
+    /// examines per call; callers keep paging until `next` is `None`.
+    async fn events_page(
+        &self,
+        tenant: &TenantId,
+        filter: &crate::domain::usage_report::EventFilter,
+        cursor: Option<&crate::domain::usage_report::EventCursor>,
+        limit: usize,
+    ) -> Result<crate::domain::usage_report::EventPage, StoreError>;
+}
+
+/// One page of the tenants active in an hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivePage {
+    /// In tenant id order, each once.
+    pub tenants: Vec<TenantId>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+impl ActivePage {
+    /// The cursor that continues after `tenant`. Opaque to callers; every store issues the same
+    /// shape, so a page boundary means the same thing on each.
+    pub fn cursor_after(tenant: &TenantId) -> String {
+        format!("t1.{}", hex::encode(tenant.as_str()))
+    }
+
+    /// The tenant a cursor continues after. A cursor no store issued is refused as
+    /// `NotFound` (there is no such page).
+    pub fn decode_cursor(cursor: &str) -> Result<TenantId, StoreError> {
+        cursor
+            .strip_prefix("t1.")
+            .and_then(|raw| hex::decode(raw).ok())
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|id| TenantId::parse(id).ok())
+            .ok_or_else(|| StoreError::NotFound(format!("activity page {cursor:?}")))
+    }
+}
+
+/// The activity index (anomaly-scheduler, `tollgate usage top`): which tenants have a rollup
+/// in an hour, without scanning the usage table.
+#[async_trait]
+pub trait UsageActivity: Send + Sync {
+    /// Tenants with a rollup for the hour containing `hour`, each once however many models
+    /// they used, in tenant id order: at most `limit` (at least 1) per page, starting after
+    /// `cursor` (a previous page's `next`).
+    async fn active_tenants(
+        &self,
+        hour: DateTime<Utc>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<ActivePage, StoreError>;
+}

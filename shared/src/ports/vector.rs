@@ -16,10 +16,34 @@ use crate::ports::provider::ProviderError;
 pub enum IndexError {
     #[error("vector index unavailable: {0}")]
     Unavailable(String),
+    /// The index is rate limiting (Qdrant Cloud's `RESOURCE_EXHAUSTED`); retry after the hint.
+    #[error("vector index is rate limiting requests: {detail}")]
+    Busy {
+        retry_after: std::time::Duration,
+        detail: String,
+    },
     #[error("vector index refused the request: {0}")]
     Rejected(String),
     #[error("vector index returned something unreadable: {0}")]
     Corrupt(String),
+}
+
+/// An index failure as the client sees it: 503, with `Retry-After` when the index gave one.
+impl From<IndexError> for crate::error::GatewayError {
+    fn from(error: IndexError) -> Self {
+        match error {
+            IndexError::Busy {
+                retry_after,
+                detail,
+            } => Self::IndexBusy {
+                retry_after,
+                detail,
+            },
+            other => Self::StoreUnavailable {
+                detail: other.to_string(),
+            },
+        }
+    }
 }
 
 /// A chunk with its embedding, ready to upsert.

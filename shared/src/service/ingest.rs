@@ -141,9 +141,7 @@ impl IngestService {
             .get_or_try_init(|| async { self.index.ensure_ready(dims).await })
             .await
             .map(|_| ())
-            .map_err(|e| GatewayError::StoreUnavailable {
-                detail: e.to_string(),
-            })
+            .map_err(GatewayError::from)
     }
 
     /// `POST /v1/documents`: one document object, or `{"documents": [...]}`.
@@ -387,9 +385,7 @@ impl IngestService {
             .index
             .delete_document(&tenant, &id)
             .await
-            .map_err(|e| GatewayError::StoreUnavailable {
-                detail: e.to_string(),
-            })?;
+            .map_err(GatewayError::from)?;
         let existed = self.documents.delete_document(&tenant, &id).await?;
         Ok(existed || removed > 0)
     }

@@ -1,5 +1,6 @@
 //! Use cases: the domain wired to the ports. Handlers call exactly one of these.
 
+pub mod anomaly;
 pub mod auth;
 pub mod chat;
 mod embedding_usage;
@@ -8,5 +9,6 @@ pub mod limiter;
 mod metering;
 pub mod retrieval;
 mod stream;
+pub mod usage_report;
 
 pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta, RequestContext};

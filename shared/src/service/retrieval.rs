@@ -105,9 +105,7 @@ impl Retriever {
             .index
             .search(tenant, &vector, top_k)
             .await
-            .map_err(|e| GatewayError::StoreUnavailable {
-                detail: e.to_string(),
-            })?;
+            .map_err(GatewayError::from)?;
         verify_tenant(tenant, &hits, self.metrics.as_ref(), request_id)?;
         Ok(build_context(&hits, max_tokens))
     }

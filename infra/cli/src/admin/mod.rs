@@ -1,30 +1,43 @@
-//! The operator commands: `tenant`, `key`, `price`, `quota` and `replay`.
+//! The operator commands: `tenant`, `key`, `price`, `quota`, `replay`, `usage` and
+//! `anomalies`.
 //!
 //! Each command is a function over the store ports it needs (so it runs against the embedded
 //! `MemoryStore` in tests and against DynamoDB in production) and returns an [`Output`]: what
 //! to print. Only [`emit`] prints. Bad flags are clap usage errors (exit code 2, before any
 //! store is touched); store and validation failures are one-line errors (exit code 1).
 
+pub mod anomalies;
 pub mod key;
 pub mod parse;
 pub mod price;
 pub mod quota;
 pub mod replay;
 pub mod tenant;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;
 
+use tollgate::adapters::alerts::MemoryAlerts;
+use tollgate::adapters::cloudwatch::CloudWatchAlerts;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
-use tollgate::ports::store::{ApiKeyLookup, Catalog, TenantAdmin, TenantConfigSource, UsageSink};
+use tollgate::config::anomaly::AnomalySettings;
+use tollgate::ports::alerts::AnomalyAlerts;
+use tollgate::ports::store::{
+    AnomalyStore, ApiKeyLookup, Catalog, TenantAdmin, TenantConfigSource, UsageActivity,
+    UsageQuery, UsageSink,
+};
 
 /// `tollgate --help`: what the binary does, with a first session as the example.
 pub const LONG_ABOUT: &str = "\
 Tollgate: a multi-tenant LLM gateway.
 
 `tollgate serve` runs the gateway locally on an in-memory store. The operator commands (tenant,
-key, price, quota, replay) manage a deployment's DynamoDB tables, found through the standard AWS
+key, price, quota, replay, usage, anomalies) manage a deployment's DynamoDB tables, found through
+the standard AWS
 environment (AWS_REGION, AWS_PROFILE or keys, AWS_ENDPOINT_URL for an emulator) and
 --table-prefix. Every command has --help.
 
@@ -41,12 +54,26 @@ Example:
 /// Every port the operator commands use, so one store value can serve them all. Each command
 /// function still names only the ports it touches.
 pub trait AdminStore:
-    TenantAdmin + TenantConfigSource + ApiKeyLookup + Catalog + UsageSink
+    TenantAdmin
+    + TenantConfigSource
+    + ApiKeyLookup
+    + Catalog
+    + UsageSink
+    + UsageActivity
+    + UsageQuery
+    + AnomalyStore
 {
 }
 
 impl<T> AdminStore for T where
-    T: TenantAdmin + TenantConfigSource + ApiKeyLookup + Catalog + UsageSink
+    T: TenantAdmin
+        + TenantConfigSource
+        + ApiKeyLookup
+        + Catalog
+        + UsageSink
+        + UsageActivity
+        + UsageQuery
+        + AnomalyStore
 {
 }
 
@@ -97,6 +124,10 @@ pub enum AdminCommand {
     Quota(quota::QuotaArgs),
     /// Record usage events from `MeteringFailure` log lines, idempotently by request id.
     Replay(replay::ReplayArgs),
+    /// Usage across every tenant: top tenants by cost, recorded anomalies (operators only).
+    Usage(usage::UsageArgs),
+    /// Run the anomaly scheduler by hand for one hour.
+    Anomalies(anomalies::AnomaliesArgs),
 }
 
 impl AdminCommand {
@@ -107,6 +138,8 @@ impl AdminCommand {
             Self::Price(args) => &args.store,
             Self::Quota(args) => &args.store,
             Self::Replay(args) => &args.store,
+            Self::Usage(args) => &args.store,
+            Self::Anomalies(args) => &args.store,
         }
     }
 }
@@ -197,6 +230,19 @@ pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::R
         AdminCommand::Price(args) => price::execute(store, args.command).await,
         AdminCommand::Quota(args) => quota::execute(store, args.command).await,
         AdminCommand::Replay(args) => replay::execute(store, args).await,
+        AdminCommand::Usage(args) => usage::execute(store, args.command).await,
+        AdminCommand::Anomalies(args) => {
+            // The same thresholds as the function (TOLLGATE_ANOMALY_*), and its alerts: the
+            // deployment's CloudWatch metrics, or kept in memory with the in-memory store.
+            let settings = AnomalySettings::from_env()?;
+            let alerts: Box<dyn AnomalyAlerts> = match args.store.store {
+                StoreKind::Dynamodb => {
+                    Box::new(CloudWatchAlerts::from_env(args.store.table_prefix.clone()).await)
+                }
+                StoreKind::Memory => Box::new(MemoryAlerts::default()),
+            };
+            anomalies::execute(store, alerts.as_ref(), &settings, args.command).await
+        }
     }
 }
 

@@ -123,6 +123,39 @@ pub(super) fn parse_time(name: &str, raw: &str) -> Result<DateTime<Utc>, StoreEr
         .map_err(|e| corrupt(format!("attribute `{name}` is not an RFC 3339 time: {e}")))
 }
 
+/// An item's size as DynamoDB bills it: each attribute's name plus its value (strings and
+/// binaries by length, numbers about one byte per two digits plus one, documents with their
+/// overhead). Used to estimate read units, not to enforce the 400 KB limit.
+pub(super) fn item_size(item: &Item) -> u64 {
+    item.iter()
+        .map(|(name, value)| name.len() as u64 + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> u64 {
+    let number = |raw: &str| {
+        let digits = raw.bytes().filter(u8::is_ascii_digit).count() as u64;
+        digits.div_ceil(2) + 1
+    };
+    match value {
+        AttributeValue::S(v) => v.len() as u64,
+        AttributeValue::N(v) => number(v),
+        AttributeValue::B(v) => v.as_ref().len() as u64,
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(v) => v.iter().map(|s| s.len() as u64).sum(),
+        AttributeValue::Ns(v) => v.iter().map(|n| number(n)).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len() as u64).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<u64>(),
+        AttributeValue::M(v) => {
+            3 + v
+                .iter()
+                .map(|(k, e)| 1 + k.len() as u64 + value_size(e))
+                .sum::<u64>()
+        }
+        _ => 1,
+    }
+}
+
 /// Builds `UpdateExpression` / `ConditionExpression` strings with placeholder names and values.
 #[derive(Default)]
 pub(super) struct Expr {

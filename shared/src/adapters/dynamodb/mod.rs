@@ -5,7 +5,9 @@
 //!   `FT#{provider}#{model}`/`OWNER`, the catalog `PRICE#{provider}`/`{model}` and
 //!   `QUOTA#{provider}`/`{model}`.
 //! - **usage** (`pk`, `sk`; GSI `by_tenant_time`): events `EVENT#{request_id}`/`EVENT`, hourly
-//!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`.
+//!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`; a tenant's events newest
+//!   first from `by_tenant_time` (`events`); rollups by hour from the KEYS_ONLY GSI `by_hour`
+//!   (the activity index, `activity`).
 //! - **limits** (`pk` = the counter key; TTL `expires_at`): sliding-window bucket counters.
 //! - **cache** (`pk` = the cache key; TTL `expires_at`): cached completions.
 //!
@@ -13,11 +15,13 @@
 //! [`tables`] only; `tollgate init` and `template.yaml` are both generated from them. Only this
 //! module names SDK types.
 
+mod activity;
 mod cache;
 mod catalog;
 mod codec;
 mod documents;
 mod error;
+mod events;
 mod limiter;
 mod records;
 pub mod tables;
@@ -52,6 +56,8 @@ pub struct DynamoStore {
     client: Client,
     names: TableNames,
     round_trips: Arc<AtomicU64>,
+    /// Estimated read capacity consumed, in half units (see [`DynamoStore::read_units`]).
+    read_half_units: Arc<AtomicU64>,
 }
 
 impl DynamoStore {
@@ -60,6 +66,7 @@ impl DynamoStore {
             client,
             names,
             round_trips: Arc::new(AtomicU64::new(0)),
+            read_half_units: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -112,6 +119,25 @@ impl DynamoStore {
     /// definitions ask for it. Idempotent.
     pub async fn create_tables(&self) -> Result<Vec<TableReport>, StoreError> {
         tables::create_tables(&self.client, &self.names).await
+    }
+
+    /// Read capacity units the Queries of this store (and its clones) consumed so far, as
+    /// DynamoDB bills them: per request, the size of the items read rounded up to 4 KB, one
+    /// unit per 4 KB strongly consistent, half eventually consistent (every GSI read). Sizes
+    /// are computed from the items as DynamoDB sizes them (names + values), so the figure holds
+    /// against an emulator too. Counted where the scheduler and reports read (rollup and
+    /// activity-index Queries); GetItem/BatchGetItem are not included.
+    pub fn read_units(&self) -> f64 {
+        self.read_half_units.load(Ordering::Relaxed) as f64 / 2.0
+    }
+
+    /// Adds one read request's consumption to [`DynamoStore::read_units`].
+    fn count_read(&self, items: &[codec::Item], consistent: bool) {
+        let bytes: u64 = items.iter().map(codec::item_size).sum();
+        let blocks = bytes.div_ceil(4096).max(1);
+        let half_units = if consistent { 2 * blocks } else { blocks };
+        self.read_half_units
+            .fetch_add(half_units, Ordering::Relaxed);
     }
 
     /// Counts one DynamoDB API call; called right before every `send()`.
@@ -203,6 +229,8 @@ impl DynamoStore {
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
     ) -> Result<Vec<codec::Item>, StoreError> {
+        let consistent =
+            query.get_consistent_read().unwrap_or(false) && query.get_index_name().is_none();
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -213,7 +241,9 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| error::sdk("Query", e))?;
-            items.extend(out.items.unwrap_or_default());
+            let page = out.items.unwrap_or_default();
+            self.count_read(&page, consistent);
+            items.extend(page);
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(items),

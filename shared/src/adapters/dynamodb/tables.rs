@@ -32,6 +32,11 @@ pub const CLOUDFORMATION_PREFIX: &str = "${AWS::StackName}";
 pub const TENANTS_BY_TENANT: &str = "by_tenant";
 /// The GSI on the usage table: a tenant's events in time order.
 pub const USAGE_BY_TENANT_TIME: &str = "by_tenant_time";
+/// The activity index on the usage table: every rollup of one hour, keyed
+/// `HOUR_PK = HOUR#{yyyy-mm-ddThh}` / `HOUR_SK = {tenant}#{model}` (see `activity`).
+pub const USAGE_BY_HOUR: &str = "by_hour";
+pub const HOUR_PK: &str = "hour_pk";
+pub const HOUR_SK: &str = "hour_sk";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
@@ -59,12 +64,38 @@ impl Default for TableNames {
     }
 }
 
-/// A global secondary index: string hash and range keys, every attribute projected.
+/// A global secondary index with string hash and range keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDefinition {
     pub name: &'static str,
     pub hash_key: &'static str,
     pub range_key: &'static str,
+    pub projection: IndexProjection,
+}
+
+/// What an index holds besides its keys (and the table's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexProjection {
+    /// Every attribute: the index answers whole items.
+    All,
+    /// Keys only: the smallest index items, for an index that answers "which" and not "what".
+    KeysOnly,
+}
+
+impl IndexProjection {
+    fn cloudformation(self) -> &'static str {
+        match self {
+            Self::All => "ALL",
+            Self::KeysOnly => "KEYS_ONLY",
+        }
+    }
+
+    fn sdk(self) -> ProjectionType {
+        match self {
+            Self::All => ProjectionType::All,
+            Self::KeysOnly => ProjectionType::KeysOnly,
+        }
+    }
 }
 
 /// One table: string keys, on-demand billing.
@@ -109,6 +140,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
                 name: TENANTS_BY_TENANT,
                 hash_key: GSI1PK,
                 range_key: GSI1SK,
+                projection: IndexProjection::All,
             }],
             ttl_attribute: None,
             retain: true,
@@ -118,11 +150,22 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
             name: names.usage.clone(),
             hash_key: PK,
             range_key: Some(SK),
-            indexes: vec![IndexDefinition {
-                name: USAGE_BY_TENANT_TIME,
-                hash_key: GSI1PK,
-                range_key: GSI1SK,
-            }],
+            indexes: vec![
+                IndexDefinition {
+                    name: USAGE_BY_TENANT_TIME,
+                    hash_key: GSI1PK,
+                    range_key: GSI1SK,
+                    projection: IndexProjection::All,
+                },
+                // Only rollup items carry these keys, each written once per tenant, model and
+                // hour: the index is as large as the rollups' count, not the requests'.
+                IndexDefinition {
+                    name: USAGE_BY_HOUR,
+                    hash_key: HOUR_PK,
+                    range_key: HOUR_SK,
+                    projection: IndexProjection::KeysOnly,
+                },
+            ],
             ttl_attribute: None,
             retain: true,
         },
@@ -234,7 +277,7 @@ async fn create_table(client: &Client, def: &TableDefinition) -> Result<bool, St
                 .set_key_schema(Some(key_schema(index.hash_key, Some(index.range_key))?))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::All)
+                        .projection_type(index.projection.sdk())
                         .build(),
                 )
                 .build()
@@ -345,7 +388,11 @@ fn render(out: &mut String, defs: &[TableDefinition]) -> std::fmt::Result {
                 writeln!(out, "          KeySchema:")?;
                 render_key_schema(out, "            ", index.hash_key, Some(index.range_key))?;
                 writeln!(out, "          Projection:")?;
-                writeln!(out, "            ProjectionType: ALL")?;
+                writeln!(
+                    out,
+                    "            ProjectionType: {}",
+                    index.projection.cloudformation()
+                )?;
             }
         }
         if let Some(attr) = def.ttl_attribute {

@@ -5,7 +5,9 @@
 //! - `ROLLUP#{tenant}` / `HOUR#{yyyy-mm-ddThh}#MODEL#{model}`: top-level Numbers updated with
 //!   `ADD` (`requests`, `errors`, `err_{kind}`, `prompt_tokens`, `completion_tokens`,
 //!   `cached_tokens`, `cache_write_tokens`, `cost_usd`, `cache_hits`, `streamed`,
-//!   `lat_00`…`lat_63`, `quality_sum`, `quality_count`), plus `tenant_id`, `hour`, `model`.
+//!   `lat_00`…`lat_63`, `quality_sum`, `quality_count`), plus `tenant_id`, `hour`, `model`,
+//!   and the activity index keys `hour_pk = HOUR#{yyyy-mm-ddThh}`, `hour_sk = {tenant}#{model}`
+//!   (GSI `by_hour`, see `activity`).
 //!
 //! `record` is one TransactWriteItems: the event Put (condition: its request id is new), the
 //! rollup Update, and one Update per limiter adjustment. A replayed request id fails item 0's
@@ -16,12 +18,14 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::DynamoStore;
+use super::activity;
 use super::codec::{
     self, Expr, GSI1PK, GSI1SK, Item, PK, SK, dec, get_dec, get_json, get_s, get_u64, key_pk_sk, n,
     s,
 };
 use super::error::{self, corrupt};
 use super::limiter::{TRANSACT_MAX, counter_update, reject_duplicate_keys};
+use super::tables::{HOUR_PK, HOUR_SK};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, latency_bucket};
 use crate::ports::store::{CounterAdd, Recorded, StoreError, UsageQuery, UsageSink};
@@ -85,7 +89,15 @@ fn rollup_update(table: &str, event: &UsageEvent) -> Result<Update, StoreError> 
         .add(&latency_attr(latency_bucket(event.latency_ms)), n(1))
         .set("tenant_id", s(event.tenant_id.as_str()))
         .set("hour", s(codec::time_key(hour)))
-        .set("model", s(&event.model_requested));
+        .set("model", s(&event.model_requested))
+        // The activity index (GSI `by_hour`, KEYS_ONLY). Set on every update, but the values
+        // never change after the rollup's first write, and DynamoDB writes a GSI entry only when
+        // its keys change: one index write per tenant, model and hour, not one per request.
+        .set(HOUR_PK, s(activity::hour_pk(hour)))
+        .set(
+            HOUR_SK,
+            s(activity::hour_sk(&event.tenant_id, &event.model_requested)),
+        );
     if let Some(score) = event.quality_score {
         expr.add("quality_sum", dec(score))
             .add("quality_count", n(1));
@@ -128,6 +140,90 @@ fn decode_rollup(item: &Item) -> Result<UsageRollup, StoreError> {
     rollup.quality_score_sum = get_dec(item, "quality_sum")?;
     rollup.quality_score_count = get_u64(item, "quality_count")?;
     Ok(rollup)
+}
+
+/// A rollup as a whole item: what the `ADD`s of its events would have built.
+#[cfg(feature = "seed-rollups")]
+fn encode_rollup(r: &UsageRollup) -> Item {
+    let sk = format!("{}#MODEL#{}", hour_sk(r.hour), r.model);
+    let mut item = key_pk_sk(rollup_pk(&r.tenant_id), sk);
+    let numbers = [
+        ("requests", r.requests),
+        ("errors", r.errors),
+        ("prompt_tokens", r.prompt_tokens),
+        ("completion_tokens", r.completion_tokens),
+        ("cached_tokens", r.cached_tokens),
+        ("cache_write_tokens", r.cache_write_tokens),
+        ("cache_hits", r.cache_hits),
+        ("streamed", r.streamed),
+        ("quality_count", r.quality_score_count),
+    ];
+    for (name, value) in numbers {
+        item.insert(name.into(), n(value));
+    }
+    item.insert("cost_usd".into(), dec(r.cost_usd));
+    item.insert("quality_sum".into(), dec(r.quality_score_sum));
+    for (kind, count) in &r.errors_by_type {
+        item.insert(format!("{ERR_PREFIX}{kind}"), n(count));
+    }
+    for (bucket, count) in r.latency_histogram.iter().enumerate() {
+        if *count > 0 {
+            item.insert(latency_attr(bucket), n(count));
+        }
+    }
+    item.insert("tenant_id".into(), s(r.tenant_id.as_str()));
+    item.insert("hour".into(), s(codec::time_key(r.hour)));
+    item.insert("model".into(), s(&r.model));
+    item.insert(HOUR_PK.into(), s(activity::hour_pk(r.hour)));
+    item.insert(HOUR_SK.into(), s(activity::hour_sk(&r.tenant_id, &r.model)));
+    item
+}
+
+#[cfg(feature = "seed-rollups")]
+impl DynamoStore {
+    /// Writes rollups as whole items (BatchWriteItem, 25 a request), replacing any with the
+    /// same tenant, hour and model, with no events behind them: benches seed months of history
+    /// this way in minutes instead of one transaction per event. Breaks "rollups equal the sum
+    /// of events" on purpose, so it exists only with the test-only `seed-rollups` feature.
+    pub async fn seed_rollups(&self, rollups: &[UsageRollup]) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in rollups.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|r| {
+                    PutRequest::builder()
+                        .set_item(Some(encode_rollup(r)))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(error::build)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for attempt in 0..10_u64 {
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                self.trip();
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.names.usage, requests)
+                    .send()
+                    .await
+                    .map_err(|e| error::sdk("BatchWriteItem", e))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.names.usage))
+                    .unwrap_or_default();
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::Throttled);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The first hour start at or after `t`.

@@ -1,0 +1,112 @@
+//! The anomaly-scheduler function: an EventBridge schedule invokes it every hour; it checks the
+//! last full hour before the event's `time` (`service::anomaly`).
+//!
+//! Keying the hour on the event's `time`, not on the clock, makes a retried or duplicated
+//! delivery of the same event check the same hour, and the scheduler's conditional writes then
+//! record and alert nothing twice. The handler parses the event, runs the scheduler once and
+//! returns its summary (the function's result, and one log line); a run with failed tenants or
+//! unpublished alerts returns an error so Lambda's retry runs it again.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tollgate::ports::Clock;
+use tollgate::ports::alerts::AnomalyAlerts;
+use tollgate::ports::store::{AnomalyStore, UsageActivity, UsageQuery};
+use tollgate::service::anomaly::{AnomalyScheduler, RunSummary, SchedulerOptions, last_full_hour};
+
+/// What a failed run reports to Lambda (for tests that check the error type).
+pub use lambda_runtime::Diagnostic;
+
+/// The fields of EventBridge's "Scheduled Event" the function uses (the rest is ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScheduledEvent {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+}
+
+/// Every port the scheduler needs, from one store.
+pub trait SchedulerStore: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+
+impl<S> SchedulerStore for S where S: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+
+/// What the function may touch: the usage table's rollups and activity index (read), its
+/// anomaly records (conditional put), and the alerts.
+#[derive(Clone)]
+pub struct SchedulerState {
+    pub store: Arc<dyn SchedulerStore>,
+    pub alerts: Arc<dyn AnomalyAlerts>,
+    pub clock: Arc<dyn Clock>,
+    pub options: SchedulerOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("the activity index could not be read: {0}")]
+    Store(#[from] tollgate::ports::store::StoreError),
+    #[error(
+        "hour {hour}: {failed} tenant check(s) failed, alert publishing: {alert}; first errors: {errors}"
+    )]
+    Incomplete {
+        hour: String,
+        failed: u64,
+        alert: String,
+        errors: String,
+    },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(err: HandlerError) -> Self {
+        let error_type = match err {
+            HandlerError::Store(_) => "StoreUnavailable",
+            HandlerError::Incomplete { .. } => "AnomalyRunIncomplete",
+        };
+        Self {
+            error_type: error_type.to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+/// Runs the scheduler for the hour the event names.
+pub async fn handle(
+    state: &SchedulerState,
+    event: ScheduledEvent,
+) -> Result<RunSummary, HandlerError> {
+    let hour = last_full_hour(event.time);
+    let scheduler = AnomalyScheduler {
+        activity: state.store.as_ref(),
+        usage: state.store.as_ref(),
+        anomalies: state.store.as_ref(),
+        alerts: state.alerts.as_ref(),
+        clock: state.clock.as_ref(),
+        options: state.options.clone(),
+    };
+    let summary = scheduler.run(hour).await?;
+    tracing::info!(
+        event_id = %event.id,
+        detail_type = %event.detail_type,
+        hour = %summary.hour.to_rfc3339(),
+        tenants_checked = summary.tenants_checked,
+        quality_checked = summary.quality_checked,
+        anomalies_recorded = summary.anomalies_recorded,
+        duplicates = summary.duplicates,
+        no_baseline = summary.no_baseline,
+        below_floor = summary.below_floor,
+        store_reads = summary.store_reads,
+        failed_tenants = summary.failed_tenants,
+        "anomaly run finished"
+    );
+    if summary.failed() {
+        return Err(HandlerError::Incomplete {
+            hour: summary.hour.to_rfc3339(),
+            failed: summary.failed_tenants,
+            alert: summary.alert_error.clone().unwrap_or_else(|| "ok".into()),
+            errors: summary.errors.join("; "),
+        });
+    }
+    Ok(summary)
+}

@@ -1,0 +1,22 @@
+//! The alerting port (anomaly-scheduler): anomalies out to whatever pages an operator.
+//! Production publishes CloudWatch metrics that an alarm watches (`adapters::cloudwatch`);
+//! the embedded default writes EMF lines or keeps them in memory (`adapters::alerts`).
+
+use async_trait::async_trait;
+
+use crate::ports::store::AnomalyRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("alerting unavailable: {0}")]
+    Unavailable(String),
+    #[error("alerting throttled the request")]
+    Throttled,
+}
+
+#[async_trait]
+pub trait AnomalyAlerts: Send + Sync {
+    /// Publishes newly recorded anomalies (never a duplicate: the scheduler only passes
+    /// anomalies its conditional write just inserted). An empty slice is a no-op.
+    async fn publish(&self, anomalies: &[AnomalyRecord]) -> Result<(), AlertError>;
+}
