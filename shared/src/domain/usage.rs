@@ -75,6 +75,25 @@ pub fn latency_bucket(latency_ms: u64) -> usize {
 }
 
 /// The representative latency of a bucket (its geometric midpoint), in ms.
+/// A latency percentile (0–100) of a latency histogram, in ms, by nearest rank, read back as
+/// the bucket's value; `None` when the histogram is empty. Rollups and merged report buckets
+/// share it, so both answer with the same ±12 % bound.
+pub fn histogram_percentile(histogram: &[u64], p: f64) -> Option<f64> {
+    let total: u64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (bucket, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(latency_bucket_value(bucket));
+        }
+    }
+    None
+}
+
 pub fn latency_bucket_value(bucket: usize) -> f64 {
     if bucket == 0 {
         return 0.5;
@@ -171,19 +190,7 @@ impl UsageRollup {
 
     /// A latency percentile (0–100) from the histogram, in ms; `None` when empty.
     pub fn latency_percentile(&self, p: f64) -> Option<f64> {
-        let total: u64 = self.latency_histogram.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (bucket, count) in self.latency_histogram.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(latency_bucket_value(bucket));
-            }
-        }
-        None
+        histogram_percentile(&self.latency_histogram, p)
     }
 }
 

@@ -15,7 +15,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 use super::ids::{RequestId, TenantId};
-use super::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, latency_bucket_value};
+use super::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, histogram_percentile};
 use crate::error::ErrorKind;
 
 /// The relative error bound of a reported latency percentile (half a histogram bucket on a log
@@ -193,19 +193,7 @@ impl Aggregate {
     /// A latency percentile (0-100) in ms, by nearest rank over the merged histogram, read back
     /// as the bucket's geometric midpoint (the same rule as `UsageRollup::latency_percentile`).
     pub fn latency_percentile(&self, p: f64) -> Option<f64> {
-        let total: u64 = self.latency_histogram.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (bucket, count) in self.latency_histogram.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(latency_bucket_value(bucket));
-            }
-        }
-        None
+        histogram_percentile(&self.latency_histogram, p)
     }
 
     pub fn summary(&self) -> UsageSummary {
