@@ -31,8 +31,13 @@ AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 "$infra_venv/bin/sam" validate 
 work=$(mktemp -d)
 serve_pid=""
 moto_pid=""
+standins_pid=""
+watch_pgid=""
 stop() { if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi; }
 cleanup() {
+  # cargo lambda watch runs each function as a child process: stop the whole group.
+  if [ -n "$watch_pgid" ]; then kill -- "-$watch_pgid" 2>/dev/null || true; fi
+  stop "$standins_pid"
   stop "$serve_pid"
   stop "$moto_pid"
   rm -rf "$work"
@@ -114,6 +119,60 @@ step "OpenAI Python SDK and the dashboard against tollgate serve --store dynamod
 export AWS_ENDPOINT_URL="$moto_url" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 "$root/target/debug/tollgate" init --table-prefix sdk-suite
 sdk_suite dynamodb --store dynamodb --table-prefix sdk-suite --seed-demo
+
+step "cargo lambda watch: the four function binaries end to end (moto, provider and Qdrant stand-ins)"
+# The real binaries (invoke in its streaming runtime) under cargo-lambda's runtime emulator,
+# routed as the REST API routes them; a tenant and key made with the CLI.
+cargo build --locked -p tollgate-tests --bin standins
+"$root/target/debug/standins" >"$work/standins.out" 2>&1 &
+standins_pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^qdrant ' "$work/standins.out" 2>/dev/null && break
+  sleep 0.1
+done
+openai_url=$(awk '/^openai /{print $2}' "$work/standins.out")
+anthropic_url=$(awk '/^anthropic /{print $2}' "$work/standins.out")
+qdrant_url=$(awk '/^qdrant /{print $2}' "$work/standins.out")
+[ -n "$qdrant_url" ] || { cat "$work/standins.out"; echo "stand-ins did not start"; exit 1; }
+tollgate="$root/target/debug/tollgate"
+"$tollgate" init --table-prefix lambda-e2e --qdrant-url "$qdrant_url"
+"$tollgate" tenant create e2e --table-prefix lambda-e2e --name 'E2E Corp' --tier pro \
+  --system-prompt 'You help {{tenant_name}} customers.' \
+  --route gpt-4o-mini=openai:gpt-4o-mini --route claude-haiku=anthropic:claude-haiku-4-5
+e2e_key=$("$tollgate" key create e2e --table-prefix lambda-e2e 2>/dev/null)
+cat >"$work/lambda.env" <<ENV
+AWS_ENDPOINT_URL=$moto_url
+AWS_REGION=us-east-1
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+TOLLGATE_STORE=dynamodb
+TOLLGATE_TABLE_PREFIX=lambda-e2e
+TOLLGATE_PROVIDERS=real
+OPENAI_API_KEY=sk-e2e-openai-0123456789
+OPENAI_BASE_URL=$openai_url
+ANTHROPIC_API_KEY=sk-e2e-anthropic-0123456789
+ANTHROPIC_BASE_URL=$anthropic_url
+TOLLGATE_QDRANT_URL=$qdrant_url
+RUST_LOG=info
+ENV
+watch_port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PATH="$infra_venv/bin:$PATH" setsid cargo lambda watch --invoke-address 127.0.0.1 \
+  --invoke-port "$watch_port" --env-file "$work/lambda.env" --ignore-changes \
+  >"$work/watch.log" 2>&1 &
+watch_pgid=$!
+for _ in $(seq 1 300); do
+  curl -s -o /dev/null "http://127.0.0.1:$watch_port/" 2>/dev/null && break
+  if ! kill -0 "$watch_pgid" 2>/dev/null; then cat "$work/watch.log"; echo "cargo lambda watch exited"; exit 1; fi
+  sleep 0.2
+done
+LAMBDA_URL="http://127.0.0.1:$watch_port" TENANT_KEY="$e2e_key" REPO_ROOT="$root" \
+CARGO_LAMBDA="$infra_venv/bin/cargo-lambda" \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/lambda_e2e \
+  || { tail -50 "$work/watch.log"; exit 1; }
+kill -- "-$watch_pgid" 2>/dev/null || true
+watch_pgid=""
+stop "$standins_pid"
+standins_pid=""
 unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
 step "all checks passed"

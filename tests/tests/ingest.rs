@@ -224,3 +224,40 @@ async fn ingest_requires_a_valid_key() {
         .unwrap();
     assert_eq!(gw.send(req).await.status, 401);
 }
+
+/// An API Gateway REST event fixture from `functions/ingest/events/`, with a tenant key.
+fn fixture(name: &str, key: &str) -> lambda_http::Request {
+    let path = format!(
+        "{}/../functions/ingest/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    lambda_http::request::from_str(&raw.replace("__TENANT_KEY__", key))
+        .expect("valid API Gateway event")
+}
+
+#[tokio::test]
+async fn the_event_fixtures_upload_and_list_a_document_through_the_handler() {
+    let gw = Gateway::simulated().await;
+    let key = gw.key("acme").to_owned();
+    let uploaded = gw
+        .send(tollgate::lambda::from_lambda(fixture(
+            "upload-document.json",
+            &key,
+        )))
+        .await;
+    assert_eq!(uploaded.status, 200, "{}", uploaded.text());
+    assert_eq!(
+        uploaded.header("x-request-id"),
+        Some("0b1c2d3e-4f50-4a61-b723-84950a6b7c8d")
+    );
+    assert!(chunks_of(&gw, "acme").await > 0);
+    let listed = gw
+        .send(tollgate::lambda::from_lambda(fixture(
+            "list-documents.json",
+            &key,
+        )))
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert!(listed.text().contains("refund-policy"), "{}", listed.text());
+}

@@ -1,0 +1,143 @@
+"""The four function binaries under `cargo lambda watch`, end to end (infra/test.sh runs it).
+
+`cargo lambda watch` emulates the Lambda runtime API and routes the REST API's paths to the
+functions ([workspace.metadata.lambda.watch.router] in Cargo.toml). The functions run on
+DynamoDB in moto with the real OpenAI and Anthropic adapters pointed at the provider stand-ins
+and the Qdrant adapter at the Qdrant stand-in. The tenant and its key were created with the
+`tollgate` CLI. Environment (set by infra/test.sh):
+
+- LAMBDA_URL: the watch server, e.g. http://127.0.0.1:9000
+- TENANT_KEY: the key `tollgate key create` printed
+- REPO_ROOT, CARGO_LAMBDA: to run `cargo lambda invoke` for the scheduler
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import openai
+import pytest
+
+URL = os.environ["LAMBDA_URL"]
+KEY = os.environ["TENANT_KEY"]
+# The first request to each function compiles it (debug build): be patient.
+FIRST_CALL_TIMEOUT = 900.0
+
+
+@pytest.fixture(scope="module")
+def client():
+    return openai.OpenAI(base_url=f"{URL}/v1", api_key=KEY, timeout=FIRST_CALL_TIMEOUT, max_retries=0)
+
+
+class Reply:
+    def __init__(self, status_code, text):
+        self.status_code = status_code
+        self.text = text
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def http(method, path, json_body=None, params=None):
+    url = f"{URL}{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    data = None if json_body is None else json.dumps(json_body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("authorization", f"Bearer {KEY}")
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=FIRST_CALL_TIMEOUT) as response:
+            return Reply(response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, error.read().decode())
+
+
+def test_buffered_chat_through_the_invoke_binary(client):
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello from cargo lambda"}]
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+def test_streamed_chat_arrives_in_chunks_with_usage(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-haiku",
+            messages=[{"role": "user", "content": "Stream something"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert len(chunks) > 2
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_ingest_then_chat_grounded_in_the_document(client):
+    doc_id = f"handbook-{uuid.uuid4().hex[:8]}"
+    stored = http(
+        "POST",
+        "/v1/documents",
+        json_body={
+            "id": doc_id,
+            "title": "Refund policy",
+            "text": "Refunds are issued within 14 days of purchase. The refund desk is on floor 7.",
+        },
+    )
+    assert stored.status_code == 200, stored.text
+    listed = http("GET", "/v1/documents")
+    assert listed.status_code == 200, listed.text
+    assert doc_id in listed.text
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Within how many days are refunds issued?"}],
+        extra_body={"retrieval": True},
+    )
+    assert doc_id in raw.headers.get("x-tollgate-documents", ""), dict(raw.headers)
+    assert raw.parse().choices[0].message.content
+
+
+def test_usage_report_counts_the_calls():
+    report = http("GET", "/v1/usage")
+    assert report.status_code == 200, report.text
+    body = report.json()
+    text = json.dumps(body)
+    # At least the three chats above; cost is a decimal string, never a float.
+    totals = body.get("totals") or body.get("total") or {}
+    assert totals.get("requests", 0) >= 3, text[:2000]
+    assert isinstance(totals.get("cost_usd"), str), text[:2000]
+    events = http("GET", "/v1/usage/events", params={"limit": 10})
+    assert events.status_code == 200, events.text
+    assert len(events.json()["data"]) >= 3
+
+
+def test_the_scheduler_checks_this_hours_active_tenants(tmp_path):
+    # An EventBridge "Scheduled Event" an hour from now: the scheduler checks the last full
+    # hour before the event's time, i.e. the current hour, in which the calls above happened.
+    root = os.environ["REPO_ROOT"]
+    with open(os.path.join(root, "functions/anomaly-scheduler/events/scheduled.json")) as f:
+        event = json.load(f)
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    event["time"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    fixture = tmp_path / "scheduled.json"
+    fixture.write_text(json.dumps(event))
+    port = URL.rsplit(":", 1)[1]
+    out = subprocess.run(
+        [os.environ["CARGO_LAMBDA"], "lambda", "invoke", "anomaly-scheduler",
+         "--data-file", str(fixture), "--invoke-address", "127.0.0.1", "--invoke-port", port,
+         "--output-format", "json"],
+        cwd=root, capture_output=True, text=True, timeout=FIRST_CALL_TIMEOUT,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["tenants_checked"] >= 1, summary
