@@ -14,7 +14,7 @@ use crate::config::{ConfigError, Settings, StoreKind};
 use crate::domain::pricing::PriceTable;
 use crate::ports::clock::SystemClock;
 use crate::ports::store::StoreError;
-use crate::ports::store::{ConversationStore, DocumentStore};
+use crate::ports::store::{ConversationStore, DocumentStore, ProfileStore};
 use crate::ports::vector::VectorIndex;
 use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
@@ -33,6 +33,7 @@ pub trait ChatStore:
     + LimiterStore
     + Catalog
     + ConversationStore
+    + ProfileStore
     + 'static
 {
 }
@@ -45,6 +46,7 @@ impl<S> ChatStore for S where
         + LimiterStore
         + Catalog
         + ConversationStore
+        + ProfileStore
         + 'static
 {
 }
@@ -93,7 +95,8 @@ fn build<S: ChatStore>(
             settings.default_reserve_tokens,
         )),
         retriever: None,
-        conversations: Some(store),
+        conversations: Some(store.clone()),
+        profiles: Some(store),
     };
     Ok((service, described))
 }

@@ -67,6 +67,8 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("no document `{id}` for this tenant")]
     DocumentNotFound { id: String },
+    #[error("no profile for user `{user_id}` in this tenant")]
+    ProfileNotFound { user_id: String },
     #[error("unknown route {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -128,6 +130,12 @@ pub enum GatewayError {
     UpstreamRejected { message: String },
     #[error("the upstream provider failed ({detail})")]
     Upstream { detail: String },
+    /// The model's reply does not have the `response_format` the request asked for. The call
+    /// was made and is billed; the reply is withheld.
+    #[error("{failure}")]
+    ResponseValidation {
+        failure: Box<crate::domain::structured::ValidationFailure>,
+    },
     #[error("internal error; the request id identifies it in our logs")]
     Internal {
         /// Logged, never rendered.
@@ -161,7 +169,8 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             Self::RouteNotFound { .. }
             | Self::ModelNotFound { .. }
-            | Self::DocumentNotFound { .. } => S::NOT_FOUND,
+            | Self::DocumentNotFound { .. }
+            | Self::ProfileNotFound { .. } => S::NOT_FOUND,
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
             Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
@@ -169,6 +178,10 @@ impl GatewayError {
             Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { .. } => S::BAD_REQUEST,
             Self::Upstream { .. } => S::BAD_GATEWAY,
+            // The request was fine and the provider answered, but the answer is unusable as
+            // asked: 422, as for content that cannot be processed (OpenAI's SDKs raise
+            // `UnprocessableEntityError`), and distinct from every other status here.
+            Self::ResponseValidation { .. } => S::UNPROCESSABLE_ENTITY,
             Self::Internal { .. } => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -187,6 +200,7 @@ impl GatewayError {
             | Self::PayloadTooLarge { .. }
             | Self::RouteNotFound { .. }
             | Self::DocumentNotFound { .. }
+            | Self::ProfileNotFound { .. }
             | Self::MethodNotAllowed { .. }
             | Self::ModelNotFound { .. }
             | Self::UpstreamRejected { .. } => ErrorKind::InvalidRequest,
@@ -197,6 +211,7 @@ impl GatewayError {
             Self::UpstreamRateLimited { .. } => ErrorKind::UpstreamRateLimited,
             Self::UpstreamTimeout => ErrorKind::Timeout,
             Self::Upstream { .. } => ErrorKind::UpstreamError,
+            Self::ResponseValidation { .. } => ErrorKind::Validation,
             Self::Internal { .. } => ErrorKind::Application,
         }
     }
@@ -228,6 +243,7 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
             Self::DocumentNotFound { .. } => "document_not_found",
+            Self::ProfileNotFound { .. } => "profile_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ModelNotFound { .. } => "model_not_found",
             Self::ForeignFineTunedModel { .. } => "model_route_forbidden",
@@ -238,6 +254,7 @@ impl GatewayError {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Upstream { .. } => "upstream_error",
+            Self::ResponseValidation { .. } => "response_validation_failed",
             Self::Internal { .. } => "internal_error",
         })
     }
@@ -247,6 +264,8 @@ impl GatewayError {
             Self::InvalidRequest { param, .. } => param.as_deref(),
             Self::RequestTooLarge { .. } => Some("max_tokens"),
             Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
+            Self::ProfileNotFound { .. } => Some("user_id"),
+            Self::ResponseValidation { .. } => Some("response_format"),
             _ => None,
         }
     }
@@ -269,12 +288,18 @@ impl GatewayError {
 
     /// The response body in the OpenAI error shape. The only place error bodies are rendered.
     pub fn to_body(&self) -> ErrorBody<'_> {
+        let failure = match self {
+            Self::ResponseValidation { failure } => Some(failure.as_ref()),
+            _ => None,
+        };
         ErrorBody {
             error: ErrorDetail {
                 message: self.to_string(),
                 r#type: self.openai_type(),
                 param: self.param(),
                 code: self.openai_code(),
+                instance_path: failure.map(|f| f.instance_path.as_str()),
+                schema_path: failure.map(|f| f.schema_path.as_str()),
             },
         }
     }
@@ -291,6 +316,12 @@ pub struct ErrorDetail<'a> {
     pub r#type: &'static str,
     pub param: Option<&'a str>,
     pub code: Option<&'static str>,
+    /// `response_validation_failed` only (also in the message): JSON Pointers to the failing
+    /// value in the model's reply and to the failing keyword in the schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_path: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -333,6 +364,33 @@ mod tests {
             GatewayError::UpstreamRateLimited { retry_after: None }.retry_after(),
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn a_reply_validation_failure_is_a_422_naming_response_format_and_both_paths() {
+        let err = GatewayError::ResponseValidation {
+            failure: Box::new(crate::domain::structured::ValidationFailure {
+                schema_name: Some("person".into()),
+                instance_path: "/age".into(),
+                schema_path: "/properties/age/type".into(),
+                reason: "the value is not of type \"integer\"".into(),
+                more: 0,
+            }),
+        };
+        assert_eq!(err.status(), 422);
+        assert_eq!(err.kind(), ErrorKind::Validation);
+        assert_eq!(err.kind().as_str(), "validation");
+        let body = serde_json::to_value(err.to_body()).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "response_validation_failed");
+        assert_eq!(body["error"]["param"], "response_format");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["instance_path"], "/age");
+        assert_eq!(body["error"]["schema_path"], "/properties/age/type");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("`/age`") && message.contains("`/properties/age/type`"));
+        // Other errors keep exactly the four OpenAI fields.
+        let other = serde_json::to_value(GatewayError::InvalidApiKey.to_body()).unwrap_or_default();
+        assert_eq!(other["error"].as_object().map(|o| o.len()), Some(4));
     }
 
     #[test]

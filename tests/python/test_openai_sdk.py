@@ -167,3 +167,49 @@ def test_the_response_cache_serves_repeats_for_tenants_that_opt_in():
     assert second.headers["x-tollgate-cache"] == "hit"
     assert first.parse().choices[0].message.content == second.parse().choices[0].message.content
     assert emf_line(second.headers["x-request-id"])["CacheHit"] == 1
+
+
+TRIP_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "nights": {"type": "integer", "minimum": 1},
+        "season": {"type": "string", "enum": ["summer", "winter"]},
+    },
+    "required": ["city", "nights", "season"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_response_format_gets_conforming_json_from_either_provider():
+    # acme's gpt-4o-mini is OpenAI (response_format as sent), globex's is Anthropic (a forced tool).
+    for key in (ACME_KEY, GLOBEX_KEY):
+        for stream in (False, True):
+            kwargs = dict(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "Plan a trip as JSON."}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "trip", "strict": True, "schema": TRIP_SCHEMA},
+                },
+                extra_headers={"Cache-Control": "no-cache"},
+            )
+            if stream:
+                chunks = client(key).chat.completions.create(stream=True, **kwargs)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                text = client(key).chat.completions.create(**kwargs).choices[0].message.content
+            trip = json.loads(text)
+            assert set(trip) == {"city", "nights", "season"}
+            assert isinstance(trip["nights"], int) and trip["nights"] >= 1
+            assert trip["season"] in ("summer", "winter")
+
+
+def test_a_response_format_without_a_schema_name_raises_bad_request_error():
+    with pytest.raises(openai.BadRequestError) as err:
+        client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_schema", "json_schema": {"schema": TRIP_SCHEMA}},
+        )
+    assert err.value.param == "response_format.json_schema.name"

@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! Isolation canaries: five tenants, each with unique canary strings planted in its system
-//! prompt, documents, conversation history, cached responses and fine-tuned model id; 1,000
-//! randomized, interleaved requests through the real handlers (chat with and without
-//! retrieval, streamed and not, ingest, delete). No canary of one tenant may appear in another
-//! tenant's upstream request, response body or stream chunk, usage event or metric, and no
-//! canary at all in a log line. A second run with a broken tenant filter in the vector index
+//! prompt, documents, conversation history, cached responses, end-user profiles and fine-tuned
+//! model id; 1,000 randomized, interleaved requests through the real handlers (chat with and
+//! without retrieval, streamed and not, with and without a `user` whose profile every tenant
+//! has under the same id, ingest, delete, profile put/get/delete). No canary of one tenant may
+//! appear in another tenant's upstream request, response body or stream chunk, usage event or
+//! metric, and no canary at all in a log line. A second run with a broken tenant filter in the vector index
 //! (test-only fault injection) must be caught by the defense-in-depth check.
 
 use std::collections::BTreeMap;
@@ -21,24 +22,37 @@ use tollgate::domain::chat::Completion;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::keys::issue_key;
 use tollgate::domain::pricing::ModelPrice;
+use tollgate::domain::profile::{ProfileRecord, UserId, UserProfile};
 use tollgate::domain::prompt::PromptTemplate;
 use tollgate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route};
 use tollgate::ports::TenantAdmin;
 use tollgate::ports::provider::{EventStream, LlmProvider, ProviderError, ProviderRequest};
+use tollgate::ports::store::ProfileStore;
 use tollgate::service::Providers;
 use tollgate_tests::harness::{Gateway, TestResponse};
 
 const TENANTS: usize = 5;
 const REQUESTS: usize = 1_000;
 
-fn canaries(i: usize) -> [String; 5] {
+/// The user id every tenant has a profile for: the same id, five different users.
+const SHARED_USER: &str = "user-1";
+
+fn canaries(i: usize) -> [String; 6] {
     [
         format!("canaryprompt{i}x"),
         format!("canarydoc{i}x"),
         format!("canaryhistory{i}x"),
         format!("canaryreply{i}x"),
+        format!("canaryprofile{i}x"),
+        // Last: the fine-tuned model id is the one canary a (security) log line may name.
         format!("canaryft{i}x"),
     ]
+}
+
+/// The profile tenant `i` keeps for an end user (`version` varies it between puts).
+fn profile_body(i: usize, version: usize) -> Value {
+    let [_, _, _, _, profile, _] = canaries(i);
+    json!({"note": format!("{profile} v{version}"), "plan": "pro", "seats": version})
 }
 
 /// Every upstream call, as the provider received it.
@@ -127,14 +141,17 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
 
     let mut keys = Vec::new();
     for i in 0..TENANTS {
-        let [prompt, _, _, _, ft] = canaries(i);
+        let [prompt, _, _, _, _, ft] = canaries(i);
         let tenant = TenantId::parse(format!("tenant{i}")).unwrap();
         let mut config = tollgate::demo::acme_config().unwrap();
         config.tenant_id = tenant.clone();
         config.display_name = format!("Tenant {i}");
-        config.system_prompt =
-            PromptTemplate::parse(format!("You serve tenant {i}. Secret marker {prompt}."))
-                .unwrap();
+        // The end user's profile renders into the prompt, field by field and as a whole.
+        config.system_prompt = PromptTemplate::parse(format!(
+            "You serve tenant {i}. Secret marker {prompt}. Customer note: {{{{user.note}}}}. \
+             Customer profile: {{{{user_profile}}}}."
+        ))
+        .unwrap();
         config.prompt_variables = BTreeMap::new();
         let ft_model = format!("ft:gpt-4o-mini-2024-07-18:org:{ft}:v1");
         config.routes = BTreeMap::from([
@@ -183,6 +200,15 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
             .register_fine_tuned(ProviderKind::Openai, &ft_model, &tenant)
             .await
             .unwrap();
+        gw.store
+            .put_profile(&ProfileRecord {
+                tenant_id: tenant.clone(),
+                user_id: UserId::parse(SHARED_USER).unwrap(),
+                profile: UserProfile::from_json(profile_body(i, 0).to_string().as_bytes()).unwrap(),
+                updated_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
         let key = issue_key(tenant, chrono::Utc::now());
         gw.store.put_key(key.record.clone()).await.unwrap();
         keys.push(key.expose().to_owned());
@@ -208,8 +234,23 @@ async fn call(
 
 /// One randomized request of tenant `i`; returns its response.
 async fn random_request(world: &World, i: usize, rng: &mut impl Rng) -> TestResponse {
-    let [_, doc, history, reply, _] = canaries(i);
-    match rng.random_range(0..10) {
+    let [_, doc, history, reply, _, _] = canaries(i);
+    // The shared user, or one no tenant has a profile for until it is put.
+    let user = ["user-1", "user-2"][rng.random_range(0..2)];
+    let profile_path = format!("/v1/users/{user}/profile");
+    match rng.random_range(0..12) {
+        10 => {
+            let body = profile_body(i, rng.random_range(0..2));
+            call(world, i, Method::PUT, &profile_path, Some(body)).await
+        }
+        11 => {
+            let method = if rng.random_bool(0.7) {
+                Method::GET
+            } else {
+                Method::DELETE
+            };
+            call(world, i, method, &profile_path, None).await
+        }
         0 => {
             let n = rng.random_range(0..3);
             let body = json!({"id": format!("doc{n}"), "title": "notes", "text": format!("Internal notes {doc} number {n} about refunds and launches.")});
@@ -245,6 +286,9 @@ async fn random_request(world: &World, i: usize, rng: &mut impl Rng) -> TestResp
             }
             if rng.random_bool(0.3) {
                 body["stream"] = json!(true);
+            }
+            if rng.random_bool(0.6) {
+                body["user"] = json!(user);
             }
             call(world, i, Method::POST, "/v1/chat/completions", Some(body)).await
         }
@@ -306,10 +350,29 @@ async fn no_canary_of_one_tenant_reaches_another_through_any_channel() {
             .any(|(_, r)| r.header("x-tollgate-documents").is_some()),
         "retrieval was exercised"
     );
+    let profile_statuses: BTreeMap<u16, usize> = responses
+        .iter()
+        .filter(|(i, r)| r.text().contains(&canaries(*i)[4]) || r.status == 404)
+        .fold(BTreeMap::new(), |mut m, (_, r)| {
+            *m.entry(r.status.as_u16()).or_insert(0) += 1;
+            m
+        });
+    assert!(
+        profile_statuses.contains_key(&200) && profile_statuses.contains_key(&404),
+        "profiles were put, read and found missing: {profile_statuses:?}"
+    );
 
     // Upstream: every provider call carries exactly one tenant's prompt and nothing of others.
     let calls = world.recorder.calls.lock().unwrap().clone();
     assert!(calls.len() > 300);
+    let personalized = calls
+        .iter()
+        .filter(|c| owner_of(c).is_some_and(|i| c.contains(&canaries(i)[4])))
+        .count();
+    assert!(
+        personalized > 50,
+        "profiles were rendered into their own tenant's prompts ({personalized} calls)"
+    );
     for call in &calls {
         let i = owner_of(call).expect("every upstream call carries its tenant's system prompt");
         for canary in foreign_canaries(i) {
@@ -341,10 +404,10 @@ async fn no_canary_of_one_tenant_reaches_another_through_any_channel() {
             );
         }
     }
-    // Logs never carry prompts, documents or replies at all.
+    // Logs never carry prompts, documents, history, replies or profiles at all.
     let log = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
     for i in 0..TENANTS {
-        for canary in &canaries(i)[..4] {
+        for canary in &canaries(i)[..5] {
             assert!(
                 !log.contains(canary.as_str()),
                 "a log line carries {canary}"

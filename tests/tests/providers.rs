@@ -255,6 +255,7 @@ fn request<H: Harness>() -> ProviderRequest {
         seed: None,
         presence_penalty: None,
         frequency_penalty: None,
+        response_format: Default::default(),
     }
 }
 

@@ -3,6 +3,8 @@
 //! Routes (under any API Gateway stage prefix):
 //! - `POST /v1/chat/completions` (buffered or `stream: true`)
 //! - `GET  /v1/models`, `GET /v1/models/{id}`
+//! - `PUT|GET|DELETE /v1/users/{user_id}/profile` (end-user profiles, see
+//!   `tollgate::domain::profile`)
 //! - `GET  /healthz`
 //!
 //! The handler parses HTTP, calls the chat service once, and maps the result to a response.
@@ -25,6 +27,9 @@ pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> 
     let request_id = tollgate::lambda::request_id(&req);
     let path = route_path(req.uri().path()).to_owned();
     let method = req.method().clone();
+    if let Some(user) = profile_user(&path) {
+        return profile(state, request_id, method, user, &req).await;
+    }
     match (method, path.as_str()) {
         (Method::POST, "/v1/chat/completions") => chat(state, request_id, req).await,
         (Method::GET, "/v1/models") => match state.chat.models(bearer_token(req.headers())).await {
@@ -113,4 +118,45 @@ async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -
         );
     }
     response
+}
+
+/// The `{user_id}` segment of `/v1/users/{user_id}/profile` (still percent-encoded).
+fn profile_user(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/users/")?.strip_suffix("/profile")
+}
+
+async fn profile(
+    state: &InvokeState,
+    request_id: RequestId,
+    method: Method,
+    user: &str,
+    req: &Request<Bytes>,
+) -> Response<Body> {
+    let bearer = bearer_token(req.headers());
+    let limit = state
+        .max_body_bytes
+        .min(tollgate::domain::profile::MAX_BODY_BYTES);
+    let result = match method {
+        Method::PUT if req.body().len() > limit => Err(GatewayError::PayloadTooLarge { limit }),
+        Method::PUT => state
+            .chat
+            .put_profile(bearer, user, req.body())
+            .await
+            .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
+        Method::GET => state
+            .chat
+            .get_profile(bearer, user)
+            .await
+            .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
+        Method::DELETE => state
+            .chat
+            .delete_profile(bearer, user)
+            .await
+            .map(|deleted| edge::json(StatusCode::OK, &deleted, &request_id)),
+        method => Err(GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path: format!("/v1/users/{user}/profile"),
+        }),
+    };
+    result.unwrap_or_else(|err| edge::error(&err, &request_id))
 }

@@ -10,10 +10,17 @@
 //!   Anthropic equivalent and are dropped.
 //! * Usage is normalised to OpenAI's convention, where prompt tokens include cache reads and
 //!   writes: Anthropic's `input_tokens` counts only the uncached remainder.
+//! * Structured output (`response_format` `json_schema` or `json_object`) becomes Anthropic's
+//!   tool use: one tool whose `input_schema` is the schema (`{"type": "object"}` for
+//!   `json_object`), forced with `tool_choice: {"type": "tool", "name": ...}`. The `tool_use`
+//!   block's `input`, as the model wrote it, is the reply's content (streamed: its
+//!   `input_json_delta` fragments are the text deltas), and its `tool_use` stop reason is an
+//!   ordinary `stop`. Text blocks around it are commentary, not the reply, and are dropped.
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::http_provider::{
     Auth, ErrorDetail, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
@@ -21,6 +28,7 @@ use super::http_provider::{
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
+use crate::domain::structured::OutputTool;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
@@ -83,25 +91,22 @@ impl LlmProvider for AnthropicProvider {
                 format!("unreadable message: {e}"),
             )
         })?;
-        let content = reply
-            .content
-            .into_iter()
-            .filter_map(|block| match block {
-                ContentBlock::Text { text } => Some(text),
-                ContentBlock::Other => None,
-            })
-            .collect();
+        let structured = request.response_format.is_structured();
         Ok(Completion {
-            content,
-            finish_reason: finish_reason(reply.stop_reason.as_deref()),
+            content: reply_content(reply.content, structured),
+            finish_reason: finish_reason(reply.stop_reason.as_deref(), structured),
             usage: reply.usage.normalise(),
             served_model: reply.model,
         })
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {
+        let translator = EventTranslator {
+            structured: request.response_format.is_structured(),
+            ..EventTranslator::default()
+        };
         self.http
-            .post_stream(&self.body(request, true), EventTranslator::default())
+            .post_stream(&self.body(request, true), translator)
             .await
     }
 }
@@ -123,7 +128,32 @@ struct MessagesBody<'a> {
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
+    /// One tool, for structured output only: Tollgate does not offer clients tool calling.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Tool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoice<'a>>,
 }
+
+#[derive(Debug, Serialize)]
+struct Tool<'a> {
+    name: &'a str,
+    description: &'a str,
+    input_schema: std::borrow::Cow<'a, serde_json::Value>,
+}
+
+/// Forces the one tool, once: its input is the reply.
+#[derive(Debug, Serialize)]
+struct ToolChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    disable_parallel_tool_use: bool,
+}
+
+/// What the model is told the output tool is for, when the client's schema has no
+/// description of its own.
+const OUTPUT_TOOL_DESCRIPTION: &str = "Reply by calling this tool: its input is your whole answer, and it must match the input schema.";
 
 #[derive(Debug, Serialize)]
 struct SystemBlock<'a> {
@@ -191,6 +221,26 @@ impl<'a> MessagesBody<'a> {
         // top_p together: keep temperature, the one clients actually tune.
         let temperature = request.temperature.map(|t| t.clamp(0.0, 1.0));
         let top_p = request.top_p.filter(|_| temperature.is_none());
+        let output_tool = request.response_format.as_tool();
+        let tool_choice = output_tool.as_ref().map(|tool| ToolChoice {
+            kind: "tool",
+            name: tool.name,
+            disable_parallel_tool_use: true,
+        });
+        let tools = output_tool
+            .into_iter()
+            .map(
+                |OutputTool {
+                     name,
+                     description,
+                     schema,
+                 }| Tool {
+                    name,
+                    description: description.unwrap_or(OUTPUT_TOOL_DESCRIPTION),
+                    input_schema: schema,
+                },
+            )
+            .collect();
         Self {
             model: &request.model,
             max_tokens: request.max_tokens.unwrap_or(default_max_tokens),
@@ -200,6 +250,8 @@ impl<'a> MessagesBody<'a> {
             top_p,
             stop_sequences: &request.stop,
             stream,
+            tools,
+            tool_choice,
         }
     }
 }
@@ -223,15 +275,33 @@ struct MessageReply {
     usage: AnthropicUsage,
 }
 
+/// A content block: `text`, `tool_use`, and whatever else Anthropic sends (thinking, and
+/// types added later), which is not part of the reply. A struct rather than a tagged enum so
+/// `input` can stay raw (serde cannot buffer a `RawValue` through an enum's tag).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ContentBlock {
-    Text {
-        text: String,
-    },
-    /// Tool use, thinking and whatever Anthropic adds next: not text for the client.
-    #[serde(other)]
-    Other,
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    input: Option<Box<RawValue>>,
+}
+
+/// The reply's content: the text blocks, or for structured output the output tool's input
+/// exactly as the model wrote it (empty if the model wrote none, which then fails validation).
+fn reply_content(blocks: Vec<ContentBlock>, structured: bool) -> String {
+    let wanted = if structured { "tool_use" } else { "text" };
+    let mut parts = blocks.into_iter().filter(|b| b.kind == wanted);
+    if structured {
+        // The tool is forced and parallel use disabled: one block.
+        return parts
+            .next()
+            .and_then(|b| b.input)
+            .map(|input| input.get().to_owned())
+            .unwrap_or_default();
+    }
+    parts.filter_map(|b| b.text).collect()
 }
 
 /// Anthropic's usage block. The cache fields are absent or `null` when caching did not apply.
@@ -272,9 +342,11 @@ impl AnthropicUsage {
     }
 }
 
-fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
+/// `tool_use` is the normal end of a structured-output reply (the forced tool was called).
+fn finish_reason(stop_reason: Option<&str>, structured: bool) -> FinishReason {
     match stop_reason {
         Some("max_tokens" | "model_context_window_exceeded") => FinishReason::Length,
+        Some("tool_use") if structured => FinishReason::Stop,
         Some("tool_use") => FinishReason::ToolCalls,
         Some("refusal") => FinishReason::ContentFilter,
         // end_turn, stop_sequence, pause_turn, and anything new: the model stopped.
@@ -322,7 +394,11 @@ enum BlockDelta {
     TextDelta {
         text: String,
     },
-    /// Tool-input JSON, thinking, signatures, citations.
+    /// A fragment of a tool_use block's input JSON.
+    InputJsonDelta {
+        partial_json: String,
+    },
+    /// Thinking, signatures, citations.
     #[serde(other)]
     Other,
 }
@@ -339,6 +415,8 @@ struct MessageDeltaBody {
 struct EventTranslator {
     started: bool,
     usage: AnthropicUsage,
+    /// Structured output: the tool input is the reply, text deltas are not.
+    structured: bool,
 }
 
 impl StreamTranslator for EventTranslator {
@@ -364,13 +442,21 @@ impl StreamTranslator for EventTranslator {
             }
             StreamPayload::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
-            } if !text.is_empty() => out.push(StreamEvent::Delta(text)),
+            } if !text.is_empty() && !self.structured => out.push(StreamEvent::Delta(text)),
+            StreamPayload::ContentBlockDelta {
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } if !partial_json.is_empty() && self.structured => {
+                out.push(StreamEvent::Delta(partial_json));
+            }
             StreamPayload::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
                     self.usage.update(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    out.push(StreamEvent::Finish(finish_reason(Some(&reason))));
+                    out.push(StreamEvent::Finish(finish_reason(
+                        Some(&reason),
+                        self.structured,
+                    )));
                 }
             }
             StreamPayload::MessageStop => {
@@ -443,6 +529,7 @@ mod tests {
             seed: None,
             presence_penalty: None,
             frequency_penalty: None,
+            response_format: Default::default(),
         }
     }
 
@@ -581,37 +668,159 @@ mod tests {
 
     #[test]
     fn stop_reasons_map_to_openai_finish_reasons() {
-        assert_eq!(finish_reason(Some("end_turn")), FinishReason::Stop);
-        assert_eq!(finish_reason(Some("stop_sequence")), FinishReason::Stop);
-        assert_eq!(finish_reason(Some("max_tokens")), FinishReason::Length);
-        assert_eq!(finish_reason(Some("tool_use")), FinishReason::ToolCalls);
-        assert_eq!(finish_reason(Some("refusal")), FinishReason::ContentFilter);
-        assert_eq!(finish_reason(None), FinishReason::Stop);
+        assert_eq!(finish_reason(Some("end_turn"), false), FinishReason::Stop);
+        assert_eq!(
+            finish_reason(Some("stop_sequence"), false),
+            FinishReason::Stop
+        );
+        assert_eq!(
+            finish_reason(Some("max_tokens"), false),
+            FinishReason::Length
+        );
+        assert_eq!(
+            finish_reason(Some("tool_use"), false),
+            FinishReason::ToolCalls
+        );
+        assert_eq!(
+            finish_reason(Some("refusal"), false),
+            FinishReason::ContentFilter
+        );
+        assert_eq!(finish_reason(None, false), FinishReason::Stop);
+        // The forced output tool being called is how a structured reply ends.
+        assert_eq!(finish_reason(Some("tool_use"), true), FinishReason::Stop);
+        assert_eq!(
+            finish_reason(Some("max_tokens"), true),
+            FinishReason::Length
+        );
     }
+
+    /// A reply body with every kind of block, as the real API can send them.
+    const MIXED_REPLY: &str = r#"{
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "s"},
+            {"type": "text", "text": "Hello"},
+            {"type": "tool_use", "id": "toolu_1", "name": "person", "input": {"name": "Ann", "age": 31}},
+            {"type": "text", "text": " world"}
+        ],
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 3, "output_tokens": 2}
+    }"#;
 
     #[test]
     fn a_reply_keeps_only_text_blocks() {
+        let reply: MessageReply = serde_json::from_str(MIXED_REPLY).unwrap();
+        assert_eq!(reply_content(reply.content, false), "Hello world");
+    }
+
+    #[test]
+    fn a_structured_reply_is_the_tool_input_as_the_model_wrote_it() {
+        let reply: MessageReply = serde_json::from_str(MIXED_REPLY).unwrap();
+        assert_eq!(
+            reply_content(reply.content, true),
+            r#"{"name": "Ann", "age": 31}"#
+        );
         let reply: MessageReply = serde_json::from_value(json!({
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-            "content": [
-                {"type": "thinking", "thinking": "hmm", "signature": "s"},
-                {"type": "text", "text": "Hello"},
-                {"type": "tool_use", "id": "t", "name": "f", "input": {}},
-                {"type": "text", "text": " world"}
-            ],
-            "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": 3, "output_tokens": 2}
+            "model": "m", "content": [{"type": "text", "text": "no tool"}],
+            "usage": {"input_tokens": 1, "output_tokens": 1}
         }))
         .unwrap();
-        let text: Vec<_> = reply
-            .content
-            .into_iter()
-            .filter_map(|b| match b {
-                ContentBlock::Text { text } => Some(text),
-                ContentBlock::Other => None,
-            })
-            .collect();
-        assert_eq!(text.concat(), "Hello world");
+        assert_eq!(reply_content(reply.content, true), "");
+    }
+
+    #[test]
+    fn a_json_schema_format_becomes_one_forced_tool() {
+        use crate::domain::structured::ResponseFormat;
+        let mut req = request(None, vec![message(Role::User, "Who?")]);
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        req.response_format = ResponseFormat::parse(&json!({
+            "type": "json_schema",
+            "json_schema": {"name": "person", "description": "A person.", "schema": schema, "strict": true}
+        }))
+        .unwrap();
+        let body = body(&req);
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "person", "description": "A person.", "input_schema": schema}])
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": "person", "disable_parallel_tool_use": true})
+        );
+        assert!(body.get("response_format").is_none());
+
+        req.response_format = ResponseFormat::JsonObject;
+        let body = self::body(&req);
+        assert_eq!(body["tools"][0]["name"], "json_object");
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert_eq!(body["tools"][0]["description"], OUTPUT_TOOL_DESCRIPTION);
+        assert_eq!(body["tool_choice"]["name"], "json_object");
+
+        req.response_format = ResponseFormat::Text;
+        let body = self::body(&req);
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn a_structured_stream_forwards_the_tool_input_json_and_ends_with_stop() {
+        let events = [
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"model": "claude-x", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "person", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"name\": "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Ann\"}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ];
+        let mut translator = EventTranslator {
+            structured: true,
+            ..EventTranslator::default()
+        };
+        let mut out = Vec::new();
+        for (name, data) in &events {
+            let event = SseEvent {
+                event: Some((*name).to_owned()),
+                data: data.to_string(),
+            };
+            translator.on_event(event, &mut out).unwrap();
+        }
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Model("claude-x".into()),
+                StreamEvent::Delta("{\"name\": ".into()),
+                StreamEvent::Delta("\"Ann\"}".into()),
+                StreamEvent::Finish(FinishReason::Stop),
+                StreamEvent::Usage(TokenUsage {
+                    prompt_tokens: 10,
+                    completion_tokens: 9,
+                    cached_tokens: 0,
+                    cache_write_tokens: 0,
+                }),
+            ]
+        );
     }
 
     fn translate(events: &[(&str, Value)]) -> (Vec<StreamEvent>, Result<(), ProviderError>) {

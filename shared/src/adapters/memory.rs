@@ -14,14 +14,15 @@ use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
+use crate::domain::profile::{ProfileRecord, UserId};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
     ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore,
-    Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded,
-    ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn, UsageActivity, UsageQuery,
-    UsageSink,
+    Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, ProfileStore,
+    Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn, UsageActivity,
+    UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -45,6 +46,8 @@ pub struct MemoryStore {
     conversations: RwLock<HashMap<(TenantId, String), Vec<Turn>>>,
     anomalies: RwLock<BTreeMap<AnomalyKey, AnomalyRecord>>,
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
+    /// End-user profiles, keyed by tenant and user: another tenant's user is another key.
+    profiles: RwLock<HashMap<(TenantId, UserId), ProfileRecord>>,
 }
 
 /// Usage events the embedded store keeps (the newest); older ones are dropped, their rollups
@@ -397,6 +400,39 @@ impl DocumentStore for MemoryStore {
             .write()
             .map_err(poisoned)?
             .remove(&(tenant.clone(), document.clone()))
+            .is_some())
+    }
+}
+
+#[async_trait]
+impl ProfileStore for MemoryStore {
+    async fn put_profile(&self, record: &ProfileRecord) -> Result<(), StoreError> {
+        self.profiles.write().map_err(poisoned)?.insert(
+            (record.tenant_id.clone(), record.user_id.clone()),
+            record.clone(),
+        );
+        Ok(())
+    }
+
+    async fn profile(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Option<ProfileRecord>, StoreError> {
+        Ok(self
+            .profiles
+            .read()
+            .map_err(poisoned)?
+            .get(&(tenant.clone(), user.clone()))
+            .cloned())
+    }
+
+    async fn delete_profile(&self, tenant: &TenantId, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self
+            .profiles
+            .write()
+            .map_err(poisoned)?
+            .remove(&(tenant.clone(), user.clone()))
             .is_some())
     }
 }

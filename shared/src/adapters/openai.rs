@@ -3,6 +3,7 @@
 //! The request is already in OpenAI's shape, so translation is small: the tenant's system
 //! prompt goes first (a stable prefix is what OpenAI's automatic prompt caching reuses), and
 //! streams always ask for the final usage chunk, which is how Tollgate bills streamed calls.
+//! A structured-output `response_format` is passed on as OpenAI's own.
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -14,6 +15,7 @@ use super::http_provider::{
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
+use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
@@ -110,6 +112,9 @@ struct ChatBody<'a> {
     /// OpenAI refuses `stream_options` on a buffered call, so it is sent with streams only.
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    /// Structured output, in OpenAI's own shape; `text` (the default) is not sent.
+    #[serde(skip_serializing_if = "ResponseFormat::is_text")]
+    response_format: &'a ResponseFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,6 +160,7 @@ impl<'a> ChatBody<'a> {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            response_format: &request.response_format,
         }
     }
 }
@@ -270,6 +276,7 @@ mod tests {
             seed: Some(7),
             presence_penalty: None,
             frequency_penalty: None,
+            response_format: Default::default(),
         }
     }
 
@@ -308,6 +315,24 @@ mod tests {
         ] {
             assert!(body.get(absent).is_none(), "{absent} should be omitted");
         }
+    }
+
+    #[test]
+    fn a_response_format_is_sent_as_received_and_text_is_omitted() {
+        let raw = json!({"type": "json_schema", "json_schema": {
+            "name": "answer", "strict": true,
+            "schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+        }});
+        let mut request = request();
+        request.response_format = ResponseFormat::parse(&raw).unwrap();
+        assert_eq!(body(&request, false)["response_format"], raw);
+        request.response_format = ResponseFormat::JsonObject;
+        assert_eq!(
+            body(&request, true)["response_format"],
+            json!({"type": "json_object"})
+        );
+        request.response_format = ResponseFormat::Text;
+        assert!(body(&request, false).get("response_format").is_none());
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! real tokenizer, configurable latency, and prompt caching that behaves like the real thing
 //! (OpenAI: cached reads in 128-token steps past 1,024 tokens; Anthropic: a cache write on
 //! first use of a long system prompt, reads for five minutes after).
+//!
+//! With a structured-output `response_format` the reply is deterministic JSON built from the
+//! schema ([`example_instance`]): every property, with the first `enum`/`const` value or a
+//! placeholder of the declared type within simple bounds. That satisfies the schemas clients
+//! usually send (objects of strings, numbers, integers, booleans, arrays, nested objects and
+//! enums, local `$ref`s); patterns and formats beyond a few common ones are not attempted.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -10,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::stream;
+use serde_json::Value;
 
 use crate::domain::chat::{Completion, FinishReason, Role};
+use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
@@ -47,8 +55,20 @@ impl SimulatedProvider {
     }
 
     /// The deterministic reply: it quotes the start of the last user turn so a person trying
-    /// the gateway can see their message went through.
+    /// the gateway can see their message went through. Structured output gets JSON instead.
     fn reply_text(request: &ProviderRequest) -> String {
+        match &request.response_format {
+            ResponseFormat::Text => Self::prose(request),
+            ResponseFormat::JsonObject => {
+                serde_json::json!({ "reply": Self::prose(request) }).to_string()
+            }
+            ResponseFormat::JsonSchema(format) => {
+                example_instance(&format.schema, &format.schema, 0).to_string()
+            }
+        }
+    }
+
+    fn prose(request: &ProviderRequest) -> String {
         let last_user = request
             .messages
             .iter()
@@ -184,6 +204,128 @@ impl LlmProvider for SimulatedProvider {
     }
 }
 
+/// How deep [`example_instance`] follows nested schemas and references.
+const MAX_EXAMPLE_DEPTH: usize = 12;
+
+/// A deterministic value satisfying `schema` (for the simple schemas described in the module
+/// docs). `root` resolves local `$ref`s (`#/$defs/...`, `#/definitions/...`).
+pub fn example_instance(schema: &Value, root: &Value, depth: usize) -> Value {
+    if depth > MAX_EXAMPLE_DEPTH {
+        return Value::Null;
+    }
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|v| v.first())
+    {
+        return first.clone();
+    }
+    if let Some(target) = schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|pointer| root.pointer(pointer))
+    {
+        return example_instance(target, root, depth + 1);
+    }
+    for combinator in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(combinator)
+            .and_then(Value::as_array)
+            .and_then(|v| v.first())
+        {
+            return example_instance(first, root, depth + 1);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        // `["string", "null"]`: the first non-null type.
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "null",
+    };
+    let number = |key: &str| schema.get(key).and_then(Value::as_f64);
+    match kind {
+        "object" => {
+            let properties = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(name, sub)| (name.clone(), example_instance(sub, root, depth + 1)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Value::Object(properties)
+        }
+        "array" => {
+            let items = schema.get("items").unwrap_or(&Value::Null);
+            let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(1);
+            let max = schema.get("maxItems").and_then(Value::as_u64).unwrap_or(3);
+            let count = min.max(1).min(max).min(8);
+            Value::Array(
+                (0..count)
+                    .map(|_| example_instance(items, root, depth + 1))
+                    .collect(),
+            )
+        }
+        "string" => {
+            let text = match schema.get("format").and_then(Value::as_str) {
+                Some("date") => "2026-01-01".to_owned(),
+                Some("date-time") => "2026-01-01T00:00:00Z".to_owned(),
+                Some("time") => "00:00:00Z".to_owned(),
+                Some("email") => "user@example.com".to_owned(),
+                Some("uri" | "url") => "https://example.com/".to_owned(),
+                Some("uuid") => "00000000-0000-4000-8000-000000000000".to_owned(),
+                _ => "simulated".to_owned(),
+            };
+            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let max = schema
+                .get("maxLength")
+                .and_then(Value::as_u64)
+                .map(|m| m as usize);
+            let mut text = text;
+            while text.chars().count() < min {
+                text.push('x');
+            }
+            if let Some(max) = max {
+                text = text.chars().take(max).collect();
+            }
+            Value::String(text)
+        }
+        "integer" => {
+            let low = number("minimum")
+                .or(number("exclusiveMinimum").map(|m| m.floor() + 1.0))
+                .unwrap_or(1.0)
+                .ceil();
+            let high = number("maximum")
+                .or(number("exclusiveMaximum").map(|m| m.ceil() - 1.0))
+                .unwrap_or(f64::MAX);
+            let value = low.min(high.floor());
+            Value::from(value as i64)
+        }
+        "number" => {
+            let low = number("minimum")
+                .or(number("exclusiveMinimum").map(|m| m + 0.5))
+                .unwrap_or(1.5);
+            let high = number("maximum")
+                .or(number("exclusiveMaximum").map(|m| m - 0.5))
+                .unwrap_or(f64::MAX);
+            serde_json::Number::from_f64(low.min(high)).map_or(Value::Null, Value::Number)
+        }
+        "boolean" => Value::Bool(true),
+        _ => Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
@@ -207,6 +349,7 @@ mod tests {
             seed: None,
             presence_penalty: None,
             frequency_penalty: None,
+            response_format: Default::default(),
         }
     }
 
@@ -235,6 +378,50 @@ mod tests {
         let c = p.complete(&request(None, "hello", Some(5))).await.unwrap();
         assert_eq!(c.finish_reason, FinishReason::Length);
         assert!(c.usage.completion_tokens <= 5);
+    }
+
+    #[tokio::test]
+    async fn structured_replies_conform_to_simple_schemas() {
+        let format = ResponseFormat::parse(&serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": "order", "strict": true, "schema": {
+                "type": "object",
+                "$defs": {"money": {"type": "number", "minimum": 0}},
+                "properties": {
+                    "id": {"type": "string", "minLength": 12},
+                    "status": {"type": "string", "enum": ["open", "closed"]},
+                    "count": {"type": "integer", "minimum": 3, "maximum": 9},
+                    "score": {"type": "number", "exclusiveMinimum": 2, "maximum": 5},
+                    "paid": {"type": "boolean"},
+                    "total": {"$ref": "#/$defs/money"},
+                    "note": {"type": ["string", "null"]},
+                    "placed": {"type": "string", "format": "date-time"},
+                    "lines": {"type": "array", "minItems": 2, "items": {
+                        "type": "object",
+                        "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+                        "required": ["sku", "qty"], "additionalProperties": false
+                    }},
+                    "meta": {"type": "object", "properties": {"kind": {"const": "retail"}}, "required": ["kind"]}
+                },
+                "required": ["id", "status", "count", "score", "paid", "total", "note", "placed", "lines", "meta"],
+                "additionalProperties": false
+            }}
+        }))
+        .unwrap();
+        let p = SimulatedProvider::new(ProviderKind::Anthropic, SimulatedLatency::default());
+        let mut req = request(None, "an order please", None);
+        req.response_format = format.clone();
+        let reply = p.complete(&req).await.unwrap();
+        format.check(&reply.content).unwrap();
+        assert_eq!(
+            reply.usage.completion_tokens,
+            count_tokens(&reply.content) as u64
+        );
+
+        req.response_format = ResponseFormat::JsonObject;
+        let reply = p.complete(&req).await.unwrap();
+        ResponseFormat::JsonObject.check(&reply.content).unwrap();
+        assert!(reply.content.contains("an order please"));
     }
 
     #[tokio::test]

@@ -59,6 +59,7 @@ mod tests {
             frequency_penalty: None,
             retrieval: None,
             conversation_id: None,
+            response_format: Default::default(),
             user: Some("u1".into()),
             stream,
             include_usage: false,
@@ -108,5 +109,29 @@ mod tests {
         assert_ne!(base, key("acme", 2, "s", &request("hi", false)));
         assert_ne!(base, key("acme", 1, "t", &request("hi", false)));
         assert_ne!(base, key("acme", 1, "s", &request("hi!", false)));
+    }
+
+    #[test]
+    fn the_response_format_changes_the_key_and_text_is_no_format() {
+        use crate::domain::structured::ResponseFormat;
+        let base = key("acme", 1, "s", &request("hi", false));
+        let mut text = request("hi", false);
+        text.response_format = ResponseFormat::Text;
+        assert_eq!(base, key("acme", 1, "s", &text));
+        let mut object = request("hi", false);
+        object.response_format = ResponseFormat::JsonObject;
+        assert_ne!(base, key("acme", 1, "s", &object));
+        let schema = |name: &str| {
+            let mut r = request("hi", false);
+            r.response_format = ResponseFormat::parse(&serde_json::json!({
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": {"type": "object"}}
+            }))
+            .unwrap();
+            key("acme", 1, "s", &r)
+        };
+        assert_ne!(schema("a"), key("acme", 1, "s", &object));
+        assert_ne!(schema("a"), schema("b"));
+        assert_eq!(schema("a"), schema("a"));
     }
 }

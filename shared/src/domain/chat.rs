@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::structured::ResponseFormat;
 use super::usage::TokenUsage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct ChatRequest {
     /// Tollgate extension: a conversation whose stored turns precede this request's messages,
     /// and which this exchange is appended to. Scoped to the tenant.
     pub conversation_id: Option<String>,
+    /// `response_format`: the reply must be JSON (matching a schema). Part of the cache key;
+    /// omitted from it when `text`, so plain requests keep the keys they always had.
+    #[serde(skip_serializing_if = "ResponseFormat::is_text")]
+    pub response_format: ResponseFormat,
     /// Not part of the cache key: an identical question from another end user of the same
     /// tenant is the same question.
     #[serde(skip)]

@@ -1,5 +1,6 @@
 //! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
-//! prompt rendering, pricing, the usage event, the usage report and the anomaly rules.
+//! prompt rendering, end-user profiles, pricing, the usage event, the usage report, the
+//! anomaly rules and structured-output formats.
 
 pub mod anomaly;
 pub mod cache_key;
@@ -10,9 +11,11 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod pricing;
+pub mod profile;
 pub mod prompt;
 pub mod quality;
 pub mod routing;
+pub mod structured;
 pub mod tenant;
 pub mod usage;
 pub mod usage_report;

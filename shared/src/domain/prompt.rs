@@ -4,18 +4,35 @@
 //! operator error at write time, not a request failure) and rendered on every request. Rendered
 //! prompts are never cached: rendering is a handful of string copies, and a cache would be one
 //! more place where one tenant's prompt could reach another.
+//!
+//! Variables: `{{name}}` is one of the tenant's `prompt_variables` or a built-in
+//! ([`BUILT_INS`]); `{{user.<key>}}` is field `<key>` of the end user's profile (the chat
+//! request's `user`, see [`super::profile`]) and `{{user_profile}}` the whole profile as compact
+//! JSON. Profile variables render empty when the request names no user, the user has no
+//! profile or the profile lacks the field: a missing profile is never an error.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::UserProfile;
+
 /// Variables every template may use without defining them.
-pub const BUILT_INS: &[&str] = &["tenant_id", "tenant_name", "date"];
+pub const BUILT_INS: &[&str] = &["tenant_id", "tenant_name", "date", PROFILE_BLOCK];
+
+/// The built-in that renders the whole end-user profile.
+pub const PROFILE_BLOCK: &str = "user_profile";
+
+/// The namespace of profile fields: `{{user.<key>}}`.
+const PROFILE_NAMESPACE: &str = "user.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Text(String),
     Var(String),
+    /// `{{user.<key>}}`: a field of the end user's profile.
+    ProfileField(String),
 }
 
 /// A parsed `{{variable}}` template.
@@ -30,7 +47,9 @@ pub struct PromptTemplate {
 pub enum TemplateError {
     #[error("unclosed `{{{{` at byte {0}")]
     Unclosed(usize),
-    #[error("invalid variable name `{0}`: use letters, digits and '_'")]
+    #[error(
+        "invalid variable name `{0}`: use letters, digits and '_', or `user.<field>` for a profile field"
+    )]
     BadName(String),
 }
 
@@ -49,12 +68,17 @@ impl PromptTemplate {
                 .find("}}")
                 .ok_or(TemplateError::Unclosed(offset + start))?;
             let name = after[..end].trim();
-            let valid =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(TemplateError::BadName(name.to_owned()));
-            }
-            segments.push(Segment::Var(name.to_owned()));
+            let plain = |n: &str| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
+            let segment = match name.strip_prefix(PROFILE_NAMESPACE) {
+                Some(key) if super::profile::valid_key(key) => {
+                    Segment::ProfileField(key.to_owned())
+                }
+                None if plain(name) => Segment::Var(name.to_owned()),
+                _ => return Err(TemplateError::BadName(name.to_owned())),
+            };
+            segments.push(segment);
             let consumed = start + 2 + end + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -69,15 +93,30 @@ impl PromptTemplate {
         &self.source
     }
 
+    /// The plain `{{name}}` variables (tenant variables and built-ins), in order; profile
+    /// fields (`{{user.<key>}}`) need no definition and are not listed.
     pub fn variables(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
             Segment::Var(name) => Some(name.as_str()),
-            Segment::Text(_) => None,
+            Segment::Text(_) | Segment::ProfileField(_) => None,
         })
     }
 
-    /// Renders with the tenant's variables, then the built-ins. Returns the missing variable's
-    /// name if one cannot be resolved (configs are validated on write, so this means drift).
+    /// Whether rendering reads the end user's profile: a `{{user.<key>}}` field, or
+    /// `{{user_profile}}` that no tenant variable of that name shadows. The chat path reads a
+    /// profile only when this holds, so templates without profile variables cost no store read.
+    pub fn uses_profile(&self, variables: &BTreeMap<String, String>) -> bool {
+        self.segments.iter().any(|s| match s {
+            Segment::ProfileField(_) => true,
+            Segment::Var(name) => name == PROFILE_BLOCK && !variables.contains_key(name),
+            Segment::Text(_) => false,
+        })
+    }
+
+    /// Renders with the tenant's variables, then the built-ins; profile fields from
+    /// `built_ins.profile` (empty when it is `None` or lacks the field). Returns the missing
+    /// variable's name if one cannot be resolved (configs are validated on write, so this means
+    /// drift).
     pub fn render(
         &self,
         variables: &BTreeMap<String, String>,
@@ -90,10 +129,15 @@ impl PromptTemplate {
                 Segment::Var(name) => {
                     let value = variables
                         .get(name)
-                        .map(String::as_str)
+                        .map(|v| Cow::Borrowed(v.as_str()))
                         .or_else(|| built_ins.get(name))
                         .ok_or_else(|| name.clone())?;
-                    out.push_str(value);
+                    out.push_str(&value);
+                }
+                Segment::ProfileField(key) => {
+                    if let Some(value) = built_ins.profile.and_then(|p| p.get(key)) {
+                        out.push_str(&value.render());
+                    }
                 }
             }
         }
@@ -106,14 +150,23 @@ pub struct BuiltIns<'a> {
     pub tenant_id: &'a str,
     pub tenant_name: &'a str,
     pub date: &'a str,
+    /// The end user's profile, when the request names a user who has one.
+    pub profile: Option<&'a UserProfile>,
 }
 
 impl BuiltIns<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
-            "tenant_id" => Some(self.tenant_id),
-            "tenant_name" => Some(self.tenant_name),
-            "date" => Some(self.date),
+            "tenant_id" => Some(Cow::Borrowed(self.tenant_id)),
+            "tenant_name" => Some(Cow::Borrowed(self.tenant_name)),
+            "date" => Some(Cow::Borrowed(self.date)),
+            PROFILE_BLOCK => Some(self.profile.map_or(Cow::Borrowed(""), |p| {
+                Cow::Owned(if p.is_empty() {
+                    String::new()
+                } else {
+                    p.to_json()
+                })
+            })),
             _ => None,
         }
     }
@@ -141,6 +194,7 @@ mod tests {
             tenant_id: "acme",
             tenant_name: "Acme Corp",
             date: "2026-11-26",
+            profile: None,
         }
     }
 
@@ -187,6 +241,70 @@ mod tests {
             PromptTemplate::parse("{{}}"),
             Err(TemplateError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn profile_fields_render_from_the_profile_and_empty_without_one() {
+        let t = PromptTemplate::parse(
+            "Customer {{user.name}} ({{ user.plan }}, vip={{user.vip}}). Profile: {{user_profile}}.",
+        )
+        .unwrap();
+        let profile =
+            crate::domain::profile::UserProfile::from_json(br#"{"name":"Ada","vip":true}"#)
+                .unwrap();
+        let with = BuiltIns {
+            profile: Some(&profile),
+            ..built_ins()
+        };
+        assert_eq!(
+            t.render(&BTreeMap::new(), &with).unwrap(),
+            r#"Customer Ada (, vip=true). Profile: {"name":"Ada","vip":true}."#
+        );
+        assert_eq!(
+            t.render(&BTreeMap::new(), &built_ins()).unwrap(),
+            "Customer  (, vip=). Profile: ."
+        );
+        assert_eq!(t.variables().collect::<Vec<_>>(), ["user_profile"]);
+    }
+
+    #[test]
+    fn only_profile_variables_make_a_template_read_the_profile() {
+        let none = BTreeMap::new();
+        assert!(
+            !PromptTemplate::parse("Hi {{tenant_name}}")
+                .unwrap()
+                .uses_profile(&none)
+        );
+        assert!(
+            PromptTemplate::parse("Hi {{user.name}}")
+                .unwrap()
+                .uses_profile(&none)
+        );
+        let block = PromptTemplate::parse("About: {{user_profile}}").unwrap();
+        assert!(block.uses_profile(&none));
+        // A tenant variable of the same name shadows the built-in, as for every built-in.
+        let shadow = BTreeMap::from([("user_profile".to_owned(), "static".to_owned())]);
+        assert!(!block.uses_profile(&shadow));
+        assert_eq!(
+            block.render(&shadow, &built_ins()).unwrap(),
+            "About: static"
+        );
+    }
+
+    #[test]
+    fn only_the_user_namespace_takes_a_dot() {
+        for bad in [
+            "{{user.}}",
+            "{{account.name}}",
+            "{{user.a.b}}",
+            "{{user.na me}}",
+            "{{.x}}",
+        ] {
+            assert!(
+                matches!(PromptTemplate::parse(bad), Err(TemplateError::BadName(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ mod tests {
             disabled: false,
             retrieval: Default::default(),
             conversations: Default::default(),
+            structured_output: Default::default(),
         }
     }
 

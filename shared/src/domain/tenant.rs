@@ -129,6 +129,18 @@ pub struct TenantConfig {
     pub retrieval: RetrievalPolicy,
     #[serde(default)]
     pub conversations: ConversationPolicy,
+    #[serde(default)]
+    pub structured_output: StructuredOutputPolicy,
+}
+
+/// What happens when a structured-output reply fails validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuredOutputPolicy {
+    /// Ask the provider once more (buffered requests only; a stream has already been sent).
+    /// The retry is metered as its own usage event.
+    #[serde(default)]
+    pub retry_on_invalid: bool,
 }
 
 /// How much stored history a request with a `conversation_id` carries.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use futures_util::Stream;
 
 use crate::domain::chat::{Completion, FinishReason, Message};
+use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
@@ -30,6 +31,9 @@ pub struct ProviderRequest {
     pub seed: Option<i64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    /// Structured output: OpenAI gets it as `response_format`, Anthropic as a forced tool
+    /// call whose input is the reply.
+    pub response_format: ResponseFormat,
 }
 
 /// One event of a streamed completion.

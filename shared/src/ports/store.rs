@@ -1,4 +1,4 @@
-//! Store ports: keys, tenant configuration, usage events, response cache.
+//! Store ports: keys, tenant configuration, usage events, response cache, end-user profiles.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
+use crate::domain::profile::{ProfileRecord, UserId};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::UsageEvent;
 use crate::domain::usage::UsageRollup;
@@ -324,4 +325,23 @@ pub trait UsageActivity: Send + Sync {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<ActivePage, StoreError>;
+}
+
+/// End-user profiles (invoke: the `/v1/users/{user_id}/profile` routes, and the chat path when
+/// a tenant's template uses profile variables). Every key includes the tenant: the same user id
+/// under another tenant is another user, and no call can name a tenant other than its own.
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    /// Stores `record`, replacing the user's previous profile.
+    async fn put_profile(&self, record: &ProfileRecord) -> Result<(), StoreError>;
+
+    /// The user's profile, reading the latest write (a PUT is seen by the next request).
+    async fn profile(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Option<ProfileRecord>, StoreError>;
+
+    /// Returns whether a profile existed.
+    async fn delete_profile(&self, tenant: &TenantId, user: &UserId) -> Result<bool, StoreError>;
 }

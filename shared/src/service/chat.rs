@@ -17,7 +17,7 @@ use crate::error::GatewayError;
 use crate::http::ByteStream;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
-use crate::ports::store::ConversationStore;
+use crate::ports::store::{ConversationStore, ProfileStore};
 use crate::ports::{
     ApiKeyLookup, Clock, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
@@ -27,6 +27,7 @@ use crate::wire::request::parse_chat_request;
 use super::auth::authenticate;
 use super::limiter::{Limiter, Reservation};
 use super::metering::{CallOutcome, CallRecord};
+use super::profiles::PromptProfile;
 use super::retrieval::{RetrievedContext, Retriever};
 use super::stream::{metered_sse, replay_sse};
 use crate::domain::limits::RateStatus;
@@ -131,6 +132,9 @@ pub struct ChatService {
     pub retriever: Option<Arc<Retriever>>,
     /// Stored conversations (`conversation_id`).
     pub conversations: Option<Arc<dyn ConversationStore>>,
+    /// End-user profiles: rendered into the system prompt (`{{user.<key>}}`,
+    /// `{{user_profile}}`) and served by the `/v1/users/{user_id}/profile` routes.
+    pub profiles: Option<Arc<dyn ProfileStore>>,
 }
 
 /// A request that passed every check and is ready for a provider.
@@ -146,6 +150,8 @@ pub(crate) struct Prepared {
     pub context: Option<RetrievedContext>,
     /// Stored turns of the request's conversation, placed before its messages.
     pub history: Vec<Message>,
+    /// The end-user profile the system prompt was rendered with (if it uses one).
+    pub profile: Option<Arc<crate::domain::profile::UserProfile>>,
 }
 
 impl Prepared {
@@ -236,7 +242,9 @@ impl ChatService {
         let request = parse_chat_request(body)?;
         trace.model = Some(request.model.clone());
         trace.streamed = request.stream;
-        let mut prepared = self.prepare(ctx, &tenant, request).await?;
+        let mut prepared = self
+            .prepare(ctx, &tenant, request, PromptProfile::Unread)
+            .await?;
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
         self.recall(&tenant, &mut prepared).await?;
@@ -372,7 +380,9 @@ impl ChatService {
                 let mut request = prepared.request.clone();
                 request.model = target.to_owned();
                 tracing::info!(request_id = %ctx.request_id, tenant_id = %tenant, from = %requested, to = %target, "daily usage past the degradation threshold; serving a cheaper model");
-                let mut degraded = self.prepare(ctx, tenant, request).await?;
+                // The profile read for the original request renders the degraded one too.
+                let profile = PromptProfile::Read(prepared.profile.clone());
+                let mut degraded = self.prepare(ctx, tenant, request, profile).await?;
                 degraded.carry_over(prepared);
                 (degraded, Some(requested))
             }
@@ -513,12 +523,13 @@ impl ChatService {
         Ok(())
     }
 
-    /// Everything that can refuse a request before it costs money.
+    /// Everything that can refuse a request before it costs money, and the rendered prompt.
     async fn prepare(
         &self,
         ctx: &RequestContext,
         tenant: &TenantId,
         request: ChatRequest,
+        profile: PromptProfile,
     ) -> Result<Prepared, GatewayError> {
         let config = self.tenants.tenant_config(tenant).await?.ok_or_else(|| {
             GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
@@ -562,6 +573,10 @@ impl ChatService {
         })?;
 
         let date = self.clock.now().format("%Y-%m-%d").to_string();
+        // Read only when the template uses profile variables and the request names a user.
+        let profile = self
+            .prompt_profile(ctx, tenant, &config, request.user.as_deref(), profile)
+            .await;
         let system = config
             .system_prompt
             .render(
@@ -570,6 +585,7 @@ impl ChatService {
                     tenant_id: tenant.as_str(),
                     tenant_name: &config.display_name,
                     date: &date,
+                    profile: profile.as_deref(),
                 },
             )
             .map_err(|var| {
@@ -578,6 +594,8 @@ impl ChatService {
                 ))
             })?;
         let system = (!system.trim().is_empty()).then_some(system);
+        // The key hashes the rendered prompt, so two users whose profiles render differently
+        // never share a cached response.
         let cache_key = config.response_cache.enabled.then(|| {
             response_cache_key(tenant, config.version, &route, system.as_deref(), &request)
         });
@@ -592,6 +610,7 @@ impl ChatService {
             seed: request.seed,
             presence_penalty: request.presence_penalty,
             frequency_penalty: request.frequency_penalty,
+            response_format: request.response_format.clone(),
         };
         Ok(Prepared {
             config,
@@ -603,11 +622,14 @@ impl ChatService {
             cache_key,
             context: None,
             history: Vec::new(),
+            profile,
         })
     }
 
     /// The buffered call runs in its own task: if the client disconnects and the handler is
-    /// dropped, the provider call still completes and is still metered.
+    /// dropped, the provider call still completes and is still metered. A reply that fails
+    /// the request's `response_format` is metered as a `validation` error, never cached, and
+    /// asked for once more when the tenant's policy says so (`service::structured`).
     async fn complete_buffered(
         &self,
         ctx: &RequestContext,
@@ -618,36 +640,16 @@ impl ChatService {
         let service = self.clone();
         let request_id = ctx.request_id.clone();
         let task = tokio::spawn(async move {
-            let provider_started = Instant::now();
-            let (result, attempts) = service
-                .retry
-                .run(|| prepared.provider.complete(&prepared.upstream))
-                .await;
-            match result {
-                Ok(completion) => {
-                    let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
-                    service.meter(&record, outcome).await;
-                    if let Some(key) = cache_key {
-                        service.cache_put(&key, &completion, &prepared.config).await;
-                    }
-                    Ok(completion_body(
-                        &request_id,
-                        &prepared.request.model,
-                        service.clock.now().timestamp(),
-                        completion,
-                    ))
-                }
-                Err(err) => {
-                    let err = GatewayError::from(err);
-                    service
-                        .meter(
-                            &record,
-                            CallOutcome::failed(&err, attempts, provider_started),
-                        )
-                        .await;
-                    Err(err)
-                }
+            let completion = service.call_and_check(&record, &prepared).await?;
+            if let Some(key) = cache_key {
+                service.cache_put(&key, &completion, &prepared.config).await;
             }
+            Ok(completion_body(
+                &request_id,
+                &prepared.request.model,
+                service.clock.now().timestamp(),
+                completion,
+            ))
         });
         task.await
             .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?

@@ -165,6 +165,18 @@ impl Reservation {
             })
             .collect()
     }
+
+    /// Another call made under this reservation after the first was metered (a structured
+    /// output retry). The first call's reconciliation settled the reservation, so everything
+    /// this one uses is charged when it is metered, unconditionally: the request was admitted
+    /// once and is counted once toward RPM.
+    pub fn follow_up(&self) -> Self {
+        Self {
+            tokens: 0,
+            status: self.status,
+            keys: self.keys.clone(),
+        }
+    }
 }
 
 impl Limiter {

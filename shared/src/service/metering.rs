@@ -41,6 +41,33 @@ pub(crate) struct CallRecord {
     pub conversation: Option<(String, crate::domain::chat::Message)>,
 }
 
+impl CallRecord {
+    /// The record of a second provider call for the same client request (a structured-output
+    /// retry): its own usage event under `{request id}-retry`, its own trace line, timed from
+    /// now, charged under the same reservation ([`Reservation::follow_up`]).
+    pub fn retry(&self, now: DateTime<Utc>) -> Self {
+        let request_id = RequestId::from_upstream(&format!("{}-retry", self.request_id));
+        let mut trace = self.trace.clone();
+        trace.request_id = request_id.to_string();
+        trace.timestamp = now;
+        Self {
+            request_id,
+            tenant_id: self.tenant_id.clone(),
+            model_requested: self.model_requested.clone(),
+            route: self.route.clone(),
+            price: self.price.clone(),
+            streamed: self.streamed,
+            started: Instant::now(),
+            created_at: now,
+            trace,
+            reservation: self.reservation.as_ref().map(Reservation::follow_up),
+            degraded_from: self.degraded_from.clone(),
+            sources: self.sources.clone(),
+            conversation: self.conversation.clone(),
+        }
+    }
+}
+
 /// How the call ended.
 pub(crate) struct CallOutcome {
     pub usage: TokenUsage,
@@ -74,6 +101,27 @@ impl CallOutcome {
         Self {
             usage: TokenUsage::default(),
             served_model: None,
+            error: Some((err.kind(), err.status().as_u16())),
+            attempts,
+            cache_hit: false,
+            provider_latency: Some(provider_started.elapsed()),
+            client_disconnected: false,
+            answer: None,
+        }
+    }
+
+    /// The provider answered, but the reply failed the request's `response_format`: the
+    /// tokens were spent and are billed, the call counts as a `validation` error, and the
+    /// reply is neither scored nor appended to a conversation.
+    pub fn invalid(
+        completion: &Completion,
+        err: &GatewayError,
+        attempts: u32,
+        provider_started: Instant,
+    ) -> Self {
+        Self {
+            usage: completion.usage,
+            served_model: Some(completion.served_model.clone()),
             error: Some((err.kind(), err.status().as_u16())),
             attempts,
             cache_hit: false,

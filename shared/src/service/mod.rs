@@ -7,8 +7,10 @@ mod embedding_usage;
 pub mod ingest;
 pub mod limiter;
 mod metering;
+pub mod profiles;
 pub mod retrieval;
 mod stream;
+mod structured;
 pub mod usage_report;
 
 pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta, RequestContext};

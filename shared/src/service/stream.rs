@@ -4,6 +4,12 @@
 //! *before* `data: [DONE]` is sent, so a Lambda cannot freeze with metering outstanding. When
 //! the client goes away mid-stream, the body is dropped; `Drop` then drains the provider's
 //! stream in a task to get the exact usage and records it (flagged `client_disconnected`).
+//!
+//! A request with a structured-output `response_format` has its assembled reply checked when
+//! the provider finishes. A reply that fails it ends the stream with one `data: {"error": ...}`
+//! event (the same body a buffered request gets, `response_validation_failed`) instead of the
+//! finish chunk and `[DONE]`; it is metered as a `validation` error with its real usage and
+//! not cached. The deltas before it have been sent, so a stream is never retried.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +19,7 @@ use futures_util::{StreamExt, stream};
 
 use crate::domain::chat::{ChatRequest, Completion, FinishReason};
 use crate::domain::ids::RequestId;
+use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::TenantConfig;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
@@ -23,6 +30,7 @@ use crate::wire::openai::{ChatCompletionChunk, ChunkChoice, Delta, UsageBody};
 
 use super::chat::{ChatService, Prepared};
 use super::metering::{CallOutcome, CallRecord};
+use super::structured::validation_error;
 
 /// What the provider has sent so far.
 #[derive(Default)]
@@ -62,6 +70,7 @@ struct StreamMeter {
     service: ChatService,
     record: CallRecord,
     config: Arc<TenantConfig>,
+    response_format: ResponseFormat,
     upstream_request: ProviderRequest,
     provider_started: Instant,
     attempts: u32,
@@ -69,6 +78,14 @@ struct StreamMeter {
 }
 
 impl StreamMeter {
+    /// The validation error of a finished reply that does not match the request's format.
+    fn check(&self, text: &str) -> Option<GatewayError> {
+        self.response_format
+            .check(text)
+            .err()
+            .map(|failure| validation_error(&self.record, failure))
+    }
+
     /// Meters in its own task and waits for it; the task finishes even if this future is
     /// dropped.
     async fn finish(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
@@ -252,12 +269,18 @@ impl Live {
                     self.done = true;
                     let finish = self.acc.finish.unwrap_or(FinishReason::Stop);
                     let usage = self.acc.usage.unwrap_or_default();
-                    if let Some(meter) = self.meter.take() {
-                        meter
-                            .finish(std::mem::take(&mut self.acc), None, false)
-                            .await;
-                    }
-                    return Some(self.framer.end(finish, usage));
+                    let Some(meter) = self.meter.take() else {
+                        return Some(self.framer.end(finish, usage));
+                    };
+                    let invalid = meter.check(&self.acc.text);
+                    let last = match &invalid {
+                        Some(err) => Framer::error(err),
+                        None => self.framer.end(finish, usage),
+                    };
+                    meter
+                        .finish(std::mem::take(&mut self.acc), invalid, false)
+                        .await;
+                    return Some(last);
                 }
             }
         }
@@ -289,6 +312,8 @@ impl Drop for Live {
                             }
                         }
                     }
+                    // The client never saw the end, but the record says what the reply was.
+                    let error = error.or_else(|| meter.check(&acc.text));
                     meter.run(acc, error, true).await;
                 });
             }
@@ -319,6 +344,7 @@ pub(crate) fn metered_sse(
             service,
             record,
             config: prepared.config.clone(),
+            response_format: prepared.request.response_format.clone(),
             upstream_request: prepared.upstream.clone(),
             provider_started,
             attempts,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::chat::{ChatRequest, Message, RetrievalRequest, Role};
+use crate::domain::structured::ResponseFormat;
 use crate::error::GatewayError;
 
 /// Upper bound for `max_tokens`; larger values are a client bug, not a real budget.
@@ -213,15 +214,12 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
             "tools",
         ));
     }
-    if let Some(format) = &raw.response_format {
-        let kind = format.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(invalid(
-                "only `response_format: {\"type\": \"text\"}` is supported",
-                "response_format",
-            ));
+    let response_format = match &raw.response_format {
+        None | Some(Value::Null) => ResponseFormat::Text,
+        Some(format) => {
+            ResponseFormat::parse(format).map_err(|err| invalid(err.message, err.param))?
         }
-    }
+    };
     if raw.logprobs == Some(true) {
         return Err(invalid("`logprobs` is not supported", "logprobs"));
     }
@@ -285,6 +283,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         frequency_penalty,
         retrieval,
         conversation_id: raw.conversation_id,
+        response_format,
         user: raw.user,
         stream,
         include_usage: raw
@@ -532,6 +531,32 @@ mod tests {
         assert!(
             parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn response_formats_parse_into_the_request_and_bad_ones_name_the_field() {
+        let req = parse(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "response_format":{"type":"json_schema","json_schema":{"name":"a",
+                "schema":{"type":"object","properties":{"x":{"type":"integer"}}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.response_format.kind(), "json_schema");
+        assert!(req.response_format.check(r#"{"x": 1}"#).is_ok());
+        assert!(req.response_format.check(r#"{"x": "1"}"#).is_err());
+        let req = parse(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"text"}}"#,
+        )
+        .unwrap();
+        assert!(req.response_format.is_text());
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object"}}}}"#).as_deref(),
+            Some("response_format.json_schema.name")
+        );
+        assert_eq!(
+            param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"yaml"}}"#).as_deref(),
+            Some("response_format.type")
         );
     }
 

@@ -64,12 +64,72 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         "presence_penalty",
         "frequency_penalty",
         "stream_options",
+        "response_format",
     ] {
         if !body[field].is_null() {
             return Err((400, format!("{field}: Extra inputs are not permitted")));
         }
     }
-    Ok(())
+    check_tools(body)
+}
+
+/// `tools` and `tool_choice` as the Messages API validates them: tool names of 1-64
+/// characters of `[a-zA-Z0-9_-]`, an object `input_schema` of type `object`, and a
+/// `tool_choice` of type `tool` naming one of the tools.
+fn check_tools(body: &Value) -> Result<(), (u16, String)> {
+    let tools = match &body["tools"] {
+        Value::Null => &[][..],
+        Value::Array(tools) => tools.as_slice(),
+        _ => return Err((400, "tools: Input should be a valid list".into())),
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        let name = tool["name"].as_str().unwrap_or_default();
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err((
+                400,
+                format!(
+                    "tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+                ),
+            ));
+        }
+        if tool["input_schema"]["type"] != "object" {
+            return Err((
+                400,
+                format!("tools.{i}.custom.input_schema.type: Input should be 'object'"),
+            ));
+        }
+    }
+    match body["tool_choice"]["type"].as_str() {
+        None if body["tool_choice"].is_null() => Ok(()),
+        Some("auto" | "any" | "none") => Ok(()),
+        Some("tool") => {
+            let name = body["tool_choice"]["name"].as_str().unwrap_or_default();
+            if tools.iter().any(|t| t["name"] == name) {
+                Ok(())
+            } else {
+                Err((
+                    400,
+                    format!("tool_choice.name: Tool '{name}' not found in provided tools"),
+                ))
+            }
+        }
+        _ => Err((
+            400,
+            "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'".into(),
+        )),
+    }
+}
+
+/// The reply text as the forced tool's input, when there is a forced tool and the text is a
+/// JSON object (the API's tool inputs are always objects).
+fn tool_input<'a>(cx: &ReplyContext<'a>) -> Option<(&'a str, Value)> {
+    let name = cx.forced_tool?;
+    let input: Value = serde_json::from_str(cx.text).ok()?;
+    input.is_object().then_some((name, input))
 }
 
 /// Anthropic's `input_tokens` counts only what was neither read from nor written to the cache.
@@ -86,13 +146,20 @@ fn usage(usage: TokenUsage, output_tokens: u64) -> Value {
 }
 
 pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
+    let (content, stop_reason) = match tool_input(cx) {
+        Some((name, input)) => (
+            json!([{"type": "tool_use", "id": format!("toolu_{}", cx.id), "name": name, "input": input}]),
+            "tool_use",
+        ),
+        None => (json!([{"type": "text", "text": cx.text}]), "end_turn"),
+    };
     json!({
         "id": cx.id,
         "type": "message",
         "role": "assistant",
         "model": cx.model,
-        "content": [{"type": "text", "text": cx.text}],
-        "stop_reason": "end_turn",
+        "content": content,
+        "stop_reason": stop_reason,
         "stop_sequence": null,
         "usage": usage(cx.usage, cx.usage.completion_tokens)
     })
@@ -100,28 +167,54 @@ pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
 
 /// Named events: `message_start` (input usage), a text block streamed a word at a time with a
 /// `ping` in it, `message_delta` (stop reason, cumulative output tokens), `message_stop`.
+/// A forced tool's reply is a `tool_use` block instead: its start (with an empty `input`), an
+/// empty `input_json_delta`, then the input JSON in word-sized `partial_json` fragments.
 pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
-    let mut events = vec![
-        (
-            "message_start",
-            json!({"type": "message_start", "message": {
-                "id": cx.id, "type": "message", "role": "assistant", "content": [],
-                "model": cx.model, "stop_reason": null, "stop_sequence": null,
-                "usage": usage(cx.usage, 1)
-            }}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
-        ("ping", json!({"type": "ping"})),
-    ];
-    events.extend(deltas(cx.text).into_iter().map(|text| {
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        )
-    }));
+    let tool = tool_input(cx);
+    let mut events = vec![(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": cx.id, "type": "message", "role": "assistant", "content": [],
+            "model": cx.model, "stop_reason": null, "stop_sequence": null,
+            "usage": usage(cx.usage, 1)
+        }}),
+    )];
+    let stop_reason = match &tool {
+        Some((name, _)) => {
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {
+                    "type": "tool_use", "id": format!("toolu_{}", cx.id), "name": name, "input": {}
+                }}),
+            ));
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ));
+            events.push(("ping", json!({"type": "ping"})));
+            events.extend(deltas(cx.text).into_iter().map(|fragment| {
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": fragment}}),
+                )
+            }));
+            "tool_use"
+        }
+        None => {
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            events.push(("ping", json!({"type": "ping"})));
+            events.extend(deltas(cx.text).into_iter().map(|text| {
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                )
+            }));
+            "end_turn"
+        }
+    };
     events.extend([
         (
             "content_block_stop",
@@ -130,7 +223,7 @@ pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
         (
             "message_delta",
             json!({"type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": null},
                 "usage": {"output_tokens": cx.usage.completion_tokens}}),
         ),
         ("message_stop", json!({"type": "message_stop"})),

@@ -46,7 +46,9 @@ use tollgate::domain::usage::TokenUsage;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Behavior {
     /// A successful reply: JSON, or an SSE stream when the request asked for one. The text is
-    /// streamed a word at a time. The served model is the requested one.
+    /// streamed a word at a time. The served model is the requested one. When an Anthropic
+    /// request forces a tool (structured output) and the text is a JSON object, the reply is
+    /// a `tool_use` block with that input (streamed as `input_json_delta` fragments).
     ///
     /// `usage` is in Tollgate's (OpenAI's) convention and rendered in the provider's own:
     /// OpenAI reports `prompt_tokens` with `prompt_tokens_details.cached_tokens` and has no
@@ -276,6 +278,10 @@ struct ReplyContext<'a> {
     usage: TokenUsage,
     /// OpenAI only sends the usage chunk when `stream_options.include_usage` is set.
     include_usage: bool,
+    /// Anthropic: the tool `tool_choice` forces. A reply text that is a JSON object is then
+    /// that tool's `input` (a `tool_use` block); any other text stays a text block, as from a
+    /// model that did not call the tool.
+    forced_tool: Option<&'a str>,
 }
 
 /// `POST /v1/embeddings` in OpenAI's format. Vectors come from Tollgate's local embedder (so
@@ -359,6 +365,12 @@ async fn handle(
         Dialect::Anthropic => format!("msg_standin{id}"),
     };
     let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
+    let forced_tool = match dialect {
+        Dialect::Anthropic if body["tool_choice"]["type"] == "tool" => {
+            body["tool_choice"]["name"].as_str()
+        }
+        _ => None,
+    };
     let reply = |text: &str, usage: TokenUsage| {
         let cx = ReplyContext {
             id: id.clone(),
@@ -366,6 +378,7 @@ async fn handle(
             text,
             usage,
             include_usage,
+            forced_tool,
         };
         if stream {
             let events = match dialect {
@@ -405,6 +418,7 @@ async fn handle(
                 text: DEFAULT_REPLY_TEXT,
                 usage: DEFAULT_USAGE,
                 include_usage,
+                forced_tool: None,
             };
             let mut events = match dialect {
                 Dialect::OpenAi => openai::stream_events(&cx),

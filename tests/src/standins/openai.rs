@@ -51,7 +51,71 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
         ));
     }
-    Ok(())
+    check_response_format(body, messages)
+}
+
+/// `response_format` as Chat Completions validates it, including the rule that `json_object`
+/// needs the word "json" somewhere in the messages.
+fn check_response_format(body: &Value, messages: &[Value]) -> Result<(), (u16, String)> {
+    let format = &body["response_format"];
+    if format.is_null() {
+        return Ok(());
+    }
+    match format["type"].as_str() {
+        Some("text") => Ok(()),
+        Some("json_object") => {
+            let mentions_json = messages.iter().any(|m| {
+                m["content"]
+                    .as_str()
+                    .is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+            });
+            if mentions_json {
+                Ok(())
+            } else {
+                Err((
+                    400,
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.".into(),
+                ))
+            }
+        }
+        Some("json_schema") => {
+            let spec = &format["json_schema"];
+            let name = spec["name"].as_str().unwrap_or_default();
+            if name.is_empty() {
+                return Err((
+                    400,
+                    "Missing required parameter: 'response_format.json_schema.name'.".into(),
+                ));
+            }
+            let name_ok = name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err((
+                    400,
+                    format!(
+                        "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'. ({name})"
+                    ),
+                ));
+            }
+            if !spec["schema"].is_null() && !spec["schema"].is_object() {
+                return Err((
+                    400,
+                    "Invalid type for 'response_format.json_schema.schema': expected an object."
+                        .into(),
+                ));
+            }
+            Ok(())
+        }
+        other => Err((
+            400,
+            format!(
+                "Invalid value: '{}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+                other.unwrap_or_default()
+            ),
+        )),
+    }
 }
 
 fn usage(usage: TokenUsage) -> Value {

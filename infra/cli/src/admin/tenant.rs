@@ -269,6 +269,10 @@ pub struct UpdateArgs {
     /// Excerpts retrieved per request.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=20))]
     pub retrieval_top_k: Option<u8>,
+    /// Ask the provider once more when a structured-output reply fails its schema (buffered
+    /// requests; the retry is metered as its own usage event).
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub retry_invalid_output: Option<OnOff>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Drop a limit override so the tier's value applies again (repeatable).
@@ -313,6 +317,7 @@ impl UpdateArgs {
             && self.cache_ttl.is_none()
             && self.retrieval.is_none()
             && self.retrieval_top_k.is_none()
+            && self.retry_invalid_output.is_none()
             && self.limits.is_empty()
             && self.reset_limits.is_empty()
             && self.degrade_at.is_none()
@@ -399,6 +404,7 @@ where
             ..RetrievalPolicy::default()
         },
         conversations: Default::default(),
+        structured_output: Default::default(),
     };
     if let Some(threshold_percent) = args.degrade_at {
         config.degradation = Some(DegradationPolicy {
@@ -642,6 +648,9 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = args.retrieval_top_k {
         config.retrieval.top_k = k;
+    }
+    if let Some(retry) = args.retry_invalid_output {
+        config.structured_output.retry_on_invalid = retry.enabled();
     }
 
     let limits = &mut config.limits;

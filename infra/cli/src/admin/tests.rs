@@ -230,6 +230,19 @@ async fn update_changes_only_what_its_flags_name_and_bumps_the_version() {
 }
 
 #[tokio::test]
+async fn the_structured_output_retry_policy_is_switched_by_update() {
+    let store = with_acme().await;
+    let policy = config(&store, "acme").await.structured_output;
+    assert!(!policy.retry_on_invalid, "off by default");
+    for (flag, expected) in [("on", true), ("off", false)] {
+        let args = ["tenant", "update", "acme", "--retry-invalid-output", flag];
+        ok(&store, &args).await;
+        let policy = config(&store, "acme").await.structured_output;
+        assert_eq!(policy.retry_on_invalid, expected);
+    }
+}
+
+#[tokio::test]
 async fn an_update_that_changes_nothing_keeps_the_version() {
     let store = with_acme().await;
     let out = ok(&store, &["tenant", "update", "acme", "--tier", "pro"]).await;

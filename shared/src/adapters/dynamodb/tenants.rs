@@ -92,7 +92,11 @@ fn decode_key(item: &Item) -> Result<StoredKey, StoreError> {
 
 impl DynamoStore {
     /// One strongly consistent GetItem on the tenants table.
-    async fn get_tenants_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+    pub(super) async fn get_tenants_item(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Result<Option<Item>, StoreError> {
         self.trip();
         let out = self
             .client

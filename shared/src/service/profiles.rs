@@ -1,0 +1,183 @@
+//! End-user profiles: the `/v1/users/{user_id}/profile` routes, and the profile a chat
+//! request's system prompt is rendered with.
+//!
+//! The tenant comes from the bearer key only, and every store call names it, so a tenant reads
+//! and writes its own users' profiles and no path or body can name another tenant's. Profiles
+//! are not cached: a profile changes whenever the tenant's app says so, and the next chat request
+//! must see it. The read costs one GetItem, and only for requests that name a `user` under a
+//! template that uses profile variables. A failed read renders the prompt without the profile
+//! (logged, never an error): the profile personalizes an answer, it does not gate it. Profile
+//! contents are never logged.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::ids::TenantId;
+use crate::domain::profile::{ProfileError, ProfileRecord, UserId, UserProfile};
+use crate::domain::tenant::TenantConfig;
+use crate::error::GatewayError;
+use crate::ports::store::ProfileStore;
+
+use super::auth::authenticate;
+use super::chat::{ChatService, RequestContext};
+
+impl From<ProfileError> for GatewayError {
+    fn from(err: ProfileError) -> Self {
+        GatewayError::invalid(err.to_string(), Some(err.param()))
+    }
+}
+
+/// The profile a request's prompt renders with, when it is already known.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum PromptProfile {
+    /// Not read yet: read it if the template and the request need it.
+    #[default]
+    Unread,
+    /// Already decided for this request (a degraded request re-prepared): `None` is no profile.
+    Read(Option<Arc<UserProfile>>),
+}
+
+/// `GET`/`PUT` response: the stored profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileView {
+    pub object: &'static str,
+    pub user_id: UserId,
+    pub profile: UserProfile,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ProfileRecord> for ProfileView {
+    fn from(record: ProfileRecord) -> Self {
+        Self {
+            object: "user.profile",
+            user_id: record.user_id,
+            profile: record.profile,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+/// `DELETE` response, in OpenAI's deleted-object shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileDeleted {
+    pub object: &'static str,
+    pub user_id: UserId,
+    pub deleted: bool,
+}
+
+impl ChatService {
+    /// `PUT /v1/users/{user_id}/profile`: stores `body` (a JSON object) as the user's profile,
+    /// replacing any previous one.
+    pub async fn put_profile(
+        &self,
+        bearer: Option<&str>,
+        user_segment: &str,
+        body: &[u8],
+    ) -> Result<ProfileView, GatewayError> {
+        let (tenant, store) = self.profile_access(bearer).await?;
+        let user_id = UserId::from_path_segment(user_segment)?;
+        let record = ProfileRecord {
+            tenant_id: tenant,
+            user_id,
+            profile: UserProfile::from_json(body)?,
+            updated_at: self.clock.now(),
+        };
+        store.put_profile(&record).await?;
+        Ok(record.into())
+    }
+
+    /// `GET /v1/users/{user_id}/profile`.
+    pub async fn get_profile(
+        &self,
+        bearer: Option<&str>,
+        user_segment: &str,
+    ) -> Result<ProfileView, GatewayError> {
+        let (tenant, store) = self.profile_access(bearer).await?;
+        let user_id = UserId::from_path_segment(user_segment)?;
+        store
+            .profile(&tenant, &user_id)
+            .await?
+            .map(ProfileView::from)
+            .ok_or_else(|| GatewayError::ProfileNotFound {
+                user_id: user_id.to_string(),
+            })
+    }
+
+    /// `DELETE /v1/users/{user_id}/profile`.
+    pub async fn delete_profile(
+        &self,
+        bearer: Option<&str>,
+        user_segment: &str,
+    ) -> Result<ProfileDeleted, GatewayError> {
+        let (tenant, store) = self.profile_access(bearer).await?;
+        let user_id = UserId::from_path_segment(user_segment)?;
+        if store.delete_profile(&tenant, &user_id).await? {
+            Ok(ProfileDeleted {
+                object: "user.profile",
+                user_id,
+                deleted: true,
+            })
+        } else {
+            Err(GatewayError::ProfileNotFound {
+                user_id: user_id.to_string(),
+            })
+        }
+    }
+
+    /// The caller's tenant (authenticated, configured, enabled) and the profile store.
+    async fn profile_access(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<(TenantId, &Arc<dyn ProfileStore>), GatewayError> {
+        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
+        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
+            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
+        })?;
+        if config.disabled {
+            return Err(GatewayError::TenantDisabled);
+        }
+        let store = self.profiles.as_ref().ok_or_else(|| {
+            GatewayError::invalid(
+                "end-user profiles are not available in this deployment",
+                Some("user_id".to_owned()),
+            )
+        })?;
+        Ok((tenant, store))
+    }
+
+    /// The profile `config`'s system prompt renders with for a request naming `user`: read
+    /// from the store only when the template uses profile variables and `user` is a valid user
+    /// id; `None` (variables render empty) when there is no such profile or the read fails.
+    pub(crate) async fn prompt_profile(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        user: Option<&str>,
+        known: PromptProfile,
+    ) -> Option<Arc<UserProfile>> {
+        if let PromptProfile::Read(profile) = known {
+            return profile;
+        }
+        if !config.system_prompt.uses_profile(&config.prompt_variables) {
+            return None;
+        }
+        let store = self.profiles.as_ref()?;
+        // A `user` that cannot be a profile's id (the field is free-form) has no profile.
+        let user = UserId::parse(user?).ok()?;
+        match store.profile(tenant, &user).await {
+            Ok(record) => record.map(|r| Arc::new(r.profile)),
+            Err(err) => {
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    tenant_id = %tenant,
+                    error = %err,
+                    "end-user profile read failed; rendering the system prompt without it"
+                );
+                None
+            }
+        }
+    }
+}

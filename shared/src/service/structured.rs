@@ -1,0 +1,97 @@
+//! Structured outputs on the buffered path: call the provider, check the reply against the
+//! request's `response_format`, meter what happened, and retry once when the tenant asks.
+//!
+//! A reply that fails its format cost real tokens, so it is metered like a success (usage and
+//! cost from the provider) but recorded as a `validation` error, both on the usage event and
+//! in the metrics line, and it is never cached or appended to a conversation. With
+//! `structured_output.retry_on_invalid` the provider is asked once more; that second call is
+//! its own usage event (`{request id}-retry`, so the exactly-once key of the first is
+//! untouched) and its own metrics line, charged under the request's reservation (see
+//! [`Reservation::follow_up`](super::limiter::Reservation::follow_up)). Streams are
+//! validated in `service::stream` when they end and never retried: the reply has been sent.
+
+use std::time::Instant;
+
+use crate::domain::chat::Completion;
+use crate::domain::structured::ValidationFailure;
+use crate::error::GatewayError;
+
+use super::chat::{ChatService, Prepared};
+use super::metering::{CallOutcome, CallRecord};
+
+impl ChatService {
+    /// The provider's reply to a buffered request, checked against its format; metered either
+    /// way, retried once on a validation failure if the tenant's policy says so.
+    pub(crate) async fn call_and_check(
+        &self,
+        record: &CallRecord,
+        prepared: &Prepared,
+    ) -> Result<Completion, GatewayError> {
+        let first = self.attempt(record, prepared).await;
+        match first {
+            Err(GatewayError::ResponseValidation { .. })
+                if prepared.config.structured_output.retry_on_invalid =>
+            {
+                let retry = record.retry(self.clock.now());
+                tracing::info!(request_id = %record.request_id, retry_request_id = %retry.request_id, tenant_id = %record.tenant_id, "structured output failed validation; retrying once per tenant policy");
+                self.attempt(&retry, prepared).await
+            }
+            other => other,
+        }
+    }
+
+    /// One metered provider call: a success, a provider failure, or a validation failure.
+    async fn attempt(
+        &self,
+        record: &CallRecord,
+        prepared: &Prepared,
+    ) -> Result<Completion, GatewayError> {
+        let provider_started = Instant::now();
+        let (result, attempts) = self
+            .retry
+            .run(|| prepared.provider.complete(&prepared.upstream))
+            .await;
+        let completion = match result {
+            Ok(completion) => completion,
+            Err(err) => {
+                let err = GatewayError::from(err);
+                self.meter(
+                    record,
+                    CallOutcome::failed(&err, attempts, provider_started),
+                )
+                .await;
+                return Err(err);
+            }
+        };
+        match prepared.request.response_format.check(&completion.content) {
+            Ok(()) => {
+                let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
+                self.meter(record, outcome).await;
+                Ok(completion)
+            }
+            Err(failure) => {
+                let err = validation_error(record, failure);
+                let outcome = CallOutcome::invalid(&completion, &err, attempts, provider_started);
+                self.meter(record, outcome).await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The client's error for a reply that failed its format, logged without any of the reply:
+/// the schema path says which rule failed, and the usage event has the rest.
+pub(crate) fn validation_error(record: &CallRecord, failure: ValidationFailure) -> GatewayError {
+    tracing::info!(
+        request_id = %record.request_id,
+        tenant_id = %record.tenant_id,
+        model = %record.model_requested,
+        error_type = "validation",
+        schema_path = %failure.schema_path,
+        further_errors = failure.more,
+        "model reply failed its response_format"
+    );
+    GatewayError::ResponseValidation {
+        failure: Box::new(failure),
+    }
+}
