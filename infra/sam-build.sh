@@ -11,7 +11,7 @@ venv="$root/target/infra-venv"
 # sam finds cargo-lambda, and cargo-zigbuild finds zig through this venv's python3.
 export PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 start=$(date +%s)
-sam build --beta-features
+sam build --beta-features --no-cached
 echo "sam build took $(( $(date +%s) - start )) s"
 
 limit=$((10 * 1024 * 1024))
