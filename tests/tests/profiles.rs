@@ -7,14 +7,14 @@
 //! when missing. `cargo test -p tollgate-tests --test profiles`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use http::{Method, Request};
 use serde_json::{Value, json};
-use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
+use tollgate::adapters::dynamodb::DynamoStore;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
 use tollgate::domain::chat::Completion;
 use tollgate::domain::ids::TenantId;
@@ -193,39 +193,9 @@ async fn memory() -> Option<MemoryStore> {
     Some(MemoryStore::new())
 }
 
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
-
-fn dynamodb_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the DynamoDB profile tests against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
-}
-
 /// A store on fresh tables of its own, so tests run in parallel on one emulator.
 async fn dynamodb() -> Option<DynamoStore> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let endpoint = dynamodb_endpoint()?;
-    let prefix = format!(
-        "p{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
-    store
-        .create_tables()
-        .await
-        .expect("tables created in the emulator");
-    Some(store)
+    tollgate_tests::moto::fresh_store("DynamoDB profile tests", "p").await
 }
 
 macro_rules! profile_contract_tests {

@@ -6,7 +6,6 @@
 
 // Test helpers outside #[test] functions panic on setup failures by design.
 #![allow(clippy::expect_used)]
-#![allow(clippy::print_stderr)] // The skip message.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,22 +25,8 @@ use tollgate_tests::harness::{Gateway, chat_body, settings};
 use tollgate_tests::qdrant_standin::QdrantStandIn;
 use tollgate_tests::standins::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
-
 fn moto_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the Secrets Manager tests against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
+    tollgate_tests::moto::endpoint("Secrets Manager tests")
 }
 
 fn admin_client(endpoint: &str) -> Client {

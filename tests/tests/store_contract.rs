@@ -11,7 +11,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -912,41 +911,13 @@ async fn memory() -> Option<MemoryStore> {
     Some(MemoryStore::new())
 }
 
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
-
 fn dynamodb_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the DynamoDB contract suite against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
+    tollgate_tests::moto::endpoint("DynamoDB contract suite")
 }
 
 /// A store on fresh tables of its own, so tests run in parallel on one emulator.
 async fn dynamodb() -> Option<DynamoStore> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let endpoint = dynamodb_endpoint()?;
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let prefix = format!(
-        "t{}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
-    store
-        .create_tables()
-        .await
-        .expect("tables created in the emulator");
-    Some(store)
+    tollgate_tests::moto::fresh_store("DynamoDB contract suite", "t").await
 }
 
 /// Expands every contract for one backend, as `<backend>::<contract>` tests.

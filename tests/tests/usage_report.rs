@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use http::{Method, Request};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::Value;
-use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
+use tollgate::adapters::dynamodb::DynamoStore;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::tenant::ProviderKind;
@@ -898,41 +897,9 @@ async fn memory() -> Option<MemoryStore> {
     Some(MemoryStore::new())
 }
 
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
-
-fn dynamodb_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the usage-report DynamoDB tests against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
-}
-
 /// A store on fresh tables of its own, so tests run in parallel on one emulator.
 async fn dynamodb() -> Option<DynamoStore> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let endpoint = dynamodb_endpoint()?;
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let prefix = format!(
-        "ur{}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
-    store
-        .create_tables()
-        .await
-        .expect("tables created in the emulator");
-    Some(store)
+    tollgate_tests::moto::fresh_store("usage-report DynamoDB tests", "ur").await
 }
 
 mod memory {
