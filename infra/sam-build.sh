@@ -10,6 +10,8 @@ venv="$root/target/infra-venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements.txt
 # sam finds cargo-lambda, and cargo-zigbuild finds zig through this venv's python3.
 export PATH="$venv/bin:$PATH" SAM_CLI_TELEMETRY=0
+# Once, before SAM's parallel builds would each try (and race) to add it.
+rustup target add aarch64-unknown-linux-gnu
 start=$(date +%s)
 sam build --beta-features --no-cached
 echo "sam build took $(( $(date +%s) - start )) s"
