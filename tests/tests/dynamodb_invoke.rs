@@ -28,20 +28,7 @@ use tollgate_tests::harness::{TestResponse, settings};
 
 /// The moto endpoint, or `None` (skip) outside CI. In CI a missing emulator is a failure.
 fn endpoint() -> Option<String> {
-    match std::env::var("TOLLGATE_TEST_DYNAMODB_ENDPOINT") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "CI=true but TOLLGATE_TEST_DYNAMODB_ENDPOINT is unset: run infra/test.sh, which starts moto"
-            )
-        }
-        _ => {
-            eprintln!(
-                "skipped: TOLLGATE_TEST_DYNAMODB_ENDPOINT is unset (infra/test.sh starts moto and sets it)"
-            );
-            None
-        }
-    }
+    tollgate_tests::moto::endpoint("DynamoDB invoke suite")
 }
 
 fn unique_prefix(name: &str) -> String {
