@@ -9,8 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+if [ "${CI:-}" = "true" ]; then
+  # A fresh clone builds everything once: incremental caches (a third of a cold target) and pip's
+  # download cache would only cost disk, which CI machines may have little of.
+  export CARGO_INCREMENTAL=0 PIP_NO_CACHE_DIR=1
+fi
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "disk: $(df -h . | awk 'NR==2 {print $4 " free on " $6}')"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -81,7 +88,9 @@ TOLLGATE_TEST_DYNAMODB_ENDPOINT="$moto_url" TOLLGATE_TEST_MOTO_PYTHON="$venv/bin
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
   cargo test --workspace --locked
 
-cargo build --locked -p tollgate-cli
+# Every binary in one build, with the feature set `cargo lambda watch` uses too (the whole
+# workspace, no dev-dependencies), so the functions, the CLI and the stand-ins are built once.
+cargo build --workspace --bins --locked
 
 # Runs the OpenAI Python SDK suite against `tollgate serve "$@"`, then stops it.
 sdk_suite() {
@@ -123,7 +132,6 @@ sdk_suite dynamodb --store dynamodb --table-prefix sdk-suite --seed-demo
 step "cargo lambda watch: the four function binaries end to end (moto, provider and Qdrant stand-ins)"
 # The real binaries (invoke in its streaming runtime) under cargo-lambda's runtime emulator,
 # routed as the REST API routes them; a tenant and key made with the CLI.
-cargo build --locked -p tollgate-tests --bin standins
 "$root/target/debug/standins" >"$work/standins.out" 2>&1 &
 standins_pid=$!
 for _ in $(seq 1 100); do
@@ -175,4 +183,4 @@ stop "$standins_pid"
 standins_pid=""
 unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
-step "all checks passed"
+step "all checks passed (target/: $(du -sh target 2>/dev/null | cut -f1); $(df -h . | awk 'NR==2 {print $4}') free)"
