@@ -18,5 +18,5 @@ for _ in $(seq 1 150); do curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-ap
 export TOLLGATE_BENCH_DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
 cargo bench -p tollgate-tests --bench limiter
 TOLLGATE_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" \
-  cargo test -p tollgate-tests --test dynamodb_invoke -- --nocapture round_trips fifty 2>&1 | grep -E '^dynamodb|test result'
+  cargo test -p tollgate-tests --test suite -- --nocapture dynamodb_invoke::dynamodb_round_trips dynamodb_invoke::dynamodb_fifty 2>&1 | grep -E '^dynamodb|test result'
 echo "machine: $(uptime)"

@@ -11,15 +11,14 @@ use crate::adapters::memory::MemoryStore;
 use crate::adapters::qdrant::QdrantIndex;
 use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
-use crate::domain::pricing::PriceTable;
 use crate::ports::clock::SystemClock;
-use crate::ports::store::StoreError;
 use crate::ports::store::{ConversationStore, DocumentStore, ProfileStore};
 use crate::ports::vector::VectorIndex;
 use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
 use crate::service::ChatService;
+use crate::service::catalog::OperatorCatalog;
 use crate::service::ingest::{IngestLimits, IngestService};
 use crate::service::limiter::{Limiter, UpstreamQuotas};
 use crate::service::retrieval::Retriever;
@@ -55,10 +54,6 @@ impl<S> ChatStore for S where
 pub enum BootError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("reading the operator catalog (prices, quotas) failed: {0}")]
-    Catalog(#[from] StoreError),
-    #[error("an operator price entry is invalid: {0}")]
-    Price(#[from] crate::domain::pricing::PriceTableError),
     #[error("the vector index cannot be configured: {0}")]
     Index(crate::ports::vector::IndexError),
     #[error(transparent)]
@@ -69,8 +64,7 @@ fn build<S: ChatStore>(
     settings: &Settings,
     metrics: Arc<dyn MetricsSink>,
     store: Arc<S>,
-    prices: PriceTable,
-    quotas: UpstreamQuotas,
+    catalog: OperatorCatalog,
     directory_ttl: Duration,
 ) -> Result<(ChatService, Vec<String>), BootError> {
     let (providers, described) = settings.providers()?;
@@ -79,19 +73,20 @@ fn build<S: ChatStore>(
         store.clone(),
         directory_ttl,
     ));
+    let catalog = Arc::new(catalog);
     let service = ChatService {
         keys: directory.clone(),
         tenants: directory,
         usage: store.clone(),
         cache: store.clone(),
         providers,
-        prices: Arc::new(prices),
+        catalog: catalog.clone(),
         metrics,
         clock: Arc::new(SystemClock),
         retry: settings.retry,
-        limiter: Arc::new(Limiter::new(
+        limiter: Arc::new(Limiter::with_catalog(
             store.clone(),
-            quotas,
+            catalog,
             settings.default_reserve_tokens,
         )),
         retriever: None,
@@ -102,26 +97,19 @@ fn build<S: ChatStore>(
 }
 
 /// The chat service on any store: operator prices and upstream quotas are read from the store's
-/// catalog once, at cold start; key and config lookups go through the short-lived cache.
-pub async fn chat_service<S: ChatStore>(
+/// catalog by the first request that needs them (never during init, see `service::catalog`);
+/// key and config lookups go through the short-lived cache. Makes no network call.
+pub fn chat_service<S: ChatStore>(
     settings: &Settings,
     metrics: Arc<dyn MetricsSink>,
     store: Arc<S>,
 ) -> Result<(ChatService, Vec<String>), BootError> {
-    let mut prices = settings.prices()?;
-    prices.extend(store.prices().await?)?;
-    let quotas = store
-        .upstream_quotas()
-        .await?
-        .into_iter()
-        .map(|q| ((q.provider, q.model), q.tokens_per_minute))
-        .collect();
+    let catalog = OperatorCatalog::from_store(settings.prices()?, store.clone());
     build(
         settings,
         metrics,
         store,
-        prices,
-        quotas,
+        catalog,
         settings.directory_cache_ttl,
     )
 }
@@ -138,7 +126,7 @@ pub fn retriever(
         index,
         embedder,
         usage: chat.usage.clone(),
-        prices: chat.prices.clone(),
+        catalog: chat.catalog.clone(),
         metrics: chat.metrics.clone(),
         clock: chat.clock.clone(),
         retry: chat.retry,
@@ -180,15 +168,14 @@ pub async fn init_vector_index(settings: &Settings) -> Result<Option<String>, Bo
 }
 
 /// The ingest service on `store` and `index`. Prices come from the bundled table and the
-/// store's catalog, as for chat.
-pub async fn ingest_service_on<S: ChatStore + DocumentStore>(
+/// store's catalog (read on first use), as for chat. Makes no network call.
+pub fn ingest_service_on<S: ChatStore + DocumentStore>(
     settings: &Settings,
     metrics: Arc<dyn MetricsSink>,
     store: Arc<S>,
     index: Arc<dyn VectorIndex>,
 ) -> Result<IngestService, BootError> {
-    let mut prices = settings.prices()?;
-    prices.extend(store.prices().await?)?;
+    let catalog = OperatorCatalog::from_store(settings.prices()?, store.clone());
     let (embedder, _) = settings.embedder()?;
     let directory = Arc::new(CachedDirectory::new(
         store.clone(),
@@ -202,7 +189,7 @@ pub async fn ingest_service_on<S: ChatStore + DocumentStore>(
         index,
         embedder,
         usage: store,
-        prices: Arc::new(prices),
+        catalog: Arc::new(catalog),
         metrics,
         clock: Arc::new(SystemClock),
         retry: settings.retry,
@@ -222,10 +209,10 @@ pub async fn ingest_service(
         StoreKind::Dynamodb => {
             let names = TableNames::with_prefix(&settings.table_prefix);
             let store = Arc::new(DynamoStore::from_env(names).await);
-            ingest_service_on(settings, metrics, store, index).await
+            ingest_service_on(settings, metrics, store, index)
         }
         StoreKind::Memory => {
-            ingest_service_on(settings, metrics, Arc::new(MemoryStore::new()), index).await
+            ingest_service_on(settings, metrics, Arc::new(MemoryStore::new()), index)
         }
     }
 }
@@ -241,8 +228,7 @@ pub fn embedded_chat_service(
         settings,
         metrics,
         store.clone(),
-        settings.prices()?,
-        UpstreamQuotas::new(),
+        OperatorCatalog::fixed(settings.prices()?, UpstreamQuotas::new()),
         Duration::ZERO,
     )?;
     Ok((service, store, described))

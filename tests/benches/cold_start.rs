@@ -7,10 +7,12 @@
 //! fetch at init would show up as an error or a delay), next to a hello-world Rust Lambda built
 //! the same way, as the baseline.
 //!
-//! Needs release binaries: `infra/cold-start.sh` builds them and runs this. DynamoDB: the
-//! invoke and ingest functions read the operator catalog (prices, upstream quotas) at init, so
-//! they need a reachable endpoint: `TOLLGATE_BENCH_DYNAMODB_ENDPOINT` (moto on loopback, tables
-//! from `tollgate init --table-prefix cold-start`).
+//! Every AWS endpoint (DynamoDB, Secrets Manager, CloudWatch) and Qdrant point at a closed
+//! loopback port: a function that called any of them during init would report an init error
+//! (or stall) instead of asking for its first event, and the bench says so. So this also checks
+//! that init makes no network call.
+//!
+//! Needs release binaries: `infra/cold-start.sh` builds them and runs this.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,6 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const RUNS: usize = 30;
+
+/// Nothing listens here: a connection attempt fails at once.
+const CLOSED_PORT: &str = "http://127.0.0.1:1";
 
 /// Serves the runtime API: reports the path of every request; never answers
 /// `invocation/next` (the process under test waits there until it is killed).
@@ -83,7 +88,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-async fn measure(name: &str, endpoint: Option<&str>) -> Option<Vec<f64>> {
+async fn measure(name: &str) -> Option<Vec<f64>> {
     let path = binary(name);
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
@@ -100,21 +105,19 @@ async fn measure(name: &str, endpoint: Option<&str>) -> Option<Vec<f64>> {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ENDPOINT_URL", CLOSED_PORT)
             .env("TOLLGATE_STORE", "dynamodb")
             .env("TOLLGATE_TABLE_PREFIX", "cold-start")
             .env(
                 "TOLLGATE_PROVIDER_SECRET_ID",
                 "arn:aws:secretsmanager:us-east-1:123456789012:secret:tollgate/providers",
             )
-            .env("TOLLGATE_QDRANT_URL", "http://127.0.0.1:1")
+            .env("TOLLGATE_QDRANT_URL", CLOSED_PORT)
             .env("TOLLGATE_QDRANT_API_KEY_SECRET_ID", "tollgate/qdrant")
             .env("TOLLGATE_ANOMALY_ALERTS", "emf")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(endpoint) = endpoint {
-            command.env("AWS_ENDPOINT_URL", endpoint);
-        }
         let started = Instant::now();
         let mut child = command.spawn().expect("the function starts");
         let first = tokio::time::timeout(Duration::from_secs(10), requests.recv()).await;
@@ -125,7 +128,7 @@ async fn measure(name: &str, endpoint: Option<&str>) -> Option<Vec<f64>> {
                 samples.push(at.duration_since(started).as_secs_f64() * 1000.0);
             }
             Ok(Some((_, line))) => {
-                println!("{name}: init did not finish ({line}); is the DynamoDB endpoint up?");
+                println!("{name}: init did not finish ({line}): it made a network call?");
                 return None;
             }
             _ => {
@@ -140,9 +143,6 @@ async fn measure(name: &str, endpoint: Option<&str>) -> Option<Vec<f64>> {
 
 #[tokio::main]
 async fn main() {
-    let endpoint = std::env::var("TOLLGATE_BENCH_DYNAMODB_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty());
     println!(
         "cold start (process start → first invocation/next), {RUNS} runs each, release, {}",
         std::env::consts::ARCH
@@ -158,14 +158,7 @@ async fn main() {
         "usage-report",
         "anomaly-scheduler",
     ] {
-        let needs_store = matches!(name, "invoke" | "ingest");
-        if needs_store && endpoint.is_none() {
-            println!(
-                "{name:<20} skipped: reads the catalog at init; set TOLLGATE_BENCH_DYNAMODB_ENDPOINT"
-            );
-            continue;
-        }
-        if let Some(samples) = measure(name, endpoint.as_deref()).await {
+        if let Some(samples) = measure(name).await {
             println!(
                 "{name:<20} {:>8.1} {:>8.1} {:>8.1}",
                 percentile(&samples, 50.0),

@@ -110,14 +110,9 @@ impl Gateway {
             .map(|(_, key)| key.expose().to_owned())
             .expect("the demo seed issues an acme key");
         // 1,000 chunks for acme to retrieve from (250 documents of 4 short chunks each).
-        let ingest = rt
-            .block_on(tollgate::bootstrap::ingest_service_on(
-                &settings,
-                metrics,
-                store.clone(),
-                index,
-            ))
-            .unwrap();
+        let ingest =
+            tollgate::bootstrap::ingest_service_on(&settings, metrics, store.clone(), index)
+                .unwrap();
         let request_id = tollgate::domain::ids::RequestId::generate();
         for batch in 0..5 {
             let documents: Vec<_> = (0..50)
@@ -300,11 +295,7 @@ fn ingest_throughput(docs: usize) {
     ))
     .unwrap();
     let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
-    let ingest = rt
-        .block_on(tollgate::bootstrap::ingest_service_on(
-            &settings, metrics, store, index,
-        ))
-        .unwrap();
+    let ingest = tollgate::bootstrap::ingest_service_on(&settings, metrics, store, index).unwrap();
     let text =
         "Rockets need fuel, schedules, launch windows and careful refunds policy. ".repeat(160);
     let request_id = tollgate::domain::ids::RequestId::generate();

@@ -83,7 +83,6 @@ impl Gateway {
             store.clone(),
             index.clone(),
         )
-        .await
         .expect("ingest builds");
         Self {
             ingest: ingest::IngestState {

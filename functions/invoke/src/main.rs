@@ -17,10 +17,11 @@ async fn main() -> Result<(), Error> {
     let metrics = Arc::new(EmfSink::stdout());
     let (mut chat, providers) = match settings.store.unwrap_or(StoreKind::Dynamodb) {
         StoreKind::Dynamodb => {
-            // Building the client makes no network call; the first request does.
+            // Building the client and the service makes no network call: the operator
+            // catalog is read by the first request that needs it.
             let store =
                 DynamoStore::from_env(TableNames::with_prefix(&settings.table_prefix)).await;
-            chat_service(&settings, metrics, Arc::new(store)).await?
+            chat_service(&settings, metrics, Arc::new(store))?
         }
         StoreKind::Memory => {
             // For `cargo lambda watch` without AWS: the demo tenants, in memory.

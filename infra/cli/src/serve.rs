@@ -85,8 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (mut chat, ingest, usage, providers, demo, store_line) = match args.store {
         StoreArg::Memory => {
             let (chat, store, providers) = embedded_chat_service(&settings, metrics.clone())?;
-            let ingest =
-                ingest_service_on(&settings, metrics, store.clone(), index.clone()).await?;
+            let ingest = ingest_service_on(&settings, metrics, store.clone(), index.clone())?;
             let demo = tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits)
                 .await?;
             let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
@@ -101,11 +100,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            let (chat, providers) = chat_service(&settings, metrics.clone(), store.clone())
+            let (chat, providers) = chat_service(&settings, metrics.clone(), store.clone())?;
+            // A Lambda reads the catalog on its first request; a local server checks the
+            // tables up front, so a missing `tollgate init` is reported at start.
+            chat.catalog
+                .get()
                 .await
                 .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
-            let ingest =
-                ingest_service_on(&settings, metrics, store.clone(), index.clone()).await?;
+            let ingest = ingest_service_on(&settings, metrics, store.clone(), index.clone())?;
             let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
             let line = format!("DynamoDB, tables {}-*", args.table_prefix);
             (chat, ingest, usage, providers, demo, line)

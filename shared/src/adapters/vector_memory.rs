@@ -1,6 +1,6 @@
 //! The embedded vector index: exact cosine search in memory, with the same tenant scoping as
 //! the Qdrant adapter. Used by `tollgate serve` and fast tests, and held to the same contract
-//! suite (`tests/tests/vector_contract.rs`).
+//! suite (`tests/tests/suite/vector_contract.rs`).
 //!
 //! Points are stored per tenant, so a search only ever reads the searching tenant's own points:
 //! the tenant filter is the shape of the data, not a condition that could be forgotten.

@@ -8,7 +8,7 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::cache_key::response_cache_key;
 use crate::domain::chat::{ChatRequest, Completion, Message};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::pricing::{ModelPrice, PriceTable};
+use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::BuiltIns;
 use crate::domain::routing;
 use crate::domain::tenant::{ProviderKind, Route, TenantConfig};
@@ -21,6 +21,7 @@ use crate::ports::store::{ConversationStore, ProfileStore};
 use crate::ports::{
     ApiKeyLookup, Clock, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
+use crate::service::catalog::OperatorCatalog;
 use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
 use crate::wire::request::parse_chat_request;
 
@@ -123,7 +124,8 @@ pub struct ChatService {
     pub usage: Arc<dyn UsageSink>,
     pub cache: Arc<dyn ResponseCache>,
     pub providers: Providers,
-    pub prices: Arc<PriceTable>,
+    /// Prices (and, through the limiter, upstream quotas), read on first use.
+    pub catalog: Arc<OperatorCatalog>,
     pub metrics: Arc<dyn MetricsSink>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
@@ -557,10 +559,11 @@ impl ChatService {
                 return Err(err);
             }
         }
+        let catalog = self.catalog.get().await?;
         let price = config
             .price_overrides
             .get(&route.model)
-            .or_else(|| self.prices.lookup(route.provider, &route.model))
+            .or_else(|| catalog.prices.lookup(route.provider, &route.model))
             .cloned()
             .ok_or_else(|| GatewayError::PriceMissing {
                 model: request.model.clone(),

@@ -13,7 +13,7 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::chunking::{ChunkSpec, chunk_text};
 use crate::domain::documents::{Chunk, DocumentId};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::pricing::PriceTable;
+use crate::domain::pricing::ModelPrice;
 use crate::domain::tenant::{TenantConfig, Tier};
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
@@ -21,6 +21,7 @@ use crate::ports::metrics::RequestMetrics;
 use crate::ports::store::{DocumentRecord, DocumentStore};
 use crate::ports::vector::{Embedder, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
+use crate::service::catalog::OperatorCatalog;
 
 use super::auth::authenticate;
 use super::embedding_usage::EmbeddingCall;
@@ -62,7 +63,8 @@ pub struct IngestService {
     pub index: Arc<dyn VectorIndex>,
     pub embedder: Arc<dyn Embedder>,
     pub usage: Arc<dyn UsageSink>,
-    pub prices: Arc<PriceTable>,
+    /// Embedding prices, read on first use.
+    pub catalog: Arc<OperatorCatalog>,
     pub metrics: Arc<dyn MetricsSink>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
@@ -155,6 +157,10 @@ impl IngestService {
         let (tenant, config) = self.tenant(bearer).await?;
         let documents = parse_documents(body, self.limits.max_documents)?;
         self.ensure_ready().await?;
+        let catalog = self.catalog.get().await?;
+        let price = catalog
+            .prices
+            .lookup(self.embedder.kind(), self.embedder.model());
         let mut results = Vec::with_capacity(documents.len());
         let mut usage = TokenUsage::default();
         let mut cost = rust_decimal::Decimal::ZERO;
@@ -162,7 +168,10 @@ impl IngestService {
             let result = match doc {
                 Ok(doc) => {
                     let call_id = RequestId::from_upstream(&format!("{request_id}-doc{n}"));
-                    match self.store_document(&tenant, &config, &call_id, doc).await {
+                    match self
+                        .store_document(&tenant, &config, &call_id, price, doc)
+                        .await
+                    {
                         Ok((result, tokens, price)) => {
                             usage.prompt_tokens += tokens;
                             cost += price;
@@ -208,6 +217,7 @@ impl IngestService {
         tenant: &TenantId,
         config: &TenantConfig,
         call_id: &RequestId,
+        price: Option<&ModelPrice>,
         doc: NewDocument,
     ) -> Result<(DocumentResult, u64, rust_decimal::Decimal), DocumentResult> {
         let id = match doc.id {
@@ -291,7 +301,7 @@ impl IngestService {
             ));
         }
         let model = self.embedder.model();
-        let Some(price) = self.prices.lookup(self.embedder.kind(), model).cloned() else {
+        let Some(price) = price else {
             return Err(failed(
                 shown,
                 "model_price_missing",

@@ -22,6 +22,7 @@ use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, 
 use crate::domain::tenant::ProviderKind;
 use crate::error::GatewayError;
 use crate::ports::store::{AddOutcome, Counter, CounterAdd, CounterKey, LimiterStore, StoreError};
+use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 
 /// Closed hour buckets change only by refunds (which lower them), so a container caches them
 /// briefly instead of reading 24 counters per request.
@@ -32,7 +33,8 @@ pub type UpstreamQuotas = HashMap<(ProviderKind, String), u64>;
 
 pub struct Limiter {
     store: Arc<dyn LimiterStore>,
-    quotas: UpstreamQuotas,
+    /// Upstream quotas come from here, read on first use (see `service::catalog`).
+    catalog: Arc<OperatorCatalog>,
     default_reserve: u32,
     closed_hours: Mutex<HashMap<CounterKey, (Counter, i64)>>,
 }
@@ -129,6 +131,8 @@ pub struct Snapshot {
     minute_total: Buckets,
     day_total: Buckets,
     upstream: HashMap<(ProviderKind, String), Buckets>,
+    /// The catalog the quotas were taken from.
+    catalog: Arc<CatalogSnapshot>,
 }
 
 impl Snapshot {
@@ -180,10 +184,21 @@ impl Reservation {
 }
 
 impl Limiter {
+    /// A limiter with fixed upstream quotas (the embedded store, tests, benches).
     pub fn new(store: Arc<dyn LimiterStore>, quotas: UpstreamQuotas, default_reserve: u32) -> Self {
+        let catalog = OperatorCatalog::fixed(Default::default(), quotas);
+        Self::with_catalog(store, Arc::new(catalog), default_reserve)
+    }
+
+    /// A limiter whose upstream quotas come from the operator catalog.
+    pub fn with_catalog(
+        store: Arc<dyn LimiterStore>,
+        catalog: Arc<OperatorCatalog>,
+        default_reserve: u32,
+    ) -> Self {
         Self {
             store,
-            quotas,
+            catalog,
             default_reserve,
             closed_hours: Mutex::new(HashMap::new()),
         }
@@ -203,6 +218,7 @@ impl Limiter {
         models: &[(ProviderKind, &str)],
         now: i64,
     ) -> Result<Snapshot, StoreError> {
+        let catalog = self.catalog.get().await?;
         let minute_idx: Vec<i64> = MINUTE.counted(now).collect();
         let day_idx: Vec<i64> = DAY.counted(now).collect();
         let current_hour = DAY.current(now);
@@ -234,7 +250,7 @@ impl Limiter {
         }
         let upstream: Vec<(ProviderKind, String)> = models
             .iter()
-            .filter(|(p, m)| self.quotas.contains_key(&(*p, (*m).to_owned())))
+            .filter(|(p, m)| catalog.quotas.contains_key(&(*p, (*m).to_owned())))
             .map(|(p, m)| (*p, (*m).to_owned()))
             .collect();
         for (provider, model) in &upstream {
@@ -293,6 +309,7 @@ impl Limiter {
             })
             .collect();
         Ok(Snapshot {
+            catalog,
             now,
             shards,
             minute_total: Buckets::sum(&minute),
@@ -377,7 +394,11 @@ impl Limiter {
         let (minute, day) = (&snapshot.minute[s], &snapshot.day[s]);
         let minute_idx = MINUTE.current(now);
         let hour_idx = DAY.current(now);
-        let quota = self.quotas.get(&(route.0, route.1.to_owned())).copied();
+        let quota = snapshot
+            .catalog
+            .quotas
+            .get(&(route.0, route.1.to_owned()))
+            .copied();
         let upstream = quota.map(|q| {
             let buckets = snapshot
                 .upstream
@@ -487,7 +508,8 @@ impl Limiter {
                 DAY,
             ),
             _ => {
-                let quota = self
+                let quota = snapshot
+                    .catalog
                     .quotas
                     .get(&(route.0, route.1.to_owned()))
                     .copied()

@@ -2,6 +2,7 @@
 
 pub mod anomaly;
 pub mod auth;
+pub mod catalog;
 pub mod chat;
 mod embedding_usage;
 pub mod ingest;

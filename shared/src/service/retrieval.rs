@@ -11,10 +11,10 @@ use std::time::Instant;
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::{Message, Role};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::pricing::PriceTable;
 use crate::error::GatewayError;
 use crate::ports::vector::{Embedder, ScoredChunk, VectorIndex};
 use crate::ports::{Clock, MetricsSink, UsageSink};
+use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
 
 use super::embedding_usage::EmbeddingCall;
@@ -24,7 +24,7 @@ pub struct Retriever {
     pub index: Arc<dyn VectorIndex>,
     pub embedder: Arc<dyn Embedder>,
     pub usage: Arc<dyn UsageSink>,
-    pub prices: Arc<PriceTable>,
+    pub catalog: Arc<OperatorCatalog>,
     pub metrics: Arc<dyn MetricsSink>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
@@ -75,7 +75,8 @@ impl Retriever {
         max_tokens: usize,
     ) -> Result<RetrievedContext, GatewayError> {
         // Priced before the call: an embedding that cannot be billed is never made.
-        let price = self
+        let catalog = self.catalog.get().await?;
+        let price = catalog
             .prices
             .lookup(self.embedder.kind(), self.embedder.model())
             .cloned()

@@ -944,7 +944,6 @@ mod dynamodb {
             Arc::new(MemoryMetrics::default()),
             Arc::new(store.clone()),
         )
-        .await
         .unwrap();
         let invoke = invoke::InvokeState {
             chat,

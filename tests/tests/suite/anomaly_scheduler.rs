@@ -41,7 +41,7 @@ use tollgate::service::anomaly::{RunSummary, SchedulerOptions};
 // Builders
 // ---------------------------------------------------------------------------------------------
 
-const FIXTURE: &str = include_str!("../../functions/anomaly-scheduler/events/scheduled.json");
+const FIXTURE: &str = include_str!("../../../functions/anomaly-scheduler/events/scheduled.json");
 
 fn tenant(id: &str) -> TenantId {
     TenantId::parse(id).unwrap()

@@ -90,9 +90,7 @@ impl DynamoGateway {
             .unwrap();
         let metrics = Arc::new(MemoryMetrics::default());
         let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
-        let (mut chat, _) = chat_service(&s, metrics.clone(), Arc::new(store.clone()))
-            .await
-            .unwrap();
+        let (mut chat, _) = chat_service(&s, metrics.clone(), Arc::new(store.clone())).unwrap();
         let simulated = Arc::new(tollgate::adapters::simulated::SimulatedProvider::new(
             ProviderKind::Openai,
             tollgate::adapters::simulated::SimulatedLatency {
@@ -329,12 +327,24 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
         gw.store.names().clone(),
     ));
     let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
-    // A cold start against a dead store does not start (the catalog read fails).
-    assert!(
-        chat_service(&s, Arc::new(MemoryMetrics::default()), dead.clone())
-            .await
-            .is_err()
+    // A cold start makes no store call (`chat_service` is not even async), so it starts
+    // against a dead store; the first request that needs the operator catalog fails closed.
+    let (mut cold, _) = chat_service(&s, Arc::new(MemoryMetrics::default()), dead.clone()).unwrap();
+    assert!(!cold.catalog.is_loaded());
+    cold.keys = gw.state.chat.keys.clone();
+    cold.tenants = gw.state.chat.tenants.clone();
+    cold.providers = gw.state.chat.providers.clone();
+    let catalog_down = invoke::InvokeState {
+        chat: cold.clone(),
+        max_body_bytes: 1 << 20,
+    };
+    let (status, retry_after, code) =
+        error_code(invoke::handle(&catalog_down, post(&gw.keys["acme"])).await).await;
+    assert_eq!(
+        (status, retry_after, code.as_str()),
+        (503, true, "store_unavailable")
     );
+    assert!(!cold.catalog.is_loaded(), "a failed read is not kept");
 
     // Warm container, keys and configs cached, then the limiter's table becomes unreachable.
     let mut chat = gw.state.chat.clone();

@@ -4,7 +4,7 @@
 //! the `/v1/users/{user_id}/profile` routes through the real invoke handler (and an API Gateway
 //! fixture), and profiles rendered into the tenant's system prompt on the chat path: only when
 //! the template asks, never shared across users through the response cache, never an error
-//! when missing. `cargo test -p tollgate-tests --test profiles`.
+//! when missing. `cargo test -p tollgate-tests --test suite profiles::`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -811,9 +811,8 @@ async fn dynamodb_profiles_through_the_handler_cost_one_read_only_when_rendered(
     store.put_tenant_config(config).await.unwrap();
     let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
     let metrics = Arc::new(MemoryMetrics::default());
-    let (mut chat, _) = tollgate::bootstrap::chat_service(&s, metrics, Arc::new(store.clone()))
-        .await
-        .unwrap();
+    let (mut chat, _) =
+        tollgate::bootstrap::chat_service(&s, metrics, Arc::new(store.clone())).unwrap();
     let capture = Arc::new(Capture {
         inner: tollgate::adapters::simulated::SimulatedProvider::new(
             ProviderKind::Openai,

@@ -1,0 +1,26 @@
+//! Every end-to-end suite of the gateway, as one test binary: one link of the AWS SDK and the
+//! stand-ins instead of one per suite (twenty-one binaries made a cold CI target several GB
+//! larger and slower to link). A suite is a module: `cargo test -p tollgate-tests --test suite
+//! faults::` runs one, `cargo test qdrant` still selects the Qdrant contract tests.
+
+mod anomaly_scheduler;
+mod bad_input;
+mod conversations;
+mod dynamodb_invoke;
+mod faults;
+mod ingest;
+mod invoke_handler;
+mod isolation;
+mod isolation_canaries;
+mod log_queries;
+mod metering;
+mod profiles;
+mod providers;
+mod rate_limits;
+mod retrieval;
+mod secrets;
+mod store_contract;
+mod structured_outputs;
+mod table_definitions;
+mod usage_report;
+mod vector_contract;
