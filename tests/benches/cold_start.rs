@@ -72,8 +72,14 @@ async fn fake_runtime_api() -> (String, mpsc::UnboundedReceiver<(Instant, String
     (addr, rx)
 }
 
+/// `name` beside this bench's own profile directory: the bench runs from
+/// `<target>/release/deps/`, so `CARGO_TARGET_DIR` is honoured.
 fn binary(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let exe = std::env::current_exe().expect("the bench knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the bench runs from <target>/release/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -14,12 +14,9 @@ use std::process::{Command, Output, Stdio};
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::render_metering_failure;
 use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::tenant::{ProviderKind, TenantConfig, Tier};
-use tollgate::domain::usage::{TokenUsage, UsageEvent};
+use tollgate::domain::tenant::{TenantConfig, Tier};
 use tollgate::ports::store::UsageQuery;
 use tollgate::service::auth::authenticate;
-
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
 
 /// The binary with an environment that can only reach `endpoint` (or nothing at all).
 fn tollgate(endpoint: Option<&str>) -> Command {
@@ -144,53 +141,9 @@ fn a_dry_run_on_the_memory_store_validates_and_keeps_nothing() {
     assert_eq!(stdout(&out), "created tenant `acme` (version 1)\n");
 }
 
-fn dynamodb_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the operator CLI against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
-}
-
-fn usage_event(request_id: &str) -> UsageEvent {
-    UsageEvent {
-        request_id: RequestId::from_upstream(request_id),
-        tenant_id: TenantId::parse("acme").unwrap(),
-        created_at: chrono::Utc::now(),
-        model_requested: "fast".into(),
-        model_served: "gpt-4o-mini".into(),
-        provider: ProviderKind::Openai,
-        usage: TokenUsage {
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        cost_usd: rust_decimal::Decimal::new(27, 6),
-        latency_ms: 300,
-        provider_latency_ms: Some(280),
-        success: true,
-        error_type: None,
-        streamed: false,
-        cache_hit: false,
-        attempts: 1,
-        client_disconnected: false,
-        degraded_from: None,
-        quality_score: None,
-    }
-}
-
 #[tokio::test]
 async fn an_operator_session_against_dynamodb_in_moto() {
-    let Some(endpoint) = dynamodb_endpoint() else {
+    let Some(endpoint) = crate::dynamodb_endpoint("operator CLI") else {
         return;
     };
     let nanos = chrono::Utc::now().timestamp_subsec_nanos();
@@ -258,7 +211,12 @@ async fn an_operator_session_against_dynamodb_in_moto() {
     );
 
     // A metering failure replayed twice is recorded once.
-    let event = usage_event("cli-replay-1");
+    let event = crate::usage_event(
+        RequestId::from_upstream("cli-replay-1"),
+        "acme",
+        chrono::Utc::now(),
+        rust_decimal::Decimal::new(27, 6),
+    );
     let line = render_metering_failure(&event, "store unavailable").to_string();
     let replay = |input: String| {
         let mut child = cli()

@@ -6,15 +6,13 @@
 
 use std::process::{Command, Output};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
-use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::tenant::ProviderKind;
-use tollgate::domain::usage::{TokenUsage, UsageEvent};
+use tollgate::domain::ids::RequestId;
 use tollgate::ports::store::UsageSink;
 
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
+use crate::usage_event;
 
 fn tollgate(endpoint: &str, prefix: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -53,50 +51,6 @@ fn ok(mut cmd: Command, args: &[&str]) -> String {
     stdout
 }
 
-fn dynamodb_endpoint() -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the usage CLI against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
-}
-
-fn event(tenant: &str, at: DateTime<Utc>, cost: Decimal) -> UsageEvent {
-    UsageEvent {
-        request_id: RequestId::generate(),
-        tenant_id: TenantId::parse(tenant).unwrap(),
-        created_at: at,
-        model_requested: "fast".into(),
-        model_served: "gpt-4o-mini".into(),
-        provider: ProviderKind::Openai,
-        usage: TokenUsage {
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        cost_usd: cost,
-        latency_ms: 300,
-        provider_latency_ms: Some(280),
-        success: true,
-        error_type: None,
-        streamed: false,
-        cache_hit: false,
-        attempts: 1,
-        client_disconnected: false,
-        degraded_from: None,
-        quality_score: None,
-    }
-}
-
 #[test]
 fn a_range_that_ends_before_it_starts_is_a_usage_error() {
     let out = tollgate("http://127.0.0.1:9", "none")
@@ -119,7 +73,7 @@ fn a_range_that_ends_before_it_starts_is_a_usage_error() {
 
 #[tokio::test]
 async fn an_operator_checks_usage_and_runs_the_scheduler_against_moto() {
-    let Some(endpoint) = dynamodb_endpoint() else {
+    let Some(endpoint) = crate::dynamodb_endpoint("usage CLI") else {
         return;
     };
     let prefix = format!(
@@ -132,11 +86,26 @@ async fn an_operator_checks_usage_and_runs_the_scheduler_against_moto() {
     let hour = Utc.with_ymd_and_hms(2026, 3, 14, 15, 0, 0).unwrap();
     let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
     let mut events = vec![
-        event("acme", hour + Duration::minutes(5), Decimal::new(9, 0)),
-        event("globex", hour + Duration::minutes(6), Decimal::new(2, 0)),
+        usage_event(
+            RequestId::generate(),
+            "acme",
+            hour + Duration::minutes(5),
+            Decimal::new(9, 0),
+        ),
+        usage_event(
+            RequestId::generate(),
+            "globex",
+            hour + Duration::minutes(6),
+            Decimal::new(2, 0),
+        ),
     ];
     for day in 1..=7 {
-        events.push(event("acme", hour - Duration::days(day), Decimal::ONE));
+        events.push(usage_event(
+            RequestId::generate(),
+            "acme",
+            hour - Duration::days(day),
+            Decimal::ONE,
+        ));
     }
     for e in &events {
         store.record(e, &[]).await.unwrap();
