@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -181,6 +182,8 @@ fn scrub(message: String, key: &str) -> String {
 pub(crate) struct HttpCore {
     provider: ProviderKind,
     client: reqwest::Client,
+    /// Sent with every request (API version headers and the like).
+    headers: HeaderMap,
     endpoint: Url,
     auth: Auth,
     /// The credential header, built once when the key is fixed; a managed key is resolved
@@ -200,6 +203,29 @@ impl fmt::Debug for HttpCore {
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// One HTTP client per connect timeout for the whole process, shared by every provider and
+/// embedder: building one loads the system's root certificates (about 4 ms each at cold
+/// start), and one connection pool serves every host anyway. A clone is a handle to the same
+/// client.
+///
+/// No client-wide `timeout`: reqwest applies it to the whole body, which would cut long
+/// streams; buffered calls get a per-call limit and streams an idle limit instead. Redirects are
+/// refused so a key never follows one to another host.
+fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    static CLIENTS: Mutex<Vec<(Duration, reqwest::Client)>> = Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, client)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    clients.push((connect_timeout, client.clone()));
+    Ok(client)
 }
 
 impl HttpCore {
@@ -224,16 +250,8 @@ impl HttpCore {
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.cannot_be_a_base() {
             return Err(invalid_url());
         }
-        // No client-wide `timeout`: reqwest applies it to the whole body, which would cut long
-        // streams. Buffered calls get a per-call limit and streams an idle limit instead.
-        // Redirects are refused so the key never follows one to another host.
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderSetupError::Client {
+        let client =
+            shared_client(settings.connect_timeout).map_err(|e| ProviderSetupError::Client {
                 provider,
                 detail: e.without_url().to_string(),
             })?;
@@ -244,6 +262,7 @@ impl HttpCore {
         Ok(Self {
             provider,
             client,
+            headers,
             endpoint,
             auth,
             static_auth,
@@ -326,6 +345,7 @@ impl HttpCore {
         let response = self
             .client
             .post(self.endpoint.clone())
+            .headers(self.headers.clone())
             .header(self.auth.header.clone(), auth)
             .json(body)
             .send()
