@@ -1,7 +1,7 @@
 //! The built `tollgate` binary, as operators and tenants run it: one test binary, a module per
 //! command family (`cargo test -p tollgate-cli --test cli operator_cli::`).
 
-#![allow(clippy::unwrap_used, clippy::print_stderr)]
+#![allow(clippy::unwrap_used)]
 
 mod ingest_cmd;
 mod operator_cli;
@@ -12,26 +12,6 @@ use rust_decimal::Decimal;
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
-
-const ENDPOINT_VAR: &str = "TOLLGATE_TEST_DYNAMODB_ENDPOINT";
-
-/// The moto endpoint `infra/test.sh` starts. Without it the DynamoDB sessions skip and say so,
-/// except in CI (`CI=true`), where they fail.
-fn dynamodb_endpoint(what: &str) -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{ENDPOINT_VAR} is not set: CI must run the {what} against moto \
-             (infra/test.sh starts it and sets the variable)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {ENDPOINT_VAR} is not set (run infra/test.sh, or start moto and set it)"
-            );
-            None
-        }
-    }
-}
 
 /// A successful 100 + 20 token call of `tenant` on `gpt-4o-mini` (alias `fast`).
 fn usage_event(

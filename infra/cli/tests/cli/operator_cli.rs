@@ -143,7 +143,7 @@ fn a_dry_run_on_the_memory_store_validates_and_keeps_nothing() {
 
 #[tokio::test]
 async fn an_operator_session_against_dynamodb_in_moto() {
-    let Some(endpoint) = crate::dynamodb_endpoint("operator CLI") else {
+    let Some(endpoint) = tollgate_tests::moto::endpoint("operator CLI") else {
         return;
     };
     let nanos = chrono::Utc::now().timestamp_subsec_nanos();

@@ -73,7 +73,7 @@ fn a_range_that_ends_before_it_starts_is_a_usage_error() {
 
 #[tokio::test]
 async fn an_operator_checks_usage_and_runs_the_scheduler_against_moto() {
-    let Some(endpoint) = crate::dynamodb_endpoint("usage CLI") else {
+    let Some(endpoint) = tollgate_tests::moto::endpoint("usage CLI") else {
         return;
     };
     let prefix = format!(
