@@ -7,6 +7,7 @@
 //! server speaking Qdrant's gRPC protocol (exact search, refuses queries without a tenant
 //! filter) for the vector-index contract suite.
 
+pub mod fixtures;
 pub mod moto;
 pub mod qdrant_standin;
 pub mod standins;

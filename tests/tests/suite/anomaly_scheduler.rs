@@ -26,8 +26,7 @@ use tollgate::adapters::alerts::MemoryAlerts;
 use tollgate::adapters::cloudwatch::CloudWatchAlerts;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
-use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::tenant::ProviderKind;
+use tollgate::domain::ids::TenantId;
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
 use tollgate::error::ErrorKind;
 use tollgate::ports::alerts::{AlertError, AnomalyAlerts};
@@ -65,29 +64,13 @@ fn event_at(time: DateTime<Utc>) -> ScheduledEvent {
 
 fn event(tenant_id: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> UsageEvent {
     UsageEvent {
-        request_id: RequestId::generate(),
-        tenant_id: tenant(tenant_id),
-        created_at: at,
-        model_requested: model.into(),
-        model_served: model.into(),
-        provider: ProviderKind::Openai,
         usage: TokenUsage {
             prompt_tokens: 1_000,
             completion_tokens: 100,
             cached_tokens: 0,
             cache_write_tokens: 0,
         },
-        cost_usd: cost,
-        latency_ms: 300,
-        provider_latency_ms: Some(280),
-        success: true,
-        error_type: None,
-        streamed: false,
-        cache_hit: false,
-        attempts: 1,
-        client_disconnected: false,
-        degraded_from: None,
-        quality_score: None,
+        ..tollgate_tests::fixtures::ok_event(tenant_id, model, at, cost)
     }
 }
 

@@ -27,7 +27,6 @@ use serde_json::Value;
 use tollgate::adapters::dynamodb::DynamoStore;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
 use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::tenant::ProviderKind;
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
 use tollgate::domain::usage_report::{EventCursor, EventFilter, EventStatus};
 use tollgate::error::ErrorKind;
@@ -664,29 +663,9 @@ fn t0() -> DateTime<Utc> {
 
 fn event(tenant: &str, model: &str, at: DateTime<Utc>) -> UsageEvent {
     UsageEvent {
-        request_id: RequestId::generate(),
-        tenant_id: TenantId::parse(tenant).unwrap(),
-        created_at: at,
-        model_requested: model.into(),
-        model_served: model.into(),
-        provider: ProviderKind::Openai,
-        usage: TokenUsage {
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-        },
-        cost_usd: dec!(0.000027),
         latency_ms: 42,
         provider_latency_ms: Some(40),
-        success: true,
-        error_type: None,
-        streamed: false,
-        cache_hit: false,
-        attempts: 1,
-        client_disconnected: false,
-        degraded_from: None,
-        quality_score: None,
+        ..tollgate_tests::fixtures::ok_event(tenant, model, at, dec!(0.000027))
     }
 }
 

@@ -1,0 +1,40 @@
+//! Usage events for tests that write history straight into a store: one successful OpenAI
+//! call, which each suite adjusts with struct-update syntax (`UsageEvent { usage, ..ok(..) }`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use tollgate::domain::ids::{RequestId, TenantId};
+use tollgate::domain::tenant::ProviderKind;
+use tollgate::domain::usage::{TokenUsage, UsageEvent};
+
+/// A successful, unstreamed, uncached call of `tenant` on `model`: 100 prompt and 20
+/// completion tokens, 300 ms (280 ms at the provider), costing `cost`. Panics on an invalid
+/// tenant id (test input).
+#[allow(clippy::expect_used)]
+pub fn ok_event(tenant: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> UsageEvent {
+    UsageEvent {
+        request_id: RequestId::generate(),
+        tenant_id: TenantId::parse(tenant).expect("a valid tenant id"),
+        created_at: at,
+        model_requested: model.into(),
+        model_served: model.into(),
+        provider: ProviderKind::Openai,
+        usage: TokenUsage {
+            prompt_tokens: 100,
+            completion_tokens: 20,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+        },
+        cost_usd: cost,
+        latency_ms: 300,
+        provider_latency_ms: Some(280),
+        success: true,
+        error_type: None,
+        streamed: false,
+        cache_hit: false,
+        attempts: 1,
+        client_disconnected: false,
+        degraded_from: None,
+        quality_score: None,
+    }
+}
