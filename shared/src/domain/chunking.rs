@@ -120,6 +120,36 @@ mod tests {
     }
 
     #[test]
+    fn a_mebibyte_single_word_document_chunks_back_into_the_original_text() {
+        // The largest document ingest accepts, as one run of random letters: the tokenizer cuts
+        // it into bounded slices, and the chunks still tile it exactly.
+        let mut state: u64 = 7;
+        let text: String = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
+        let chunks = chunk_text(&text, ChunkSpec::default());
+        // About 544,000 tokens in steps of 340.
+        assert!((1_500..1_700).contains(&chunks.len()), "{}", chunks.len());
+        let mut rebuilt = String::new();
+        let mut start = 0;
+        for chunk in &chunks {
+            start += text[start..].find(chunk.as_str()).unwrap();
+            assert!(start <= rebuilt.len(), "a gap before byte {start}");
+            assert!(
+                start + chunk.len() > rebuilt.len(),
+                "no new text at byte {start}"
+            );
+            rebuilt.push_str(&chunk[rebuilt.len() - start..]);
+        }
+        assert_eq!(rebuilt, text);
+    }
+
+    #[test]
     fn multibyte_text_is_never_cut_inside_a_character() {
         let text = "Grüße aus Köln! 東京の天気は晴れです。🌍🌍🌍 ".repeat(200);
         for c in chunk_text(
