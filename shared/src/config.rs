@@ -43,6 +43,7 @@ use secrecy::SecretString;
 
 use crate::adapters::anthropic::AnthropicProvider;
 use crate::adapters::api_key::{ApiKey, DEFAULT_SECRET_TTL};
+use crate::adapters::aws::AwsConfigSource;
 use crate::adapters::http_provider::{ProviderSettings, ProviderSetupError};
 use crate::adapters::openai::OpenAiProvider;
 use crate::adapters::retry::RetryPolicy;
@@ -114,6 +115,8 @@ pub struct Settings {
     pub qdrant_collection: String,
     pub embedding_model: String,
     pub embedding_dimensions: usize,
+    /// Where AWS clients take region, credentials and endpoint from: the binary's choice.
+    pub aws: AwsConfigSource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,15 +126,17 @@ pub enum StoreKind {
 }
 
 impl Settings {
-    /// Reads the process environment. `default_mode` is the binary's choice (Lambda: `Real`,
-    /// so production never answers from a simulator by accident).
-    pub fn from_env(default_mode: ProviderMode) -> Result<Self, ConfigError> {
-        Self::from_lookup(default_mode, |name| std::env::var(name).ok())
+    /// Reads the process environment. `default_mode` and `aws` are the binary's choices
+    /// (Lambda: `Real`, so production never answers from a simulator by accident, and
+    /// [`AwsConfigSource::LAMBDA`]).
+    pub fn from_env(default_mode: ProviderMode, aws: AwsConfigSource) -> Result<Self, ConfigError> {
+        Self::from_lookup(default_mode, aws, |name| std::env::var(name).ok())
     }
 
     /// Reads settings through `lookup` (tests pass a map).
     pub fn from_lookup(
         default_mode: ProviderMode,
+        aws: AwsConfigSource,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
@@ -167,7 +172,7 @@ impl Settings {
         // One Secrets Manager client for every managed key; it is built on first use.
         let secrets: Option<Arc<dyn SecretSource>> = (provider_secret.is_some()
             || qdrant_secret.is_some())
-        .then(|| Arc::new(SecretsManagerSource::from_env()) as Arc<dyn SecretSource>);
+        .then(|| Arc::new(SecretsManagerSource::from_env(aws)) as Arc<dyn SecretSource>);
         let managed = |secret_id: &str, field: Option<&str>| {
             secrets.as_ref().map(|source| {
                 ApiKey::managed(
@@ -259,6 +264,7 @@ impl Settings {
                 .unwrap_or_else(|| "tollgate-chunks".to_owned()),
             embedding_model: get("TOLLGATE_EMBEDDING_MODEL")
                 .unwrap_or_else(|| crate::adapters::embeddings::DEFAULT_EMBEDDING_MODEL.to_owned()),
+            aws,
             embedding_dimensions: match number(&get, "TOLLGATE_EMBEDDING_DIMENSIONS", 256)? {
                 n @ 8..=4096 => n as usize,
                 n => {
@@ -398,7 +404,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Settings::from_lookup(mode, |k| map.get(k).cloned())
+        Settings::from_lookup(mode, AwsConfigSource::LAMBDA, |k| map.get(k).cloned())
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! Run: `cargo bench -p tollgate-tests --bench hot_path`. Under `cargo test` the bench binary
 //! runs every case once as a smoke test and the percentile pass shrinks to a few calls.
 //!
+//! The `tokenizer` group times `count_tokens` on 256 KiB of one run ("x" repeated, the input
+//! that used to take seconds) next to 256 KiB of prose. `-- tokenizer` runs that group alone.
+//!
 //! The runtime is current-thread on purpose: the handler spawns (buffered provider call,
 //! metering), and on a current-thread runtime those tasks cost their own work only, not a
 //! cross-thread wake-up whose price depends on what else the shared machine is doing.
@@ -26,6 +29,7 @@ use hdrhistogram::Histogram;
 use http::{Request, StatusCode};
 use invoke::InvokeState;
 use tokio::runtime::Runtime;
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::emf::EmfSink;
 use tollgate::bootstrap::embedded_chat_service;
 use tollgate::config::{ProviderMode, Settings};
@@ -90,7 +94,9 @@ struct Gateway {
 
 impl Gateway {
     fn start(rt: &Runtime) -> Self {
-        let settings = Settings::from_lookup(ProviderMode::Simulated, |_| None).unwrap();
+        let settings =
+            Settings::from_lookup(ProviderMode::Simulated, AwsConfigSource::LAMBDA, |_| None)
+                .unwrap();
         let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
         let (mut chat, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
         let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
@@ -222,6 +228,25 @@ fn bench_hot_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// Token counting on one request-sized text, pathological and ordinary.
+fn bench_tokenizer(c: &mut Criterion) {
+    const LEN: usize = 256 * 1024;
+    tollgate::tokenizer::count_tokens("warm up");
+    let one_run = "x".repeat(LEN);
+    let line = "Rockets need fuel, schedules, launch windows and careful refunds policy. ";
+    let mut prose = line.repeat(LEN / line.len() + 1);
+    prose.truncate(LEN);
+    let mut group = c.benchmark_group("tokenizer");
+    group.throughput(Throughput::Bytes(LEN as u64));
+    group.bench_function("count_256KiB_x", |b| {
+        b.iter(|| tollgate::tokenizer::count_tokens(std::hint::black_box(&one_run)));
+    });
+    group.bench_function("count_256KiB_prose", |b| {
+        b.iter(|| tollgate::tokenizer::count_tokens(std::hint::black_box(&prose)));
+    });
+    group.finish();
+}
+
 /// p50/p90/p99/max of single calls, timed one by one (request built outside the timing).
 fn percentiles(calls: u64, warmup: u64) {
     let rt = runtime();
@@ -274,7 +299,8 @@ fn micros(d: Duration) -> u64 {
 /// ingest service (chunking, local embedder, index, registry, metering).
 fn ingest_throughput(docs: usize) {
     let rt = runtime();
-    let settings = Settings::from_lookup(ProviderMode::Simulated, |_| None).unwrap();
+    let settings =
+        Settings::from_lookup(ProviderMode::Simulated, AwsConfigSource::LAMBDA, |_| None).unwrap();
     let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
     let (_, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
     let now = tollgate::ports::clock::SystemClock.now();
@@ -324,7 +350,9 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not (smoke mode).
     let bench_mode = std::env::args().any(|arg| arg == "--bench");
     let list_only = std::env::args().any(|arg| arg == "--list");
-    if !list_only {
+    // `-- tokenizer` skips the gateway passes, which take minutes in bench mode.
+    let tokenizer_only = std::env::args().any(|arg| arg.starts_with("tokenizer"));
+    if !list_only && !tokenizer_only {
         if bench_mode {
             ingest_throughput(400);
             percentiles(PERCENTILE_CALLS, PERCENTILE_WARMUP);
@@ -334,6 +362,9 @@ fn main() {
         }
     }
     let mut criterion = Criterion::default().configure_from_args();
-    bench_hot_path(&mut criterion);
+    bench_tokenizer(&mut criterion);
+    if !tokenizer_only {
+        bench_hot_path(&mut criterion);
+    }
     criterion.final_summary();
 }

@@ -1,11 +1,14 @@
 //! Usage events for tests that write history straight into a store: one successful OpenAI
-//! call, which each suite adjusts with struct-update syntax (`UsageEvent { usage, ..ok(..) }`).
+//! call, which each suite adjusts with struct-update syntax (`UsageEvent { usage, ..ok(..) }`);
+//! and one provider request, for suites that call an adapter directly.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use tollgate::domain::chat::{Message, Role};
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
+use tollgate::ports::provider::ProviderRequest;
 
 /// A successful, unstreamed, uncached call of `tenant` on `model`: 100 prompt and 20
 /// completion tokens, 300 ms (280 ms at the provider), costing `cost`. Panics on an invalid
@@ -36,5 +39,31 @@ pub fn ok_event(tenant: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> 
         client_disconnected: false,
         degraded_from: None,
         quality_score: None,
+    }
+}
+
+/// One message.
+pub fn message(role: Role, content: &str) -> Message {
+    Message {
+        role,
+        content: content.into(),
+        name: None,
+    }
+}
+
+/// "Say hello." to `model`, with a system prompt and at most 64 tokens; nothing else set.
+pub fn provider_request(model: &str) -> ProviderRequest {
+    ProviderRequest {
+        model: model.into(),
+        system: Some("You are a test assistant.".into()),
+        messages: vec![message(Role::User, "Say hello.")],
+        max_tokens: Some(64),
+        temperature: None,
+        top_p: None,
+        stop: vec![],
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        response_format: Default::default(),
     }
 }

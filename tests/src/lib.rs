@@ -5,12 +5,14 @@
 //! Messages wire formats, with scripted faults, so provider adapters and end-to-end flows are
 //! tested over real HTTP without network access or API keys. [`qdrant_standin`] is a local
 //! server speaking Qdrant's gRPC protocol (exact search, refuses queries without a tenant
-//! filter) for the vector-index contract suite.
+//! filter) for the vector-index contract suite. [`tls_proxy`] puts TLS with a test CA in front
+//! of any of them.
 
 pub mod fixtures;
 pub mod moto;
 pub mod qdrant_standin;
 pub mod standins;
+pub mod tls_proxy;
 
 pub use qdrant_standin::{QdrantCall, QdrantStandIn};
 pub use standins::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Error, service_fn};
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::emf::EmfSink;
 use tollgate::bootstrap::ingest_service;
 use tollgate::config::{ProviderMode, Settings};
@@ -11,7 +12,7 @@ use tollgate::config::{ProviderMode, Settings};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tollgate::telemetry::init_json_logs();
-    let settings = Settings::from_env(ProviderMode::Real)?;
+    let settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::LAMBDA)?;
     let ingest = ingest_service(&settings, Arc::new(EmfSink::stdout())).await?;
     let state = ingest::IngestState {
         ingest,

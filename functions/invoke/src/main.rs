@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Error, service_fn};
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
 use tollgate::bootstrap::{chat_service, embedded_chat_service, retriever, vector_index};
@@ -13,14 +14,17 @@ use tollgate::config::{ProviderMode, Settings, StoreKind};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tollgate::telemetry::init_json_logs();
-    let settings = Settings::from_env(ProviderMode::Real)?;
+    let settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::LAMBDA)?;
     let metrics = Arc::new(EmfSink::stdout());
     let (mut chat, providers) = match settings.store.unwrap_or(StoreKind::Dynamodb) {
         StoreKind::Dynamodb => {
             // Building the client and the service makes no network call: the operator
             // catalog is read by the first request that needs it.
-            let store =
-                DynamoStore::from_env(TableNames::with_prefix(&settings.table_prefix)).await;
+            let store = DynamoStore::from_env(
+                settings.aws,
+                TableNames::with_prefix(&settings.table_prefix),
+            )
+            .await;
             chat_service(&settings, metrics, Arc::new(store))?
         }
         StoreKind::Memory => {

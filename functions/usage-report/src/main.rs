@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Error, service_fn};
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
 use tollgate::config::{ProviderMode, Settings, StoreKind};
@@ -12,12 +13,15 @@ use usage_report::UsageReportState;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tollgate::telemetry::init_json_logs();
-    let settings = Settings::from_env(ProviderMode::Real)?;
+    let settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::LAMBDA)?;
     let state = match settings.store.unwrap_or(StoreKind::Dynamodb) {
         StoreKind::Dynamodb => {
             // Building the client makes no network call; the first request does.
-            let store =
-                DynamoStore::from_env(TableNames::with_prefix(&settings.table_prefix)).await;
+            let store = DynamoStore::from_env(
+                settings.aws,
+                TableNames::with_prefix(&settings.table_prefix),
+            )
+            .await;
             UsageReportState::on(Arc::new(store), settings.directory_cache_ttl)
         }
         StoreKind::Memory => {

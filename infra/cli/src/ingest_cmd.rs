@@ -605,7 +605,7 @@ impl Sender {
             .map_err(|_| anyhow::anyhow!("the key has characters a header cannot carry"))?;
         auth.set_sensitive(true);
         // No redirects: the key must not follow one to another host.
-        let http = reqwest::Client::builder()
+        let http = tollgate::adapters::tls::reqwest_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

@@ -8,6 +8,7 @@
 //! from `TOLLGATE_EMBEDDING_DIMENSIONS`, as in the functions.
 
 use anyhow::Context;
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::dynamodb::tables::{self, CLOUDFORMATION_PREFIX, DEFAULT_PREFIX};
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::bootstrap::init_vector_index;
@@ -43,7 +44,11 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
     }
     if !args.qdrant_only {
         let prefix = args.prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
-        let store = DynamoStore::from_env(TableNames::with_prefix(prefix)).await;
+        let store = DynamoStore::from_env(
+            AwsConfigSource::DEFAULT_CHAIN,
+            TableNames::with_prefix(prefix),
+        )
+        .await;
         let reports = store.create_tables().await.context(
             "creating the DynamoDB tables (endpoint and credentials come from the AWS_* environment)",
         )?;
@@ -52,7 +57,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(url) = args.qdrant_url {
-        let mut settings = Settings::from_env(ProviderMode::Real)?;
+        let mut settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::DEFAULT_CHAIN)?;
         settings.qdrant_url = Some(url);
         if let Some(line) = init_vector_index(&settings)
             .await

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use tollgate::GatewayError;
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
 use tollgate::bootstrap::{
@@ -74,7 +75,8 @@ struct AppState {
 #[allow(clippy::print_stdout)] // The banner is this command's output.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tollgate::telemetry::init_text_logs();
-    let settings = Settings::from_env(ProviderMode::Auto).context("invalid configuration")?;
+    let settings = Settings::from_env(ProviderMode::Auto, AwsConfigSource::DEFAULT_CHAIN)
+        .context("invalid configuration")?;
     let metrics: Arc<dyn MetricsSink> = match args.metrics {
         MetricsOut::Stdout => Arc::new(EmfSink::stdout()),
         MetricsOut::Stderr => Arc::new(EmfSink::new(Box::new(std::io::stderr()))),
@@ -94,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         StoreArg::Dynamodb => {
             let names = TableNames::with_prefix(&args.table_prefix);
-            let store = Arc::new(DynamoStore::from_env(names).await);
+            let store = Arc::new(DynamoStore::from_env(settings.aws, names).await);
             let demo = if args.seed_demo {
                 tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits).await?
             } else {

@@ -23,7 +23,9 @@ use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::adapters::alerts::metric_name;
+use crate::adapters::aws::AwsConfigSource;
 use crate::adapters::emf::NAMESPACE;
+use crate::adapters::tls;
 use crate::ports::alerts::{AlertError, AnomalyAlerts};
 use crate::ports::store::AnomalyRecord;
 
@@ -45,17 +47,14 @@ impl CloudWatchAlerts {
         }
     }
 
-    /// A client from the standard AWS environment. Makes no network call: credentials are
-    /// resolved on the first publish.
-    pub async fn from_env(deployment: impl Into<String>) -> Self {
+    /// A client configured from `aws`. Makes no network call: credentials are resolved on the
+    /// first publish.
+    pub async fn from_env(aws: AwsConfigSource, deployment: impl Into<String>) -> Self {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .operation_timeout(OPERATION_TIMEOUT)
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let config = aws.load(timeouts, "CLOUDWATCH").await;
         Self::new(Client::new(&config), deployment)
     }
 
@@ -67,6 +66,7 @@ impl CloudWatchAlerts {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
             .endpoint_url(endpoint)
+            .http_client(tls::aws_http_client())
             .build();
         Self::new(Client::from_conf(config), deployment)
     }

@@ -219,7 +219,7 @@ fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::
     if let Some((_, client)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
         return Ok(client.clone());
     }
-    let client = reqwest::Client::builder()
+    let client = super::tls::reqwest_builder()
         .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))

@@ -3,7 +3,8 @@
 //! Real services: [`openai`], [`anthropic`] (over reqwest), [`emf`] (CloudWatch EMF on stdout),
 //! [`env_secrets`] and [`secrets_manager`] (provider and Qdrant keys, behind [`api_key`]),
 //! [`dynamodb`] (every store port), [`qdrant`] (the vector index, over gRPC), [`cloudwatch`]
-//! (anomaly metrics through PutMetricData).
+//! (anomaly metrics through PutMetricData); [`tls`] (the one TLS stack they all use: rustls on ring); [`aws`] (where AWS clients take
+//! region, credentials and endpoint from).
 //! Embedded default: [`memory`] (every store port), [`vector_memory`] (an exact vector index)
 //! and [`simulated`] (a deterministic provider with real token counts); [`alerts`] (anomaly
 //! alerts as EMF lines or in memory).
@@ -11,6 +12,7 @@
 pub mod alerts;
 pub mod anthropic;
 pub mod api_key;
+pub mod aws;
 pub mod cached;
 pub mod cloudwatch;
 pub mod dynamodb;
@@ -25,4 +27,5 @@ pub mod retry;
 pub mod secrets_manager;
 pub mod simulated;
 pub mod sse;
+pub mod tls;
 pub mod vector_memory;

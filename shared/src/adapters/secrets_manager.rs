@@ -15,6 +15,8 @@ use aws_sdk_secretsmanager::config::{Credentials, Region};
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
 
+use crate::adapters::aws::AwsConfigSource;
+use crate::adapters::tls;
 use crate::ports::secrets::{SecretError, SecretSource};
 
 /// One attempt; the SDK's standard retry runs inside the operation limit.
@@ -23,6 +25,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SecretsManagerSource {
     client: OnceCell<Client>,
+    /// Where the client's configuration comes from, when it is first needed.
+    aws: AwsConfigSource,
     /// Set for an emulator: the client is built from it instead of the environment.
     emulator_endpoint: Option<String>,
     reads: AtomicU64,
@@ -31,6 +35,7 @@ pub struct SecretsManagerSource {
 impl fmt::Debug for SecretsManagerSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretsManagerSource")
+            .field("aws", &self.aws)
             .field("emulator_endpoint", &self.emulator_endpoint)
             .field("reads", &self.reads())
             .finish_non_exhaustive()
@@ -38,11 +43,12 @@ impl fmt::Debug for SecretsManagerSource {
 }
 
 impl SecretsManagerSource {
-    /// Configured from the standard AWS environment (`AWS_REGION`, the credentials chain,
-    /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` for an emulator) when first used.
-    pub fn from_env() -> Self {
+    /// Configured from `aws` (region, credentials, `AWS_ENDPOINT_URL_SECRETS_MANAGER` for an
+    /// emulator) when first used.
+    pub fn from_env(aws: AwsConfigSource) -> Self {
         Self {
             client: OnceCell::new(),
+            aws,
             emulator_endpoint: None,
             reads: AtomicU64::new(0),
         }
@@ -53,7 +59,7 @@ impl SecretsManagerSource {
     pub fn emulator(endpoint: impl Into<String>) -> Self {
         Self {
             emulator_endpoint: Some(endpoint.into()),
-            ..Self::from_env()
+            ..Self::from_env(AwsConfigSource::LAMBDA)
         }
     }
 
@@ -78,15 +84,11 @@ impl SecretsManagerSource {
                                 "test", "test", None, None, "emulator",
                             ))
                             .endpoint_url(endpoint)
+                            .http_client(tls::aws_http_client())
                             .timeout_config(timeouts)
                             .build(),
                     ),
-                    None => Client::new(
-                        &aws_config::defaults(BehaviorVersion::latest())
-                            .timeout_config(timeouts)
-                            .load()
-                            .await,
-                    ),
+                    None => Client::new(&self.aws.load(timeouts, "SECRETS_MANAGER").await),
                 }
             })
             .await

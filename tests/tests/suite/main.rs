@@ -22,5 +22,6 @@ mod secrets;
 mod store_contract;
 mod structured_outputs;
 mod table_definitions;
+mod tls;
 mod usage_report;
 mod vector_contract;

@@ -16,12 +16,13 @@ use tollgate::adapters::anthropic::AnthropicProvider;
 use tollgate::adapters::http_provider::ProviderSettings;
 use tollgate::adapters::openai::OpenAiProvider;
 use tollgate::adapters::retry::RetryPolicy;
-use tollgate::domain::chat::{FinishReason, Message, Role};
+use tollgate::domain::chat::{FinishReason, Role};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::domain::usage::TokenUsage;
 use tollgate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
 };
+use tollgate_tests::fixtures::{message, provider_request};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};
 
 const API_KEY: &str = "sk-tollgate-test-3f9a1c7e5b2d";
@@ -235,28 +236,8 @@ provider_tests!(
 
 // ---- Helpers ----
 
-fn message(role: Role, content: &str) -> Message {
-    Message {
-        role,
-        content: content.into(),
-        name: None,
-    }
-}
-
 fn request<H: Harness>() -> ProviderRequest {
-    ProviderRequest {
-        model: H::MODEL.into(),
-        system: Some("You are a test assistant.".into()),
-        messages: vec![message(Role::User, "Say hello.")],
-        max_tokens: Some(64),
-        temperature: None,
-        top_p: None,
-        stop: vec![],
-        seed: None,
-        presence_penalty: None,
-        frequency_penalty: None,
-        response_format: Default::default(),
-    }
+    provider_request(H::MODEL)
 }
 
 fn usage(prompt: u64, completion: u64) -> TokenUsage {
@@ -646,5 +627,64 @@ async fn the_api_key_never_appears_in_errors_or_debug_output<H: Harness>() {
     assert!(errors[0].message.contains("[REDACTED]"), "{:?}", errors[0]);
     for debug in [format!("{:?}", h.settings()), H::debug(&h.settings())] {
         assert!(!debug.contains(API_KEY), "key leaked: {debug}");
+    }
+}
+
+/// `OpenAiEmbedder` against the OpenAI stand-in: what goes over the wire, and what comes back.
+mod openai_embeddings {
+    use tollgate::adapters::embeddings::{LocalEmbedder, OpenAiEmbedder};
+    use tollgate::ports::vector::Embedder;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn texts_go_in_batches_of_256_with_the_model_dimensions_and_key_and_come_back_in_order() {
+        let openai = OpenAiStandIn::start().await;
+        let settings = ProviderSettings::new(openai.base_url(), API_KEY);
+        let embedder = OpenAiEmbedder::new(&settings, "text-embedding-3-large", 64).unwrap();
+        let texts: Vec<String> = (0..600)
+            .map(|i| format!("excerpt {i} about topic {}", i % 7))
+            .collect();
+
+        let embedded = embedder.embed(&texts).await.unwrap();
+
+        let requests = openai.embedding_requests();
+        let sizes: Vec<usize> = requests
+            .iter()
+            .map(|r| r.body["input"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [256, 256, 88]);
+        let bearer = format!("Bearer {API_KEY}");
+        let mut sent = Vec::new();
+        for r in &requests {
+            assert_eq!(r.path, "/v1/embeddings");
+            assert_eq!(r.header("authorization"), Some(bearer.as_str()));
+            assert_eq!(r.body["model"], "text-embedding-3-large");
+            assert_eq!(r.body["dimensions"], 64);
+            assert_eq!(r.body["encoding_format"], "float");
+            sent.extend(
+                r.body["input"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned()),
+            );
+        }
+        assert_eq!(sent, texts, "every text exactly once, in order");
+        assert!(openai.requests().is_empty(), "nothing went to chat");
+
+        // The stand-in embeds with the local embedder at the size asked for, so each vector
+        // can be matched to its text.
+        let local = LocalEmbedder::new(64);
+        assert_eq!(embedded.vectors.len(), texts.len());
+        for (text, vector) in texts.iter().zip(&embedded.vectors) {
+            assert_eq!(vector, &local.vector(text), "{text}");
+        }
+        let tokens: usize = texts
+            .iter()
+            .map(|t| tollgate::tokenizer::count_tokens(t))
+            .sum();
+        assert_eq!(embedded.prompt_tokens, tokens as u64, "summed over batches");
+        assert_eq!(embedded.model, "text-embedding-3-large");
     }
 }

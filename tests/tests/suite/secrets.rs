@@ -36,6 +36,7 @@ fn admin_client(endpoint: &str) -> Client {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .endpoint_url(endpoint)
+            .http_client(tollgate::adapters::tls::aws_http_client())
             .build(),
     )
 }

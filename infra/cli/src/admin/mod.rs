@@ -21,6 +21,7 @@ mod tests;
 mod usage_tests;
 
 use tollgate::adapters::alerts::MemoryAlerts;
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::cloudwatch::CloudWatchAlerts;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
@@ -195,9 +196,13 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     let outcome = async {
         let args = command.store_args().clone();
         let store: Box<dyn AdminStore> = match args.store {
-            StoreKind::Dynamodb => {
-                Box::new(DynamoStore::from_env(TableNames::with_prefix(&args.table_prefix)).await)
-            }
+            StoreKind::Dynamodb => Box::new(
+                DynamoStore::from_env(
+                    AwsConfigSource::DEFAULT_CHAIN,
+                    TableNames::with_prefix(&args.table_prefix),
+                )
+                .await,
+            ),
             StoreKind::Memory => Box::new(MemoryStore::new()),
         };
         execute(store.as_ref(), command).await
@@ -236,9 +241,13 @@ pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::R
             // deployment's CloudWatch metrics, or kept in memory with the in-memory store.
             let settings = AnomalySettings::from_env()?;
             let alerts: Box<dyn AnomalyAlerts> = match args.store.store {
-                StoreKind::Dynamodb => {
-                    Box::new(CloudWatchAlerts::from_env(args.store.table_prefix.clone()).await)
-                }
+                StoreKind::Dynamodb => Box::new(
+                    CloudWatchAlerts::from_env(
+                        AwsConfigSource::DEFAULT_CHAIN,
+                        args.store.table_prefix.clone(),
+                    )
+                    .await,
+                ),
                 StoreKind::Memory => Box::new(MemoryAlerts::default()),
             };
             anomalies::execute(store, alerts.as_ref(), &settings, args.command).await

@@ -20,26 +20,8 @@ use tollgate::service::auth::authenticate;
 
 /// The binary with an environment that can only reach `endpoint` (or nothing at all).
 fn tollgate(endpoint: Option<&str>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    for var in [
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL_DYNAMODB",
-        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-        "TOLLGATE_TABLE_PREFIX",
-        "RUST_BACKTRACE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        // Nothing listens on port 9 (discard): without an emulator every call fails fast.
-        .env("AWS_ENDPOINT_URL", endpoint.unwrap_or("http://127.0.0.1:9"));
-    cmd
+    // Nothing listens on port 9 (discard): without an emulator every call fails fast.
+    crate::tollgate_at(endpoint.unwrap_or("http://127.0.0.1:9"))
 }
 
 fn run(mut cmd: Command, args: &[&str]) -> Output {

@@ -15,25 +15,8 @@ use tollgate::ports::store::UsageSink;
 use crate::usage_event;
 
 fn tollgate(endpoint: &str, prefix: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    for var in [
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL_DYNAMODB",
-        "AWS_ENDPOINT_URL_CLOUDWATCH",
-        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-        "RUST_BACKTRACE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("TOLLGATE_TABLE_PREFIX", prefix);
+    let mut cmd = crate::tollgate_at(endpoint);
+    cmd.env("TOLLGATE_TABLE_PREFIX", prefix);
     cmd
 }
 

@@ -37,6 +37,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 
+use crate::adapters::aws::AwsConfigSource;
+use crate::adapters::tls;
 use crate::ports::store::StoreError;
 
 pub use tables::{TableDefinition, TableNames, TableReport};
@@ -71,17 +73,14 @@ impl DynamoStore {
         }
     }
 
-    /// A client configured from the standard AWS environment (`AWS_REGION`, credentials chain,
-    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB` for an emulator).
-    pub async fn from_env(names: TableNames) -> Self {
+    /// A client configured from `aws` (region, credentials, `AWS_ENDPOINT_URL` /
+    /// `AWS_ENDPOINT_URL_DYNAMODB` for an emulator).
+    pub async fn from_env(aws: AwsConfigSource, names: TableNames) -> Self {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .operation_timeout(OPERATION_TIMEOUT)
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let config = aws.load(timeouts, "DYNAMODB").await;
         Self::new(Client::new(&config), names)
     }
 
@@ -101,6 +100,7 @@ impl DynamoStore {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
             .endpoint_url(endpoint)
+            .http_client(tls::aws_http_client())
             .timeout_config(timeouts)
             .build();
         Self::new(Client::from_conf(config), names)
