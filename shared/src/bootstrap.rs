@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::cached::CachedDirectory;
-use tokio::sync::OnceCell;
 
 use crate::adapters::dynamodb::{DynamoStore, TableNames};
 use crate::adapters::memory::MemoryStore;
@@ -13,7 +12,7 @@ use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
 use crate::ports::clock::SystemClock;
 use crate::ports::store::{ConversationStore, DocumentStore, ProfileStore};
-use crate::ports::vector::VectorIndex;
+use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
 };
@@ -130,6 +129,7 @@ pub fn retriever(
         metrics: chat.metrics.clone(),
         clock: chat.clock.clone(),
         retry: chat.retry,
+        ready: IndexReadiness::default(),
     }))
 }
 
@@ -194,7 +194,7 @@ pub fn ingest_service_on<S: ChatStore + DocumentStore>(
         clock: Arc::new(SystemClock),
         retry: settings.retry,
         limits: IngestLimits::default(),
-        ready: Arc::new(OnceCell::new()),
+        ready: IndexReadiness::default(),
     })
 }
 
@@ -208,7 +208,7 @@ pub async fn ingest_service(
     match settings.store.unwrap_or(StoreKind::Dynamodb) {
         StoreKind::Dynamodb => {
             let names = TableNames::with_prefix(&settings.table_prefix);
-            let store = Arc::new(DynamoStore::from_env(names).await);
+            let store = Arc::new(DynamoStore::from_env(settings.aws, names).await);
             ingest_service_on(settings, metrics, store, index)
         }
         StoreKind::Memory => {

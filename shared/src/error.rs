@@ -50,6 +50,23 @@ impl ErrorKind {
     }
 }
 
+/// Why one document of an ingest request was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentRejection {
+    /// Not a document object (a missing `text`, an unknown field, a wrong type).
+    InvalidDocument,
+    InvalidId,
+    /// `text` is empty or whitespace.
+    Empty,
+    InvalidMetadata,
+    /// `text` is over the per-document byte limit.
+    TooLarge,
+    /// `text` makes more chunks than one document may have.
+    TooManyChunks,
+    /// Storing the document would take the tenant over its storage quota.
+    StorageQuotaExceeded,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(
@@ -67,6 +84,13 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("no document `{id}` for this tenant")]
     DocumentNotFound { id: String },
+    /// One document of an ingest request cannot be stored as sent. In a batch it is that
+    /// document's result; a request of one document fails with it.
+    #[error("{message}")]
+    DocumentRejected {
+        reason: DocumentRejection,
+        message: String,
+    },
     #[error("no profile for user `{user_id}` in this tenant")]
     ProfileNotFound { user_id: String },
     #[error("unknown route {method} {path}")]
@@ -162,6 +186,18 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => S::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::RequestTooLarge { .. } => S::BAD_REQUEST,
+            Self::DocumentRejected { reason, .. } => match reason {
+                DocumentRejection::InvalidDocument
+                | DocumentRejection::InvalidId
+                | DocumentRejection::Empty
+                | DocumentRejection::InvalidMetadata => S::BAD_REQUEST,
+                DocumentRejection::TooLarge | DocumentRejection::TooManyChunks => {
+                    S::PAYLOAD_TOO_LARGE
+                }
+                // Not 409 or 429: the OpenAI SDKs retry those, and only deleting documents
+                // (or a higher tier) helps. Google Drive answers a full quota with 403 too.
+                DocumentRejection::StorageQuotaExceeded => S::FORBIDDEN,
+            },
             Self::LimiterUnavailable | Self::StoreUnavailable { .. } | Self::IndexBusy { .. } => {
                 S::SERVICE_UNAVAILABLE
             }
@@ -200,6 +236,7 @@ impl GatewayError {
             | Self::PayloadTooLarge { .. }
             | Self::RouteNotFound { .. }
             | Self::DocumentNotFound { .. }
+            | Self::DocumentRejected { .. }
             | Self::ProfileNotFound { .. }
             | Self::MethodNotAllowed { .. }
             | Self::ModelNotFound { .. }
@@ -243,6 +280,15 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
             Self::DocumentNotFound { .. } => "document_not_found",
+            Self::DocumentRejected { reason, .. } => match reason {
+                DocumentRejection::InvalidDocument => "invalid_document",
+                DocumentRejection::InvalidId => "invalid_document_id",
+                DocumentRejection::Empty => "empty_document",
+                DocumentRejection::InvalidMetadata => "invalid_metadata",
+                DocumentRejection::TooLarge => "document_too_large",
+                DocumentRejection::TooManyChunks => "too_many_chunks",
+                DocumentRejection::StorageQuotaExceeded => "storage_quota_exceeded",
+            },
             Self::ProfileNotFound { .. } => "profile_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ModelNotFound { .. } => "model_not_found",
@@ -266,6 +312,27 @@ impl GatewayError {
             Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
             Self::ProfileNotFound { .. } => Some("user_id"),
             Self::ResponseValidation { .. } => Some("response_format"),
+            Self::DocumentRejected { reason, .. } => match reason {
+                DocumentRejection::InvalidId => Some("id"),
+                DocumentRejection::Empty
+                | DocumentRejection::TooLarge
+                | DocumentRejection::TooManyChunks => Some("text"),
+                DocumentRejection::InvalidMetadata => Some("metadata"),
+                DocumentRejection::InvalidDocument | DocumentRejection::StorageQuotaExceeded => {
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// What is logged about an error and never rendered (the store's or provider's own words).
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Internal { detail }
+            | Self::Upstream { detail }
+            | Self::StoreUnavailable { detail }
+            | Self::IndexBusy { detail, .. } => Some(detail),
             _ => None,
         }
     }
@@ -391,6 +458,47 @@ mod tests {
         // Other errors keep exactly the four OpenAI fields.
         let other = serde_json::to_value(GatewayError::InvalidApiKey.to_body()).unwrap_or_default();
         assert_eq!(other["error"].as_object().map(|o| o.len()), Some(4));
+    }
+
+    #[test]
+    fn a_rejected_document_is_a_400_413_or_403_naming_its_field() {
+        let body = |reason| {
+            let err = GatewayError::DocumentRejected {
+                reason,
+                message: "m".into(),
+            };
+            assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+            let body = serde_json::to_value(err.to_body()).unwrap_or_default();
+            (
+                err.status().as_u16(),
+                body["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body["error"]["param"].as_str().map(str::to_owned),
+            )
+        };
+        let text = Some("text".to_owned());
+        assert_eq!(
+            body(DocumentRejection::TooLarge),
+            (413, "document_too_large".into(), text.clone())
+        );
+        assert_eq!(
+            body(DocumentRejection::TooManyChunks),
+            (413, "too_many_chunks".into(), text.clone())
+        );
+        assert_eq!(
+            body(DocumentRejection::Empty),
+            (400, "empty_document".into(), text)
+        );
+        assert_eq!(
+            body(DocumentRejection::InvalidId),
+            (400, "invalid_document_id".into(), Some("id".into()))
+        );
+        assert_eq!(
+            body(DocumentRejection::StorageQuotaExceeded),
+            (403, "storage_quota_exceeded".into(), None)
+        );
     }
 
     #[test]

@@ -21,10 +21,12 @@
 //!
 //! Faults: [`QdrantStandIn::set_unavailable`] answers everything with `UNAVAILABLE`;
 //! [`QdrantStandIn::ignore_tenant_filter_in_queries`] simulates a server that accepts a
-//! query's tenant filter and then ignores it (for the isolation canaries' defense-in-depth
-//! run; counts and deletes stay scoped, like `MemoryVectorIndex::with_broken_tenant_filter`);
+//! query's tenant filter and then ignores it (for the Qdrant adapter's contract test that such
+//! a server's answer gets through the adapter; counts and deletes stay scoped);
 //! [`QdrantStandIn::stop`] closes the listener; [`QdrantStandIn::require_api_key`] refuses
-//! calls without the given `api-key`, as Qdrant Cloud does.
+//! calls without the given `api-key`, as Qdrant Cloud does. (The isolation canaries' fault run
+//! does not use this server: it breaks the embedded index's filter instead, with
+//! `MemoryVectorIndex::with_broken_tenant_filter`.)
 //!
 //! Methods Tollgate does not use answer `UNIMPLEMENTED`.
 

@@ -1,7 +1,8 @@
 //! The ingest function: tenant documents for retrieval.
 //!
 //! Routes (under any API Gateway stage prefix):
-//! - `POST   /v1/documents`      one document or `{"documents": [...]}`; per-document results
+//! - `POST   /v1/documents`      one document or `{"documents": [...]}`; a batch gets 200 with
+//!   per-document results, a single document that cannot be stored gets its own error status
 //! - `GET    /v1/documents`      the tenant's documents
 //! - `DELETE /v1/documents/{id}` a document and its chunks
 

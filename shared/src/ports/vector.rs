@@ -93,6 +93,26 @@ pub trait VectorIndex: Send + Sync {
     async fn count(&self, tenant: &TenantId) -> Result<u64, IndexError>;
 }
 
+/// [`VectorIndex::ensure_ready`] once per process, for every path that reads or writes the
+/// index: the first request creates (or checks) the collection, later ones skip it, so a fresh
+/// deployment works without `tollgate init` and no request pays for the check again. A failure
+/// is not remembered: the next request tries again.
+#[derive(Clone, Default)]
+pub struct IndexReadiness(std::sync::Arc<tokio::sync::OnceCell<()>>);
+
+impl IndexReadiness {
+    pub async fn ensure(
+        &self,
+        index: &dyn VectorIndex,
+        dimensions: usize,
+    ) -> Result<(), IndexError> {
+        self.0
+            .get_or_try_init(|| index.ensure_ready(dimensions))
+            .await
+            .map(|_| ())
+    }
+}
+
 /// Embeddings for a batch of texts, in order, and the tokens the provider billed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::chunking::{ChunkSpec, chunk_text};
@@ -16,10 +15,10 @@ use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::tenant::{TenantConfig, Tier};
 use crate::domain::usage::TokenUsage;
-use crate::error::GatewayError;
+use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::store::{DocumentRecord, DocumentStore};
-use crate::ports::vector::{Embedder, IndexedChunk, VectorIndex};
+use crate::ports::vector::{Embedder, IndexReadiness, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
 use crate::service::catalog::OperatorCatalog;
 
@@ -70,7 +69,7 @@ pub struct IngestService {
     pub retry: RetryPolicy,
     pub limits: IngestLimits,
     /// The collection is created on first use, once per process.
-    pub ready: Arc<OnceCell<()>>,
+    pub ready: IndexReadiness,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,24 +84,34 @@ struct NewDocument {
     metadata: BTreeMap<String, String>,
 }
 
-/// One document's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One document's outcome. A failure carries the error a request of that document alone gets
+/// (its status, code and message), in the OpenAI error shape.
+#[derive(Debug, Serialize)]
 pub struct DocumentResult {
     pub id: Option<String>,
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<DocumentError>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "error_object"
+    )]
+    pub error: Option<GatewayError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DocumentError {
-    pub code: &'static str,
-    pub message: String,
+/// Rendered by the one error renderer, so a batch entry and a single document's error response
+/// say the same thing.
+fn error_object<S: serde::Serializer>(
+    error: &Option<GatewayError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    error
+        .as_ref()
+        .map(|e| e.to_body().error)
+        .serialize(serializer)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct IngestReport {
     pub object: &'static str,
     pub data: Vec<DocumentResult>,
@@ -110,16 +119,28 @@ pub struct IngestReport {
     pub failed: usize,
 }
 
-fn failed(id: Option<String>, code: &'static str, message: impl Into<String>) -> DocumentResult {
-    DocumentResult {
-        id,
-        status: "failed",
-        chunks: None,
-        error: Some(DocumentError {
-            code,
-            message: message.into(),
-        }),
+fn rejected(reason: DocumentRejection, message: impl Into<String>) -> GatewayError {
+    GatewayError::DocumentRejected {
+        reason,
+        message: message.into(),
     }
+}
+
+/// What a request has spent so far, for its metrics record (also when it fails later).
+#[derive(Default)]
+struct Spent {
+    tenant: Option<TenantId>,
+    usage: TokenUsage,
+    cost: rust_decimal::Decimal,
+}
+
+/// What every document of one request shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    tenant: &'a TenantId,
+    config: &'a TenantConfig,
+    /// The embedding model's price; `None` fails each document before it is embedded.
+    price: Option<&'a ModelPrice>,
 }
 
 impl IngestService {
@@ -138,15 +159,18 @@ impl IngestService {
     }
 
     async fn ensure_ready(&self) -> Result<(), GatewayError> {
-        let dims = self.embedder.dimensions();
         self.ready
-            .get_or_try_init(|| async { self.index.ensure_ready(dims).await })
+            .ensure(self.index.as_ref(), self.embedder.dimensions())
             .await
-            .map(|_| ())
             .map_err(GatewayError::from)
     }
 
     /// `POST /v1/documents`: one document object, or `{"documents": [...]}`.
+    ///
+    /// A batch answers with every document's result (a bad document never loses the good
+    /// ones). A single document that cannot be stored fails the request with its own error
+    /// (400, 413, 403, or the 429/5xx of the embedder or index), as a client of one document
+    /// expects. Exactly one metrics record per request, with the status the client gets.
     pub async fn ingest(
         &self,
         request_id: &RequestId,
@@ -154,85 +178,125 @@ impl IngestService {
         body: &[u8],
     ) -> Result<IngestReport, GatewayError> {
         let started = Instant::now();
-        let (tenant, config) = self.tenant(bearer).await?;
-        let documents = parse_documents(body, self.limits.max_documents)?;
-        self.ensure_ready().await?;
-        let catalog = self.catalog.get().await?;
-        let price = catalog
-            .prices
-            .lookup(self.embedder.kind(), self.embedder.model());
-        let mut results = Vec::with_capacity(documents.len());
-        let mut usage = TokenUsage::default();
-        let mut cost = rust_decimal::Decimal::ZERO;
-        for (n, doc) in documents.into_iter().enumerate() {
-            let result = match doc {
-                Ok(doc) => {
-                    let call_id = RequestId::from_upstream(&format!("{request_id}-doc{n}"));
-                    match self
-                        .store_document(&tenant, &config, &call_id, price, doc)
-                        .await
-                    {
-                        Ok((result, tokens, price)) => {
-                            usage.prompt_tokens += tokens;
-                            cost += price;
-                            result
-                        }
-                        Err(result) => result,
-                    }
-                }
-                Err(result) => result,
-            };
-            results.push(result);
+        let mut spent = Spent::default();
+        let result = self
+            .ingest_documents(request_id, bearer, body, &mut spent)
+            .await;
+        let error = result.as_ref().err();
+        if let Some(err) = error {
+            log_failure(request_id, spent.tenant.as_ref(), None, err);
         }
-        let stored = results.iter().filter(|r| r.status == "stored").count();
         self.metrics.request(&RequestMetrics {
             timestamp: self.clock.now(),
             function: "ingest",
             request_id: request_id.to_string(),
-            tenant_id: Some(tenant.to_string()),
+            tenant_id: spent.tenant.as_ref().map(TenantId::to_string),
             model: Some("embeddings".into()),
             model_served: None,
             provider: Some(self.embedder.kind().as_str()),
-            status: 200,
+            status: error.map_or(200, |e| e.status().as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             provider_latency_ms: None,
-            usage,
-            cost_usd: cost,
-            error_type: None,
+            usage: spent.usage,
+            cost_usd: spent.cost,
+            error_type: error.map(GatewayError::kind),
             streamed: false,
             cache_hit: None,
             attempts: 1,
         });
+        result
+    }
+
+    async fn ingest_documents(
+        &self,
+        request_id: &RequestId,
+        bearer: Option<&str>,
+        body: &[u8],
+        spent: &mut Spent,
+    ) -> Result<IngestReport, GatewayError> {
+        let (tenant, config) = self.tenant(bearer).await?;
+        spent.tenant = Some(tenant.clone());
+        let (documents, batch) = parse_documents(body, self.limits.max_documents)?;
+        self.ensure_ready().await?;
+        let catalog = self.catalog.get().await?;
+        let shared = Shared {
+            tenant: &tenant,
+            config: &config,
+            price: catalog
+                .prices
+                .lookup(self.embedder.kind(), self.embedder.model()),
+        };
+        let mut data = Vec::with_capacity(documents.len());
+        for (n, doc) in documents.into_iter().enumerate() {
+            let (id, outcome) = match doc {
+                Ok(doc) => match parse_id(doc.id.as_deref()) {
+                    Ok(id) => {
+                        let call_id = RequestId::from_upstream(&format!("{request_id}-doc{n}"));
+                        let shown = Some(id.to_string());
+                        let outcome = self.store_document(&shared, &call_id, id, doc, spent).await;
+                        (shown, outcome)
+                    }
+                    Err(err) => (doc.id, Err(err)),
+                },
+                Err((id, err)) => (id, Err(err)),
+            };
+            data.push(match outcome {
+                Ok(chunks) => DocumentResult {
+                    id,
+                    status: "stored",
+                    chunks: Some(chunks),
+                    error: None,
+                },
+                Err(err) => {
+                    if batch {
+                        log_failure(request_id, Some(&tenant), Some(n), &err);
+                    }
+                    DocumentResult {
+                        id,
+                        status: "failed",
+                        chunks: None,
+                        error: Some(err),
+                    }
+                }
+            });
+        }
+        // A request of one document fails with that document's error.
+        if !batch && let Some(err) = data.first_mut().and_then(|r| r.error.take()) {
+            return Err(err);
+        }
+        let stored = data.iter().filter(|r| r.error.is_none()).count();
         Ok(IngestReport {
             object: "list",
-            failed: results.len() - stored,
+            failed: data.len() - stored,
             stored,
-            data: results,
+            data,
         })
     }
 
-    /// Chunks, embeds, meters and indexes one document. `Err` is the document's failure.
+    /// Chunks, embeds, meters and indexes one document; returns its number of chunks. What
+    /// the embedding cost is added to `spent` as soon as it is metered.
     async fn store_document(
         &self,
-        tenant: &TenantId,
-        config: &TenantConfig,
+        shared: &Shared<'_>,
         call_id: &RequestId,
-        price: Option<&ModelPrice>,
+        id: DocumentId,
         doc: NewDocument,
-    ) -> Result<(DocumentResult, u64, rust_decimal::Decimal), DocumentResult> {
-        let id = match doc.id {
-            Some(raw) => DocumentId::parse(raw.clone())
-                .map_err(|m| failed(Some(raw), "invalid_document_id", m))?,
-            None => DocumentId::generate(),
-        };
-        let shown = Some(id.to_string());
+        spent: &mut Spent,
+    ) -> Result<u32, GatewayError> {
+        let Shared {
+            tenant,
+            config,
+            price,
+        } = *shared;
         if doc.text.trim().is_empty() {
-            return Err(failed(shown, "empty_document", "`text` must not be empty"));
+            return Err(rejected(
+                DocumentRejection::Empty,
+                "`text` must not be empty",
+            ));
         }
         if doc.text.len() > self.limits.max_document_bytes {
-            return Err(failed(
-                shown,
-                "document_too_large",
+            return Err(rejected(
+                DocumentRejection::TooLarge,
                 format!(
                     "`text` is {} bytes; the limit is {}",
                     doc.text.len(),
@@ -246,18 +310,16 @@ impl IngestService {
                 .iter()
                 .any(|(k, v)| k.len() > 128 || v.len() > 1024)
         {
-            return Err(failed(
-                shown,
-                "invalid_metadata",
+            return Err(rejected(
+                DocumentRejection::InvalidMetadata,
                 "at most 32 metadata entries, keys up to 128 and values up to 1024 bytes",
             ));
         }
         let title = doc.title.unwrap_or_default();
         let texts = chunk_text(&doc.text, self.limits.chunk);
         if texts.len() > self.limits.max_chunks_per_document {
-            return Err(failed(
-                shown,
-                "too_many_chunks",
+            return Err(rejected(
+                DocumentRejection::TooManyChunks,
                 format!(
                     "the document makes {} chunks; the limit is {}",
                     texts.len(),
@@ -265,34 +327,21 @@ impl IngestService {
                 ),
             ));
         }
-        let unavailable = |e: &dyn std::fmt::Display| {
-            failed(
-                shown.clone(),
-                "index_unavailable",
-                format!("the vector index is unavailable: {e}"),
-            )
-        };
         let quota = config
             .limits
             .storage_chunks
             .unwrap_or_else(|| storage_quota(config.tier));
-        let stored = self
-            .index
-            .count(tenant)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let stored = self.index.count(tenant).await?;
         let replaced = self
             .documents
             .documents(tenant)
-            .await
-            .map_err(|e| unavailable(&e))?
+            .await?
             .iter()
             .find(|d| d.document_id == id)
             .map_or(0, |d| u64::from(d.chunks));
         if stored - replaced.min(stored) + texts.len() as u64 > quota {
-            return Err(failed(
-                shown,
-                "storage_quota_exceeded",
+            return Err(rejected(
+                DocumentRejection::StorageQuotaExceeded,
                 format!(
                     "storing {} more chunks would exceed the {} tier's quota of {quota} chunks; delete documents first",
                     texts.len(),
@@ -302,22 +351,15 @@ impl IngestService {
         }
         let model = self.embedder.model();
         let Some(price) = price else {
-            return Err(failed(
-                shown,
-                "model_price_missing",
-                format!("no price is configured for the embedding model `{model}`"),
-            ));
+            return Err(GatewayError::PriceMissing {
+                model: "embeddings".into(),
+                provider_model: model.to_owned(),
+            });
         };
 
         let provider_started = Instant::now();
         let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
-        let embedded = match embedded {
-            Ok(e) => e,
-            Err(err) => {
-                let err = GatewayError::from(err);
-                return Err(failed(shown, "embedding_failed", err.to_string()));
-            }
-        };
+        let embedded = embedded.map_err(GatewayError::from)?;
         let usage = EmbeddingCall::usage(&embedded);
         let cost = price.cost(&usage);
         EmbeddingCall {
@@ -332,6 +374,8 @@ impl IngestService {
         }
         .record(self.usage.as_ref(), self.metrics.as_ref())
         .await;
+        spent.usage.prompt_tokens += usage.prompt_tokens;
+        spent.cost += cost;
 
         let chunks: Vec<IndexedChunk> = texts
             .into_iter()
@@ -350,33 +394,18 @@ impl IngestService {
             })
             .collect();
         let count = chunks.len() as u32;
-        self.index
-            .replace_document(tenant, &id, chunks)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        self.index.replace_document(tenant, &id, chunks).await?;
         let record = DocumentRecord {
             tenant_id: tenant.clone(),
-            document_id: id.clone(),
+            document_id: id,
             title,
             chunks: count,
             bytes: doc.text.len() as u64,
             metadata: doc.metadata,
             updated_at: self.clock.now(),
         };
-        self.documents
-            .put_document(&record)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok((
-            DocumentResult {
-                id: shown,
-                status: "stored",
-                chunks: Some(count),
-                error: None,
-            },
-            usage.prompt_tokens,
-            cost,
-        ))
+        self.documents.put_document(&record).await?;
+        Ok(count)
     }
 
     /// `GET /v1/documents`.
@@ -401,18 +430,21 @@ impl IngestService {
     }
 }
 
-/// Accepts one document or `{"documents": [...]}`. Malformed JSON is a 400 for the request;
-/// a malformed entry fails only itself.
+/// A document that is not one, with the id it gave (if any).
+type Unreadable = (Option<String>, GatewayError);
+
+/// Accepts one document or `{"documents": [...]}` (then `true`: a batch). Malformed JSON is a
+/// 400 for the request; a malformed entry fails only itself.
 fn parse_documents(
     body: &[u8],
     max: usize,
-) -> Result<Vec<Result<NewDocument, DocumentResult>>, GatewayError> {
+) -> Result<(Vec<Result<NewDocument, Unreadable>>, bool), GatewayError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(format!("the request body is not valid JSON ({e})"), None)
     })?;
-    let entries = match value {
+    let (entries, batch) = match value {
         Value::Object(mut map) if map.contains_key("documents") => match map.remove("documents") {
-            Some(Value::Array(items)) => items,
+            Some(Value::Array(items)) => (items, true),
             _ => {
                 return Err(GatewayError::invalid(
                     "`documents` must be an array of documents",
@@ -420,7 +452,7 @@ fn parse_documents(
                 ));
             }
         },
-        Value::Object(map) => vec![Value::Object(map)],
+        Value::Object(map) => (vec![Value::Object(map)], false),
         _ => {
             return Err(GatewayError::invalid(
                 "send a document object or {\"documents\": [...]}",
@@ -443,12 +475,43 @@ fn parse_documents(
             Some("documents".to_owned()),
         ));
     }
-    Ok(entries
+    let documents = entries
         .into_iter()
         .map(|entry| {
             let id = entry.get("id").and_then(Value::as_str).map(str::to_owned);
-            serde_json::from_value::<NewDocument>(entry)
-                .map_err(|e| failed(id, "invalid_document", format!("{e}")))
+            serde_json::from_value::<NewDocument>(entry).map_err(|e| {
+                (
+                    id,
+                    rejected(DocumentRejection::InvalidDocument, e.to_string()),
+                )
+            })
         })
-        .collect())
+        .collect();
+    Ok((documents, batch))
+}
+
+/// The document's id as sent, or a new one when it sent none.
+fn parse_id(raw: Option<&str>) -> Result<DocumentId, GatewayError> {
+    match raw {
+        Some(raw) => DocumentId::parse(raw).map_err(|m| rejected(DocumentRejection::InvalidId, m)),
+        None => Ok(DocumentId::generate()),
+    }
+}
+
+/// One line per failed request, and per failed document of a batch (`document`: its position).
+/// A refusal's message is not logged: it can quote the document (serde names a bad value).
+fn log_failure(
+    request_id: &RequestId,
+    tenant: Option<&TenantId>,
+    document: Option<usize>,
+    err: &GatewayError,
+) {
+    let status = err.status().as_u16();
+    let error_type = err.kind().as_str();
+    if err.status().is_server_error() {
+        let detail = err.detail().unwrap_or_default();
+        tracing::error!(%request_id, tenant_id = tenant.map(TenantId::as_str), document, error_type, status, %err, detail, "ingest failed");
+    } else {
+        tracing::info!(%request_id, tenant_id = tenant.map(TenantId::as_str), document, error_type, status, "ingest refused");
+    }
 }

@@ -12,7 +12,7 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::{Message, Role};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::error::GatewayError;
-use crate::ports::vector::{Embedder, ScoredChunk, VectorIndex};
+use crate::ports::vector::{Embedder, IndexReadiness, ScoredChunk, VectorIndex};
 use crate::ports::{Clock, MetricsSink, UsageSink};
 use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
@@ -28,6 +28,9 @@ pub struct Retriever {
     pub metrics: Arc<dyn MetricsSink>,
     pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
+    /// A fresh deployment's first grounded request creates the collection (a tenant with no
+    /// documents then simply gets no excerpts); later requests skip the check.
+    pub ready: IndexReadiness,
 }
 
 /// What retrieval adds to a request.
@@ -84,6 +87,11 @@ impl Retriever {
                 model: "embeddings".into(),
                 provider_model: self.embedder.model().to_owned(),
             })?;
+        // Before the embedding: an index that cannot answer must not cost the tenant a call.
+        self.ready
+            .ensure(self.index.as_ref(), self.embedder.dimensions())
+            .await
+            .map_err(GatewayError::from)?;
         let started = Instant::now();
         let texts = [query.to_owned()];
         let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;

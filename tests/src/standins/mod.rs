@@ -159,7 +159,7 @@ struct Shared {
     dialect: Dialect,
     queue: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<RecordedRequest>>,
-    embedding_requests: Mutex<Vec<Value>>,
+    embedding_requests: Mutex<Vec<RecordedRequest>>,
     ids: AtomicU64,
 }
 
@@ -214,12 +214,13 @@ impl StandIn {
         self.shared.queue.lock().unwrap().push_back(behavior);
     }
 
-    /// Every request received so far, in arrival order, including refused ones.
-    /// Bodies of `POST /v1/embeddings` requests (OpenAI only), in order.
-    pub fn embedding_requests(&self) -> Vec<Value> {
+    /// Every `POST /v1/embeddings` request (OpenAI only), in arrival order, refused ones
+    /// included. Chat requests are in [`StandIn::requests`].
+    pub fn embedding_requests(&self) -> Vec<RecordedRequest> {
         self.shared.embedding_requests.lock().unwrap().clone()
     }
 
+    /// Every chat request received so far, in arrival order, including refused ones.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -289,11 +290,20 @@ struct ReplyContext<'a> {
 /// Recorded apart from chat requests ([`StandIn::embedding_requests`]).
 async fn embeddings(
     State(shared): State<Arc<Shared>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.embedding_requests.lock().unwrap().push(body.clone());
+    shared
+        .embedding_requests
+        .lock()
+        .unwrap()
+        .push(RecordedRequest {
+            path: uri.path().to_owned(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
     let authorized = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -1,14 +1,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! The ingest function through its handler on the embedded store and index: per-document
-//! results, replacement, tenant scoping, limits and quotas, and metered embeddings.
+//! results, replacement, tenant scoping, limits and quotas (a single document's failure is the
+//! response's status; a batch reports it per document), the request metric's status, and
+//! metered embeddings.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use http::Method;
 use serde_json::{Value, json};
+use tollgate::adapters::vector_memory::MemoryVectorIndex;
+use tollgate::domain::chunking::{ChunkSpec, chunk_text};
 use tollgate::domain::documents::DocumentId;
 use tollgate::domain::ids::TenantId;
+use tollgate::domain::tenant::Tier;
+use tollgate::error::ErrorKind;
 use tollgate::ports::TenantAdmin;
-use tollgate::ports::vector::VectorIndex;
-use tollgate_tests::harness::Gateway;
+use tollgate::ports::vector::{IndexError, IndexedChunk, ScoredChunk, VectorIndex};
+use tollgate::service::ingest::IngestLimits;
+use tollgate_tests::harness::{Gateway, TestResponse};
 
 fn doc(id: &str, text: &str) -> Value {
     json!({"id": id, "title": format!("Title of {id}"), "text": text, "metadata": {"source": "test"}})
@@ -159,8 +169,26 @@ async fn limits_give_clear_errors() {
     assert_eq!(res.status, 400);
     let res = gw.call("acme", Method::PUT, "/v1/documents", None).await;
     assert_eq!(res.status, 405);
+}
 
-    // A tenant over its storage quota gets a per-document failure naming it.
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_before_it_is_read() {
+    let mut gw = Gateway::simulated().await;
+    let body = doc("faq", "Rockets are reusable.");
+    gw.ingest.max_body_bytes = body.to_string().len();
+    let at_limit = post(&gw, "acme", body).await;
+    assert_eq!(at_limit.status, 200, "{}", at_limit.text());
+
+    let res = post(&gw, "acme", doc("faq", "Rockets are reusable!!")).await;
+
+    assert_eq!(res.status, 413, "{}", res.text());
+    assert_eq!(res.json()["error"]["code"], "payload_too_large");
+    assert_eq!(chunks_of(&gw, "acme").await, 1, "only the first was stored");
+}
+
+#[tokio::test]
+async fn a_tenants_storage_override_replaces_its_tiers_quota() {
+    let gw = Gateway::simulated().await;
     let mut config = tollgate::demo::globex_config().unwrap();
     config.limits.storage_chunks = Some(3);
     gw.store.put_tenant_config(config).await.unwrap();
@@ -173,11 +201,18 @@ async fn limits_give_clear_errors() {
             Some(doc("big", &long)),
         )
         .await;
-    assert_eq!(
-        res.json()["data"][0]["error"]["code"],
-        "storage_quota_exceeded"
+    assert_eq!(res.status, 403, "{}", res.text());
+    let error = &res.json()["error"];
+    assert_eq!(error["code"], "storage_quota_exceeded");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("the free tier's quota of 3 chunks"),
+        "{error}"
     );
     assert_eq!(chunks_of(&gw, "globex").await, 0);
+    assert!(gw.usage_events().is_empty(), "refused before embedding");
 }
 
 #[tokio::test]
@@ -260,4 +295,352 @@ async fn the_event_fixtures_upload_and_list_a_document_through_the_handler() {
         .await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert!(listed.text().contains("refund-policy"), "{}", listed.text());
+}
+
+fn post(gw: &Gateway, tenant: &str, body: Value) -> impl Future<Output = TestResponse> {
+    gw.call(tenant, Method::POST, "/v1/documents", Some(body))
+}
+
+/// The ingest request metric's status, error type and tenant (the last one recorded).
+fn last_ingest_metric(gw: &Gateway) -> (u16, Option<ErrorKind>, Option<String>) {
+    let metric = gw
+        .request_metrics()
+        .into_iter()
+        .rev()
+        .find(|m| m.function == "ingest")
+        .expect("an ingest metric");
+    (metric.status, metric.error_type, metric.tenant_id)
+}
+
+#[tokio::test]
+async fn a_single_document_over_1_mib_is_a_413_naming_text_and_embeds_nothing() {
+    let gw = Gateway::simulated().await;
+    let text = "Seats and fares. ".repeat(61_681); // 1 MiB + 1 byte
+    assert_eq!(text.len(), (1 << 20) + 1);
+
+    let res = post(&gw, "acme", doc("huge", &text)).await;
+
+    assert_eq!(res.status, 413, "{}", res.text());
+    let error = &res.json()["error"];
+    assert_eq!(error["code"], "document_too_large");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(error["param"], "text");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("`text` is 1048577 bytes; the limit is 1048576"),
+        "{error}"
+    );
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
+    assert!(gw.usage_events().is_empty(), "nothing was embedded");
+    assert_eq!(
+        last_ingest_metric(&gw),
+        (413, Some(ErrorKind::InvalidRequest), Some("acme".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_single_document_of_more_than_1000_chunks_is_a_413_naming_text() {
+    let gw = Gateway::simulated().await;
+    // " a" is one token: 345,001 tokens are 1,016 chunks of 400 (60 shared), in 690 KB.
+    let text = format!("a{}", " a".repeat(345_000));
+    assert!(text.len() < 1 << 20, "under the byte limit");
+
+    let res = post(&gw, "acme", doc("dense", &text)).await;
+
+    assert_eq!(res.status, 413, "{}", res.text());
+    let error = &res.json()["error"];
+    assert_eq!(error["code"], "too_many_chunks");
+    assert_eq!(error["param"], "text");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("chunks; the limit is 1000"),
+        "{error}"
+    );
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
+    assert!(gw.usage_events().is_empty(), "nothing was embedded");
+}
+
+#[tokio::test]
+async fn single_documents_fail_with_their_own_status_in_the_openai_shape() {
+    let gw = Gateway::simulated().await;
+    for (body, status, code, param) in [
+        (
+            json!({"id": "bad id!", "text": "x"}),
+            400,
+            "invalid_document_id",
+            json!("id"),
+        ),
+        (
+            json!({"id": "blank", "text": "  "}),
+            400,
+            "empty_document",
+            json!("text"),
+        ),
+        (
+            json!({"title": "no text"}),
+            400,
+            "invalid_document",
+            Value::Null,
+        ),
+        (
+            json!({"text": "x", "metadata": {"k": "v".repeat(1025)}}),
+            400,
+            "invalid_metadata",
+            json!("metadata"),
+        ),
+    ] {
+        let res = post(&gw, "acme", body.clone()).await;
+        assert_eq!(res.status, status, "{body}: {}", res.text());
+        let error = &res.json()["error"];
+        assert_eq!(error["code"], code, "{body}");
+        assert_eq!(error["param"], param, "{body}");
+        assert_eq!(error["type"], "invalid_request_error", "{body}");
+        assert_eq!(
+            last_ingest_metric(&gw),
+            (status, Some(ErrorKind::InvalidRequest), Some("acme".into()))
+        );
+    }
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
+    // A stored single document still gets the report.
+    let res = post(&gw, "acme", doc("faq", "Rockets are reusable.")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["stored"], 1);
+    assert_eq!(last_ingest_metric(&gw), (200, None, Some("acme".into())));
+}
+
+/// `words` distinct words, which the tokenizer counts one each.
+fn words(n: usize) -> String {
+    (0..n)
+        .map(|i| ["alpha", "beta", "gamma", "delta"][i % 4])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The ids, statuses and error codes of a batch report.
+fn outcomes(report: &Value) -> Vec<(String, String, String)> {
+    report["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+                r["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn outcome(id: &str, status: &str, code: &str) -> (String, String, String) {
+    (id.into(), status.into(), code.into())
+}
+
+#[tokio::test]
+async fn in_a_batch_each_limit_fails_only_its_document_and_the_request_is_a_200() {
+    let mut gw = Gateway::simulated().await;
+    // The byte limit, at its boundary.
+    gw.ingest.ingest.limits = IngestLimits {
+        max_document_bytes: 200,
+        ..IngestLimits::default()
+    };
+    let res = post(
+        &gw,
+        "acme",
+        json!({"documents": [doc("200-bytes", &"a".repeat(200)), doc("201-bytes", &"a".repeat(201))]}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        outcomes(&res.json()),
+        [
+            outcome("200-bytes", "stored", ""),
+            outcome("201-bytes", "failed", "document_too_large")
+        ]
+    );
+
+    // The chunk limit, at its boundary.
+    let spec = ChunkSpec {
+        size: 8,
+        overlap: 0,
+    };
+    gw.ingest.ingest.limits = IngestLimits {
+        max_chunks_per_document: 2,
+        chunk: spec,
+        ..IngestLimits::default()
+    };
+    let (two, three) = (words(16), words(17));
+    assert_eq!(chunk_text(&two, spec).len(), 2);
+    assert_eq!(chunk_text(&three, spec).len(), 3);
+    let res = post(
+        &gw,
+        "acme",
+        json!({"documents": [doc("two-chunks", &two), doc("three-chunks", &three)]}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let report = res.json();
+    assert_eq!(
+        outcomes(&report),
+        [
+            outcome("two-chunks", "stored", ""),
+            outcome("three-chunks", "failed", "too_many_chunks")
+        ]
+    );
+    // A batch entry's error is the error object the document alone gets.
+    assert_eq!(
+        report["data"][1]["error"],
+        json!({"message": "the document makes 3 chunks; the limit is 2", "type": "invalid_request_error", "param": "text", "code": "too_many_chunks"})
+    );
+    assert_eq!(
+        (report["stored"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(last_ingest_metric(&gw), (200, None, Some("acme".into())));
+    assert_eq!(chunks_of(&gw, "acme").await, 1 + 2);
+
+    let alone = post(&gw, "acme", doc("three-chunks", &three)).await;
+    assert_eq!(alone.status, 413, "{}", alone.text());
+    assert_eq!(alone.json()["error"], report["data"][1]["error"]);
+}
+
+/// The embedded index, counting `extra` more chunks for every tenant than it holds: a tenant
+/// one chunk short of a large quota without storing millions of vectors.
+struct Preloaded {
+    inner: Arc<MemoryVectorIndex>,
+    extra: u64,
+}
+
+#[async_trait]
+impl VectorIndex for Preloaded {
+    async fn ensure_ready(&self, dimensions: usize) -> Result<(), IndexError> {
+        self.inner.ensure_ready(dimensions).await
+    }
+
+    async fn replace_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        chunks: Vec<IndexedChunk>,
+    ) -> Result<(), IndexError> {
+        self.inner.replace_document(tenant, document, chunks).await
+    }
+
+    async fn delete_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+    ) -> Result<u64, IndexError> {
+        self.inner.delete_document(tenant, document).await
+    }
+
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        vector: &[f32],
+        top_k: usize,
+    ) -> Result<Vec<ScoredChunk>, IndexError> {
+        self.inner.search(tenant, vector, top_k).await
+    }
+
+    async fn count(&self, tenant: &TenantId) -> Result<u64, IndexError> {
+        Ok(self.inner.count(tenant).await? + self.extra)
+    }
+}
+
+#[tokio::test]
+async fn each_tiers_default_quota_admits_its_last_chunk_and_refuses_the_next_with_a_403() {
+    for (tier, quota) in [
+        (Tier::Free, 2_000),
+        (Tier::Pro, 200_000),
+        (Tier::Enterprise, 5_000_000),
+    ] {
+        let mut gw = Gateway::simulated().await;
+        gw.ingest.ingest.index = Arc::new(Preloaded {
+            inner: gw.index.clone(),
+            extra: quota - 1,
+        });
+        let mut config = tollgate::demo::globex_config().unwrap();
+        config.tier = tier;
+        assert_eq!(config.limits.storage_chunks, None, "no override");
+        gw.store.put_tenant_config(config).await.unwrap();
+
+        let last = post(&gw, "globex", doc("last", "One short chunk.")).await;
+        assert_eq!(last.status, 200, "{tier:?}: {}", last.text());
+        assert_eq!(last.json()["data"][0]["chunks"], 1);
+
+        let over = post(&gw, "globex", doc("over", "Another short chunk.")).await;
+        assert_eq!(over.status, 403, "{tier:?}: {}", over.text());
+        let error = &over.json()["error"];
+        assert_eq!(error["code"], "storage_quota_exceeded");
+        assert_eq!(error["type"], "permission_error");
+        let expected = format!("the {} tier's quota of {quota} chunks", tier.as_str());
+        assert!(
+            error["message"].as_str().unwrap().contains(&expected),
+            "{error}"
+        );
+        assert_eq!(
+            last_ingest_metric(&gw),
+            (403, Some(ErrorKind::InvalidRequest), Some("globex".into()))
+        );
+
+        // Replacing a stored document frees its own chunks first, so it still fits.
+        let edited = post(&gw, "globex", doc("last", "One short chunk, edited.")).await;
+        assert_eq!(edited.status, 200, "{tier:?}: {}", edited.text());
+        // In a batch the refusal is that document's result.
+        let batch = post(
+            &gw,
+            "globex",
+            json!({"documents": [doc("over", "Another short chunk.")]}),
+        )
+        .await;
+        assert_eq!(batch.status, 200, "{tier:?}: {}", batch.text());
+        assert_eq!(
+            batch.json()["data"][0]["error"]["code"],
+            "storage_quota_exceeded"
+        );
+        assert_eq!(chunks_of(&gw, "globex").await, 1, "{tier:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_ingest_metric_reports_the_status_the_client_got() {
+    let gw = Gateway::simulated().await;
+    let unauthenticated = gw
+        .send(
+            http::Request::builder()
+                .method("POST")
+                .uri("/v1/documents")
+                .body(bytes::Bytes::from(doc("faq", "text").to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(
+        last_ingest_metric(&gw),
+        (401, Some(ErrorKind::Authentication), None)
+    );
+
+    let too_many: Vec<Value> = (0..101).map(|i| doc(&format!("d{i}"), "text")).collect();
+    let res = post(&gw, "acme", json!({"documents": too_many})).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(
+        last_ingest_metric(&gw),
+        (400, Some(ErrorKind::InvalidRequest), Some("acme".into()))
+    );
+
+    // A batch whose every document failed still answered 200.
+    let res = post(
+        &gw,
+        "acme",
+        json!({"documents": [{"id": "e", "text": " "}]}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["failed"], 1);
+    assert_eq!(last_ingest_metric(&gw), (200, None, Some("acme".into())));
 }

@@ -847,8 +847,9 @@ mod qdrant_wire {
     }
 
     /// The adapter trusts the server's filtering (the retrieval service re-checks every chunk):
-    /// a server that ignores the filter leaks, and the isolation canaries' fault run relies on
-    /// that being visible here.
+    /// a server that ignores the filter leaks through the adapter, so only that re-check stands
+    /// between it and another tenant. (The isolation canaries' fault run exercises the re-check
+    /// through the embedded index's switch, `embedded_fault_injection` below, not this one.)
     #[tokio::test]
     async fn qdrant_a_server_ignoring_the_tenant_filter_returns_other_tenants_chunks() {
         let (standin, index, _) = adapter().await;

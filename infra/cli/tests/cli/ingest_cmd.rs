@@ -1,5 +1,5 @@
 //! `tollgate ingest`, run as the built binary: against a real `tollgate serve` (a child process
-//! on a random port) and against stub servers that answer 429, 413 and 401 on cue.
+//! on a random port) and against stub servers that answer 429, 5xx, 413 and 401 on cue.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -249,7 +249,9 @@ fn a_folder_is_ingested_into_a_running_gateway_and_listed_back() {
     }
 
     let listed: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        reqwest::Client::new()
+        tollgate::adapters::tls::reqwest_builder()
+            .build()
+            .unwrap()
             .get(format!("{}/v1/documents", gateway.url))
             .bearer_auth(&gateway.acme_key)
             .send()
@@ -450,6 +452,87 @@ async fn a_429_with_retry_after_is_waited_out_and_the_batch_sent_again() {
     assert!(
         stderr.contains("rate_limit_exceeded: slow down; retry 1 of 5 in 1.0s"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_with_backoff_and_the_batch_sent_again() {
+    let stub = Stub::start(|n, seen| match n {
+        0 => openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unavailable",
+            &[],
+        ),
+        // What a proxy in front of the gateway sends: not the OpenAI error shape.
+        1 => respond(StatusCode::BAD_GATEWAY, &[], json!("Bad Gateway")),
+        _ => all_stored(seen),
+    })
+    .await;
+    let dir = two_files("retry-5xx");
+
+    let out = ingest_async(args(dir.path(), &stub.url, &[])).await;
+
+    assert!(out.status.success(), "{}", explain(&out));
+    let seen = stub.seen();
+    assert_eq!(seen.len(), 3, "two refusals, then stored: {seen:?}");
+    assert!(seen.iter().all(|s| s.ids == ["a.md", "b.txt"]), "{seen:?}");
+    // No Retry-After: the backoff, 0.5 s then 1 s.
+    let waits = [seen[1].at - seen[0].at, seen[2].at - seen[1].at];
+    assert!(
+        waits[0] >= Duration::from_millis(450) && waits[1] >= Duration::from_millis(950),
+        "retried after {waits:?}"
+    );
+    let summary = summary_json(&out);
+    assert_eq!(summary["stored"], 2);
+    assert_eq!(summary["failed"], 0);
+    let stderr = text(&out.stderr);
+    for note in [
+        "store_unavailable: the store is unavailable; retry 1 of 5 in 0.5s",
+        "http_502: HTTP 502 Bad Gateway: \"Bad Gateway\"; retry 2 of 5 in 1.0s",
+    ] {
+        assert!(stderr.contains(note), "{note}\n{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_5xx_that_outlasts_the_retries_fails_its_batch_and_the_run_goes_on() {
+    let stub = Stub::start(|n, seen| {
+        if n < 2 {
+            openai_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable",
+                &[("retry-after", "0")],
+            )
+        } else {
+            all_stored(seen)
+        }
+    })
+    .await;
+    let dir = two_files("retry-exhausted");
+
+    let out = ingest_async(args(
+        dir.path(),
+        &stub.url,
+        &["--batch", "1", "--max-retries", "1"],
+    ))
+    .await;
+
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let ids: Vec<Vec<String>> = stub.seen().into_iter().map(|s| s.ids).collect();
+    assert_eq!(
+        ids,
+        [["a.md"], ["a.md"], ["b.txt"]],
+        "one retry, then the next batch"
+    );
+    let summary = summary_json(&out);
+    assert_eq!(summary["stored"], 1);
+    assert_eq!(summary["failed"], 1);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("a.md (a.md): store_unavailable: the store is unavailable"),
+        "{stdout}"
     );
 }
 
