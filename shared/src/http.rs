@@ -108,6 +108,22 @@ pub fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
     with_request_id(builder.body(Body::full(body)), request_id)
 }
 
+/// [`error`], after one JSON log line about it: `request_id`, `error_type` and `status`, the
+/// fields the saved Logs Insights queries read. For handlers whose service does not log its own
+/// failures (usage-report; invoke's chat service logs them with the tenant). Server errors are
+/// logged at `error` with their detail, refusals at `info`.
+pub fn logged_error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
+    let status = err.status().as_u16();
+    let error_type = err.kind().as_str();
+    if err.status().is_server_error() {
+        let detail = err.detail().unwrap_or_default();
+        tracing::error!(request_id = %request_id, error_type, status, %err, detail, "request failed");
+    } else {
+        tracing::info!(request_id = %request_id, error_type, status, %err, "request refused");
+    }
+    error(err, request_id)
+}
+
 /// A `text/event-stream` response.
 pub fn sse(stream: ByteStream, request_id: &RequestId) -> Response<Body> {
     with_request_id(

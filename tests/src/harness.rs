@@ -9,11 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::Value;
+use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
 use tollgate::bootstrap::embedded_chat_service;
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::usage::UsageEvent;
-use tollgate::ports::metrics::RequestMetrics;
+use tollgate::ports::metrics::{MetricsSink, RequestMetrics};
 
 use crate::standins::{AnthropicStandIn, OpenAiStandIn};
 
@@ -35,7 +36,10 @@ pub fn settings(vars: &[(&str, String)]) -> Settings {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    Settings::from_lookup(ProviderMode::Auto, |k| map.get(k).cloned()).expect("valid settings")
+    Settings::from_lookup(ProviderMode::Auto, AwsConfigSource::LAMBDA, |k| {
+        map.get(k).cloned()
+    })
+    .expect("valid settings")
 }
 
 impl Gateway {
@@ -47,24 +51,23 @@ impl Gateway {
     /// The real provider adapters, pointed at the stand-ins. Retries back off in milliseconds
     /// so fault tests stay fast; stream idle timeout is 1 s.
     pub async fn with_standins(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) -> Self {
-        let mut s = settings(&[
-            ("TOLLGATE_PROVIDERS", "real".into()),
-            ("OPENAI_API_KEY", OPENAI_TEST_KEY.into()),
-            ("OPENAI_BASE_URL", openai.base_url()),
-            ("ANTHROPIC_API_KEY", ANTHROPIC_TEST_KEY.into()),
-            ("ANTHROPIC_BASE_URL", anthropic.base_url()),
-            ("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", "1".into()),
-            ("TOLLGATE_PROVIDER_TIMEOUT_SECS", "2".into()),
-        ]);
-        s.retry.base_delay = Duration::from_millis(5);
-        s.retry.max_delay = Duration::from_secs(2);
-        Self::build(s).await
+        Self::build(standin_settings(openai, anthropic)).await
     }
 
     pub async fn build(settings: Settings) -> Self {
+        Self::build_observed(settings, None).await
+    }
+
+    /// [`Gateway::build`], with every metrics record also handed to `also` (an `EmfSink` on a
+    /// buffer shows the EMF lines the functions print).
+    pub async fn build_observed(settings: Settings, also: Option<Arc<dyn MetricsSink>>) -> Self {
         let metrics = Arc::new(MemoryMetrics::default());
+        let sink: Arc<dyn MetricsSink> = match also {
+            Some(also) => Arc::new(Tee(metrics.clone(), also)),
+            None => metrics.clone(),
+        };
         let (mut chat, store, _) =
-            embedded_chat_service(&settings, metrics.clone()).expect("gateway builds");
+            embedded_chat_service(&settings, sink.clone()).expect("gateway builds");
         let seeded = tollgate::demo::seed(store.as_ref(), chrono::Utc::now())
             .await
             .expect("demo tenants seed");
@@ -77,13 +80,9 @@ impl Gateway {
             tollgate::bootstrap::retriever(&settings, &chat, index.clone())
                 .expect("retriever builds"),
         );
-        let ingest = tollgate::bootstrap::ingest_service_on(
-            &settings,
-            metrics.clone(),
-            store.clone(),
-            index.clone(),
-        )
-        .expect("ingest builds");
+        let ingest =
+            tollgate::bootstrap::ingest_service_on(&settings, sink, store.clone(), index.clone())
+                .expect("ingest builds");
         Self {
             ingest: ingest::IngestState {
                 ingest,
@@ -173,6 +172,43 @@ impl Gateway {
 
     pub fn request_metrics(&self) -> Vec<RequestMetrics> {
         self.metrics.requests()
+    }
+}
+
+/// Settings for the real provider adapters pointed at the stand-ins (see
+/// [`Gateway::with_standins`]).
+pub fn standin_settings(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) -> Settings {
+    let mut s = settings(&[
+        ("TOLLGATE_PROVIDERS", "real".into()),
+        ("OPENAI_API_KEY", OPENAI_TEST_KEY.into()),
+        ("OPENAI_BASE_URL", openai.base_url()),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_TEST_KEY.into()),
+        ("ANTHROPIC_BASE_URL", anthropic.base_url()),
+        ("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", "1".into()),
+        ("TOLLGATE_PROVIDER_TIMEOUT_SECS", "2".into()),
+    ]);
+    s.retry.base_delay = Duration::from_millis(5);
+    s.retry.max_delay = Duration::from_secs(2);
+    s
+}
+
+/// Hands every metrics record to the gateway's [`MemoryMetrics`] and to a second sink.
+struct Tee(Arc<MemoryMetrics>, Arc<dyn MetricsSink>);
+
+impl MetricsSink for Tee {
+    fn request(&self, metrics: &RequestMetrics) {
+        self.0.request(metrics);
+        self.1.request(metrics);
+    }
+
+    fn metering_failure(&self, event: &UsageEvent, error: &str) {
+        self.0.metering_failure(event, error);
+        self.1.metering_failure(event, error);
+    }
+
+    fn isolation_violation(&self, function: &'static str, tenant: &str) {
+        self.0.isolation_violation(function, tenant);
+        self.1.isolation_violation(function, tenant);
     }
 }
 

@@ -4,13 +4,15 @@
 //! Keying the hour on the event's `time`, not on the clock, makes a retried or duplicated
 //! delivery of the same event check the same hour, and the scheduler's conditional writes then
 //! record and alert nothing twice. The handler parses the event, runs the scheduler once and
-//! returns its summary (the function's result, and one log line); a run with failed tenants or
+//! returns its summary (the function's result, and one log line carrying the Lambda request id
+//! as `request_id`, which the saved `request-id` query reads); a run with failed tenants or
 //! unpublished alerts returns an error so Lambda's retry runs it again.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tollgate::domain::ids::RequestId;
 use tollgate::ports::Clock;
 use tollgate::ports::alerts::AnomalyAlerts;
 use tollgate::ports::store::{AnomalyStore, UsageActivity, UsageQuery};
@@ -18,6 +20,8 @@ use tollgate::service::anomaly::{AnomalyScheduler, RunSummary, SchedulerOptions,
 
 /// What a failed run reports to Lambda (for tests that check the error type).
 pub use lambda_runtime::Diagnostic;
+/// An invocation as the runtime delivers it (for tests that drive [`handle_invocation`]).
+pub use lambda_runtime::{Context, LambdaEvent};
 
 /// The fields of EventBridge's "Scheduled Event" the function uses (the rest is ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -71,10 +75,29 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-/// Runs the scheduler for the hour the event names.
+/// One Lambda invocation: [`handle`] under the invocation's request id, so the run's log lines
+/// carry it as `request_id`, the field invoke, ingest and usage-report log theirs under.
+pub async fn handle_invocation(
+    state: &SchedulerState,
+    invocation: LambdaEvent<ScheduledEvent>,
+) -> Result<RunSummary, HandlerError> {
+    let request_id = RequestId::from_upstream(&invocation.context.request_id);
+    run(state, invocation.payload, &request_id).await
+}
+
+/// Runs the scheduler for the hour the event names; outside Lambda (no invocation context)
+/// its log lines carry a fresh request id, as the HTTP functions do without API Gateway's.
 pub async fn handle(
     state: &SchedulerState,
     event: ScheduledEvent,
+) -> Result<RunSummary, HandlerError> {
+    run(state, event, &RequestId::generate()).await
+}
+
+async fn run(
+    state: &SchedulerState,
+    event: ScheduledEvent,
+    request_id: &RequestId,
 ) -> Result<RunSummary, HandlerError> {
     let hour = last_full_hour(event.time);
     let scheduler = AnomalyScheduler {
@@ -85,8 +108,21 @@ pub async fn handle(
         clock: state.clock.as_ref(),
         options: state.options.clone(),
     };
-    let summary = scheduler.run(hour).await?;
+    let summary = match scheduler.run(hour).await {
+        Ok(summary) => summary,
+        Err(err) => {
+            tracing::error!(
+                request_id = %request_id,
+                event_id = %event.id,
+                hour = %hour.to_rfc3339(),
+                error = %err,
+                "anomaly run failed: the activity index could not be read"
+            );
+            return Err(err.into());
+        }
+    };
     tracing::info!(
+        request_id = %request_id,
         event_id = %event.id,
         detail_type = %event.detail_type,
         hour = %summary.hour.to_rfc3339(),

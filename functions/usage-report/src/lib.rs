@@ -149,7 +149,7 @@ pub async fn handle(state: &UsageReportState, req: Request<Bytes>) -> Response<B
             path: route_path(&path).to_owned(),
         }),
     };
-    result.unwrap_or_else(|err| edge::error(&err, &request_id))
+    result.unwrap_or_else(|err| edge::logged_error(&err, &request_id))
 }
 
 /// A JSON body only this tenant may see: never stored by shared caches.

@@ -739,16 +739,11 @@ fn limiter_unavailable(
 }
 
 fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError) {
-    let detail = match err {
-        GatewayError::Internal { detail }
-        | GatewayError::Upstream { detail }
-        | GatewayError::StoreUnavailable { detail } => detail.as_str(),
-        _ => "",
-    };
+    let detail = err.detail().unwrap_or_default();
     if err.status().is_server_error() {
-        tracing::error!(request_id = %ctx.request_id, tenant_id = ?trace.tenant_id, error_type = err.kind().as_str(), status = trace.status, %err, detail, "request failed");
+        tracing::error!(request_id = %ctx.request_id, tenant_id = trace.tenant_id.as_deref(), error_type = err.kind().as_str(), status = trace.status, %err, detail, "request failed");
     } else {
-        tracing::info!(request_id = %ctx.request_id, tenant_id = ?trace.tenant_id, error_type = err.kind().as_str(), status = trace.status, %err, "request refused");
+        tracing::info!(request_id = %ctx.request_id, tenant_id = trace.tenant_id.as_deref(), error_type = err.kind().as_str(), status = trace.status, %err, "request refused");
     }
 }
 
