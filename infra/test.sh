@@ -183,4 +183,7 @@ stop "$standins_pid"
 standins_pid=""
 unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
+step "artifacts (screenshots; a local run may list older ones, hence the times)"
+find "$root/target/artifacts" -type f -printf '%TY-%Tm-%Td %TH:%TM  %p\n' | sort -k3
+
 step "all checks passed (target/: $(du -sh target 2>/dev/null | cut -f1); $(df -h . | awk 'NR==2 {print $4}') free)"

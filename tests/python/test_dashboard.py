@@ -2,8 +2,9 @@
 
 infra/test.sh installs Debian's chromium and chromium-driver, starts the gateway and passes its
 URL and the demo keys through the environment (as for the OpenAI SDK suite). The test makes
-real calls with the OpenAI SDK, opens /dashboard, types the key, and checks that the charts are
-drawn from that data, that the totals are the API's, and that the latest requests are listed.
+real calls with the OpenAI SDK (a response-cache hit and a failed call among them, so no chart
+is empty), opens /dashboard, types the key, and checks that the charts are drawn from that data
+with the API's values, that the totals are the API's, and that the latest requests are listed.
 A screenshot is kept in target/artifacts/ (dashboard.png; dashboard-<suite>.png for the other
 suites). With CI=true a missing Chromium fails the run instead of skipping.
 """
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import openai
@@ -112,6 +113,49 @@ def chat_calls(key, models):
     return ids
 
 
+# A reply the simulated provider cannot satisfy: it fills strings with "simulated", which this
+# pattern refuses, so the call is metered as a `validation` error (a 422 to the client).
+DIGITS_SCHEMA = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "pattern": "^[0-9]{6}$"}},
+    "required": ["code"],
+    "additionalProperties": False,
+}
+
+
+def failing_call(key):
+    """A call that reaches the provider and fails; returns its request id."""
+    client = openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"A six-digit code, please ({time.time()})"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "digits", "schema": DIGITS_SCHEMA},
+            },
+            extra_headers={"Cache-Control": "no-cache"},
+        )
+    assert err.value.code == "response_validation_failed"
+    return err.value.response.headers["x-request-id"]
+
+
+def cached_pair(key):
+    """The same question twice: the second is answered from the response cache (acme opts
+    in). Returns both request ids."""
+    client = openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0)
+    question = f"A dashboard question worth caching {time.time()}"
+    ids = []
+    for expected in ("miss", "hit"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+        )
+        raw.parse()
+        assert raw.headers["x-tollgate-cache"] == expected
+        ids.append(raw.headers["x-request-id"])
+    return ids
+
+
 def wait_for_events(key, ids, timeout=10.0):
     """The listing reads an index that DynamoDB updates asynchronously: wait for the ids."""
     deadline = time.time() + timeout
@@ -148,6 +192,13 @@ def show(browser, key):
     assert state == "ready", browser.find_element(By.ID, "status").text
 
 
+def percent(rate):
+    """A rate as the page formats it (`percent` in app.js: `toFixed(1)` rounds the double's
+    exact value half up)."""
+    exact = Decimal(rate * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return f"{exact} %"
+
+
 def count(browser, selector):
     from selenium.webdriver.common.by import By
 
@@ -168,6 +219,8 @@ def test_the_dashboard_draws_the_tenants_usage_from_real_traffic(browser):
     from selenium.webdriver.common.by import By
 
     ids = chat_calls(ACME_KEY, ["gpt-4o-mini", "gpt-4o", "claude-haiku", "gpt-4o-mini", "gpt-4o"])
+    ids += cached_pair(ACME_KEY)
+    ids.append(failing_call(ACME_KEY))
     globex_ids = chat_calls(GLOBEX_KEY, ["gpt-4o-mini"])
     listed = wait_for_events(ACME_KEY, ids)
     assert set(ids) <= listed
@@ -201,7 +254,32 @@ def test_the_dashboard_draws_the_tenants_usage_from_real_traffic(browser):
     models_today = report["buckets"][-1]["models"]
     assert count(browser, "#chart-tokens svg rect.bar") >= len(models_today) >= 3
     assert count(browser, "#chart-latency svg rect.bar") == 3 * len(report["models"])
-    assert count(browser, "#chart-cache svg circle.point") > 0
+    # The cache chart: one point per day with requests and series, at the API's rates, plotted
+    # at that height on the chart's 0-100 % axis (its grid lines).
+    grid = browser.find_elements(By.CSS_SELECTOR, "#chart-cache svg line.grid-line")
+    zero = max(float(g.get_attribute("y1")) for g in grid)
+    full = min(float(g.get_attribute("y1")) for g in grid)
+    for series in ("cache_hit_rate", "cached_token_share"):
+        points = browser.find_elements(
+            By.CSS_SELECTOR, f"#chart-cache svg circle.point[data-series='{series}']"
+        )
+        drawn = [(p.get_attribute("data-start"), float(p.get_attribute("data-rate")))
+                 for p in points]
+        expected = [(b["start"], b[series]) for b in report["buckets"] if b["requests"] > 0]
+        assert drawn == expected, series
+        for point, (_, rate) in zip(points, expected):
+            height = zero - rate * (zero - full)
+            assert abs(float(point.get_attribute("cy")) - height) < 0.01, (series, rate)
+    assert report["buckets"][-1]["cache_hit_rate"] > 0, "today has a response cache hit"
+    totals = report["totals"]
+    assert browser.find_element(By.ID, "cache-rate").text == percent(totals["cache_hit_rate"])
+    # The errors chart: one bar per error type, with the API's counts; ours is among them.
+    bars = browser.find_elements(By.CSS_SELECTOR, "#chart-errors svg rect.bar")
+    drawn = {b.get_attribute("data-kind"): int(b.get_attribute("data-count")) for b in bars}
+    assert drawn == totals["errors_by_type"]
+    assert drawn.get("validation", 0) >= 1
+    assert all(float(b.get_attribute("width")) > 0 for b in bars)
+    assert browser.find_element(By.ID, "error-rate").text == percent(totals["error_rate"])
     legend = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#chart-tokens .legend li")]
     assert {"gpt-4o-mini", "gpt-4o", "claude-haiku"} <= set(legend)
     assert "12 %" in browser.find_element(By.ID, "latency-note").text

@@ -272,7 +272,16 @@
       const top = PAD.top + i * rowH;
       const width = ((W - left - 60) * count) / max;
       root.appendChild(svg('text', { x: left - 8, y: top + rowH / 2 + 4, 'text-anchor': 'end' }, kind));
-      const bar = svg('rect', { class: 'bar', x: left, y: top + rowH * 0.15, width: Math.max(width, 1), height: rowH * 0.7, fill: '#c23b3b' });
+      const bar = svg('rect', {
+        class: 'bar',
+        x: left,
+        y: top + rowH * 0.15,
+        width: Math.max(width, 1),
+        height: rowH * 0.7,
+        fill: '#c23b3b',
+        'data-kind': kind,
+        'data-count': count,
+      });
       root.appendChild(withTitle(bar, `${kind}: ${integer.format(count)}`));
       root.appendChild(svg('text', { x: left + width + 6, y: top + rowH / 2 + 4 }, integer.format(count)));
     });
@@ -295,7 +304,16 @@
         root.appendChild(svg('polyline', { class: 'line', stroke: color, points: points.map((p) => p[0] + ',' + p[1]).join(' ') }));
       }
       for (const [px, py, b] of points) {
-        const dot = svg('circle', { class: 'point', cx: px, cy: py, r: 3.5, fill: color });
+        const dot = svg('circle', {
+          class: 'point',
+          cx: px,
+          cy: py,
+          r: 3.5,
+          fill: color,
+          'data-series': field,
+          'data-start': b.start,
+          'data-rate': b[field],
+        });
         root.appendChild(withTitle(dot, `${day(b.start)} ${label}: ${percent(b[field])}`));
       }
     }

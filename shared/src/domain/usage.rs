@@ -60,9 +60,11 @@ pub struct UsageEvent {
 }
 
 /// Latency histogram buckets: bucket 0 holds < 1 ms, bucket `i ≥ 1` holds
-/// `[1.25^(i-1), 1.25^i)` ms, the last bucket everything above ~ 31 min. Mergeable by adding
-/// counts; a percentile read back as the bucket's geometric midpoint is within ±12 % of the true
-/// value (half a bucket's width on a log scale: √1.25 ≈ 1.118).
+/// `[1.25^(i-1), 1.25^i)` ms, and the last bucket (63) everything from `1.25^62` ms ≈ 1,019.6 s
+/// (~17 min) up. Mergeable by adding counts; a percentile read back as the bucket's geometric
+/// midpoint is within ±12 % of the true value (half a bucket's width on a log scale:
+/// √1.25 ≈ 1.118). The open-ended last bucket starts above Lambda's 15-minute timeout, so no
+/// latency a function records falls outside the bound.
 pub const LATENCY_BUCKETS: usize = 64;
 const LATENCY_GROWTH: f64 = 1.25;
 
@@ -74,7 +76,6 @@ pub fn latency_bucket(latency_ms: u64) -> usize {
     i.min(LATENCY_BUCKETS - 1)
 }
 
-/// The representative latency of a bucket (its geometric midpoint), in ms.
 /// A latency percentile (0–100) of a latency histogram, in ms, by nearest rank, read back as
 /// the bucket's value; `None` when the histogram is empty. Rollups and merged report buckets
 /// share it, so both answer with the same ±12 % bound.
@@ -94,6 +95,7 @@ pub fn histogram_percentile(histogram: &[u64], p: f64) -> Option<f64> {
     None
 }
 
+/// The representative latency of a bucket (its geometric midpoint), in ms.
 pub fn latency_bucket_value(bucket: usize) -> f64 {
     if bucket == 0 {
         return 0.5;
@@ -207,5 +209,13 @@ mod tests {
         }
         assert_eq!(latency_bucket(0), 0);
         assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_open_ended_last_bucket_starts_past_lambdas_15_minute_timeout() {
+        // 1.25^62 ≈ 1,019,578.8 ms (~17 min), as the `LATENCY_BUCKETS` docs say.
+        assert_eq!(latency_bucket(1_019_578), LATENCY_BUCKETS - 2);
+        assert_eq!(latency_bucket(1_019_579), LATENCY_BUCKETS - 1);
+        assert_eq!(latency_bucket(15 * 60 * 1_000), LATENCY_BUCKETS - 2);
     }
 }

@@ -281,7 +281,8 @@ pub struct UsageSummary {
     pub streamed: u64,
     /// `null` when there were no requests.
     pub latency_ms: Option<Percentiles>,
-    /// Average groundedness of retrieval-augmented answers, `null` when none was scored.
+    /// Average groundedness of retrieval-augmented answers (Σ scores / `quality_scored`, to 4
+    /// decimal places), `null` when none was scored.
     pub quality_score_avg: Option<f64>,
     pub quality_scored: u64,
 }

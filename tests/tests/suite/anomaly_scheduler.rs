@@ -264,6 +264,7 @@ fn cloudwatch_client(endpoint: &str) -> aws_sdk_cloudwatch::Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(endpoint)
+        .http_client(tollgate::adapters::tls::aws_http_client())
         .build();
     aws_sdk_cloudwatch::Client::from_conf(config)
 }
@@ -603,6 +604,84 @@ async fn a_run_with_no_active_tenant_checks_nobody_and_succeeds() {
     assert_eq!(summary.tenants_checked, 0);
     assert_eq!(summary.store_reads, 1);
     assert!(backend.alerts.kept.published().is_empty());
+}
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The alert's structured log line, in the functions' own JSON format
+/// (`telemetry::json_layer`): one line for the spike with the tenant, the hour, the hour's
+/// cost, the baseline and the ratio as top-level fields, and none for the duplicated event. The
+/// subscriber is scoped to this thread, on a current-thread runtime, so other tests' logs never
+/// reach it.
+#[test]
+fn a_recorded_spike_logs_one_structured_line_with_the_hours_cost_baseline_and_ratio() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(tollgate::telemetry::json_layer(move || writer.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (first, second) = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let backend = memory().await.unwrap();
+            record_all(backend.store.as_ref(), &histories()).await;
+            let state = backend.state();
+            let first = handle(&state, fixture()).await.unwrap();
+            let second = handle(&state, fixture()).await.unwrap();
+            (first, second)
+        })
+    });
+    assert_eq!((first.anomalies_recorded, second.duplicates), (1, 1));
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    let with_message = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+    let alerts = with_message("anomaly recorded");
+    assert_eq!(alerts.len(), 1, "one line for one anomaly: {text}");
+    let line = alerts[0];
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["tenant"], "spiky");
+    assert_eq!(line["kind"], "cost_spike");
+    assert_eq!(line["hour"], hour().to_rfc3339());
+    // $4 + $1 in the hour against $2.40 a day ($0.10 an hour): 50x. The figures are exact
+    // decimal strings, the record's own.
+    let figure = |field: &str| -> Decimal {
+        let text = line[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {line}"));
+        text.parse().unwrap()
+    };
+    assert_eq!(figure("hour_cost_usd"), dec!(5));
+    assert_eq!(figure("baseline_usd"), dec!(0.1));
+    assert_eq!(figure("ratio"), dec!(50));
+    let spike = &first.anomalies[0];
+    assert_eq!(line["hour_cost_usd"], spike.observed.to_string());
+    assert_eq!(line["baseline_usd"], spike.baseline.to_string());
+    // The duplicated event says so instead, once, and does not repeat the alert line.
+    let repeats = with_message("anomaly already recorded by an earlier run: not alerting again");
+    assert_eq!(repeats.len(), 1, "{text}");
+    assert_eq!(repeats[0]["tenant"], "spiky");
 }
 
 /// Alerts that always fail: the run records the anomaly, reports the failure (so Lambda

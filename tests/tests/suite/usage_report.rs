@@ -27,7 +27,7 @@ use serde_json::Value;
 use tollgate::adapters::dynamodb::DynamoStore;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
 use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::usage::{TokenUsage, UsageEvent};
+use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup, hour_start};
 use tollgate::domain::usage_report::{EventCursor, EventFilter, EventStatus};
 use tollgate::error::ErrorKind;
 use tollgate::ports::UsageSink;
@@ -38,6 +38,10 @@ use usage_report::UsageReportState;
 
 /// The bound every report states, and that percentiles are checked against.
 const BOUND: f64 = 0.12;
+
+/// acme's one document, which its grounded answers are scored against.
+const LAUNCH_FACT: &str =
+    "The next launch window for the Falcon Nine replica opens on Saturday at dawn.";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -66,6 +70,26 @@ fn decimal(v: &Value) -> Decimal {
             .unwrap_or_else(|| panic!("not a decimal string: {v}")),
     )
     .unwrap()
+}
+
+/// A JSON number as the exact decimal its text spells.
+fn number(v: &Value) -> Decimal {
+    assert!(v.is_number(), "not a number: {v}");
+    let text = v.to_string();
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .unwrap()
+}
+
+/// A rate the report states to 6 decimal places: within half a millionth of `exact`.
+fn assert_rate(reported: &Value, exact: f64, what: &str) {
+    let reported = reported
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {reported}"));
+    assert!(
+        (reported - exact).abs() <= 0.5e-6 + f64::EPSILON,
+        "{what}: reported {reported}, exact {exact}"
+    );
 }
 
 /// Nearest-rank percentile, the rule the histogram applies to its buckets.
@@ -128,6 +152,41 @@ fn assert_summary_matches(summary: &Value, events: &[&UsageEvent], what: &str) {
     let reported: BTreeMap<String, u64> =
         serde_json::from_value(summary["errors_by_type"].clone()).unwrap();
     assert_eq!(reported, by_type, "{what} errors by type");
+    let share = |n: u64| {
+        if events.is_empty() {
+            0.0
+        } else {
+            n as f64 / events.len() as f64
+        }
+    };
+    assert_rate(
+        &summary["error_rate"],
+        share(errors),
+        &format!("{what} error rate"),
+    );
+    assert_rate(
+        &summary["cache_hit_rate"],
+        share(sum(|e| u64::from(e.cache_hit))),
+        &format!("{what} cache hit rate"),
+    );
+    // Quality: the mean of the graded events' scores, in `Decimal` (rounded to 4 places as
+    // the report rounds it); ungraded events do not count, and none graded is `null`.
+    let scores: Vec<Decimal> = events.iter().filter_map(|e| e.quality_score).collect();
+    assert_eq!(
+        summary["quality_scored"],
+        scores.len() as u64,
+        "{what} graded"
+    );
+    if scores.is_empty() {
+        assert!(summary["quality_score_avg"].is_null(), "{what}: {summary}");
+    } else {
+        let mean = scores.iter().sum::<Decimal>() / Decimal::from(scores.len());
+        assert_eq!(
+            number(&summary["quality_score_avg"]),
+            mean.round_dp(4),
+            "{what} quality average"
+        );
+    }
     if events.is_empty() {
         assert!(summary["latency_ms"].is_null(), "{what}");
         return;
@@ -199,8 +258,43 @@ impl Env {
         res.header("x-request-id").unwrap().to_owned()
     }
 
+    /// Grounded answers (retrieval over a document of acme's), each scored for groundedness
+    /// against the excerpt: scores of 1, 0 and 1/3 on gpt-4o, 3/4 and 4/5 on gpt-4o-mini.
+    async fn grounded_calls(&self) {
+        let doc = serde_json::json!({
+            "id": "launch-schedule",
+            "title": "Launch schedule",
+            "text": LAUNCH_FACT,
+        });
+        let res = self
+            .gw
+            .call("acme", Method::POST, "/v1/documents", Some(doc))
+            .await;
+        assert_eq!(res.json()["stored"], 1, "{}", res.text());
+        for (i, (model, answer)) in [
+            ("gpt-4o", "The launch window opens on Saturday at dawn."),
+            ("gpt-4o", "Bananas contain potassium."),
+            ("gpt-4o", "Launch windows? Bananas!"),
+            ("gpt-4o-mini", "The launch window opens, bananas."),
+            ("gpt-4o-mini", "Falcon Nine replica launches Saturday."),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.openai.push(Behavior::reply(
+                answer,
+                tollgate_tests::standins::DEFAULT_USAGE,
+            ));
+            let mut body = chat_body(model, &format!("When is launch window {i}?"));
+            body["retrieval"] = serde_json::json!({"top_k": 3});
+            let res = self.gw.chat("acme", body).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            assert_eq!(res.header("x-tollgate-documents"), Some("launch-schedule"));
+        }
+    }
+
     /// Varied traffic for both tenants: several models, latencies from 0 to ~150 ms, response
-    /// cache hits, upstream errors and timeouts.
+    /// cache hits, upstream errors and timeouts, and graded (grounded) answers.
     async fn traffic(&self) {
         let acme_models = ["gpt-4o-mini", "gpt-4o", "claude-haiku"];
         for i in 0..30_u64 {
@@ -220,6 +314,7 @@ impl Env {
         self.failing_call("acme", "gpt-4o", 503).await;
         let res = self.gw.chat("acme", chat_body("gpt-4o", "slow")).await;
         assert_eq!(res.status, 200);
+        self.grounded_calls().await;
         for i in 0..8_u64 {
             let model = ["gpt-4o-mini", "claude-sonnet"][(i % 2) as usize];
             self.call("globex", model, &format!("globex question {i}"), i * 11)
@@ -288,6 +383,15 @@ async fn report_totals_equal_the_sum_of_events_and_percentiles_are_within_the_bo
     assert!(events.len() >= 33, "{} acme events", events.len());
     assert!(events.iter().any(|e| e.cache_hit));
     assert!(events.iter().any(|e| e.error_type.is_some()));
+    // Graded answers on two models (so per-model averages differ from the total's), and
+    // models with no graded answer (a `null` average).
+    let graded: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.quality_score.is_some())
+        .map(|e| e.model_requested.as_str())
+        .collect();
+    assert_eq!(graded, BTreeSet::from(["gpt-4o", "gpt-4o-mini"]));
+    assert!(events.iter().any(|e| e.model_requested == "claude-haiku"));
 
     let res = env.get("acme", "/v1/usage?group_by=model").await;
     assert_eq!(res.status, 200, "{}", res.text());
@@ -902,8 +1006,25 @@ mod dynamodb {
         super::contract::events(&store).await;
     }
 
+    /// `GET {uri}` as `key`: the report, and the DynamoDB round trips it cost.
+    async fn counted(
+        store: &DynamoStore,
+        usage: &UsageReportState,
+        key: &str,
+        uri: &str,
+    ) -> (Value, u64) {
+        let before = store.round_trips();
+        let res = get(usage, Some(key), uri).await;
+        let trips = store.round_trips() - before;
+        assert_eq!(res.status, 200, "{uri}: {}", res.text());
+        (res.json(), trips)
+    }
+
     /// The real invoke handler on DynamoDB, then the report and the listing from the same
-    /// tables: totals equal the stored events exactly, and each tenant sees only its own.
+    /// tables: totals equal the stored events exactly (graded answers, cache hits and errors
+    /// included), and each tenant sees only its own. Reports read rollups, not events: a month
+    /// of hourly buckets costs the same few round trips whatever the number of events, and an
+    /// hour whose rollup has no event behind it is reported from the rollup.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dynamodb_report_equals_the_stored_events_and_stays_per_tenant() {
         let Some(store) = super::dynamodb().await else {
@@ -956,23 +1077,110 @@ mod dynamodb {
             let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
             sent.entry(tenant).or_default().push(id);
         }
-
+        let mut stored: BTreeMap<&str, Vec<UsageEvent>> = BTreeMap::new();
         for (tenant, request_ids) in &sent {
-            let mut events = Vec::new();
             for id in request_ids {
                 let e =
                     tollgate::ports::UsageQuery::usage_event(&store, &RequestId::from_upstream(id))
                         .await
                         .unwrap()
                         .unwrap();
-                events.push(e);
+                stored.entry(tenant).or_default().push(e);
             }
+        }
+
+        // An hour ten days ago whose rollup was written with no event behind it (the test-only
+        // `seed_rollups`): only a report that reads rollups can show it.
+        let ghost_hour = hour_start(Utc::now() - chrono::Duration::days(10));
+        let ghost = UsageEvent {
+            quality_score: Some(dec!(0.625)),
+            ..event("acme", "gpt-4o", ghost_hour + chrono::Duration::minutes(7))
+        };
+        let mut rollup = UsageRollup::empty(ghost.tenant_id.clone(), ghost_hour, "gpt-4o".into());
+        rollup.apply(&ghost);
+        store.seed_rollups(&[rollup]).await.unwrap();
+        let no_event = tollgate::ports::UsageQuery::usage_event(&store, &ghost.request_id).await;
+        assert_eq!(no_event.unwrap(), None);
+
+        // A month of hourly buckets (744), by model.
+        let today = Utc::now().date_naive();
+        let month = format!(
+            "/v1/usage?from={}&to={today}&granularity=hour&group_by=model",
+            today - chrono::Days::new(30)
+        );
+        let month_matches = |report: &Value, events: &[UsageEvent]| {
+            assert_eq!(report["buckets"].as_array().unwrap().len(), 31 * 24);
+            let mut all: Vec<&UsageEvent> = events.iter().collect();
+            all.push(&ghost);
+            assert_summary_matches(&report["totals"], &all, "month totals");
+            let bucket = report["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["start"] == serde_json::json!(ghost_hour))
+                .unwrap();
+            assert_summary_matches(bucket, &[&ghost], "the seeded hour");
+            assert_summary_matches(&bucket["models"][0], &[&ghost], "the seeded hour, gpt-4o");
+        };
+        let (report, trips) = counted(&store, &usage, &keys["acme"], &month).await;
+        month_matches(&report, &stored["acme"]);
+
+        // Many more events, graded, cache hits and errors among them, recorded as the invoke
+        // handler records them.
+        let now = Utc::now();
+        for i in 0..24_i64 {
+            let model = ["gpt-4o-mini", "gpt-4o", "claude-haiku"][(i % 3) as usize];
+            let mut e = UsageEvent {
+                latency_ms: 5 + 13 * i as u64,
+                ..event(
+                    "acme",
+                    model,
+                    now - chrono::Duration::milliseconds(10 * i + 10),
+                )
+            };
+            match i % 4 {
+                0 => e.quality_score = Some(Decimal::new(1_000 - 37 * i, 3)),
+                1 => {
+                    e.cache_hit = true;
+                    e.cost_usd = Decimal::ZERO;
+                }
+                2 if i % 8 == 2 => e = failed(e, ErrorKind::UpstreamError),
+                2 => e = failed(e, ErrorKind::Timeout),
+                _ => {}
+            }
+            assert_eq!(
+                store.record(&e, &[]).await.unwrap(),
+                tollgate::ports::store::Recorded::Inserted
+            );
+            stored.get_mut("acme").unwrap().push(e);
+        }
+        let (report, trips_after) = counted(&store, &usage, &keys["acme"], &month).await;
+        month_matches(&report, &stored["acme"]);
+        assert_eq!(
+            trips_after, trips,
+            "a month's report costs the same round trips with 4x the events"
+        );
+        // The key, the tenant's configuration, and one Query page of the month's rollups.
+        assert!(
+            trips <= 3,
+            "a month-long hourly report took {trips} round trips"
+        );
+
+        for (tenant, events) in &stored {
             let res = get(&usage, Some(&keys[*tenant]), "/v1/usage?group_by=model").await;
             assert_eq!(res.status, 200, "{}", res.text());
             let report = res.json();
             assert_eq!(report["tenant_id"], *tenant);
             let refs: Vec<&UsageEvent> = events.iter().collect();
             assert_summary_matches(&report["totals"], &refs, tenant);
+            for m in report["models"].as_array().unwrap() {
+                let name = m["model"].as_str().unwrap();
+                let of_model: Vec<&UsageEvent> = events
+                    .iter()
+                    .filter(|e| e.model_requested == name)
+                    .collect();
+                assert_summary_matches(m, &of_model, &format!("{tenant} {name}"));
+            }
 
             // The listing: exactly this tenant's requests, newest first, across pages.
             let mut listed = Vec::new();
@@ -985,9 +1193,13 @@ mod dynamodb {
                     None => break,
                 }
             }
-            assert_eq!(listed, newest_first(&events), "{tenant}");
+            assert_eq!(listed, newest_first(events), "{tenant}");
             let res = get(&usage, Some(&keys[*tenant]), "/v1/usage?tenant_id=acme").await;
             assert_eq!(res.status, 400);
         }
+        let acme = &stored["acme"];
+        assert!(acme.iter().any(|e| e.cache_hit));
+        assert!(acme.iter().any(|e| e.error_type.is_some()));
+        assert!(acme.iter().filter(|e| e.quality_score.is_some()).count() >= 2);
     }
 }
