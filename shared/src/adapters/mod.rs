@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod anthropic;
 pub mod api_key;
 pub mod aws;
+pub mod aws_http;
 pub mod cached;
 pub mod cloudwatch;
 pub mod dynamodb;
