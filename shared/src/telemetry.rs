@@ -1,8 +1,11 @@
 //! Structured JSON logs (tracing) on stderr; stdout is kept for EMF metric lines so a log
-//! pipeline can tell them apart. `RUST_LOG` sets the filter (default `info`).
+//! pipeline can tell them apart. `RUST_LOG` sets the filter (default `info`): a level, or
+//! `target=level` pairs separated by commas (`info,tollgate=debug`). Span and field directives
+//! are not supported: the full `EnvFilter` brings a regex-based matcher into every bootstrap,
+//! and an unparsable value falls back to `info`.
 
 use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,9 +29,21 @@ where
         .with_writer(writer)
 }
 
+/// The `RUST_LOG` filter.
+fn filter() -> Targets {
+    parse_filter(std::env::var("RUST_LOG").ok().as_deref())
+}
+
+/// `info` when unset or unparsable.
+fn parse_filter(value: Option<&str>) -> Targets {
+    value
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
+
 /// Installs the global subscriber once; later calls are no-ops.
 pub fn init_json_logs() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter();
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(json_layer(std::io::stderr))
@@ -37,10 +52,35 @@ pub fn init_json_logs() {
 
 /// Human-readable logs for `tollgate serve` in a terminal.
 pub fn init_text_logs() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(filter())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(std::io::stderr),
+        )
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    #[test]
+    fn rust_log_takes_a_level_or_target_pairs_and_defaults_to_info() {
+        let default = parse_filter(None);
+        assert!(default.would_enable("tollgate", &Level::INFO));
+        assert!(!default.would_enable("tollgate", &Level::DEBUG));
+
+        let pairs = parse_filter(Some("warn,tollgate=debug"));
+        assert!(pairs.would_enable("tollgate::service", &Level::DEBUG));
+        assert!(!pairs.would_enable("hyper", &Level::INFO));
+        assert!(pairs.would_enable("hyper", &Level::WARN));
+
+        let garbage = parse_filter(Some("tollgate=loud"));
+        assert!(garbage.would_enable("tollgate", &Level::INFO));
+        assert!(!garbage.would_enable("tollgate", &Level::DEBUG));
+    }
 }
