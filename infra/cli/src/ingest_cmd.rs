@@ -857,7 +857,17 @@ fn error_chain(err: &reqwest::Error) -> String {
     out
 }
 
-/// Progress on stderr: one `\r`-rewritten line on a terminal, one line per batch otherwise.
+const BAR_WIDTH: usize = 30;
+
+/// `[#####-----]`: `done` of `total` as `width` cells (full when `total` is 0).
+fn bar(done: usize, total: usize, width: usize) -> String {
+    let filled = (done.min(total) * width)
+        .checked_div(total)
+        .unwrap_or(width);
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// Progress on stderr: one `\r`-rewritten bar on a terminal, one line per batch otherwise.
 struct Progress {
     tty: bool,
     /// Notes carry server messages, which must not repeat the key.
@@ -878,7 +888,8 @@ impl Progress {
     #[allow(clippy::print_stderr)] // Progress is this command's stderr output.
     fn batch_done(&mut self, label: &str, report: &Report) {
         let counts = format!(
-            "files {}/{}  stored {}  failed {}",
+            "{} files {}/{}  stored {}  failed {}",
+            bar(report.done, report.files, BAR_WIDTH),
             report.done,
             report.files,
             report.stored,
@@ -1127,6 +1138,17 @@ fn print_summary(text: &str) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_progress_bar_fills_in_proportion_and_never_overflows() {
+        assert_eq!(bar(0, 4, 8), "[--------]");
+        assert_eq!(bar(1, 4, 8), "[##------]");
+        assert_eq!(bar(3, 4, 8), "[######--]");
+        assert_eq!(bar(4, 4, 8), "[########]");
+        assert_eq!(bar(5, 4, 8), "[########]");
+        assert_eq!(bar(0, 0, 8), "[########]");
+    }
+
     use super::*;
 
     #[test]
