@@ -8,6 +8,7 @@
 //! filter) for the vector-index contract suite. [`tls_proxy`] puts TLS with a test CA in front
 //! of any of them.
 
+pub mod capture;
 pub mod fixtures;
 pub mod moto;
 pub mod qdrant_standin;

@@ -606,20 +606,6 @@ async fn a_run_with_no_active_tenant_checks_nobody_and_succeeds() {
     assert!(backend.alerts.kept.published().is_empty());
 }
 
-/// Log lines written to memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The alert's structured log line, in the functions' own JSON format
 /// (`telemetry::json_layer`): one line for the spike with the tenant, the hour, the hour's
 /// cost, the baseline and the ratio as top-level fields, and none for the duplicated event. The
@@ -649,16 +635,12 @@ fn a_recorded_spike_logs_one_structured_line_with_the_hours_cost_baseline_and_ra
     });
     assert_eq!((first.anomalies_recorded, second.duplicates), (1, 1));
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
-        .collect();
+    let lines = logs.lines();
     let with_message = |message: &str| -> Vec<&serde_json::Value> {
         lines.iter().filter(|l| l["message"] == message).collect()
     };
     let alerts = with_message("anomaly recorded");
-    assert_eq!(alerts.len(), 1, "one line for one anomaly: {text}");
+    assert_eq!(alerts.len(), 1, "one line for one anomaly: {lines:?}");
     let line = alerts[0];
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["tenant"], "spiky");
@@ -680,7 +662,7 @@ fn a_recorded_spike_logs_one_structured_line_with_the_hours_cost_baseline_and_ra
     assert_eq!(line["baseline_usd"], spike.baseline.to_string());
     // The duplicated event says so instead, once, and does not repeat the alert line.
     let repeats = with_message("anomaly already recorded by an earlier run: not alerting again");
-    assert_eq!(repeats.len(), 1, "{text}");
+    assert_eq!(repeats.len(), 1, "{lines:?}");
     assert_eq!(repeats[0]["tenant"], "spiky");
 }
 
@@ -754,3 +736,4 @@ async fn cloudwatch_publish_is_visible_to_list_metrics_and_statistics_on_moto() 
         assert_eq!(sum, expected, "{metric} {tenant}");
     }
 }
+use tollgate_tests::capture::Captured;

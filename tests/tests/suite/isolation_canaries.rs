@@ -21,7 +21,6 @@
 //! the tenant id keeps a cached answer private, and the shared questions test exactly that.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -46,6 +45,7 @@ use tollgate::ports::provider::{
 };
 use tollgate::ports::store::ProfileStore;
 use tollgate::service::Providers;
+use tollgate_tests::capture::Captured;
 use tollgate_tests::harness::{Gateway, TestResponse};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -158,42 +158,15 @@ impl LlmProvider for Recording {
     }
 }
 
-/// A writer the test can read back.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    /// Every line, parsed: each line the functions write is one JSON document.
-    fn lines(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
-            })
-            .collect()
-    }
-}
-
 struct World {
     gw: Gateway,
     keys: Vec<String>,
     recorder: Arc<Recorder>,
     /// The JSON log lines (stderr in a Lambda).
-    logs: Capture,
+    logs: Captured,
     /// The EMF documents (stdout in a Lambda, where CloudWatch Logs receives them too: they
     /// are each request's log line as well as its metrics).
-    emf: Capture,
+    emf: Captured,
     /// The log capture is this thread's default subscriber while the world lives. Scoped, not
     /// global: another test in this binary may have installed a global one first, and tests
     /// running in parallel must not write into each other's capture. The tests run on a
@@ -202,7 +175,7 @@ struct World {
 }
 
 async fn world(index: Arc<MemoryVectorIndex>) -> World {
-    let logs = Capture::default();
+    let logs = Captured::default();
     let writer = logs.clone();
     // The Lambdas' layer, at debug rather than their default info: more lines to check.
     let subscriber = tracing_subscriber::registry()
@@ -211,7 +184,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
     let logging = tracing::subscriber::set_default(subscriber);
 
     let settings = tollgate_tests::harness::settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
-    let emf = Capture::default();
+    let emf = Captured::default();
     let mut gw = Gateway::build_observed(
         settings.clone(),
         Some(Arc::new(EmfSink::new(Box::new(emf.clone())))),

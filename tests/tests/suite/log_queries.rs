@@ -21,8 +21,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +36,7 @@ use tollgate::ports::TenantAdmin;
 use tollgate::ports::UsageSink;
 use tollgate::ports::clock::SystemClock;
 use tollgate::service::anomaly::SchedulerOptions;
+use tollgate_tests::capture::Captured;
 use tollgate_tests::harness::{Gateway, TestResponse, chat_body, standin_settings};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 use tracing_subscriber::filter::LevelFilter;
@@ -498,32 +498,6 @@ fn holds(expr: &Expr, line: &Value, samples: &Samples) -> bool {
 // ---------------------------------------------------------------------------------------------
 // The lines the functions write
 // ---------------------------------------------------------------------------------------------
-
-/// A buffer the EMF sink or the JSON log layer writes to.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// The lines written since the last call, each parsed (they must all be JSON).
-    fn take(&self) -> Vec<Value> {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Each function's lines (EMF and JSON logs, as they share its log group) and its samples.
 struct Written {
