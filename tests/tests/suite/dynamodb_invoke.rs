@@ -148,10 +148,12 @@ fn body(content: &str, max_tokens: u32) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_fifty_concurrent_requests_never_admit_more_than_the_token_limit() {
     let Some(endpoint) = endpoint() else { return };
-    // Calls take 8 s, so every admission decision happens while all admitted calls are still
-    // in flight (none reconciled yet): the count admitted is then exactly what fits.
+    // Calls take 20 s, so every admission decision happens while all admitted calls are still
+    // in flight (none reconciled yet): the count admitted is then exactly what fits. (8 s was
+    // once too short on a loaded 2-core machine: the first admitted calls finished while
+    // single-threaded moto still worked through the decisions, and a second round got in.)
     let gw = Arc::new(
-        DynamoGateway::start_with_latency(&endpoint, "conc", std::time::Duration::from_secs(8))
+        DynamoGateway::start_with_latency(&endpoint, "conc", std::time::Duration::from_secs(20))
             .await,
     );
     let mut config = tollgate::demo::acme_config().unwrap();
