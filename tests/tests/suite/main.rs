@@ -4,6 +4,7 @@
 //! faults::` runs one, `cargo test qdrant` still selects the Qdrant contract tests.
 
 mod anomaly_scheduler;
+mod aws_http;
 mod bad_input;
 mod conversations;
 mod dynamodb_invoke;
