@@ -9,17 +9,19 @@
 //! | `TOLLGATE_SECRET_TTL_SECS` | 300 | how long a container uses a fetched secret before reading it again (a provider's 401 forces a re-read) |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | any OpenAI-compatible endpoint |
 //! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | any Anthropic-compatible endpoint |
-//! | `TOLLGATE_PROVIDER_TIMEOUT_SECS` | 60 | buffered call / stream start limit |
+//! | `TOLLGATE_PROVIDER_TIMEOUT_SECS` | 60 | stream start limit, and the base of a buffered call's limit |
+//! | `TOLLGATE_PROVIDER_MIN_TOKENS_PER_SEC` | 20 | a buffered call also gets `max_tokens / this` seconds for its reply |
+//! | `TOLLGATE_DEADLINE_MARGIN_MS` | 3000 | provider calls end this long before the Lambda invocation's deadline, leaving time to meter them |
 //! | `TOLLGATE_CONNECT_TIMEOUT_SECS` | 5 | TCP+TLS connect limit |
 //! | `TOLLGATE_STREAM_IDLE_TIMEOUT_SECS` | 30 | longest gap between stream chunks |
 //! | `TOLLGATE_MAX_RETRIES` | 2 | provider retries on 429/5xx/timeout |
 //! | `TOLLGATE_ANTHROPIC_CACHE_MIN_TOKENS` | 1024 | system prompts this long get `cache_control` |
-//! | `TOLLGATE_DEFAULT_MAX_TOKENS` | 4096 | `max_tokens` sent to Anthropic when the client sends none |
+//! | `TOLLGATE_DEFAULT_MAX_TOKENS` | 4096 | Anthropic adapter: `max_tokens` for a caller that sets none (chat always sets the reservation's cap) |
 //! | `TOLLGATE_SIMULATED_LATENCY_MS` | 0 | simulated provider: time to first token |
 //! | `TOLLGATE_SIMULATED_CHUNK_MS` | 0 | simulated provider: gap between stream chunks |
 //! | `TOLLGATE_PRICES_FILE` | unset | JSON price overrides merged over the bundled table |
 //! | `TOLLGATE_MAX_BODY_BYTES` | 4194304 | request bodies larger than this get 413 |
-//! | `TOLLGATE_DEFAULT_RESERVE_TOKENS` | 1024 | completion tokens reserved when a request sets no `max_tokens` |
+//! | `TOLLGATE_DEFAULT_RESERVE_TOKENS` | 1024 | completion tokens reserved, and sent upstream as the reply's cap, when a request sets no `max_tokens` |
 //! | `TOLLGATE_DIRECTORY_CACHE_SECS` | 30 | how long a container caches keys and tenant configs (0: off) |
 //! | `TOLLGATE_STORE` | `dynamodb` in Lambda, `memory` in `tollgate serve` | where state lives |
 //! | `TOLLGATE_TABLE_PREFIX` | `tollgate` | DynamoDB tables are `<prefix>-tenants`, `-usage`, `-limits`, `-cache` |
@@ -106,6 +108,8 @@ pub struct Settings {
     pub prices_file: Option<String>,
     pub max_body_bytes: usize,
     pub default_reserve_tokens: u32,
+    /// Provider calls end this long before the Lambda invocation's deadline.
+    pub deadline_margin: Duration,
     pub directory_cache_ttl: Duration,
     /// `None` when the binary's default applies.
     pub store: Option<StoreKind>,
@@ -158,6 +162,15 @@ impl Settings {
         let request_timeout = secs("TOLLGATE_PROVIDER_TIMEOUT_SECS", 60)?;
         let connect_timeout = secs("TOLLGATE_CONNECT_TIMEOUT_SECS", 5)?;
         let stream_idle_timeout = secs("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", 30)?;
+        let output_tokens_per_second = number(&get, "TOLLGATE_PROVIDER_MIN_TOKENS_PER_SEC", 20)?;
+        let output_tokens_per_second = u32::try_from(output_tokens_per_second)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: "TOLLGATE_PROVIDER_MIN_TOKENS_PER_SEC",
+                value: output_tokens_per_second.to_string(),
+                reason: "expected 1 to 4294967295",
+            })?;
         let cache_min_tokens = number(&get, "TOLLGATE_ANTHROPIC_CACHE_MIN_TOKENS", 1024)? as usize;
         let default_max_tokens = number(&get, "TOLLGATE_DEFAULT_MAX_TOKENS", 4096)?;
         let default_max_tokens =
@@ -210,6 +223,7 @@ impl Settings {
         let provider = |api_key: Option<ApiKey>, url: &str, default_url: &str| {
             api_key.map(|api_key| ProviderSettings {
                 request_timeout,
+                output_tokens_per_second,
                 connect_timeout,
                 stream_idle_timeout,
                 cache_min_tokens,
@@ -275,6 +289,11 @@ impl Settings {
                     });
                 }
             },
+            deadline_margin: Duration::from_millis(number(
+                &get,
+                "TOLLGATE_DEADLINE_MARGIN_MS",
+                3000,
+            )?),
             default_reserve_tokens: u32::try_from(number(
                 &get,
                 "TOLLGATE_DEFAULT_RESERVE_TOKENS",

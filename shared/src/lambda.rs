@@ -1,5 +1,7 @@
 //! The Lambda edge shared by every function: API Gateway events in, buffered responses out.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, Response};
 
@@ -10,6 +12,21 @@ use crate::http::Body;
 /// Client headers are never trusted for it: it is the usage event's idempotency key.
 #[derive(Debug, Clone)]
 pub struct PlatformRequestId(pub String);
+
+/// When the Lambda invocation times out, carried in request extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PlatformDeadline(pub std::time::SystemTime);
+
+/// When the request's provider calls must be over: the invocation's deadline less `margin`, so
+/// that a call cut there is still metered before the platform stops the function. `None`
+/// outside Lambda (no deadline in the extensions).
+pub fn call_deadline<B>(req: &Request<B>, margin: Duration) -> Option<tokio::time::Instant> {
+    let PlatformDeadline(at) = req.extensions().get::<PlatformDeadline>()?;
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(tokio::time::Instant::now() + left.saturating_sub(margin))
+}
 
 /// The request's id: the platform's when there is one, a fresh one otherwise.
 pub fn request_id<B>(req: &Request<B>) -> RequestId {
@@ -27,6 +44,9 @@ pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
         Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
         _ => None,
     };
+    let deadline = req
+        .lambda_context_ref()
+        .map(|cx| std::time::UNIX_EPOCH + Duration::from_millis(cx.deadline));
     let (parts, body) = req.into_parts();
     let bytes = match body {
         lambda_http::Body::Text(text) => Bytes::from(text),
@@ -36,6 +56,9 @@ pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
     let mut out = Request::from_parts(parts, bytes);
     if let Some(id) = platform_id {
         out.extensions_mut().insert(PlatformRequestId(id));
+    }
+    if let Some(at) = deadline {
+        out.extensions_mut().insert(PlatformDeadline(at));
     }
     out
 }

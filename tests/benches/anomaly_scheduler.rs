@@ -120,6 +120,7 @@ fn event_for(r: &UsageRollup) -> UsageEvent {
         client_disconnected: false,
         degraded_from: None,
         quality_score: None,
+        usage_source: Default::default(),
     }
 }
 

@@ -143,6 +143,7 @@ impl Gateway {
             state: InvokeState {
                 chat,
                 max_body_bytes: settings.max_body_bytes,
+                deadline_margin: settings.deadline_margin,
             },
             acme_key,
         }

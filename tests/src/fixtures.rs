@@ -39,6 +39,7 @@ pub fn ok_event(tenant: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> 
         client_disconnected: false,
         degraded_from: None,
         quality_score: None,
+        usage_source: Default::default(),
     }
 }
 
@@ -65,5 +66,6 @@ pub fn provider_request(model: &str) -> ProviderRequest {
         presence_penalty: None,
         frequency_penalty: None,
         response_format: Default::default(),
+        deadline: None,
     }
 }

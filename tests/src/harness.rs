@@ -92,6 +92,7 @@ impl Gateway {
             state: invoke::InvokeState {
                 chat,
                 max_body_bytes: settings.max_body_bytes,
+                deadline_margin: settings.deadline_margin,
             },
             store,
             metrics,
@@ -186,6 +187,9 @@ pub fn standin_settings(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) ->
         ("ANTHROPIC_BASE_URL", anthropic.base_url()),
         ("TOLLGATE_STREAM_IDLE_TIMEOUT_SECS", "1".into()),
         ("TOLLGATE_PROVIDER_TIMEOUT_SECS", "2".into()),
+        // A buffered call's limit is the request timeout alone (no allowance per reply token),
+        // so timeout tests stay short.
+        ("TOLLGATE_PROVIDER_MIN_TOKENS_PER_SEC", "1000000".into()),
     ]);
     s.retry.base_delay = Duration::from_millis(5);
     s.retry.max_delay = Duration::from_secs(2);

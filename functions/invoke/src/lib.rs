@@ -21,6 +21,8 @@ use tollgate::service::{ChatReply, ChatService, RequestContext};
 pub struct InvokeState {
     pub chat: ChatService,
     pub max_body_bytes: usize,
+    /// Provider calls end this long before the invocation's deadline (metering time).
+    pub deadline_margin: std::time::Duration,
 }
 
 pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
@@ -82,6 +84,7 @@ async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -
         return edge::error(&err, &request_id);
     }
     let mut ctx = RequestContext::new(request_id.clone());
+    ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
     ctx.bypass_cache = req
         .headers()
         .get_all(http::header::CACHE_CONTROL)

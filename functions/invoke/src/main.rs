@@ -48,6 +48,7 @@ async fn main() -> Result<(), Error> {
     let state = invoke::InvokeState {
         chat,
         max_body_bytes: settings.max_body_bytes,
+        deadline_margin: settings.deadline_margin,
     };
     // Response streaming: API Gateway (a REST API whose integration has
     // `ResponseTransferMode: STREAM`, see template.yaml) forwards each SSE chunk as the

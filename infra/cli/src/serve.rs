@@ -123,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         invoke: invoke::InvokeState {
             chat,
             max_body_bytes: settings.max_body_bytes,
+            deadline_margin: settings.deadline_margin,
         },
         ingest: ingest::IngestState {
             ingest,

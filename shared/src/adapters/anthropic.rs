@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::http_provider::{
-    Auth, ErrorDetail, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
-    truncate,
+    Auth, CallLimits, ErrorDetail, Flow, HttpCore, ProviderSettings, ProviderSetupError,
+    StreamTranslator, truncate,
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
@@ -84,12 +84,17 @@ impl LlmProvider for AnthropicProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let body = self.http.post_json(&self.body(request, false)).await?;
+        let body = self
+            .http
+            .post_json(&self.body(request, false), CallLimits::of(request))
+            .await?;
         let reply: MessageReply = serde_json::from_slice(&body).map_err(|e| {
-            self.http.error(
-                ProviderErrorKind::Upstream,
-                format!("unreadable message: {e}"),
-            )
+            self.http
+                .error(
+                    ProviderErrorKind::Upstream,
+                    format!("unreadable message: {e}"),
+                )
+                .after_send()
         })?;
         let structured = request.response_format.is_structured();
         Ok(Completion {
@@ -106,7 +111,11 @@ impl LlmProvider for AnthropicProvider {
             ..EventTranslator::default()
         };
         self.http
-            .post_stream(&self.body(request, true), translator)
+            .post_stream(
+                &self.body(request, true),
+                translator,
+                CallLimits::of(request),
+            )
             .await
     }
 }
@@ -410,7 +419,8 @@ struct MessageDeltaBody {
 }
 
 /// Messages events to [`StreamEvent`]s. Usage is spread over `message_start` (input) and
-/// `message_delta` (cumulative output), so it is emitted once, at `message_stop`.
+/// `message_delta` (cumulative output), so it is emitted whole once, at `message_stop`, and as
+/// it grows ([`StreamEvent::UsageSoFar`]) so a stream that fails keeps the exact part.
 #[derive(Debug, Default)]
 struct EventTranslator {
     started: bool,
@@ -439,6 +449,8 @@ impl StreamTranslator for EventTranslator {
                 if !message.model.is_empty() {
                     out.push(StreamEvent::Model(message.model));
                 }
+                // Exact input and cache counts, kept in case the stream fails before the end.
+                out.push(StreamEvent::UsageSoFar(self.usage.normalise()));
             }
             StreamPayload::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
@@ -451,6 +463,7 @@ impl StreamTranslator for EventTranslator {
             StreamPayload::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
                     self.usage.update(usage);
+                    out.push(StreamEvent::UsageSoFar(self.usage.normalise()));
                 }
                 if let Some(reason) = delta.stop_reason {
                     out.push(StreamEvent::Finish(finish_reason(
@@ -530,6 +543,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            deadline: None,
         }
     }
 
@@ -810,8 +824,18 @@ mod tests {
             out,
             vec![
                 StreamEvent::Model("claude-x".into()),
+                StreamEvent::UsageSoFar(TokenUsage {
+                    prompt_tokens: 10,
+                    completion_tokens: 1,
+                    ..TokenUsage::default()
+                }),
                 StreamEvent::Delta("{\"name\": ".into()),
                 StreamEvent::Delta("\"Ann\"}".into()),
+                StreamEvent::UsageSoFar(TokenUsage {
+                    prompt_tokens: 10,
+                    completion_tokens: 9,
+                    ..TokenUsage::default()
+                }),
                 StreamEvent::Finish(FinishReason::Stop),
                 StreamEvent::Usage(TokenUsage {
                     prompt_tokens: 10,
@@ -880,8 +904,20 @@ mod tests {
             events,
             vec![
                 StreamEvent::Model("claude-x".into()),
+                StreamEvent::UsageSoFar(TokenUsage {
+                    prompt_tokens: 2010,
+                    completion_tokens: 1,
+                    cached_tokens: 2000,
+                    cache_write_tokens: 0,
+                }),
                 StreamEvent::Delta("Hel".into()),
                 StreamEvent::Delta("lo".into()),
+                StreamEvent::UsageSoFar(TokenUsage {
+                    prompt_tokens: 2010,
+                    completion_tokens: 15,
+                    cached_tokens: 2000,
+                    cache_write_tokens: 0,
+                }),
                 StreamEvent::Finish(FinishReason::Length),
                 StreamEvent::Usage(TokenUsage {
                     prompt_tokens: 2010,
@@ -913,6 +949,30 @@ mod tests {
                 completion_tokens: 20,
                 cached_tokens: 100,
                 cache_write_tokens: 0,
+            }))
+        );
+    }
+
+    #[test]
+    fn an_error_after_message_start_keeps_the_exact_input_and_cache_counts_before_it() {
+        let (events, end) = translate(&[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 12, "cache_read_input_tokens": 9000, "cache_creation_input_tokens": 300, "output_tokens": 1}}}),
+            ),
+            (
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
+        ]);
+        assert!(end.is_err());
+        assert_eq!(
+            events.last(),
+            Some(&StreamEvent::UsageSoFar(TokenUsage {
+                prompt_tokens: 9312,
+                completion_tokens: 1,
+                cached_tokens: 9000,
+                cache_write_tokens: 300,
             }))
         );
     }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::http_provider::{Auth, HttpCore, ProviderSettings, ProviderSetupError};
+use super::http_provider::{Auth, CallLimits, HttpCore, ProviderSettings, ProviderSetupError};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::{ProviderError, ProviderErrorKind};
 use crate::ports::vector::{Embedder, Embeddings};
@@ -174,12 +174,15 @@ impl Embedder for OpenAiEmbedder {
         for batch in texts.chunks(BATCH) {
             let body = self
                 .http
-                .post_json(&EmbeddingRequest {
-                    model: &self.model,
-                    input: batch,
-                    dimensions: self.dimensions,
-                    encoding_format: "float",
-                })
+                .post_json(
+                    &EmbeddingRequest {
+                        model: &self.model,
+                        input: batch,
+                        dimensions: self.dimensions,
+                        encoding_format: "float",
+                    },
+                    CallLimits::default(),
+                )
                 .await?;
             let mut reply: EmbeddingResponse = serde_json::from_slice(&body).map_err(|e| {
                 self.http.error(

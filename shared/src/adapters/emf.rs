@@ -8,7 +8,10 @@
 //! - `[Function, Model]` and `[Function, TenantId]` for latency, tokens, cost and cache hits:
 //!   percentiles by model and by tenant, `(models + tenants) × 10` metrics in all.
 //! - `[Function]` for `Errors` (0 or 1 on every line: its average is the error rate, which the
-//!   error-rate alarm watches) and `[Function, ErrorType]` for `Errors` on failed requests.
+//!   error-rate alarm watches) and `[Function, ErrorType]` for `Errors` on failed requests;
+//!   `EstimatedUsage` (1 when the line's tokens are the gateway's estimate) under `[Function]`.
+//! - `Model` is only ever a model the tenant routes, or `unknown`: a client's arbitrary model
+//!   string never becomes a dimension (each new value would be a billed custom metric).
 //! - Tenant × model percentiles are not a dimension set (that would multiply the bill); the
 //!   properties on every line answer them through Logs Insights instead.
 
@@ -18,7 +21,7 @@ use std::sync::Mutex;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value, json};
 
-use crate::domain::usage::UsageEvent;
+use crate::domain::usage::{UsageEvent, UsageSource};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 
 pub const NAMESPACE: &str = "Tollgate";
@@ -82,7 +85,7 @@ pub fn render(m: &RequestMetrics) -> Value {
         } else {
             json!([["Function"]])
         },
-        "Metrics": [metric("Errors", "Count")],
+        "Metrics": [metric("Errors", "Count"), metric("EstimatedUsage", "Count")],
     }));
     let mut doc = Map::new();
     doc.insert(
@@ -122,6 +125,12 @@ pub fn render(m: &RequestMetrics) -> Value {
         doc.insert("ProviderLatency".into(), json!(p));
     }
     doc.insert("Errors".into(), json!(u8::from(m.error_type.is_some())));
+    // 1 when the tokens on this line are the gateway's estimate, not the provider's report.
+    doc.insert(
+        "EstimatedUsage".into(),
+        json!(u8::from(m.usage_source == UsageSource::Estimated)),
+    );
+    doc.insert("UsageSource".into(), json!(m.usage_source.as_str()));
     if let Some(kind) = m.error_type {
         doc.insert("ErrorType".into(), json!(kind.as_str()));
     }
@@ -214,6 +223,7 @@ mod tests {
                 cached_tokens: 0,
                 cache_write_tokens: 0,
             },
+            usage_source: Default::default(),
             cost_usd: dec!(0.0000045),
             error_type: error,
             streamed: false,

@@ -33,8 +33,13 @@ pub struct ProviderSettings {
     pub base_url: String,
     /// Fixed, or read from Secrets Manager on first use (see [`ApiKey`]).
     pub api_key: ApiKey,
-    /// Limit for a buffered call, and for a streamed call to start (response headers).
+    /// Time allowed for a provider to start answering: the whole limit for a streamed call
+    /// to send its headers, and the base of a buffered call's limit, which also allows
+    /// `max_tokens / output_tokens_per_second` for the reply (see [`CallLimits`]).
     pub request_timeout: Duration,
+    /// The slowest output rate a buffered call is given time for: with 20 tokens/s, a reply
+    /// capped at 1,024 tokens gets 51 s on top of `request_timeout`.
+    pub output_tokens_per_second: u32,
     pub connect_timeout: Duration,
     /// Longest gap allowed between two chunks of a stream.
     pub stream_idle_timeout: Duration,
@@ -51,6 +56,7 @@ impl ProviderSettings {
             base_url: base_url.into(),
             api_key: api_key.into(),
             request_timeout: Duration::from_secs(60),
+            output_tokens_per_second: 20,
             connect_timeout: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_secs(30),
             cache_min_tokens: 1024,
@@ -65,6 +71,7 @@ impl fmt::Debug for ProviderSettings {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key)
             .field("request_timeout", &self.request_timeout)
+            .field("output_tokens_per_second", &self.output_tokens_per_second)
             .field("connect_timeout", &self.connect_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("cache_min_tokens", &self.cache_min_tokens)
@@ -178,6 +185,23 @@ fn scrub(message: String, key: &str) -> String {
     }
 }
 
+/// How long one call may take: what the request asks for (its output cap) and the deadline it
+/// must end by.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallLimits {
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+}
+
+impl CallLimits {
+    pub(crate) fn of(request: &crate::ports::provider::ProviderRequest) -> Self {
+        Self {
+            max_tokens: request.max_tokens,
+            deadline: request.deadline,
+        }
+    }
+}
+
 /// The part of a provider adapter that speaks HTTP: one client, one endpoint.
 pub(crate) struct HttpCore {
     provider: ProviderKind,
@@ -191,6 +215,7 @@ pub(crate) struct HttpCore {
     static_auth: Option<HeaderValue>,
     errors: ErrorMaker,
     request_timeout: Duration,
+    output_tokens_per_second: u32,
     stream_idle_timeout: Duration,
 }
 
@@ -271,6 +296,7 @@ impl HttpCore {
                 api_key: settings.api_key.clone(),
             },
             request_timeout: settings.request_timeout,
+            output_tokens_per_second: settings.output_tokens_per_second.max(1),
             stream_idle_timeout: settings.stream_idle_timeout,
         })
     }
@@ -284,29 +310,69 @@ impl HttpCore {
         self.errors.make(kind, message.into())
     }
 
+    /// How long a buffered call capped at `max_tokens` may take: the request timeout plus the
+    /// reply at the slowest expected rate. A call with no cap gets the request timeout alone.
+    pub(crate) fn buffered_timeout(&self, max_tokens: Option<u32>) -> Duration {
+        let reply = max_tokens.map_or(Duration::ZERO, |cap| {
+            Duration::from_secs_f64(f64::from(cap) / f64::from(self.output_tokens_per_second))
+        });
+        self.request_timeout.saturating_add(reply)
+    }
+
+    /// The instant a call must be over by: `limit` from now, or the call's deadline if sooner.
+    /// A deadline already past refuses the call before anything is sent.
+    fn end_by(
+        &self,
+        limit: Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<tokio::time::Instant, ProviderError> {
+        let now = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return Err(self.error(
+                ProviderErrorKind::Timeout,
+                "the call's deadline passed before it was sent",
+            ));
+        }
+        let by = now + limit;
+        Ok(deadline.map_or(by, |d| d.min(by)))
+    }
+
     /// POSTs `body` and returns the successful response's body. The whole exchange, body
-    /// included, must finish within the request timeout.
-    pub(crate) async fn post_json(&self, body: &impl Serialize) -> Result<Bytes, ProviderError> {
+    /// included, must finish within [`HttpCore::buffered_timeout`] and the call's deadline.
+    /// Once that time runs out the request has been sent: the error says so (`started`), so
+    /// it is not sent again and is metered with an estimate.
+    pub(crate) async fn post_json(
+        &self,
+        body: &impl Serialize,
+        limits: CallLimits,
+    ) -> Result<Bytes, ProviderError> {
+        let limit = self.buffered_timeout(limits.max_tokens);
+        let end_by = self.end_by(limit, limits.deadline)?;
         let exchange = async {
             let response = self.send(body).await?;
-            response.bytes().await.map_err(|e| self.transport_error(e))
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(e).after_send())
         };
-        tokio::time::timeout(self.request_timeout, exchange)
+        tokio::time::timeout_at(end_by, exchange)
             .await
-            .map_err(|_| self.request_timed_out())?
+            .map_err(|_| self.timed_out(limit, limits.deadline, end_by))?
     }
 
     /// POSTs `body` and streams the reply through `translator`. The response must start
     /// within the request timeout; then each chunk must follow the previous one within the
-    /// idle timeout.
+    /// idle timeout, and the last one arrive before the call's deadline.
     pub(crate) async fn post_stream<T: StreamTranslator>(
         &self,
         body: &impl Serialize,
         translator: T,
+        limits: CallLimits,
     ) -> Result<EventStream, ProviderError> {
-        let response = tokio::time::timeout(self.request_timeout, self.send(body))
+        let end_by = self.end_by(self.request_timeout, limits.deadline)?;
+        let response = tokio::time::timeout_at(end_by, self.send(body))
             .await
-            .map_err(|_| self.request_timed_out())??;
+            .map_err(|_| self.timed_out(self.request_timeout, limits.deadline, end_by))??;
         let state = StreamState {
             body: Box::pin(response.bytes_stream()),
             parser: SseParser::new(),
@@ -314,6 +380,7 @@ impl HttpCore {
             pending: VecDeque::new(),
             finished: false,
             idle_timeout: self.stream_idle_timeout,
+            deadline: limits.deadline,
             errors: self.errors.clone(),
         };
         Ok(Box::pin(futures_util::stream::unfold(
@@ -361,11 +428,19 @@ impl HttpCore {
         Err(self.status_error(status, &headers, &body))
     }
 
-    fn request_timed_out(&self) -> ProviderError {
-        self.error(
-            ProviderErrorKind::Timeout,
-            format!("no answer within {:?}", self.request_timeout),
-        )
+    /// The call ran out of time after the request was sent (`started`).
+    fn timed_out(
+        &self,
+        limit: Duration,
+        deadline: Option<tokio::time::Instant>,
+        end_by: tokio::time::Instant,
+    ) -> ProviderError {
+        let message = if deadline == Some(end_by) {
+            "no answer before the function's deadline".to_owned()
+        } else {
+            format!("no answer within {limit:?}")
+        };
+        self.error(ProviderErrorKind::Timeout, message).after_send()
     }
 
     fn transport_error(&self, err: reqwest::Error) -> ProviderError {
@@ -439,12 +514,15 @@ pub(crate) fn truncate(message: &str) -> String {
     }
 }
 
+/// A failure to connect never reached the provider; any other transport failure may have
+/// happened after the request was written, so it counts as `started`.
 fn transport_error(provider: ProviderKind, err: reqwest::Error) -> ProviderError {
     let kind = if err.is_timeout() {
         ProviderErrorKind::Timeout
     } else {
         ProviderErrorKind::Upstream
     };
+    let started = !err.is_connect();
     // Without the URL (not secret, but noisy); with the cause chain, which says what failed.
     let err = err.without_url();
     let mut message = err.to_string();
@@ -454,7 +532,8 @@ fn transport_error(provider: ProviderKind, err: reqwest::Error) -> ProviderError
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    ProviderError::new(provider, kind, message)
+    let err = ProviderError::new(provider, kind, message);
+    if started { err.after_send() } else { err }
 }
 
 /// `retry-after-ms` (OpenAI, precise) wins over `retry-after` (seconds or an HTTP date).
@@ -484,6 +563,8 @@ struct StreamState<T> {
     pending: VecDeque<Result<StreamEvent, ProviderError>>,
     finished: bool,
     idle_timeout: Duration,
+    /// The call's deadline: the stream is cut there, with a timeout error.
+    deadline: Option<tokio::time::Instant>,
     errors: ErrorMaker,
 }
 
@@ -497,7 +578,13 @@ impl<T: StreamTranslator> StreamState<T> {
                 return None;
             }
             let mut out = Vec::new();
-            let result = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+            let idle_end = tokio::time::Instant::now() + self.idle_timeout;
+            let end_by = self.deadline.map_or(idle_end, |d| d.min(idle_end));
+            let result = match tokio::time::timeout_at(end_by, self.body.next()).await {
+                Err(_) if self.deadline == Some(end_by) => Err(self.errors.make(
+                    ProviderErrorKind::Timeout,
+                    "the stream was cut at the function's deadline".to_owned(),
+                )),
                 Err(_) => Err(self.errors.make(
                     ProviderErrorKind::Timeout,
                     format!("the stream stalled for {:?}", self.idle_timeout),
@@ -511,7 +598,8 @@ impl<T: StreamTranslator> StreamState<T> {
             };
             self.pending.extend(out.into_iter().map(Ok));
             if let Err(err) = result {
-                let err = self.errors.make(err.kind, err.message);
+                // Inside a stream the provider has started, whatever the error.
+                let err = self.errors.make(err.kind, err.message).after_send();
                 self.pending.push_back(Err(err));
                 self.finished = true;
             }
@@ -555,6 +643,7 @@ mod tests {
     fn settings_have_the_documented_defaults() {
         let s = ProviderSettings::new("https://api.anthropic.com", "k");
         assert_eq!(s.request_timeout, Duration::from_secs(60));
+        assert_eq!(s.output_tokens_per_second, 20);
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
         assert_eq!(s.stream_idle_timeout, Duration::from_secs(30));
         assert_eq!(s.cache_min_tokens, 1024);

@@ -10,8 +10,8 @@ use reqwest::header::HeaderMap;
 use serde::Serialize;
 
 use super::http_provider::{
-    Auth, ErrorEnvelope, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator,
-    truncate,
+    Auth, CallLimits, ErrorEnvelope, Flow, HttpCore, ProviderSettings, ProviderSetupError,
+    StreamTranslator, truncate,
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
@@ -52,24 +52,33 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {
-        let body = self.http.post_json(&ChatBody::new(request, false)).await?;
+        let body = self
+            .http
+            .post_json(&ChatBody::new(request, false), CallLimits::of(request))
+            .await?;
         let reply: ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
-            self.http.error(
-                ProviderErrorKind::Upstream,
-                format!("unreadable chat completion: {e}"),
-            )
+            self.http
+                .error(
+                    ProviderErrorKind::Upstream,
+                    format!("unreadable chat completion: {e}"),
+                )
+                .after_send()
         })?;
         let usage = reply.usage.ok_or_else(|| {
-            self.http.error(
-                ProviderErrorKind::Upstream,
-                "the chat completion carried no usage",
-            )
+            self.http
+                .error(
+                    ProviderErrorKind::Upstream,
+                    "the chat completion carried no usage",
+                )
+                .after_send()
         })?;
         let choice = reply.choices.into_iter().next().ok_or_else(|| {
-            self.http.error(
-                ProviderErrorKind::Upstream,
-                "the chat completion had no choices",
-            )
+            self.http
+                .error(
+                    ProviderErrorKind::Upstream,
+                    "the chat completion had no choices",
+                )
+                .after_send()
         })?;
         let message = choice.message;
         Ok(Completion {
@@ -82,7 +91,11 @@ impl LlmProvider for OpenAiProvider {
 
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {
         self.http
-            .post_stream(&ChatBody::new(request, true), ChunkTranslator::default())
+            .post_stream(
+                &ChatBody::new(request, true),
+                ChunkTranslator::default(),
+                CallLimits::of(request),
+            )
             .await
     }
 }
@@ -277,6 +290,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            deadline: None,
         }
     }
 

@@ -350,6 +350,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            deadline: None,
         }
     }
 

@@ -26,6 +26,34 @@ impl TokenUsage {
     }
 }
 
+/// Where a usage event's token counts came from.
+///
+/// Billing reads `provider` counts as exact. `estimated` counts are Tollgate's own: the call
+/// spent tokens the provider never reported (a timeout after the request was sent, a stream cut
+/// by an error or the Lambda deadline), so the prompt is counted with the gateway's tokenizer,
+/// and the reply as what was received or, when nothing could be received, the whole output
+/// cap that was reserved for it. Provider-reported parts (Anthropic's `message_start` input and
+/// cache counts) are kept as they are. `none`: nothing was spent (a cache hit, or a call the
+/// provider refused before generating).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    #[default]
+    Provider,
+    Estimated,
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Estimated => "estimated",
+            Self::None => "none",
+        }
+    }
+}
+
 /// One record per request that reached (or would have reached) a provider.
 ///
 /// `request_id` is the idempotency key: stores insert it at most once, so a retried Lambda or a
@@ -57,6 +85,10 @@ pub struct UsageEvent {
     /// Groundedness of a retrieval-augmented answer (0-1, see `domain::quality`).
     #[serde(default)]
     pub quality_score: Option<Decimal>,
+    /// Whether `usage` is the provider's report or Tollgate's estimate. Events stored before
+    /// this field existed were all provider-reported or zero.
+    #[serde(default)]
+    pub usage_source: UsageSource,
 }
 
 /// Latency histogram buckets: bucket 0 holds < 1 ms, bucket `i ≥ 1` holds
@@ -132,6 +164,8 @@ pub struct UsageRollup {
     pub latency_histogram: Vec<u64>,
     pub quality_score_sum: Decimal,
     pub quality_score_count: u64,
+    /// Events whose tokens were estimated (`UsageSource::Estimated`).
+    pub estimated: u64,
 }
 
 impl UsageRollup {
@@ -153,6 +187,7 @@ impl UsageRollup {
             latency_histogram: vec![0; LATENCY_BUCKETS],
             quality_score_sum: Decimal::ZERO,
             quality_score_count: 0,
+            estimated: 0,
         }
     }
 
@@ -173,6 +208,7 @@ impl UsageRollup {
         self.cost_usd += event.cost_usd;
         self.cache_hits += u64::from(event.cache_hit);
         self.streamed += u64::from(event.streamed);
+        self.estimated += u64::from(event.usage_source == UsageSource::Estimated);
         if let Some(slot) = self
             .latency_histogram
             .get_mut(latency_bucket(event.latency_ms))

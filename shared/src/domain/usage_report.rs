@@ -147,6 +147,7 @@ pub struct Aggregate {
     pub latency_histogram: Vec<u64>,
     pub quality_score_sum: Decimal,
     pub quality_score_count: u64,
+    pub estimated: u64,
 }
 
 impl Default for Aggregate {
@@ -165,6 +166,7 @@ impl Default for Aggregate {
             latency_histogram: vec![0; LATENCY_BUCKETS],
             quality_score_sum: Decimal::ZERO,
             quality_score_count: 0,
+            estimated: 0,
         }
     }
 }
@@ -188,6 +190,7 @@ impl Aggregate {
         }
         self.quality_score_sum += r.quality_score_sum;
         self.quality_score_count += r.quality_score_count;
+        self.estimated += r.estimated;
     }
 
     /// A latency percentile (0-100) in ms, by nearest rank over the merged histogram, read back
@@ -230,6 +233,7 @@ impl Aggregate {
             latency_ms: latency,
             quality_score_avg,
             quality_scored: self.quality_score_count,
+            estimated_usage_calls: self.estimated,
         }
     }
 }
@@ -285,6 +289,9 @@ pub struct UsageSummary {
     /// decimal places), `null` when none was scored.
     pub quality_score_avg: Option<f64>,
     pub quality_scored: u64,
+    /// Calls whose tokens are the gateway's estimate, not the provider's report (a timeout
+    /// after sending, a stream cut short): their events say `usage_source: estimated`.
+    pub estimated_usage_calls: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -584,6 +591,7 @@ mod tests {
             client_disconnected: false,
             degraded_from: None,
             quality_score: None,
+            usage_source: Default::default(),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct RequestMetrics {
     pub latency_ms: f64,
     pub provider_latency_ms: Option<f64>,
     pub usage: TokenUsage,
+    /// Whether `usage` is the provider's report or the gateway's estimate.
+    pub usage_source: crate::domain::usage::UsageSource,
     pub cost_usd: Decimal,
     pub error_type: Option<ErrorKind>,
     pub streamed: bool,

@@ -34,6 +34,10 @@ pub struct ProviderRequest {
     /// Structured output: OpenAI gets it as `response_format`, Anthropic as a forced tool
     /// call whose input is the reply.
     pub response_format: ResponseFormat,
+    /// When the call must be over, whatever else: the function's own deadline less a margin
+    /// for metering. A buffered call fails with a timeout then; a stream is cut. `None` where
+    /// nothing imposes one (`tollgate serve`).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// One event of a streamed completion.
@@ -45,6 +49,10 @@ pub enum StreamEvent {
     Finish(FinishReason),
     /// Final token counts for the call. Providers send it once, at the end.
     Usage(TokenUsage),
+    /// Counts the provider reported before the end (Anthropic's `message_start` and
+    /// `message_delta`), each replacing the one before. Kept for metering when the stream
+    /// fails before its final [`StreamEvent::Usage`].
+    UsageSoFar(TokenUsage),
     /// The provider named the model it served.
     Model(String),
 }
@@ -55,7 +63,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderErr
 pub enum ProviderErrorKind {
     /// 429 from the provider.
     RateLimited { retry_after: Option<Duration> },
-    /// No answer (or no next stream chunk) within the configured time.
+    /// No answer (or no next stream chunk) within the configured time, or the call's deadline.
     Timeout,
     /// 5xx, connection failure, or an answer we could not understand.
     Upstream,
@@ -73,6 +81,11 @@ pub struct ProviderError {
     /// Safe to log; for `Rejected`, safe to show the client (the provider's own words about the
     /// client's request). Never contains credentials.
     pub message: String,
+    /// The request reached the provider and no refusal came back, so it may be generating, and
+    /// billing, a reply: a timeout after the request was sent, a connection lost after it, a
+    /// 2xx whose body could not be read. Such a call is never sent again, and it is metered
+    /// with an estimate instead of zero.
+    pub started: bool,
 }
 
 impl ProviderError {
@@ -85,17 +98,27 @@ impl ProviderError {
             provider,
             kind,
             message: message.into(),
+            started: false,
         }
     }
 
-    /// Retrying may help: rate limits, timeouts and 5xx. Never for rejections or credentials.
+    /// Marks the error as one after the request reached the provider (see `started`).
+    pub fn after_send(mut self) -> Self {
+        self.started = true;
+        self
+    }
+
+    /// Retrying may help, and cannot bill twice: rate limits, 5xx and failures to connect,
+    /// none of which started a generation. Never a call the provider may be working on
+    /// (`started`), a rejection or a credentials error.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ProviderErrorKind::RateLimited { .. }
-                | ProviderErrorKind::Timeout
-                | ProviderErrorKind::Upstream
-        )
+        !self.started
+            && matches!(
+                self.kind,
+                ProviderErrorKind::RateLimited { .. }
+                    | ProviderErrorKind::Timeout
+                    | ProviderErrorKind::Upstream
+            )
     }
 }
 

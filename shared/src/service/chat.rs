@@ -65,6 +65,9 @@ pub struct RequestContext {
     pub started: Instant,
     /// The client asked to skip the response cache (`Cache-Control: no-cache`).
     pub bypass_cache: bool,
+    /// When provider calls must be over: the Lambda invocation's deadline less the metering
+    /// margin (`tollgate::lambda::call_deadline`). `None` outside Lambda.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl RequestContext {
@@ -73,6 +76,7 @@ impl RequestContext {
             request_id,
             started: Instant::now(),
             bypass_cache: false,
+            deadline: None,
         }
     }
 }
@@ -154,6 +158,9 @@ pub(crate) struct Prepared {
     pub history: Vec<Message>,
     /// The end-user profile the system prompt was rendered with (if it uses one).
     pub profile: Option<Arc<crate::domain::profile::UserProfile>>,
+    /// What the limiter reserved: the prompt as the gateway counts it and the reply's cap.
+    /// A call that spent tokens the provider never reported is metered as this.
+    pub estimate: TokenUsage,
 }
 
 impl Prepared {
@@ -221,6 +228,7 @@ impl ChatService {
             latency_ms: 0.0,
             provider_latency_ms: None,
             usage: TokenUsage::default(),
+            usage_source: crate::domain::usage::UsageSource::None,
             cost_usd: rust_decimal::Decimal::ZERO,
             error_type: None,
             streamed: false,
@@ -242,11 +250,13 @@ impl ChatService {
         let tenant = authenticate(self.keys.as_ref(), bearer).await?;
         trace.tenant_id = Some(tenant.to_string());
         let request = parse_chat_request(body)?;
-        trace.model = Some(request.model.clone());
         trace.streamed = request.stream;
         let mut prepared = self
             .prepare(ctx, &tenant, request, PromptProfile::Unread)
             .await?;
+        // Only now, once it is known to be one of the tenant's routes: a model string the
+        // client made up never becomes a metric dimension (`unknown` instead).
+        trace.model = Some(prepared.request.model.clone());
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
         self.recall(&tenant, &mut prepared).await?;
@@ -323,13 +333,9 @@ impl ChatService {
                     Ok(ChatReply::Stream { events, meta })
                 }
                 Err(err) => {
-                    let err = GatewayError::from(err);
-                    self.meter_spawned(
-                        record,
-                        CallOutcome::failed(&err, attempts, provider_started),
-                    )
-                    .await;
-                    Err(err)
+                    let outcome = CallOutcome::failed(&record, &err, attempts, provider_started);
+                    self.meter_spawned(record, outcome).await;
+                    Err(GatewayError::from(err))
                 }
             }
         } else {
@@ -391,13 +397,22 @@ impl ChatService {
             _ => (prepared, None),
         };
 
+        let mut prepared = prepared;
         let prompt_tokens = count_chat_tokens(
             prepared.upstream.system.as_deref(),
             &prepared.upstream.messages,
         ) as u64;
-        let tokens = self
-            .limiter
-            .reservation_tokens(prompt_tokens, prepared.request.max_tokens);
+        // The reply's cap is what the limiter reserves for it, and it goes upstream as the
+        // provider's own cap, so a request without `max_tokens` cannot write past its
+        // reservation: reconciliation can then only exceed it by the prompt count's error.
+        let output_cap = self.limiter.output_cap(prepared.request.max_tokens);
+        prepared.upstream.max_tokens = Some(output_cap);
+        prepared.estimate = TokenUsage {
+            prompt_tokens,
+            completion_tokens: u64::from(output_cap),
+            ..TokenUsage::default()
+        };
+        let tokens = prepared.estimate.total();
         let decision = self
             .limiter
             .reserve(
@@ -438,6 +453,7 @@ impl ChatService {
             reservation,
             degraded_from,
             sources: prepared.context.as_ref().map(|c| c.sources.clone()),
+            estimate: prepared.estimate,
             conversation: prepared.request.conversation_id.clone().and_then(|id| {
                 let last_user = prepared
                     .request
@@ -614,6 +630,7 @@ impl ChatService {
             presence_penalty: request.presence_penalty,
             frequency_penalty: request.frequency_penalty,
             response_format: request.response_format.clone(),
+            deadline: ctx.deadline,
         };
         Ok(Prepared {
             config,
@@ -626,6 +643,7 @@ impl ChatService {
             context: None,
             history: Vec::new(),
             profile,
+            estimate: TokenUsage::default(),
         })
     }
 

@@ -53,6 +53,7 @@ impl EmbeddingCall<'_> {
             client_disconnected: false,
             degraded_from: None,
             quality_score: None,
+            usage_source: crate::domain::usage::UsageSource::Provider,
         };
         if let Err(err) = usage.record(&event, &[]).await {
             tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: embedding usage event not stored");

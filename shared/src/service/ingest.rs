@@ -198,6 +198,7 @@ impl IngestService {
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             provider_latency_ms: None,
             usage: spent.usage,
+            usage_source: Default::default(),
             cost_usd: spent.cost,
             error_type: error.map(GatewayError::kind),
             streamed: false,

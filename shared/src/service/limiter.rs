@@ -9,9 +9,11 @@
 //!
 //! Accounting choices: a request that reaches admission counts toward requests per minute
 //! whatever happens next (as OpenAI counts it); its tokens are reserved as prompt + `max_tokens`
-//! (or the configured default) and reconciled to the provider's usage: refunded in full when the
-//! provider call fails (providers bill nothing for errors), charged extra when the reply used
-//! more than reserved. Response-cache hits never reach the limiter: they cost no provider tokens.
+//! (or the configured default, which is then sent upstream as the reply's cap) and reconciled to
+//! the provider's usage: refunded in full when the provider refused the call before generating
+//! (providers bill nothing for 429, 5xx or rejections), kept in full when the call may have
+//! generated unreported tokens (a timeout after sending: metered as the reservation itself),
+//! charged extra when the reply used more than reserved. Response-cache hits never reach the limiter: they cost no provider tokens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -204,9 +206,15 @@ impl Limiter {
         }
     }
 
+    /// The most the reply may use: the request's `max_tokens`, or the configured default. It
+    /// is reserved, and sent upstream as the provider's cap.
+    pub fn output_cap(&self, max_tokens: Option<u32>) -> u32 {
+        max_tokens.unwrap_or(self.default_reserve)
+    }
+
     /// Tokens to reserve: the prompt plus the most the reply may use.
     pub fn reservation_tokens(&self, prompt_tokens: u64, max_tokens: Option<u32>) -> u64 {
-        prompt_tokens + u64::from(max_tokens.unwrap_or(self.default_reserve))
+        prompt_tokens + u64::from(self.output_cap(max_tokens))
     }
 
     /// Reads every counted bucket for `tenant` and the upstream quotas of `models` (those that

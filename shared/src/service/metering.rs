@@ -10,9 +10,10 @@ use crate::domain::chat::Completion;
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::tenant::Route;
-use crate::domain::usage::{TokenUsage, UsageEvent};
+use crate::domain::usage::{TokenUsage, UsageEvent, UsageSource};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ports::metrics::RequestMetrics;
+use crate::ports::provider::ProviderError;
 use crate::ports::store::{CounterAdd, Recorded};
 
 use super::limiter::Reservation;
@@ -39,6 +40,9 @@ pub(crate) struct CallRecord {
     pub sources: Option<std::sync::Arc<Vec<String>>>,
     /// The conversation this exchange is appended to, and the user turn to append.
     pub conversation: Option<(String, crate::domain::chat::Message)>,
+    /// The reservation's token estimate (prompt as counted, reply as its cap): what a call
+    /// that may have generated unreported tokens is metered as.
+    pub estimate: TokenUsage,
 }
 
 impl CallRecord {
@@ -64,6 +68,7 @@ impl CallRecord {
             degraded_from: self.degraded_from.clone(),
             sources: self.sources.clone(),
             conversation: self.conversation.clone(),
+            estimate: self.estimate,
         }
     }
 }
@@ -71,6 +76,7 @@ impl CallRecord {
 /// How the call ended.
 pub(crate) struct CallOutcome {
     pub usage: TokenUsage,
+    pub usage_source: UsageSource,
     pub served_model: Option<String>,
     pub error: Option<(ErrorKind, u16)>,
     pub attempts: u32,
@@ -85,6 +91,7 @@ impl CallOutcome {
     pub fn succeeded(completion: &Completion, attempts: u32, provider_started: Instant) -> Self {
         Self {
             usage: completion.usage,
+            usage_source: UsageSource::Provider,
             served_model: Some(completion.served_model.clone()),
             error: None,
             attempts,
@@ -95,11 +102,25 @@ impl CallOutcome {
         }
     }
 
-    /// A call the provider refused or failed. Failed attempts carry no tokens: providers do
-    /// not bill 429s, 5xx or rejected requests.
-    pub fn failed(err: &GatewayError, attempts: u32, provider_started: Instant) -> Self {
+    /// A call the provider refused or failed. A refusal carries no tokens: providers do not
+    /// bill 429s, 5xx or rejected requests. A call that may have generated (`started`: a
+    /// timeout after sending, a lost connection, an unreadable 2xx) is metered as the
+    /// reservation's estimate, the most it can have cost, so its reservation is not refunded.
+    pub fn failed(
+        record: &CallRecord,
+        err: &ProviderError,
+        attempts: u32,
+        provider_started: Instant,
+    ) -> Self {
+        let (usage, usage_source) = if err.started {
+            (record.estimate, UsageSource::Estimated)
+        } else {
+            (TokenUsage::default(), UsageSource::None)
+        };
+        let err = GatewayError::from(err.clone());
         Self {
-            usage: TokenUsage::default(),
+            usage,
+            usage_source,
             served_model: None,
             error: Some((err.kind(), err.status().as_u16())),
             attempts,
@@ -121,6 +142,7 @@ impl CallOutcome {
     ) -> Self {
         Self {
             usage: completion.usage,
+            usage_source: UsageSource::Provider,
             served_model: Some(completion.served_model.clone()),
             error: Some((err.kind(), err.status().as_u16())),
             attempts,
@@ -135,6 +157,7 @@ impl CallOutcome {
     pub fn cache_hit(completion: &Completion) -> Self {
         Self {
             usage: TokenUsage::default(),
+            usage_source: UsageSource::None,
             served_model: Some(completion.served_model.clone()),
             error: None,
             attempts: 0,
@@ -184,6 +207,7 @@ impl ChatService {
                 }
                 _ => None,
             },
+            usage_source: outcome.usage_source,
         };
         let adjustments = record
             .reservation
@@ -201,6 +225,7 @@ impl ChatService {
         trace.latency_ms = latency_ms;
         trace.provider_latency_ms = outcome.provider_latency.map(|d| d.as_secs_f64() * 1000.0);
         trace.usage = outcome.usage;
+        trace.usage_source = outcome.usage_source;
         trace.cost_usd = cost;
         trace.attempts = outcome.attempts;
         if outcome.cache_hit {

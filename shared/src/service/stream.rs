@@ -21,8 +21,8 @@ use crate::domain::chat::{ChatRequest, Completion, FinishReason};
 use crate::domain::ids::RequestId;
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::TenantConfig;
-use crate::domain::usage::TokenUsage;
-use crate::error::GatewayError;
+use crate::domain::usage::{TokenUsage, UsageSource};
+use crate::error::{ErrorKind, GatewayError};
 use crate::http::ByteStream;
 use crate::ports::provider::{EventStream, ProviderRequest, StreamEvent};
 use crate::tokenizer::{count_chat_tokens, count_tokens};
@@ -38,6 +38,8 @@ struct Accumulated {
     text: String,
     finish: Option<FinishReason>,
     usage: Option<TokenUsage>,
+    /// The provider's counts so far, for a stream that fails before its final usage.
+    usage_so_far: Option<TokenUsage>,
     served_model: Option<String>,
 }
 
@@ -55,6 +57,10 @@ impl Accumulated {
             }
             StreamEvent::Usage(usage) => {
                 self.usage = Some(usage);
+                None
+            }
+            StreamEvent::UsageSoFar(usage) => {
+                self.usage_so_far = Some(usage);
                 None
             }
             StreamEvent::Model(model) => {
@@ -95,32 +101,50 @@ impl StreamMeter {
         }
     }
 
+    /// The usage of a stream that ended without the provider's final count (it failed, stalled
+    /// or was cut at the deadline): the provider's partial counts where it sent them (exact
+    /// input and cache figures), our own tokenizer's count of the prompt otherwise, and the
+    /// larger of the provider's output count so far and the text received. A stream that
+    /// failed before producing anything, other than by running out of time, spent nothing.
+    fn unreported(
+        &self,
+        acc: &Accumulated,
+        error: Option<&GatewayError>,
+    ) -> (TokenUsage, UsageSource) {
+        let timed_out = error.is_some_and(|e| e.kind() == ErrorKind::Timeout);
+        let spent =
+            error.is_none() || timed_out || !acc.text.is_empty() || acc.usage_so_far.is_some();
+        if !spent {
+            return (TokenUsage::default(), UsageSource::None);
+        }
+        tracing::warn!(request_id = %self.record.request_id, partial = acc.usage_so_far.is_some(), "stream ended without usage; metering estimated tokens");
+        let received = count_tokens(&acc.text) as u64;
+        let usage = match acc.usage_so_far {
+            Some(partial) => TokenUsage {
+                completion_tokens: partial.completion_tokens.max(received),
+                ..partial
+            },
+            None => TokenUsage {
+                prompt_tokens: count_chat_tokens(
+                    self.upstream_request.system.as_deref(),
+                    &self.upstream_request.messages,
+                ) as u64,
+                completion_tokens: received,
+                ..TokenUsage::default()
+            },
+        };
+        (usage, UsageSource::Estimated)
+    }
+
     async fn run(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
-        let usage = match acc.usage {
-            Some(usage) => usage,
-            None => {
-                // The provider never sent usage (it failed or was cut off). Meter our own count
-                // with the same tokenizer rather than record zero for tokens that were spent.
-                if !acc.text.is_empty() || error.is_none() {
-                    tracing::warn!(request_id = %self.record.request_id, "stream ended without usage; metering estimated tokens");
-                }
-                TokenUsage {
-                    prompt_tokens: if acc.text.is_empty() && error.is_some() {
-                        0
-                    } else {
-                        count_chat_tokens(
-                            self.upstream_request.system.as_deref(),
-                            &self.upstream_request.messages,
-                        ) as u64
-                    },
-                    completion_tokens: count_tokens(&acc.text) as u64,
-                    ..TokenUsage::default()
-                }
-            }
+        let (usage, usage_source) = match acc.usage {
+            Some(usage) => (usage, UsageSource::Provider),
+            None => self.unreported(&acc, error.as_ref()),
         };
         let complete = error.is_none() && !disconnected;
         let outcome = CallOutcome {
             usage,
+            usage_source,
             served_model: acc.served_model.clone(),
             error: error.as_ref().map(|e| (e.kind(), e.status().as_u16())),
             attempts: self.attempts,

@@ -54,13 +54,9 @@ impl ChatService {
         let completion = match result {
             Ok(completion) => completion,
             Err(err) => {
-                let err = GatewayError::from(err);
-                self.meter(
-                    record,
-                    CallOutcome::failed(&err, attempts, provider_started),
-                )
-                .await;
-                return Err(err);
+                let outcome = CallOutcome::failed(record, &err, attempts, provider_started);
+                self.meter(record, outcome).await;
+                return Err(GatewayError::from(err));
             }
         };
         match prepared.request.response_format.check(&completion.content) {

@@ -159,6 +159,8 @@ pub struct EventView {
     pub degraded_from: Option<String>,
     #[serde(with = "rust_decimal::serde::str_option")]
     pub quality_score: Option<Decimal>,
+    /// `provider`, `estimated` or `none` (see `UsageSource`).
+    pub usage_source: &'static str,
 }
 
 impl From<&UsageEvent> for EventView {
@@ -184,6 +186,7 @@ impl From<&UsageEvent> for EventView {
             client_disconnected: e.client_disconnected,
             degraded_from: e.degraded_from.clone(),
             quality_score: e.quality_score,
+            usage_source: e.usage_source.as_str(),
         }
     }
 }

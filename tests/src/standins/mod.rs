@@ -71,7 +71,23 @@ pub enum Behavior {
     StallStream,
     /// A 200 whose body is not the provider's format.
     Malformed,
+    /// Writes until the request's own cap (`max_completion_tokens`, `max_tokens`), as a
+    /// model with a lot to say does: exactly that many completion tokens, reported as such.
+    /// A request with no cap gets [`UNCAPPED_REPLY_TOKENS`], the most the model would write.
+    WriteUntilCap,
+    /// Streams one word every `every` until the request's cap, then finishes normally; a
+    /// buffered request waits for the whole reply. For deadline tests.
+    Trickle { every: Duration },
+    /// Streams `text` after a start that reports `usage`'s input side (Anthropic: input,
+    /// cache-read and cache-write tokens in `message_start`), then fails with the provider's
+    /// mid-stream error event (Anthropic `overloaded_error`; OpenAI an error chunk) instead of
+    /// finishing: the final usage never comes.
+    StreamThenError { text: String, usage: TokenUsage },
 }
+
+/// What [`Behavior::WriteUntilCap`] writes when the request sets no cap: a model's maximum
+/// output, as OpenAI applies when `max_completion_tokens` is absent.
+pub const UNCAPPED_REPLY_TOKENS: u64 = 16_384;
 
 /// The text of [`Behavior::default_reply`].
 pub const DEFAULT_REPLY_TEXT: &str = "Hello from the stand-in.";
@@ -449,11 +465,119 @@ async fn handle(
         Behavior::Malformed if stream => {
             sse_response(vec!["data: {this is not json\n\n".to_owned()], false)
         }
+        Behavior::WriteUntilCap => {
+            let cap = request_cap(&body).unwrap_or(UNCAPPED_REPLY_TOKENS);
+            let prompt = prompt_tokens(&body);
+            // One word per token; the usage says exactly `cap`, as the provider would.
+            let text = " tok".repeat(usize::try_from(cap.min(100_000)).unwrap_or(0));
+            reply(
+                &text,
+                TokenUsage {
+                    prompt_tokens: prompt,
+                    completion_tokens: cap,
+                    ..TokenUsage::default()
+                },
+            )
+        }
+        Behavior::Trickle { every } => {
+            let cap = request_cap(&body).unwrap_or(UNCAPPED_REPLY_TOKENS);
+            let text = " word".repeat(usize::try_from(cap.min(100_000)).unwrap_or(0));
+            let usage = TokenUsage {
+                prompt_tokens: prompt_tokens(&body),
+                completion_tokens: cap,
+                ..TokenUsage::default()
+            };
+            if !stream {
+                tokio::time::sleep(every.saturating_mul(u32::try_from(cap).unwrap_or(u32::MAX)))
+                    .await;
+                return reply(&text, usage);
+            }
+            let cx = ReplyContext {
+                id,
+                model,
+                text: &text,
+                usage,
+                include_usage,
+                forced_tool: None,
+            };
+            let events = match dialect {
+                Dialect::OpenAi => openai::stream_events(&cx),
+                Dialect::Anthropic => anthropic::stream_events(&cx),
+            };
+            let paced = futures_util::stream::iter(events).then(move |event| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, Infallible>(Bytes::from(event))
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+                .body(Body::from_stream(paced))
+                .expect("trickled response")
+        }
+        Behavior::StreamThenError { text, usage } => {
+            let cx = ReplyContext {
+                id,
+                model,
+                text: &text,
+                usage,
+                include_usage,
+                forced_tool: None,
+            };
+            let events = match dialect {
+                Dialect::OpenAi => {
+                    let mut events = openai::stream_events(&cx);
+                    // Role and word chunks only; then OpenAI's in-stream error.
+                    events.truncate(1 + deltas(&text).len());
+                    events.push(format!(
+                        "data: {}\n\n",
+                        openai::error_body(
+                            500,
+                            "The server had an error while processing your request."
+                        )
+                    ));
+                    events
+                }
+                Dialect::Anthropic => {
+                    let mut events = anthropic::stream_events(&cx);
+                    // Through the last text delta (message_start, block start, ping, words).
+                    events.truncate(3 + deltas(&text).len());
+                    events.push(format!(
+                        "event: error\ndata: {}\n\n",
+                        anthropic::error_body(529, "Overloaded")
+                    ));
+                    events
+                }
+            };
+            sse_response(events, false)
+        }
         Behavior::Malformed => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("<html>upstream proxy error</html>"))
             .expect("malformed response"),
     }
+}
+
+/// The reply cap a chat request sets, in either dialect.
+fn request_cap(body: &Value) -> Option<u64> {
+    body["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| body["max_tokens"].as_u64())
+}
+
+/// The request's prompt as Tollgate's tokenizer counts it (system and messages).
+fn prompt_tokens(body: &Value) -> u64 {
+    let mut total = 0;
+    if let Some(system) = body["system"].as_str() {
+        total += tollgate::tokenizer::count_tokens(system);
+    } else if let Some(blocks) = body["system"].as_array() {
+        for block in blocks {
+            total += tollgate::tokenizer::count_tokens(block["text"].as_str().unwrap_or_default());
+        }
+    }
+    for message in body["messages"].as_array().into_iter().flatten() {
+        total +=
+            4 + tollgate::tokenizer::count_tokens(message["content"].as_str().unwrap_or_default());
+    }
+    total as u64
 }
 
 async fn not_found(uri: Uri) -> Response {

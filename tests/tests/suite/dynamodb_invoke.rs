@@ -114,6 +114,7 @@ impl DynamoGateway {
             state: invoke::InvokeState {
                 chat,
                 max_body_bytes: 1 << 20,
+                deadline_margin: std::time::Duration::from_secs(3),
             },
             store,
             metrics,
@@ -339,6 +340,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     let catalog_down = invoke::InvokeState {
         chat: cold.clone(),
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&catalog_down, post(&gw.keys["acme"])).await).await;
@@ -359,6 +361,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     let limiter_down = invoke::InvokeState {
         chat: chat.clone(),
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&limiter_down, post(&gw.keys["acme"])).await).await;
@@ -373,6 +376,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     let all_down = invoke::InvokeState {
         chat,
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&all_down, post(&gw.keys["acme"])).await).await;
@@ -401,6 +405,7 @@ async fn dynamodb_a_usage_write_that_fails_after_the_call_is_kept_for_replay_not
     let state = invoke::InvokeState {
         chat,
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let res = invoke::handle(&state, post(&gw.keys["globex"])).await;
     assert_eq!(
@@ -521,6 +526,7 @@ async fn dynamodb_stopped_mid_run_gives_503s_no_provider_calls_and_keeps_in_flig
     let state = Arc::new(invoke::InvokeState {
         chat,
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     });
 
     // Before the stop: normal service.

@@ -20,6 +20,7 @@ mod providers;
 mod rate_limits;
 mod retrieval;
 mod secrets;
+mod spend_integrity;
 mod store_contract;
 mod structured_outputs;
 mod table_definitions;

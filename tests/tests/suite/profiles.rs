@@ -824,6 +824,7 @@ async fn dynamodb_profiles_through_the_handler_cost_one_read_only_when_rendered(
     let state = invoke::InvokeState {
         chat,
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let send = |tenant: &str, method: Method, path: &str, body: Value| {
         let req = Request::builder()

@@ -228,6 +228,8 @@ provider_tests!(
     an_error_status_before_a_stream_starts_is_returned_by_stream,
     a_stalled_stream_times_out_within_the_idle_timeout,
     a_slow_response_times_out_with_the_request_timeout,
+    a_buffered_calls_limit_allows_for_its_reply_cap,
+    a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent,
     a_stalled_buffered_body_times_out_with_the_request_timeout,
     an_unparseable_reply_is_an_upstream_error,
     an_unreachable_provider_is_an_upstream_error,
@@ -533,6 +535,8 @@ async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
     let h = H::start().await;
     let provider = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
+        // No allowance for the reply: the request timeout alone.
+        output_tokens_per_second: u32::MAX,
         ..h.settings()
     });
     let req = request::<H>();
@@ -542,6 +546,8 @@ async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
     let err = provider.complete(&req).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Timeout);
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+    // The request was sent: the provider may be generating it, so it is never sent again.
+    assert!(err.started && !err.is_retryable(), "{err:?}");
 
     h.stand_in().push(Behavior::Delay(Duration::from_secs(5)));
     let started = Instant::now();
@@ -550,10 +556,54 @@ async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
 }
 
+async fn a_buffered_calls_limit_allows_for_its_reply_cap<H: Harness>() {
+    let h = H::start().await;
+    let provider = H::build(&ProviderSettings {
+        request_timeout: SHORT_REQUEST_TIMEOUT,
+        output_tokens_per_second: 100,
+        ..h.settings()
+    });
+    // 300 ms + 100 tokens at 100/s: 1.3 s, enough for a reply that takes 800 ms.
+    let mut req = request::<H>();
+    req.max_tokens = Some(100);
+    h.stand_in()
+        .push(Behavior::Delay(Duration::from_millis(800)));
+    provider.complete(&req).await.unwrap();
+    // 300 ms + 10 tokens at 100/s: 0.4 s, not enough.
+    req.max_tokens = Some(10);
+    h.stand_in()
+        .push(Behavior::Delay(Duration::from_millis(800)));
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+}
+
+async fn a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent<H: Harness>() {
+    let h = H::start().await;
+    let provider = h.provider();
+    let mut req = request::<H>();
+    req.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+    h.stand_in().push(Behavior::Delay(Duration::from_secs(5)));
+    let started = Instant::now();
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+    assert!(err.started, "{err:?}");
+    assert!(err.message.contains("deadline"), "{err:?}");
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+
+    let sent = h.stand_in().requests().len();
+    req.deadline = Some(tokio::time::Instant::now());
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Timeout);
+    assert!(!err.started, "{err:?}");
+    assert_eq!(h.stand_in().requests().len(), sent, "nothing went upstream");
+}
+
 async fn a_stalled_buffered_body_times_out_with_the_request_timeout<H: Harness>() {
     let h = H::start().await;
     let provider = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
+        // No allowance for the reply: the request timeout alone.
+        output_tokens_per_second: u32::MAX,
         ..h.settings()
     });
     h.stand_in().push(Behavior::StallStream);
@@ -571,10 +621,10 @@ async fn an_unparseable_reply_is_an_upstream_error<H: Harness>() {
     let req = request::<H>();
 
     h.stand_in().push(Behavior::Malformed);
-    assert_eq!(
-        provider.complete(&req).await.unwrap_err().kind,
-        ProviderErrorKind::Upstream
-    );
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Upstream);
+    // A 2xx was generated (and billed) even if unreadable: not sent again.
+    assert!(err.started && !err.is_retryable(), "{err:?}");
 
     h.stand_in().push(Behavior::Malformed);
     let items = collect(provider.stream(&req).await.unwrap()).await;
@@ -593,7 +643,8 @@ async fn an_unreachable_provider_is_an_upstream_error<H: Harness>() {
     let err = provider.complete(&request::<H>()).await.unwrap_err();
 
     assert_eq!(err.kind, ProviderErrorKind::Upstream);
-    assert!(err.is_retryable());
+    // Nothing reached a provider: safe to try again.
+    assert!(!err.started && err.is_retryable(), "{err:?}");
 }
 
 async fn the_api_key_never_appears_in_errors_or_debug_output<H: Harness>() {

@@ -92,6 +92,7 @@ impl EventBuilder {
             client_disconnected: false,
             degraded_from: None,
             quality_score: None,
+            usage_source: Default::default(),
         })
     }
     fn cost(mut self, cost: Decimal) -> Self {

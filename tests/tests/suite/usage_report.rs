@@ -1048,6 +1048,7 @@ mod dynamodb {
         let invoke = invoke::InvokeState {
             chat,
             max_body_bytes: 1 << 20,
+            deadline_margin: std::time::Duration::from_secs(3),
         };
         let usage = UsageReportState::on(Arc::new(store.clone()), Duration::ZERO);
 

@@ -762,6 +762,7 @@ fn event(request_id: &str) -> UsageEvent {
         client_disconnected: false,
         degraded_from: None,
         quality_score: None,
+        usage_source: Default::default(),
     }
 }
 

@@ -64,6 +64,7 @@ fn event(tenant: &str, at: DateTime<Utc>, cost: Decimal) -> UsageEvent {
         client_disconnected: false,
         degraded_from: None,
         quality_score: None,
+        usage_source: Default::default(),
     }
 }
 

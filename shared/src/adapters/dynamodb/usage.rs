@@ -5,7 +5,7 @@
 //! - `ROLLUP#{tenant}` / `HOUR#{yyyy-mm-ddThh}#MODEL#{model}`: top-level Numbers updated with
 //!   `ADD` (`requests`, `errors`, `err_{kind}`, `prompt_tokens`, `completion_tokens`,
 //!   `cached_tokens`, `cache_write_tokens`, `cost_usd`, `cache_hits`, `streamed`,
-//!   `lat_00`…`lat_63`, `quality_sum`, `quality_count`), plus `tenant_id`, `hour`, `model`,
+//!   `lat_00`…`lat_63`, `quality_sum`, `quality_count`, `estimated`), plus `tenant_id`, `hour`, `model`,
 //!   and the activity index keys `hour_pk = HOUR#{yyyy-mm-ddThh}`, `hour_sk = {tenant}#{model}`
 //!   (GSI `by_hour`, see `activity`).
 //!
@@ -27,7 +27,7 @@ use super::error::{self, corrupt};
 use super::limiter::{TRANSACT_MAX, counter_update, reject_duplicate_keys};
 use super::tables::{HOUR_PK, HOUR_SK};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, latency_bucket};
+use crate::domain::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, UsageSource, latency_bucket};
 use crate::ports::store::{CounterAdd, Recorded, StoreError, UsageQuery, UsageSink};
 
 const EVENT_SK: &str = "EVENT";
@@ -86,6 +86,10 @@ fn rollup_update(table: &str, event: &UsageEvent) -> Result<Update, StoreError> 
         .add("cost_usd", dec(event.cost_usd))
         .add("cache_hits", n(u64::from(event.cache_hit)))
         .add("streamed", n(u64::from(event.streamed)))
+        .add(
+            "estimated",
+            n(u64::from(event.usage_source == UsageSource::Estimated)),
+        )
         .add(&latency_attr(latency_bucket(event.latency_ms)), n(1))
         .set("tenant_id", s(event.tenant_id.as_str()))
         .set("hour", s(codec::time_key(hour)))
@@ -139,6 +143,8 @@ fn decode_rollup(item: &Item) -> Result<UsageRollup, StoreError> {
         .collect::<Result<_, _>>()?;
     rollup.quality_score_sum = get_dec(item, "quality_sum")?;
     rollup.quality_score_count = get_u64(item, "quality_count")?;
+    // Absent (0) on rollups written before usage provenance: none of theirs were estimated.
+    rollup.estimated = get_u64(item, "estimated")?;
     Ok(rollup)
 }
 
@@ -157,6 +163,7 @@ fn encode_rollup(r: &UsageRollup) -> Item {
         ("cache_hits", r.cache_hits),
         ("streamed", r.streamed),
         ("quality_count", r.quality_score_count),
+        ("estimated", r.estimated),
     ];
     for (name, value) in numbers {
         item.insert(name.into(), n(value));
