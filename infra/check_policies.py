@@ -78,9 +78,11 @@ EXPECTED = {
             "dynamodb:UpdateItem": {"ROLLUP#"},
             "dynamodb:Query": {"CONV#"},
         },
+        # The reservation's guards on the neighbouring buckets are ConditionChecks.
         "LimitsTable": {
             "dynamodb:BatchGetItem": {"t#", "u#"},
             "dynamodb:UpdateItem": {"t#", "u#"},
+            "dynamodb:ConditionCheckItem": {"t#", "u#"},
         },
         "CacheTable": {
             "dynamodb:GetItem": ANY,

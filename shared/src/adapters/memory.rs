@@ -20,9 +20,9 @@ use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
     ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore,
-    Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, ProfileStore,
-    Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn, UsageActivity,
-    UsageQuery, UsageSink,
+    Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord, DocumentStore, LimiterStore,
+    ProfileStore, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn,
+    UsageActivity, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -71,6 +71,10 @@ const COUNTER_PURGE_AT: usize = 4_096;
 impl Ledger {
     /// Checks every condition first, then applies every add: all or nothing.
     fn add_counters(&mut self, adds: &[CounterAdd]) -> AddOutcome {
+        self.add_counters_guarded(adds, &[])
+    }
+
+    fn add_counters_guarded(&mut self, adds: &[CounterAdd], guards: &[CounterGuard]) -> AddOutcome {
         for (index, add) in adds.iter().enumerate() {
             let current = self.counter(&add.key);
             let tokens_ok = add
@@ -82,6 +86,12 @@ impl Ledger {
             if !(tokens_ok && requests_ok) {
                 return AddOutcome::Refused { index };
             }
+        }
+        if guards.iter().any(|guard| {
+            let seen = self.counter(&guard.key);
+            seen.tokens > guard.max_tokens || seen.requests > guard.max_requests
+        }) {
+            return AddOutcome::Stale;
         }
         if self.counters.len() >= COUNTER_PURGE_AT {
             let now = chrono::Utc::now().timestamp();
@@ -265,8 +275,16 @@ impl LimiterStore for MemoryStore {
         Ok(keys.iter().map(|k| ledger.counter(k)).collect())
     }
 
-    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {
-        Ok(self.ledger.lock().map_err(poisoned)?.add_counters(adds))
+    async fn add_counters_guarded(
+        &self,
+        adds: &[CounterAdd],
+        guards: &[CounterGuard],
+    ) -> Result<AddOutcome, StoreError> {
+        Ok(self
+            .ledger
+            .lock()
+            .map_err(poisoned)?
+            .add_counters_guarded(adds, guards))
     }
 }
 

@@ -6,20 +6,29 @@
 //! Each window (a minute, a day) is split into `k` buckets (6 × 10 s, 24 × 1 h). A counter per
 //! bucket holds the tokens and requests admitted in it. At time `t` the limiter counts every
 //! bucket that overlaps `[t - W, t]`: the `k` closed buckets before the current one and the
-//! current one. That covers the exact sliding window plus at most one bucket's span of older
-//! traffic, so compared with an exact sliding log:
+//! current one, and also the bucket after it (empty unless a reservation stamped after the
+//! boundary already wrote there). That covers the exact sliding window plus at most one
+//! bucket's span of older traffic, so compared with an exact sliding log:
 //!
-//! - **over-admission is zero**: the counted sum is never smaller than the exact sum, and a
-//!   request is admitted only if `counted + request ≤ limit`;
+//! - **over-admission is zero across bucket boundaries**: a request is admitted only if
+//!   `counted + request ≤ limit`, by a conditional write that also requires the bucket before
+//!   the current one and the bucket after it to be as they were read. A reservation stamped
+//!   just before a boundary whose write lands after it, and one stamped just after it whose
+//!   write lands first, are the only writes a snapshot can miss, and the guards catch both:
+//!   the later write fails and is decided again on a fresh read
+//!   (`tests/tests/suite/limiter_contract.rs`, every order of four reservations on each side
+//!   of a boundary, on the embedded store and on DynamoDB). The guards cover a write that
+//!   lands within one bucket (10 s for the minute window) of its snapshot; one delayed longer
+//!   than that could still be missed.
 //! - **under-admission is bounded by one bucket**: a request may be refused because of tokens
 //!   admitted up to `W + b` ago (b = 10 s for the minute window, 1 h for the day), i.e. the
 //!   effective window is between `W` and `W + b`.
 //!
-//! Two effects can push the exact count above the limit, and both are bounded: a reconciliation
-//! that charges more than was reserved (actual prompt tokens above the tokenizer's estimate, as
-//! with Anthropic's tokenizer), and clock skew between Lambdas writing to a bucket another
-//! Lambda already considers closed (NTP keeps it to milliseconds).
-
+//! One effect can push the exact count above the limit, and it is bounded: a reconciliation
+//! that charges more than was reserved. The reply cannot exceed its reservation (the reserved
+//! output cap is sent upstream as the provider's cap), so only the prompt can: by the
+//! difference between the provider's prompt count and the gateway's tokenizer (Anthropic's
+//! tokenizer differs from o200k by a few percent).
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -79,11 +88,12 @@ pub struct LimitOverrides {
 
 /// Hot-key scaling. One DynamoDB item takes about 1,000 writes per second, and every request
 /// writes its tenant's current buckets twice (reservation and reconciliation). With `n` shards
-/// each bucket is `n` items, each holding `limit / n` of the budget; a request reserves on one
-/// shard picked at random (and tries one other shard before refusing), and reads sum all of
-/// them. Over-admission stays zero (the shards' budgets add up to the limit); under-admission
-/// grows when load is uneven across shards, bounded by `(n - 1) / n` of the limit in the
-/// worst case and close to zero with random placement.
+/// each bucket is `n` items, each holding `limit / n` of the budget; a request puts its tokens
+/// on a shard picked at random, spilling onto the next shards when that one has too little
+/// room left (all in one atomic write), and counts itself on the first shard with a request to
+/// spare, so any request that fits the tenant's limit fits its shards and no shard's zero
+/// request share refuses forever. Reads sum all of them. Over-admission stays zero (the shards'
+/// budgets add up to the limit); under-admission is less than one request's tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shards(u8);
 

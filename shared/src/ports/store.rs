@@ -218,6 +218,15 @@ pub struct CounterAdd {
     pub expires_at: i64,
 }
 
+/// A condition on a counter the write does not change: its tokens and requests must still be
+/// at most these (what the snapshot the decision was made on saw; a missing counter is zero).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterGuard {
+    pub key: CounterKey,
+    pub max_tokens: i64,
+    pub max_requests: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddOutcome {
     Applied,
@@ -225,6 +234,9 @@ pub enum AddOutcome {
     Refused {
         index: usize,
     },
+    /// Nothing was applied: a guarded counter grew since it was read, so the decision must be
+    /// made again on a fresh read.
+    Stale,
 }
 
 /// The limiter's storage: sliding-window bucket counters with atomic conditional increments.
@@ -235,7 +247,18 @@ pub trait LimiterStore: Send + Sync {
 
     /// Applies every add or none (one atomic write): the admission decision. The keys must be
     /// distinct (one DynamoDB transaction cannot write an item twice).
-    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError>;
+    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {
+        self.add_counters_guarded(adds, &[]).await
+    }
+
+    /// [`LimiterStore::add_counters`], applied only if every guard still holds, in the same
+    /// atomic write ([`AddOutcome::Stale`] when one does not). Guard keys are distinct from
+    /// each other and from the adds' keys. A failed add is reported before a failed guard.
+    async fn add_counters_guarded(
+        &self,
+        adds: &[CounterAdd],
+        guards: &[CounterGuard],
+    ) -> Result<AddOutcome, StoreError>;
 }
 
 /// The application-level response cache. Keys are built by `domain::cache_key` and always

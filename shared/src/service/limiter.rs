@@ -23,7 +23,9 @@ use crate::domain::ids::TenantId;
 use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, Window};
 use crate::domain::tenant::ProviderKind;
 use crate::error::GatewayError;
-use crate::ports::store::{AddOutcome, Counter, CounterAdd, CounterKey, LimiterStore, StoreError};
+use crate::ports::store::{
+    AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore, StoreError,
+};
 use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 
 /// Closed hour buckets change only by refunds (which lower them), so a container caches them
@@ -73,6 +75,12 @@ impl Buckets {
 
     fn closed(&self) -> &[(i64, Counter)] {
         self.0.split_last().map_or(&[], |(_, rest)| rest)
+    }
+
+    /// The newest closed bucket: the one a reservation stamped just before the boundary may
+    /// still be writing to.
+    fn last_closed(&self) -> Option<(i64, Counter)> {
+        self.closed().last().copied()
     }
 
     fn current(&self) -> Counter {
@@ -133,6 +141,11 @@ pub struct Snapshot {
     minute_total: Buckets,
     day_total: Buckets,
     upstream: HashMap<(ProviderKind, String), Buckets>,
+    /// The bucket after the current one, per shard and per upstream model: empty unless a
+    /// reservation stamped after the boundary already wrote there.
+    next_minute: Vec<Counter>,
+    next_day: Vec<Counter>,
+    next_upstream: HashMap<(ProviderKind, String), Counter>,
     /// The catalog the quotas were taken from.
     catalog: Arc<CatalogSnapshot>,
 }
@@ -149,27 +162,59 @@ impl Snapshot {
 pub struct Reservation {
     pub tokens: u64,
     pub status: RateStatus,
-    keys: Vec<(CounterKey, i64)>,
+    /// Where the tokens went: per window (0 minute, 1 day, 2 upstream), one part per counter.
+    parts: Vec<Part>,
+}
+
+/// The tokens one reservation put on one counter.
+#[derive(Debug, Clone)]
+struct Part {
+    window: usize,
+    key: CounterKey,
+    tokens: i64,
+    expires_at: i64,
 }
 
 impl Reservation {
-    /// The unconditional adjustments that turn the reservation into the actual usage.
+    /// The unconditional adjustments that turn the reservation into the actual usage, per
+    /// window: an overrun is charged to the window's first counter; a refund comes off its
+    /// counters from the last, never more than each one was given.
     pub fn reconcile(&self, actual_tokens: u64) -> Vec<CounterAdd> {
-        let delta = actual_tokens as i64 - self.tokens as i64;
+        let delta = clamp_i64(actual_tokens) - clamp_i64(self.tokens);
         if delta == 0 {
             return Vec::new();
         }
-        self.keys
-            .iter()
-            .map(|(key, expires_at)| CounterAdd {
-                key: key.clone(),
-                tokens: delta,
-                requests: 0,
-                max_tokens: None,
-                max_requests: None,
-                expires_at: *expires_at,
-            })
-            .collect()
+        let adjust = |part: &Part, tokens: i64| CounterAdd {
+            key: part.key.clone(),
+            tokens,
+            requests: 0,
+            max_tokens: None,
+            max_requests: None,
+            expires_at: part.expires_at,
+        };
+        let mut out = Vec::new();
+        for window in 0..3 {
+            let parts: Vec<&Part> = self.parts.iter().filter(|p| p.window == window).collect();
+            let Some(first) = parts.first() else {
+                continue;
+            };
+            if delta > 0 {
+                out.push(adjust(first, delta));
+                continue;
+            }
+            let mut refund = -delta;
+            for part in parts.iter().rev() {
+                let take = refund.min(part.tokens.max(0));
+                if take > 0 {
+                    out.push(adjust(part, -take));
+                    refund -= take;
+                }
+            }
+            if refund > 0 {
+                out.push(adjust(first, -refund));
+            }
+        }
+        out
     }
 
     /// Another call made under this reservation after the first was metered (a structured
@@ -180,8 +225,117 @@ impl Reservation {
         Self {
             tokens: 0,
             status: self.status,
-            keys: self.keys.clone(),
+            parts: self
+                .parts
+                .iter()
+                .map(|p| Part {
+                    tokens: 0,
+                    ..p.clone()
+                })
+                .collect(),
         }
+    }
+}
+
+/// How many times a reservation is decided again on a fresh read when a neighbouring bucket
+/// changed under it, before the limiter gives up (and the request fails closed).
+pub const STALE_ATTEMPTS: usize = 3;
+
+/// The outcome of one reservation write.
+enum Attempt {
+    Reserved(Reservation),
+    /// The limit at this index (0 minute, 1 day, 2 upstream) did not fit.
+    Refused(usize),
+    Stale,
+}
+
+/// A counter amount as DynamoDB and the stores hold it. Limits are bounded far below this at
+/// configuration; the clamp keeps an out-of-range value from wrapping negative.
+fn clamp_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// What one shard of one window can still take, from the snapshot.
+struct ShardRoom {
+    /// The add's cap: the share less the closed buckets and the next bucket.
+    cap_tokens: i64,
+    cap_requests: i64,
+    /// The cap less the current bucket: what fits now.
+    tokens: i64,
+    requests: i64,
+}
+
+impl ShardRoom {
+    fn new(buckets: &Buckets, next: Counter, share: i64, request_share: Option<i64>) -> Self {
+        let current = buckets.current();
+        let cap_tokens = share - buckets.closed_tokens() - next.tokens.max(0);
+        let cap_requests = request_share.map_or(i64::MAX, |rpm| {
+            rpm - buckets.closed_requests() - next.requests.max(0)
+        });
+        Self {
+            cap_tokens,
+            cap_requests,
+            tokens: cap_tokens - current.tokens,
+            requests: cap_requests.saturating_sub(current.requests),
+        }
+    }
+
+    fn fits_a_request(&self) -> bool {
+        self.requests >= 1
+    }
+}
+
+/// Spreads `tokens` over the rooms, starting at `from` and walking on: `(room, amount)` pairs,
+/// `from` always first. `None` when all the rooms together cannot take them.
+fn spread(rooms: &[ShardRoom], from: usize, tokens: i64) -> Option<Vec<(usize, i64)>> {
+    let mut left = tokens;
+    let mut takes = Vec::new();
+    for step in 0..rooms.len() {
+        let i = (from + step) % rooms.len();
+        let take = left.min(rooms[i].tokens.max(0));
+        if take > 0 || step == 0 {
+            takes.push((i, take));
+        }
+        left -= take;
+        if left == 0 {
+            return Some(takes);
+        }
+    }
+    None
+}
+
+/// One reservation's write: the adds (with the window each belongs to) and the guards.
+#[derive(Default)]
+struct Plan {
+    adds: Vec<CounterAdd>,
+    windows: Vec<usize>,
+    guards: Vec<CounterGuard>,
+}
+
+impl Plan {
+    fn add(&mut self, window: usize, add: CounterAdd) {
+        self.adds.push(add);
+        self.windows.push(window);
+    }
+
+    /// The bucket before the current one must not have grown since the snapshot.
+    fn guard(&mut self, buckets: &Buckets, key: impl Fn(i64) -> CounterKey) {
+        if let Some((index, seen)) = buckets.last_closed() {
+            self.guards.push(CounterGuard {
+                key: key(index),
+                max_tokens: seen.tokens,
+                max_requests: seen.requests,
+            });
+        }
+    }
+
+    /// The bucket after the current one must still be as the snapshot saw it (usually empty).
+    fn guard_next(&mut self, key: CounterKey, seen: Counter) {
+        self.guards.push(CounterGuard {
+            key,
+            max_tokens: seen.tokens,
+            max_requests: seen.requests,
+        });
     }
 }
 
@@ -269,6 +423,17 @@ impl Limiter {
             );
         }
 
+        // The bucket after the current one, for every window the reservation may write.
+        let next_minute = MINUTE.current(now) + 1;
+        let next_hour = current_hour + 1;
+        for &shard in &shard_ids {
+            keys.push(tenant_key(tenant, MINUTE, next_minute, shard));
+            keys.push(tenant_key(tenant, DAY, next_hour, shard));
+        }
+        for (provider, model) in &upstream {
+            keys.push(upstream_key(*provider, model, next_minute));
+        }
+
         let values = self.store.read_counters(&keys).await?;
         let read: HashMap<&CounterKey, Counter> = keys.iter().zip(values).collect();
         let value = |key: &CounterKey| {
@@ -304,7 +469,7 @@ impl Limiter {
                 }
             }
         }
-        let upstream = upstream
+        let upstream: HashMap<(ProviderKind, String), Buckets> = upstream
             .into_iter()
             .map(|(provider, model)| {
                 let buckets = Buckets(
@@ -316,7 +481,25 @@ impl Limiter {
                 ((provider, model), buckets)
             })
             .collect();
+        let next_upstream = upstream
+            .keys()
+            .map(|(provider, model)| {
+                (
+                    (*provider, model.clone()),
+                    value(&upstream_key(*provider, model, next_minute)),
+                )
+            })
+            .collect();
         Ok(Snapshot {
+            next_minute: shard_ids
+                .iter()
+                .map(|&s| value(&tenant_key(tenant, MINUTE, next_minute, s)))
+                .collect(),
+            next_day: shard_ids
+                .iter()
+                .map(|&s| value(&tenant_key(tenant, DAY, next_hour, s)))
+                .collect(),
+            next_upstream,
             catalog,
             now,
             shards,
@@ -329,9 +512,12 @@ impl Limiter {
     }
 
     /// Admits `tokens` for `tenant` against its limits and the route's upstream quota with one
-    /// atomic conditional write (on a sharded tenant, one more on a second shard before
-    /// refusing). `Err(StoreError)` means the decision could not be made (the caller fails
-    /// closed); `Ok(Err(GatewayError))` is a refusal.
+    /// atomic conditional write. `Err(StoreError)` means the decision could not be made (the
+    /// caller fails closed); `Ok(Err(GatewayError))` is a refusal.
+    ///
+    /// The write is conditioned on the buckets next to the current one not having grown since
+    /// the snapshot (see [`Limiter::attempt`]); when one has, the limiter reads again and
+    /// decides again, up to [`STALE_ATTEMPTS`] times.
     pub async fn reserve(
         &self,
         tenant: &TenantId,
@@ -354,130 +540,213 @@ impl Limiter {
             }));
         }
         let n = snapshot.shards.count();
-        let first = if n > 1 { rand::random_range(0..n) } else { 0 };
-        let candidates: Vec<u8> = if n > 1 {
-            vec![first, (first + 1) % n]
-        } else {
-            vec![0]
-        };
-        let mut refusal = None;
-        for shard in candidates {
+        let start = if n > 1 { rand::random_range(0..n) } else { 0 };
+        let mut fresh;
+        let mut snapshot = snapshot;
+        for _ in 0..STALE_ATTEMPTS {
             match self
-                .try_shard(tenant, limits, snapshot, tokens, route, shard)
+                .attempt(tenant, limits, snapshot, tokens, route, start)
                 .await?
             {
-                Ok(reservation) => return Ok(Ok(reservation)),
-                Err(index) => {
-                    refusal = Some(index);
-                    // Only the tenant's own windows differ between shards.
-                    if index > 1 {
-                        break;
-                    }
+                Attempt::Reserved(reservation) => return Ok(Ok(reservation)),
+                Attempt::Refused(index) => {
+                    return Ok(Err(
+                        self.refusal(tenant, limits, snapshot, tokens, route, index)
+                    ));
+                }
+                Attempt::Stale => {
+                    // A neighbouring bucket grew under us (a reservation stamped in the bucket
+                    // before or after this one): read everything again, uncached.
+                    self.forget_closed_hours(tenant);
+                    fresh = self
+                        .snapshot(tenant, snapshot.shards, &[route], snapshot.now)
+                        .await?;
+                    snapshot = &fresh;
                 }
             }
         }
-        Ok(Err(self.refusal(
-            tenant,
-            limits,
-            snapshot,
-            tokens,
-            route,
-            refusal.unwrap_or(0),
+        Err(StoreError::Unavailable(format!(
+            "limiter counters kept changing across {STALE_ATTEMPTS} reservation attempts"
         )))
     }
 
-    /// One conditional write on `shard`; `Err(index)` names the add that did not fit.
-    async fn try_shard(
+    /// Drops this container's cached closed hours of `tenant`.
+    fn forget_closed_hours(&self, tenant: &TenantId) {
+        let prefix = format!("t#{tenant}#");
+        let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|key, _| !key.as_str().starts_with(&prefix));
+    }
+
+    /// One conditional write deciding the request.
+    ///
+    /// Each window's tokens go on the shards that have room, walking from `start` (one shard
+    /// unless the request is larger than what one shard has left), and the request is counted
+    /// on the first shard with room for one more. Every add is capped at its shard's share of
+    /// the limit less what the snapshot counted in the window's closed buckets *and in the next
+    /// bucket*; and the write holds only if the bucket before the current one and the bucket
+    /// after it are still as the snapshot saw them ([`CounterGuard`]s). Those two are the only
+    /// buckets another reservation can write to unseen: one stamped just before the boundary
+    /// whose write lands after it, or one stamped just after the boundary whose write lands
+    /// first. With both guarded, two reservations on either side of a boundary cannot both be
+    /// admitted on views that leave each other out.
+    async fn attempt(
         &self,
         tenant: &TenantId,
         limits: Limits,
         snapshot: &Snapshot,
         tokens: u64,
         route: (ProviderKind, &str),
-        shard: u8,
-    ) -> Result<Result<Reservation, usize>, StoreError> {
+        start: u8,
+    ) -> Result<Attempt, StoreError> {
         let now = snapshot.now;
         let shards = snapshot.shards;
-        let s = usize::from(shard);
-        let (minute, day) = (&snapshot.minute[s], &snapshot.day[s]);
-        let minute_idx = MINUTE.current(now);
-        let hour_idx = DAY.current(now);
-        let quota = snapshot
-            .catalog
-            .quotas
-            .get(&(route.0, route.1.to_owned()))
-            .copied();
-        let upstream = quota.map(|q| {
-            let buckets = snapshot
-                .upstream
-                .get(&(route.0, route.1.to_owned()))
-                .cloned()
-                .unwrap_or_default();
-            (q, buckets)
-        });
+        let order: Vec<u8> = (0..shards.count())
+            .map(|i| (start + i) % shards.count())
+            .collect();
+        let share = |limit: u64, shard: u8| clamp_i64(shards.share(limit, shard));
+        let t = clamp_i64(tokens);
+        let mut plan = Plan::default();
 
-        let t = tokens as i64;
-        let share = |limit: u64| shards.share(limit, shard) as i64;
+        // The tenant's minute window: tokens and the request.
+        let minute_idx = MINUTE.current(now);
         let minute_expiry = minute_idx * MINUTE.bucket_secs + MINUTE.retention_secs();
-        let hour_expiry = hour_idx * DAY.bucket_secs + DAY.retention_secs();
-        let mut adds = vec![
-            CounterAdd {
-                key: tenant_key(tenant, MINUTE, minute_idx, shard),
-                tokens: t,
-                requests: 1,
-                max_tokens: Some(share(limits.tokens_per_minute) - minute.closed_tokens()),
-                max_requests: Some(share(limits.requests_per_minute) - minute.closed_requests()),
-                expires_at: minute_expiry,
-            },
-            CounterAdd {
-                key: tenant_key(tenant, DAY, hour_idx, shard),
-                tokens: t,
-                requests: 1,
-                max_tokens: Some(share(limits.tokens_per_day) - day.closed_tokens()),
-                max_requests: None,
-                expires_at: hour_expiry,
-            },
-        ];
-        if let Some((quota, buckets)) = &upstream {
-            adds.push(CounterAdd {
-                key: upstream_key(route.0, route.1, minute_idx),
-                tokens: t,
-                requests: 1,
-                max_tokens: Some(*quota as i64 - buckets.closed_tokens()),
-                max_requests: None,
-                expires_at: minute_expiry,
+        let rooms: Vec<ShardRoom> = order
+            .iter()
+            .map(|&shard| {
+                let s = usize::from(shard);
+                ShardRoom::new(
+                    &snapshot.minute[s],
+                    snapshot.next_minute[s],
+                    share(limits.tokens_per_minute, shard),
+                    Some(share(limits.requests_per_minute, shard)),
+                )
+            })
+            .collect();
+        let Some(request_at) = rooms.iter().position(ShardRoom::fits_a_request) else {
+            return Ok(Attempt::Refused(0));
+        };
+        let Some(takes) = spread(&rooms, request_at, t) else {
+            return Ok(Attempt::Refused(0));
+        };
+        for (i, take) in takes {
+            let shard = order[i];
+            let room = &rooms[i];
+            let counted = i == request_at;
+            plan.add(
+                0,
+                CounterAdd {
+                    key: tenant_key(tenant, MINUTE, minute_idx, shard),
+                    tokens: take,
+                    requests: i64::from(counted),
+                    max_tokens: (take > 0).then_some(room.cap_tokens),
+                    max_requests: counted.then_some(room.cap_requests),
+                    expires_at: minute_expiry,
+                },
+            );
+            plan.guard(&snapshot.minute[usize::from(shard)], |i| {
+                tenant_key(tenant, MINUTE, i, shard)
             });
+            plan.guard_next(
+                tenant_key(tenant, MINUTE, minute_idx + 1, shard),
+                snapshot.next_minute[usize::from(shard)],
+            );
         }
 
-        // What the snapshot already shows cannot fit is refused without a write; the
-        // conditional write stays the authority for everything else.
-        let current = [
-            minute.current(),
-            day.current(),
-            upstream
-                .as_ref()
-                .map(|(_, b)| b.current())
-                .unwrap_or_default(),
-        ];
-        let foreseen = adds.iter().zip(current).position(|(add, now_value)| {
-            add.max_tokens
-                .is_some_and(|m| now_value.tokens + add.tokens > m)
-                || add
-                    .max_requests
-                    .is_some_and(|m| now_value.requests + add.requests > m)
-        });
-        let outcome = match foreseen {
-            Some(index) => AddOutcome::Refused { index },
-            None => self.store.add_counters(&adds).await?,
+        // The tenant's day window: tokens only (requests are counted, not limited, per day).
+        let hour_idx = DAY.current(now);
+        let hour_expiry = hour_idx * DAY.bucket_secs + DAY.retention_secs();
+        let rooms: Vec<ShardRoom> = order
+            .iter()
+            .map(|&shard| {
+                let s = usize::from(shard);
+                ShardRoom::new(
+                    &snapshot.day[s],
+                    snapshot.next_day[s],
+                    share(limits.tokens_per_day, shard),
+                    None,
+                )
+            })
+            .collect();
+        let Some(takes) = spread(&rooms, request_at, t) else {
+            return Ok(Attempt::Refused(1));
         };
-        Ok(match outcome {
-            AddOutcome::Applied => Ok(Reservation {
-                tokens,
-                status: self.status(limits, snapshot, tokens),
-                keys: adds.into_iter().map(|a| (a.key, a.expires_at)).collect(),
-            }),
-            AddOutcome::Refused { index } => Err(index),
-        })
+        for (n, (i, take)) in takes.into_iter().enumerate() {
+            let shard = order[i];
+            plan.add(
+                1,
+                CounterAdd {
+                    key: tenant_key(tenant, DAY, hour_idx, shard),
+                    tokens: take,
+                    requests: i64::from(n == 0),
+                    max_tokens: (take > 0).then_some(rooms[i].cap_tokens),
+                    max_requests: None,
+                    expires_at: hour_expiry,
+                },
+            );
+            plan.guard(&snapshot.day[usize::from(shard)], |i| {
+                tenant_key(tenant, DAY, i, shard)
+            });
+            plan.guard_next(
+                tenant_key(tenant, DAY, hour_idx + 1, shard),
+                snapshot.next_day[usize::from(shard)],
+            );
+        }
+
+        // The upstream quota of the route's model, shared by every tenant (not sharded).
+        let model = (route.0, route.1.to_owned());
+        if let Some(quota) = snapshot.catalog.quotas.get(&model).copied() {
+            let buckets = snapshot.upstream.get(&model).cloned().unwrap_or_default();
+            let next = snapshot
+                .next_upstream
+                .get(&model)
+                .copied()
+                .unwrap_or_default();
+            let room = ShardRoom::new(&buckets, next, clamp_i64(quota), None);
+            if room.tokens < t {
+                return Ok(Attempt::Refused(2));
+            }
+            plan.add(
+                2,
+                CounterAdd {
+                    key: upstream_key(route.0, route.1, minute_idx),
+                    tokens: t,
+                    requests: 1,
+                    max_tokens: Some(room.cap_tokens),
+                    max_requests: None,
+                    expires_at: minute_expiry,
+                },
+            );
+            plan.guard(&buckets, |i| upstream_key(route.0, route.1, i));
+            plan.guard_next(upstream_key(route.0, route.1, minute_idx + 1), next);
+        }
+
+        Ok(
+            match self
+                .store
+                .add_counters_guarded(&plan.adds, &plan.guards)
+                .await?
+            {
+                AddOutcome::Applied => Attempt::Reserved(Reservation {
+                    tokens,
+                    status: self.status(limits, snapshot, tokens),
+                    parts: plan
+                        .adds
+                        .into_iter()
+                        .zip(plan.windows)
+                        .map(|(add, window)| Part {
+                            window,
+                            key: add.key,
+                            tokens: add.tokens,
+                            expires_at: add.expires_at,
+                        })
+                        .collect(),
+                }),
+                AddOutcome::Refused { index } => {
+                    Attempt::Refused(plan.windows.get(index).copied().unwrap_or(0))
+                }
+                AddOutcome::Stale => Attempt::Stale,
+            },
+        )
     }
 
     fn refusal(

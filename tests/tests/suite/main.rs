@@ -13,6 +13,7 @@ mod ingest;
 mod invoke_handler;
 mod isolation;
 mod isolation_canaries;
+mod limiter_contract;
 mod log_queries;
 mod metering;
 mod profiles;

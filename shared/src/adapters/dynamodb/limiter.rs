@@ -12,12 +12,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, KeysAndAttributes, TransactWriteItem, Update};
 
 use super::DynamoStore;
 use super::codec::{EXPIRES_AT, Expr, Item, PK, get_i64, get_s, key_pk, n};
 use super::error;
-use crate::ports::store::{AddOutcome, Counter, CounterAdd, CounterKey, LimiterStore, StoreError};
+use crate::ports::store::{
+    AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore, StoreError,
+};
 
 /// DynamoDB's limits per BatchGetItem and per TransactWriteItems.
 const BATCH_GET_MAX: usize = 100;
@@ -62,16 +64,54 @@ pub(super) fn counter_update(table: &str, add: &CounterAdd) -> Result<Update, St
         .map_err(error::build)
 }
 
-/// DynamoDB refuses two writes to one item in a transaction (and duplicate keys in a batch).
-pub(super) fn reject_duplicate_keys(adds: &[CounterAdd]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::new();
-    match adds.iter().find(|a| !seen.insert(&a.key)) {
-        Some(dup) => Err(StoreError::Unavailable(format!(
-            "counter {} appears twice in one atomic write; merge the adds first",
-            dup.key.as_str()
-        ))),
-        None => Ok(()),
+/// A guard as a ConditionCheck: the counter's tokens are still at most what was read (a
+/// missing counter is zero).
+fn counter_guard(table: &str, guard: &CounterGuard) -> Result<ConditionCheck, StoreError> {
+    let mut expr = Expr::default();
+    let mut conditions = Vec::new();
+    for (attr, max) in [
+        ("tokens", guard.max_tokens),
+        ("requests", guard.max_requests),
+    ] {
+        let name = expr.name(attr);
+        let value = expr.value(n(max));
+        conditions.push(if max >= 0 {
+            format!("(attribute_not_exists({name}) OR {name} <= {value})")
+        } else {
+            format!("{name} <= {value}")
+        });
     }
+    let condition = conditions.join(" AND ");
+    ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key_pk(guard.key.as_str())))
+        .condition_expression(condition)
+        .set_expression_attribute_names(expr.names_map())
+        .set_expression_attribute_values(expr.values_map())
+        .build()
+        .map_err(error::build)
+}
+
+/// DynamoDB refuses two operations on one item in a transaction (and duplicate keys in a
+/// batch).
+pub(super) fn reject_duplicate_keys(
+    adds: &[CounterAdd],
+    guards: &[CounterGuard],
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let keys = adds
+        .iter()
+        .map(|a| &a.key)
+        .chain(guards.iter().map(|g| &g.key));
+    for key in keys {
+        if !seen.insert(key) {
+            return Err(StoreError::Unavailable(format!(
+                "counter {} appears twice in one atomic write; merge the adds first",
+                key.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -184,35 +224,47 @@ impl LimiterStore for DynamoStore {
             .collect())
     }
 
-    async fn add_counters(&self, adds: &[CounterAdd]) -> Result<AddOutcome, StoreError> {
-        match adds {
-            [] => Ok(AddOutcome::Applied),
-            [add] => Ok(if self.add_one(add).await? {
+    async fn add_counters_guarded(
+        &self,
+        adds: &[CounterAdd],
+        guards: &[CounterGuard],
+    ) -> Result<AddOutcome, StoreError> {
+        match (adds, guards) {
+            ([], []) => Ok(AddOutcome::Applied),
+            ([add], []) => Ok(if self.add_one(add).await? {
                 AddOutcome::Applied
             } else {
                 AddOutcome::Refused { index: 0 }
             }),
             _ => {
-                if adds.len() > TRANSACT_MAX {
+                if adds.len() + guards.len() > TRANSACT_MAX {
                     return Err(StoreError::Unavailable(format!(
-                        "{} counter adds exceed DynamoDB's {TRANSACT_MAX} items per transaction",
-                        adds.len()
+                        "{} counter adds and guards exceed DynamoDB's {TRANSACT_MAX} items per transaction",
+                        adds.len() + guards.len()
                     )));
                 }
-                reject_duplicate_keys(adds)?;
-                let items = adds
+                reject_duplicate_keys(adds, guards)?;
+                let mut items = adds
                     .iter()
                     .map(|add| {
                         counter_update(&self.names.limits, add)
                             .map(|u| TransactWriteItem::builder().update(u).build())
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                for guard in guards {
+                    items.push(
+                        TransactWriteItem::builder()
+                            .condition_check(counter_guard(&self.names.limits, guard)?)
+                            .build(),
+                    );
+                }
                 Ok(match self.transact(items, true).await? {
                     None => AddOutcome::Applied,
                     // Reasons come in request order, so the first failure is the lowest index,
-                    // as the embedded store reports it.
-                    Some(failed) => AddOutcome::Refused {
-                        index: failed.first().copied().unwrap_or(0),
+                    // as the embedded store reports it; adds come before guards.
+                    Some(failed) => match failed.first().copied().unwrap_or(0) {
+                        index if index < adds.len() => AddOutcome::Refused { index },
+                        _ => AddOutcome::Stale,
                     },
                 })
             }

@@ -255,7 +255,7 @@ impl UsageSink for DynamoStore {
                 adjustments.len()
             )));
         }
-        reject_duplicate_keys(adjustments)?;
+        reject_duplicate_keys(adjustments, &[])?;
         let mut items = vec![
             TransactWriteItem::builder()
                 .put(event_put(&self.names.usage, event)?)

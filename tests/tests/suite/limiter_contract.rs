@@ -1,0 +1,254 @@
+//! The limiter's bounds, proven on every store backend (the embedded store on every
+//! `cargo test`, DynamoDB in moto when `TOLLGATE_TEST_DYNAMODB_ENDPOINT` names one):
+//!
+//! - a guarded write applies only while the counters it guards are as they were read;
+//! - no interleaving of reservations on either side of a bucket boundary admits more than the
+//!   limit (the write lands after the boundary, or the later snapshot's write lands first);
+//! - a sharded tenant admits any request that fits its limit, and every shard can count a
+//!   request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tollgate::adapters::memory::MemoryStore;
+use tollgate::domain::ids::TenantId;
+use tollgate::domain::limits::{Limits, Shards};
+use tollgate::domain::tenant::ProviderKind;
+use tollgate::ports::store::{
+    AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
+};
+use tollgate::service::limiter::{Limiter, Reservation};
+
+const ROUTE: (ProviderKind, &str) = (ProviderKind::Openai, "gpt-4o");
+
+fn add(key: &str, tokens: i64, max_tokens: i64) -> CounterAdd {
+    CounterAdd {
+        key: CounterKey(key.into()),
+        tokens,
+        requests: 1,
+        max_tokens: Some(max_tokens),
+        max_requests: None,
+        expires_at: chrono::Utc::now().timestamp() + 3600,
+    }
+}
+
+fn guard(key: &str, max_tokens: i64) -> CounterGuard {
+    CounterGuard {
+        key: CounterKey(key.into()),
+        max_tokens,
+        max_requests: i64::MAX,
+    }
+}
+
+fn limits(tpm: u64, rpm: u64) -> Limits {
+    Limits {
+        tokens_per_minute: tpm,
+        requests_per_minute: rpm,
+        tokens_per_day: 100_000_000,
+    }
+}
+
+/// 9 s into the minute bucket 100_000, and its last second; the next bucket's first.
+const BEFORE_BOUNDARY: i64 = 1_000_009;
+const AFTER_BOUNDARY: i64 = 1_000_010;
+
+async fn reserve(
+    limiter: &Limiter,
+    tenant: &TenantId,
+    limits: Limits,
+    shards: Shards,
+    tokens: u64,
+    now: i64,
+) -> Option<Reservation> {
+    let snapshot = limiter
+        .snapshot(tenant, shards, &[ROUTE], now)
+        .await
+        .unwrap();
+    limiter
+        .reserve(tenant, limits, &snapshot, tokens, ROUTE)
+        .await
+        .unwrap()
+        .ok()
+}
+
+mod contract {
+    use super::*;
+
+    pub async fn guarded_writes(store: Arc<dyn LimiterStore>) {
+        let (a, g) = ("t#x#m#1", "t#x#m#0");
+        store.add_counters(&[add(g, 500, 10_000)]).await.unwrap();
+        // The guard holds (500 ≤ 500): the add applies.
+        assert_eq!(
+            store
+                .add_counters_guarded(&[add(a, 100, 1_000)], &[guard(g, 500)])
+                .await
+                .unwrap(),
+            AddOutcome::Applied
+        );
+        // The guarded counter grew past what was read: nothing applies.
+        assert_eq!(
+            store
+                .add_counters_guarded(&[add(a, 100, 1_000)], &[guard(g, 499)])
+                .await
+                .unwrap(),
+            AddOutcome::Stale
+        );
+        // A missing counter is zero: a guard at 0 holds.
+        assert_eq!(
+            store
+                .add_counters_guarded(&[add(a, 100, 1_000)], &[guard("t#x#m#2", 0)])
+                .await
+                .unwrap(),
+            AddOutcome::Applied
+        );
+        // An add over its cap is reported as refused, even when a guard fails too.
+        assert_eq!(
+            store
+                .add_counters_guarded(&[add(a, 900, 1_000)], &[guard(g, 0)])
+                .await
+                .unwrap(),
+            AddOutcome::Refused { index: 0 }
+        );
+        let counters = store
+            .read_counters(&[CounterKey(a.into()), CounterKey(g.into())])
+            .await
+            .unwrap();
+        assert_eq!(
+            counters,
+            [
+                Counter {
+                    tokens: 200,
+                    requests: 2
+                },
+                Counter {
+                    tokens: 500,
+                    requests: 1
+                }
+            ]
+        );
+    }
+
+    /// Four 5,000-token reservations read just before a boundary and four just after, against
+    /// a limit of 20,000, all read before any is written, then written in `order`.
+    pub async fn boundary(store: Arc<dyn LimiterStore>, order: &[usize]) -> u64 {
+        let limiter = Limiter::new(store, HashMap::new(), 1024);
+        let tenant = TenantId::parse("edge").unwrap();
+        let limits = limits(20_000, 1_000);
+        let mut snapshots = Vec::new();
+        for now in [BEFORE_BOUNDARY; 4].into_iter().chain([AFTER_BOUNDARY; 4]) {
+            snapshots.push(
+                limiter
+                    .snapshot(&tenant, Shards::ONE, &[ROUTE], now)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut admitted = 0;
+        for &i in order {
+            let decision = limiter
+                .reserve(&tenant, limits, &snapshots[i], 5_000, ROUTE)
+                .await
+                .unwrap();
+            if let Ok(reservation) = decision {
+                admitted += reservation.tokens;
+            }
+        }
+        admitted
+    }
+
+    pub async fn sharded_requests(store: Arc<dyn LimiterStore>) {
+        let limiter = Limiter::new(store, HashMap::new(), 1024);
+        let tenant = TenantId::parse("big").unwrap();
+        let shards = Shards::new(16);
+        // 14,000 tokens is more than one shard's 12,500 share of 200,000: it still fits.
+        let big = limits(200_000, 5_000);
+        let now = 2_000_005;
+        let mut admitted = 0;
+        while let Some(reservation) = reserve(&limiter, &tenant, big, shards, 14_000, now).await {
+            admitted += reservation.tokens;
+            assert!(admitted <= 200_000, "{admitted}");
+        }
+        // Refused only once less than one request's worth is left anywhere.
+        assert!(admitted > 200_000 - 14_000, "{admitted}");
+
+        // Fewer requests per minute than shards: the shares of six shards are 0, and every
+        // request still finds a shard that can count it, up to the limit and not past it.
+        let tenant = TenantId::parse("few").unwrap();
+        let few = limits(200_000, 10);
+        let mut count = 0;
+        while reserve(&limiter, &tenant, few, shards, 100, now)
+            .await
+            .is_some()
+        {
+            count += 1;
+            assert!(count <= 10);
+        }
+        assert_eq!(count, 10);
+    }
+}
+
+async fn memory() -> Option<Arc<dyn LimiterStore>> {
+    Some(Arc::new(MemoryStore::new()))
+}
+
+async fn dynamodb() -> Option<Arc<dyn LimiterStore>> {
+    let store = tollgate_tests::moto::fresh_store("limiter contract suite", "l").await?;
+    Some(Arc::new(store))
+}
+
+macro_rules! limiter_contract_tests {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_guarded_write_applies_only_while_its_guards_hold() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::guarded_writes(store).await;
+            }
+
+            #[tokio::test]
+            async fn writes_read_before_a_boundary_landing_after_it_admit_no_more_than_the_limit() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                // Every pre-boundary write first, then every post-boundary one.
+                let admitted = contract::boundary(store, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
+                assert_eq!(admitted, 20_000);
+            }
+
+            #[tokio::test]
+            async fn writes_read_after_a_boundary_landing_first_admit_no_more_than_the_limit() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                let admitted = contract::boundary(store, &[4, 5, 6, 7, 0, 1, 2, 3]).await;
+                assert_eq!(admitted, 20_000);
+            }
+
+            #[tokio::test]
+            async fn interleaved_writes_across_a_boundary_admit_no_more_than_the_limit() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                let admitted = contract::boundary(store, &[0, 4, 1, 5, 2, 6, 3, 7]).await;
+                assert_eq!(admitted, 20_000);
+            }
+
+            #[tokio::test]
+            async fn a_sharded_tenant_admits_any_request_that_fits_and_counts_every_request() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::sharded_requests(store).await;
+            }
+        }
+    };
+}
+
+limiter_contract_tests!(memory);
+limiter_contract_tests!(dynamodb);
