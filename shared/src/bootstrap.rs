@@ -130,6 +130,7 @@ pub fn retriever(
         clock: chat.clock.clone(),
         retry: chat.retry,
         ready: IndexReadiness::default(),
+        limiter: chat.limiter.clone(),
     }))
 }
 

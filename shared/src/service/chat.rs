@@ -143,6 +143,16 @@ pub struct ChatService {
     pub profiles: Option<Arc<dyn ProfileStore>>,
 }
 
+/// Retrieval for one request, decided before admission and done after it.
+pub(crate) struct Grounding {
+    query: String,
+    /// The query as the gateway counts it: what its embedding reserves.
+    query_tokens: u64,
+    top_k: u8,
+    /// The excerpts' budget: what they reserve.
+    max_tokens: u32,
+}
+
 /// A request that passed every check and is ready for a provider.
 pub(crate) struct Prepared {
     pub config: Arc<TenantConfig>,
@@ -260,7 +270,13 @@ impl ChatService {
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
         self.recall(&tenant, &mut prepared).await?;
-        self.ground(ctx, &tenant, &mut prepared).await?;
+        // Retrieval happens after admission: its query embedding is admitted (and its excerpts
+        // budgeted) with the chat call, so a refused request costs no embedding. A grounded
+        // answer is never cached: it depends on documents that can change.
+        let grounding = self.grounding(&prepared)?;
+        if grounding.is_some() {
+            prepared.cache_key = None;
+        }
 
         let cache_status = match (&prepared.cache_key, ctx.bypass_cache) {
             (None, _) => None,
@@ -282,7 +298,19 @@ impl ChatService {
         };
         trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
 
-        let (prepared, reservation, degraded_from) = self.admit(ctx, &tenant, prepared).await?;
+        let (mut prepared, mut reservation, degraded_from) = self
+            .admit(ctx, &tenant, prepared, grounding.as_ref())
+            .await?;
+        if let Some(grounding) = grounding {
+            let share = reservation.carve(grounding.query_tokens);
+            if let Err(err) = self
+                .ground(ctx, &tenant, &mut prepared, grounding, share)
+                .await
+            {
+                self.limiter.release(&reservation).await;
+                return Err(err);
+            }
+        }
         if let Some(trace) = trace_slot.as_mut() {
             trace.model = Some(prepared.request.model.clone());
             trace.model_served = Some(prepared.route.model.clone());
@@ -354,6 +382,7 @@ impl ChatService {
         ctx: &RequestContext,
         tenant: &TenantId,
         prepared: Prepared,
+        grounding: Option<&Grounding>,
     ) -> Result<(Prepared, Reservation, Option<String>), GatewayError> {
         let limits = prepared.config.effective_limits();
         let requested = prepared.request.model.clone();
@@ -407,12 +436,15 @@ impl ChatService {
         // reservation: reconciliation can then only exceed it by the prompt count's error.
         let output_cap = self.limiter.output_cap(prepared.request.max_tokens);
         prepared.upstream.max_tokens = Some(output_cap);
+        // A grounded request also reserves its excerpts' budget and its query embedding.
+        let (excerpts, embedding) =
+            grounding.map_or((0, 0), |g| (g.max_tokens as u64, g.query_tokens));
         prepared.estimate = TokenUsage {
-            prompt_tokens,
+            prompt_tokens: prompt_tokens + excerpts,
             completion_tokens: u64::from(output_cap),
             ..TokenUsage::default()
         };
-        let tokens = prepared.estimate.total();
+        let tokens = prepared.estimate.total() + embedding;
         let decision = self
             .limiter
             .reserve(
@@ -500,25 +532,22 @@ impl ChatService {
         Ok(())
     }
 
-    /// Retrieval, when the request or the tenant's policy asks for it.
-    async fn ground(
-        &self,
-        ctx: &RequestContext,
-        tenant: &TenantId,
-        prepared: &mut Prepared,
-    ) -> Result<(), GatewayError> {
+    /// What retrieval will do for this request, when the request or the tenant's policy asks
+    /// for it; a request for retrieval where none is configured is refused here, before
+    /// admission.
+    fn grounding(&self, prepared: &Prepared) -> Result<Option<Grounding>, GatewayError> {
         let policy = prepared.config.retrieval;
         let asked = prepared.request.retrieval;
         let enabled = asked.and_then(|r| r.enabled).unwrap_or(policy.enabled);
         if !enabled {
-            return Ok(());
+            return Ok(None);
         }
-        let Some(retriever) = &self.retriever else {
+        if self.retriever.is_none() {
             return Err(GatewayError::invalid(
                 "retrieval is not available in this deployment (no vector index is configured)",
                 Some("retrieval".to_owned()),
             ));
-        };
+        }
         let query = prepared
             .request
             .messages
@@ -527,17 +556,43 @@ impl ChatService {
             .find(|m| m.role == crate::domain::chat::Role::User)
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let top_k = asked.and_then(|r| r.top_k).unwrap_or(policy.top_k);
+        Ok(Some(Grounding {
+            query_tokens: crate::tokenizer::count_tokens(&query) as u64,
+            query,
+            top_k: asked.and_then(|r| r.top_k).unwrap_or(policy.top_k),
+            max_tokens: policy.max_context_tokens,
+        }))
+    }
+
+    /// Retrieval: the excerpts go before the conversation, and the call's estimate counts the
+    /// prompt they make. `share` is the reservation admitted for the query embedding.
+    async fn ground(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        prepared: &mut Prepared,
+        grounding: Grounding,
+        share: Reservation,
+    ) -> Result<(), GatewayError> {
+        let Some(retriever) = &self.retriever else {
+            self.limiter.release(&share).await;
+            return Err(GatewayError::internal("retriever missing after admission"));
+        };
         let context = retriever
             .retrieve(
                 &ctx.request_id,
                 tenant,
-                &query,
-                usize::from(top_k),
-                policy.max_context_tokens as usize,
+                &grounding.query,
+                usize::from(grounding.top_k),
+                grounding.max_tokens as usize,
+                share,
             )
             .await?;
         prepared.attach(context);
+        prepared.estimate.prompt_tokens = count_chat_tokens(
+            prepared.upstream.system.as_deref(),
+            &prepared.upstream.messages,
+        ) as u64;
         Ok(())
     }
 

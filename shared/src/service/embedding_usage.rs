@@ -33,6 +33,17 @@ impl EmbeddingCall<'_> {
 
     /// Records the call's usage event; a store failure is emitted whole for replay.
     pub async fn record(self, usage: &dyn UsageSink, metrics: &dyn MetricsSink) {
+        self.record_reconciled(usage, metrics, &[]).await;
+    }
+
+    /// [`EmbeddingCall::record`], with the limiter adjustments that settle the call's
+    /// reservation in the same atomic write.
+    pub async fn record_reconciled(
+        self,
+        usage: &dyn UsageSink,
+        metrics: &dyn MetricsSink,
+        adjustments: &[crate::ports::store::CounterAdd],
+    ) {
         let elapsed = self.started.elapsed().as_millis() as u64;
         let event = UsageEvent {
             request_id: self.id,
@@ -55,7 +66,7 @@ impl EmbeddingCall<'_> {
             quality_score: None,
             usage_source: crate::domain::usage::UsageSource::Provider,
         };
-        if let Err(err) = usage.record(&event, &[]).await {
+        if let Err(err) = usage.record(&event, adjustments).await {
             tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: embedding usage event not stored");
             metrics.metering_failure(&event, &err.to_string());
         }

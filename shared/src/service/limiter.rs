@@ -217,6 +217,34 @@ impl Reservation {
         out
     }
 
+    /// Splits `tokens` off this reservation into one of its own, taken from each window's
+    /// counters from the last, as a refund would be: a grounded request's query embedding is
+    /// admitted with the chat call and reconciled on its own usage event.
+    pub fn carve(&mut self, tokens: u64) -> Reservation {
+        let want = clamp_i64(tokens.min(self.tokens));
+        let mut parts = Vec::new();
+        for window in 0..3 {
+            let mut left = want;
+            for part in self.parts.iter_mut().rev().filter(|p| p.window == window) {
+                let take = left.min(part.tokens.max(0));
+                if take > 0 {
+                    part.tokens -= take;
+                    left -= take;
+                    parts.push(Part {
+                        tokens: take,
+                        ..part.clone()
+                    });
+                }
+            }
+        }
+        self.tokens -= want.unsigned_abs();
+        Reservation {
+            tokens: want.unsigned_abs(),
+            status: self.status,
+            parts,
+        }
+    }
+
     /// Another call made under this reservation after the first was metered (a structured
     /// output retry). The first call's reconciliation settled the reservation, so everything
     /// this one uses is charged when it is metered, unconditionally: the request was admitted
@@ -568,6 +596,16 @@ impl Limiter {
         Err(StoreError::Unavailable(format!(
             "limiter counters kept changing across {STALE_ATTEMPTS} reservation attempts"
         )))
+    }
+
+    /// Gives a reservation back whole: the request it was made for ended before any provider
+    /// call (it still counts toward requests per minute). A failure is logged: the tokens then
+    /// stay counted until their buckets leave the window, which errs toward refusing.
+    pub async fn release(&self, reservation: &Reservation) {
+        let refund = reservation.reconcile(0);
+        if let Err(err) = self.store.add_counters(&refund).await {
+            tracing::warn!(error = %err, tokens = reservation.tokens, "limiter reservation not released");
+        }
     }
 
     /// Drops this container's cached closed hours of `tenant`.

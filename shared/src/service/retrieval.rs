@@ -12,12 +12,13 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::{Message, Role};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::error::GatewayError;
-use crate::ports::vector::{Embedder, IndexReadiness, ScoredChunk, VectorIndex};
+use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, ScoredChunk, VectorIndex};
 use crate::ports::{Clock, MetricsSink, UsageSink};
 use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
 
 use super::embedding_usage::EmbeddingCall;
+use super::limiter::{Limiter, Reservation};
 
 #[derive(Clone)]
 pub struct Retriever {
@@ -31,6 +32,8 @@ pub struct Retriever {
     /// A fresh deployment's first grounded request creates the collection (a tenant with no
     /// documents then simply gets no excerpts); later requests skip the check.
     pub ready: IndexReadiness,
+    /// Gives back the query embedding's share of a reservation when no embedding was made.
+    pub limiter: Arc<Limiter>,
 }
 
 /// What retrieval adds to a request.
@@ -68,7 +71,9 @@ pub fn verify_tenant(
 
 impl Retriever {
     /// Embeds `query`, searches the tenant's chunks and builds the context message within
-    /// `max_tokens`. The query embedding is metered as its own usage event.
+    /// `max_tokens`. The query embedding is metered as its own usage event, reconciling
+    /// `share`: the part of the request's reservation admitted for it (given back whole when
+    /// no embedding is made).
     pub async fn retrieve(
         &self,
         request_id: &RequestId,
@@ -76,7 +81,48 @@ impl Retriever {
         query: &str,
         top_k: usize,
         max_tokens: usize,
+        share: Reservation,
     ) -> Result<RetrievedContext, GatewayError> {
+        let embedded = match self.embed(query).await {
+            Ok(embedded) => embedded,
+            Err(err) => {
+                self.limiter.release(&share).await;
+                return Err(err);
+            }
+        };
+        let (embedded, price, started, attempts) = embedded;
+        let cost = price.cost(&EmbeddingCall::usage(&embedded));
+        EmbeddingCall {
+            id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
+            tenant,
+            provider: self.embedder.kind(),
+            embedded: &embedded,
+            cost,
+            started,
+            attempts,
+            at: self.clock.now(),
+        }
+        .record_reconciled(
+            self.usage.as_ref(),
+            self.metrics.as_ref(),
+            &share.reconcile(embedded.prompt_tokens),
+        )
+        .await;
+        let vector = embedded.vectors.into_iter().next().unwrap_or_default();
+        let hits = self
+            .index
+            .search(tenant, &vector, top_k)
+            .await
+            .map_err(GatewayError::from)?;
+        verify_tenant(tenant, &hits, self.metrics.as_ref(), request_id)?;
+        Ok(build_context(&hits, max_tokens))
+    }
+
+    /// The query's embedding, priced: nothing is embedded that cannot be billed or searched.
+    async fn embed(
+        &self,
+        query: &str,
+    ) -> Result<(Embeddings, crate::domain::pricing::ModelPrice, Instant, u32), GatewayError> {
         // Priced before the call: an embedding that cannot be billed is never made.
         let catalog = self.catalog.get().await?;
         let price = catalog
@@ -96,27 +142,7 @@ impl Retriever {
         let texts = [query.to_owned()];
         let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
         let embedded = embedded.map_err(GatewayError::from)?;
-        let cost = price.cost(&EmbeddingCall::usage(&embedded));
-        EmbeddingCall {
-            id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
-            tenant,
-            provider: self.embedder.kind(),
-            embedded: &embedded,
-            cost,
-            started,
-            attempts,
-            at: self.clock.now(),
-        }
-        .record(self.usage.as_ref(), self.metrics.as_ref())
-        .await;
-        let vector = embedded.vectors.into_iter().next().unwrap_or_default();
-        let hits = self
-            .index
-            .search(tenant, &vector, top_k)
-            .await
-            .map_err(GatewayError::from)?;
-        verify_tenant(tenant, &hits, self.metrics.as_ref(), request_id)?;
-        Ok(build_context(&hits, max_tokens))
+        Ok((embedded, price, started, attempts))
     }
 }
 

@@ -13,6 +13,7 @@ use tollgate::domain::limits::LimitOverrides;
 use tollgate::domain::usage::{TokenUsage, UsageSource};
 use tollgate::lambda::PlatformDeadline;
 use tollgate::ports::TenantAdmin;
+use tollgate::ports::store::{CounterKey, LimiterStore};
 use tollgate::tokenizer::count_tokens;
 use tollgate_tests::harness::{Gateway, TestResponse, chat_body};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
@@ -278,4 +279,88 @@ async fn a_made_up_model_name_never_becomes_a_metric_dimension() {
     let doc = tollgate::adapters::emf::render(line).to_string();
     assert!(!doc.contains("canary-model-7f3a9e"), "{doc}");
     assert!(doc.contains("\"Model\":\"unknown\""), "{doc}");
+}
+
+/// A gateway whose acme tenant has one document and the given limits.
+async fn grounded_gateway(limits: LimitOverrides) -> (OpenAiStandIn, AnthropicStandIn, Gateway) {
+    let (openai, anthropic, gw) = gateway().await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.limits = limits;
+    gw.store.put_tenant_config(config).await.unwrap();
+    let doc = json!({"id": "fares", "title": "Fares", "text": "Refunds are free within a day."});
+    let res = gw
+        .call("acme", Method::POST, "/v1/documents", Some(doc))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    (openai, anthropic, gw)
+}
+
+fn grounded(content: &str) -> Value {
+    json!({"model": "gpt-4o", "retrieval": {"top_k": 3}, "messages": [{"role": "user", "content": content}]})
+}
+
+#[tokio::test]
+async fn a_grounded_request_refused_by_its_limit_makes_no_embedding() {
+    let (openai, _anthropic, gw) = grounded_gateway(LimitOverrides {
+        tokens_per_minute: Some(1_100),
+        ..Default::default()
+    })
+    .await;
+    let before = gw.usage_events().len();
+    // The prompt, the excerpts' budget and the reply's cap do not fit 1,100 tokens.
+    let res = gw.chat("acme", grounded("When are refunds free?")).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(res.json()["error"]["code"], "request_too_large");
+    assert_eq!(
+        gw.usage_events().len(),
+        before,
+        "nothing was embedded or called"
+    );
+    assert!(openai.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_grounded_requests_embedding_counts_against_the_tenants_tokens_per_minute() {
+    let (openai, _anthropic, gw) = grounded_gateway(LimitOverrides {
+        tokens_per_minute: Some(100_000),
+        ..Default::default()
+    })
+    .await;
+    openai.push(Behavior::reply(
+        "Within a day.",
+        TokenUsage {
+            prompt_tokens: 300,
+            completion_tokens: 5,
+            ..TokenUsage::default()
+        },
+    ));
+    let res = gw.chat("acme", grounded("When are refunds free?")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let events = gw.usage_events();
+    let embedding = events
+        .iter()
+        .find(|e| e.request_id.as_str().ends_with("-retrieval"))
+        .unwrap();
+    let chat = events
+        .iter()
+        .find(|e| e.model_requested == "gpt-4o")
+        .unwrap();
+    // Both reconciled to what they used: the tenant's minute counters hold exactly their sum.
+    let minute = chrono::Utc::now().timestamp().div_euclid(10);
+    let keys: Vec<CounterKey> = (minute - 7..=minute + 1)
+        .map(|i| CounterKey(format!("t#acme#m#{i}")))
+        .collect();
+    let counted: i64 = gw
+        .store
+        .read_counters(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.tokens)
+        .sum();
+    assert!(embedding.usage.prompt_tokens > 0);
+    assert_eq!(
+        counted,
+        (embedding.usage.total() + chat.usage.total()) as i64
+    );
 }
