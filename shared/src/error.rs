@@ -152,8 +152,16 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the upstream provider rejected the request: {message}")]
     UpstreamRejected { message: String },
-    #[error("the upstream provider failed ({detail})")]
-    Upstream { detail: String },
+    /// A 5xx, a broken connection or an unreadable answer. The provider's words can carry
+    /// anything (internal hostnames, other requests' ids, our key's prefix), so they are
+    /// logged and never rendered.
+    #[error(
+        "the upstream provider failed to complete the request; the request id identifies it in our logs"
+    )]
+    Upstream {
+        /// Logged, never rendered.
+        detail: String,
+    },
     /// The model's reply does not have the `response_format` the request asked for. The call
     /// was made and is billed; the reply is withheld.
     #[error("{failure}")]
@@ -402,6 +410,20 @@ mod tests {
         assert!(!body.contains("secret-table-name"), "{body}");
         assert_eq!(err.status(), 500);
         assert_eq!(err.kind(), ErrorKind::Application);
+    }
+
+    #[test]
+    fn upstream_failures_never_render_the_providers_words() {
+        let err = GatewayError::from(crate::ports::provider::ProviderError::new(
+            crate::domain::tenant::ProviderKind::Openai,
+            crate::ports::provider::ProviderErrorKind::Upstream,
+            "HTTP 502: canary-5xx-text from upstream-host.internal",
+        ));
+        let body = serde_json::to_string(&err.to_body()).unwrap_or_default();
+        assert!(!body.contains("canary-5xx-text"), "{body}");
+        assert!(!err.to_string().contains("canary-5xx-text"));
+        assert!(err.detail().is_some_and(|d| d.contains("canary-5xx-text")));
+        assert_eq!(err.status(), 502);
     }
 
     #[test]
