@@ -141,9 +141,9 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
 /// Limits no load test on one machine reaches, for measuring the gateway's own overhead: the
 /// limiter still reads and writes its counters on every request, it just never refuses.
 pub const UNLIMITED: LimitOverrides = LimitOverrides {
-    tokens_per_minute: Some(1 << 50),
-    requests_per_minute: Some(1 << 50),
-    tokens_per_day: Some(1 << 50),
+    tokens_per_minute: Some(crate::domain::limits::MAX_LIMIT),
+    requests_per_minute: Some(crate::domain::limits::MAX_LIMIT),
+    tokens_per_day: Some(crate::domain::limits::MAX_LIMIT),
     counter_shards: None,
     storage_chunks: None,
 };

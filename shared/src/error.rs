@@ -152,8 +152,25 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the upstream provider rejected the request: {message}")]
     UpstreamRejected { message: String },
-    #[error("the upstream provider failed ({detail})")]
-    Upstream { detail: String },
+    /// A 5xx, a broken connection or an unreadable answer. The provider's words can carry
+    /// anything (internal hostnames, other requests' ids, our key's prefix), so they are
+    /// logged and never rendered.
+    #[error(
+        "the upstream provider failed to complete the request; the request id identifies it in our logs"
+    )]
+    Upstream {
+        /// Logged, never rendered.
+        detail: String,
+    },
+    /// The provider refused the gateway's own key: the operator's problem, said as such so
+    /// the tenant knows retrying will not help. The provider's words are not rendered either.
+    #[error(
+        "the upstream provider refused the gateway's credentials; the operator must fix them. The request id identifies it in our logs"
+    )]
+    UpstreamCredentials {
+        /// Logged, never rendered.
+        detail: String,
+    },
     /// The model's reply does not have the `response_format` the request asked for. The call
     /// was made and is billed; the reply is withheld.
     #[error("{failure}")]
@@ -213,7 +230,7 @@ impl GatewayError {
             Self::RateLimited { .. } | Self::UpstreamRateLimited { .. } => S::TOO_MANY_REQUESTS,
             Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { .. } => S::BAD_REQUEST,
-            Self::Upstream { .. } => S::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::UpstreamCredentials { .. } => S::BAD_GATEWAY,
             // The request was fine and the provider answered, but the answer is unusable as
             // asked: 422, as for content that cannot be processed (OpenAI's SDKs raise
             // `UnprocessableEntityError`), and distinct from every other status here.
@@ -247,7 +264,7 @@ impl GatewayError {
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::UpstreamRateLimited { .. } => ErrorKind::UpstreamRateLimited,
             Self::UpstreamTimeout => ErrorKind::Timeout,
-            Self::Upstream { .. } => ErrorKind::UpstreamError,
+            Self::Upstream { .. } | Self::UpstreamCredentials { .. } => ErrorKind::UpstreamError,
             Self::ResponseValidation { .. } => ErrorKind::Validation,
             Self::Internal { .. } => ErrorKind::Application,
         }
@@ -299,7 +316,7 @@ impl GatewayError {
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
-            Self::Upstream { .. } => "upstream_error",
+            Self::Upstream { .. } | Self::UpstreamCredentials { .. } => "upstream_error",
             Self::ResponseValidation { .. } => "response_validation_failed",
             Self::Internal { .. } => "internal_error",
         })
@@ -331,6 +348,7 @@ impl GatewayError {
         match self {
             Self::Internal { detail }
             | Self::Upstream { detail }
+            | Self::UpstreamCredentials { detail }
             | Self::StoreUnavailable { detail }
             | Self::IndexBusy { detail, .. } => Some(detail),
             _ => None,
@@ -402,6 +420,34 @@ mod tests {
         assert!(!body.contains("secret-table-name"), "{body}");
         assert_eq!(err.status(), 500);
         assert_eq!(err.kind(), ErrorKind::Application);
+    }
+
+    #[test]
+    fn upstream_failures_never_render_the_providers_words() {
+        let err = GatewayError::from(crate::ports::provider::ProviderError::new(
+            crate::domain::tenant::ProviderKind::Openai,
+            crate::ports::provider::ProviderErrorKind::Upstream,
+            "HTTP 502: canary-5xx-text from upstream-host.internal",
+        ));
+        let body = serde_json::to_string(&err.to_body()).unwrap_or_default();
+        assert!(!body.contains("canary-5xx-text"), "{body}");
+        assert!(!err.to_string().contains("canary-5xx-text"));
+        assert!(err.detail().is_some_and(|d| d.contains("canary-5xx-text")));
+        assert_eq!(err.status(), 502);
+
+        // A refused key is said to be one, still without the provider's words.
+        let err = GatewayError::from(crate::ports::provider::ProviderError::new(
+            crate::domain::tenant::ProviderKind::Anthropic,
+            crate::ports::provider::ProviderErrorKind::Credentials,
+            "authentication_error: canary-key-text",
+        ));
+        let body = serde_json::to_string(&err.to_body()).unwrap_or_default();
+        assert!(body.contains("credentials"), "{body}");
+        assert!(!body.contains("canary-key-text"), "{body}");
+        assert_eq!(
+            (err.status().as_u16(), err.kind()),
+            (502, ErrorKind::UpstreamError)
+        );
     }
 
     #[test]

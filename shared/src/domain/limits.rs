@@ -68,22 +68,76 @@ impl Tier {
     }
 }
 
-/// Per-tenant overrides of the tier's limits.
+/// The largest value a configured limit or quota may take: 10^15, far above any real budget.
+/// The limiter's counters are signed 64-bit numbers (DynamoDB conditions compare signed sums),
+/// so a limit must stay well below `i64::MAX`; a larger one would wrap negative and refuse
+/// everything. Tenant configurations, upstream quotas and the CLI refuse anything above it.
+pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+
+/// Per-tenant overrides of the tier's limits. Reading one refuses a value above
+/// [`MAX_LIMIT`], naming the field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "at_most_max::tokens_per_minute"
+    )]
     pub tokens_per_minute: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "at_most_max::requests_per_minute"
+    )]
     pub requests_per_minute: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "at_most_max::tokens_per_day"
+    )]
     pub tokens_per_day: Option<u64>,
     /// Counter shards for a tenant above ~500 requests/s (see [`Shards`]); 1 when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counter_shards: Option<u8>,
     /// Chunks the tenant may keep in the vector index; the tier's quota when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "at_most_max::storage_chunks"
+    )]
     pub storage_chunks: Option<u64>,
+}
+
+/// One reader per field, so the error names the field (serde does not say which failed).
+mod at_most_max {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn read<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Option<u64>, D::Error> {
+        let value = Option::<u64>::deserialize(d)?;
+        match value {
+            Some(v) if v > super::MAX_LIMIT => Err(D::Error::custom(format!(
+                "`{field}` is {v}, above the maximum of {} (10^15)",
+                super::MAX_LIMIT
+            ))),
+            _ => Ok(value),
+        }
+    }
+
+    macro_rules! fields {
+        ($($name:ident),*) => {$(
+            pub(super) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+                read(d, stringify!($name))
+            }
+        )*};
+    }
+
+    fields!(
+        tokens_per_minute,
+        requests_per_minute,
+        tokens_per_day,
+        storage_chunks
+    );
 }
 
 /// Hot-key scaling. One DynamoDB item takes about 1,000 writes per second, and every request
@@ -127,6 +181,18 @@ impl LimitOverrides {
 
     pub fn shards(&self) -> Shards {
         Shards::new(self.counter_shards.unwrap_or(1))
+    }
+
+    /// The first override above [`MAX_LIMIT`], by field name, for values built in code.
+    pub fn above_max(&self) -> Option<(&'static str, u64)> {
+        [
+            ("tokens_per_minute", self.tokens_per_minute),
+            ("requests_per_minute", self.requests_per_minute),
+            ("tokens_per_day", self.tokens_per_day),
+            ("storage_chunks", self.storage_chunks),
+        ]
+        .into_iter()
+        .find_map(|(field, value)| value.filter(|v| *v > MAX_LIMIT).map(|v| (field, v)))
     }
 }
 

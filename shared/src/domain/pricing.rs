@@ -4,8 +4,14 @@
 //! `cached_tokens` were prompt-cache reads and `cache_write_tokens` were prompt-cache writes.
 //! Each part is priced at its own rate. Costs are exact (no rounding): dividing by 10^6 is
 //! exact in `Decimal`, so sums of events equal the cost of their summed tokens.
+//!
+//! A model id is priced only by an entry of its own or by an entry that lists it in `aliases`.
+//! Nothing is inferred from the shape of a name: dated snapshots of one model can cost
+//! different amounts (`gpt-4o-2024-05-13` is $5 / $15 where `gpt-4o` is $2.50 / $10), so a
+//! snapshot no entry names has no price and its calls are refused before they reach the
+//! provider.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -59,11 +65,50 @@ impl ModelPrice {
 
 /// One row of the price table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StrictEntry")]
 pub struct PriceEntry {
     pub provider: ProviderKind,
     pub model: String,
+    /// Other model ids billed exactly as `model` is, e.g. the dated snapshot an undated name
+    /// points at. Absent in entries written before aliases existed; they still load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     #[serde(flatten)]
     pub price: ModelPrice,
+}
+
+/// A [`PriceEntry`] as it is read. serde does not apply `deny_unknown_fields` to a flattened
+/// struct, so reading through `#[serde(flatten)]` would drop a misspelled field (`alias`,
+/// `cached_inptu`) and bill at the wrong rate; this shape refuses it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictEntry {
+    provider: ProviderKind,
+    model: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    input: Decimal,
+    output: Decimal,
+    #[serde(default)]
+    cached_input: Option<Decimal>,
+    #[serde(default)]
+    cache_write: Option<Decimal>,
+}
+
+impl From<StrictEntry> for PriceEntry {
+    fn from(e: StrictEntry) -> Self {
+        Self {
+            provider: e.provider,
+            model: e.model,
+            aliases: e.aliases,
+            price: ModelPrice {
+                input: e.input,
+                output: e.output,
+                cached_input: e.cached_input,
+                cache_write: e.cache_write,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,10 +120,12 @@ struct PriceFile {
     models: Vec<PriceEntry>,
 }
 
-/// The global price table: provider model → price.
+/// The global price table: provider model → price, plus the aliases priced as an entry.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    prices: HashMap<(ProviderKind, String), ModelPrice>,
+    prices: HashMap<ProviderKind, HashMap<String, ModelPrice>>,
+    /// Alias → the model whose entry prices it (one hop; an alias never names an alias).
+    aliases: HashMap<ProviderKind, HashMap<String, String>>,
     as_of: Option<String>,
 }
 
@@ -103,101 +150,156 @@ impl PriceTable {
     pub fn from_json(raw: &str) -> Result<Self, PriceTableError> {
         let file: PriceFile = serde_json::from_str(raw)?;
         let mut table = Self {
-            prices: HashMap::new(),
             as_of: file.as_of,
+            ..Self::default()
         };
         table.extend(file.models)?;
         Ok(table)
     }
 
-    /// Applies an operator's override file on top: entries replace or add models.
+    /// Applies an operator's override file on top (see [`PriceTable::extend`]).
     pub fn merge_json(&mut self, raw: &str) -> Result<(), PriceTableError> {
         let file: PriceFile = serde_json::from_str(raw)?;
         self.extend(file.models)
     }
 
-    /// Applies entries on top (operator overrides from the store), validating each.
+    /// Applies one layer of entries on top: the operator's file, or the operator's entries in
+    /// the store. What a layer says about a model id replaces what earlier layers said, as an
+    /// entry or as an alias; aliases of earlier layers that it does not mention stay, so a
+    /// new price for `gpt-4o` also prices the snapshots the bundled table lists under it.
+    /// The layer is checked whole before anything is applied: a negative price, an alias that
+    /// is not a model id, or a name the layer gives two meanings fails it.
     pub fn extend(&mut self, entries: Vec<PriceEntry>) -> Result<(), PriceTableError> {
+        check_layer(&entries)?;
         for entry in entries {
-            entry
-                .price
-                .validate()
-                .map_err(|reason| PriceTableError::Invalid {
-                    provider: entry.provider,
-                    model: entry.model.clone(),
-                    reason,
-                })?;
-            self.prices
-                .insert((entry.provider, entry.model), entry.price);
+            let PriceEntry {
+                provider,
+                model,
+                aliases,
+                price,
+            } = entry;
+            let prices = self.prices.entry(provider).or_default();
+            let pointers = self.aliases.entry(provider).or_default();
+            for alias in aliases {
+                prices.remove(&alias);
+                pointers.insert(alias, model.clone());
+            }
+            pointers.remove(&model);
+            prices.insert(model, price);
         }
         Ok(())
     }
 
     pub fn insert(&mut self, provider: ProviderKind, model: impl Into<String>, price: ModelPrice) {
-        self.prices.insert((provider, model.into()), price);
+        let model = model.into();
+        if let Some(pointers) = self.aliases.get_mut(&provider) {
+            pointers.remove(&model);
+        }
+        self.prices
+            .entry(provider)
+            .or_default()
+            .insert(model, price);
     }
 
-    /// Every entry, ordered by provider and model (for `tollgate price list`).
+    /// Every entry with its aliases, ordered by provider and model (for `tollgate price list`).
     pub fn entries(&self) -> Vec<PriceEntry> {
         let mut entries: Vec<PriceEntry> = self
             .prices
             .iter()
-            .map(|((provider, model), price)| PriceEntry {
-                provider: *provider,
-                model: model.clone(),
-                price: price.clone(),
+            .flat_map(|(provider, models)| {
+                models.iter().map(|(model, price)| PriceEntry {
+                    provider: *provider,
+                    model: model.clone(),
+                    aliases: self.aliases_of(*provider, model),
+                    price: price.clone(),
+                })
             })
             .collect();
         entries.sort_by(|a, b| (a.provider, &a.model).cmp(&(b.provider, &b.model)));
         entries
     }
 
+    fn aliases_of(&self, provider: ProviderKind, model: &str) -> Vec<String> {
+        let mut aliases: Vec<String> = self
+            .aliases
+            .get(&provider)
+            .into_iter()
+            .flatten()
+            .filter(|(_, target)| *target == model)
+            .map(|(alias, _)| alias.clone())
+            .collect();
+        aliases.sort();
+        aliases
+    }
+
     pub fn as_of(&self) -> Option<&str> {
         self.as_of.as_deref()
     }
 
+    /// How many entries (aliases not counted).
     pub fn len(&self) -> usize {
-        self.prices.len()
+        self.prices.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.prices.is_empty()
+        self.len() == 0
     }
 
-    /// Finds the price for a provider model. Dated snapshots (`gpt-4o-2024-08-06`,
-    /// `claude-haiku-4-5-20251001`) fall back to their undated alias when they have no entry of
-    /// their own. Fine-tuned ids never fall back: they are priced differently from their base
-    /// model, so they need an explicit entry or the call is refused.
+    /// The price of a provider model: its own entry, or the entry that lists it as an alias.
+    /// Any other id, a dated snapshot or a fine-tune of a priced model included, has none.
     pub fn lookup(&self, provider: ProviderKind, model: &str) -> Option<&ModelPrice> {
-        if let Some(price) = self.prices.get(&(provider, model.to_owned())) {
+        let prices = self.prices.get(&provider)?;
+        if let Some(price) = prices.get(model) {
             return Some(price);
         }
-        if model.starts_with("ft:") {
-            return None;
-        }
-        let alias = strip_date_suffix(model)?;
-        self.prices.get(&(provider, alias.to_owned()))
+        let target = self.aliases.get(&provider)?.get(model)?;
+        prices.get(target)
     }
 }
 
-/// `name-2024-08-06` or `name-20251001` → `name`.
-fn strip_date_suffix(model: &str) -> Option<&str> {
-    let is_digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    if model.len() > 11 {
-        let (head, tail) = model.split_at(model.len() - 11);
-        let t = tail.as_bytes();
-        if t[0] == b'-'
-            && is_digits(&tail[1..5], 4)
-            && t[5] == b'-'
-            && is_digits(&tail[6..8], 2)
-            && t[8] == b'-'
-            && is_digits(&tail[9..11], 2)
-        {
-            return Some(head);
+/// The checks one layer of entries must pass before any of it is applied.
+fn check_layer(entries: &[PriceEntry]) -> Result<(), PriceTableError> {
+    let invalid = |entry: &PriceEntry, reason: String| PriceTableError::Invalid {
+        provider: entry.provider,
+        model: entry.model.clone(),
+        reason,
+    };
+    let mut named = HashSet::new();
+    for entry in entries {
+        entry
+            .price
+            .validate()
+            .map_err(|reason| invalid(entry, reason))?;
+        named.insert((entry.provider, entry.model.as_str()));
+    }
+    let mut aliased: HashMap<(ProviderKind, &str), &str> = HashMap::new();
+    for entry in entries {
+        for alias in &entry.aliases {
+            if alias.is_empty() || alias.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    entry,
+                    format!("alias `{alias}` is not a model id (empty or with whitespace)"),
+                ));
+            }
+            let key = (entry.provider, alias.as_str());
+            if named.contains(&key) {
+                return Err(invalid(
+                    entry,
+                    format!(
+                        "`{alias}` has an entry of its own in the same table, so it cannot also \
+                         be an alias"
+                    ),
+                ));
+            }
+            if let Some(other) = aliased.insert(key, &entry.model) {
+                return Err(invalid(
+                    entry,
+                    format!("alias `{alias}` is listed twice (also under `{other}`)"),
+                ));
+            }
         }
     }
-    let (head, tail) = model.rsplit_once('-')?;
-    is_digits(tail, 8).then_some(head)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,8 +380,48 @@ mod tests {
     }
 
     #[test]
-    fn dated_snapshots_fall_back_to_their_alias_but_fine_tunes_do_not() {
+    fn a_dated_snapshot_is_priced_by_the_entry_that_lists_it_or_its_own() {
         let table = PriceTable::bundled().unwrap();
+        let gpt_4o = table.lookup(ProviderKind::Openai, "gpt-4o").unwrap();
+        for snapshot in ["gpt-4o-2024-08-06", "gpt-4o-2024-11-20"] {
+            assert_eq!(
+                table.lookup(ProviderKind::Openai, snapshot),
+                Some(gpt_4o),
+                "{snapshot}"
+            );
+        }
+        // The first GPT-4o snapshot costs twice as much; stripping its date used to bill it
+        // at gpt-4o's price.
+        let may = table
+            .lookup(ProviderKind::Openai, "gpt-4o-2024-05-13")
+            .unwrap();
+        assert_eq!((may.input, may.output), (dec!(5.00), dec!(15.00)));
+        assert_eq!(may.cost(&usage(1_000, 1_000, 0, 0)), dec!(0.02));
+        let haiku = table
+            .lookup(ProviderKind::Anthropic, "claude-haiku-4-5-20251001")
+            .unwrap();
+        assert_eq!(
+            Some(haiku),
+            table.lookup(ProviderKind::Anthropic, "claude-haiku-4-5")
+        );
+    }
+
+    #[test]
+    fn a_snapshot_no_entry_names_and_a_fine_tune_have_no_price() {
+        let table = PriceTable::bundled().unwrap();
+        for model in [
+            "gpt-4.1-2025-04-14",
+            "gpt-4o-2099-01-01",
+            "claude-haiku-4-5-20990101",
+            "ft:gpt-4o-mini-2024-07-18:acme::x1",
+            "no-such-model",
+        ] {
+            assert!(
+                table.lookup(ProviderKind::Openai, model).is_none(),
+                "{model}"
+            );
+        }
+        assert!(table.lookup(ProviderKind::Anthropic, "gpt-4o").is_none());
         assert!(
             table
                 .lookup(ProviderKind::Openai, "gpt-4o-2024-08-06")
@@ -287,20 +429,146 @@ mod tests {
         );
         assert!(
             table
-                .lookup(ProviderKind::Anthropic, "claude-haiku-4-5-20251001")
-                .is_some()
+                .lookup(ProviderKind::Anthropic, "gpt-4o-2024-08-06")
+                .is_none(),
+            "an alias belongs to its provider"
+        );
+    }
+
+    #[test]
+    fn non_ascii_model_ids_are_looked_up_and_aliased_without_panicking() {
+        let mut table = PriceTable::bundled().unwrap();
+        // Names whose last 11 or 8 bytes start inside a multi-byte character, which byte
+        // slicing at `len - 11` used to panic on.
+        let names = [
+            "gpt-4o-ünïcødé",
+            "modèle-2024-08-0é",
+            "模型-2024-08-06",
+            "gpt-4o-2024-08-0\u{1F600}",
+            "claude-ß-2025100é",
+            "é-12345678",
+            "日本語モデル",
+            "\u{1F600}\u{1F600}\u{1F600}",
+        ];
+        for name in names {
+            for provider in ProviderKind::ALL {
+                assert!(table.lookup(provider, name).is_none(), "{name}");
+            }
+        }
+        table
+            .merge_json(
+                r#"{"models":[{"provider":"openai","model":"modèle","aliases":["模型-2024-08-06"],"input":"1","output":"2"}]}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            table
+                .lookup(ProviderKind::Openai, "模型-2024-08-06")
+                .map(|p| p.output),
+            Some(dec!(2))
+        );
+    }
+
+    #[test]
+    fn entries_written_without_aliases_still_load_and_unknown_fields_do_not() {
+        let old =
+            r#"{"provider":"openai","model":"m","input":"1","output":"2","cached_input":"0.5"}"#;
+        let entry: PriceEntry = serde_json::from_str(old).unwrap();
+        assert!(entry.aliases.is_empty());
+        assert_eq!(entry.price.cached_input, Some(dec!(0.5)));
+        // An entry without aliases is written as before.
+        assert!(!serde_json::to_string(&entry).unwrap().contains("aliases"));
+        let typo = r#"{"models":[{"provider":"openai","model":"m","alias":["n"],"input":"1","output":"2"}]}"#;
+        assert!(PriceTable::from_json(typo).is_err());
+    }
+
+    #[test]
+    fn a_later_layer_replaces_what_earlier_ones_said_about_a_name() {
+        let mut table = PriceTable::bundled().unwrap();
+        // A new gpt-4o price keeps the bundled aliases: the snapshots follow it.
+        table
+            .merge_json(r#"{"models":[{"provider":"openai","model":"gpt-4o","input":"2.00","output":"8.00"}]}"#)
+            .unwrap();
+        let snapshot = table
+            .lookup(ProviderKind::Openai, "gpt-4o-2024-08-06")
+            .unwrap();
+        assert_eq!(snapshot.input, dec!(2.00));
+        // An entry of its own takes a name out of the alias list ...
+        table
+            .merge_json(r#"{"models":[{"provider":"openai","model":"gpt-4o-2024-11-20","input":"3","output":"9"}]}"#)
+            .unwrap();
+        assert_eq!(
+            table
+                .lookup(ProviderKind::Openai, "gpt-4o-2024-11-20")
+                .unwrap()
+                .input,
+            dec!(3)
+        );
+        let gpt_4o = table
+            .entries()
+            .into_iter()
+            .find(|e| e.model == "gpt-4o")
+            .unwrap();
+        assert_eq!(gpt_4o.aliases, ["gpt-4o-2024-08-06"]);
+        // ... and an alias takes the place of an earlier entry of that name.
+        table
+            .merge_json(r#"{"models":[{"provider":"openai","model":"gpt-4o","aliases":["gpt-4o-2024-05-13"],"input":"2.00","output":"8.00"}]}"#)
+            .unwrap();
+        assert_eq!(
+            table
+                .lookup(ProviderKind::Openai, "gpt-4o-2024-05-13")
+                .unwrap()
+                .input,
+            dec!(2.00)
         );
         assert!(
-            table
-                .lookup(ProviderKind::Openai, "ft:gpt-4o-mini-2024-07-18:acme::x1")
-                .is_none()
+            !table
+                .entries()
+                .iter()
+                .any(|e| e.model == "gpt-4o-2024-05-13")
         );
-        assert!(
-            table
-                .lookup(ProviderKind::Openai, "no-such-model")
-                .is_none()
+    }
+
+    #[test]
+    fn a_layer_that_gives_one_name_two_meanings_is_refused_whole() {
+        let layer = |models: &str| format!(r#"{{"models":[{models}]}}"#);
+        let bad = [
+            // An alias of two entries.
+            r#"{"provider":"openai","model":"a","aliases":["s"],"input":"1","output":"1"},
+               {"provider":"openai","model":"b","aliases":["s"],"input":"2","output":"2"}"#,
+            // An alias that is also an entry of the same layer.
+            r#"{"provider":"openai","model":"a","aliases":["b"],"input":"1","output":"1"},
+               {"provider":"openai","model":"b","input":"2","output":"2"}"#,
+            // Its own alias.
+            r#"{"provider":"openai","model":"a","aliases":["a"],"input":"1","output":"1"}"#,
+            // Not a model id.
+            r#"{"provider":"openai","model":"a","aliases":[" "],"input":"1","output":"1"}"#,
+        ];
+        for models in bad {
+            let mut table = PriceTable::bundled().unwrap();
+            let before = table.entries();
+            let err = table.merge_json(&layer(models)).unwrap_err();
+            assert!(
+                matches!(err, PriceTableError::Invalid { .. }),
+                "{models}: {err}"
+            );
+            assert_eq!(
+                table.entries(),
+                before,
+                "nothing of a refused layer applies"
+            );
+        }
+        // The same alias under two providers is two names.
+        let mut table = PriceTable::default();
+        table
+            .merge_json(&layer(
+                r#"{"provider":"openai","model":"a","aliases":["s"],"input":"1","output":"1"},
+                   {"provider":"anthropic","model":"b","aliases":["s"],"input":"2","output":"2"}"#,
+            ))
+            .unwrap();
+        assert_eq!(
+            table.lookup(ProviderKind::Anthropic, "s").unwrap().input,
+            dec!(2)
         );
-        assert!(table.lookup(ProviderKind::Anthropic, "gpt-4o").is_none());
     }
 
     #[test]

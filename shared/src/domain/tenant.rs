@@ -204,6 +204,8 @@ pub enum ConfigError {
     UnknownDegradationModel(String, String, String),
     #[error("degradation threshold must be between 1 and 100 percent, got {0}")]
     BadDegradationThreshold(u8),
+    #[error("limit `{field}` is {value}, above the maximum of {max} (10^15)", max = super::limits::MAX_LIMIT)]
+    LimitAboveMax { field: &'static str, value: u64 },
 }
 
 impl TenantConfig {
@@ -223,6 +225,9 @@ impl TenantConfig {
             if !known {
                 return Err(ConfigError::UnknownPromptVariable(var.to_owned()));
             }
+        }
+        if let Some((field, value)) = self.limits.above_max() {
+            return Err(ConfigError::LimitAboveMax { field, value });
         }
         if let Some(policy) = &self.degradation {
             if !(1..=100).contains(&policy.threshold_percent) {
@@ -248,5 +253,66 @@ impl TenantConfig {
     /// The limits in force: the tier's, with this tenant's overrides.
     pub fn effective_limits(&self) -> Limits {
         self.limits.apply(self.tier.limits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::limits::MAX_LIMIT;
+
+    fn with_limits(limits: serde_json::Value) -> Result<TenantConfig, serde_json::Error> {
+        let mut raw = serde_json::to_value(crate::demo::globex_config().unwrap()).unwrap();
+        raw["limits"] = limits;
+        serde_json::from_value(raw)
+    }
+
+    #[test]
+    fn a_stored_limit_above_the_maximum_is_refused_naming_its_field() {
+        // 2^63 would be i64::MIN once the limiter converts it; 10^15 + 1 is just over.
+        for (field, value) in [
+            ("tokens_per_minute", 1_u64 << 63),
+            ("requests_per_minute", u64::MAX),
+            ("tokens_per_day", MAX_LIMIT + 1),
+            ("storage_chunks", u64::MAX),
+        ] {
+            let err = with_limits(serde_json::json!({ field: value })).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains(field) && message.contains(&value.to_string()),
+                "{message}"
+            );
+        }
+        let at_max = with_limits(serde_json::json!({
+            "tokens_per_minute": MAX_LIMIT,
+            "requests_per_minute": MAX_LIMIT,
+            "tokens_per_day": MAX_LIMIT,
+            "storage_chunks": MAX_LIMIT,
+        }))
+        .unwrap();
+        assert_eq!(at_max.effective_limits().tokens_per_day, MAX_LIMIT);
+        assert_eq!(
+            with_limits(serde_json::json!({})).unwrap().limits,
+            LimitOverrides::default()
+        );
+    }
+
+    #[test]
+    fn a_limit_above_the_maximum_built_in_code_fails_validation() {
+        let mut config = crate::demo::globex_config().unwrap();
+        config.limits.tokens_per_day = Some(u64::MAX);
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::LimitAboveMax {
+                    field: "tokens_per_day",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        config.limits = crate::demo::UNLIMITED;
+        assert!(config.validate().is_ok());
     }
 }

@@ -135,8 +135,8 @@ impl From<ProviderError> for GatewayError {
             ProviderErrorKind::Rejected => GatewayError::UpstreamRejected {
                 message: err.message,
             },
-            ProviderErrorKind::Credentials => GatewayError::Upstream {
-                detail: format!("{} refused the gateway's credentials", err.provider),
+            ProviderErrorKind::Credentials => GatewayError::UpstreamCredentials {
+                detail: format!("{}: {}", err.provider, err.message),
             },
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
+use crate::domain::limits::MAX_LIMIT;
 use crate::domain::pricing::PriceTable;
 use crate::ports::Catalog;
 use crate::ports::store::StoreError;
@@ -69,8 +70,18 @@ impl OperatorCatalog {
                     .upstream_quotas()
                     .await?
                     .into_iter()
-                    .map(|q| ((q.provider, q.model), q.tokens_per_minute))
-                    .collect();
+                    .map(|q| {
+                        // The limiter compares signed counters: a larger quota would wrap.
+                        if q.tokens_per_minute > MAX_LIMIT {
+                            return Err(StoreError::Corrupt(format!(
+                                "upstream quota for {}/{}: tokens_per_minute {} is above the \
+                                 maximum of {MAX_LIMIT}",
+                                q.provider, q.model, q.tokens_per_minute
+                            )));
+                        }
+                        Ok(((q.provider, q.model), q.tokens_per_minute))
+                    })
+                    .collect::<Result<_, _>>()?;
                 Ok(Arc::new(CatalogSnapshot { prices, quotas }))
             })
             .await
@@ -102,6 +113,7 @@ mod tests {
         reads: AtomicUsize,
         failures: usize,
         price: ModelPrice,
+        quota: u64,
     }
 
     #[async_trait]
@@ -115,6 +127,7 @@ mod tests {
             Ok(vec![PriceEntry {
                 provider: ProviderKind::Openai,
                 model: "operator-model".into(),
+                aliases: vec![],
                 price: self.price.clone(),
             }])
         }
@@ -125,7 +138,7 @@ mod tests {
             Ok(vec![UpstreamQuota {
                 provider: ProviderKind::Openai,
                 model: "operator-model".into(),
-                tokens_per_minute: 90_000,
+                tokens_per_minute: self.quota,
             }])
         }
         async fn put_upstream_quota(&self, _: &UpstreamQuota) -> Result<(), StoreError> {
@@ -147,6 +160,7 @@ mod tests {
             reads: AtomicUsize::new(0),
             failures,
             price,
+            quota: 90_000,
         })
     }
 
@@ -205,6 +219,22 @@ mod tests {
         let err = catalog.get().await.unwrap_err();
         assert!(
             matches!(err, StoreError::Corrupt(ref m) if m.contains("operator-model")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_quota_above_the_maximum_is_corrupt_data_not_a_quota() {
+        let store = Arc::new(Counting {
+            quota: u64::MAX,
+            ..Arc::into_inner(source(0, price(dec!(1)))).unwrap()
+        });
+        let err = OperatorCatalog::from_store(PriceTable::default(), store)
+            .get()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.contains("tokens_per_minute")),
             "{err}"
         );
     }

@@ -280,6 +280,11 @@ impl Live {
                 }
                 Some(Err(err)) => {
                     let err = GatewayError::from(err);
+                    // The client gets the generic error event; the provider's words (already
+                    // scrubbed of our key) go to the log only.
+                    if let Some(meter) = &self.meter {
+                        tracing::error!(request_id = %meter.record.request_id, tenant_id = %meter.record.tenant_id, error_type = err.kind().as_str(), %err, detail = err.detail().unwrap_or_default(), "stream failed after it started");
+                    }
                     self.done = true;
                     let chunk = Framer::error(&err);
                     if let Some(meter) = self.meter.take() {

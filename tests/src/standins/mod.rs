@@ -83,6 +83,13 @@ pub enum Behavior {
     /// mid-stream error event (Anthropic `overloaded_error`; OpenAI an error chunk) instead of
     /// finishing: the final usage never comes.
     StreamThenError { text: String, usage: TokenUsage },
+    /// [`Behavior::StreamThenError`] whose error event carries `message` (OpenAI: a 500
+    /// error chunk; Anthropic: an `overloaded_error` event).
+    StreamThenErrorSaying {
+        text: String,
+        usage: TokenUsage,
+        message: String,
+    },
 }
 
 /// What [`Behavior::WriteUntilCap`] writes when the request sets no cap: a model's maximum
@@ -514,46 +521,63 @@ async fn handle(
                 .expect("trickled response")
         }
         Behavior::StreamThenError { text, usage } => {
-            let cx = ReplyContext {
-                id,
-                model,
-                text: &text,
-                usage,
-                include_usage,
-                forced_tool: None,
+            let message = match dialect {
+                Dialect::OpenAi => "The server had an error while processing your request.",
+                Dialect::Anthropic => "Overloaded",
             };
-            let events = match dialect {
-                Dialect::OpenAi => {
-                    let mut events = openai::stream_events(&cx);
-                    // Role and word chunks only; then OpenAI's in-stream error.
-                    events.truncate(1 + deltas(&text).len());
-                    events.push(format!(
-                        "data: {}\n\n",
-                        openai::error_body(
-                            500,
-                            "The server had an error while processing your request."
-                        )
-                    ));
-                    events
-                }
-                Dialect::Anthropic => {
-                    let mut events = anthropic::stream_events(&cx);
-                    // Through the last text delta (message_start, block start, ping, words).
-                    events.truncate(3 + deltas(&text).len());
-                    events.push(format!(
-                        "event: error\ndata: {}\n\n",
-                        anthropic::error_body(529, "Overloaded")
-                    ));
-                    events
-                }
-            };
-            sse_response(events, false)
+            stream_then_error(dialect, &id, model, &text, usage, include_usage, message)
         }
+        Behavior::StreamThenErrorSaying {
+            text,
+            usage,
+            message,
+        } => stream_then_error(dialect, &id, model, &text, usage, include_usage, &message),
         Behavior::Malformed => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("<html>upstream proxy error</html>"))
             .expect("malformed response"),
     }
+}
+
+/// A stream that sends `text` after its start, then the provider's mid-stream error event
+/// with `message` instead of finishing.
+fn stream_then_error(
+    dialect: Dialect,
+    id: &str,
+    model: &str,
+    text: &str,
+    usage: TokenUsage,
+    include_usage: bool,
+    message: &str,
+) -> Response {
+    let cx = ReplyContext {
+        id: id.to_owned(),
+        model,
+        text,
+        usage,
+        include_usage,
+        forced_tool: None,
+    };
+    let events = match dialect {
+        Dialect::OpenAi => {
+            let mut events = openai::stream_events(&cx);
+            // Role and word chunks only; then OpenAI's in-stream error.
+            events.truncate(1 + deltas(text).len());
+            events.push(format!("data: {}\n\n", openai::error_body(500, message)));
+            events
+        }
+        Dialect::Anthropic => {
+            let mut events = anthropic::stream_events(&cx);
+            // Through the last text delta (message_start, block start, ping, words).
+            events.truncate(3 + deltas(text).len());
+            events.push(format!(
+                "event: error\ndata: {}\n\n",
+                anthropic::error_body(529, message)
+            ));
+            events
+        }
+    };
+    sse_response(events, false)
 }
 
 /// The reply cap a chat request sets, in either dialect.

@@ -195,6 +195,7 @@ fn price(provider: ProviderKind, model: &str, input: Decimal, output: Decimal) -
     PriceEntry {
         provider,
         model: model.into(),
+        aliases: vec![],
         price: ModelPrice {
             input,
             output,
@@ -862,7 +863,11 @@ mod contract {
         assert!(store.prices().await.unwrap().is_empty());
         assert!(store.upstream_quotas().await.unwrap().is_empty());
         let entries = [
-            price(ProviderKind::Anthropic, "claude-x", dec!(3.00), dec!(15.00)),
+            // Aliases round-trip, non-ASCII ones included.
+            PriceEntry {
+                aliases: vec!["claude-x-20250101".into(), "克劳德-x".into()],
+                ..price(ProviderKind::Anthropic, "claude-x", dec!(3.00), dec!(15.00))
+            },
             price(ProviderKind::Openai, "gpt-4o", dec!(2.50), dec!(10.00)),
             price(ProviderKind::Openai, "a-model", dec!(0.000001), dec!(0.15)),
         ];
@@ -871,7 +876,8 @@ mod contract {
         }
         let changed = price(ProviderKind::Openai, "gpt-4o", dec!(2.00), dec!(8.00));
         store.put_price(&changed).await.unwrap();
-        // Ordered by provider, then model; replaced, not duplicated; Decimals exact.
+        // Ordered by provider, then model; replaced, not duplicated; Decimals exact; aliases
+        // kept in order.
         assert_eq!(
             store.prices().await.unwrap(),
             [entries[2].clone(), changed, entries[0].clone()]

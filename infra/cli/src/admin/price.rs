@@ -13,7 +13,7 @@ use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::Catalog;
 
 use super::parse::{self, ProviderArg};
-use super::{Output, StoreArgs, table};
+use super::{Output, StoreArgs, UsageError, table};
 
 #[derive(clap::Args, Debug)]
 pub struct PriceArgs {
@@ -31,7 +31,7 @@ pub enum PriceCommand {
     /// Set the operator's price for a provider model (adds a model or overrides the bundled
     /// price), in USD per 1M tokens. Gateways pick it up at their next cold start.
     #[command(
-        after_help = "Example:\n  tollgate price set openai gpt-4o --input 2.50 --output 10 --cached-input 1.25"
+        after_help = "Example:\n  tollgate price set openai gpt-4o --input 2.50 --output 10 --cached-input 1.25 \\\n    --alias gpt-4o-2024-08-06 --alias gpt-4o-2024-11-20"
     )]
     Set(SetArgs),
 }
@@ -41,8 +41,14 @@ pub struct SetArgs {
     /// The provider.
     #[arg(value_enum)]
     pub provider: ProviderArg,
-    /// The provider's model id (dated snapshots without their own entry use the undated one).
+    /// The provider's model id. A dated snapshot is priced only by an entry of its own or as
+    /// an --alias of one; otherwise its requests are refused.
     pub model: String,
+    /// Another model id billed exactly as this one (a dated snapshot that costs the same).
+    /// Repeat for several. Replaces the entry's stored aliases; aliases the bundled table
+    /// lists for this model still apply.
+    #[arg(long = "alias", value_name = "MODEL", value_parser = parse::model_name)]
+    pub aliases: Vec<String>,
     /// Price of uncached input (prompt) tokens.
     #[arg(long, value_name = "USD", value_parser = parse::price, allow_negative_numbers = true)]
     pub input: Decimal,
@@ -97,6 +103,7 @@ where
             |PriceEntry {
                  provider,
                  model,
+                 aliases,
                  price: p,
              }| {
                 let key = (provider, model.clone());
@@ -112,6 +119,11 @@ where
                     price(Some(p.output)),
                     price(p.cached_input),
                     price(p.cache_write),
+                    if aliases.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        aliases.join(",")
+                    },
                     source.to_owned(),
                 ]
             },
@@ -125,6 +137,7 @@ where
             "OUTPUT",
             "CACHED_INPUT",
             "CACHE_WRITE",
+            "ALIASES",
             "SOURCE",
         ],
         &rows,
@@ -145,6 +158,7 @@ where
     let entry = PriceEntry {
         provider: args.provider.into(),
         model,
+        aliases: args.aliases,
         price: ModelPrice {
             input: args.input,
             output: args.output,
@@ -152,13 +166,23 @@ where
             cache_write: args.cache_write,
         },
     };
-    entry
-        .price
-        .validate()
-        .map_err(|reason| anyhow::anyhow!("{}/{}: {reason}", entry.provider, entry.model))?;
+    // The gateway loads the operator's entries as one layer over the bundled table and
+    // refuses every request if that layer is invalid: check the layer this write makes.
+    let mut layer = store.prices().await?;
+    layer.retain(|e| (e.provider, &e.model) != (entry.provider, &entry.model));
+    layer.push(entry.clone());
+    PriceTable::bundled()
+        .context("the bundled price table")?
+        .extend(layer)
+        .map_err(|e| UsageError::new(e.to_string()))?;
     store.put_price(&entry).await?;
+    let aliases = if entry.aliases.is_empty() {
+        String::new()
+    } else {
+        format!(" (also for {})", entry.aliases.join(", "))
+    };
     Ok(Output::stdout(format!(
-        "price for {} `{}` set: input {}, output {} USD per 1M tokens\n",
+        "price for {} `{}`{aliases} set: input {}, output {} USD per 1M tokens\n",
         entry.provider,
         entry.model,
         entry.price.input.normalize(),

@@ -1,7 +1,7 @@
 //! `tollgate quota list|set`: upstream token quotas, one per provider model, shared by every
 //! tenant so that one tenant cannot exhaust the deployment's provider rate limit.
 
-use tollgate::domain::limits::UpstreamQuota;
+use tollgate::domain::limits::{MAX_LIMIT, UpstreamQuota};
 use tollgate::ports::store::Catalog;
 
 use super::parse::{self, ProviderArg};
@@ -29,8 +29,9 @@ pub enum QuotaCommand {
         provider: ProviderArg,
         /// The provider's model id, exactly as routes name it.
         model: String,
-        /// Tokens per minute (prompt + completion, sliding window) across all tenants.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        /// Tokens per minute (prompt + completion, sliding window) across all tenants; at
+        /// most 10^15.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
         tpm: u64,
     },
 }

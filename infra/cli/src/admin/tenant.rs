@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use tollgate::domain::ids::TenantId;
-use tollgate::domain::limits::{DegradationPolicy, LimitOverrides};
+use tollgate::domain::limits::{DegradationPolicy, LimitOverrides, MAX_LIMIT};
 use tollgate::domain::pricing::{ModelPrice, PriceTable};
 use tollgate::domain::prompt::PromptTemplate;
 use tollgate::domain::tenant::RetrievalPolicy;
@@ -113,24 +113,25 @@ impl PromptArgs {
     }
 }
 
-/// Token and request limits; each replaces the tier's value for this tenant.
+/// Token and request limits; each replaces the tier's value for this tenant. Each is at most
+/// 10^15 (`MAX_LIMIT`): the limiter's counters are signed 64-bit numbers.
 #[derive(clap::Args, Debug, Default)]
 pub struct LimitArgs {
     /// Tokens per minute (prompt + completion, sliding window). Overrides the tier's.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
     pub tpm: Option<u64>,
     /// Requests per minute (sliding window). Overrides the tier's.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
     pub rpm: Option<u64>,
     /// Daily token budget (sliding 24 h). Overrides the tier's.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
     pub daily_tokens: Option<u64>,
     /// Limiter counter shards (1-16) for a tenant above ~500 requests/s: each window bucket
     /// becomes N DynamoDB items sharing the budget, spreading the writes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub counter_shards: Option<u8>,
     /// Chunks the tenant may keep in the vector index (overrides the tier's storage quota).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
     pub storage_chunks: Option<u64>,
 }
 

@@ -457,6 +457,22 @@ fn malformed_flags_are_usage_errors_that_say_what_was_expected() {
     assert!(usage_error(&["quota", "set", "openai", "m", "--tpm", "0"]).contains("0"));
 }
 
+#[test]
+fn a_limit_above_ten_to_the_fifteen_is_a_usage_error_naming_its_flag() {
+    let over = (tollgate::domain::limits::MAX_LIMIT + 1).to_string();
+    let max = tollgate::domain::limits::MAX_LIMIT.to_string();
+    for flag in ["--tpm", "--rpm", "--daily-tokens", "--storage-chunks"] {
+        let e = usage_error(&["tenant", "update", "acme", flag, &over]);
+        assert!(e.contains(flag) && e.contains(&over), "{e}");
+        // 2^63 would be negative once the limiter makes it a signed counter.
+        let wraps = (1_u64 << 63).to_string();
+        assert!(usage_error(&["tenant", "update", "acme", flag, &wraps]).contains(flag));
+        assert!(parse(&["tenant", "update", "acme", flag, &max]).is_ok());
+    }
+    let e = usage_error(&["quota", "set", "openai", "m", "--tpm", &over]);
+    assert!(e.contains("--tpm"), "{e}");
+}
+
 #[tokio::test]
 async fn a_flag_that_sets_and_removes_the_same_name_is_a_usage_error() {
     let store = with_acme().await;
@@ -696,19 +712,78 @@ async fn price_set_overrides_or_adds_and_list_marks_the_operator_entries() {
     );
 
     let after = ok(&store, &["price", "list"]).await;
+    // The bundled aliases of gpt-4o stay with it, at the operator's price.
     assert_eq!(
         row(&after.stdout, "openai", "gpt-4o")[2..],
-        ["2", "8", "1", "-", "operator", "(overrides", "bundled)"]
+        [
+            "2",
+            "8",
+            "1",
+            "-",
+            "gpt-4o-2024-08-06,gpt-4o-2024-11-20",
+            "operator",
+            "(overrides",
+            "bundled)"
+        ]
     );
     assert_eq!(
         row(&after.stdout, "anthropic", "claude-new")[2..],
-        ["1", "5", "-", "1.25", "operator"]
+        ["1", "5", "-", "1.25", "-", "operator"]
     );
     assert_eq!(
         before.stdout.lines().count() + 1,
         after.stdout.lines().count(),
         "one model added, one replaced"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_is_priced_only_once_an_entry_lists_it_as_an_alias() {
+    let store = with_acme().await;
+    let snapshot = "gpt-4.1-2025-04-14";
+    let route = format!("snap=openai:{snapshot}");
+    let out = ok(&store, &["tenant", "update", "acme", "--route", &route]).await;
+    let notes = out.stderr.join("\n");
+    assert!(
+        notes.contains("no price") && notes.contains(snapshot),
+        "{notes}"
+    );
+
+    let set = [
+        "price", "set", "openai", "gpt-4.1", "--input", "2", "--output", "8", "--alias", snapshot,
+    ];
+    let out = ok(&store, &set).await;
+    assert!(out.stdout.contains(snapshot), "{}", out.stdout);
+    let stored = store.prices().await.unwrap();
+    assert_eq!(stored[0].aliases, [snapshot]);
+    let list = ok(&store, &["price", "list"]).await;
+    assert_eq!(row(&list.stdout, "openai", "gpt-4.1")[6], snapshot);
+    // The route's warning is gone: the snapshot has a price now.
+    let route = format!("snap2=openai:{snapshot}");
+    let out = ok(&store, &["tenant", "update", "acme", "--route", &route]).await;
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_price_entry_that_would_give_a_name_two_meanings_is_not_written() {
+    let store = MemoryStore::new();
+    let set = |model: &'static str, alias: &'static str| {
+        [
+            "price", "set", "openai", model, "--input", "1", "--output", "1", "--alias", alias,
+        ]
+    };
+    ok(&store, &set("a-model", "a-snapshot")).await;
+    // Another entry claiming the same alias: the gateway would refuse the whole catalog.
+    let e = err(&store, &set("b-model", "a-snapshot")).await;
+    assert!(e.downcast_ref::<UsageError>().is_some(), "{e}");
+    assert!(e.to_string().contains("listed twice"), "{e}");
+    // An alias naming another operator entry.
+    let e = err(&store, &set("c-model", "a-model")).await;
+    assert!(e.to_string().contains("entry of its own"), "{e}");
+    assert_eq!(store.prices().await.unwrap().len(), 1);
+    // Re-setting the same entry is not a conflict with itself.
+    ok(&store, &set("a-model", "a-snapshot")).await;
+    assert!(usage_error(&set("a-model", "two words")).contains("whitespace"));
 }
 
 #[tokio::test]
