@@ -90,12 +90,15 @@ EXPECTED = {
         },
     },
     # IngestService (bootstrap::ingest_service_on): keys, configs, catalog, the document
-    # registry, and embedding usage (`record(event, &[])`: no limiter adjustments).
+    # registry with its storage counter (dynamodb/documents.rs: entry and counter read by
+    # BatchGetItem, claims/commits/removals as TransactWriteItems of Update and Delete, pages by
+    # Query), and embedding usage (`record(event, &[])`: no limiter adjustments).
     "IngestFunction": {
         "TenantsTable": {
             "dynamodb:GetItem": {"KEY#", "TENANT#"},
+            "dynamodb:BatchGetItem": {"DOCS#"},
             "dynamodb:Query": {"PRICE#", "QUOTA#", "DOCS#"},
-            "dynamodb:PutItem": {"DOCS#"},
+            "dynamodb:UpdateItem": {"DOCS#"},
             "dynamodb:DeleteItem": {"DOCS#"},
         },
         "UsageTable": {

@@ -58,7 +58,10 @@ pub enum DocumentRejection {
     InvalidId,
     /// `text` is empty or whitespace.
     Empty,
+    /// `metadata` is over one of its bounds (`domain::documents`).
     InvalidMetadata,
+    /// `title` is over its bound.
+    InvalidTitle,
     /// `text` is over the per-document byte limit.
     TooLarge,
     /// `text` makes more chunks than one document may have.
@@ -84,6 +87,11 @@ pub enum GatewayError {
     PayloadTooLarge { limit: usize },
     #[error("no document `{id}` for this tenant")]
     DocumentNotFound { id: String },
+    /// Another request is storing this document id; it is held until that request finishes.
+    #[error(
+        "document `{id}` is being stored by another request; retry when that request has finished"
+    )]
+    DocumentBusy { id: String },
     /// One document of an ingest request cannot be stored as sent. In a batch it is that
     /// document's result; a request of one document fails with it.
     #[error("{message}")]
@@ -207,7 +215,8 @@ impl GatewayError {
                 DocumentRejection::InvalidDocument
                 | DocumentRejection::InvalidId
                 | DocumentRejection::Empty
-                | DocumentRejection::InvalidMetadata => S::BAD_REQUEST,
+                | DocumentRejection::InvalidMetadata
+                | DocumentRejection::InvalidTitle => S::BAD_REQUEST,
                 DocumentRejection::TooLarge | DocumentRejection::TooManyChunks => {
                     S::PAYLOAD_TOO_LARGE
                 }
@@ -225,6 +234,9 @@ impl GatewayError {
             | Self::DocumentNotFound { .. }
             | Self::ProfileNotFound { .. } => S::NOT_FOUND,
             Self::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
+            // The one retryable client error: the other request will finish (the OpenAI SDKs
+            // retry 409s by themselves).
+            Self::DocumentBusy { .. } => S::CONFLICT,
             Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
             Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } | Self::UpstreamRateLimited { .. } => S::TOO_MANY_REQUESTS,
@@ -253,6 +265,7 @@ impl GatewayError {
             | Self::PayloadTooLarge { .. }
             | Self::RouteNotFound { .. }
             | Self::DocumentNotFound { .. }
+            | Self::DocumentBusy { .. }
             | Self::DocumentRejected { .. }
             | Self::ProfileNotFound { .. }
             | Self::MethodNotAllowed { .. }
@@ -297,11 +310,13 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RouteNotFound { .. } => "unknown_url",
             Self::DocumentNotFound { .. } => "document_not_found",
+            Self::DocumentBusy { .. } => "document_busy",
             Self::DocumentRejected { reason, .. } => match reason {
                 DocumentRejection::InvalidDocument => "invalid_document",
                 DocumentRejection::InvalidId => "invalid_document_id",
                 DocumentRejection::Empty => "empty_document",
                 DocumentRejection::InvalidMetadata => "invalid_metadata",
+                DocumentRejection::InvalidTitle => "invalid_title",
                 DocumentRejection::TooLarge => "document_too_large",
                 DocumentRejection::TooManyChunks => "too_many_chunks",
                 DocumentRejection::StorageQuotaExceeded => "storage_quota_exceeded",
@@ -328,6 +343,7 @@ impl GatewayError {
             Self::RequestTooLarge { .. } => Some("max_tokens"),
             Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
             Self::ProfileNotFound { .. } => Some("user_id"),
+            Self::DocumentBusy { .. } => Some("id"),
             Self::ResponseValidation { .. } => Some("response_format"),
             Self::DocumentRejected { reason, .. } => match reason {
                 DocumentRejection::InvalidId => Some("id"),
@@ -335,6 +351,7 @@ impl GatewayError {
                 | DocumentRejection::TooLarge
                 | DocumentRejection::TooManyChunks => Some("text"),
                 DocumentRejection::InvalidMetadata => Some("metadata"),
+                DocumentRejection::InvalidTitle => Some("title"),
                 DocumentRejection::InvalidDocument | DocumentRejection::StorageQuotaExceeded => {
                     None
                 }
@@ -386,6 +403,24 @@ impl GatewayError {
                 instance_path: failure.map(|f| f.instance_path.as_str()),
                 schema_path: failure.map(|f| f.schema_path.as_str()),
             },
+        }
+    }
+}
+
+/// A title or metadata over its bound: that document's 400, naming the field.
+impl From<crate::domain::documents::DocumentFieldError> for GatewayError {
+    fn from(error: crate::domain::documents::DocumentFieldError) -> Self {
+        use crate::domain::documents::DocumentFieldError as E;
+        let reason = match error {
+            E::TitleTooLong { .. } => DocumentRejection::InvalidTitle,
+            E::TooManyEntries { .. }
+            | E::KeyTooLong { .. }
+            | E::ValueTooLong { .. }
+            | E::MetadataTooLarge { .. } => DocumentRejection::InvalidMetadata,
+        };
+        Self::DocumentRejected {
+            reason,
+            message: error.to_string(),
         }
     }
 }
@@ -545,6 +580,21 @@ mod tests {
             body(DocumentRejection::StorageQuotaExceeded),
             (403, "storage_quota_exceeded".into(), None)
         );
+        assert_eq!(
+            body(DocumentRejection::InvalidTitle),
+            (400, "invalid_title".into(), Some("title".into()))
+        );
+    }
+
+    #[test]
+    fn a_document_held_by_another_request_is_a_409_naming_its_id() {
+        let err = GatewayError::DocumentBusy { id: "faq".into() };
+        assert_eq!(err.status(), 409);
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+        let body = serde_json::to_value(err.to_body()).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "document_busy");
+        assert_eq!(body["error"]["param"], "id");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
     }
 
     #[test]

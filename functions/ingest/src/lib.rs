@@ -3,7 +3,8 @@
 //! Routes (under any API Gateway stage prefix):
 //! - `POST   /v1/documents`      one document or `{"documents": [...]}`; a batch gets 200 with
 //!   per-document results, a single document that cannot be stored gets its own error status
-//! - `GET    /v1/documents`      the tenant's documents
+//! - `GET    /v1/documents`      the tenant's documents by id, a page at a time (`limit`,
+//!   `cursor`: `next_cursor` of the previous page)
 //! - `DELETE /v1/documents/{id}` a document and its chunks
 
 use bytes::Bytes;
@@ -37,23 +38,11 @@ pub async fn handle(state: &IngestState, req: Request<Bytes>) -> Response<Body> 
                     .map(|report| edge::json(StatusCode::OK, &report, &request_id))
             }
         }
-        (Method::GET, "/v1/documents") => state.ingest.list(bearer).await.map(|docs| {
-            let data: Vec<_> = docs
-                .into_iter()
-                .map(|d| {
-                    json!({
-                        "id": d.document_id, "object": "document", "title": d.title,
-                        "chunks": d.chunks, "bytes": d.bytes, "metadata": d.metadata,
-                        "updated_at": d.updated_at,
-                    })
-                })
-                .collect();
-            edge::json(
-                StatusCode::OK,
-                &json!({"object": "list", "data": data}),
-                &request_id,
-            )
-        }),
+        (Method::GET, "/v1/documents") => state
+            .ingest
+            .list(bearer, req.uri().query())
+            .await
+            .map(|page| edge::json(StatusCode::OK, &page, &request_id)),
         (Method::DELETE, p) if p.starts_with("/v1/documents/") => {
             let id = &p["/v1/documents/".len()..];
             match state.ingest.delete(bearer, id).await {

@@ -9,20 +9,23 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::chat::Completion;
-use crate::domain::documents::DocumentId;
+use crate::domain::documents::{DocumentCursor, DocumentId, DocumentPage};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
 use crate::domain::profile::{ProfileRecord, UserId};
+use crate::domain::storage::{
+    Claim, CounterWrite, DocumentEntry, Removal, Settlement, StorageSlot,
+};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore,
-    Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord, DocumentStore, LimiterStore,
-    ProfileStore, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn,
-    UsageActivity, UsageQuery, UsageSink,
+    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ClaimOutcome,
+    ConversationStore, Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord,
+    DocumentStore, LimiterStore, ProfileStore, Recorded, ResponseCache, StoreError, TenantAdmin,
+    TenantConfigSource, Turn, UsageActivity, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -42,7 +45,9 @@ pub struct MemoryStore {
     ledger: Mutex<Ledger>,
     cache: Mutex<HashMap<String, (Completion, Instant)>>,
     prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
-    documents: RwLock<BTreeMap<(TenantId, DocumentId), DocumentRecord>>,
+    /// Document entries and storage counters share one lock: a claim checks and writes both in
+    /// one step, as DynamoDB's transaction does.
+    documents: Mutex<DocumentLedger>,
     conversations: RwLock<HashMap<(TenantId, String), Vec<Turn>>>,
     anomalies: RwLock<BTreeMap<AnomalyKey, AnomalyRecord>>,
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
@@ -63,6 +68,45 @@ struct Ledger {
     active: BTreeMap<DateTime<Utc>, BTreeSet<TenantId>>,
     /// Counter and the Unix second after which it may be dropped (as DynamoDB's TTL would).
     counters: HashMap<CounterKey, (Counter, i64)>,
+}
+
+/// The document registry and each tenant's storage counter (chunks charged).
+#[derive(Default)]
+struct DocumentLedger {
+    entries: BTreeMap<(TenantId, DocumentId), DocumentEntry>,
+    counters: HashMap<TenantId, u64>,
+}
+
+impl DocumentLedger {
+    /// Ends the claim holding `key` (commits `record` when given); `false` when the lease is not
+    /// the settlement's.
+    fn settle(
+        &mut self,
+        key: (TenantId, DocumentId),
+        settlement: &Settlement,
+        record: Option<&DocumentRecord>,
+    ) -> Result<bool, StoreError> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(false);
+        };
+        if entry.lease.as_ref().map(|l| l.token.as_str()) != Some(settlement.lease_token.as_str()) {
+            return Ok(false);
+        }
+        if settlement.drop_entry && record.is_none() {
+            self.entries.remove(&key);
+        } else {
+            if let Some(record) = record {
+                entry.record = Some(record.clone());
+            }
+            entry.charged = settlement.charge;
+            entry.lease = None;
+            entry.version += 1;
+        }
+        if let Some(counter) = self.counters.get_mut(&key.0) {
+            *counter = counter.saturating_add_signed(settlement.counter_delta());
+        }
+        Ok(true)
+    }
 }
 
 /// Past this many counters, expired ones are dropped on the next write.
@@ -389,36 +433,139 @@ impl UsageActivity for MemoryStore {
 
 #[async_trait]
 impl DocumentStore for MemoryStore {
-    async fn put_document(&self, record: &DocumentRecord) -> Result<(), StoreError> {
-        self.documents.write().map_err(poisoned)?.insert(
-            (record.tenant_id.clone(), record.document_id.clone()),
-            record.clone(),
-        );
-        Ok(())
-    }
-
-    async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRecord>, StoreError> {
-        Ok(self
-            .documents
-            .read()
-            .map_err(poisoned)?
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|(_, r)| r.clone())
-            .collect())
-    }
-
-    async fn delete_document(
+    async fn storage_slot(
         &self,
         tenant: &TenantId,
         document: &DocumentId,
+    ) -> Result<StorageSlot, StoreError> {
+        let ledger = self.documents.lock().map_err(poisoned)?;
+        Ok(StorageSlot {
+            entry: ledger
+                .entries
+                .get(&(tenant.clone(), document.clone()))
+                .cloned()
+                .unwrap_or_default(),
+            counter: ledger.counters.get(tenant).copied(),
+        })
+    }
+
+    async fn claim_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut ledger = self.documents.lock().map_err(poisoned)?;
+        let key = (tenant.clone(), document.clone());
+        // The entry first, as DynamoDB's transaction reports it first.
+        if ledger.entries.get(&key).map_or(0, |e| e.version) != claim.version {
+            return Ok(ClaimOutcome::Changed);
+        }
+        let counter = ledger.counters.get(tenant).copied();
+        match (claim.counter, counter) {
+            (Some(CounterWrite::Create { .. }), Some(_))
+            | (Some(CounterWrite::Add { .. }) | None, None) => return Ok(ClaimOutcome::Changed),
+            (Some(CounterWrite::Add { add, max }), Some(current))
+                if current.saturating_add(add) > max =>
+            {
+                return Ok(ClaimOutcome::QuotaExceeded);
+            }
+            _ => {}
+        }
+        match claim.counter {
+            Some(CounterWrite::Create { value }) => {
+                ledger.counters.insert(tenant.clone(), value);
+            }
+            Some(CounterWrite::Add { add, .. }) => {
+                *ledger.counters.entry(tenant.clone()).or_default() += add;
+            }
+            None => {}
+        }
+        let entry = ledger.entries.entry(key).or_default();
+        entry.charged = claim.charge;
+        entry.lease = Some(claim.lease.clone());
+        entry.version = claim.version + 1;
+        Ok(ClaimOutcome::Claimed)
+    }
+
+    async fn commit_document(
+        &self,
+        record: &DocumentRecord,
+        settlement: &Settlement,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .documents
-            .write()
+        let key = (record.tenant_id.clone(), record.document_id.clone());
+        self.documents
+            .lock()
             .map_err(poisoned)?
-            .remove(&(tenant.clone(), document.clone()))
-            .is_some())
+            .settle(key, settlement, Some(record))
+    }
+
+    async fn release_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        settlement: &Settlement,
+    ) -> Result<bool, StoreError> {
+        let key = (tenant.clone(), document.clone());
+        self.documents
+            .lock()
+            .map_err(poisoned)?
+            .settle(key, settlement, None)
+    }
+
+    async fn remove_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        removal: &Removal,
+    ) -> Result<bool, StoreError> {
+        let mut ledger = self.documents.lock().map_err(poisoned)?;
+        let key = (tenant.clone(), document.clone());
+        if ledger.entries.get(&key).map(|e| e.version) != Some(removal.version) {
+            return Ok(false);
+        }
+        ledger.entries.remove(&key);
+        if removal.credit
+            && let Some(counter) = ledger.counters.get_mut(tenant)
+        {
+            *counter = counter.saturating_sub(removal.charge);
+        }
+        Ok(true)
+    }
+
+    async fn documents_page(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&DocumentCursor>,
+        limit: usize,
+    ) -> Result<DocumentPage, StoreError> {
+        use std::ops::Bound;
+        let limit = limit.max(1);
+        let ledger = self.documents.lock().map_err(poisoned)?;
+        let start = match cursor {
+            Some(c) => Bound::Excluded((tenant.clone(), c.id().clone())),
+            None => Bound::Unbounded,
+        };
+        let mut documents: Vec<DocumentRecord> = ledger
+            .entries
+            .range((start, Bound::Unbounded))
+            .skip_while(|((t, _), _)| t < tenant)
+            .take_while(|((t, _), _)| t == tenant)
+            .filter_map(|(_, e)| e.record.clone())
+            .take(limit + 1)
+            .collect();
+        let more = documents.len() > limit;
+        documents.truncate(limit);
+        Ok(DocumentPage {
+            next: more
+                .then(|| {
+                    documents
+                        .last()
+                        .map(|d| DocumentCursor::after(d.document_id.clone()))
+                })
+                .flatten(),
+            documents,
+        })
     }
 }
 

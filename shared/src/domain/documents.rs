@@ -1,12 +1,92 @@
-//! Tenant documents for retrieval: ids, chunks and the identity of a chunk in the index.
+//! Tenant documents for retrieval: ids, the bounds on a document's title and metadata, the
+//! registry record, chunks and the identity of a chunk in the index, and the listing cursor.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ids::TenantId;
+
+/// Longest title, in bytes. The title is copied into the payload of every chunk (up to 1,000
+/// per document), so it is bounded like the text: 256 bytes is a long headline.
+pub const MAX_TITLE_BYTES: usize = 256;
+/// Most metadata entries per document.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_BYTES: usize = 128;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 1_024;
+/// Most metadata bytes per document, keys and values together. Metadata is copied into every
+/// chunk's payload too: at this bound a document of 1,000 chunks carries 2 MiB of metadata,
+/// where the per-entry bounds alone would allow 36 MiB.
+pub const MAX_METADATA_BYTES: usize = 2_048;
+
+/// A title or metadata over its bound. Messages name the field and the numbers, never the
+/// value (a key is content too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentFieldError {
+    #[error("`title` is {bytes} bytes; the limit is {MAX_TITLE_BYTES}")]
+    TitleTooLong { bytes: usize },
+    #[error("`metadata` has {entries} entries; the limit is {MAX_METADATA_ENTRIES}")]
+    TooManyEntries { entries: usize },
+    #[error("a `metadata` key is {bytes} bytes; the limit is {MAX_METADATA_KEY_BYTES}")]
+    KeyTooLong { bytes: usize },
+    #[error("a `metadata` value is {bytes} bytes; the limit is {MAX_METADATA_VALUE_BYTES}")]
+    ValueTooLong { bytes: usize },
+    #[error("`metadata` is {bytes} bytes (keys and values); the limit is {MAX_METADATA_BYTES}")]
+    MetadataTooLarge { bytes: usize },
+}
+
+impl DocumentFieldError {
+    /// The request field at fault.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::TitleTooLong { .. } => "title",
+            Self::TooManyEntries { .. }
+            | Self::KeyTooLong { .. }
+            | Self::ValueTooLong { .. }
+            | Self::MetadataTooLarge { .. } => "metadata",
+        }
+    }
+}
+
+/// A document's title (empty when none was sent), within [`MAX_TITLE_BYTES`].
+pub fn parse_title(raw: Option<String>) -> Result<String, DocumentFieldError> {
+    let title = raw.unwrap_or_default();
+    if title.len() > MAX_TITLE_BYTES {
+        return Err(DocumentFieldError::TitleTooLong { bytes: title.len() });
+    }
+    Ok(title)
+}
+
+/// A document's metadata, within every metadata bound; the first bound broken is reported.
+pub fn parse_metadata(
+    raw: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, DocumentFieldError> {
+    if raw.len() > MAX_METADATA_ENTRIES {
+        return Err(DocumentFieldError::TooManyEntries { entries: raw.len() });
+    }
+    let mut total = 0;
+    for (key, value) in &raw {
+        if key.len() > MAX_METADATA_KEY_BYTES {
+            return Err(DocumentFieldError::KeyTooLong { bytes: key.len() });
+        }
+        if value.len() > MAX_METADATA_VALUE_BYTES {
+            return Err(DocumentFieldError::ValueTooLong { bytes: value.len() });
+        }
+        total += key.len() + value.len();
+    }
+    if total > MAX_METADATA_BYTES {
+        return Err(DocumentFieldError::MetadataTooLarge { bytes: total });
+    }
+    Ok(raw)
+}
+
+/// Longest document id.
+const MAX_DOCUMENT_ID: usize = 128;
 
 /// A document id chosen by the tenant (or generated): 1 to 128 characters of
 /// `[A-Za-z0-9._-]`.
@@ -17,7 +97,7 @@ pub struct DocumentId(String);
 impl DocumentId {
     pub fn parse(raw: impl Into<String>) -> Result<Self, String> {
         let raw = raw.into();
-        let ok = (1..=128).contains(&raw.len())
+        let ok = (1..=MAX_DOCUMENT_ID).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -56,6 +136,78 @@ impl fmt::Display for DocumentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// What the gateway keeps about one of a tenant's documents (its chunks live in the vector
+/// index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    pub tenant_id: TenantId,
+    pub document_id: DocumentId,
+    pub title: String,
+    pub chunks: u32,
+    /// Bytes of text stored.
+    pub bytes: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A position in a tenant's document listing (`GET /v1/documents`, by id): the id of the last
+/// document of a page.
+///
+/// It carries no tenant: a listing always reads the authenticated tenant's own registry, and a
+/// cursor only says where to resume in it. A cursor issued to another tenant therefore lists
+/// nothing of theirs (as `EventCursor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentCursor {
+    after: DocumentId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cursor is not one this API issued")]
+pub struct DocumentCursorError;
+
+const DOCUMENT_CURSOR_VERSION: &str = "d1";
+
+impl DocumentCursor {
+    pub fn after(id: DocumentId) -> Self {
+        Self { after: id }
+    }
+
+    /// The id the next page starts after.
+    pub fn id(&self) -> &DocumentId {
+        &self.after
+    }
+
+    /// The opaque form clients get (`next_cursor`): URL-safe, versioned.
+    pub fn encode(&self) -> String {
+        format!(
+            "{DOCUMENT_CURSOR_VERSION}{}",
+            hex::encode(self.after.as_str())
+        )
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, DocumentCursorError> {
+        let body = raw
+            .strip_prefix(DOCUMENT_CURSOR_VERSION)
+            .ok_or(DocumentCursorError)?;
+        if body.len() > 2 * MAX_DOCUMENT_ID {
+            return Err(DocumentCursorError);
+        }
+        let bytes = hex::decode(body).map_err(|_| DocumentCursorError)?;
+        let id = String::from_utf8(bytes).map_err(|_| DocumentCursorError)?;
+        DocumentId::parse(id)
+            .map(Self::after)
+            .map_err(|_| DocumentCursorError)
+    }
+}
+
+/// One page of a tenant's documents, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentPage {
+    pub documents: Vec<DocumentRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<DocumentCursor>,
 }
 
 /// One chunk of a tenant's document, as stored in the vector index's payload.
@@ -120,6 +272,35 @@ mod tests {
             chunk("acme", "faq", 0).point_id(),
             chunk("acme", "faq", 1).point_id()
         );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_anything_else_is_refused() {
+        let cursor = DocumentCursor::after(DocumentId::parse("faq-2026.md").unwrap());
+        let raw = cursor.encode();
+        assert!(raw.bytes().all(|b| b.is_ascii_alphanumeric()), "{raw}");
+        assert_eq!(DocumentCursor::decode(&raw), Ok(cursor));
+        let too_long = format!("d1{}", hex::encode("x".repeat(129)));
+        for bad in ["", "d1", "d1zz", "e1616263", "d12f", &too_long] {
+            assert_eq!(
+                DocumentCursor::decode(bad),
+                Err(DocumentCursorError),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn titles_and_metadata_are_bounded_in_bytes_and_errors_never_quote_them() {
+        assert_eq!(parse_title(None).unwrap(), "");
+        assert!(parse_title(Some("é".repeat(128))).is_ok());
+        let err = parse_title(Some("é".repeat(128) + "x")).unwrap_err();
+        assert_eq!(err, DocumentFieldError::TitleTooLong { bytes: 257 });
+        assert_eq!(err.field(), "title");
+        let secret = BTreeMap::from([("secret".repeat(30), "v".to_owned())]);
+        let err = parse_metadata(secret).unwrap_err();
+        assert_eq!(err.field(), "metadata");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

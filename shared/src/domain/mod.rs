@@ -1,6 +1,6 @@
 //! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
 //! prompt rendering, end-user profiles, pricing, the usage event, the usage report, the
-//! anomaly rules and structured-output formats.
+//! anomaly rules, structured-output formats and the document storage quota.
 
 pub mod anomaly;
 pub mod cache_key;
@@ -15,6 +15,7 @@ pub mod profile;
 pub mod prompt;
 pub mod quality;
 pub mod routing;
+pub mod storage;
 pub mod structured;
 pub mod tenant;
 pub mod usage;

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::chat::Completion;
-use crate::domain::documents::DocumentId;
+use crate::domain::documents::{DocumentCursor, DocumentId, DocumentPage};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::keys::{KeyPrefix, StoredKey};
 use crate::domain::limits::UpstreamQuota;
 use crate::domain::pricing::PriceEntry;
 use crate::domain::profile::{ProfileRecord, UserId};
+use crate::domain::storage::{Claim, Removal, Settlement, StorageSlot};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::UsageEvent;
 use crate::domain::usage::UsageRollup;
@@ -63,32 +64,77 @@ pub trait Catalog: Send + Sync {
     async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError>;
 }
 
-/// What the gateway keeps about one of a tenant's documents (its chunks live in the vector
-/// index).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DocumentRecord {
-    pub tenant_id: TenantId,
-    pub document_id: DocumentId,
-    pub title: String,
-    pub chunks: u32,
-    /// Bytes of text stored.
-    pub bytes: u64,
-    pub metadata: std::collections::BTreeMap<String, String>,
-    pub updated_at: DateTime<Utc>,
+pub use crate::domain::documents::DocumentRecord;
+
+/// Whether a claim was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed,
+    /// The counter would have gone past the claim's `max`: nothing was written.
+    QuotaExceeded,
+    /// The entry is no longer the version read, or the counter was created meanwhile: nothing
+    /// was written; read the slot again.
+    Changed,
 }
 
-/// The registry of a tenant's documents (ingest).
+/// The registry of a tenant's documents and its storage charges (ingest). Every operation
+/// names the tenant, and reads or writes only that tenant's items; the rules for what to write
+/// are `domain::storage`'s.
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
-    async fn put_document(&self, record: &DocumentRecord) -> Result<(), StoreError>;
-    /// The tenant's documents, ordered by id.
-    async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRecord>, StoreError>;
-    /// Returns whether the document existed.
-    async fn delete_document(
+    /// One document id's entry and the tenant's counter: one item each, however many documents
+    /// the tenant has (a strongly consistent read).
+    async fn storage_slot(
         &self,
         tenant: &TenantId,
         document: &DocumentId,
+    ) -> Result<StorageSlot, StoreError>;
+
+    /// Applies `claim` to the entry and the counter atomically: all of it or nothing.
+    async fn claim_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Stores `record` as the committed version and settles the claim, atomically. `false`:
+    /// the lease is no longer the claim's (it expired and another request took the id), and
+    /// nothing was written.
+    async fn commit_document(
+        &self,
+        record: &DocumentRecord,
+        settlement: &Settlement,
     ) -> Result<bool, StoreError>;
+
+    /// Settles a claim whose version was not committed (the record stays as it was).
+    /// `false`: the lease is no longer the claim's, and nothing was written.
+    async fn release_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        settlement: &Settlement,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the entry and credits its charge, atomically. `false`: the entry changed since
+    /// it was read, and nothing was written.
+    async fn remove_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        removal: &Removal,
+    ) -> Result<bool, StoreError>;
+
+    /// At most `limit` (at least 1) committed documents of `tenant` by id, after `cursor` when
+    /// one is given. `next` is `None` once the listing is exhausted. A page may hold fewer than
+    /// `limit` documents with a `next` cursor when a store bounds the entries it examines per
+    /// call (entries of ids whose first ingest has not committed are not listed).
+    async fn documents_page(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&DocumentCursor>,
+        limit: usize,
+    ) -> Result<DocumentPage, StoreError>;
 }
 
 /// One turn of a stored conversation.

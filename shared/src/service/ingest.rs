@@ -1,5 +1,11 @@
 //! Ingest: tenant documents → chunks → embeddings → the vector index, scoped to the
 //! authenticated tenant, with per-document results so one bad document never loses the rest.
+//!
+//! Bounds: documents per request, bytes and chunks per document ([`IngestLimits`]), the title
+//! and metadata (`domain::documents`), and the tenant's storage quota in chunks, charged by a
+//! conditional write before a document is embedded (`domain::storage`), so parallel ingests
+//! cannot pass it together. Storing or deleting one document reads only that document's entry
+//! and the tenant's counter. `GET /v1/documents` is paginated by id ([`parse_list_query`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,14 +16,17 @@ use serde_json::Value;
 
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::chunking::{ChunkSpec, chunk_text};
-use crate::domain::documents::{Chunk, DocumentId};
+use crate::domain::documents::{
+    Chunk, DocumentCursor, DocumentId, DocumentPage, DocumentRecord, parse_metadata, parse_title,
+};
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::ModelPrice;
+use crate::domain::storage::{Claim, ClaimRefused, DocumentEntry};
 use crate::domain::tenant::{TenantConfig, Tier};
 use crate::domain::usage::TokenUsage;
 use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
-use crate::ports::store::{DocumentRecord, DocumentStore};
+use crate::ports::store::{ClaimOutcome, DocumentStore};
 use crate::ports::vector::{Embedder, IndexReadiness, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
 use crate::service::catalog::OperatorCatalog;
@@ -274,8 +283,13 @@ impl IngestService {
         })
     }
 
-    /// Chunks, embeds, meters and indexes one document; returns its number of chunks. What
-    /// the embedding cost is added to `spent` as soon as it is metered.
+    /// Checks, claims storage for, embeds, meters and indexes one document; returns its number
+    /// of chunks. What the embedding cost is added to `spent` as soon as it is metered.
+    ///
+    /// The document's chunks are charged to the tenant's storage quota by a conditional write
+    /// before anything is embedded (`domain::storage`): parallel ingests cannot pass the quota
+    /// together. A claim that stores nothing is released; one whose index write failed keeps
+    /// its charge, because the index may hold either version.
     async fn store_document(
         &self,
         shared: &Shared<'_>,
@@ -284,11 +298,7 @@ impl IngestService {
         doc: NewDocument,
         spent: &mut Spent,
     ) -> Result<u32, GatewayError> {
-        let Shared {
-            tenant,
-            config,
-            price,
-        } = *shared;
+        let Shared { tenant, config, .. } = *shared;
         if doc.text.trim().is_empty() {
             return Err(rejected(
                 DocumentRejection::Empty,
@@ -305,18 +315,8 @@ impl IngestService {
                 ),
             ));
         }
-        if doc.metadata.len() > 32
-            || doc
-                .metadata
-                .iter()
-                .any(|(k, v)| k.len() > 128 || v.len() > 1024)
-        {
-            return Err(rejected(
-                DocumentRejection::InvalidMetadata,
-                "at most 32 metadata entries, keys up to 128 and values up to 1024 bytes",
-            ));
-        }
-        let title = doc.title.unwrap_or_default();
+        let title = parse_title(doc.title)?;
+        let metadata = parse_metadata(doc.metadata)?;
         let texts = chunk_text(&doc.text, self.limits.chunk);
         if texts.len() > self.limits.max_chunks_per_document {
             return Err(rejected(
@@ -328,34 +328,111 @@ impl IngestService {
                 ),
             ));
         }
+        let (claim, before) = self
+            .claim_storage(tenant, config, &id, texts.len() as u64)
+            .await?;
+        let new = NewVersion {
+            id: &id,
+            title,
+            metadata,
+            bytes: doc.text.len() as u64,
+        };
+        let failed = match self
+            .embed_and_index(shared, call_id, new, texts, spent)
+            .await
+        {
+            Ok(record) => {
+                let settlement = claim.commit(u64::from(record.chunks));
+                if self.documents.commit_document(&record, &settlement).await? {
+                    return Ok(record.chunks);
+                }
+                // The lease expired and another request took the id: its version wins.
+                return Err(GatewayError::DocumentBusy { id: id.to_string() });
+            }
+            Err(Failed::BeforeIndex(err)) => (err, claim.release(&before)),
+            Err(Failed::InIndex(err)) => (err, claim.abandon()),
+        };
+        let (err, settlement) = failed;
+        if let Err(release) = self
+            .documents
+            .release_document(tenant, &id, &settlement)
+            .await
+        {
+            // The document's error is the answer; its charge stays held until the lease
+            // expires and the id is stored or deleted again (an overcount, never an undercount).
+            tracing::warn!(tenant_id = tenant.as_str(), error = %release, "storage claim not released");
+        }
+        Err(err)
+    }
+
+    /// Charges `chunks` for document `id` to the tenant's storage, within its quota (the
+    /// tenant's override or its tier's). Returns the claim and the entry as it was before.
+    async fn claim_storage(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        id: &DocumentId,
+        chunks: u64,
+    ) -> Result<(Claim, DocumentEntry), GatewayError> {
         let quota = config
             .limits
             .storage_chunks
             .unwrap_or_else(|| storage_quota(config.tier));
-        let stored = self.index.count(tenant).await?;
-        let replaced = self
-            .documents
-            .documents(tenant)
-            .await?
-            .iter()
-            .find(|d| d.document_id == id)
-            .map_or(0, |d| u64::from(d.chunks));
-        if stored - replaced.min(stored) + texts.len() as u64 > quota {
-            return Err(rejected(
+        let exceeded = || {
+            rejected(
                 DocumentRejection::StorageQuotaExceeded,
                 format!(
-                    "storing {} more chunks would exceed the {} tier's quota of {quota} chunks; delete documents first",
-                    texts.len(),
+                    "storing {chunks} more chunks would exceed the {} tier's quota of {quota} chunks; delete documents first",
                     config.tier.as_str()
                 ),
-            ));
+            )
+        };
+        let busy = || GatewayError::DocumentBusy { id: id.to_string() };
+        for _ in 0..CLAIM_ATTEMPTS {
+            let slot = self.documents.storage_slot(tenant, id).await?;
+            // Only a tenant's first claim counts the index: it creates the counter.
+            let seed = match slot.counter {
+                Some(_) => 0,
+                None => self.index.count(tenant).await?,
+            };
+            let claim = slot
+                .claim(chunks, quota, seed, self.clock.now())
+                .map_err(|refused| match refused {
+                    ClaimRefused::Busy => busy(),
+                    ClaimRefused::QuotaExceeded => exceeded(),
+                })?;
+            match self.documents.claim_document(tenant, id, &claim).await? {
+                ClaimOutcome::Claimed => return Ok((claim, slot.entry)),
+                ClaimOutcome::QuotaExceeded => return Err(exceeded()),
+                ClaimOutcome::Changed => continue,
+            }
         }
+        Err(busy())
+    }
+
+    /// Embeds, meters and indexes one document's chunks; returns the record to commit.
+    async fn embed_and_index(
+        &self,
+        shared: &Shared<'_>,
+        call_id: &RequestId,
+        new: NewVersion<'_>,
+        texts: Vec<String>,
+        spent: &mut Spent,
+    ) -> Result<DocumentRecord, Failed> {
+        let Shared { tenant, price, .. } = *shared;
+        let NewVersion {
+            id,
+            title,
+            metadata,
+            bytes,
+        } = new;
         let model = self.embedder.model();
         let Some(price) = price else {
             return Err(GatewayError::PriceMissing {
                 model: "embeddings".into(),
                 provider_model: model.to_owned(),
-            });
+            }
+            .into());
         };
 
         let provider_started = Instant::now();
@@ -389,45 +466,214 @@ impl IngestService {
                     chunk_index: i as u32,
                     title: title.clone(),
                     text,
-                    metadata: doc.metadata.clone(),
+                    metadata: metadata.clone(),
                 },
                 vector,
             })
             .collect();
         let count = chunks.len() as u32;
-        self.index.replace_document(tenant, &id, chunks).await?;
-        let record = DocumentRecord {
+        self.index
+            .replace_document(tenant, id, chunks)
+            .await
+            .map_err(|e| Failed::InIndex(e.into()))?;
+        Ok(DocumentRecord {
             tenant_id: tenant.clone(),
-            document_id: id,
+            document_id: id.clone(),
             title,
             chunks: count,
-            bytes: doc.text.len() as u64,
-            metadata: doc.metadata,
+            bytes,
+            metadata,
             updated_at: self.clock.now(),
-        };
-        self.documents.put_document(&record).await?;
-        Ok(count)
+        })
     }
 
-    /// `GET /v1/documents`.
-    pub async fn list(&self, bearer: Option<&str>) -> Result<Vec<DocumentRecord>, GatewayError> {
+    /// `GET /v1/documents`: one page of the tenant's documents, by id.
+    pub async fn list(
+        &self,
+        bearer: Option<&str>,
+        query: Option<&str>,
+    ) -> Result<DocumentList, GatewayError> {
         let (tenant, _) = self.tenant(bearer).await?;
-        Ok(self.documents.documents(&tenant).await?)
+        let q = parse_list_query(query.unwrap_or_default())?;
+        let page = self
+            .documents
+            .documents_page(&tenant, q.cursor.as_ref(), q.limit)
+            .await?;
+        Ok(DocumentList::from(page))
     }
 
-    /// `DELETE /v1/documents/{id}`: removes the document's chunks and its record.
+    /// `DELETE /v1/documents/{id}`: removes the document's chunks, its entry and its charge.
     pub async fn delete(&self, bearer: Option<&str>, raw_id: &str) -> Result<bool, GatewayError> {
         let (tenant, _) = self.tenant(bearer).await?;
         let id = DocumentId::parse(raw_id)
             .map_err(|m| GatewayError::invalid(m, Some("id".to_owned())))?;
         self.ensure_ready().await?;
-        let removed = self
-            .index
-            .delete_document(&tenant, &id)
-            .await
-            .map_err(GatewayError::from)?;
-        let existed = self.documents.delete_document(&tenant, &id).await?;
-        Ok(existed || removed > 0)
+        let busy = || GatewayError::DocumentBusy { id: id.to_string() };
+        for _ in 0..CLAIM_ATTEMPTS {
+            let slot = self.documents.storage_slot(&tenant, &id).await?;
+            let removal = slot.removal(self.clock.now()).map_err(|_| busy())?;
+            // The chunks go first: an entry outliving its chunks overcounts, never the reverse.
+            let removed = self
+                .index
+                .delete_document(&tenant, &id)
+                .await
+                .map_err(GatewayError::from)?;
+            match removal {
+                None => return Ok(removed > 0),
+                Some(removal) => {
+                    if self
+                        .documents
+                        .remove_document(&tenant, &id, &removal)
+                        .await?
+                    {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Err(busy())
+    }
+}
+
+/// Reads of a document's slot before a claim or removal gives up as busy (each retry follows a
+/// concurrent change to the same id or the tenant's first counter).
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// A new version of a document, checked, before its chunks are embedded.
+struct NewVersion<'a> {
+    id: &'a DocumentId,
+    title: String,
+    metadata: BTreeMap<String, String>,
+    bytes: u64,
+}
+
+/// Where storing a document failed: before its chunks reached the index (its claim is
+/// released), or in the index write (the claim keeps its charge).
+enum Failed {
+    BeforeIndex(GatewayError),
+    InIndex(GatewayError),
+}
+
+impl From<GatewayError> for Failed {
+    fn from(error: GatewayError) -> Self {
+        Self::BeforeIndex(error)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listing
+// ---------------------------------------------------------------------------------------------
+
+/// Documents per page of `GET /v1/documents` when `limit` is not given.
+pub const DEFAULT_DOCUMENTS_LIMIT: usize = 20;
+/// Most documents per page of `GET /v1/documents`.
+pub const MAX_DOCUMENTS_LIMIT: usize = 100;
+
+/// A parsed `GET /v1/documents` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub cursor: Option<DocumentCursor>,
+    pub limit: usize,
+}
+
+/// Parses `limit` (1-[`MAX_DOCUMENTS_LIMIT`], default [`DEFAULT_DOCUMENTS_LIMIT`]) and `cursor`
+/// (a previous page's `next_cursor`). Unknown, repeated and empty parameters are refused, as
+/// for the usage API; every mistake is a 400 naming the parameter, never quoting its value.
+pub fn parse_list_query(query: &str) -> Result<ListQuery, GatewayError> {
+    let invalid = |message: String, param: &str| GatewayError::invalid(message, param.to_owned());
+    let mut limit = None;
+    let mut cursor = None;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "limit" => &mut limit,
+            "cursor" => &mut cursor,
+            other => {
+                // Names are echoed (cut short), values never.
+                let shown: String = other.chars().take(64).collect();
+                return Err(invalid(
+                    format!("unknown parameter `{shown}`; expected one of: limit, cursor"),
+                    &shown,
+                ));
+            }
+        };
+        if value.is_empty() {
+            return Err(invalid(format!("`{name}` must not be empty"), &name));
+        }
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(invalid(format!("`{name}` is given more than once"), &name));
+        }
+    }
+    let limit = match limit {
+        None => DEFAULT_DOCUMENTS_LIMIT,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_DOCUMENTS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    format!("`limit` must be an integer from 1 to {MAX_DOCUMENTS_LIMIT}"),
+                    "limit",
+                )
+            })?,
+    };
+    let cursor = cursor
+        .map(|raw| {
+            DocumentCursor::decode(&raw).map_err(|_| {
+                invalid(
+                    "`cursor` is not valid; pass the `next_cursor` of a previous page unchanged"
+                        .into(),
+                    "cursor",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ListQuery { cursor, limit })
+}
+
+/// `GET /v1/documents`: one page, by id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentList {
+    pub object: &'static str,
+    pub data: Vec<DocumentView>,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl From<DocumentPage> for DocumentList {
+    fn from(page: DocumentPage) -> Self {
+        Self {
+            object: "list",
+            data: page.documents.into_iter().map(DocumentView::from).collect(),
+            has_more: page.next.is_some(),
+            next_cursor: page.next.as_ref().map(DocumentCursor::encode),
+        }
+    }
+}
+
+/// One document, as its tenant sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentView {
+    pub id: DocumentId,
+    pub object: &'static str,
+    pub title: String,
+    pub chunks: u32,
+    pub bytes: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<DocumentRecord> for DocumentView {
+    fn from(d: DocumentRecord) -> Self {
+        Self {
+            id: d.document_id,
+            object: "document",
+            title: d.title,
+            chunks: d.chunks,
+            bytes: d.bytes,
+            metadata: d.metadata,
+            updated_at: d.updated_at,
+        }
     }
 }
 

@@ -290,7 +290,11 @@ async fn dynamodb_a_burst_without_max_tokens_consumes_no_more_than_the_limit() {
         .sum();
     let completion: u64 = rollups.iter().map(|r| r.completion_tokens).sum();
     assert!(admitted > 0);
-    assert_eq!(completion, admitted * 1024, "every reply stopped at the reserved cap");
+    assert_eq!(
+        completion,
+        admitted * 1024,
+        "every reply stopped at the reserved cap"
+    );
     // The prompt count's error: the stand-in counts a few tokens a message more or less.
     assert!(
         consumed <= TPM + 8 * admitted,

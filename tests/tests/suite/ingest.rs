@@ -1,22 +1,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 //! The ingest function through its handler on the embedded store and index: per-document
 //! results, replacement, tenant scoping, limits and quotas (a single document's failure is the
-//! response's status; a batch reports it per document), the request metric's status, and
-//! metered embeddings.
+//! response's status; a batch reports it per document), the request metric's status, metered
+//! embeddings, title and metadata bounds, the storage quota under concurrent ingests (also on
+//! DynamoDB), per-document registry reads, and the paginated listing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use http::Method;
 use serde_json::{Value, json};
 use tollgate::adapters::vector_memory::MemoryVectorIndex;
 use tollgate::domain::chunking::{ChunkSpec, chunk_text};
-use tollgate::domain::documents::DocumentId;
+use tollgate::domain::documents::{DocumentCursor, DocumentId, DocumentPage};
 use tollgate::domain::ids::TenantId;
-use tollgate::domain::tenant::Tier;
+use tollgate::domain::storage::{Claim, Removal, Settlement, StorageSlot};
+use tollgate::domain::tenant::{ProviderKind, Tier};
 use tollgate::error::ErrorKind;
 use tollgate::ports::TenantAdmin;
-use tollgate::ports::vector::{IndexError, IndexedChunk, ScoredChunk, VectorIndex};
+use tollgate::ports::provider::{ProviderError, ProviderErrorKind};
+use tollgate::ports::store::{ClaimOutcome, DocumentRecord, DocumentStore, StoreError};
+use tollgate::ports::vector::{
+    Embedder, Embeddings, IndexError, IndexedChunk, ScoredChunk, VectorIndex,
+};
 use tollgate::service::ingest::IngestLimits;
 use tollgate_tests::harness::{Gateway, TestResponse};
 
@@ -643,4 +652,549 @@ async fn the_ingest_metric_reports_the_status_the_client_got() {
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["failed"], 1);
     assert_eq!(last_ingest_metric(&gw), (200, None, Some("acme".into())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Title and metadata bounds
+// ---------------------------------------------------------------------------------------------
+
+/// `len` bytes starting with a canary that an error message must never quote.
+fn canary(len: usize) -> String {
+    format!("{:x<len$}", "canary")
+}
+
+/// Posts `body` alone, and asserts a 400 naming `param` with exactly `message`, without the
+/// canary.
+async fn assert_refused(gw: &Gateway, body: Value, code: &str, param: &str, message: &str) {
+    let res = post(gw, "acme", body.clone()).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    let error = &res.json()["error"];
+    assert_eq!(
+        error,
+        &json!({"message": message, "type": "invalid_request_error", "param": param, "code": code})
+    );
+    assert!(!res.text().contains("canary"), "{}", res.text());
+}
+
+#[tokio::test]
+async fn a_title_of_256_bytes_is_stored_and_one_of_257_is_a_400_naming_title() {
+    let gw = Gateway::simulated().await;
+    let at_limit = json!({"id": "t256", "title": canary(256), "text": "Rockets are reusable."});
+    let res = post(&gw, "acme", at_limit).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    let over = json!({"id": "t257", "title": canary(257), "text": "Rockets are reusable."});
+    assert_refused(
+        &gw,
+        over,
+        "invalid_title",
+        "title",
+        "`title` is 257 bytes; the limit is 256",
+    )
+    .await;
+    assert_eq!(chunks_of(&gw, "acme").await, 1, "only the first was stored");
+    // Bytes, not characters: 129 two-byte characters are over.
+    let wide = json!({"id": "wide", "title": "é".repeat(129), "text": "Rockets."});
+    assert_eq!(post(&gw, "acme", wide).await.status, 400);
+}
+
+#[tokio::test]
+async fn each_metadata_bound_admits_its_limit_and_refuses_one_past_it_naming_metadata() {
+    let gw = Gateway::simulated().await;
+    let entries = |n: usize| -> Value {
+        (0..n)
+            .map(|i| (format!("canary-{i:02}"), json!("v")))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let cases = [
+        (
+            entries(32),
+            entries(33),
+            "`metadata` has 33 entries; the limit is 32",
+        ),
+        (
+            json!({canary(128): "v"}),
+            json!({canary(129): "v"}),
+            "a `metadata` key is 129 bytes; the limit is 128",
+        ),
+        (
+            json!({"k": canary(1024)}),
+            json!({"k": canary(1025)}),
+            "a `metadata` value is 1025 bytes; the limit is 1024",
+        ),
+        (
+            // 2 x (1 + 1023) bytes, then one value a byte longer.
+            json!({"a": canary(1023), "b": canary(1023)}),
+            json!({"a": canary(1023), "b": canary(1024)}),
+            "`metadata` is 2049 bytes (keys and values); the limit is 2048",
+        ),
+    ];
+    for (n, (at_limit, over, message)) in cases.into_iter().enumerate() {
+        let id = format!("m{n}");
+        let res = post(
+            &gw,
+            "acme",
+            json!({"id": id, "text": "Rockets.", "metadata": at_limit}),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{message}: {}", res.text());
+        assert_refused(
+            &gw,
+            json!({"id": id, "text": "Rockets.", "metadata": over}),
+            "invalid_metadata",
+            "metadata",
+            message,
+        )
+        .await;
+    }
+    assert_eq!(chunks_of(&gw, "acme").await, 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The storage quota under concurrency
+// ---------------------------------------------------------------------------------------------
+
+/// An embedder that answers after `delay` (or fails, when `fail`): concurrent ingests overlap
+/// while they embed, as Lambdas calling a real provider do.
+struct SlowEmbedder {
+    inner: Arc<dyn Embedder>,
+    delay: Duration,
+    fail: bool,
+}
+
+impl SlowEmbedder {
+    fn wrap(inner: &Arc<dyn Embedder>, delay_ms: u64) -> Arc<dyn Embedder> {
+        Arc::new(Self {
+            inner: inner.clone(),
+            delay: Duration::from_millis(delay_ms),
+            fail: false,
+        })
+    }
+}
+
+#[async_trait]
+impl Embedder for SlowEmbedder {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+        tokio::time::sleep(self.delay).await;
+        if self.fail {
+            return Err(ProviderError::new(
+                self.kind(),
+                ProviderErrorKind::Rejected,
+                "the embedding stand-in refuses",
+            ));
+        }
+        self.inner.embed(texts).await
+    }
+}
+
+/// Chunks of 8 tokens: `words(24)` is a document of exactly 3 chunks.
+fn three_chunk_limits() -> IngestLimits {
+    IngestLimits {
+        chunk: ChunkSpec {
+            size: 8,
+            overlap: 0,
+        },
+        ..IngestLimits::default()
+    }
+}
+
+/// globex with a quota of `chunks` chunks.
+async fn set_storage_quota(admin: &dyn TenantAdmin, chunks: u64) {
+    let mut config = tollgate::demo::globex_config().unwrap();
+    config.limits.storage_chunks = Some(chunks);
+    admin.put_tenant_config(config).await.unwrap();
+}
+
+/// `POST /v1/documents` through the ingest handler of `state`, with `key`.
+async fn post_with(state: &ingest::IngestState, key: &str, body: Value) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/documents")
+        .header("authorization", format!("Bearer {key}"))
+        .body(bytes::Bytes::from(body.to_string()))
+        .unwrap();
+    let res = ingest::handle(state, req).await;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await;
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// 8 concurrent single-document ingests of 3 chunks each (24 chunks) against a quota of 10:
+/// exactly 3 are stored (9 chunks), the other 5 get 403 `storage_quota_exceeded`, and the
+/// index never holds more than the quota. `state`'s tenant globex must have that quota.
+async fn parallel_ingests_stay_within_the_quota(
+    state: &ingest::IngestState,
+    key: &str,
+    index: &MemoryVectorIndex,
+) {
+    let text = words(24);
+    assert_eq!(chunk_text(&text, three_chunk_limits().chunk).len(), 3);
+    let results = join_all(
+        (0..8).map(|i| post_with(state, key, json!({"id": format!("doc-{i}"), "text": text}))),
+    )
+    .await;
+    let stored = results.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .map(|(status, body)| (*status, body["error"]["code"].clone()))
+        .collect();
+    assert_eq!(stored, 3, "{results:?}");
+    assert_eq!(refused, vec![(403, json!("storage_quota_exceeded")); 5]);
+    let globex = TenantId::parse("globex").unwrap();
+    assert_eq!(index.count(&globex).await.unwrap(), 9);
+}
+
+#[tokio::test]
+async fn parallel_ingests_past_the_quota_store_at_most_the_quota_and_refuse_the_rest_with_403() {
+    let mut gw = Gateway::simulated().await;
+    set_storage_quota(gw.store.as_ref(), 10).await;
+    let service = &mut gw.ingest.ingest;
+    service.limits = three_chunk_limits();
+    service.embedder = SlowEmbedder::wrap(&service.embedder, 50);
+    let key = gw.key("globex").to_owned();
+    parallel_ingests_stay_within_the_quota(&gw.ingest, &key, &gw.index).await;
+}
+
+#[tokio::test]
+async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
+    let Some(store) = tollgate_tests::moto::fresh_store("DynamoDB ingest quota test", "iq").await
+    else {
+        return;
+    };
+    let seeded = tollgate::demo::seed(&store, chrono::Utc::now())
+        .await
+        .unwrap();
+    set_storage_quota(&store, 10).await;
+    let index = Arc::new(MemoryVectorIndex::new());
+    let settings = tollgate_tests::harness::settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
+    let metrics = Arc::new(tollgate::adapters::memory::MemoryMetrics::default());
+    let mut service = tollgate::bootstrap::ingest_service_on(
+        &settings,
+        metrics,
+        Arc::new(store.clone()),
+        index.clone(),
+    )
+    .unwrap();
+    service.limits = three_chunk_limits();
+    service.embedder = SlowEmbedder::wrap(&service.embedder, 50);
+    let state = ingest::IngestState {
+        ingest: service,
+        max_body_bytes: 1 << 20,
+    };
+    let key = seeded
+        .iter()
+        .find(|(tenant, _)| tenant.as_str() == "globex")
+        .map(|(_, key)| key.expose().to_owned())
+        .unwrap();
+    parallel_ingests_stay_within_the_quota(&state, &key, &index).await;
+    // The counter agrees with the index.
+    let slot = store
+        .storage_slot(
+            &TenantId::parse("globex").unwrap(),
+            &DocumentId::parse("doc-0").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(slot.counter, Some(9));
+}
+
+#[tokio::test]
+async fn a_second_ingest_of_a_document_being_stored_gets_a_409_and_the_first_version_stays() {
+    let mut gw = Gateway::simulated().await;
+    let service = &mut gw.ingest.ingest;
+    service.embedder = SlowEmbedder::wrap(&service.embedder, 200);
+    let first = post(&gw, "acme", doc("guide", "The first version."));
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        post(&gw, "acme", doc("guide", "The second version.")).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 409, "{}", second.text());
+    assert_eq!(
+        second.json()["error"],
+        json!({"message": "document `guide` is being stored by another request; retry when that request has finished", "type": "invalid_request_error", "param": "id", "code": "document_busy"})
+    );
+    // Once the first has finished, the id is free again.
+    let third = post(&gw, "acme", doc("guide", "The third version.")).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+}
+
+#[tokio::test]
+async fn a_document_that_fails_to_embed_gives_its_chunks_back_to_the_quota() {
+    let mut gw = Gateway::simulated().await;
+    set_storage_quota(gw.store.as_ref(), 3).await;
+    let service = &mut gw.ingest.ingest;
+    service.limits = three_chunk_limits();
+    let working = service.embedder.clone();
+    service.embedder = Arc::new(SlowEmbedder {
+        inner: working.clone(),
+        delay: Duration::ZERO,
+        fail: true,
+    });
+    let failed = post(&gw, "globex", doc("fails", &words(24))).await;
+    assert_eq!(failed.status, 400, "{}", failed.text());
+    assert_eq!(failed.json()["error"]["code"], "upstream_rejected");
+
+    gw.ingest.ingest.embedder = working;
+    let stored = post(&gw, "globex", doc("fits", &words(24))).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    // The failed id left nothing behind: it is neither listed nor charged.
+    let list = gw.call("globex", Method::GET, "/v1/documents", None).await;
+    assert_eq!(list.json()["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_document_gives_its_chunks_back_to_the_quota() {
+    let mut gw = Gateway::simulated().await;
+    set_storage_quota(gw.store.as_ref(), 3).await;
+    gw.ingest.ingest.limits = three_chunk_limits();
+    assert_eq!(post(&gw, "globex", doc("a", &words(24))).await.status, 200);
+    let full = post(&gw, "globex", doc("b", &words(24))).await;
+    assert_eq!(full.status, 403, "{}", full.text());
+
+    let deleted = gw
+        .call("globex", Method::DELETE, "/v1/documents/a", None)
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let res = post(&gw, "globex", doc("b", &words(24))).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(chunks_of(&gw, "globex").await, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry reads
+// ---------------------------------------------------------------------------------------------
+
+/// The embedded registry, counting the entries each call reads.
+struct CountingRegistry {
+    inner: Arc<tollgate::adapters::memory::MemoryStore>,
+    entries_read: AtomicU64,
+}
+
+#[async_trait]
+impl DocumentStore for CountingRegistry {
+    async fn storage_slot(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+    ) -> Result<StorageSlot, StoreError> {
+        self.entries_read.fetch_add(1, Ordering::SeqCst);
+        self.inner.storage_slot(tenant, document).await
+    }
+    async fn claim_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.inner.claim_document(tenant, document, claim).await
+    }
+    async fn commit_document(
+        &self,
+        record: &DocumentRecord,
+        settlement: &Settlement,
+    ) -> Result<bool, StoreError> {
+        self.inner.commit_document(record, settlement).await
+    }
+    async fn release_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        settlement: &Settlement,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .release_document(tenant, document, settlement)
+            .await
+    }
+    async fn remove_document(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        removal: &Removal,
+    ) -> Result<bool, StoreError> {
+        self.inner.remove_document(tenant, document, removal).await
+    }
+    async fn documents_page(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&DocumentCursor>,
+        limit: usize,
+    ) -> Result<DocumentPage, StoreError> {
+        let page = self.inner.documents_page(tenant, cursor, limit).await?;
+        self.entries_read
+            .fetch_add(page.documents.len() as u64, Ordering::SeqCst);
+        Ok(page)
+    }
+}
+
+#[tokio::test]
+async fn storing_one_document_reads_one_registry_entry_however_many_the_tenant_has() {
+    let mut gw = Gateway::simulated().await;
+    let registry = Arc::new(CountingRegistry {
+        inner: gw.store.clone(),
+        entries_read: AtomicU64::new(0),
+    });
+    gw.ingest.ingest.documents = registry.clone();
+    let reads_to_store = |id: &'static str| {
+        let (gw, registry) = (&gw, registry.clone());
+        async move {
+            let before = registry.entries_read.load(Ordering::SeqCst);
+            let res = post(gw, "acme", doc(id, "One more document.")).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            registry.entries_read.load(Ordering::SeqCst) - before
+        }
+    };
+    assert_eq!(reads_to_store("first").await, 1);
+    let many: Vec<Value> = (0..60).map(|i| doc(&format!("d{i}"), "text")).collect();
+    let res = post(&gw, "acme", json!({"documents": many})).await;
+    assert_eq!(res.json()["stored"], 60);
+    assert_eq!(reads_to_store("after-sixty").await, 1);
+    // Replacing one reads that one too.
+    assert_eq!(reads_to_store("d30").await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listing
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /v1/documents?{query}` as `tenant`.
+async fn list(gw: &Gateway, tenant: &str, query: &str) -> TestResponse {
+    gw.call(tenant, Method::GET, &format!("/v1/documents?{query}"), None)
+        .await
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_are_listed_by_id_a_page_at_a_time_with_an_opaque_cursor() {
+    let gw = Gateway::simulated().await;
+    let docs: Vec<Value> = (0..45).map(|i| doc(&format!("d{i:02}"), "text")).collect();
+    let res = post(&gw, "acme", json!({"documents": docs})).await;
+    assert_eq!(res.json()["stored"], 45);
+
+    // The default page is 20.
+    let first = list(&gw, "acme", "").await.json();
+    assert_eq!(ids(&first).len(), 20);
+    assert_eq!(first["has_more"], true);
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit=17&cursor={c}"),
+            None => "limit=17".into(),
+        };
+        let page = list(&gw, "acme", &query).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        sizes.push(ids(&page).len());
+        all.extend(ids(&page));
+        assert_eq!(page["has_more"], page["next_cursor"].is_string());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [17, 17, 11]);
+    let expected: Vec<String> = (0..45).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(all, expected);
+    // The largest page holds them all.
+    let everything = list(&gw, "acme", "limit=100").await.json();
+    assert_eq!(ids(&everything).len(), 45);
+    assert_eq!(
+        (
+            everything["has_more"].clone(),
+            everything["next_cursor"].clone()
+        ),
+        (json!(false), Value::Null)
+    );
+    let one = &everything["data"][0];
+    assert_eq!(
+        (
+            one["object"].clone(),
+            one["title"].clone(),
+            one["chunks"].clone()
+        ),
+        (json!("document"), json!("Title of d00"), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_from_another_tenant_lists_only_the_callers_own_documents() {
+    let gw = Gateway::simulated().await;
+    let acme: Vec<Value> = (1..=5)
+        .map(|i| doc(&format!("p-{i:02}"), "acme plans"))
+        .collect();
+    post(&gw, "acme", json!({"documents": acme})).await;
+    let globex = json!({"documents": [
+        {"id": "p-03", "title": "globex notes", "text": "globex travel"},
+        {"id": "p-06", "title": "globex notes", "text": "globex travel"},
+    ]});
+    post(&gw, "globex", globex).await;
+
+    let page = list(&gw, "acme", "limit=2").await.json();
+    assert_eq!(ids(&page), ["p-01", "p-02"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+
+    let theirs = list(&gw, "globex", &format!("cursor={cursor}")).await;
+    assert_eq!(theirs.status, 200, "{}", theirs.text());
+    let theirs = theirs.json();
+    assert_eq!(ids(&theirs), ["p-03", "p-06"]);
+    assert!(!theirs.to_string().contains("acme"), "{theirs}");
+    assert_eq!(theirs["has_more"], false);
+}
+
+#[tokio::test]
+async fn a_bad_limit_or_cursor_is_a_400_naming_it_without_echoing_it() {
+    let gw = Gateway::simulated().await;
+    let limit = "`limit` must be an integer from 1 to 100";
+    let cursor = "`cursor` is not valid; pass the `next_cursor` of a previous page unchanged";
+    for (query, param, message) in [
+        ("limit=0", "limit", limit),
+        ("limit=101", "limit", limit),
+        ("limit=-1", "limit", limit),
+        ("limit=canary", "limit", limit),
+        ("limit=", "limit", "`limit` must not be empty"),
+        (
+            "limit=5&limit=6",
+            "limit",
+            "`limit` is given more than once",
+        ),
+        ("cursor=canary", "cursor", cursor),
+        // An id that is not a document id, and a usage events cursor.
+        ("cursor=d12f2f", "cursor", cursor),
+        ("cursor=e1c0ffee", "cursor", cursor),
+        (
+            "tenant_id=globex",
+            "tenant_id",
+            "unknown parameter `tenant_id`; expected one of: limit, cursor",
+        ),
+    ] {
+        let res = list(&gw, "acme", query).await;
+        assert_eq!(res.status, 400, "{query}: {}", res.text());
+        let error = &res.json()["error"];
+        assert_eq!(error["param"], param, "{query}");
+        assert_eq!(error["type"], "invalid_request_error", "{query}");
+        assert_eq!(error["message"], message, "{query}");
+        assert!(!res.text().contains("canary"), "{query}: {}", res.text());
+    }
 }

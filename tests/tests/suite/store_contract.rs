@@ -20,18 +20,20 @@ use rust_decimal_macros::dec;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryStore;
 use tollgate::domain::chat::{Completion, FinishReason, Role};
-use tollgate::domain::documents::DocumentId;
+use tollgate::domain::documents::{DocumentCursor, DocumentId};
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::keys::{KeyPrefix, PresentedKey, StoredKey, issue_key};
 use tollgate::domain::limits::UpstreamQuota;
 use tollgate::domain::pricing::{ModelPrice, PriceEntry};
+use tollgate::domain::storage::{CounterWrite, StorageSlot};
 use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
 use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
-    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ConversationStore, Counter,
-    CounterAdd, CounterKey, DocumentRecord, DocumentStore, LimiterStore, Recorded, ResponseCache,
-    StoreError, TenantAdmin, TenantConfigSource, Turn, UsageQuery, UsageSink,
+    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ClaimOutcome,
+    ConversationStore, Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore,
+    LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn,
+    UsageQuery, UsageSink,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -202,6 +204,18 @@ fn price(provider: ProviderKind, model: &str, input: Decimal, output: Decimal) -
             cached_input: Some(input / dec!(2)),
             cache_write: None,
         },
+    }
+}
+
+fn document_record(tenant_id: &TenantId, id: &str, chunks: u32) -> DocumentRecord {
+    DocumentRecord {
+        tenant_id: tenant_id.clone(),
+        document_id: DocumentId::parse(id).unwrap(),
+        title: format!("{id} title"),
+        chunks,
+        bytes: 100,
+        metadata: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        updated_at: DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
     }
 }
 
@@ -715,48 +729,281 @@ mod contract {
         assert!(store.get("acme:v1:short").await.unwrap().is_none());
     }
 
+    /// Stores a version of `id` of `chunks` chunks the way ingest does: read the slot, plan
+    /// the claim, claim (again after a concurrent change), commit.
+    async fn store_version<S: DocumentStore>(
+        store: &S,
+        tenant_id: &TenantId,
+        id: &str,
+        chunks: u32,
+        quota: u64,
+    ) -> ClaimOutcome {
+        let document = DocumentId::parse(id).unwrap();
+        loop {
+            let slot = store.storage_slot(tenant_id, &document).await.unwrap();
+            let Ok(claim) = slot.claim(u64::from(chunks), quota, 0, Utc::now()) else {
+                return ClaimOutcome::QuotaExceeded;
+            };
+            match store
+                .claim_document(tenant_id, &document, &claim)
+                .await
+                .unwrap()
+            {
+                ClaimOutcome::Changed => continue,
+                ClaimOutcome::QuotaExceeded => return ClaimOutcome::QuotaExceeded,
+                ClaimOutcome::Claimed => {}
+            }
+            let record = document_record(tenant_id, id, chunks);
+            assert!(
+                store
+                    .commit_document(&record, &claim.commit(u64::from(chunks)))
+                    .await
+                    .unwrap()
+            );
+            return ClaimOutcome::Claimed;
+        }
+    }
+
+    async fn counter_of<S: DocumentStore>(store: &S, tenant_id: &TenantId) -> Option<u64> {
+        let any = DocumentId::parse("any").unwrap();
+        store.storage_slot(tenant_id, &any).await.unwrap().counter
+    }
+
     pub async fn documents<S: DocumentStore>(store: &S) {
-        let acme = TenantId::parse("acme").unwrap();
-        let globex = TenantId::parse("globex").unwrap();
-        let record = |tenant: &TenantId, id: &str, chunks: u32| DocumentRecord {
-            tenant_id: tenant.clone(),
-            document_id: DocumentId::parse(id).unwrap(),
-            title: format!("{id} title"),
-            chunks,
-            bytes: 100,
-            metadata: std::collections::BTreeMap::from([("k".to_owned(), "v".to_owned())]),
-            updated_at: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
-        };
-        store
-            .put_document(&record(&acme, "b-doc", 2))
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        let quota = 100;
+        for (t, id, chunks) in [
+            (&acme, "b-doc", 2),
+            (&acme, "a-doc", 1),
+            (&globex, "a-doc", 9),
+            // Storing again replaces, and moves the charge to the new size.
+            (&acme, "b-doc", 3),
+        ] {
+            assert_eq!(
+                store_version(store, t, id, chunks, quota).await,
+                ClaimOutcome::Claimed
+            );
+        }
+        let page = store.documents_page(&acme, None, 10).await.unwrap();
+        assert_eq!(
+            page.documents,
+            vec![
+                document_record(&acme, "a-doc", 1),
+                document_record(&acme, "b-doc", 3)
+            ]
+        );
+        assert_eq!(page.next, None);
+        assert_eq!(counter_of(store, &acme).await, Some(4));
+
+        let doc = DocumentId::parse("a-doc").unwrap();
+        let slot = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(slot.entry.record, Some(document_record(&acme, "a-doc", 1)));
+        assert_eq!((slot.entry.charged, slot.entry.lease.clone()), (1, None));
+        let removal = slot.removal(Utc::now()).unwrap().unwrap();
+        assert!(store.remove_document(&acme, &doc, &removal).await.unwrap());
+        // A removal of a version that is gone writes nothing.
+        assert!(!store.remove_document(&acme, &doc, &removal).await.unwrap());
+        assert_eq!(counter_of(store, &acme).await, Some(3));
+        assert!(
+            !store
+                .storage_slot(&acme, &doc)
+                .await
+                .unwrap()
+                .entry
+                .exists()
+        );
+        // The other tenant's document of the same id, and its counter, are untouched.
+        let page = store.documents_page(&globex, None, 10).await.unwrap();
+        assert_eq!(page.documents, vec![document_record(&globex, "a-doc", 9)]);
+        assert_eq!(counter_of(store, &globex).await, Some(9));
+    }
+
+    /// Claims are all-or-nothing conditional writes: the quota, the entry's version, the
+    /// counter's creation and the lease each refuse a write that would break them.
+    pub async fn storage_claims<S: DocumentStore>(store: &S) {
+        let acme = tenant("acme");
+        let doc = DocumentId::parse("guide").unwrap();
+        let now = Utc::now();
+
+        // The first claim creates the counter from the seed (the index's count).
+        let fresh = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(fresh, StorageSlot::default());
+        let first = fresh.claim(4, 10, 5, now).unwrap();
+        let second = fresh.claim(1, 10, 5, now).unwrap();
+        assert_eq!(
+            store.claim_document(&acme, &doc, &first).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        // A claim planned from the same read finds the entry changed and writes nothing.
+        assert_eq!(
+            store.claim_document(&acme, &doc, &second).await.unwrap(),
+            ClaimOutcome::Changed
+        );
+        let held = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(held.counter, Some(9));
+        assert_eq!(held.entry.charged, 4);
+        assert_eq!(held.entry.lease.as_ref(), Some(&first.lease));
+        assert_eq!(held.entry.record, None);
+        // Another id's claim that creates the counter again is refused: it exists now.
+        let other = DocumentId::parse("other").unwrap();
+        let late = StorageSlot::default().claim(1, 10, 0, now).unwrap();
+        assert_eq!(
+            store.claim_document(&acme, &other, &late).await.unwrap(),
+            ClaimOutcome::Changed
+        );
+
+        // Only the lease holder settles; releasing a never-stored id leaves no entry.
+        let mut stranger = first.release(&fresh.entry);
+        stranger.lease_token = "someone-else".into();
+        assert!(
+            !store
+                .release_document(&acme, &doc, &stranger)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .release_document(&acme, &doc, &first.release(&fresh.entry))
+                .await
+                .unwrap()
+        );
+        let released = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(
+            (released.entry.exists(), released.counter),
+            (false, Some(5))
+        );
+
+        // Past the quota: refused by the store itself, nothing written.
+        let slot = store.storage_slot(&acme, &other).await.unwrap();
+        let mut greedy = slot.claim(5, 10, 0, now).unwrap();
+        greedy.counter = Some(CounterWrite::Add { add: 6, max: 10 });
+        assert_eq!(
+            store.claim_document(&acme, &other, &greedy).await.unwrap(),
+            ClaimOutcome::QuotaExceeded
+        );
+        assert_eq!(store.storage_slot(&acme, &other).await.unwrap(), slot);
+
+        // A failed index write keeps the larger charge; committing later settles it.
+        assert_eq!(
+            store_version(store, &acme, "guide", 2, 10).await,
+            ClaimOutcome::Claimed
+        );
+        let stored = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!((stored.entry.charged, stored.counter), (2, Some(7)));
+        let bigger = stored.claim(3, 10, 0, now).unwrap();
+        store.claim_document(&acme, &doc, &bigger).await.unwrap();
+        assert!(
+            store
+                .release_document(&acme, &doc, &bigger.abandon())
+                .await
+                .unwrap()
+        );
+        let kept = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!((kept.entry.charged, kept.counter), (3, Some(8)));
+        assert_eq!(kept.entry.record, Some(document_record(&acme, "guide", 2)));
+        assert_eq!(kept.entry.lease, None);
+
+        // An expired lease is no one's: the next claim takes the id over.
+        let stale = kept
+            .claim(1, 10, 0, now - chrono::Duration::hours(1))
+            .unwrap();
+        store.claim_document(&acme, &doc, &stale).await.unwrap();
+        let abandoned = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(abandoned.claim(1, 10, 0, now).map(|_| ()), Ok(()));
+        assert_eq!(
+            store_version(store, &acme, "guide", 1, 10).await,
+            ClaimOutcome::Claimed
+        );
+        let taken = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!((taken.entry.charged, taken.counter), (1, Some(6)));
+        // The stale holder can no longer settle.
+        assert!(
+            !store
+                .commit_document(&document_record(&acme, "guide", 1), &stale.commit(1))
+                .await
+                .unwrap()
+        );
+    }
+
+    /// 8 concurrent claims of 3 chunks against a quota of 10, on a tenant without a counter
+    /// (so they also race to create it): exactly 3 fit, and the counter says 9.
+    pub async fn concurrent_claims<S: DocumentStore>(store: &S) {
+        let acme = tenant("acme");
+        let outcomes = join_all((0..8).map(|i| {
+            let acme = acme.clone();
+            async move { store_version(store, &acme, &format!("doc-{i}"), 3, 10).await }
+        }))
+        .await;
+        let stored = outcomes
+            .iter()
+            .filter(|o| **o == ClaimOutcome::Claimed)
+            .count();
+        assert_eq!(stored, 3, "{outcomes:?}");
+        assert_eq!(counter_of(store, &acme).await, Some(9));
+        let page = store.documents_page(&acme, None, 100).await.unwrap();
+        assert_eq!(page.documents.len(), 3);
+    }
+
+    /// Pages by id, `limit` at a time; entries without a committed version are not listed;
+    /// a cursor is only a position in the caller's own registry.
+    pub async fn document_pages<S: DocumentStore>(store: &S) {
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        for i in (0..25).rev() {
+            let id = format!("d{i:02}");
+            store_version(store, &acme, &id, 1, 1_000).await;
+            if i % 5 == 0 {
+                store_version(store, &globex, &id, 2, 1_000).await;
+            }
+        }
+        // An id whose first ingest is in flight.
+        let pending = DocumentId::parse("d10a").unwrap();
+        let slot = store.storage_slot(&acme, &pending).await.unwrap();
+        let claim = slot.claim(1, 1_000, 0, Utc::now()).unwrap();
+        store.claim_document(&acme, &pending, &claim).await.unwrap();
+
+        let mut ids = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .documents_page(&acme, cursor.as_ref(), 10)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.documents.len() <= 10);
+            ids.extend(page.documents.iter().map(|d| d.document_id.to_string()));
+            assert!(page.documents.iter().all(|d| d.tenant_id == acme));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).map(|i| format!("d{i:02}")).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(pages, 3);
+
+        // acme's cursor after d10, used by globex: globex's own documents after d10.
+        let after_d10 = DocumentCursor::after(DocumentId::parse("d10").unwrap());
+        let page = store
+            .documents_page(&globex, Some(&after_d10), 10)
             .await
             .unwrap();
-        store
-            .put_document(&record(&acme, "a-doc", 1))
-            .await
-            .unwrap();
-        store
-            .put_document(&record(&globex, "a-doc", 9))
-            .await
-            .unwrap();
-        // Re-putting replaces.
-        store
-            .put_document(&record(&acme, "b-doc", 3))
-            .await
-            .unwrap();
-        let listed = store.documents(&acme).await.unwrap();
+        let listed: Vec<(String, String)> = page
+            .documents
+            .iter()
+            .map(|d| (d.tenant_id.to_string(), d.document_id.to_string()))
+            .collect();
         assert_eq!(
             listed,
-            vec![record(&acme, "a-doc", 1), record(&acme, "b-doc", 3)]
+            [("globex", "d15"), ("globex", "d20")].map(|(t, d)| (t.to_owned(), d.to_owned()))
         );
-        let doc = DocumentId::parse("a-doc").unwrap();
-        assert!(store.delete_document(&acme, &doc).await.unwrap());
-        assert!(!store.delete_document(&acme, &doc).await.unwrap());
-        // The other tenant's document of the same id is untouched.
-        assert_eq!(
-            store.documents(&globex).await.unwrap(),
-            vec![record(&globex, "a-doc", 9)]
-        );
+        assert_eq!(page.next, None);
+        // A tenant with no documents has an empty last page.
+        let empty = store
+            .documents_page(&tenant("initech"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!((empty.documents.len(), empty.next), (0, None));
     }
 
     pub async fn conversations<S: ConversationStore>(store: &S) {
@@ -958,6 +1205,30 @@ macro_rules! store_contract_tests {
             }
 
             #[tokio::test]
+            async fn storage_claims_are_conditional_on_the_quota_the_version_and_the_lease() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::storage_claims(&store).await;
+            }
+
+            #[tokio::test]
+            async fn eight_concurrent_claims_of_3_chunks_fit_exactly_3_in_a_quota_of_10() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::concurrent_claims(&store).await;
+            }
+
+            #[tokio::test]
+            async fn documents_are_paged_by_id_within_the_callers_own_registry() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::document_pages(&store).await;
+            }
+
+            #[tokio::test]
             async fn keys_are_found_by_prefix_listed_oldest_first_and_revoked_once() {
                 let Some(store) = super::$backend().await else {
                     return;
@@ -1092,6 +1363,26 @@ mod dynamodb_adapter {
             1,
             "event, rollup and adjustments in one transaction"
         );
+
+        let (acme, doc) = (tenant("acme"), DocumentId::parse("rt-doc").unwrap());
+        let before = store.round_trips();
+        let slot = store.storage_slot(&acme, &doc).await.unwrap();
+        assert_eq!(
+            trips(before),
+            1,
+            "one BatchGetItem: the entry and the counter"
+        );
+        let claim = slot.claim(3, 10, 0, Utc::now()).unwrap();
+        let before = store.round_trips();
+        store.claim_document(&acme, &doc, &claim).await.unwrap();
+        assert_eq!(trips(before), 1, "one TransactWriteItems");
+        let before = store.round_trips();
+        let record = document_record(&acme, "rt-doc", 3);
+        store
+            .commit_document(&record, &claim.commit(3))
+            .await
+            .unwrap();
+        assert_eq!(trips(before), 1, "one TransactWriteItems");
 
         let before = store.round_trips();
         store.find_key(&unknown_prefix()).await.unwrap();

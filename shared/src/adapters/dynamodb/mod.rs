@@ -3,7 +3,9 @@
 //! - **tenants** (`pk`, `sk`; GSI `by_tenant` on `gsi1pk`/`gsi1sk`): tenant configs
 //!   `TENANT#{id}`/`CONFIG`, API keys `KEY#{prefix}`/`KEY`, the fine-tuned registry
 //!   `FT#{provider}#{model}`/`OWNER`, the catalog `PRICE#{provider}`/`{model}` and
-//!   `QUOTA#{provider}`/`{model}`, end-user profiles `PROFILE#{tenant}#{user}`/`PROFILE`.
+//!   `QUOTA#{provider}`/`{model}`, end-user profiles `PROFILE#{tenant}#{user}`/`PROFILE`, the
+//!   document registry `DOCS#{tenant}`/`{document id}` with the tenant's storage counter
+//!   `DOCS#{tenant}`/`#storage`.
 //! - **usage** (`pk`, `sk`; GSI `by_tenant_time`): events `EVENT#{request_id}`/`EVENT`, hourly
 //!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`; a tenant's events newest
 //!   first from `by_tenant_time` (`events`); rollups by hour from the KEYS_ONLY GSI `by_hour`
