@@ -126,6 +126,20 @@ impl DynamoGateway {
         }
     }
 
+    /// `tenant`'s rollups of the last two hours (and the next, for a clock at an hour's end).
+    async fn recent_rollups(&self, tenant: &str) -> Vec<tollgate::domain::usage::UsageRollup> {
+        let tenant = tollgate::domain::ids::TenantId::parse(tenant).unwrap();
+        let now = chrono::Utc::now();
+        self.store
+            .rollups(
+                &tenant,
+                now - chrono::Duration::hours(2),
+                now + chrono::Duration::hours(1),
+            )
+            .await
+            .unwrap()
+    }
+
     async fn chat(&self, tenant: &str, body: serde_json::Value) -> TestResponse {
         let req = http::Request::builder()
             .method("POST")
@@ -206,17 +220,7 @@ async fn dynamodb_fifty_concurrent_requests_never_admit_more_than_the_token_limi
     );
 
     // Every admitted call was metered exactly once; the rollup equals the sum of the events.
-    let tenant = tollgate::domain::ids::TenantId::parse("acme").unwrap();
-    let now = chrono::Utc::now();
-    let rollups = gw
-        .store
-        .rollups(
-            &tenant,
-            now - chrono::Duration::hours(2),
-            now + chrono::Duration::hours(1),
-        )
-        .await
-        .unwrap();
+    let rollups = gw.recent_rollups("acme").await;
     let requests: u64 = rollups.iter().map(|r| r.requests).sum();
     let rollup_cost: Decimal = rollups.iter().map(|r| r.cost_usd).sum();
     let metered_cost: Decimal = gw
@@ -273,17 +277,7 @@ async fn dynamodb_a_burst_without_max_tokens_consumes_no_more_than_the_limit() {
             other => panic!("unexpected {other}: {}", res.text()),
         }
     }
-    let tenant = tollgate::domain::ids::TenantId::parse("acme").unwrap();
-    let now = chrono::Utc::now();
-    let rollups = gw
-        .store
-        .rollups(
-            &tenant,
-            now - chrono::Duration::hours(2),
-            now + chrono::Duration::hours(1),
-        )
-        .await
-        .unwrap();
+    let rollups = gw.recent_rollups("acme").await;
     let consumed: u64 = rollups
         .iter()
         .map(|r| r.prompt_tokens + r.completion_tokens)
