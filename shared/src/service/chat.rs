@@ -412,7 +412,7 @@ impl ChatService {
         let degrade_to = prepared.config.degradation.as_ref().and_then(|policy| {
             policy.degrade(&requested, snapshot.day_tokens(), limits.tokens_per_day)
         });
-        let (prepared, degraded_from) = match degrade_to {
+        let (mut prepared, degraded_from) = match degrade_to {
             Some(target) if fallback.is_some() => {
                 let mut request = prepared.request.clone();
                 request.model = target.to_owned();
@@ -426,7 +426,6 @@ impl ChatService {
             _ => (prepared, None),
         };
 
-        let mut prepared = prepared;
         let prompt_tokens = count_chat_tokens(
             prepared.upstream.system.as_deref(),
             &prepared.upstream.messages,

@@ -394,11 +394,6 @@ impl Limiter {
         max_tokens.unwrap_or(self.default_reserve)
     }
 
-    /// Tokens to reserve: the prompt plus the most the reply may use.
-    pub fn reservation_tokens(&self, prompt_tokens: u64, max_tokens: Option<u32>) -> u64 {
-        prompt_tokens + u64::from(self.output_cap(max_tokens))
-    }
-
     /// Reads every counted bucket for `tenant` and the upstream quotas of `models` (those that
     /// have one), in one round trip.
     pub async fn snapshot(
