@@ -92,7 +92,9 @@ EXPECTED = {
     # IngestService (bootstrap::ingest_service_on): keys, configs, catalog, the document
     # registry with its storage counter (dynamodb/documents.rs: entry and counter read by
     # BatchGetItem, claims/commits/removals as TransactWriteItems of Update and Delete, pages by
-    # Query), and embedding usage (`record(event, &[])`: no limiter adjustments).
+    # Query), the limiter (a tokens-only reservation per document: snapshot BatchGetItem,
+    # guarded Updates with ConditionChecks), and embedding usage (event Put, rollup Update, the
+    # reservation's settling Updates).
     "IngestFunction": {
         "TenantsTable": {
             "dynamodb:GetItem": {"KEY#", "TENANT#"},
@@ -104,6 +106,11 @@ EXPECTED = {
         "UsageTable": {
             "dynamodb:PutItem": {"EVENT#"},
             "dynamodb:UpdateItem": {"ROLLUP#"},
+        },
+        "LimitsTable": {
+            "dynamodb:BatchGetItem": {"t#", "u#"},
+            "dynamodb:UpdateItem": {"t#", "u#"},
+            "dynamodb:ConditionCheckItem": {"t#", "u#"},
         },
     },
     # UsageReportState::on: keys, configs, rollups (UsageQuery::rollups), events page.

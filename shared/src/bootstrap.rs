@@ -168,20 +168,29 @@ pub async fn init_vector_index(settings: &Settings) -> Result<Option<String>, Bo
     )))
 }
 
-/// The ingest service on `store` and `index`. Prices come from the bundled table and the
-/// store's catalog (read on first use), as for chat. Makes no network call.
+/// The ingest service on `store` and `index`. Prices and upstream quotas come from the bundled
+/// table and the store's catalog (read on first use), as for chat; embedding tokens are
+/// reserved on the store's limiter counters, the ones chat uses. Makes no network call.
 pub fn ingest_service_on<S: ChatStore + DocumentStore>(
     settings: &Settings,
     metrics: Arc<dyn MetricsSink>,
     store: Arc<S>,
     index: Arc<dyn VectorIndex>,
 ) -> Result<IngestService, BootError> {
-    let catalog = OperatorCatalog::from_store(settings.prices()?, store.clone());
+    let catalog = Arc::new(OperatorCatalog::from_store(
+        settings.prices()?,
+        store.clone(),
+    ));
     let (embedder, _) = settings.embedder()?;
     let directory = Arc::new(CachedDirectory::new(
         store.clone(),
         store.clone(),
         settings.directory_cache_ttl,
+    ));
+    let limiter = Arc::new(Limiter::with_catalog(
+        store.clone(),
+        catalog.clone(),
+        settings.default_reserve_tokens,
     ));
     Ok(IngestService {
         keys: directory.clone(),
@@ -190,12 +199,13 @@ pub fn ingest_service_on<S: ChatStore + DocumentStore>(
         index,
         embedder,
         usage: store,
-        catalog: Arc::new(catalog),
+        catalog,
         metrics,
         clock: Arc::new(SystemClock),
         retry: settings.retry,
         limits: IngestLimits::default(),
         ready: IndexReadiness::default(),
+        limiter,
     })
 }
 

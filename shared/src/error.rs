@@ -128,8 +128,13 @@ pub enum GatewayError {
         retry_after: Duration,
         rate: Box<crate::domain::limits::RateStatus>,
     },
+    /// A call that needs more tokens than the tenant's limit allows at all; `param` names
+    /// what the client can shrink (`max_tokens` of a chat request, `text` of a document).
     #[error("{message}")]
-    RequestTooLarge { message: String },
+    RequestTooLarge {
+        message: String,
+        param: &'static str,
+    },
     #[error(
         "the rate limiter is unavailable, so the request was refused rather than admitted unmetered; retry shortly"
     )]
@@ -340,7 +345,7 @@ impl GatewayError {
     fn param(&self) -> Option<&str> {
         match self {
             Self::InvalidRequest { param, .. } => param.as_deref(),
-            Self::RequestTooLarge { .. } => Some("max_tokens"),
+            Self::RequestTooLarge { param, .. } => Some(param),
             Self::ModelNotFound { .. } | Self::ForeignFineTunedModel { .. } => Some("model"),
             Self::ProfileNotFound { .. } => Some("user_id"),
             Self::DocumentBusy { .. } => Some("id"),

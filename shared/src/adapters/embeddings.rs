@@ -101,7 +101,8 @@ pub struct OpenAiEmbedder {
     dimensions: usize,
 }
 
-/// Inputs per request; OpenAI accepts up to 2,048.
+/// Inputs per request ([`Embedder::max_batch`]); OpenAI accepts up to 2,048, and a smaller
+/// request loses less when it fails.
 const BATCH: usize = 256;
 
 #[derive(Serialize)]
@@ -165,56 +166,60 @@ impl Embedder for OpenAiEmbedder {
         self.dimensions
     }
 
+    fn max_batch(&self) -> usize {
+        BATCH
+    }
+
+    /// One `POST /embeddings` of all of `texts`: the caller splits by [`Embedder::max_batch`],
+    /// so that the usage of every request that succeeded is known even when a later one fails.
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
-        let mut out = Embeddings {
-            vectors: Vec::with_capacity(texts.len()),
-            prompt_tokens: 0,
-            model: self.model.clone(),
-        };
-        for batch in texts.chunks(BATCH) {
-            let body = self
-                .http
-                .post_json(
-                    &EmbeddingRequest {
-                        model: &self.model,
-                        input: batch,
-                        dimensions: self.dimensions,
-                        encoding_format: "float",
-                    },
-                    CallLimits::default(),
-                )
-                .await?;
-            let mut reply: EmbeddingResponse = serde_json::from_slice(&body).map_err(|e| {
-                self.http.error(
+        let body = self
+            .http
+            .post_json(
+                &EmbeddingRequest {
+                    model: &self.model,
+                    input: texts,
+                    dimensions: self.dimensions,
+                    encoding_format: "float",
+                },
+                CallLimits::default(),
+            )
+            .await?;
+        // A 2xx the provider billed but that cannot be used: `after_send`, so it is never sent
+        // again and is metered as an estimate.
+        let mut reply: EmbeddingResponse = serde_json::from_slice(&body).map_err(|e| {
+            self.http
+                .error(
                     ProviderErrorKind::Upstream,
                     format!("unreadable embeddings: {e}"),
                 )
-            })?;
-            if reply.data.len() != batch.len()
-                || reply
-                    .data
-                    .iter()
-                    .any(|d| d.embedding.len() != self.dimensions)
-            {
-                return Err(self.http.error(
+                .after_send()
+        })?;
+        if reply.data.len() != texts.len()
+            || reply
+                .data
+                .iter()
+                .any(|d| d.embedding.len() != self.dimensions)
+        {
+            return Err(self
+                .http
+                .error(
                     ProviderErrorKind::Upstream,
                     format!(
                         "expected {} embeddings of {} dimensions, got {}",
-                        batch.len(),
+                        texts.len(),
                         self.dimensions,
                         reply.data.len()
                     ),
-                ));
-            }
-            reply.data.sort_by_key(|d| d.index);
-            out.vectors
-                .extend(reply.data.into_iter().map(|d| d.embedding));
-            out.prompt_tokens += reply.usage.prompt_tokens;
-            if let Some(model) = reply.model {
-                out.model = model;
-            }
+                )
+                .after_send());
         }
-        Ok(out)
+        reply.data.sort_by_key(|d| d.index);
+        Ok(Embeddings {
+            vectors: reply.data.into_iter().map(|d| d.embedding).collect(),
+            prompt_tokens: reply.usage.prompt_tokens,
+            model: reply.model.unwrap_or_else(|| self.model.clone()),
+        })
     }
 }
 

@@ -131,5 +131,16 @@ pub trait Embedder: Send + Sync {
     /// The model billed, so a call can be priced before it is made.
     fn model(&self) -> &str;
     fn dimensions(&self) -> usize;
+    /// The most texts one [`Embedder::embed`] call should carry. Callers split longer inputs
+    /// into calls of at most this many, so each upstream request is retried, metered and
+    /// reserved on its own: a failed request never re-sends (or loses the usage of) the ones
+    /// before it.
+    fn max_batch(&self) -> usize {
+        DEFAULT_MAX_BATCH
+    }
+    /// One upstream request for `texts` (one attempt: the caller retries).
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError>;
 }
+
+/// [`Embedder::max_batch`] unless an embedder says otherwise.
+pub const DEFAULT_MAX_BATCH: usize = 256;

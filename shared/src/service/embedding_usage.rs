@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::usage::{TokenUsage, UsageEvent};
+use crate::domain::usage::{TokenUsage, UsageEvent, UsageSource};
+use crate::error::ErrorKind;
 use crate::ports::vector::Embeddings;
 use crate::ports::{MetricsSink, UsageSink};
 
@@ -16,11 +17,26 @@ pub(crate) struct EmbeddingCall<'a> {
     pub id: RequestId,
     pub tenant: &'a TenantId,
     pub provider: crate::domain::tenant::ProviderKind,
+    /// What the provider returned: for a call that failed part-way, the requests before the
+    /// failure (their tokens were billed).
     pub embedded: &'a Embeddings,
+    /// Priced on [`EmbeddingCall::metered`].
     pub cost: Decimal,
     pub started: Instant,
     pub attempts: u32,
     pub at: DateTime<Utc>,
+    /// Set when the call failed after `embedded` was returned.
+    pub failure: Option<EmbeddingFailure>,
+}
+
+/// How an embedding call failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EmbeddingFailure {
+    pub error: ErrorKind,
+    /// Tokens of the failed request that the provider may have billed: one that reached it
+    /// with no refusal back (a timeout after sending, an unreadable 2xx). Metered as Tollgate's
+    /// count of its inputs, as chat meters such a call at its estimate; 0 for a refusal.
+    pub estimated_tokens: u64,
 }
 
 impl EmbeddingCall<'_> {
@@ -31,13 +47,25 @@ impl EmbeddingCall<'_> {
         }
     }
 
-    /// Records the call's usage event; a store failure is emitted whole for replay.
-    pub async fn record(self, usage: &dyn UsageSink, metrics: &dyn MetricsSink) {
-        self.record_reconciled(usage, metrics, &[]).await;
+    /// The tokens the event meters: the provider's report for what succeeded, plus the
+    /// estimate of a failed request that may have been billed.
+    pub fn metered(embedded: &Embeddings, failure: Option<&EmbeddingFailure>) -> TokenUsage {
+        let mut usage = Self::usage(embedded);
+        usage.prompt_tokens += failure.map_or(0, |f| f.estimated_tokens);
+        usage
     }
 
-    /// [`EmbeddingCall::record`], with the limiter adjustments that settle the call's
-    /// reservation in the same atomic write.
+    fn usage_source(&self) -> UsageSource {
+        match &self.failure {
+            Some(f) if f.estimated_tokens > 0 => UsageSource::Estimated,
+            Some(_) if self.embedded.prompt_tokens == 0 => UsageSource::None,
+            _ => UsageSource::Provider,
+        }
+    }
+
+    /// Records the call's usage event with the limiter adjustments that settle its
+    /// reservation, in one atomic write; a store failure is emitted whole for replay (every
+    /// embedding call is made under a reservation, so there is no unreconciled variant).
     pub async fn record_reconciled(
         self,
         usage: &dyn UsageSink,
@@ -46,25 +74,25 @@ impl EmbeddingCall<'_> {
     ) {
         let elapsed = self.started.elapsed().as_millis() as u64;
         let event = UsageEvent {
-            request_id: self.id,
+            request_id: self.id.clone(),
             tenant_id: self.tenant.clone(),
             created_at: self.at,
             model_requested: "embeddings".into(),
             model_served: self.embedded.model.clone(),
             provider: self.provider,
-            usage: Self::usage(self.embedded),
+            usage: Self::metered(self.embedded, self.failure.as_ref()),
             cost_usd: self.cost,
             latency_ms: elapsed,
             provider_latency_ms: Some(elapsed),
-            success: true,
-            error_type: None,
+            success: self.failure.is_none(),
+            error_type: self.failure.map(|f| f.error),
             streamed: false,
             cache_hit: false,
             attempts: self.attempts,
             client_disconnected: false,
             degraded_from: None,
             quality_score: None,
-            usage_source: crate::domain::usage::UsageSource::Provider,
+            usage_source: self.usage_source(),
         };
         if let Err(err) = usage.record(&event, adjustments).await {
             tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: embedding usage event not stored");

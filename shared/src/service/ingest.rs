@@ -6,6 +6,14 @@
 //! conditional write before a document is embedded (`domain::storage`), so parallel ingests
 //! cannot pass it together. Storing or deleting one document reads only that document's entry
 //! and the tenant's counter. `GET /v1/documents` is paginated by id ([`parse_list_query`]).
+//!
+//! Spend: a document's embedding tokens (its chunks, as the gateway counts them) are reserved
+//! against the tenant's tokens per minute and per day and the embedding model's upstream quota
+//! before anything is embedded, tokens only (a batch of documents is one client request, not
+//! one per document, toward requests per minute). The chunks go upstream
+//! [`Embedder::max_batch`] at a time, each request retried on its own, so a failed request
+//! neither re-sends nor loses the ones before it: the document's one usage event meters what
+//! the provider billed and settles the reservation in the same write.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,13 +34,16 @@ use crate::domain::tenant::{TenantConfig, Tier};
 use crate::domain::usage::TokenUsage;
 use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
+use crate::ports::provider::ProviderError;
 use crate::ports::store::{ClaimOutcome, DocumentStore};
-use crate::ports::vector::{Embedder, IndexReadiness, IndexedChunk, VectorIndex};
+use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
 use crate::service::catalog::OperatorCatalog;
+use crate::tokenizer::count_tokens;
 
 use super::auth::authenticate;
-use super::embedding_usage::EmbeddingCall;
+use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
+use super::limiter::{Limiter, Reservation, oversized};
 
 /// Limits that keep one request bounded.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +90,9 @@ pub struct IngestService {
     pub limits: IngestLimits,
     /// The collection is created on first use, once per process.
     pub ready: IndexReadiness,
+    /// Holds each document's embedding tokens against the tenant's limits and the upstream
+    /// quota before the call (the same counters chat uses).
+    pub limiter: Arc<Limiter>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,8 +192,8 @@ impl IngestService {
     ///
     /// A batch answers with every document's result (a bad document never loses the good
     /// ones). A single document that cannot be stored fails the request with its own error
-    /// (400, 413, 403, or the 429/5xx of the embedder or index), as a client of one document
-    /// expects. Exactly one metrics record per request, with the status the client gets.
+    /// (400, 413, 403, the tenant's 429 or 400 `request_too_large`, or the 429/5xx of the
+    /// embedder or index), as a client of one document expects. Exactly one metrics record per request, with the status the client gets.
     pub async fn ingest(
         &self,
         request_id: &RequestId,
@@ -328,6 +342,18 @@ impl IngestService {
                 ),
             ));
         }
+        // Tokens as the gateway counts them: what is reserved before the call, and refused
+        // outright (before any write) when the document alone exceeds the tenant's limit.
+        let tokens: u64 = texts.iter().map(|t| count_tokens(t) as u64).sum();
+        if let Some((limit, kind)) = oversized(config.effective_limits(), tokens) {
+            return Err(GatewayError::RequestTooLarge {
+                message: format!(
+                    "embedding this document needs {tokens} tokens, more than the tenant's limit of {limit} {}; split it into smaller documents",
+                    kind.describe()
+                ),
+                param: "text",
+            });
+        }
         let (claim, before) = self
             .claim_storage(tenant, config, &id, texts.len() as u64)
             .await?;
@@ -336,6 +362,7 @@ impl IngestService {
             title,
             metadata,
             bytes: doc.text.len() as u64,
+            tokens,
         };
         let failed = match self
             .embed_and_index(shared, call_id, new, texts, spent)
@@ -419,12 +446,17 @@ impl IngestService {
         texts: Vec<String>,
         spent: &mut Spent,
     ) -> Result<DocumentRecord, Failed> {
-        let Shared { tenant, price, .. } = *shared;
+        let Shared {
+            tenant,
+            config,
+            price,
+        } = *shared;
         let NewVersion {
             id,
             title,
             metadata,
             bytes,
+            tokens,
         } = new;
         let model = self.embedder.model();
         let Some(price) = price else {
@@ -434,12 +466,15 @@ impl IngestService {
             }
             .into());
         };
+        let reservation = self.reserve(call_id, tenant, config, tokens).await?;
 
         let provider_started = Instant::now();
-        let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
-        let embedded = embedded.map_err(GatewayError::from)?;
-        let usage = EmbeddingCall::usage(&embedded);
+        let (embedded, attempts, failure) = self.embed_in_batches(&texts).await;
+        let metered = failure.as_ref().map(|(_, f)| *f);
+        let usage = EmbeddingCall::metered(&embedded, metered.as_ref());
         let cost = price.cost(&usage);
+        // The reservation is settled to what was metered: a failed request's share comes
+        // back (unless it may have been billed), and so does everything after it.
         EmbeddingCall {
             id: call_id.clone(),
             tenant,
@@ -449,11 +484,19 @@ impl IngestService {
             started: provider_started,
             attempts,
             at: self.clock.now(),
+            failure: metered,
         }
-        .record(self.usage.as_ref(), self.metrics.as_ref())
+        .record_reconciled(
+            self.usage.as_ref(),
+            self.metrics.as_ref(),
+            &reservation.reconcile(usage.total()),
+        )
         .await;
         spent.usage.prompt_tokens += usage.prompt_tokens;
         spent.cost += cost;
+        if let Some((err, _)) = failure {
+            return Err(Failed::BeforeIndex(err));
+        }
 
         let chunks: Vec<IndexedChunk> = texts
             .into_iter()
@@ -485,6 +528,65 @@ impl IngestService {
             metadata,
             updated_at: self.clock.now(),
         })
+    }
+
+    /// Reserves `tokens` for one document's embeddings, tokens only (see the module docs). A
+    /// limiter that cannot decide fails the document closed (503): nothing is embedded
+    /// without a reservation.
+    async fn reserve(
+        &self,
+        call_id: &RequestId,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        tokens: u64,
+    ) -> Result<Reservation, GatewayError> {
+        let route = (self.embedder.kind(), self.embedder.model());
+        let unavailable = |err: crate::ports::store::StoreError| {
+            tracing::error!(request_id = %call_id, tenant_id = %tenant, error = %err, "rate limiter unavailable; document refused");
+            GatewayError::LimiterUnavailable
+        };
+        let now = self.clock.now().timestamp();
+        let snapshot = self
+            .limiter
+            .snapshot(tenant, config.limits.shards(), &[route], now)
+            .await
+            .map_err(unavailable)?;
+        self.limiter
+            .reserve_tokens(tenant, config.effective_limits(), &snapshot, tokens, route)
+            .await
+            .map_err(unavailable)?
+    }
+
+    /// Embeds `texts` one upstream request ([`Embedder::max_batch`] texts) at a time, each
+    /// retried on its own. Stops at the first request that fails for good and returns what the
+    /// requests before it returned, the attempts made, and the failure (with the tokens of the
+    /// failed request when the provider may have billed them).
+    async fn embed_in_batches(
+        &self,
+        texts: &[String],
+    ) -> (Embeddings, u32, Option<(GatewayError, EmbeddingFailure)>) {
+        let mut embedded = Embeddings {
+            vectors: Vec::with_capacity(texts.len()),
+            prompt_tokens: 0,
+            model: self.embedder.model().to_owned(),
+        };
+        let mut attempts = 0;
+        for batch in texts.chunks(self.embedder.max_batch().max(1)) {
+            let (result, tries) = self.retry.run(|| self.embedder.embed(batch)).await;
+            attempts += tries;
+            match result {
+                Ok(part) => {
+                    embedded.vectors.extend(part.vectors);
+                    embedded.prompt_tokens += part.prompt_tokens;
+                    embedded.model = part.model;
+                }
+                Err(err) => {
+                    let failure = batch_failure(&err, batch);
+                    return (embedded, attempts, Some((err.into(), failure)));
+                }
+            }
+        }
+        (embedded, attempts, None)
     }
 
     /// `GET /v1/documents`: one page of the tenant's documents, by id.
@@ -545,6 +647,20 @@ struct NewVersion<'a> {
     title: String,
     metadata: BTreeMap<String, String>,
     bytes: u64,
+    /// Its chunks' tokens, as reserved.
+    tokens: u64,
+}
+
+/// How a request of `batch` failed, for its usage event.
+fn batch_failure(err: &ProviderError, batch: &[String]) -> EmbeddingFailure {
+    EmbeddingFailure {
+        error: GatewayError::from(err.clone()).kind(),
+        estimated_tokens: if err.started {
+            batch.iter().map(|t| count_tokens(t) as u64).sum()
+        } else {
+            0
+        },
+    }
 }
 
 /// Where storing a document failed: before its chunks reached the index (its claim is

@@ -8,12 +8,15 @@
 //! same atomic write, so a reservation is reconciled exactly once.
 //!
 //! Accounting choices: a request that reaches admission counts toward requests per minute
-//! whatever happens next (as OpenAI counts it); its tokens are reserved as prompt + `max_tokens`
-//! (or the configured default, which is then sent upstream as the reply's cap) and reconciled to
-//! the provider's usage: refunded in full when the provider refused the call before generating
-//! (providers bill nothing for 429, 5xx or rejections), kept in full when the call may have
-//! generated unreported tokens (a timeout after sending: metered as the reservation itself),
-//! charged extra when the reply used more than reserved. Response-cache hits never reach the limiter: they cost no provider tokens.
+//! whatever happens next (as OpenAI counts it); provider calls that are not chat calls
+//! (ingest's embeddings: a batch of 100 documents is one client request, not 100) reserve
+//! tokens only ([`Limiter::reserve_tokens`]). A request's tokens are reserved as prompt +
+//! `max_tokens` (or the configured default, which is then sent upstream as the reply's cap)
+//! and reconciled to the provider's usage: refunded in full when the provider refused the call
+//! before generating (providers bill nothing for 429, 5xx or rejections), kept in full when
+//! the call may have generated unreported tokens (a timeout after sending: metered as the
+//! reservation itself), charged extra when the reply used more than reserved. Response-cache
+//! hits never reach the limiter: they cost no provider tokens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -268,6 +271,35 @@ impl Reservation {
 /// How many times a reservation is decided again on a fresh read when a neighbouring bucket
 /// changed under it, before the limiter gives up (and the request fails closed).
 pub const STALE_ATTEMPTS: usize = 3;
+
+/// Whether a reservation counts a request toward requests per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counts {
+    /// A chat call: limited by requests per minute too.
+    Request,
+    /// Tokens only: no counter's request count moves, and requests per minute never refuse.
+    TokensOnly,
+}
+
+/// What one reservation asks for.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    tokens: u64,
+    counts: Counts,
+}
+
+/// The tenant limit `tokens` exceed on their own (tokens per minute first, then per day),
+/// whatever the counters hold: such a reservation can never be admitted, so it is refused as
+/// too large (400), not rate limited (429).
+pub fn oversized(limits: Limits, tokens: u64) -> Option<(u64, LimitKind)> {
+    if tokens > limits.tokens_per_minute {
+        Some((limits.tokens_per_minute, LimitKind::TokensPerMinute))
+    } else if tokens > limits.tokens_per_day {
+        Some((limits.tokens_per_day, LimitKind::TokensPerDay))
+    } else {
+        None
+    }
+}
 
 /// The outcome of one reservation write.
 enum Attempt {
@@ -549,32 +581,75 @@ impl Limiter {
         tokens: u64,
         route: (ProviderKind, &str),
     ) -> Result<Result<Reservation, GatewayError>, StoreError> {
-        if tokens > limits.tokens_per_minute || tokens > limits.tokens_per_day {
-            let (limit, kind) = if tokens > limits.tokens_per_minute {
-                (limits.tokens_per_minute, LimitKind::TokensPerMinute)
-            } else {
-                (limits.tokens_per_day, LimitKind::TokensPerDay)
-            };
+        if let Some((limit, kind)) = oversized(limits, tokens) {
             return Ok(Err(GatewayError::RequestTooLarge {
                 message: format!(
                     "this request needs {tokens} tokens (prompt plus max_tokens), more than the limit of {limit} {}; lower max_tokens or shorten the prompt",
                     kind.describe()
                 ),
+                param: "max_tokens",
             }));
         }
+        let ask = Ask {
+            tokens,
+            counts: Counts::Request,
+        };
+        self.admit(tenant, limits, snapshot, ask, route).await
+    }
+
+    /// [`Limiter::reserve`] without counting a request: the tokens are held against the
+    /// tenant's tokens per minute and per day and the upstream quota, and no counter's request
+    /// count moves, so requests per minute never refuse it. For provider calls made on behalf
+    /// of a client request that is counted (or not limited) as a request elsewhere: ingest's
+    /// embeddings, where one request of 100 documents must not use up 100 requests.
+    ///
+    /// Callers phrase their own "too large" refusal first (see [`oversized`]); this one says
+    /// only what the call needed.
+    pub async fn reserve_tokens(
+        &self,
+        tenant: &TenantId,
+        limits: Limits,
+        snapshot: &Snapshot,
+        tokens: u64,
+        route: (ProviderKind, &str),
+    ) -> Result<Result<Reservation, GatewayError>, StoreError> {
+        if let Some((limit, kind)) = oversized(limits, tokens) {
+            return Ok(Err(GatewayError::RequestTooLarge {
+                message: format!(
+                    "this call needs {tokens} tokens, more than the limit of {limit} {}",
+                    kind.describe()
+                ),
+                param: "input",
+            }));
+        }
+        let ask = Ask {
+            tokens,
+            counts: Counts::TokensOnly,
+        };
+        self.admit(tenant, limits, snapshot, ask, route).await
+    }
+
+    async fn admit(
+        &self,
+        tenant: &TenantId,
+        limits: Limits,
+        snapshot: &Snapshot,
+        ask: Ask,
+        route: (ProviderKind, &str),
+    ) -> Result<Result<Reservation, GatewayError>, StoreError> {
         let n = snapshot.shards.count();
         let start = if n > 1 { rand::random_range(0..n) } else { 0 };
         let mut fresh;
         let mut snapshot = snapshot;
         for _ in 0..STALE_ATTEMPTS {
             match self
-                .attempt(tenant, limits, snapshot, tokens, route, start)
+                .attempt(tenant, limits, snapshot, ask, route, start)
                 .await?
             {
                 Attempt::Reserved(reservation) => return Ok(Ok(reservation)),
                 Attempt::Refused(index) => {
                     return Ok(Err(
-                        self.refusal(tenant, limits, snapshot, tokens, route, index)
+                        self.refusal(tenant, limits, snapshot, ask, route, index)
                     ));
                 }
                 Attempt::Stale => {
@@ -627,7 +702,7 @@ impl Limiter {
         tenant: &TenantId,
         limits: Limits,
         snapshot: &Snapshot,
-        tokens: u64,
+        Ask { tokens, counts }: Ask,
         route: (ProviderKind, &str),
         start: u8,
     ) -> Result<Attempt, StoreError> {
@@ -655,16 +730,22 @@ impl Limiter {
                 )
             })
             .collect();
-        let Some(request_at) = rooms.iter().position(ShardRoom::fits_a_request) else {
-            return Ok(Attempt::Refused(0));
+        // A tokens-only reservation starts at the first shard in order and counts no request.
+        let request_at = match counts {
+            Counts::Request => match rooms.iter().position(ShardRoom::fits_a_request) {
+                Some(at) => at,
+                None => return Ok(Attempt::Refused(0)),
+            },
+            Counts::TokensOnly => 0,
         };
+        let request = i64::from(counts == Counts::Request);
         let Some(takes) = spread(&rooms, request_at, t) else {
             return Ok(Attempt::Refused(0));
         };
         for (i, take) in takes {
             let shard = order[i];
             let room = &rooms[i];
-            let counted = i == request_at;
+            let counted = counts == Counts::Request && i == request_at;
             plan.add(
                 0,
                 CounterAdd {
@@ -710,7 +791,7 @@ impl Limiter {
                 CounterAdd {
                     key: tenant_key(tenant, DAY, hour_idx, shard),
                     tokens: take,
-                    requests: i64::from(n == 0),
+                    requests: if n == 0 { request } else { 0 },
                     max_tokens: (take > 0).then_some(rooms[i].cap_tokens),
                     max_requests: None,
                     expires_at: hour_expiry,
@@ -743,7 +824,7 @@ impl Limiter {
                 CounterAdd {
                     key: upstream_key(route.0, route.1, minute_idx),
                     tokens: t,
-                    requests: 1,
+                    requests: request,
                     max_tokens: Some(room.cap_tokens),
                     max_requests: None,
                     expires_at: minute_expiry,
@@ -761,7 +842,7 @@ impl Limiter {
             {
                 AddOutcome::Applied => Attempt::Reserved(Reservation {
                     tokens,
-                    status: self.status(limits, snapshot, tokens),
+                    status: self.status(limits, snapshot, tokens, counts),
                     parts: plan
                         .adds
                         .into_iter()
@@ -787,7 +868,7 @@ impl Limiter {
         tenant: &TenantId,
         limits: Limits,
         snapshot: &Snapshot,
-        tokens: u64,
+        Ask { tokens, counts }: Ask,
         route: (ProviderKind, &str),
         index: usize,
     ) -> GatewayError {
@@ -795,7 +876,7 @@ impl Limiter {
         let (minute, day) = (&snapshot.minute_total, &snapshot.day_total);
         let (kind, limit, series, window) = match index {
             0 => {
-                if minute.requests() + 1 > limits.requests_per_minute {
+                if counts == Counts::Request && minute.requests() + 1 > limits.requests_per_minute {
                     (
                         LimitKind::RequestsPerMinute,
                         limits.requests_per_minute,
@@ -864,15 +945,21 @@ impl Limiter {
         GatewayError::RateLimited {
             message,
             retry_after,
-            rate: Box::new(self.status(limits, snapshot, 0)),
+            rate: Box::new(self.status(limits, snapshot, 0, counts)),
         }
     }
 
-    fn status(&self, limits: Limits, snapshot: &Snapshot, reserved: u64) -> RateStatus {
+    fn status(
+        &self,
+        limits: Limits,
+        snapshot: &Snapshot,
+        reserved: u64,
+        counts: Counts,
+    ) -> RateStatus {
         let now = snapshot.now;
         let minute = &snapshot.minute_total;
         let tokens = minute.tokens() + reserved;
-        let requests = minute.requests() + u64::from(reserved > 0);
+        let requests = minute.requests() + u64::from(reserved > 0 && counts == Counts::Request);
         let token_series = minute.token_series();
         let request_series = minute.request_series();
         RateStatus {

@@ -101,6 +101,7 @@ impl Retriever {
             started,
             attempts,
             at: self.clock.now(),
+            failure: None,
         }
         .record_reconciled(
             self.usage.as_ref(),

@@ -183,6 +183,7 @@ struct Shared {
     queue: Mutex<VecDeque<Behavior>>,
     requests: Mutex<Vec<RecordedRequest>>,
     embedding_requests: Mutex<Vec<RecordedRequest>>,
+    embedding_queue: Mutex<VecDeque<Behavior>>,
     ids: AtomicU64,
 }
 
@@ -193,6 +194,7 @@ impl StandIn {
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             embedding_requests: Mutex::new(Vec::new()),
+            embedding_queue: Mutex::new(VecDeque::new()),
             ids: AtomicU64::new(1),
         });
         let path = match dialect {
@@ -235,6 +237,17 @@ impl StandIn {
     /// Queues a behaviour for a later request (first in, first out).
     pub fn push(&self, behavior: Behavior) {
         self.shared.queue.lock().unwrap().push_back(behavior);
+    }
+
+    /// Queues a behaviour for a later `POST /v1/embeddings` request (OpenAI only; a queue of
+    /// its own, apart from chat's). `Status`, `Error` and `Malformed` answer as for chat,
+    /// `Delay` waits and then answers normally; any other behaviour answers normally.
+    pub fn push_embeddings(&self, behavior: Behavior) {
+        self.shared
+            .embedding_queue
+            .lock()
+            .unwrap()
+            .push_back(behavior);
     }
 
     /// Every `POST /v1/embeddings` request (OpenAI only), in arrival order, refused ones
@@ -344,6 +357,31 @@ async fn embeddings(
     };
     if inputs.is_empty() {
         return error_response(Dialect::OpenAi, 400, "'input' is required", None);
+    }
+    let behavior = shared.embedding_queue.lock().unwrap().pop_front();
+    match behavior {
+        Some(Behavior::Status {
+            status,
+            retry_after,
+        }) => {
+            return error_response(
+                Dialect::OpenAi,
+                status,
+                openai::canned_message(status),
+                retry_after,
+            );
+        }
+        Some(Behavior::Error { status, message }) => {
+            return error_response(Dialect::OpenAi, status, &message, None);
+        }
+        Some(Behavior::Malformed) => {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("<html>upstream proxy error</html>"))
+                .expect("malformed response");
+        }
+        Some(Behavior::Delay(wait)) => tokio::time::sleep(wait).await,
+        _ => {}
     }
     let dims = body["dimensions"].as_u64().unwrap_or(1536) as usize;
     let embedder = tollgate::adapters::embeddings::LocalEmbedder::new(dims);

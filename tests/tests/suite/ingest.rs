@@ -17,17 +17,22 @@ use tollgate::adapters::vector_memory::MemoryVectorIndex;
 use tollgate::domain::chunking::{ChunkSpec, chunk_text};
 use tollgate::domain::documents::{DocumentCursor, DocumentId, DocumentPage};
 use tollgate::domain::ids::TenantId;
+use tollgate::domain::limits::LimitOverrides;
 use tollgate::domain::storage::{Claim, Removal, Settlement, StorageSlot};
 use tollgate::domain::tenant::{ProviderKind, Tier};
+use tollgate::domain::usage::UsageSource;
 use tollgate::error::ErrorKind;
 use tollgate::ports::TenantAdmin;
 use tollgate::ports::provider::{ProviderError, ProviderErrorKind};
 use tollgate::ports::store::{ClaimOutcome, DocumentRecord, DocumentStore, StoreError};
+use tollgate::ports::store::{CounterKey, LimiterStore};
 use tollgate::ports::vector::{
     Embedder, Embeddings, IndexError, IndexedChunk, ScoredChunk, VectorIndex,
 };
 use tollgate::service::ingest::IngestLimits;
+use tollgate::tokenizer::count_tokens;
 use tollgate_tests::harness::{Gateway, TestResponse};
+use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
 fn doc(id: &str, text: &str) -> Value {
     json!({"id": id, "title": format!("Title of {id}"), "text": text, "metadata": {"source": "test"}})
@@ -784,6 +789,9 @@ impl Embedder for SlowEmbedder {
     fn dimensions(&self) -> usize {
         self.inner.dimensions()
     }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
     async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
         tokio::time::sleep(self.delay).await;
         if self.fail {
@@ -907,6 +915,21 @@ async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
         .await
         .unwrap();
     assert_eq!(slot.counter, Some(9));
+    // The stored documents' embedding tokens were reserved and reconciled on DynamoDB's
+    // limiter counters (the refused ones were refused before a reservation), no request.
+    let chunks = chunk_text(&words(24), three_chunk_limits().chunk);
+    let minute = chrono::Utc::now().timestamp().div_euclid(10);
+    let keys: Vec<CounterKey> = (minute - 7..=minute + 1)
+        .map(|i| CounterKey(format!("t#globex#m#{i}")))
+        .collect();
+    let counters = store.read_counters(&keys).await.unwrap();
+    assert_eq!(
+        (
+            counters.iter().map(|c| c.tokens).sum::<i64>(),
+            counters.iter().map(|c| c.requests).sum::<i64>()
+        ),
+        (3 * tokens_of(&chunks) as i64, 0)
+    );
 }
 
 #[tokio::test]
@@ -1197,4 +1220,351 @@ async fn a_bad_limit_or_cursor_is_a_400_naming_it_without_echoing_it() {
         assert_eq!(error["message"], message, "{query}");
         assert!(!res.text().contains("canary"), "{query}: {}", res.text());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spend: embeddings under the tenant's limits, metered per upstream request
+// ---------------------------------------------------------------------------------------------
+
+/// The gateway on the OpenAI stand-in (real embedder adapter), acme with `limits`.
+async fn openai_gateway(limits: LimitOverrides) -> (OpenAiStandIn, AnthropicStandIn, Gateway) {
+    let openai = OpenAiStandIn::start().await;
+    let anthropic = AnthropicStandIn::start().await;
+    let gw = Gateway::with_standins(&openai, &anthropic).await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.limits = limits;
+    gw.store.put_tenant_config(config).await.unwrap();
+    (openai, anthropic, gw)
+}
+
+fn tpm(tokens_per_minute: u64) -> LimitOverrides {
+    LimitOverrides {
+        tokens_per_minute: Some(tokens_per_minute),
+        ..LimitOverrides::default()
+    }
+}
+
+/// What `tenant`'s counters of `window` (`m` or `h`) hold now, over every bucket a reservation
+/// can have written: (tokens, requests).
+async fn counted(gw: &Gateway, tenant: &str, window: &str) -> (i64, i64) {
+    let (bucket_secs, buckets) = if window == "m" { (10, 7) } else { (3_600, 25) };
+    let current = chrono::Utc::now().timestamp().div_euclid(bucket_secs);
+    let keys: Vec<CounterKey> = (current - buckets..=current + 1)
+        .map(|i| CounterKey(format!("t#{tenant}#{window}#{i}")))
+        .collect();
+    let counters = gw.store.read_counters(&keys).await.unwrap();
+    (
+        counters.iter().map(|c| c.tokens).sum(),
+        counters.iter().map(|c| c.requests).sum(),
+    )
+}
+
+fn tokens_of(texts: &[String]) -> u64 {
+    texts.iter().map(|t| count_tokens(t) as u64).sum()
+}
+
+/// The tenant's charged chunks, as the storage counter holds them.
+async fn charged(gw: &Gateway, tenant: &str) -> u64 {
+    gw.store
+        .storage_slot(
+            &TenantId::parse(tenant).unwrap(),
+            &DocumentId::parse("any").unwrap(),
+        )
+        .await
+        .unwrap()
+        .counter
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_document_needing_more_than_the_tenants_limit_is_a_400_and_embeds_nothing() {
+    let text = format!("canary7f3a {}", words(59));
+    let tokens = count_tokens(&text) as u64;
+    for (limits, describe) in [
+        (tpm(tokens - 1), "tokens per minute (TPM)"),
+        (
+            LimitOverrides {
+                tokens_per_day: Some(tokens - 1),
+                ..LimitOverrides::default()
+            },
+            "tokens per day (daily budget)",
+        ),
+    ] {
+        let (openai, _anthropic, gw) = openai_gateway(limits).await;
+        let res = post(&gw, "acme", doc("big", &text)).await;
+        assert_eq!(res.status, 400, "{}", res.text());
+        let expected = format!(
+            "embedding this document needs {tokens} tokens, more than the tenant's limit of {} {describe}; split it into smaller documents",
+            tokens - 1
+        );
+        assert_eq!(
+            res.json()["error"],
+            json!({"message": expected, "type": "invalid_request_error", "param": "text", "code": "request_too_large"})
+        );
+        assert!(!res.text().contains("canary7f3a"), "{}", res.text());
+        assert!(openai.embedding_requests().is_empty(), "nothing embedded");
+        assert!(gw.usage_events().is_empty(), "nothing metered");
+        assert_eq!(counted(&gw, "acme", "m").await, (0, 0));
+        assert_eq!(charged(&gw, "acme").await, 0, "no storage claimed");
+        assert_eq!(
+            last_ingest_metric(&gw),
+            (400, Some(ErrorKind::RateLimited), Some("acme".into()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_document_refused_by_a_full_minute_window_gets_429_with_retry_after_and_embeds_nothing() {
+    let (first, second) = (words(60), words(50));
+    let (a, b) = (count_tokens(&first) as u64, count_tokens(&second) as u64);
+    let (openai, _anthropic, gw) = openai_gateway(tpm(a + b - 1)).await;
+    let stored = post(&gw, "acme", doc("first", &first)).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+
+    let refused = post(&gw, "acme", doc("second", &second)).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let error = &refused.json()["error"];
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert_eq!(error["type"], "rate_limit_error");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "rate limit reached for tokens per minute (TPM) on tenant `acme`: limit {}, used {a}, requested {b}.",
+            a + b - 1
+        )),
+        "{message}"
+    );
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    // When the first document's bucket leaves the window: within 70 s (six closed buckets of
+    // 10 s and the current one).
+    assert!((1..=70).contains(&retry_after), "{retry_after}");
+    assert_eq!(openai.embedding_requests().len(), 1, "only the first");
+    assert_eq!(gw.usage_events().len(), 1, "only the first is metered");
+    assert_eq!(counted(&gw, "acme", "m").await, (a as i64, 0));
+    // The refused document's storage claim was given back, and it is not listed.
+    assert_eq!(charged(&gw, "acme").await, 1);
+    let list = gw.call("acme", Method::GET, "/v1/documents", None).await;
+    assert_eq!(ids(&list.json()), ["first"]);
+
+    // In a batch the refusal is the document's own result; a document that fits is stored.
+    let small = words(10);
+    let res = post(
+        &gw,
+        "acme",
+        json!({"documents": [doc("small", &small), doc("second", &second)]}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        outcomes(&res.json()),
+        [
+            outcome("small", "stored", ""),
+            outcome("second", "failed", "rate_limit_exceeded")
+        ]
+    );
+    assert_eq!(openai.embedding_requests().len(), 2);
+    assert_eq!(charged(&gw, "acme").await, 2);
+}
+
+#[tokio::test]
+async fn an_ingests_embedding_tokens_are_counted_in_the_tenants_limiter_exactly_and_no_request() {
+    let (openai, _anthropic, gw) = openai_gateway(LimitOverrides::default()).await;
+    let texts = [
+        words(40),
+        "Refunds are free within a day.".to_owned(),
+        words(7),
+    ];
+    let batch: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| doc(&format!("d{i}"), t))
+        .collect();
+    let res = post(&gw, "acme", json!({"documents": batch})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["stored"], 3);
+    assert_eq!(openai.embedding_requests().len(), 3);
+
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 3);
+    let metered: u64 = events.iter().map(|e| e.usage.total()).sum();
+    assert_eq!(metered, tokens_of(&texts), "the provider's counts");
+    // Reserved before each call, reconciled in the usage write: the counters hold exactly the
+    // metered tokens, in the minute and the day, and embeddings count no request.
+    assert_eq!(counted(&gw, "acme", "m").await, (metered as i64, 0));
+    assert_eq!(counted(&gw, "acme", "h").await, (metered as i64, 0));
+}
+
+#[tokio::test]
+async fn embeddings_do_not_count_toward_requests_per_minute() {
+    let (openai, _anthropic, gw) = openai_gateway(LimitOverrides {
+        requests_per_minute: Some(1),
+        ..LimitOverrides::default()
+    })
+    .await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| doc(&format!("d{i}"), &format!("document number {i}")))
+        .collect();
+    let res = post(&gw, "acme", json!({"documents": batch})).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["stored"], 5);
+    let res = post(&gw, "acme", doc("one-more", "and one more")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(counted(&gw, "acme", "m").await.1, 0);
+
+    // The tenant's one request per minute is still there for a chat call, and only one.
+    let chat = gw
+        .chat("acme", tollgate_tests::harness::chat_body("gpt-4o", "hi"))
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    let chat = gw
+        .chat(
+            "acme",
+            tollgate_tests::harness::chat_body("gpt-4o", "again"),
+        )
+        .await;
+    assert_eq!(chat.status, 429, "{}", chat.text());
+    assert!(
+        chat.text().contains("requests per minute (RPM)"),
+        "{}",
+        chat.text()
+    );
+    assert_eq!(openai.requests().len(), 1);
+}
+
+/// Chunks of 8 tokens and a document of 600 of them: three upstream requests (256, 256, 88).
+fn six_hundred_chunks() -> (IngestLimits, String, Vec<String>) {
+    let limits = three_chunk_limits();
+    let text = words(4_800);
+    let chunks = chunk_text(&text, limits.chunk);
+    assert_eq!(chunks.len(), 600);
+    (limits, text, chunks)
+}
+
+fn request_sizes(openai: &OpenAiStandIn) -> Vec<usize> {
+    openai
+        .embedding_requests()
+        .iter()
+        .map(|r| r.body["input"].as_array().unwrap().len())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_long_document_goes_upstream_256_chunks_at_a_time_and_is_metered_once() {
+    let (openai, _anthropic, mut gw) = openai_gateway(LimitOverrides::default()).await;
+    let (limits, text, chunks) = six_hundred_chunks();
+    gw.ingest.ingest.limits = limits;
+    let res = post(&gw, "acme", doc("long", &text)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(request_sizes(&openai), [256, 256, 88]);
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].usage.prompt_tokens, tokens_of(&chunks));
+    assert_eq!(events[0].attempts, 3);
+    assert_eq!(
+        counted(&gw, "acme", "m").await,
+        (tokens_of(&chunks) as i64, 0)
+    );
+    assert_eq!(chunks_of(&gw, "acme").await, 600);
+}
+
+#[tokio::test]
+async fn a_failed_second_request_still_meters_the_first_requests_tokens() {
+    let (openai, _anthropic, mut gw) = openai_gateway(LimitOverrides::default()).await;
+    let (limits, text, chunks) = six_hundred_chunks();
+    gw.ingest.ingest.limits = limits;
+    openai.push_embeddings(Behavior::default_reply());
+    openai.push_embeddings(Behavior::Error {
+        status: 400,
+        message: "this batch is refused".into(),
+    });
+    let res = post(&gw, "acme", doc("long", &text)).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(res.json()["error"]["code"], "upstream_rejected");
+    assert_eq!(
+        request_sizes(&openai),
+        [256, 256],
+        "nothing after the failure"
+    );
+
+    // One event: the first request's billed tokens, marked failed with the error's type.
+    let first = tokens_of(&chunks[..256]);
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert!(event.request_id.as_str().ends_with("-doc0"));
+    assert_eq!(event.usage.prompt_tokens, first);
+    assert_eq!(event.usage_source, UsageSource::Provider);
+    assert!(!event.success);
+    assert_eq!(event.error_type, Some(ErrorKind::InvalidRequest));
+    assert!(event.cost_usd > rust_decimal::Decimal::ZERO);
+    assert_eq!(event.attempts, 2);
+    // The reservation is settled to those tokens: the failed request's share and the rest
+    // came back.
+    assert_eq!(counted(&gw, "acme", "m").await, (first as i64, 0));
+    assert_eq!(counted(&gw, "acme", "h").await, (first as i64, 0));
+    // Nothing was indexed and the storage claim was given back.
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
+    assert_eq!(charged(&gw, "acme").await, 0);
+    // The request's metric carries what was spent.
+    let metric = gw
+        .request_metrics()
+        .into_iter()
+        .rev()
+        .find(|m| m.function == "ingest")
+        .unwrap();
+    assert_eq!(metric.usage.prompt_tokens, first);
+}
+
+#[tokio::test]
+async fn a_retried_request_resends_only_its_own_chunks() {
+    let (openai, _anthropic, mut gw) = openai_gateway(LimitOverrides::default()).await;
+    let (limits, text, chunks) = six_hundred_chunks();
+    gw.ingest.ingest.limits = limits;
+    openai.push_embeddings(Behavior::default_reply());
+    openai.push_embeddings(Behavior::status(500));
+    let res = post(&gw, "acme", doc("long", &text)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(request_sizes(&openai), [256, 256, 256, 88]);
+    let sent: Vec<String> = openai
+        .embedding_requests()
+        .iter()
+        .skip(1)
+        .flat_map(|r| r.body["input"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        sent[..256],
+        chunks[256..512],
+        "the retry carried the second batch"
+    );
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].success);
+    assert_eq!(events[0].usage.prompt_tokens, tokens_of(&chunks));
+    assert_eq!(events[0].attempts, 4);
+    assert_eq!(
+        counted(&gw, "acme", "m").await,
+        (tokens_of(&chunks) as i64, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_provider_may_have_billed_is_metered_at_its_estimate() {
+    let (openai, _anthropic, mut gw) = openai_gateway(LimitOverrides::default()).await;
+    let (limits, text, chunks) = six_hundred_chunks();
+    gw.ingest.ingest.limits = limits;
+    openai.push_embeddings(Behavior::default_reply());
+    // A 2xx that cannot be read: billed upstream, so never re-sent.
+    openai.push_embeddings(Behavior::Malformed);
+    let res = post(&gw, "acme", doc("long", &text)).await;
+    assert_eq!(res.status, 502, "{}", res.text());
+    assert_eq!(request_sizes(&openai), [256, 256]);
+    let spent = tokens_of(&chunks[..512]);
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].usage.prompt_tokens, spent);
+    assert_eq!(events[0].usage_source, UsageSource::Estimated);
+    assert_eq!(events[0].error_type, Some(ErrorKind::UpstreamError));
+    assert_eq!(counted(&gw, "acme", "m").await, (spent as i64, 0));
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
 }

@@ -5,7 +5,8 @@
 //! - no interleaving of reservations on either side of a bucket boundary admits more than the
 //!   limit (the write lands after the boundary, or the later snapshot's write lands first);
 //! - a sharded tenant admits any request that fits its limit, and every shard can count a
-//!   request.
+//!   request;
+//! - a tokens-only reservation (ingest's embeddings) holds tokens and counts no request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,6 +188,64 @@ mod contract {
         }
         assert_eq!(count, 10);
     }
+
+    /// Tokens-only reservations are limited by tokens per minute and never by requests per
+    /// minute, and leave the request count where it was.
+    pub async fn tokens_only(store: Arc<dyn LimiterStore>) {
+        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let tenant = TenantId::parse("docs").unwrap();
+        let now = 3_000_005;
+        let tight = limits(1_000, 1);
+        let tokens_only = async |tokens| {
+            let snapshot = limiter
+                .snapshot(&tenant, Shards::ONE, &[ROUTE], now)
+                .await
+                .unwrap();
+            limiter
+                .reserve_tokens(&tenant, tight, &snapshot, tokens, ROUTE)
+                .await
+                .unwrap()
+        };
+        // Five reservations against one request per minute: all admitted.
+        for _ in 0..5 {
+            assert!(tokens_only(100).await.is_ok());
+        }
+        let bucket = CounterKey(format!("t#docs#m#{}", now / 10));
+        let hour = CounterKey(format!("t#docs#h#{}", now / 3_600));
+        let counters = store.read_counters(&[bucket, hour]).await.unwrap();
+        assert_eq!(
+            counters
+                .iter()
+                .map(|c| (c.tokens, c.requests))
+                .collect::<Vec<_>>(),
+            [(500, 0), (500, 0)]
+        );
+        // The tenant's one request is still there for a counted reservation, and only one.
+        assert!(
+            reserve(&limiter, &tenant, tight, Shards::ONE, 100, now)
+                .await
+                .is_some()
+        );
+        assert!(
+            reserve(&limiter, &tenant, tight, Shards::ONE, 100, now)
+                .await
+                .is_none()
+        );
+        // Tokens still limit: 600 of 1,000 are held, 500 more do not fit, and the refusal
+        // names tokens per minute, not the requests the tenant has used up.
+        match tokens_only(500).await {
+            Err(tollgate::GatewayError::RateLimited { message, .. }) => {
+                assert!(message.contains("tokens per minute (TPM)"), "{message}");
+            }
+            other => panic!("expected a 429, got {other:?}"),
+        }
+        assert!(tokens_only(400).await.is_ok());
+        // Alone over the limit: too large, never admitted.
+        match tokens_only(1_001).await {
+            Err(tollgate::GatewayError::RequestTooLarge { .. }) => {}
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
 }
 
 async fn memory() -> Option<Arc<dyn LimiterStore>> {
@@ -245,6 +304,14 @@ macro_rules! limiter_contract_tests {
                     return;
                 };
                 contract::sharded_requests(store).await;
+            }
+
+            #[tokio::test]
+            async fn a_tokens_only_reservation_holds_tokens_and_counts_no_request() {
+                let Some(store) = super::$backend().await else {
+                    return;
+                };
+                contract::tokens_only(store).await;
             }
         }
     };

@@ -345,7 +345,8 @@ async fn a_grounded_requests_embedding_counts_against_the_tenants_tokens_per_min
         .iter()
         .find(|e| e.model_requested == "gpt-4o")
         .unwrap();
-    // Both reconciled to what they used: the tenant's minute counters hold exactly their sum.
+    // Each reconciled to what it used (the document's embedding at ingest too): the tenant's
+    // minute counters hold exactly their sum.
     let minute = chrono::Utc::now().timestamp().div_euclid(10);
     let keys: Vec<CounterKey> = (minute - 7..=minute + 1)
         .map(|i| CounterKey(format!("t#acme#m#{i}")))
@@ -358,9 +359,14 @@ async fn a_grounded_requests_embedding_counts_against_the_tenants_tokens_per_min
         .iter()
         .map(|c| c.tokens)
         .sum();
+    let ingest = events
+        .iter()
+        .find(|e| e.request_id.as_str().ends_with("-doc0"))
+        .unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
     assert!(embedding.usage.prompt_tokens > 0);
     assert_eq!(
         counted,
-        (embedding.usage.total() + chat.usage.total()) as i64
+        (ingest.usage.total() + embedding.usage.total() + chat.usage.total()) as i64
     );
 }
