@@ -10,11 +10,12 @@
 //! Schemas are compiled by the `jsonschema` crate without its HTTP or file resolvers: a `$ref`
 //! to anything outside the schema itself fails compilation instead of fetching a URL.
 //!
-//! Checking a reply is bounded ([`bounds`]): patterns run on a linear-time engine, a schema's
-//! patterns and unfolded size are capped when it is parsed, and a reply whose check would cost
-//! more than a fixed budget fails as a validation error without being validated. That bound
-//! is what lets the services check a reply before metering it: the usage event can say the
-//! reply failed its format, and the check cannot outlast the deadline margin left for metering.
+//! Checking a reply is bounded (module `bounds`): patterns run on a linear-time engine, a
+//! schema's patterns and unfolded size are capped when it is parsed, and a reply whose check
+//! would cost more than a fixed budget fails as a validation error without being validated.
+//! That bound is what lets the services check a reply before metering it: the usage event can
+//! say the reply failed its format, and the check cannot outlast the deadline margin left for
+//! metering.
 //!
 //! Error messages name where a schema or a request went wrong, never the values in it: a
 //! schema is request content, and refusals are logged.

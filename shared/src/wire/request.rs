@@ -6,7 +6,7 @@
 //! silently dropped.
 //!
 //! A refusal names the field and what it must be, never the value sent: its message is the
-//! request's log line too ([`fields`](super::fields)).
+//! request's log line too ([`fields`]).
 
 use serde::Deserialize;
 use serde_json::Value;
