@@ -9,6 +9,18 @@
 //!
 //! Schemas are compiled by the `jsonschema` crate without its HTTP or file resolvers: a `$ref`
 //! to anything outside the schema itself fails compilation instead of fetching a URL.
+//!
+//! Checking a reply is bounded (module `bounds`): patterns run on a linear-time engine, a
+//! schema's patterns and unfolded size are capped when it is parsed, and a reply whose check
+//! would cost more than a fixed budget fails as a validation error without being validated.
+//! That bound is what lets the services check a reply before metering it: the usage event can
+//! say the reply failed its format, and the check cannot outlast the deadline margin left for
+//! metering.
+//!
+//! Error messages name where a schema or a request went wrong, never the values in it: a
+//! schema is request content, and refusals are logged.
+
+mod bounds;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +28,11 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
+
+use bounds::Shape;
+pub use bounds::{
+    DETAIL_BUDGET, EVALUATION_BUDGET, MAX_PATTERNS, MAX_UNFOLDED_SUBSCHEMAS, PATTERN_SIZE_LIMIT,
+};
 
 /// The largest schema accepted (its compact JSON), so a request cannot make every reply check
 /// expensive. OpenAI's own limits on strict schemas are far below this.
@@ -52,6 +69,8 @@ pub struct JsonSchemaFormat {
     pub schema: Value,
     pub strict: Option<bool>,
     validator: Arc<jsonschema::Validator>,
+    /// What checking a reply can cost, walked before the validator runs.
+    shape: Arc<Shape>,
 }
 
 impl fmt::Debug for JsonSchemaFormat {
@@ -186,35 +205,29 @@ impl ResponseFormat {
                         "`response_format.json_schema.schema` must describe a JSON object: `\"type\": \"object\"` at its root",
                     ));
                 }
-                let validator = jsonschema::validator_for(schema).map_err(|err| {
-                    // A schema checked against the meta-schema fails as an instance: its
-                    // instance path is the place in the client's schema.
-                    let at = match err.instance_path().as_str() {
-                        "" => "the root".to_owned(),
-                        at => format!("`{at}`"),
-                    };
+                let shape = Shape::of(schema).map_err(|err| {
                     refuse(
                         P_SCHEMA,
-                        format!(
-                            "`response_format.json_schema.schema` is not a valid JSON Schema (at {at}): {}",
-                            excerpt(&err.to_string(), 200)
-                        ),
+                        format!("`response_format.json_schema.schema` {}", err.0),
                     )
                 })?;
+                let validator = compile(schema).map_err(|message| refuse(P_SCHEMA, message))?;
                 Ok(Self::JsonSchema(JsonSchemaFormat {
                     name,
                     description,
                     schema: schema.clone(),
                     strict,
                     validator: Arc::new(validator),
+                    shape: Arc::new(shape),
                 }))
             }
-            Some(other) => Err(refuse(
+            Some(_) => Err(refuse(
                 P_TYPE,
-                format!(
-                    "`response_format.type` is `{}`; expected `text`, `json_object` or `json_schema`",
-                    excerpt(other, 40)
-                ),
+                "`response_format.type` must be one of `text`, `json_object` or `json_schema`",
+            )),
+            None if object.get("type").is_some_and(|t| !t.is_null()) => Err(refuse(
+                P_TYPE,
+                "`response_format.type` must be a string: `text`, `json_object` or `json_schema`",
             )),
             None => Err(refuse(
                 P_TYPE,
@@ -299,19 +312,34 @@ impl ResponseFormat {
                 0,
             )),
             Self::JsonSchema(format) => {
-                let mut errors = format.validator.iter_errors(&value);
-                let Some(first) = errors.next() else {
-                    return Ok(());
+                let Some(cost) = format.shape.cost(&value, EVALUATION_BUDGET) else {
+                    return Err(failure(
+                        String::new(),
+                        "",
+                        format!(
+                            "the reply is too large to check against this schema: it would take more than {EVALUATION_BUDGET} schema evaluations"
+                        ),
+                        0,
+                    ));
                 };
-                let more = errors.take(MAX_COUNTED_ERRORS).count();
-                // Masked: the reason names the rule that failed, never the reply's values.
-                let reason = excerpt(&first.masked_with("the value").to_string(), 200);
-                Err(failure(
-                    first.instance_path().as_str().to_owned(),
-                    first.schema_path().as_str(),
-                    reason,
-                    more,
-                ))
+                // A panic in the validator would end the request before its usage event is
+                // recorded: it is a failed check instead.
+                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    validate(&format.validator, &value, cost)
+                }));
+                match checked {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(found)) => Err(ValidationFailure {
+                        schema_name: schema_name.clone(),
+                        ..found
+                    }),
+                    Err(_) => Err(failure(
+                        String::new(),
+                        "",
+                        "the reply could not be checked: the schema validator failed".to_owned(),
+                        0,
+                    )),
+                }
             }
         }
     }
@@ -394,6 +422,89 @@ impl fmt::Display for ValidationFailure {
             n => write!(f, " (and {n} more errors)"),
         }
     }
+}
+
+/// The check of a reply whose cost is known to be within [`EVALUATION_BUDGET`]: deciding
+/// validity is cheap per visit, collecting errors is not, so errors are collected only within
+/// [`DETAIL_BUDGET`]. The failure names no schema; the caller does.
+fn validate(
+    validator: &jsonschema::Validator,
+    value: &Value,
+    cost: u64,
+) -> Result<(), ValidationFailure> {
+    let at_root = |reason: String| ValidationFailure {
+        schema_name: None,
+        instance_path: String::new(),
+        schema_path: String::new(),
+        reason,
+        more: 0,
+    };
+    if validator.is_valid(value) {
+        return Ok(());
+    }
+    if cost > DETAIL_BUDGET {
+        return Err(at_root(format!(
+            "the reply does not match the schema; it is too large for the gateway to locate the failing rule (more than {DETAIL_BUDGET} schema evaluations)"
+        )));
+    }
+    let mut errors = validator.iter_errors(value);
+    let Some(first) = errors.next() else {
+        // `is_valid` and `iter_errors` disagree only on a validator bug; the reply failed.
+        return Err(at_root("the reply does not match the schema".to_owned()));
+    };
+    let more = errors.take(MAX_COUNTED_ERRORS).count();
+    Err(ValidationFailure {
+        schema_name: None,
+        instance_path: first.instance_path().as_str().to_owned(),
+        schema_path: first.schema_path().as_str().to_owned(),
+        // Masked: the reason names the rule that failed, never the reply's values.
+        reason: excerpt(&first.masked_with("the value").to_string(), 200),
+        more,
+    })
+}
+
+/// Compiles a schema, patterns on the linear-time `regex` engine. The error names where the
+/// schema is wrong and which rule it breaks, never the schema's values.
+fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let patterns = jsonschema::PatternOptions::regex()
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT);
+    jsonschema::options()
+        .with_pattern_options(patterns)
+        .build(schema)
+        .map_err(|err| {
+            // A schema checked against the meta-schema fails as an instance: its instance
+            // path is the place in the client's schema.
+            let at = match err.instance_path().as_str() {
+                "" => "the root".to_owned(),
+                at => format!("`{at}`"),
+            };
+            let reason = match err.kind() {
+                Kind::Format { format } if format == "regex" => format!(
+                    "the pattern is not one this gateway can run: patterns are matched in linear time, so \
+                     lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`) and backreferences (`\\1`) are not supported, \
+                     and a pattern may compile to at most {} KiB",
+                    PATTERN_SIZE_LIMIT / 1024
+                ),
+                // These quote the schema's own text (references, property names, messages).
+                Kind::Referencing(_)
+                | Kind::AdditionalProperties { .. }
+                | Kind::UnevaluatedProperties { .. }
+                | Kind::PropertyNames { .. }
+                | Kind::Custom { .. }
+                | Kind::FromUtf8 { .. }
+                | Kind::BacktrackLimitExceeded { .. }
+                | Kind::RegexEngineFailure { .. } => format!(
+                    "it breaks the meta-schema rule at `{}`",
+                    err.schema_path().as_str()
+                ),
+                _ => excerpt(&err.masked_with("the value").to_string(), 200),
+            };
+            format!(
+                "`response_format.json_schema.schema` is not a valid JSON Schema (at {at}): {reason}"
+            )
+        })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -644,6 +755,174 @@ mod tests {
                 .reason
                 .contains("empty")
         );
+    }
+
+    fn schema_format(schema: Value) -> Value {
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    }
+
+    fn refused(schema: Value) -> FormatError {
+        let err = ResponseFormat::parse(&schema_format(schema)).unwrap_err();
+        assert_eq!(err.param, "response_format.json_schema.schema");
+        err
+    }
+
+    #[test]
+    fn patterns_that_need_a_backtracking_engine_are_refused_when_parsed() {
+        for pattern in [r"^(a|aa)+\1$", r"^(?=.*\d)\w+$", r"^a+(?!b)", r"(?<=x)y"] {
+            let err = refused(json!({"type": "object", "properties": {"p": {"pattern": pattern}}}));
+            assert!(
+                err.message.contains("linear time"),
+                "{pattern}: {}",
+                err.message
+            );
+            assert!(
+                err.message.contains("/properties/p/pattern"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn catastrophic_backtracking_patterns_check_long_replies_in_linear_time() {
+        // Exponential on a backtracking engine: each of these strings would take longer
+        // than the age of the universe. A hang fails the test by the harness timeout.
+        let hostile = format!("{}!", "a".repeat(20_000));
+        for pattern in [r"^(a+)+$", r"^(a|a)*$", r"^(a|aa)+$", r"^(\w+\s?)+$"] {
+            let format = ResponseFormat::parse(&schema_format(json!({"type": "object",
+                "properties": {"s": {"type": "array", "items": {"type": "string", "pattern": pattern}}}
+            })))
+            .unwrap();
+            let reply = json!({"s": vec![hostile.clone(); 20]}).to_string();
+            let failure = format.check(&reply).unwrap_err();
+            assert_eq!(failure.instance_path, "/s/0", "{pattern}");
+            assert_eq!(failure.schema_path, "/properties/s/items/pattern");
+            assert_eq!(failure.more, 19);
+            assert!(!failure.reason.contains("aaaa"), "{}", failure.reason);
+            let matching = json!({"s": ["a".repeat(20_000)]}).to_string();
+            assert!(format.check(&matching).is_ok(), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn a_schema_with_more_patterns_than_the_limit_is_refused() {
+        let properties: serde_json::Map<String, Value> = (0..=MAX_PATTERNS)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    json!({"type": "string", "pattern": format!("^{i}")}),
+                )
+            })
+            .collect();
+        let err = refused(json!({"type": "object", "properties": properties}));
+        assert!(err.message.contains("the limit is 100"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_schema_whose_references_unfold_exponentially_is_refused() {
+        // 1.5 KB that a validator without memory runs 2^22 times for one value.
+        let mut defs = serde_json::Map::new();
+        for i in 0..22 {
+            let next = format!("#/$defs/d{}", i + 1);
+            defs.insert(
+                format!("d{i}"),
+                json!({"anyOf": [{"$ref": next}, {"$ref": next}]}),
+            );
+        }
+        defs.insert("d22".into(), json!({"type": "integer"}));
+        let err = refused(json!({"type": "object", "$defs": defs,
+            "properties": {"a": {"$ref": "#/$defs/d0"}}}));
+        assert!(
+            err.message.contains("unfolds to more than"),
+            "{}",
+            err.message
+        );
+    }
+
+    /// A tree whose every level may be either of two references to the root: 2^depth visits
+    /// for a reply `depth` levels deep.
+    fn branching_tree() -> ResponseFormat {
+        ResponseFormat::parse(&schema_format(json!({"type": "object", "properties": {
+            "label": {"type": "string"},
+            "child": {"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}
+        }})))
+        .unwrap()
+    }
+
+    fn nested(depth: usize, leaf: Value) -> String {
+        let mut reply = leaf;
+        for _ in 0..depth {
+            reply = json!({"label": "n", "child": reply});
+        }
+        reply.to_string()
+    }
+
+    #[test]
+    fn a_reply_too_costly_to_check_fails_as_a_validation_error_without_being_checked() {
+        // 2^60 visits unbounded; a hang fails the test by the harness timeout.
+        let failure = branching_tree()
+            .check(&nested(60, json!({"label": 1})))
+            .unwrap_err();
+        assert_eq!(failure.instance_path, "");
+        assert!(
+            failure.reason.contains("too large to check"),
+            "{}",
+            failure.reason
+        );
+        assert!(failure.to_string().contains("schema `x`"), "{failure}");
+        // Shallow replies of the same schema are checked in full.
+        assert!(
+            branching_tree()
+                .check(&nested(8, json!({"label": "leaf"})))
+                .is_ok()
+        );
+        let failure = branching_tree()
+            .check(&nested(8, json!({"label": 1})))
+            .unwrap_err();
+        assert_eq!(failure.instance_path, "/child", "{failure}");
+        assert_eq!(failure.schema_path, "/properties/child/anyOf");
+    }
+
+    #[test]
+    fn a_failing_reply_too_costly_to_explain_fails_without_detail() {
+        // 2^17 visits: validity is decided, errors are not collected.
+        let failure = branching_tree()
+            .check(&nested(16, json!({"label": 1})))
+            .unwrap_err();
+        assert!(
+            failure
+                .reason
+                .contains("too large for the gateway to locate"),
+            "{}",
+            failure.reason
+        );
+        assert!(
+            branching_tree()
+                .check(&nested(16, json!({"label": "leaf"})))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_place_and_never_quote_the_schema() {
+        let canary = "canaryschema7x";
+        for schema in [
+            json!({"type": "object", "properties": {"a": {"type": canary}}}),
+            json!({"type": "object", "properties": {"a": {"pattern": format!("{canary}(?=x)")}}}),
+            json!({"type": "object", "properties": {"a": {"pattern": format!("{canary}[")}}}),
+            json!({"type": "object", "properties": {"a": {"$ref": format!("https://{canary}.example/a")}}}),
+            json!({"type": "object", "properties": {"a": {"$ref": format!("#/$defs/{canary}")}}}),
+            json!({"type": "object", "properties": {"a": {"minimum": canary}}}),
+            json!({"type": "object", "required": canary}),
+        ] {
+            let err = refused(schema.clone());
+            assert!(!err.message.contains(canary), "{schema}: {}", err.message);
+            assert!(err.message.contains('/'), "names where: {}", err.message);
+        }
+        let err = ResponseFormat::parse(&json!({"type": canary})).unwrap_err();
+        assert_eq!(err.param, "response_format.type");
+        assert!(!err.message.contains(canary), "{}", err.message);
     }
 
     #[test]

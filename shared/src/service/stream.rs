@@ -85,6 +85,8 @@ struct StreamMeter {
 
 impl StreamMeter {
     /// The validation error of a finished reply that does not match the request's format.
+    /// Runs before the call is metered, which its bounded cost makes safe (see
+    /// `service::structured`).
     fn check(&self, text: &str) -> Option<GatewayError> {
         self.response_format
             .check(text)

@@ -9,6 +9,16 @@
 //! untouched) and its own metrics line, charged under the request's reservation (see
 //! [`Reservation::follow_up`](super::limiter::Reservation::follow_up)). Streams are
 //! validated in `service::stream` when they end and never retried: the reply has been sent.
+//!
+//! Why the reply is checked *before* its usage event is recorded: the event records the
+//! outcome (a `validation` error, not a success), and exactly-once metering writes it once.
+//! Recording first would need a second write or a second event per call. What makes the order
+//! safe is that the check is bounded (`domain::structured`, module `bounds`): patterns run in
+//! linear time, a schema's size, pattern count and unfolded size are capped when it is parsed,
+//! and a reply whose check would exceed a fixed budget fails as a validation error unchecked.
+//! The worst check is a fraction of a second, inside the deadline margin that provider calls
+//! leave for metering (`TOLLGATE_DEADLINE_MARGIN_MS`), and a panic inside the validator is a
+//! failed check rather than a lost event.
 
 use std::time::Instant;
 

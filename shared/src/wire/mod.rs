@@ -1,4 +1,5 @@
 //! OpenAI-compatible wire shapes: what clients send and receive.
 
+pub mod fields;
 pub mod openai;
 pub mod request;

@@ -4,6 +4,9 @@
 //! have no effect); known fields with wrong types or values out of range are a 400 naming the
 //! field. Features the gateway does not implement yet are refused explicitly rather than
 //! silently dropped.
+//!
+//! A refusal names the field and what it must be, never the value sent: its message is the
+//! request's log line too ([`fields`]).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,6 +14,8 @@ use serde_json::Value;
 use crate::domain::chat::{ChatRequest, Message, RetrievalRequest, Role};
 use crate::domain::structured::ResponseFormat;
 use crate::error::GatewayError;
+
+use super::fields::{self, FieldError};
 
 /// Upper bound for `max_tokens`; larger values are a client bug, not a real budget.
 pub const MAX_OUTPUT_TOKENS: i64 = 131_072;
@@ -62,7 +67,7 @@ struct RawRequest {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a boolean or an object")]
 enum RawRetrieval {
     Switch(bool),
     Options {
@@ -74,7 +79,7 @@ enum RawRetrieval {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
 enum Stop {
     One(String),
     Many(Vec<String>),
@@ -96,7 +101,7 @@ struct RawMessage {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of content parts")]
 enum Content {
     Text(String),
     Parts(Vec<Part>),
@@ -131,23 +136,11 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             None,
         ));
     }
-    let raw: RawRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let param = missing_field(&inner).unwrap_or_else(|| path.clone());
-        let message = if path == "." {
-            inner
-        } else {
-            format!("invalid value for `{path}`: {inner}")
-        };
-        GatewayError::invalid(message, (param != ".").then_some(param))
+    let raw: RawRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let FieldError { param, message } = fields::describe(&e, &value);
+        GatewayError::invalid(message, param)
     })?;
     validate(raw)
-}
-
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    Some(rest.split('`').next()?.to_owned())
 }
 
 fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
@@ -239,9 +232,9 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
             let top_k = match top_k {
                 None => None,
                 Some(k @ 1..=20) => Some(k as u8),
-                Some(k) => {
+                Some(_) => {
                     return Err(invalid(
-                        format!("`retrieval.top_k` must be between 1 and 20, got {k}"),
+                        "`retrieval.top_k` must be between 1 and 20",
                         "retrieval.top_k",
                     ));
                 }
@@ -308,10 +301,10 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
                 &format!("{param}.role"),
             ));
         }
-        other => {
+        _ => {
             return Err(invalid(
                 format!(
-                    "`{param}.role` is `{other}`; expected one of system, developer, user, assistant"
+                    "invalid value for `{param}.role`: expected one of system, developer, user, assistant"
                 ),
                 &format!("{param}.role"),
             ));
@@ -336,10 +329,10 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
                             &format!("{param}.content[{j}].text"),
                         ));
                     }
-                    (other, _) => {
+                    (_, _) => {
                         return Err(invalid(
                             format!(
-                                "content part type `{other}` is not supported; only `text` parts are"
+                                "invalid value for `{param}.content[{j}].type`: only `text` content parts are supported"
                             ),
                             &format!("{param}.content[{j}].type"),
                         ));
@@ -368,7 +361,7 @@ fn bounded_tokens(n: i64, param: &str) -> Result<u32, GatewayError> {
         u32::try_from(n).map_err(|_| invalid("out of range", param))
     } else {
         Err(invalid(
-            format!("`{param}` must be between 1 and {MAX_OUTPUT_TOKENS}, got {n}"),
+            format!("`{param}` must be between 1 and {MAX_OUTPUT_TOKENS}"),
             param,
         ))
     }
@@ -382,7 +375,7 @@ fn in_range(
 ) -> Result<Option<f64>, GatewayError> {
     match value {
         Some(v) if !(v.is_finite() && (min..=max).contains(&v)) => Err(invalid(
-            format!("`{param}` must be between {min} and {max}, got {v}"),
+            format!("`{param}` must be between {min} and {max}"),
             param,
         )),
         other => Ok(other),
@@ -467,6 +460,104 @@ mod tests {
             param_of(r#"{"messages":[{"role":"user","content":"hi"}]}"#).as_deref(),
             Some("model")
         );
+    }
+
+    fn refusal(body: serde_json::Value) -> (Option<String>, String) {
+        match parse(&body.to_string()) {
+            Err(GatewayError::InvalidRequest { param, message }) => (param, message),
+            other => panic!("expected a 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_field_and_what_it_must_be_never_the_value() {
+        let user = serde_json::json!({"role": "user", "content": "hi"});
+        let with = |field: &str, value: serde_json::Value| {
+            let mut body = serde_json::json!({"model": "m", "messages": [user.clone()]});
+            body[field] = value;
+            body
+        };
+        let canary = "canaryparse9x";
+        let number = 918_273_645_i64;
+        for (body, param, needle) in [
+            (
+                with("messages", canary.into()),
+                "messages",
+                "expected an array, got a string",
+            ),
+            (
+                with("max_tokens", canary.into()),
+                "max_tokens",
+                "expected an integer, got a string",
+            ),
+            (
+                with("model", number.into()),
+                "model",
+                "expected a string, got an integer",
+            ),
+            (
+                with("messages", serde_json::json!([canary])),
+                "messages[0]",
+                "expected an object, got a string",
+            ),
+            (
+                with(
+                    "messages",
+                    serde_json::json!([{"role": "user", "content": number}]),
+                ),
+                "messages[0].content",
+                "expected a string or an array of content parts, got an integer",
+            ),
+            (
+                with(
+                    "messages",
+                    serde_json::json!([{"role": canary, "content": "hi"}]),
+                ),
+                "messages[0].role",
+                "expected one of system, developer, user, assistant",
+            ),
+            (
+                with(
+                    "messages",
+                    serde_json::json!([{"role": "user", "content": [{"type": canary, "text": "x"}]}]),
+                ),
+                "messages[0].content[0].type",
+                "only `text` content parts",
+            ),
+            (
+                with("stop", serde_json::json!({"k": canary})),
+                "stop",
+                "expected a string or an array of strings, got an object",
+            ),
+            (
+                with("retrieval", canary.into()),
+                "retrieval",
+                "expected a boolean or an object, got a string",
+            ),
+            (
+                with("max_tokens", number.into()),
+                "max_tokens",
+                "must be between 1 and",
+            ),
+            (
+                with("temperature", (number as f64).into()),
+                "temperature",
+                "must be between 0 and 2",
+            ),
+            (
+                with("retrieval", serde_json::json!({"top_k": number})),
+                "retrieval.top_k",
+                "must be between 1 and 20",
+            ),
+        ] {
+            let (got, message) = refusal(body.clone());
+            assert_eq!(got.as_deref(), Some(param), "{body}");
+            assert!(message.contains(needle), "{body}: {message}");
+            assert!(
+                !message.contains(canary) && !message.contains(&number.to_string()),
+                "{body}: {message}"
+            );
+        }
     }
 
     #[test]

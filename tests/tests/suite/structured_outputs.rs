@@ -516,6 +516,107 @@ async fn bad_formats_are_400s_naming_response_format_and_reach_no_provider() {
 }
 
 #[tokio::test]
+async fn formats_whose_check_cannot_be_bounded_are_400s_naming_response_format() {
+    let (openai, anthropic, gw) = gateway().await;
+    let format = |schema: Value| json!({"type": "json_schema", "json_schema": {"name": "p", "schema": schema}});
+    let patterns: serde_json::Map<String, Value> = (0..101)
+        .map(|i| {
+            (
+                format!("p{i}"),
+                json!({"type": "string", "pattern": format!("^{i}-")}),
+            )
+        })
+        .collect();
+    // 1.4 KB whose validation runs 2^22 subschemas for one value.
+    let mut chain = serde_json::Map::new();
+    for i in 0..22 {
+        let next = format!("#/$defs/d{}", i + 1);
+        chain.insert(
+            format!("d{i}"),
+            json!({"anyOf": [{"$ref": next}, {"$ref": next}]}),
+        );
+    }
+    chain.insert("d22".into(), json!({"type": "integer"}));
+    let cases = [
+        (
+            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|aa)+\\1$"}}}),
+            "linear time",
+        ),
+        (
+            json!({"type": "object", "properties": patterns}),
+            "the limit is 100",
+        ),
+        (
+            json!({"type": "object", "$defs": chain, "properties": {"a": {"$ref": "#/$defs/d0"}}}),
+            "unfolds to more than",
+        ),
+        (
+            json!({"type": "object", "unevaluatedProperties": false}),
+            "unevaluatedProperties",
+        ),
+    ];
+    for (schema, needle) in cases {
+        for tenant in ["acme", "globex"] {
+            let res = gw.chat(tenant, body(format(schema.clone()), false)).await;
+            assert_eq!(res.status, 400, "{needle}: {}", res.text());
+            let error = &res.json()["error"];
+            assert_eq!(error["param"], "response_format.json_schema.schema");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{message}");
+        }
+    }
+    assert!(openai.requests().is_empty() && anthropic.requests().is_empty());
+    assert!(gw.usage_events().is_empty());
+}
+
+/// Two schemas and replies a validator without bounds would take hours or more to check: a
+/// tree whose every level is either of two references to the root (2^60 visits for this
+/// reply), and a backtracking-prone pattern against long strings that almost match.
+fn hostile_checks() -> [(Value, String); 2] {
+    let tree = json!({"type": "json_schema", "json_schema": {"name": "tree", "schema": {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string"},
+            "child": {"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}
+        }
+    }}});
+    let mut deep = json!({"label": 1});
+    for _ in 0..60 {
+        deep = json!({"label": "n", "child": deep});
+    }
+    let words = json!({"type": "json_schema", "json_schema": {"name": "words", "schema": {
+        "type": "object",
+        "properties": {"w": {"type": "array", "items": {"type": "string", "pattern": "^(a+)+$"}}}
+    }}});
+    let almost = json!({"w": vec![format!("{}!", "a".repeat(5_000)); 50]});
+    [(tree, deep.to_string()), (words, almost.to_string())]
+}
+
+#[tokio::test]
+async fn a_reply_whose_check_would_run_away_fails_cleanly_and_its_call_is_metered() {
+    let (openai, anthropic, gw) = gateway().await;
+    for via in Via::BOTH {
+        for (format, reply) in hostile_checks() {
+            for stream in [false, true] {
+                via.standin(&openai, &anthropic)
+                    .push(Behavior::reply(reply.clone(), USAGE));
+                let res = gw.chat(via.tenant(), body(format.clone(), stream)).await;
+                let error = if stream {
+                    assert_eq!(res.status, 200, "{via:?}: {}", res.text());
+                    res.sse_events().last().unwrap()["error"].clone()
+                } else {
+                    assert_eq!(res.status, 422, "{via:?}: {}", res.text());
+                    res.json()["error"].clone()
+                };
+                assert_eq!(error["code"], "response_validation_failed", "{via:?}");
+                assert_validation_event(&gw, &request_id(&res), via, stream);
+            }
+        }
+    }
+    assert_eq!(gw.usage_events().len(), 8, "one event per provider call");
+}
+
+#[tokio::test]
 async fn the_simulated_provider_answers_structured_requests_end_to_end() {
     let gw = Gateway::simulated().await;
     let order = json!({
