@@ -19,12 +19,16 @@ pub struct PlatformDeadline(pub std::time::SystemTime);
 
 /// When the request's provider calls must be over: the invocation's deadline less `margin`, so
 /// that a call cut there is still metered before the platform stops the function. `None`
-/// outside Lambda (no deadline in the extensions).
+/// outside Lambda (no deadline in the extensions), and when the deadline had already passed
+/// as the request arrived: Lambda hands an event over before its deadline, so such a value is
+/// not one (cargo-lambda's emulator sends a constant 600,000 ms, a 1970 instant) and cutting
+/// every call at once on it would fail every request.
 pub fn call_deadline<B>(req: &Request<B>, margin: Duration) -> Option<tokio::time::Instant> {
     let PlatformDeadline(at) = req.extensions().get::<PlatformDeadline>()?;
-    let left = at
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or(Duration::ZERO);
+    let Ok(left) = at.duration_since(std::time::SystemTime::now()) else {
+        tracing::warn!("the runtime's invocation deadline had passed on arrival; ignoring it");
+        return None;
+    };
     Some(tokio::time::Instant::now() + left.saturating_sub(margin))
 }
 
@@ -72,4 +76,41 @@ pub async fn into_lambda(response: Response<Body>) -> Response<lambda_http::Body
         Err(_) => lambda_http::Body::Binary(bytes.to_vec()),
     };
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_deadline(at: std::time::SystemTime) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(PlatformDeadline(at));
+        req
+    }
+
+    #[test]
+    fn a_future_deadline_less_the_margin_bounds_the_calls() {
+        let req = with_deadline(std::time::SystemTime::now() + Duration::from_secs(60));
+        let cut = call_deadline(&req, Duration::from_secs(3)).expect("a deadline");
+        let left = cut - tokio::time::Instant::now();
+        assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(57),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_inside_the_margin_cuts_calls_now() {
+        let req = with_deadline(std::time::SystemTime::now() + Duration::from_secs(1));
+        let cut = call_deadline(&req, Duration::from_secs(3)).expect("a deadline");
+        assert!(cut <= tokio::time::Instant::now());
+    }
+
+    #[test]
+    fn a_deadline_already_past_on_arrival_is_not_one() {
+        // cargo-lambda's emulator sends `lambda-runtime-deadline-ms: 600000`.
+        let req = with_deadline(std::time::UNIX_EPOCH + Duration::from_millis(600_000));
+        assert!(call_deadline(&req, Duration::from_secs(3)).is_none());
+        assert!(call_deadline(&Request::new(()), Duration::from_secs(3)).is_none());
+    }
 }
