@@ -8,9 +8,11 @@ use rust_decimal::Decimal;
 
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::usage::{TokenUsage, UsageEvent, UsageSource};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, GatewayError};
+use crate::ports::provider::ProviderError;
 use crate::ports::vector::Embeddings;
 use crate::ports::{MetricsSink, UsageSink};
+use crate::tokenizer::count_tokens;
 
 /// What is known about one embedding call when it returns.
 pub(crate) struct EmbeddingCall<'a> {
@@ -37,6 +39,21 @@ pub(crate) struct EmbeddingFailure {
     /// with no refusal back (a timeout after sending, an unreadable 2xx). Metered as Tollgate's
     /// count of its inputs, as chat meters such a call at its estimate; 0 for a refusal.
     pub estimated_tokens: u64,
+}
+
+impl EmbeddingFailure {
+    /// How a request embedding `texts` failed with `err`: its inputs' tokens are estimated as
+    /// billed when the request reached the provider with no refusal back.
+    pub fn of(err: &ProviderError, texts: &[String]) -> Self {
+        Self {
+            error: GatewayError::from(err.clone()).kind(),
+            estimated_tokens: if err.started {
+                texts.iter().map(|t| count_tokens(t) as u64).sum()
+            } else {
+                0
+            },
+        }
+    }
 }
 
 impl EmbeddingCall<'_> {

@@ -34,7 +34,6 @@ use crate::domain::tenant::{TenantConfig, Tier};
 use crate::domain::usage::TokenUsage;
 use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
-use crate::ports::provider::ProviderError;
 use crate::ports::store::{ClaimOutcome, DocumentStore};
 use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
@@ -581,7 +580,7 @@ impl IngestService {
                     embedded.model = part.model;
                 }
                 Err(err) => {
-                    let failure = batch_failure(&err, batch);
+                    let failure = EmbeddingFailure::of(&err, batch);
                     return (embedded, attempts, Some((err.into(), failure)));
                 }
             }
@@ -649,18 +648,6 @@ struct NewVersion<'a> {
     bytes: u64,
     /// Its chunks' tokens, as reserved.
     tokens: u64,
-}
-
-/// How a request of `batch` failed, for its usage event.
-fn batch_failure(err: &ProviderError, batch: &[String]) -> EmbeddingFailure {
-    EmbeddingFailure {
-        error: GatewayError::from(err.clone()).kind(),
-        estimated_tokens: if err.started {
-            batch.iter().map(|t| count_tokens(t) as u64).sum()
-        } else {
-            0
-        },
-    }
 }
 
 /// Where storing a document failed: before its chunks reached the index (its claim is

@@ -247,25 +247,6 @@ impl Reservation {
             parts,
         }
     }
-
-    /// Another call made under this reservation after the first was metered (a structured
-    /// output retry). The first call's reconciliation settled the reservation, so everything
-    /// this one uses is charged when it is metered, unconditionally: the request was admitted
-    /// once and is counted once toward RPM.
-    pub fn follow_up(&self) -> Self {
-        Self {
-            tokens: 0,
-            status: self.status,
-            parts: self
-                .parts
-                .iter()
-                .map(|p| Part {
-                    tokens: 0,
-                    ..p.clone()
-                })
-                .collect(),
-        }
-    }
 }
 
 /// How many times a reservation is decided again on a fresh read when a neighbouring bucket

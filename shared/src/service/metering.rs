@@ -48,8 +48,8 @@ pub(crate) struct CallRecord {
 impl CallRecord {
     /// The record of a second provider call for the same client request (a structured-output
     /// retry): its own usage event under `{request id}-retry`, its own trace line, timed from
-    /// now, charged under the same reservation ([`Reservation::follow_up`]).
-    pub fn retry(&self, now: DateTime<Utc>) -> Self {
+    /// now, reconciled against its own `reservation`.
+    pub fn retry(&self, now: DateTime<Utc>, reservation: Reservation) -> Self {
         let request_id = RequestId::from_upstream(&format!("{}-retry", self.request_id));
         let mut trace = self.trace.clone();
         trace.request_id = request_id.to_string();
@@ -64,7 +64,7 @@ impl CallRecord {
             started: Instant::now(),
             created_at: now,
             trace,
-            reservation: self.reservation.as_ref().map(Reservation::follow_up),
+            reservation: Some(reservation),
             degraded_from: self.degraded_from.clone(),
             sources: self.sources.clone(),
             conversation: self.conversation.clone(),

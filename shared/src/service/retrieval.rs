@@ -11,13 +11,14 @@ use std::time::Instant;
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::{Message, Role};
 use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::pricing::ModelPrice;
 use crate::error::GatewayError;
 use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, ScoredChunk, VectorIndex};
 use crate::ports::{Clock, MetricsSink, UsageSink};
 use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
 
-use super::embedding_usage::EmbeddingCall;
+use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
 use super::limiter::{Limiter, Reservation};
 
 #[derive(Clone)]
@@ -73,7 +74,8 @@ impl Retriever {
     /// Embeds `query`, searches the tenant's chunks and builds the context message within
     /// `max_tokens`. The query embedding is metered as its own usage event, reconciling
     /// `share`: the part of the request's reservation admitted for it (given back whole when
-    /// no embedding is made).
+    /// no embedding is made or the provider refused it; a failed call that may have been
+    /// billed, such as a timeout after sending, is metered at the query's counted tokens).
     pub async fn retrieve(
         &self,
         request_id: &RequestId,
@@ -83,32 +85,56 @@ impl Retriever {
         max_tokens: usize,
         share: Reservation,
     ) -> Result<RetrievedContext, GatewayError> {
-        let embedded = match self.embed(query).await {
-            Ok(embedded) => embedded,
+        let price = match self.before_embedding().await {
+            Ok(price) => price,
             Err(err) => {
                 self.limiter.release(&share).await;
                 return Err(err);
             }
         };
-        let (embedded, price, started, attempts) = embedded;
-        let cost = price.cost(&EmbeddingCall::usage(&embedded));
+        let started = Instant::now();
+        let texts = [query.to_owned()];
+        let (result, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
+        let (embedded, failure) = match result {
+            Ok(embedded) => (embedded, None),
+            Err(err) => {
+                let failure = EmbeddingFailure::of(&err, &texts);
+                if failure.estimated_tokens == 0 {
+                    // Refused before anything was made: nothing to meter, all tokens back.
+                    self.limiter.release(&share).await;
+                    return Err(GatewayError::from(err));
+                }
+                // It may have been billed: metered at its estimate, as chat is.
+                let nothing = Embeddings {
+                    vectors: Vec::new(),
+                    prompt_tokens: 0,
+                    model: self.embedder.model().to_owned(),
+                };
+                (nothing, Some((GatewayError::from(err), failure)))
+            }
+        };
+        let metered = failure.as_ref().map(|(_, f)| *f);
+        let usage = EmbeddingCall::metered(&embedded, metered.as_ref());
         EmbeddingCall {
             id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
             tenant,
             provider: self.embedder.kind(),
             embedded: &embedded,
-            cost,
+            cost: price.cost(&usage),
             started,
             attempts,
             at: self.clock.now(),
-            failure: None,
+            failure: metered,
         }
         .record_reconciled(
             self.usage.as_ref(),
             self.metrics.as_ref(),
-            &share.reconcile(embedded.prompt_tokens),
+            &share.reconcile(usage.total()),
         )
         .await;
+        if let Some((err, _)) = failure {
+            return Err(err);
+        }
         let vector = embedded.vectors.into_iter().next().unwrap_or_default();
         let hits = self
             .index
@@ -119,12 +145,9 @@ impl Retriever {
         Ok(build_context(&hits, max_tokens))
     }
 
-    /// The query's embedding, priced: nothing is embedded that cannot be billed or searched.
-    async fn embed(
-        &self,
-        query: &str,
-    ) -> Result<(Embeddings, crate::domain::pricing::ModelPrice, Instant, u32), GatewayError> {
-        // Priced before the call: an embedding that cannot be billed is never made.
+    /// The embedding's price, and an index ready to search: nothing is embedded that cannot
+    /// be billed or searched.
+    async fn before_embedding(&self) -> Result<ModelPrice, GatewayError> {
         let catalog = self.catalog.get().await?;
         let price = catalog
             .prices
@@ -139,11 +162,7 @@ impl Retriever {
             .ensure(self.index.as_ref(), self.embedder.dimensions())
             .await
             .map_err(GatewayError::from)?;
-        let started = Instant::now();
-        let texts = [query.to_owned()];
-        let (embedded, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
-        let embedded = embedded.map_err(GatewayError::from)?;
-        Ok((embedded, price, started, attempts))
+        Ok(price)
     }
 }
 

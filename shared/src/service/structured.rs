@@ -6,9 +6,11 @@
 //! in the metrics line, and it is never cached or appended to a conversation. With
 //! `structured_output.retry_on_invalid` the provider is asked once more; that second call is
 //! its own usage event (`{request id}-retry`, so the exactly-once key of the first is
-//! untouched) and its own metrics line, charged under the request's reservation (see
-//! [`Reservation::follow_up`](super::limiter::Reservation::follow_up)). Streams are
-//! validated in `service::stream` when they end and never retried: the reply has been sent.
+//! untouched) and its own metrics line, admitted by a reservation of its own (the first
+//! call's prompt and output cap, tokens only: the request counts once toward RPM) before it
+//! is sent. A retry the tenant's limits cannot hold is not made: the client gets the first
+//! reply's 422. Streams are validated in `service::stream` when they end and never retried:
+//! the reply has been sent.
 //!
 //! Why the reply is checked *before* its usage event is recorded: the event records the
 //! outcome (a `validation` error, not a success), and exactly-once metering writes it once.
@@ -27,6 +29,7 @@ use crate::domain::structured::ValidationFailure;
 use crate::error::GatewayError;
 
 use super::chat::{ChatService, Prepared};
+use super::limiter::Reservation;
 use super::metering::{CallOutcome, CallRecord};
 
 impl ChatService {
@@ -39,14 +42,60 @@ impl ChatService {
     ) -> Result<Completion, GatewayError> {
         let first = self.attempt(record, prepared).await;
         match first {
-            Err(GatewayError::ResponseValidation { .. })
+            Err(invalid @ GatewayError::ResponseValidation { .. })
                 if prepared.config.structured_output.retry_on_invalid =>
             {
-                let retry = record.retry(self.clock.now());
+                let Some(reservation) = self.reserve_retry(record, prepared).await else {
+                    return Err(invalid);
+                };
+                let retry = record.retry(self.clock.now(), reservation);
                 tracing::info!(request_id = %record.request_id, retry_request_id = %retry.request_id, tenant_id = %record.tenant_id, "structured output failed validation; retrying once per tenant policy");
                 self.attempt(&retry, prepared).await
             }
             other => other,
+        }
+    }
+
+    /// The retry's own reservation: what the first call reserved (its prompt as counted and
+    /// its output cap), tokens only, on the route that served it. `None` when the tenant's
+    /// limits cannot hold it or the limiter cannot decide: no retry is made then (it is an
+    /// extra the tenant asked for, never worth going past a limit or failing closed for).
+    async fn reserve_retry(&self, record: &CallRecord, prepared: &Prepared) -> Option<Reservation> {
+        let route = (record.route.provider, record.route.model.as_str());
+        let now = self.clock.now().timestamp();
+        let decision = match self
+            .limiter
+            .snapshot(
+                &record.tenant_id,
+                prepared.config.limits.shards(),
+                &[route],
+                now,
+            )
+            .await
+        {
+            Ok(snapshot) => {
+                self.limiter
+                    .reserve_tokens(
+                        &record.tenant_id,
+                        prepared.config.effective_limits(),
+                        &snapshot,
+                        record.estimate.total(),
+                        route,
+                    )
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        match decision {
+            Ok(Ok(reservation)) => Some(reservation),
+            Ok(Err(refusal)) => {
+                tracing::info!(request_id = %record.request_id, tenant_id = %record.tenant_id, reason = %refusal, "structured output failed validation; not retried: the tenant's limits cannot hold the retry");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(request_id = %record.request_id, tenant_id = %record.tenant_id, error = %err, "structured output failed validation; not retried: the rate limiter could not decide");
+                None
+            }
         }
     }
 

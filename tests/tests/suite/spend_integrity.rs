@@ -347,18 +347,7 @@ async fn a_grounded_requests_embedding_counts_against_the_tenants_tokens_per_min
         .unwrap();
     // Each reconciled to what it used (the document's embedding at ingest too): the tenant's
     // minute counters hold exactly their sum.
-    let minute = chrono::Utc::now().timestamp().div_euclid(10);
-    let keys: Vec<CounterKey> = (minute - 7..=minute + 1)
-        .map(|i| CounterKey(format!("t#acme#m#{i}")))
-        .collect();
-    let counted: i64 = gw
-        .store
-        .read_counters(&keys)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.tokens)
-        .sum();
+    let counted = minute_tokens(&gw, "acme").await;
     let ingest = events
         .iter()
         .find(|e| e.request_id.as_str().ends_with("-doc0"))
@@ -369,4 +358,55 @@ async fn a_grounded_requests_embedding_counts_against_the_tenants_tokens_per_min
         counted,
         (ingest.usage.total() + embedding.usage.total() + chat.usage.total()) as i64
     );
+}
+
+/// The tokens `tenant`'s minute counters hold, over every bucket a reservation can have
+/// written.
+async fn minute_tokens(gw: &Gateway, tenant: &str) -> i64 {
+    let minute = chrono::Utc::now().timestamp().div_euclid(10);
+    let keys: Vec<CounterKey> = (minute - 7..=minute + 1)
+        .map(|i| CounterKey(format!("t#{tenant}#m#{i}")))
+        .collect();
+    gw.store
+        .read_counters(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.tokens)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_retrieval_embedding_the_provider_may_have_billed_is_metered_at_its_estimate() {
+    let (openai, _anthropic, gw) = grounded_gateway(LimitOverrides {
+        tokens_per_minute: Some(100_000),
+        ..Default::default()
+    })
+    .await;
+    let query = "When are refunds free?";
+    let ingest = gw.usage_events()[0].usage.total() as i64;
+    // A 2xx that cannot be read: the request reached the provider and may have been billed.
+    openai.push_embeddings(Behavior::Malformed);
+    let res = gw.chat("acme", grounded(query)).await;
+    assert_eq!(res.status, 502, "{}", res.text());
+    assert!(openai.requests().is_empty(), "no chat call");
+    let events = gw.usage_events();
+    let embedding = events
+        .iter()
+        .find(|e| e.request_id.as_str().ends_with("-retrieval"))
+        .expect("the query's embedding is metered");
+    assert_eq!(embedding.usage_source, UsageSource::Estimated);
+    assert_eq!(embedding.usage.prompt_tokens, count_tokens(query) as u64);
+    assert!(!embedding.success);
+    assert!(embedding.cost_usd > rust_decimal::Decimal::ZERO);
+    // The chat's reservation came back; the embedding's estimate stays charged.
+    let charged = ingest + embedding.usage.total() as i64;
+    assert_eq!(minute_tokens(&gw, "acme").await, charged);
+
+    // Refused outright: nothing was made, nothing is metered, every token comes back.
+    openai.push_embeddings(Behavior::error(400, "input is invalid"));
+    let res = gw.chat("acme", grounded(query)).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(gw.usage_events().len(), events.len());
+    assert_eq!(minute_tokens(&gw, "acme").await, charged);
 }

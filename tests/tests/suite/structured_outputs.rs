@@ -472,6 +472,45 @@ async fn the_retrys_tokens_are_charged_to_the_tenants_limits() {
     assert_eq!(remaining[0] - remaining[1], USAGE.total());
 }
 
+#[tokio::test]
+async fn a_retry_the_tenants_limits_cannot_hold_is_not_made() {
+    // TPM 1,200 and max_tokens 1,000: the first call (prompt + 1,000 reserved) is admitted and
+    // uses 240; the retry would reserve the same again (1,240 in the minute): it is not sent,
+    // and the client gets the first reply's 422.
+    let (openai, _anthropic, gw) = gateway().await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.structured_output.retry_on_invalid = true;
+    config.limits.tokens_per_minute = Some(1_200);
+    gw.store.put_tenant_config(config).await.unwrap();
+    openai.push(Behavior::reply(WRONG_TYPE, USAGE));
+    openai.push(Behavior::reply(VALID, USAGE));
+    let mut request = body(person_format(), false);
+    request["max_tokens"] = json!(1_000);
+    let res = gw.chat("acme", request).await;
+    assert_eq!(res.status, 422, "{}", res.text());
+    assert_eq!(res.json()["error"]["schema_path"], "/properties/age/type");
+    assert_eq!(openai.requests().len(), 1, "no retry was sent");
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1, "only the first call is metered");
+    assert_eq!(events[0].usage, USAGE);
+
+    // With room for it (max_tokens 400: 2 × (prompt + 400) < 1,200 once the first call has
+    // settled at 240), the retry is reserved and made.
+    let (openai, _anthropic, gw) = gateway().await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.structured_output.retry_on_invalid = true;
+    config.limits.tokens_per_minute = Some(1_200);
+    gw.store.put_tenant_config(config).await.unwrap();
+    openai.push(Behavior::reply(WRONG_TYPE, USAGE));
+    openai.push(Behavior::reply(VALID, USAGE));
+    let mut request = body(person_format(), false);
+    request["max_tokens"] = json!(400);
+    let res = gw.chat("acme", request).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(openai.requests().len(), 2);
+    assert_eq!(gw.usage_events().len(), 2);
+}
+
 // ---- Refused formats, and the embedded default ----
 
 #[tokio::test]
