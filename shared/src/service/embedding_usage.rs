@@ -72,7 +72,8 @@ impl EmbeddingCall<'_> {
         usage
     }
 
-    fn usage_source(&self) -> UsageSource {
+    /// Where the event's token counts come from.
+    pub fn usage_source(&self) -> UsageSource {
         match &self.failure {
             Some(f) if f.estimated_tokens > 0 => UsageSource::Estimated,
             Some(_) if self.embedded.prompt_tokens == 0 => UsageSource::None,

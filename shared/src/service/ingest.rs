@@ -31,7 +31,7 @@ use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::storage::{Claim, ClaimRefused, DocumentEntry};
 use crate::domain::tenant::{TenantConfig, Tier};
-use crate::domain::usage::TokenUsage;
+use crate::domain::usage::{TokenUsage, UsageSource};
 use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::store::{ClaimOutcome, DocumentStore};
@@ -149,11 +149,24 @@ fn rejected(reason: DocumentRejection, message: impl Into<String>) -> GatewayErr
 }
 
 /// What a request has spent so far, for its metrics record (also when it fails later).
-#[derive(Default)]
 struct Spent {
     tenant: Option<TenantId>,
     usage: TokenUsage,
     cost: rust_decimal::Decimal,
+    /// `none` until a document is metered; `estimated` once any document's event is.
+    usage_source: UsageSource,
+}
+
+impl Spent {
+    fn add(&mut self, usage: TokenUsage, cost: rust_decimal::Decimal, source: UsageSource) {
+        self.usage.prompt_tokens += usage.prompt_tokens;
+        self.cost += cost;
+        self.usage_source = match (self.usage_source, source) {
+            (UsageSource::Estimated, _) | (_, UsageSource::Estimated) => UsageSource::Estimated,
+            (UsageSource::Provider, _) | (_, UsageSource::Provider) => UsageSource::Provider,
+            _ => UsageSource::None,
+        };
+    }
 }
 
 /// What every document of one request shares.
@@ -200,7 +213,12 @@ impl IngestService {
         body: &[u8],
     ) -> Result<IngestReport, GatewayError> {
         let started = Instant::now();
-        let mut spent = Spent::default();
+        let mut spent = Spent {
+            tenant: None,
+            usage: TokenUsage::default(),
+            cost: rust_decimal::Decimal::ZERO,
+            usage_source: UsageSource::None,
+        };
         let result = self
             .ingest_documents(request_id, bearer, body, &mut spent)
             .await;
@@ -220,7 +238,7 @@ impl IngestService {
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             provider_latency_ms: None,
             usage: spent.usage,
-            usage_source: Default::default(),
+            usage_source: spent.usage_source,
             cost_usd: spent.cost,
             error_type: error.map(GatewayError::kind),
             streamed: false,
@@ -474,7 +492,7 @@ impl IngestService {
         let cost = price.cost(&usage);
         // The reservation is settled to what was metered: a failed request's share comes
         // back (unless it may have been billed), and so does everything after it.
-        EmbeddingCall {
+        let call = EmbeddingCall {
             id: call_id.clone(),
             tenant,
             provider: self.embedder.kind(),
@@ -484,15 +502,14 @@ impl IngestService {
             attempts,
             at: self.clock.now(),
             failure: metered,
-        }
-        .record_reconciled(
+        };
+        spent.add(usage, cost, call.usage_source());
+        call.record_reconciled(
             self.usage.as_ref(),
             self.metrics.as_ref(),
             &reservation.reconcile(usage.total()),
         )
         .await;
-        spent.usage.prompt_tokens += usage.prompt_tokens;
-        spent.cost += cost;
         if let Some((err, _)) = failure {
             return Err(Failed::BeforeIndex(err));
         }
@@ -829,10 +846,12 @@ fn parse_documents(
         .into_iter()
         .map(|entry| {
             let id = entry.get("id").and_then(Value::as_str).map(str::to_owned);
-            serde_json::from_value::<NewDocument>(entry).map_err(|e| {
+            // Described by field and type, never by the value: the message is logged.
+            serde_path_to_error::deserialize::<_, NewDocument>(&entry).map_err(|e| {
+                let described = crate::wire::fields::describe(&e, &entry);
                 (
                     id,
-                    rejected(DocumentRejection::InvalidDocument, e.to_string()),
+                    rejected(DocumentRejection::InvalidDocument, described.message),
                 )
             })
         })

@@ -248,7 +248,9 @@ async fn embedding_calls_are_metered_as_usage_events() {
     assert_eq!(e.model_served, "text-embedding-3-small");
     assert!(e.usage.prompt_tokens > 0 && e.cost_usd > rust_decimal::Decimal::ZERO);
     let metrics = gw.request_metrics();
-    assert_eq!(metrics.last().unwrap().function, "ingest");
+    let line = metrics.last().unwrap();
+    assert_eq!(line.function, "ingest");
+    assert_eq!(line.usage_source, UsageSource::Provider);
     // The stored chunk carries the tenant, document and metadata in its payload.
     let hits = gw
         .index
@@ -679,6 +681,41 @@ async fn assert_refused(gw: &Gateway, body: Value, code: &str, param: &str, mess
         &json!({"message": message, "type": "invalid_request_error", "param": param, "code": code})
     );
     assert!(!res.text().contains("canary"), "{}", res.text());
+}
+
+#[tokio::test]
+async fn a_document_of_the_wrong_shape_is_refused_by_field_and_type_never_by_its_value() {
+    let gw = Gateway::simulated().await;
+    let single = json!({"id": "m", "text": "Rockets are reusable.", "metadata": canary(40)});
+    let res = post(&gw, "acme", single).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    let error = &res.json()["error"];
+    assert_eq!(error["code"], "invalid_document");
+    assert_eq!(
+        error["message"],
+        "invalid type for `metadata`: expected an object, got a string"
+    );
+    assert!(!res.text().contains("canary"), "{}", res.text());
+
+    // In a batch, each entry's result says the same; the good one is stored.
+    let batch = json!({"documents": [
+        {"id": "ok", "text": "Rockets are reusable."},
+        {"id": "t", "title": 987_654_321, "text": "Rockets."},
+        {"id": "x", "text": {"canary": canary(20)}},
+    ]});
+    let res = post(&gw, "acme", batch).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let results = res.json()["data"].clone();
+    assert_eq!(results[0]["status"], "stored", "{results}");
+    assert_eq!(
+        results[1]["error"]["message"],
+        "invalid type for `title`: expected a string, got an integer"
+    );
+    assert_eq!(
+        results[2]["error"]["message"],
+        "invalid type for `text`: expected a string, got an object"
+    );
+    assert!(!res.text().contains("canary") && !res.text().contains("987654321"));
 }
 
 #[tokio::test]
@@ -1565,6 +1602,12 @@ async fn a_request_the_provider_may_have_billed_is_metered_at_its_estimate() {
     assert_eq!(events[0].usage.prompt_tokens, spent);
     assert_eq!(events[0].usage_source, UsageSource::Estimated);
     assert_eq!(events[0].error_type, Some(ErrorKind::UpstreamError));
+    // The request's metrics line says its usage is (partly) an estimate too.
+    let line = gw.request_metrics().pop().unwrap();
+    assert_eq!(
+        (line.function, line.usage_source),
+        ("ingest", UsageSource::Estimated)
+    );
     assert_eq!(counted(&gw, "acme", "m").await, (spent as i64, 0));
     assert_eq!(chunks_of(&gw, "acme").await, 0);
 }
