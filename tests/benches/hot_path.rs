@@ -136,7 +136,7 @@ impl Gateway {
                 })
                 .collect();
             let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
-            rt.block_on(ingest.ingest(&request_id, Some(&acme_key), &body))
+            rt.block_on(ingest.ingest(&request_id, Some(&acme_key), &body, None))
                 .unwrap();
         }
         Self {
@@ -334,7 +334,7 @@ fn ingest_throughput(docs: usize) {
             .collect();
         let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
         let report = rt
-            .block_on(ingest.ingest(&request_id, Some(&key), &body))
+            .block_on(ingest.ingest(&request_id, Some(&key), &body, None))
             .unwrap();
         chunks += report.data.iter().filter_map(|d| d.chunks).sum::<u32>();
     }

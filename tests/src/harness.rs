@@ -87,6 +87,7 @@ impl Gateway {
             ingest: ingest::IngestState {
                 ingest,
                 max_body_bytes: settings.max_body_bytes,
+                deadline_margin: settings.deadline_margin,
             },
             index,
             state: invoke::InvokeState {

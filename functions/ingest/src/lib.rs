@@ -18,6 +18,8 @@ use tollgate::service::ingest::IngestService;
 pub struct IngestState {
     pub ingest: IngestService,
     pub max_body_bytes: usize,
+    /// Embedding calls end this long before the invocation's deadline (metering time).
+    pub deadline_margin: std::time::Duration,
 }
 
 pub async fn handle(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
@@ -33,7 +35,12 @@ pub async fn handle(state: &IngestState, req: Request<Bytes>) -> Response<Body> 
             } else {
                 state
                     .ingest
-                    .ingest(&request_id, bearer, req.body())
+                    .ingest(
+                        &request_id,
+                        bearer,
+                        req.body(),
+                        tollgate::lambda::call_deadline(&req, state.deadline_margin),
+                    )
                     .await
                     .map(|report| edge::json(StatusCode::OK, &report, &request_id))
             }

@@ -17,6 +17,7 @@ async fn main() -> Result<(), Error> {
     let state = ingest::IngestState {
         ingest,
         max_body_bytes: settings.max_body_bytes,
+        deadline_margin: settings.deadline_margin,
     };
     lambda_http::run(service_fn(move |req| {
         let state = state.clone();

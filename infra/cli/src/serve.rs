@@ -128,6 +128,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ingest: ingest::IngestState {
             ingest,
             max_body_bytes: settings.max_body_bytes,
+            deadline_margin: settings.deadline_margin,
         },
         usage,
     };

@@ -30,10 +30,11 @@ use crate::domain::documents::{
 use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::storage::{Claim, ClaimRefused, DocumentEntry};
-use crate::domain::tenant::{TenantConfig, Tier};
+use crate::domain::tenant::{ProviderKind, TenantConfig, Tier};
 use crate::domain::usage::{TokenUsage, UsageSource};
 use crate::error::{DocumentRejection, GatewayError};
 use crate::ports::metrics::RequestMetrics;
+use crate::ports::provider::{ProviderError, ProviderErrorKind};
 use crate::ports::store::{ClaimOutcome, DocumentStore};
 use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, IndexedChunk, VectorIndex};
 use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
@@ -176,6 +177,8 @@ struct Shared<'a> {
     config: &'a TenantConfig,
     /// The embedding model's price; `None` fails each document before it is embedded.
     price: Option<&'a ModelPrice>,
+    /// When embedding calls must be over (the Lambda deadline less the metering margin).
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl IngestService {
@@ -205,12 +208,19 @@ impl IngestService {
     /// A batch answers with every document's result (a bad document never loses the good
     /// ones). A single document that cannot be stored fails the request with its own error
     /// (400, 413, 403, the tenant's 429 or 400 `request_too_large`, or the 429/5xx of the
-    /// embedder or index), as a client of one document expects. Exactly one metrics record per request, with the status the client gets.
+    /// embedder or index), as a client of one document expects. Exactly one metrics record per
+    /// request, with the status the client gets.
+    ///
+    /// Embedding calls end by `deadline` (`tollgate::lambda::call_deadline`; `None` outside
+    /// Lambda): a call cut there is metered at its estimate, and documents not started by then
+    /// fail with 504 `upstream_timeout` (send them again), so the function is never stopped
+    /// with a call unmetered.
     pub async fn ingest(
         &self,
         request_id: &RequestId,
         bearer: Option<&str>,
         body: &[u8],
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<IngestReport, GatewayError> {
         let started = Instant::now();
         let mut spent = Spent {
@@ -220,7 +230,7 @@ impl IngestService {
             usage_source: UsageSource::None,
         };
         let result = self
-            .ingest_documents(request_id, bearer, body, &mut spent)
+            .ingest_documents(request_id, bearer, body, deadline, &mut spent)
             .await;
         let error = result.as_ref().err();
         if let Some(err) = error {
@@ -253,6 +263,7 @@ impl IngestService {
         request_id: &RequestId,
         bearer: Option<&str>,
         body: &[u8],
+        deadline: Option<tokio::time::Instant>,
         spent: &mut Spent,
     ) -> Result<IngestReport, GatewayError> {
         let (tenant, config) = self.tenant(bearer).await?;
@@ -266,10 +277,12 @@ impl IngestService {
             price: catalog
                 .prices
                 .lookup(self.embedder.kind(), self.embedder.model()),
+            deadline,
         };
         let mut data = Vec::with_capacity(documents.len());
         for (n, doc) in documents.into_iter().enumerate() {
             let (id, outcome) = match doc {
+                Ok(doc) if past(deadline) => (doc.id, Err(out_of_time(self.embedder.kind()))),
                 Ok(doc) => match parse_id(doc.id.as_deref()) {
                     Ok(id) => {
                         let call_id = RequestId::from_upstream(&format!("{request_id}-doc{n}"));
@@ -467,6 +480,7 @@ impl IngestService {
             tenant,
             config,
             price,
+            deadline,
         } = *shared;
         let NewVersion {
             id,
@@ -486,7 +500,7 @@ impl IngestService {
         let reservation = self.reserve(call_id, tenant, config, tokens).await?;
 
         let provider_started = Instant::now();
-        let (embedded, attempts, failure) = self.embed_in_batches(&texts).await;
+        let (embedded, attempts, failure) = self.embed_in_batches(&texts, deadline).await;
         let metered = failure.as_ref().map(|(_, f)| *f);
         let usage = EmbeddingCall::metered(&embedded, metered.as_ref());
         let cost = price.cost(&usage);
@@ -576,10 +590,12 @@ impl IngestService {
     /// Embeds `texts` one upstream request ([`Embedder::max_batch`] texts) at a time, each
     /// retried on its own. Stops at the first request that fails for good and returns what the
     /// requests before it returned, the attempts made, and the failure (with the tokens of the
-    /// failed request when the provider may have billed them).
+    /// failed request when the provider may have billed them). A request still running at
+    /// `deadline` is cut there and counted as possibly billed; none starts after it.
     async fn embed_in_batches(
         &self,
         texts: &[String],
+        deadline: Option<tokio::time::Instant>,
     ) -> (Embeddings, u32, Option<(GatewayError, EmbeddingFailure)>) {
         let mut embedded = Embeddings {
             vectors: Vec::with_capacity(texts.len()),
@@ -588,7 +604,15 @@ impl IngestService {
         };
         let mut attempts = 0;
         for batch in texts.chunks(self.embedder.max_batch().max(1)) {
-            let (result, tries) = self.retry.run(|| self.embedder.embed(batch)).await;
+            let (result, tries) = match deadline {
+                _ if past(deadline) => (Err(deadline_error(self.embedder.kind(), false)), 0),
+                Some(at) => {
+                    tokio::time::timeout_at(at, self.retry.run(|| self.embedder.embed(batch)))
+                        .await
+                        .unwrap_or_else(|_| (Err(deadline_error(self.embedder.kind(), true)), 1))
+                }
+                None => self.retry.run(|| self.embedder.embed(batch)).await,
+            };
             attempts += tries;
             match result {
                 Ok(part) => {
@@ -665,6 +689,31 @@ struct NewVersion<'a> {
     bytes: u64,
     /// Its chunks' tokens, as reserved.
     tokens: u64,
+}
+
+/// Whether `deadline` has come.
+fn past(deadline: Option<tokio::time::Instant>) -> bool {
+    deadline.is_some_and(|at| at <= tokio::time::Instant::now())
+}
+
+/// An embedding request the function's deadline stopped: before it was sent, or while it ran
+/// (then it may have been billed).
+fn deadline_error(provider: ProviderKind, running: bool) -> ProviderError {
+    let err = ProviderError::new(
+        provider,
+        ProviderErrorKind::Timeout,
+        "the embedding was cut at the function's deadline",
+    );
+    if running { err.after_send() } else { err }
+}
+
+/// A document not started before the function's deadline.
+fn out_of_time(provider: ProviderKind) -> GatewayError {
+    GatewayError::from(ProviderError::new(
+        provider,
+        ProviderErrorKind::Timeout,
+        "the function's deadline came before this document was embedded; send it again",
+    ))
 }
 
 /// Where storing a document failed: before its chunks reached the index (its claim is

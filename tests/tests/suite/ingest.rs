@@ -936,6 +936,7 @@ async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
     let state = ingest::IngestState {
         ingest: service,
         max_body_bytes: 1 << 20,
+        deadline_margin: std::time::Duration::from_secs(3),
     };
     let key = seeded
         .iter()
@@ -1583,6 +1584,57 @@ async fn a_retried_request_resends_only_its_own_chunks() {
         counted(&gw, "acme", "m").await,
         (tokens_of(&chunks) as i64, 0)
     );
+}
+
+#[tokio::test]
+async fn an_embedding_running_at_the_deadline_is_cut_and_metered_and_later_documents_are_not_started()
+ {
+    let (openai, _anthropic, mut gw) = openai_gateway(LimitOverrides::default()).await;
+    gw.ingest.deadline_margin = Duration::from_millis(1_000);
+    openai.push_embeddings(Behavior::Delay(Duration::from_secs(6)));
+    let body = json!({"documents": [
+        doc("slow", "Rockets are reusable."),
+        doc("later", "Boosters land on ships."),
+    ]});
+    let mut req = http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/documents")
+        .header("authorization", format!("Bearer {}", gw.key("acme")))
+        .body(bytes::Bytes::from(body.to_string()))
+        .unwrap();
+    // The invocation times out in 2.5 s; embedding calls must end 1 s before, sooner than
+    // the harness's 2 s provider timeout.
+    req.extensions_mut()
+        .insert(tollgate::lambda::PlatformDeadline(
+            std::time::SystemTime::now() + Duration::from_millis(2_500),
+        ));
+    let started = std::time::Instant::now();
+    let res = gw.send(req).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(2_000), "{elapsed:?}");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let data = res.json()["data"].clone();
+    for n in 0..2 {
+        assert_eq!(data[n]["error"]["code"], "upstream_timeout", "{data}");
+    }
+    assert_eq!(
+        openai.embedding_requests().len(),
+        1,
+        "the second never started"
+    );
+
+    // The cut request may have been billed: metered at its estimate, which stays charged.
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event.usage_source, UsageSource::Estimated);
+    assert_eq!(event.error_type, Some(ErrorKind::Timeout));
+    assert!(event.usage.prompt_tokens > 0 && event.cost_usd > rust_decimal::Decimal::ZERO);
+    assert_eq!(
+        counted(&gw, "acme", "m").await,
+        (event.usage.total() as i64, 0)
+    );
+    assert_eq!(chunks_of(&gw, "acme").await, 0);
 }
 
 #[tokio::test]
