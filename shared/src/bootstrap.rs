@@ -10,6 +10,7 @@ use crate::adapters::memory::MemoryStore;
 use crate::adapters::qdrant::QdrantIndex;
 use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
+use crate::domain::limits::UpstreamQuotas;
 use crate::ports::clock::SystemClock;
 use crate::ports::store::{ConversationStore, DocumentStore, ProfileStore};
 use crate::ports::vector::{IndexReadiness, VectorIndex};
@@ -19,7 +20,8 @@ use crate::ports::{
 use crate::service::ChatService;
 use crate::service::catalog::OperatorCatalog;
 use crate::service::ingest::{IngestLimits, IngestService};
-use crate::service::limiter::{Limiter, UpstreamQuotas};
+use crate::service::limiter::Limiter;
+use crate::service::metering::Meter;
 use crate::service::retrieval::Retriever;
 
 /// Every port the chat path needs, from one store.
@@ -76,12 +78,9 @@ fn build<S: ChatStore>(
     let service = ChatService {
         keys: directory.clone(),
         tenants: directory,
-        usage: store.clone(),
         cache: store.clone(),
         providers,
         catalog: catalog.clone(),
-        metrics,
-        clock: Arc::new(SystemClock),
         retry: settings.retry,
         limiter: Arc::new(Limiter::with_catalog(
             store.clone(),
@@ -89,7 +88,12 @@ fn build<S: ChatStore>(
             settings.default_reserve_tokens,
         )),
         retriever: None,
-        conversations: Some(store.clone()),
+        meter: Meter {
+            usage: store.clone(),
+            metrics,
+            conversations: Some(store.clone()),
+            clock: Arc::new(SystemClock),
+        },
         profiles: Some(store),
     };
     Ok((service, described))
@@ -124,10 +128,10 @@ pub fn retriever(
     Ok(Arc::new(Retriever {
         index,
         embedder,
-        usage: chat.usage.clone(),
+        usage: chat.meter.usage.clone(),
         catalog: chat.catalog.clone(),
-        metrics: chat.metrics.clone(),
-        clock: chat.clock.clone(),
+        metrics: chat.meter.metrics.clone(),
+        clock: chat.meter.clock.clone(),
         retry: chat.retry,
         ready: IndexReadiness::default(),
         limiter: chat.limiter.clone(),

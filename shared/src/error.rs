@@ -7,48 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Low-cardinality error classification used in metrics, usage events and logs.
-///
-/// The first six are the buckets the product brief asks to tell apart; the rest are client
-/// errors that are counted but say nothing about the gateway's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// Our own per-tenant limit refused the request.
-    RateLimited,
-    /// The provider answered 429.
-    UpstreamRateLimited,
-    /// The model's output failed validation (structured output).
-    Validation,
-    /// The provider did not answer in time.
-    Timeout,
-    /// The provider failed (5xx, transport error, malformed answer).
-    UpstreamError,
-    /// A bug or an infrastructure failure on our side.
-    Application,
-    /// Missing, unknown or revoked API key.
-    Authentication,
-    /// The client's request is malformed or not allowed.
-    InvalidRequest,
-    /// The tenant's configuration cannot serve this request (routing, pricing).
-    Configuration,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::UpstreamRateLimited => "upstream_rate_limited",
-            Self::Validation => "validation",
-            Self::Timeout => "timeout",
-            Self::UpstreamError => "upstream_error",
-            Self::Application => "application",
-            Self::Authentication => "authentication",
-            Self::InvalidRequest => "invalid_request",
-            Self::Configuration => "configuration",
-        }
-    }
-}
+pub use crate::domain::usage::ErrorKind;
 
 /// Why one document of an ingest request was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +366,83 @@ impl GatewayError {
                 code: self.openai_code(),
                 instance_path: failure.map(|f| f.instance_path.as_str()),
                 schema_path: failure.map(|f| f.schema_path.as_str()),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The one seam: every error of a domain module, port or service becomes a `GatewayError` here,
+// by an exhaustive match, so a new variant forces a decision about what the client sees.
+// ---------------------------------------------------------------------------------------------
+
+/// A model the tenant does not route is a 404; one it may not use (another tenant's
+/// fine-tuned model) a 403.
+impl From<crate::domain::routing::RouteError> for GatewayError {
+    fn from(err: crate::domain::routing::RouteError) -> Self {
+        use crate::domain::routing::RouteError as E;
+        match err {
+            E::UnknownModel { model } => Self::ModelNotFound { model },
+            E::ForeignFineTuned { model } => Self::ForeignFineTunedModel { model },
+        }
+    }
+}
+
+/// An unreachable or throttled store is a 503 the client may retry; a corrupt item is our bug.
+impl From<crate::ports::store::StoreError> for GatewayError {
+    fn from(err: crate::ports::store::StoreError) -> Self {
+        use crate::ports::store::StoreError as E;
+        match err {
+            E::Unavailable(_) | E::Throttled => Self::StoreUnavailable {
+                detail: err.to_string(),
+            },
+            E::Corrupt(_) | E::NotFound(_) => Self::internal(err),
+        }
+    }
+}
+
+/// A profile that does not fit its rules is the client's 400, naming the field.
+impl From<crate::domain::profile::ProfileError> for GatewayError {
+    fn from(err: crate::domain::profile::ProfileError) -> Self {
+        Self::invalid(err.to_string(), Some(err.param()))
+    }
+}
+
+/// A provider failure as the client sees it. Only a rejection keeps the provider's words (they
+/// are about the client's request); 5xx and credential failures keep them for logs only.
+impl From<crate::ports::provider::ProviderError> for GatewayError {
+    fn from(err: crate::ports::provider::ProviderError) -> Self {
+        use crate::ports::provider::ProviderErrorKind as K;
+        match err.kind {
+            K::RateLimited { retry_after } => Self::UpstreamRateLimited { retry_after },
+            K::Timeout => Self::UpstreamTimeout,
+            K::Upstream => Self::Upstream {
+                detail: format!("{}: {}", err.provider, err.message),
+            },
+            K::Rejected => Self::UpstreamRejected {
+                message: err.message,
+            },
+            K::Credentials => Self::UpstreamCredentials {
+                detail: format!("{}: {}", err.provider, err.message),
+            },
+        }
+    }
+}
+
+/// An index failure as the client sees it: 503, with `Retry-After` when the index gave one.
+impl From<crate::ports::vector::IndexError> for GatewayError {
+    fn from(err: crate::ports::vector::IndexError) -> Self {
+        use crate::ports::vector::IndexError as E;
+        match err {
+            E::Busy {
+                retry_after,
+                detail,
+            } => Self::IndexBusy {
+                retry_after,
+                detail,
+            },
+            E::Unavailable(_) | E::Rejected(_) | E::Corrupt(_) => Self::StoreUnavailable {
+                detail: err.to_string(),
             },
         }
     }

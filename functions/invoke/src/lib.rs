@@ -143,16 +143,19 @@ async fn profile(
         Method::PUT if req.body().len() > limit => Err(GatewayError::PayloadTooLarge { limit }),
         Method::PUT => state
             .chat
+            .profile_service()
             .put_profile(bearer, user, req.body())
             .await
             .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
         Method::GET => state
             .chat
+            .profile_service()
             .get_profile(bearer, user)
             .await
             .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
         Method::DELETE => state
             .chat
+            .profile_service()
             .delete_profile(bearer, user)
             .await
             .map(|deleted| edge::json(StatusCode::OK, &deleted, &request_id)),

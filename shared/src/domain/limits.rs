@@ -230,6 +230,9 @@ pub struct UpstreamQuota {
     pub tokens_per_minute: u64,
 }
 
+/// Upstream quotas by provider model: tokens per minute, shared by every tenant.
+pub type UpstreamQuotas = std::collections::HashMap<(super::tenant::ProviderKind, String), u64>;
+
 /// Which limit a decision concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

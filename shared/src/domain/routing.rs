@@ -1,16 +1,25 @@
 //! Model routing: a logical model name → the tenant's route, with the fine-tuned ownership check.
 
-use crate::error::GatewayError;
-
 use super::ids::TenantId;
 use super::tenant::{Route, TenantConfig};
 
-/// Finds the route for `requested`. Unknown names are a 404, never a fallback to a default.
-pub fn resolve<'a>(config: &'a TenantConfig, requested: &str) -> Result<&'a Route, GatewayError> {
+/// Why a requested model cannot be served to this tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Not one of the tenant's routes.
+    #[error("the model `{model}` is not one of this tenant's routes")]
+    UnknownModel { model: String },
+    /// The route points at a fine-tuned model another tenant owns (or no one is known to).
+    #[error("the model `{model}` is a fine-tuned model this tenant does not own")]
+    ForeignFineTuned { model: String },
+}
+
+/// Finds the route for `requested`. Unknown names are refused, never a fallback to a default.
+pub fn resolve<'a>(config: &'a TenantConfig, requested: &str) -> Result<&'a Route, RouteError> {
     config
         .routes
         .get(requested)
-        .ok_or_else(|| GatewayError::ModelNotFound {
+        .ok_or_else(|| RouteError::UnknownModel {
             model: requested.to_owned(),
         })
 }
@@ -23,13 +32,13 @@ pub fn check_fine_tuned_owner(
     requested: &str,
     route: &Route,
     owner: Option<&TenantId>,
-) -> Result<(), GatewayError> {
+) -> Result<(), RouteError> {
     if !route.is_fine_tuned() {
         return Ok(());
     }
     match owner {
         Some(owner) if owner == tenant => Ok(()),
-        _ => Err(GatewayError::ForeignFineTunedModel {
+        _ => Err(RouteError::ForeignFineTuned {
             model: requested.to_owned(),
         }),
     }
@@ -94,7 +103,12 @@ mod tests {
     fn an_unknown_model_is_not_found_rather_than_defaulted() {
         let cfg = config();
         let err = resolve(&cfg, "gpt-4o").unwrap_err();
-        assert_eq!(err.status(), 404);
+        assert_eq!(
+            err,
+            RouteError::UnknownModel {
+                model: "gpt-4o".into()
+            }
+        );
     }
 
     #[test]
@@ -123,8 +137,12 @@ mod tests {
             Some(&tenant("globex")),
         )
         .unwrap_err();
-        assert_eq!(err.status(), 403);
-        assert_eq!(err.kind(), crate::error::ErrorKind::Configuration);
+        assert_eq!(
+            err,
+            RouteError::ForeignFineTuned {
+                model: "acme-support".into()
+            }
+        );
     }
 
     #[test]

@@ -7,7 +7,49 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{RequestId, TenantId};
 use super::tenant::ProviderKind;
-use crate::error::ErrorKind;
+
+/// Low-cardinality error classification used in metrics, usage events and logs.
+///
+/// The first six are the buckets the product brief asks to tell apart; the rest are client
+/// errors that are counted but say nothing about the gateway's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Our own per-tenant limit refused the request.
+    RateLimited,
+    /// The provider answered 429.
+    UpstreamRateLimited,
+    /// The model's output failed validation (structured output).
+    Validation,
+    /// The provider did not answer in time.
+    Timeout,
+    /// The provider failed (5xx, transport error, malformed answer).
+    UpstreamError,
+    /// A bug or an infrastructure failure on our side.
+    Application,
+    /// Missing, unknown or revoked API key.
+    Authentication,
+    /// The client's request is malformed or not allowed.
+    InvalidRequest,
+    /// The tenant's configuration cannot serve this request (routing, pricing).
+    Configuration,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::UpstreamRateLimited => "upstream_rate_limited",
+            Self::Validation => "validation",
+            Self::Timeout => "timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::Application => "application",
+            Self::Authentication => "authentication",
+            Self::InvalidRequest => "invalid_request",
+            Self::Configuration => "configuration",
+        }
+    }
+}
 
 /// Token counts in OpenAI's convention: `prompt_tokens` includes cache reads and writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,8 +15,8 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 use super::ids::{RequestId, TenantId};
+use super::usage::ErrorKind;
 use super::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, histogram_percentile};
-use crate::error::ErrorKind;
 
 /// The relative error bound of a reported latency percentile (half a histogram bucket on a log
 /// scale: √1.25 ≈ 1.118), stated in every report.

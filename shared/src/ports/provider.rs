@@ -14,7 +14,6 @@ use crate::domain::chat::{Completion, FinishReason, Message};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
-use crate::error::GatewayError;
 
 /// What the gateway asks a provider for.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,26 +118,6 @@ impl ProviderError {
                     | ProviderErrorKind::Timeout
                     | ProviderErrorKind::Upstream
             )
-    }
-}
-
-impl From<ProviderError> for GatewayError {
-    fn from(err: ProviderError) -> Self {
-        match err.kind {
-            ProviderErrorKind::RateLimited { retry_after } => {
-                GatewayError::UpstreamRateLimited { retry_after }
-            }
-            ProviderErrorKind::Timeout => GatewayError::UpstreamTimeout,
-            ProviderErrorKind::Upstream => GatewayError::Upstream {
-                detail: format!("{}: {}", err.provider, err.message),
-            },
-            ProviderErrorKind::Rejected => GatewayError::UpstreamRejected {
-                message: err.message,
-            },
-            ProviderErrorKind::Credentials => GatewayError::UpstreamCredentials {
-                detail: format!("{}: {}", err.provider, err.message),
-            },
-        }
     }
 }
 

@@ -28,24 +28,6 @@ pub enum IndexError {
     Corrupt(String),
 }
 
-/// An index failure as the client sees it: 503, with `Retry-After` when the index gave one.
-impl From<IndexError> for crate::error::GatewayError {
-    fn from(error: IndexError) -> Self {
-        match error {
-            IndexError::Busy {
-                retry_after,
-                detail,
-            } => Self::IndexBusy {
-                retry_after,
-                detail,
-            },
-            other => Self::StoreUnavailable {
-                detail: other.to_string(),
-            },
-        }
-    }
-}
-
 /// A chunk with its embedding, ready to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedChunk {

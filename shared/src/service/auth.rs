@@ -3,19 +3,7 @@
 use crate::domain::ids::TenantId;
 use crate::domain::keys::PresentedKey;
 use crate::error::GatewayError;
-use crate::ports::store::{ApiKeyLookup, StoreError};
-
-/// An unreachable or throttled store is a 503 the client may retry; a corrupt item is our bug.
-impl From<StoreError> for GatewayError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(_) | StoreError::Throttled => GatewayError::StoreUnavailable {
-                detail: err.to_string(),
-            },
-            StoreError::Corrupt(_) | StoreError::NotFound(_) => GatewayError::internal(err),
-        }
-    }
-}
+use crate::ports::store::ApiKeyLookup;
 
 /// Resolves a bearer token to its tenant. Malformed, unknown and revoked keys all get the same
 /// 401, so the response says nothing about which keys exist.

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use crate::domain::limits::MAX_LIMIT;
+use crate::domain::limits::UpstreamQuotas;
 use crate::domain::pricing::PriceTable;
 use crate::ports::Catalog;
 use crate::ports::store::StoreError;
-use crate::service::limiter::UpstreamQuotas;
 
 /// Prices and quotas as one consistent snapshot.
 #[derive(Debug, Default)]

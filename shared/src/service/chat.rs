@@ -8,28 +8,27 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::cache_key::response_cache_key;
 use crate::domain::chat::{ChatRequest, Completion, Message};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::BuiltIns;
 use crate::domain::routing;
-use crate::domain::tenant::{ProviderKind, Route, TenantConfig};
+use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 use crate::http::ByteStream;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
-use crate::ports::store::{ConversationStore, ProfileStore};
-use crate::ports::{
-    ApiKeyLookup, Clock, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
-};
+use crate::ports::store::ProfileStore;
+use crate::ports::{ApiKeyLookup, ResponseCache, TenantConfigSource};
 use crate::service::catalog::OperatorCatalog;
 use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
 use crate::wire::request::parse_chat_request;
 
 use super::auth::authenticate;
+use super::call::CallStep;
 use super::limiter::{Limiter, Reservation};
-use super::metering::{CallOutcome, CallRecord};
-use super::profiles::PromptProfile;
-use super::retrieval::{RetrievedContext, Retriever};
+use super::metering::{CallOutcome, CallRecord, Meter, elapsed_ms};
+use super::prepared::Prepared;
+use super::profiles::{ProfileService, PromptProfile, prompt_profile};
+use super::retrieval::Retriever;
 use super::stream::{metered_sse, replay_sse};
 use crate::domain::limits::RateStatus;
 use crate::tokenizer::count_chat_tokens;
@@ -125,19 +124,16 @@ pub enum ChatReply {
 pub struct ChatService {
     pub keys: Arc<dyn ApiKeyLookup>,
     pub tenants: Arc<dyn TenantConfigSource>,
-    pub usage: Arc<dyn UsageSink>,
     pub cache: Arc<dyn ResponseCache>,
     pub providers: Providers,
     /// Prices (and, through the limiter, upstream quotas), read on first use.
     pub catalog: Arc<OperatorCatalog>,
-    pub metrics: Arc<dyn MetricsSink>,
-    pub clock: Arc<dyn Clock>,
     pub retry: RetryPolicy,
     pub limiter: Arc<Limiter>,
     /// Retrieval over the tenant's documents; `None` where no index is configured.
     pub retriever: Option<Arc<Retriever>>,
-    /// Stored conversations (`conversation_id`).
-    pub conversations: Option<Arc<dyn ConversationStore>>,
+    /// Records each call: usage events, metrics lines, conversation turns; and the clock.
+    pub meter: Meter,
     /// End-user profiles: rendered into the system prompt (`{{user.<key>}}`,
     /// `{{user_profile}}`) and served by the `/v1/users/{user_id}/profile` routes.
     pub profiles: Option<Arc<dyn ProfileStore>>,
@@ -151,54 +147,6 @@ pub(crate) struct Grounding {
     top_k: u8,
     /// The excerpts' budget: what they reserve.
     max_tokens: u32,
-}
-
-/// A request that passed every check and is ready for a provider.
-pub(crate) struct Prepared {
-    pub config: Arc<TenantConfig>,
-    pub request: ChatRequest,
-    pub route: Route,
-    pub price: ModelPrice,
-    pub provider: Arc<dyn LlmProvider>,
-    pub upstream: ProviderRequest,
-    pub cache_key: Option<String>,
-    /// Excerpts of the tenant's documents added to the prompt.
-    pub context: Option<RetrievedContext>,
-    /// Stored turns of the request's conversation, placed before its messages.
-    pub history: Vec<Message>,
-    /// The end-user profile the system prompt was rendered with (if it uses one).
-    pub profile: Option<Arc<crate::domain::profile::UserProfile>>,
-    /// What the limiter reserved: the prompt as the gateway counts it and the reply's cap.
-    /// A call that spent tokens the provider never reported is metered as this.
-    pub estimate: TokenUsage,
-}
-
-impl Prepared {
-    /// Puts a conversation's earlier turns before this request's messages. Not cacheable:
-    /// the same request means something else in another conversation.
-    fn recall(&mut self, history: Vec<Message>) {
-        self.upstream.messages.splice(0..0, history.iter().cloned());
-        self.cache_key = None;
-        self.history = history;
-    }
-
-    /// Re-applies what `from` carried (history, excerpts) to a re-prepared request.
-    fn carry_over(&mut self, from: Prepared) {
-        if !from.history.is_empty() {
-            self.recall(from.history);
-        }
-        if let Some(context) = from.context {
-            self.attach(context);
-        }
-    }
-
-    /// Puts retrieved excerpts before the conversation. A grounded request is never served from
-    /// or stored in the response cache: its answer depends on documents that can change.
-    fn attach(&mut self, context: RetrievedContext) {
-        self.upstream.messages.insert(0, context.message.clone());
-        self.cache_key = None;
-        self.context = Some(context);
-    }
 }
 
 impl ChatService {
@@ -219,7 +167,7 @@ impl ChatService {
             trace.status = err.status().as_u16();
             trace.error_type = Some(err.kind());
             trace.latency_ms = elapsed_ms(ctx.started);
-            self.metrics.request(&trace);
+            self.meter.metrics.request(&trace);
             log_failure(ctx, &trace, err);
         }
         result
@@ -227,7 +175,7 @@ impl ChatService {
 
     fn trace(&self, ctx: &RequestContext) -> RequestMetrics {
         RequestMetrics {
-            timestamp: self.clock.now(),
+            timestamp: self.meter.clock.now(),
             function: "invoke",
             request_id: ctx.request_id.to_string(),
             tenant_id: None,
@@ -350,7 +298,7 @@ impl ChatService {
             match opened {
                 Ok(events) => {
                     let events = metered_sse(
-                        self.clone(),
+                        self.call_step(),
                         record,
                         &prepared,
                         events,
@@ -362,7 +310,7 @@ impl ChatService {
                 }
                 Err(err) => {
                     let outcome = CallOutcome::failed(&record, &err, attempts, provider_started);
-                    self.meter_spawned(record, outcome).await;
+                    self.meter.record_spawned(record, outcome).await;
                     Err(GatewayError::from(err))
                 }
             }
@@ -402,7 +350,7 @@ impl ChatService {
         if let Some((_, route)) = &fallback {
             models.push((route.provider, route.model.as_str()));
         }
-        let now = self.clock.now().timestamp();
+        let now = self.meter.clock.now().timestamp();
         let snapshot = self
             .limiter
             .snapshot(tenant, prepared.config.limits.shards(), &models, now)
@@ -502,7 +450,7 @@ impl ChatService {
         let Some(id) = prepared.request.conversation_id.clone() else {
             return Ok(());
         };
-        let Some(store) = &self.conversations else {
+        let Some(store) = &self.meter.conversations else {
             return Err(GatewayError::invalid(
                 "conversations are not available in this deployment",
                 Some("conversation_id".to_owned()),
@@ -626,7 +574,7 @@ impl ChatService {
                     owner = ?owner.as_ref().map(TenantId::as_str),
                     "security: route points at a fine-tuned model this tenant does not own; refused"
                 );
-                return Err(err);
+                return Err(err.into());
             }
         }
         let catalog = self.catalog.get().await?;
@@ -645,11 +593,17 @@ impl ChatService {
             }
         })?;
 
-        let date = self.clock.now().format("%Y-%m-%d").to_string();
+        let date = self.meter.clock.now().format("%Y-%m-%d").to_string();
         // Read only when the template uses profile variables and the request names a user.
-        let profile = self
-            .prompt_profile(ctx, tenant, &config, request.user.as_deref(), profile)
-            .await;
+        let profile = prompt_profile(
+            self.profiles.as_ref(),
+            &ctx.request_id,
+            tenant,
+            &config,
+            request.user.as_deref(),
+            profile,
+        )
+        .await;
         let system = config
             .system_prompt
             .render(
@@ -712,22 +666,42 @@ impl ChatService {
         prepared: Prepared,
         cache_key: Option<String>,
     ) -> Result<ChatCompletion, GatewayError> {
-        let service = self.clone();
+        let step = self.call_step();
         let request_id = ctx.request_id.clone();
         let task = tokio::spawn(async move {
-            let completion = service.call_and_check(&record, &prepared).await?;
+            let completion = step.call_and_check(&record, &prepared).await?;
             if let Some(key) = cache_key {
-                service.cache_put(&key, &completion, &prepared.config).await;
+                step.cache_put(&key, &completion, &prepared.config).await;
             }
             Ok(completion_body(
                 &request_id,
                 &prepared.request.model,
-                service.clock.now().timestamp(),
+                step.meter.clock.now().timestamp(),
                 completion,
             ))
         });
         task.await
             .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?
+    }
+
+    /// The `/v1/users/{user_id}/profile` routes, on this service's keys, tenants and store.
+    pub fn profile_service(&self) -> ProfileService {
+        ProfileService {
+            keys: self.keys.clone(),
+            tenants: self.tenants.clone(),
+            profiles: self.profiles.clone(),
+            clock: self.meter.clock.clone(),
+        }
+    }
+
+    /// The provider call step, sharing this service's retry policy, limiter, meter and cache.
+    fn call_step(&self) -> CallStep {
+        CallStep {
+            retry: self.retry,
+            limiter: self.limiter.clone(),
+            meter: self.meter.clone(),
+            cache: self.cache.clone(),
+        }
     }
 
     async fn serve_cache_hit(
@@ -744,9 +718,10 @@ impl ChatService {
             degraded_from: None,
             documents: Vec::new(),
         };
-        self.meter_spawned(record, CallOutcome::cache_hit(&hit))
+        self.meter
+            .record_spawned(record, CallOutcome::cache_hit(&hit))
             .await;
-        let created = self.clock.now().timestamp();
+        let created = self.meter.clock.now().timestamp();
         if prepared.request.stream {
             ChatReply::Stream {
                 events: replay_sse(&ctx.request_id, &prepared.request, created, hit),
@@ -757,18 +732,6 @@ impl ChatService {
                 body: completion_body(&ctx.request_id, &prepared.request.model, created, hit),
                 meta,
             }
-        }
-    }
-
-    pub(crate) async fn cache_put(
-        &self,
-        key: &str,
-        completion: &Completion,
-        config: &TenantConfig,
-    ) {
-        let ttl = std::time::Duration::from_secs(u64::from(config.response_cache.ttl_seconds));
-        if let Err(err) = self.cache.put(key, completion, ttl).await {
-            tracing::warn!(error = %err, "response cache write failed");
         }
     }
 }
@@ -796,10 +759,6 @@ pub(crate) fn completion_body(
         }],
         usage: Some(completion.usage.into()),
     }
-}
-
-pub(crate) fn elapsed_ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
 }
 
 fn limiter_unavailable(

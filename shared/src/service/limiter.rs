@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::ids::TenantId;
+use crate::domain::limits::UpstreamQuotas;
 use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, Window};
 use crate::domain::tenant::ProviderKind;
 use crate::error::GatewayError;
@@ -34,9 +35,6 @@ use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 /// Closed hour buckets change only by refunds (which lower them), so a container caches them
 /// briefly instead of reading 24 counters per request.
 const CLOSED_HOURS_TTL_SECS: i64 = 300;
-
-/// Upstream quotas: tokens per minute per provider model, shared by every tenant.
-pub type UpstreamQuotas = HashMap<(ProviderKind, String), u64>;
 
 pub struct Limiter {
     store: Arc<dyn LimiterStore>,

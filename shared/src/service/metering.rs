@@ -1,6 +1,11 @@
 //! Metering: turning a finished (or failed) provider call into exactly one usage event and
 //! exactly one metrics record.
+//!
+//! [`Meter`] is the part of the pipeline that records (usage sink, metrics sink, conversation
+//! store, clock). The stream and structured-output steps depend on it, not on the whole chat
+//! service.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,12 +19,27 @@ use crate::domain::usage::{TokenUsage, UsageEvent, UsageSource};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::ProviderError;
-use crate::ports::store::{CounterAdd, Recorded};
+use crate::ports::store::{ConversationStore, CounterAdd, Recorded};
+use crate::ports::{Clock, MetricsSink, UsageSink};
 
 use super::limiter::Reservation;
 use crate::domain::quality::groundedness;
 
-use super::chat::{ChatService, elapsed_ms};
+/// Milliseconds since `since`, for latency fields.
+pub(crate) fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Records calls: one usage event (with the limiter's reconciliation, atomically), one metrics
+/// line, and the exchange appended to its conversation.
+#[derive(Clone)]
+pub struct Meter {
+    pub usage: Arc<dyn UsageSink>,
+    pub metrics: Arc<dyn MetricsSink>,
+    /// Stored conversations (`conversation_id`): read by chat, appended to here.
+    pub conversations: Option<Arc<dyn ConversationStore>>,
+    pub clock: Arc<dyn Clock>,
+}
 
 /// What is known about a call once it is admitted, before the provider answers.
 pub(crate) struct CallRecord {
@@ -169,11 +189,11 @@ impl CallOutcome {
     }
 }
 
-impl ChatService {
+impl Meter {
     /// Records the usage event and emits the request's metrics. A usage event that cannot be
     /// stored is emitted whole as a `MeteringFailure` so it can be replayed; it is never
     /// silently lost.
-    pub(crate) async fn meter(&self, record: &CallRecord, outcome: CallOutcome) -> UsageEvent {
+    pub(crate) async fn record(&self, record: &CallRecord, outcome: CallOutcome) -> UsageEvent {
         let cost = if outcome.cache_hit {
             Decimal::ZERO
         } else {
@@ -298,10 +318,10 @@ impl ChatService {
 
     /// Meters in a task of its own, so that dropping the caller (client disconnect) cannot
     /// cancel the write halfway.
-    pub(crate) async fn meter_spawned(&self, record: CallRecord, outcome: CallOutcome) {
-        let service = self.clone();
+    pub(crate) async fn record_spawned(&self, record: CallRecord, outcome: CallOutcome) {
+        let meter = self.clone();
         let task = tokio::spawn(async move {
-            service.meter(&record, outcome).await;
+            meter.record(&record, outcome).await;
         });
         if let Err(err) = task.await {
             tracing::error!(error = %err, "metering task failed");

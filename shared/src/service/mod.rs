@@ -2,12 +2,14 @@
 
 pub mod anomaly;
 pub mod auth;
+mod call;
 pub mod catalog;
 pub mod chat;
 mod embedding_usage;
 pub mod ingest;
 pub mod limiter;
-mod metering;
+pub mod metering;
+mod prepared;
 pub mod profiles;
 pub mod retrieval;
 mod stream;

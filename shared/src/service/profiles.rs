@@ -14,20 +14,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::ids::TenantId;
-use crate::domain::profile::{ProfileError, ProfileRecord, UserId, UserProfile};
+use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::profile::{ProfileRecord, UserId, UserProfile};
 use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
 use crate::ports::store::ProfileStore;
+use crate::ports::{ApiKeyLookup, Clock, TenantConfigSource};
 
 use super::auth::authenticate;
-use super::chat::{ChatService, RequestContext};
-
-impl From<ProfileError> for GatewayError {
-    fn from(err: ProfileError) -> Self {
-        GatewayError::invalid(err.to_string(), Some(err.param()))
-    }
-}
 
 /// The profile a request's prompt renders with, when it is already known.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +61,17 @@ pub struct ProfileDeleted {
     pub deleted: bool,
 }
 
-impl ChatService {
+/// The `/v1/users/{user_id}/profile` routes. Built from the chat service's ports
+/// (`ChatService::profile_service`): the same keys, tenants and profile store.
+pub struct ProfileService {
+    pub keys: Arc<dyn ApiKeyLookup>,
+    pub tenants: Arc<dyn TenantConfigSource>,
+    /// `None` where the deployment has no profile store.
+    pub profiles: Option<Arc<dyn ProfileStore>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ProfileService {
     /// `PUT /v1/users/{user_id}/profile`: stores `body` (a JSON object) as the user's profile,
     /// replacing any previous one.
     pub async fn put_profile(
@@ -146,38 +150,38 @@ impl ChatService {
         })?;
         Ok((tenant, store))
     }
+}
 
-    /// The profile `config`'s system prompt renders with for a request naming `user`: read
-    /// from the store only when the template uses profile variables and `user` is a valid user
-    /// id; `None` (variables render empty) when there is no such profile or the read fails.
-    pub(crate) async fn prompt_profile(
-        &self,
-        ctx: &RequestContext,
-        tenant: &TenantId,
-        config: &TenantConfig,
-        user: Option<&str>,
-        known: PromptProfile,
-    ) -> Option<Arc<UserProfile>> {
-        if let PromptProfile::Read(profile) = known {
-            return profile;
-        }
-        if !config.system_prompt.uses_profile(&config.prompt_variables) {
-            return None;
-        }
-        let store = self.profiles.as_ref()?;
-        // A `user` that cannot be a profile's id (the field is free-form) has no profile.
-        let user = UserId::parse(user?).ok()?;
-        match store.profile(tenant, &user).await {
-            Ok(record) => record.map(|r| Arc::new(r.profile)),
-            Err(err) => {
-                tracing::warn!(
-                    request_id = %ctx.request_id,
-                    tenant_id = %tenant,
-                    error = %err,
-                    "end-user profile read failed; rendering the system prompt without it"
-                );
-                None
-            }
+/// The profile `config`'s system prompt renders with for a request naming `user`: read from
+/// `store` only when the template uses profile variables and `user` is a valid user id; `None`
+/// (variables render empty) when there is no such profile or the read fails.
+pub(crate) async fn prompt_profile(
+    store: Option<&Arc<dyn ProfileStore>>,
+    request_id: &RequestId,
+    tenant: &TenantId,
+    config: &TenantConfig,
+    user: Option<&str>,
+    known: PromptProfile,
+) -> Option<Arc<UserProfile>> {
+    if let PromptProfile::Read(profile) = known {
+        return profile;
+    }
+    if !config.system_prompt.uses_profile(&config.prompt_variables) {
+        return None;
+    }
+    let store = store?;
+    // A `user` that cannot be a profile's id (the field is free-form) has no profile.
+    let user = UserId::parse(user?).ok()?;
+    match store.profile(tenant, &user).await {
+        Ok(record) => record.map(|r| Arc::new(r.profile)),
+        Err(err) => {
+            tracing::warn!(
+                request_id = %request_id,
+                tenant_id = %tenant,
+                error = %err,
+                "end-user profile read failed; rendering the system prompt without it"
+            );
+            None
         }
     }
 }

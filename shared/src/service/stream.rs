@@ -28,8 +28,9 @@ use crate::ports::provider::{EventStream, ProviderRequest, StreamEvent};
 use crate::tokenizer::{count_chat_tokens, count_tokens};
 use crate::wire::openai::{ChatCompletionChunk, ChunkChoice, Delta, UsageBody};
 
-use super::chat::{ChatService, Prepared};
+use super::call::CallStep;
 use super::metering::{CallOutcome, CallRecord};
+use super::prepared::Prepared;
 use super::structured::validation_error;
 
 /// What the provider has sent so far.
@@ -73,7 +74,7 @@ impl Accumulated {
 
 /// Everything needed to meter the call once, whichever way the stream ends.
 struct StreamMeter {
-    service: ChatService,
+    step: CallStep,
     record: CallRecord,
     config: Arc<TenantConfig>,
     response_format: ResponseFormat,
@@ -155,7 +156,7 @@ impl StreamMeter {
             client_disconnected: disconnected,
             answer: Some(acc.text.clone()),
         };
-        self.service.meter(&self.record, outcome).await;
+        self.step.meter.record(&self.record, outcome).await;
         if let (true, Some(key)) = (complete, &self.cache_key) {
             let completion = Completion {
                 content: acc.text,
@@ -165,7 +166,7 @@ impl StreamMeter {
                     .served_model
                     .unwrap_or_else(|| self.record.route.model.clone()),
             };
-            self.service.cache_put(key, &completion, &self.config).await;
+            self.step.cache_put(key, &completion, &self.config).await;
         }
     }
 }
@@ -356,7 +357,7 @@ impl Drop for Live {
 }
 
 pub(crate) fn metered_sse(
-    service: ChatService,
+    step: CallStep,
     record: CallRecord,
     prepared: &Prepared,
     upstream: EventStream,
@@ -372,7 +373,7 @@ pub(crate) fn metered_sse(
     let live = Live {
         upstream,
         meter: Some(StreamMeter {
-            service,
+            step,
             record,
             config: prepared.config.clone(),
             response_format: prepared.request.response_format.clone(),

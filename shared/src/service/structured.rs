@@ -28,11 +28,12 @@ use crate::domain::chat::Completion;
 use crate::domain::structured::ValidationFailure;
 use crate::error::GatewayError;
 
-use super::chat::{ChatService, Prepared};
+use super::call::CallStep;
 use super::limiter::Reservation;
 use super::metering::{CallOutcome, CallRecord};
+use super::prepared::Prepared;
 
-impl ChatService {
+impl CallStep {
     /// The provider's reply to a buffered request, checked against its format; metered either
     /// way, retried once on a validation failure if the tenant's policy says so.
     pub(crate) async fn call_and_check(
@@ -48,7 +49,7 @@ impl ChatService {
                 let Some(reservation) = self.reserve_retry(record, prepared).await else {
                     return Err(invalid);
                 };
-                let retry = record.retry(self.clock.now(), reservation);
+                let retry = record.retry(self.meter.clock.now(), reservation);
                 tracing::info!(request_id = %record.request_id, retry_request_id = %retry.request_id, tenant_id = %record.tenant_id, "structured output failed validation; retrying once per tenant policy");
                 self.attempt(&retry, prepared).await
             }
@@ -62,7 +63,7 @@ impl ChatService {
     /// extra the tenant asked for, never worth going past a limit or failing closed for).
     async fn reserve_retry(&self, record: &CallRecord, prepared: &Prepared) -> Option<Reservation> {
         let route = (record.route.provider, record.route.model.as_str());
-        let now = self.clock.now().timestamp();
+        let now = self.meter.clock.now().timestamp();
         let decision = match self
             .limiter
             .snapshot(
@@ -114,20 +115,20 @@ impl ChatService {
             Ok(completion) => completion,
             Err(err) => {
                 let outcome = CallOutcome::failed(record, &err, attempts, provider_started);
-                self.meter(record, outcome).await;
+                self.meter.record(record, outcome).await;
                 return Err(GatewayError::from(err));
             }
         };
         match prepared.request.response_format.check(&completion.content) {
             Ok(()) => {
                 let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
-                self.meter(record, outcome).await;
+                self.meter.record(record, outcome).await;
                 Ok(completion)
             }
             Err(failure) => {
                 let err = validation_error(record, failure);
                 let outcome = CallOutcome::invalid(&completion, &err, attempts, provider_started);
-                self.meter(record, outcome).await;
+                self.meter.record(record, outcome).await;
                 Err(err)
             }
         }

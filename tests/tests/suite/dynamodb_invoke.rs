@@ -421,7 +421,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
 
     // Warm container, keys and configs cached, then the limiter's table becomes unreachable.
     let mut chat = gw.state.chat.clone();
-    chat.usage = dead.clone();
+    chat.meter.usage = dead.clone();
     chat.limiter = Arc::new(tollgate::service::limiter::Limiter::new(
         dead.clone(),
         Default::default(),
@@ -470,7 +470,7 @@ async fn dynamodb_a_usage_write_that_fails_after_the_call_is_kept_for_replay_not
     ));
     // Admission works; the store goes away before the usage write.
     let mut chat = gw.state.chat.clone();
-    chat.usage = dead;
+    chat.meter.usage = dead;
     let state = invoke::InvokeState {
         chat,
         max_body_bytes: 1 << 20,
