@@ -25,6 +25,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "module layering: no cycle among service::*, none between domain::* and error"
+python3 infra/check_modules.py shared/src
+
 step "template.yaml: cfn-lint, sam validate --lint, least privilege"
 infra_venv="$root/target/infra-venv"
 if [ ! -x "$infra_venv/bin/python" ]; then
