@@ -9,6 +9,21 @@ use serde_json::Value;
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
+/// A second dispatcher, registered for the whole test process. Call this before installing a
+/// scoped capture subscriber.
+///
+/// tracing caches each callsite's interest process-wide, computed when the callsite is first
+/// reached. While exactly one dispatcher is registered, it computes that interest against the
+/// *reaching thread's* default: a sibling test with no subscriber that reaches a log line first
+/// caches "never" for it, and a scoped capture on another thread then sees nothing
+/// (tokio-rs/tracing#3611; seen here as an empty capture about one run in four). With a second
+/// dispatcher registered, interest is the union over all registered dispatchers, the capture
+/// included.
+pub fn pin_interest() {
+    static PINNED: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    PINNED.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+}
+
 impl Captured {
     /// Every line written so far, parsed. Panics on a line that is not JSON.
     pub fn lines(&self) -> Vec<Value> {

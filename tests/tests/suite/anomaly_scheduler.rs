@@ -615,6 +615,7 @@ async fn a_run_with_no_active_tenant_checks_nobody_and_succeeds() {
 fn a_recorded_spike_logs_one_structured_line_with_the_hours_cost_baseline_and_ratio() {
     use tracing_subscriber::layer::SubscriberExt;
 
+    tollgate_tests::capture::pin_interest();
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::registry()

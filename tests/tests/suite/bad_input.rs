@@ -147,6 +147,7 @@ async fn usage_query(state: &UsageReportState, key: &str, query: &str) -> TestRe
 #[tokio::test(flavor = "current_thread")] // The log capture is this thread's.
 async fn refusals_name_the_field_and_expected_type_and_never_echo_or_log_the_value() {
     // The Lambdas' JSON log layer at debug, scoped to this thread: spawned tasks run on it too.
+    tollgate_tests::capture::pin_interest();
     let logs = Captured::default();
     let writer = logs.clone();
     let _logging = tracing::subscriber::set_default(

@@ -175,6 +175,7 @@ struct World {
 }
 
 async fn world(index: Arc<MemoryVectorIndex>) -> World {
+    tollgate_tests::capture::pin_interest();
     let logs = Captured::default();
     let writer = logs.clone();
     // The Lambdas' layer, at debug rather than their default info: more lines to check.

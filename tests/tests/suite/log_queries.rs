@@ -640,6 +640,7 @@ async fn drive_anomaly_scheduler(emf: &Captured) -> Samples {
 /// Drives every function with the JSON log layer the binaries install (info and above, their
 /// default) and a real `EmfSink`, and sorts the lines by function.
 async fn written() -> Written {
+    tollgate_tests::capture::pin_interest();
     let logs = Captured::default();
     let emf = Captured::default();
     let writer = logs.clone();
