@@ -63,7 +63,8 @@ pub trait VectorIndex: Send + Sync {
         document: &DocumentId,
     ) -> Result<u64, IndexError>;
 
-    /// The `top_k` nearest chunks among `tenant`'s own, best first.
+    /// The `top_k` nearest chunks among `tenant`'s own, best first. Chunks of equal score come
+    /// in no promised order.
     async fn search(
         &self,
         tenant: &TenantId,

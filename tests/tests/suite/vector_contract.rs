@@ -132,15 +132,18 @@ mod contract {
             .await
             .unwrap();
 
-        // A query that is not unit length: cosine does not care.
+        // A query that is not unit length: cosine does not care. Best first; chunks of equal
+        // score come in no promised order (the port defines no tie-break, and a real Qdrant
+        // returned the two orthogonal chunks either way), so the third is either of them.
         let results = index.search(&acme, &vector(&[(0, 3.0)]), 3).await.unwrap();
+        let found = texts(&results);
         assert_eq!(
-            texts(&results),
-            [
-                "refunds take five days",
-                "refunds and shipping",
-                "shipping is free"
-            ]
+            found[..2],
+            ["refunds take five days", "refunds and shipping"]
+        );
+        assert!(
+            ["shipping is free", "opening hours"].contains(&found[2]),
+            "{found:?}"
         );
         let scores: Vec<f32> = results.iter().map(|r| r.score).collect();
         assert!(close(scores[0], 1.0), "{scores:?}");
