@@ -152,14 +152,6 @@ fn with_request_id(
     response
 }
 
-/// Strips an API Gateway stage or custom-domain base path: everything before `/v1/`.
-pub fn route_path(path: &str) -> &str {
-    if path.ends_with("/healthz") {
-        return "/healthz";
-    }
-    path.find("/v1/").map_or(path, |i| &path[i..])
-}
-
 /// The bearer token from `Authorization`, if well formed.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -182,17 +174,6 @@ pub fn set_header(response: &mut Response<Body>, name: &'static str, value: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stage_prefixes_are_ignored() {
-        assert_eq!(
-            route_path("/prod/v1/chat/completions"),
-            "/v1/chat/completions"
-        );
-        assert_eq!(route_path("/v1/models"), "/v1/models");
-        assert_eq!(route_path("/dev/healthz"), "/healthz");
-        assert_eq!(route_path("/other"), "/other");
-    }
 
     #[test]
     fn bearer_tokens_are_extracted_case_insensitively() {

@@ -15,6 +15,7 @@ use tollgate::bootstrap::embedded_chat_service;
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::usage::UsageEvent;
 use tollgate::ports::metrics::{MetricsSink, RequestMetrics};
+use tollgate::routes::Mounted;
 
 use crate::standins::{AnthropicStandIn, OpenAiStandIn};
 
@@ -107,11 +108,8 @@ impl Gateway {
     }
 
     pub async fn send(&self, req: Request<Bytes>) -> TestResponse {
-        let response = if ingest::owns(req.uri().path()) {
-            ingest::handle(&self.ingest, req).await
-        } else {
-            invoke::handle(&self.state, req).await
-        };
+        let functions: [&dyn Mounted; 2] = [&self.ingest, &self.state];
+        let response = tollgate::routes::dispatch(&functions, req).await;
         let (parts, body) = response.into_parts();
         TestResponse {
             status: parts.status,

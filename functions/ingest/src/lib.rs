@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tollgate::GatewayError;
-use tollgate::http::{self as edge, Body, bearer_token, route_path};
+use tollgate::http::{self as edge, Body, bearer_token};
+use tollgate::routes::{Params, Route, RouteTable};
 use tollgate::service::ingest::IngestService;
 
 #[derive(Clone)]
@@ -22,60 +23,84 @@ pub struct IngestState {
     pub deadline_margin: std::time::Duration,
 }
 
-pub async fn handle(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
-    let request_id = tollgate::lambda::request_id(&req);
-    let path = route_path(req.uri().path()).to_owned();
-    let bearer = bearer_token(req.headers());
-    let result = match (req.method().clone(), path.as_str()) {
-        (Method::POST, "/v1/documents") => {
-            if req.body().len() > state.max_body_bytes {
-                Err(GatewayError::PayloadTooLarge {
-                    limit: state.max_body_bytes,
-                })
-            } else {
-                state
-                    .ingest
-                    .ingest(
-                        &request_id,
-                        bearer,
-                        req.body(),
-                        tollgate::lambda::call_deadline(&req, state.deadline_margin),
-                    )
-                    .await
-                    .map(|report| edge::json(StatusCode::OK, &report, &request_id))
-            }
-        }
-        (Method::GET, "/v1/documents") => state
-            .ingest
-            .list(bearer, req.uri().query())
-            .await
-            .map(|page| edge::json(StatusCode::OK, &page, &request_id)),
-        (Method::DELETE, p) if p.starts_with("/v1/documents/") => {
-            let id = &p["/v1/documents/".len()..];
-            match state.ingest.delete(bearer, id).await {
-                Ok(true) => Ok(edge::json(
-                    StatusCode::OK,
-                    &json!({"id": id, "object": "document", "deleted": true}),
-                    &request_id,
-                )),
-                Ok(false) => Err(GatewayError::DocumentNotFound { id: id.to_owned() }),
-                Err(err) => Err(err),
-            }
-        }
-        (method, "/v1/documents") => Err(GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path,
-        }),
-        (method, _) => Err(GatewayError::RouteNotFound {
-            method: method.to_string(),
-            path,
-        }),
-    };
-    result.unwrap_or_else(|err| edge::error(&err, &request_id))
+impl RouteTable for IngestState {
+    const ROUTES: &'static [Route<Self>] = &[
+        Route {
+            method: Method::POST,
+            path: "/v1/documents",
+            handler: |s, req, _| Box::pin(ingest(s, req)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/documents",
+            handler: |s, req, _| Box::pin(list(s, req)),
+        },
+        Route {
+            method: Method::DELETE,
+            path: "/v1/documents/{*id}",
+            handler: |s, req, p| Box::pin(delete(s, req, p)),
+        },
+    ];
 }
 
-/// Whether this function owns `path` (for `tollgate serve`'s dispatch).
+/// Serves one request with ingest's route table.
+pub async fn handle(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
+    tollgate::routes::handle(state, req).await
+}
+
+/// Whether this function serves `path` (any method).
 pub fn owns(path: &str) -> bool {
-    let p = route_path(path);
-    p == "/v1/documents" || p.starts_with("/v1/documents/")
+    tollgate::routes::owns::<IngestState>(path)
+}
+
+async fn ingest(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    let result = if req.body().len() > state.max_body_bytes {
+        Err(GatewayError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        })
+    } else {
+        state
+            .ingest
+            .ingest(
+                &request_id,
+                bearer_token(req.headers()),
+                req.body(),
+                tollgate::lambda::call_deadline(&req, state.deadline_margin),
+            )
+            .await
+    };
+    match result {
+        Ok(report) => edge::json(StatusCode::OK, &report, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
+}
+
+async fn list(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    match state
+        .ingest
+        .list(bearer_token(req.headers()), req.uri().query())
+        .await
+    {
+        Ok(page) => edge::json(StatusCode::OK, &page, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
+}
+
+async fn delete(state: &IngestState, req: Request<Bytes>, params: Params) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    let id = params.get("id");
+    match state.ingest.delete(bearer_token(req.headers()), id).await {
+        Ok(true) => edge::json(
+            StatusCode::OK,
+            &json!({"id": id, "object": "document", "deleted": true}),
+            &request_id,
+        ),
+        Ok(false) => edge::error(
+            &GatewayError::DocumentNotFound { id: id.to_owned() },
+            &request_id,
+        ),
+        Err(err) => edge::error(&err, &request_id),
+    }
 }

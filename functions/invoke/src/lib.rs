@@ -7,13 +7,14 @@
 //!   `tollgate::domain::profile`)
 //! - `GET  /healthz`
 //!
-//! The handler parses HTTP, calls the chat service once, and maps the result to a response.
+//! The routes are declared once, in `InvokeState`'s `RouteTable`; each handler parses HTTP,
+//! calls its service once, and maps the result to a response.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
-use tollgate::domain::ids::RequestId;
-use tollgate::http::{self as edge, Body, bearer_token, route_path};
+use tollgate::http::{self as edge, Body, bearer_token};
+use tollgate::routes::{Params, Route, RouteTable};
 use tollgate::service::{ChatReply, ChatService, RequestContext};
 
 /// What invoke may touch: the chat service's ports, and the body limit.
@@ -25,57 +26,89 @@ pub struct InvokeState {
     pub deadline_margin: std::time::Duration,
 }
 
-pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
-    let request_id = tollgate::lambda::request_id(&req);
-    let path = route_path(req.uri().path()).to_owned();
-    let method = req.method().clone();
-    if let Some(user) = profile_user(&path) {
-        return profile(state, request_id, method, user, &req).await;
-    }
-    match (method, path.as_str()) {
-        (Method::POST, "/v1/chat/completions") => chat(state, request_id, req).await,
-        (Method::GET, "/v1/models") => match state.chat.models(bearer_token(req.headers())).await {
-            Ok(list) => edge::json(StatusCode::OK, &list, &request_id),
-            Err(err) => edge::error(&err, &request_id),
+impl RouteTable for InvokeState {
+    const ROUTES: &'static [Route<Self>] = &[
+        Route {
+            method: Method::POST,
+            path: "/v1/chat/completions",
+            handler: |s, req, _| Box::pin(chat(s, req)),
         },
-        (Method::GET, p) if p.starts_with("/v1/models/") => {
-            let id = &p["/v1/models/".len()..];
-            match state.chat.models(bearer_token(req.headers())).await {
-                Ok(list) => match list.data.into_iter().find(|m| m.id == id) {
-                    Some(model) => edge::json(StatusCode::OK, &model, &request_id),
-                    None => edge::error(
-                        &GatewayError::ModelNotFound {
-                            model: id.to_owned(),
-                        },
-                        &request_id,
-                    ),
-                },
-                Err(err) => edge::error(&err, &request_id),
-            }
-        }
-        (Method::GET, "/healthz") => edge::json(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-            &request_id,
-        ),
-        (method, "/v1/chat/completions" | "/v1/models" | "/healthz") => edge::error(
-            &GatewayError::MethodNotAllowed {
-                method: method.to_string(),
-                path,
-            },
-            &request_id,
-        ),
-        (method, _) => edge::error(
-            &GatewayError::RouteNotFound {
-                method: method.to_string(),
-                path,
-            },
-            &request_id,
-        ),
+        Route {
+            method: Method::GET,
+            path: "/v1/models",
+            handler: |s, req, _| Box::pin(models(s, req)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/models/{*id}",
+            handler: |s, req, p| Box::pin(model(s, req, p)),
+        },
+        Route {
+            method: Method::PUT,
+            path: PROFILE,
+            handler: |s, req, p| Box::pin(put_profile(s, req, p)),
+        },
+        Route {
+            method: Method::GET,
+            path: PROFILE,
+            handler: |s, req, p| Box::pin(get_profile(s, req, p)),
+        },
+        Route {
+            method: Method::DELETE,
+            path: PROFILE,
+            handler: |s, req, p| Box::pin(delete_profile(s, req, p)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/healthz",
+            handler: |_, req, _| Box::pin(healthz(req)),
+        },
+    ];
+}
+
+const PROFILE: &str = "/v1/users/{*user}/profile";
+
+/// Serves one request with invoke's route table.
+pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    tollgate::routes::handle(state, req).await
+}
+
+async fn healthz(req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    edge::json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok"}),
+        &request_id,
+    )
+}
+
+async fn models(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    match state.chat.models(bearer_token(req.headers())).await {
+        Ok(list) => edge::json(StatusCode::OK, &list, &request_id),
+        Err(err) => edge::error(&err, &request_id),
     }
 }
 
-async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -> Response<Body> {
+async fn model(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    let id = params.get("id");
+    match state.chat.models(bearer_token(req.headers())).await {
+        Ok(list) => match list.data.into_iter().find(|m| m.id == id) {
+            Some(model) => edge::json(StatusCode::OK, &model, &request_id),
+            None => edge::error(
+                &GatewayError::ModelNotFound {
+                    model: id.to_owned(),
+                },
+                &request_id,
+            ),
+        },
+        Err(err) => edge::error(&err, &request_id),
+    }
+}
+
+async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
     let body = req.body();
     if body.len() > state.max_body_bytes {
         let err = GatewayError::PayloadTooLarge {
@@ -123,46 +156,55 @@ async fn chat(state: &InvokeState, request_id: RequestId, req: Request<Bytes>) -
     response
 }
 
-/// The `{user_id}` segment of `/v1/users/{user_id}/profile` (still percent-encoded).
-fn profile_user(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/users/")?.strip_suffix("/profile")
-}
-
-async fn profile(
-    state: &InvokeState,
-    request_id: RequestId,
-    method: Method,
-    user: &str,
-    req: &Request<Bytes>,
-) -> Response<Body> {
-    let bearer = bearer_token(req.headers());
+/// `PUT /v1/users/{user_id}/profile` (the segment still percent-encoded).
+async fn put_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
     let limit = state
         .max_body_bytes
         .min(tollgate::domain::profile::MAX_BODY_BYTES);
-    let result = match method {
-        Method::PUT if req.body().len() > limit => Err(GatewayError::PayloadTooLarge { limit }),
-        Method::PUT => state
+    let result = if req.body().len() > limit {
+        Err(GatewayError::PayloadTooLarge { limit })
+    } else {
+        state
             .chat
             .profile_service()
-            .put_profile(bearer, user, req.body())
+            .put_profile(bearer_token(req.headers()), params.get("user"), req.body())
             .await
-            .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
-        Method::GET => state
-            .chat
-            .profile_service()
-            .get_profile(bearer, user)
-            .await
-            .map(|view| edge::json(StatusCode::OK, &view, &request_id)),
-        Method::DELETE => state
-            .chat
-            .profile_service()
-            .delete_profile(bearer, user)
-            .await
-            .map(|deleted| edge::json(StatusCode::OK, &deleted, &request_id)),
-        method => Err(GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path: format!("/v1/users/{user}/profile"),
-        }),
     };
-    result.unwrap_or_else(|err| edge::error(&err, &request_id))
+    match result {
+        Ok(view) => edge::json(StatusCode::OK, &view, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
+}
+
+/// `GET /v1/users/{user_id}/profile`.
+async fn get_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    match state
+        .chat
+        .profile_service()
+        .get_profile(bearer_token(req.headers()), params.get("user"))
+        .await
+    {
+        Ok(view) => edge::json(StatusCode::OK, &view, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
+}
+
+/// `DELETE /v1/users/{user_id}/profile`.
+async fn delete_profile(
+    state: &InvokeState,
+    req: Request<Bytes>,
+    params: Params,
+) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    match state
+        .chat
+        .profile_service()
+        .delete_profile(bearer_token(req.headers()), params.get("user"))
+        .await
+    {
+        Ok(deleted) => edge::json(StatusCode::OK, &deleted, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
 }

@@ -20,9 +20,10 @@ use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
 use tollgate::adapters::cached::CachedDirectory;
 use tollgate::domain::ids::RequestId;
-use tollgate::http::{self as edge, Body, bearer_token, route_path};
+use tollgate::http::{self as edge, Body, bearer_token};
 use tollgate::ports::store::UsageEvents;
 use tollgate::ports::{ApiKeyLookup, TenantConfigSource, UsageQuery};
+use tollgate::routes::{Route, RouteTable};
 use tollgate::service::usage_report::UsageReportService;
 
 /// What usage-report may touch: keys and configs (read), rollups and events (read).
@@ -67,89 +68,103 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Usage,
-    Events,
-    Dashboard,
-    /// `/dashboard/`: redirected, so the page's relative URLs resolve.
-    DashboardSlash,
-    Asset(&'static str, &'static str),
-    Healthz,
-    /// Under `/v1/usage/` but no such route.
-    UnknownUsage,
-    Other,
-}
+impl RouteTable for UsageReportState {
+    const ROUTES: &'static [Route<Self>] = &[
+        Route {
+            method: Method::GET,
+            path: "/v1/usage",
+            handler: |s, req, _| Box::pin(report(s, req)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/usage/events",
+            handler: |s, req, _| Box::pin(events(s, req)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/dashboard",
+            handler: |_, req, _| Box::pin(file(req, "text/html; charset=utf-8", DASHBOARD_HTML)),
+        },
+        Route {
+            method: Method::GET,
+            // Redirected, so the page's relative URLs resolve.
+            path: "/dashboard/",
+            handler: |_, req, _| Box::pin(redirect(req, "../dashboard")),
+        },
+        Route {
+            method: Method::GET,
+            path: "/dashboard/app.js",
+            handler: |_, req, _| {
+                Box::pin(file(req, "text/javascript; charset=utf-8", DASHBOARD_JS))
+            },
+        },
+        Route {
+            method: Method::GET,
+            path: "/dashboard/app.css",
+            handler: |_, req, _| Box::pin(file(req, "text/css; charset=utf-8", DASHBOARD_CSS)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/healthz",
+            handler: |_, req, _| Box::pin(healthz(req)),
+        },
+    ];
 
-fn route(path: &str) -> Route {
-    match route_path(path) {
-        "/v1/usage" => return Route::Usage,
-        "/v1/usage/events" => return Route::Events,
-        "/healthz" => return Route::Healthz,
-        p if p.starts_with("/v1/usage/") => return Route::UnknownUsage,
-        p if p.starts_with("/v1/") => return Route::Other,
-        _ => {}
+    /// Every error response of this function is logged (a line per failed request).
+    fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
+        edge::logged_error(err, request_id)
     }
-    // Not under /v1/: whatever precedes `/dashboard` is a stage or base path.
-    let Some(at) = path.rfind("/dashboard") else {
-        return Route::Other;
-    };
-    match &path[at + "/dashboard".len()..] {
-        "" => Route::Dashboard,
-        "/" => Route::DashboardSlash,
-        "/app.js" => Route::Asset("text/javascript; charset=utf-8", DASHBOARD_JS),
-        "/app.css" => Route::Asset("text/css; charset=utf-8", DASHBOARD_CSS),
-        _ => Route::Other,
-    }
 }
 
-/// Whether this function owns `path` (for `tollgate serve`'s dispatch); `/healthz` stays with
-/// invoke there.
-pub fn owns(path: &str) -> bool {
-    !matches!(route(path), Route::Healthz | Route::Other)
-}
-
+/// Serves one request with usage-report's route table.
 pub async fn handle(state: &UsageReportState, req: Request<Bytes>) -> Response<Body> {
+    tollgate::routes::handle(state, req).await
+}
+
+/// Whether this function serves `path` (any method).
+pub fn owns(path: &str) -> bool {
+    tollgate::routes::owns::<UsageReportState>(path)
+}
+
+async fn report(state: &UsageReportState, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
-    let path = req.uri().path().to_owned();
-    let bearer = bearer_token(req.headers());
-    let query = req.uri().query();
-    let found = route(&path);
-    let result = match (req.method().clone(), found) {
-        (Method::GET, Route::Usage) => state
-            .report
-            .report(bearer, query)
-            .await
-            .map(|report| private_json(&report, &request_id)),
-        (Method::GET, Route::Events) => state
-            .report
-            .events(bearer, query)
-            .await
-            .map(|list| private_json(&list, &request_id)),
-        (Method::GET, Route::Dashboard) => Ok(page(
-            "text/html; charset=utf-8",
-            DASHBOARD_HTML,
-            &request_id,
-        )),
-        (Method::GET, Route::Asset(content_type, text)) => {
-            Ok(page(content_type, text, &request_id))
-        }
-        (Method::GET, Route::DashboardSlash) => Ok(redirect("../dashboard", &request_id)),
-        (Method::GET, Route::Healthz) => Ok(edge::json(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-            &request_id,
-        )),
-        (method, Route::Other | Route::UnknownUsage) => Err(GatewayError::RouteNotFound {
-            method: method.to_string(),
-            path: route_path(&path).to_owned(),
-        }),
-        (method, _) => Err(GatewayError::MethodNotAllowed {
-            method: method.to_string(),
-            path: route_path(&path).to_owned(),
-        }),
-    };
-    result.unwrap_or_else(|err| edge::logged_error(&err, &request_id))
+    match state
+        .report
+        .report(bearer_token(req.headers()), req.uri().query())
+        .await
+    {
+        Ok(report) => private_json(&report, &request_id),
+        Err(err) => edge::logged_error(&err, &request_id),
+    }
+}
+
+async fn events(state: &UsageReportState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    match state
+        .report
+        .events(bearer_token(req.headers()), req.uri().query())
+        .await
+    {
+        Ok(list) => private_json(&list, &request_id),
+        Err(err) => edge::logged_error(&err, &request_id),
+    }
+}
+
+async fn healthz(req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    edge::json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok"}),
+        &request_id,
+    )
+}
+
+async fn file(
+    req: Request<Bytes>,
+    content_type: &'static str,
+    text: &'static str,
+) -> Response<Body> {
+    page(content_type, text, &tollgate::lambda::request_id(&req))
 }
 
 /// A JSON body only this tenant may see: never stored by shared caches.
@@ -188,7 +203,8 @@ fn page(content_type: &'static str, text: &'static str, request_id: &RequestId) 
     response
 }
 
-fn redirect(location: &'static str, request_id: &RequestId) -> Response<Body> {
+async fn redirect(req: Request<Bytes>, location: &'static str) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
     response
@@ -204,19 +220,26 @@ mod tests {
 
     #[test]
     fn routes_are_found_under_stage_prefixes() {
-        assert_eq!(route("/v1/usage"), Route::Usage);
-        assert_eq!(route("/prod/v1/usage/events"), Route::Events);
-        assert_eq!(route("/prod/dashboard"), Route::Dashboard);
-        assert_eq!(route("/dashboard/"), Route::DashboardSlash);
-        assert!(matches!(route("/prod/dashboard/app.js"), Route::Asset(..)));
-        assert_eq!(route("/dashboard/secret.txt"), Route::Other);
-        assert_eq!(route("/v1/usage/other"), Route::UnknownUsage);
-        assert_eq!(route("/v1/chat/dashboard"), Route::Other);
-        assert!(owns("/prod/v1/usage"));
-        assert!(owns("/dashboard/app.css"));
-        assert!(!owns("/healthz"));
-        assert!(!owns("/v1/usage_x"));
-        assert!(!owns("/v1/chat/completions"));
+        for path in [
+            "/v1/usage",
+            "/prod/v1/usage/events",
+            "/prod/dashboard",
+            "/dashboard/",
+            "/prod/dashboard/app.js",
+            "/dashboard/app.css",
+            "/healthz",
+        ] {
+            assert!(owns(path), "{path}");
+        }
+        for path in [
+            "/dashboard/secret.txt",
+            "/v1/usage/other",
+            "/v1/usage_x",
+            "/v1/chat/dashboard",
+            "/v1/chat/completions",
+        ] {
+            assert!(!owns(path), "{path}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tollgate::bootstrap::{
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::MetricsSink;
+use tollgate::routes::Mounted;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum MetricsOut {
@@ -180,7 +181,7 @@ impl MetricsSink for MetricsOff {
     }
 }
 
-/// Routes every request to the function that owns its path, as API Gateway would.
+/// Hands every request to the function whose route table has its path, as API Gateway would.
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = state.invoke.max_body_bytes;
@@ -195,12 +196,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let req = http::Request::from_parts(parts, bytes);
-    let response = if ingest::owns(req.uri().path()) {
-        ingest::handle(&state.ingest, req).await
-    } else if usage_report::owns(req.uri().path()) {
-        usage_report::handle(&state.usage, req).await
-    } else {
-        invoke::handle(&state.invoke, req).await
-    };
-    response.map(AxumBody::new)
+    let functions: [&dyn Mounted; 3] = [&state.ingest, &state.usage, &state.invoke];
+    tollgate::routes::dispatch(&functions, req)
+        .await
+        .map(AxumBody::new)
 }
