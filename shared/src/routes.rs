@@ -150,6 +150,15 @@ pub async fn handle<S: RouteTable>(state: &S, req: Request<Bytes>) -> Response<B
     S::error(&err, &request_id)
 }
 
+/// `GET /healthz`, the same in every function that declares it.
+pub async fn healthz(req: Request<Bytes>) -> Response<Body> {
+    crate::http::json(
+        http::StatusCode::OK,
+        &serde_json::json!({"status": "ok"}),
+        &crate::lambda::request_id(&req),
+    )
+}
+
 /// A function behind a shared listener: what [`dispatch`] needs of it.
 pub trait Mounted: Send + Sync {
     fn owns(&self, path: &str) -> bool;

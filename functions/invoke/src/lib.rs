@@ -61,7 +61,7 @@ impl RouteTable for InvokeState {
         Route {
             method: Method::GET,
             path: "/healthz",
-            handler: |_, req, _| Box::pin(healthz(req)),
+            handler: |_, req, _| Box::pin(tollgate::routes::healthz(req)),
         },
     ];
 }
@@ -71,15 +71,6 @@ const PROFILE: &str = "/v1/users/{*user}/profile";
 /// Serves one request with invoke's route table.
 pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
     tollgate::routes::handle(state, req).await
-}
-
-async fn healthz(req: Request<Bytes>) -> Response<Body> {
-    let request_id = tollgate::lambda::request_id(&req);
-    edge::json(
-        StatusCode::OK,
-        &serde_json::json!({"status": "ok"}),
-        &request_id,
-    )
 }
 
 async fn models(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {

@@ -106,7 +106,7 @@ impl RouteTable for UsageReportState {
         Route {
             method: Method::GET,
             path: "/healthz",
-            handler: |_, req, _| Box::pin(healthz(req)),
+            handler: |_, req, _| Box::pin(tollgate::routes::healthz(req)),
         },
     ];
 
@@ -148,15 +148,6 @@ async fn events(state: &UsageReportState, req: Request<Bytes>) -> Response<Body>
         Ok(list) => private_json(&list, &request_id),
         Err(err) => edge::logged_error(&err, &request_id),
     }
-}
-
-async fn healthz(req: Request<Bytes>) -> Response<Body> {
-    let request_id = tollgate::lambda::request_id(&req);
-    edge::json(
-        StatusCode::OK,
-        &serde_json::json!({"status": "ok"}),
-        &request_id,
-    )
 }
 
 async fn file(

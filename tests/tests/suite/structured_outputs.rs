@@ -472,11 +472,9 @@ async fn the_retrys_tokens_are_charged_to_the_tenants_limits() {
     assert_eq!(remaining[0] - remaining[1], USAGE.total());
 }
 
-#[tokio::test]
-async fn a_retry_the_tenants_limits_cannot_hold_is_not_made() {
-    // TPM 1,200 and max_tokens 1,000: the first call (prompt + 1,000 reserved) is admitted and
-    // uses 240; the retry would reserve the same again (1,240 in the minute): it is not sent,
-    // and the client gets the first reply's 422.
+/// acme under the retry policy and TPM 1,200, asked once with `max_tokens`: the first reply
+/// fails its format, a second would pass.
+async fn retried_under_tpm_1200(max_tokens: u32) -> (OpenAiStandIn, Gateway, TestResponse) {
     let (openai, _anthropic, gw) = gateway().await;
     let mut config = tollgate::demo::acme_config().unwrap();
     config.structured_output.retry_on_invalid = true;
@@ -485,8 +483,17 @@ async fn a_retry_the_tenants_limits_cannot_hold_is_not_made() {
     openai.push(Behavior::reply(WRONG_TYPE, USAGE));
     openai.push(Behavior::reply(VALID, USAGE));
     let mut request = body(person_format(), false);
-    request["max_tokens"] = json!(1_000);
+    request["max_tokens"] = json!(max_tokens);
     let res = gw.chat("acme", request).await;
+    (openai, gw, res)
+}
+
+#[tokio::test]
+async fn a_retry_the_tenants_limits_cannot_hold_is_not_made() {
+    // max_tokens 1,000: the first call (prompt + 1,000 reserved) is admitted and uses 240; the
+    // retry would reserve the same again (1,240 in the minute): it is not sent, and the client
+    // gets the first reply's 422.
+    let (openai, gw, res) = retried_under_tpm_1200(1_000).await;
     assert_eq!(res.status, 422, "{}", res.text());
     assert_eq!(res.json()["error"]["schema_path"], "/properties/age/type");
     assert_eq!(openai.requests().len(), 1, "no retry was sent");
@@ -496,16 +503,7 @@ async fn a_retry_the_tenants_limits_cannot_hold_is_not_made() {
 
     // With room for it (max_tokens 400: 2 × (prompt + 400) < 1,200 once the first call has
     // settled at 240), the retry is reserved and made.
-    let (openai, _anthropic, gw) = gateway().await;
-    let mut config = tollgate::demo::acme_config().unwrap();
-    config.structured_output.retry_on_invalid = true;
-    config.limits.tokens_per_minute = Some(1_200);
-    gw.store.put_tenant_config(config).await.unwrap();
-    openai.push(Behavior::reply(WRONG_TYPE, USAGE));
-    openai.push(Behavior::reply(VALID, USAGE));
-    let mut request = body(person_format(), false);
-    request["max_tokens"] = json!(400);
-    let res = gw.chat("acme", request).await;
+    let (openai, gw, res) = retried_under_tpm_1200(400).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(openai.requests().len(), 2);
     assert_eq!(gw.usage_events().len(), 2);
