@@ -1,55 +1,89 @@
-//! Builds the chat service from settings: the one place adapters are chosen.
+//! The composition root: the one place adapters are chosen from settings and services are
+//! built from them.
+//!
+//! [`Stores::open`] holds the workspace's one match on [`StoreKind`]; everything after it
+//! works on the [`Backend`] trait object. Each function's state is built by one constructor in
+//! its crate (`InvokeState::build`, `IngestState::build`, `UsageReportState::build`,
+//! `SchedulerState::build`) from [`Stores`] and the services built here, and every Lambda
+//! `main`, `tollgate serve`, the test harness and the benches call those constructors. A
+//! service keeps only the ports it needs, as trait objects (ingest never holds the response
+//! cache, conversations or profiles; usage-report only reads).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapters::aws::AwsConfigSource;
 use crate::adapters::cached::CachedDirectory;
-
 use crate::adapters::dynamodb::{DynamoStore, TableNames};
 use crate::adapters::memory::MemoryStore;
 use crate::adapters::qdrant::QdrantIndex;
 use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
-use crate::domain::limits::UpstreamQuotas;
 use crate::ports::clock::SystemClock;
-use crate::ports::store::{ConversationStore, DocumentStore, ProfileStore};
+use crate::ports::store::{
+    AnomalyStore, ConversationStore, DocumentStore, ProfileStore, TenantAdmin, UsageActivity,
+    UsageEvents,
+};
 use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
-    ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource, UsageSink,
+    ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource,
+    UsageQuery, UsageSink,
 };
 use crate::service::ChatService;
+use crate::service::caller::Callers;
 use crate::service::catalog::OperatorCatalog;
 use crate::service::ingest::{IngestLimits, IngestService};
 use crate::service::limiter::Limiter;
 use crate::service::metering::Meter;
 use crate::service::retrieval::Retriever;
+use crate::service::usage_report::UsageReportService;
 
-/// Every port the chat path needs, from one store.
-pub trait ChatStore:
+/// Every port of one store (DynamoDB's tables, or the embedded store): what [`Stores`] holds,
+/// and what the operator commands work on. Services take the narrower ports it upcasts to.
+pub trait Backend:
     ApiKeyLookup
     + TenantConfigSource
+    + TenantAdmin
     + UsageSink
+    + UsageQuery
+    + UsageEvents
+    + UsageActivity
     + ResponseCache
     + LimiterStore
     + Catalog
     + ConversationStore
     + ProfileStore
+    + DocumentStore
+    + AnomalyStore
+    + SchedulerStore
     + 'static
 {
 }
 
-impl<S> ChatStore for S where
+impl<S> Backend for S where
     S: ApiKeyLookup
         + TenantConfigSource
+        + TenantAdmin
         + UsageSink
+        + UsageQuery
+        + UsageEvents
+        + UsageActivity
         + ResponseCache
         + LimiterStore
         + Catalog
         + ConversationStore
         + ProfileStore
+        + DocumentStore
+        + AnomalyStore
         + 'static
 {
 }
+
+/// The ports the anomaly scheduler needs: the usage table's activity index and rollups (read)
+/// and its anomaly records.
+pub trait SchedulerStore: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+
+impl<S> SchedulerStore for S where S: UsageActivity + UsageQuery + AnomalyStore + 'static {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -59,34 +93,127 @@ pub enum BootError {
     Index(crate::ports::vector::IndexError),
     #[error(transparent)]
     Provider(#[from] crate::adapters::http_provider::ProviderSetupError),
+    #[error("the demo tenants cannot be seeded: {0}")]
+    Seed(#[from] crate::ports::store::StoreError),
 }
 
-fn build<S: ChatStore>(
+/// A deployment's store, and the per-container cache of keys and tenant configurations in
+/// front of it that every function shares.
+#[derive(Clone)]
+pub struct Stores {
+    /// Every port of the store.
+    pub backend: Arc<dyn Backend>,
+    /// Key and configuration lookups, cached for the settings' `directory_cache_ttl`.
+    pub directory: Arc<CachedDirectory>,
+    /// What the store is, for banners and logs.
+    pub kind: StoreKind,
+}
+
+impl Stores {
+    /// Opens the store `kind` names: DynamoDB tables `{table_prefix}-*` at the endpoint `aws`
+    /// selects, or an empty embedded store. Makes no network call.
+    pub async fn open(
+        kind: StoreKind,
+        aws: AwsConfigSource,
+        table_prefix: &str,
+        directory_ttl: Duration,
+    ) -> Self {
+        match kind {
+            StoreKind::Dynamodb => {
+                let names = TableNames::with_prefix(table_prefix);
+                let store = Arc::new(DynamoStore::from_env(aws, names).await);
+                Self::on(store, directory_ttl, kind)
+            }
+            StoreKind::Memory => Self::embedded(Arc::new(MemoryStore::new())),
+        }
+    }
+
+    /// The store the settings name, for a Lambda function: DynamoDB unless `TOLLGATE_STORE`
+    /// says `memory` (for `cargo lambda watch` without AWS), where the demo tenants are seeded
+    /// (`tollgate serve` prints their keys). Makes no network call on DynamoDB.
+    pub async fn from_settings(settings: &Settings) -> Result<Self, BootError> {
+        let kind = settings.store.unwrap_or(StoreKind::Dynamodb);
+        let stores = Self::open(
+            kind,
+            settings.aws,
+            &settings.table_prefix,
+            settings.directory_cache_ttl,
+        )
+        .await;
+        if kind == StoreKind::Memory {
+            let seeded = crate::demo::seed(&*stores.backend, chrono::Utc::now()).await?;
+            tracing::warn!(
+                tenants = seeded.len(),
+                "embedded store: demo tenants seeded; use `tollgate serve` to see their keys"
+            );
+        }
+        Ok(stores)
+    }
+
+    /// `store` with its lookups cached for `directory_ttl` (zero turns the cache off).
+    pub fn on(store: Arc<dyn Backend>, directory_ttl: Duration, kind: StoreKind) -> Self {
+        let directory = Arc::new(CachedDirectory::new(
+            store.clone(),
+            store.clone(),
+            directory_ttl,
+        ));
+        Self {
+            backend: store,
+            directory,
+            kind,
+        }
+    }
+
+    /// The embedded store. Nothing is cached in front of it: in memory a lookup costs less
+    /// than a cache would, and a change is seen by the next request.
+    pub fn embedded(store: Arc<MemoryStore>) -> Self {
+        Self::on(store, Duration::ZERO, StoreKind::Memory)
+    }
+
+    /// The caller extractor over the cached keys and configurations.
+    pub fn callers(&self) -> Callers {
+        Callers {
+            keys: self.directory.clone(),
+            tenants: self.directory.clone(),
+        }
+    }
+
+    /// Prices (the settings' table with the store's operator entries on top) and upstream
+    /// quotas, read by the first request that needs them (never during init).
+    fn catalog(&self, settings: &Settings) -> Result<Arc<OperatorCatalog>, BootError> {
+        Ok(Arc::new(OperatorCatalog::from_store(
+            settings.prices()?,
+            self.backend.clone(),
+        )))
+    }
+
+    fn limiter(&self, settings: &Settings, catalog: Arc<OperatorCatalog>) -> Arc<Limiter> {
+        Arc::new(Limiter::with_catalog(
+            self.backend.clone(),
+            catalog,
+            settings.default_reserve_tokens,
+        ))
+    }
+}
+
+/// The chat service, and a line per configured provider. Retrieval runs over `index` when one
+/// is given. Makes no network call.
+pub fn chat_service(
     settings: &Settings,
+    stores: &Stores,
     metrics: Arc<dyn MetricsSink>,
-    store: Arc<S>,
-    catalog: OperatorCatalog,
-    directory_ttl: Duration,
+    index: Option<Arc<dyn VectorIndex>>,
 ) -> Result<(ChatService, Vec<String>), BootError> {
     let (providers, described) = settings.providers()?;
-    let directory = Arc::new(CachedDirectory::new(
-        store.clone(),
-        store.clone(),
-        directory_ttl,
-    ));
-    let catalog = Arc::new(catalog);
-    let service = ChatService {
-        keys: directory.clone(),
-        tenants: directory,
+    let catalog = stores.catalog(settings)?;
+    let store = &stores.backend;
+    let mut service = ChatService {
+        tenants: stores.directory.clone(),
         cache: store.clone(),
         providers,
         catalog: catalog.clone(),
         retry: settings.retry,
-        limiter: Arc::new(Limiter::with_catalog(
-            store.clone(),
-            catalog,
-            settings.default_reserve_tokens,
-        )),
+        limiter: stores.limiter(settings, catalog),
         retriever: None,
         meter: Meter {
             usage: store.clone(),
@@ -94,31 +221,17 @@ fn build<S: ChatStore>(
             conversations: Some(store.clone()),
             clock: Arc::new(SystemClock),
         },
-        profiles: Some(store),
+        profiles: Some(store.clone()),
     };
+    if let Some(index) = index {
+        service.retriever = Some(retriever(settings, &service, index)?);
+    }
     Ok((service, described))
 }
 
-/// The chat service on any store: operator prices and upstream quotas are read from the store's
-/// catalog by the first request that needs them (never during init, see `service::catalog`);
-/// key and config lookups go through the short-lived cache. Makes no network call.
-pub fn chat_service<S: ChatStore>(
-    settings: &Settings,
-    metrics: Arc<dyn MetricsSink>,
-    store: Arc<S>,
-) -> Result<(ChatService, Vec<String>), BootError> {
-    let catalog = OperatorCatalog::from_store(settings.prices()?, store.clone());
-    build(
-        settings,
-        metrics,
-        store,
-        catalog,
-        settings.directory_cache_ttl,
-    )
-}
-
 /// Retrieval for the chat path over `index`, with the settings' embedder; the query
-/// embeddings are metered into `usage` and priced from `prices`.
+/// embeddings are limited by `chat`'s limiter, metered by its meter and priced from its
+/// catalog.
 pub fn retriever(
     settings: &Settings,
     chat: &ChatService,
@@ -136,6 +249,40 @@ pub fn retriever(
         ready: IndexReadiness::default(),
         limiter: chat.limiter.clone(),
     }))
+}
+
+/// The ingest service over `index`: documents, usage, the limiter's counters (embedding
+/// tokens are reserved on the ones chat uses) and the catalog. Makes no network call.
+pub fn ingest_service(
+    settings: &Settings,
+    stores: &Stores,
+    metrics: Arc<dyn MetricsSink>,
+    index: Arc<dyn VectorIndex>,
+) -> Result<IngestService, BootError> {
+    let catalog = stores.catalog(settings)?;
+    let (embedder, _) = settings.embedder()?;
+    Ok(IngestService {
+        documents: stores.backend.clone(),
+        index,
+        embedder,
+        usage: stores.backend.clone(),
+        limiter: stores.limiter(settings, catalog.clone()),
+        catalog,
+        metrics,
+        clock: Arc::new(SystemClock),
+        retry: settings.retry,
+        limits: IngestLimits::default(),
+        ready: IndexReadiness::default(),
+    })
+}
+
+/// The usage report: rollups and events, read only.
+pub fn usage_report_service(stores: &Stores) -> UsageReportService {
+    UsageReportService {
+        usage: stores.backend.clone(),
+        events: stores.backend.clone(),
+        clock: Arc::new(SystemClock),
+    }
 }
 
 /// The vector index the settings name: Qdrant when `TOLLGATE_QDRANT_URL` is set, otherwise
@@ -170,81 +317,4 @@ pub async fn init_vector_index(settings: &Settings) -> Result<Option<String>, Bo
         "Qdrant collection `{}` at {url}: ready ({} dimensions, cosine, tenant_id index with is_tenant)",
         settings.qdrant_collection, settings.embedding_dimensions
     )))
-}
-
-/// The ingest service on `store` and `index`. Prices and upstream quotas come from the bundled
-/// table and the store's catalog (read on first use), as for chat; embedding tokens are
-/// reserved on the store's limiter counters, the ones chat uses. Makes no network call.
-pub fn ingest_service_on<S: ChatStore + DocumentStore>(
-    settings: &Settings,
-    metrics: Arc<dyn MetricsSink>,
-    store: Arc<S>,
-    index: Arc<dyn VectorIndex>,
-) -> Result<IngestService, BootError> {
-    let catalog = Arc::new(OperatorCatalog::from_store(
-        settings.prices()?,
-        store.clone(),
-    ));
-    let (embedder, _) = settings.embedder()?;
-    let directory = Arc::new(CachedDirectory::new(
-        store.clone(),
-        store.clone(),
-        settings.directory_cache_ttl,
-    ));
-    let limiter = Arc::new(Limiter::with_catalog(
-        store.clone(),
-        catalog.clone(),
-        settings.default_reserve_tokens,
-    ));
-    Ok(IngestService {
-        keys: directory.clone(),
-        tenants: directory,
-        documents: store.clone(),
-        index,
-        embedder,
-        usage: store,
-        catalog,
-        metrics,
-        clock: Arc::new(SystemClock),
-        retry: settings.retry,
-        limits: IngestLimits::default(),
-        ready: IndexReadiness::default(),
-        limiter,
-    })
-}
-
-/// The ingest Lambda's service: DynamoDB (or the embedded store) and Qdrant (or the embedded
-/// index), as the settings say.
-pub async fn ingest_service(
-    settings: &Settings,
-    metrics: Arc<dyn MetricsSink>,
-) -> Result<IngestService, BootError> {
-    let index = vector_index(settings)?;
-    match settings.store.unwrap_or(StoreKind::Dynamodb) {
-        StoreKind::Dynamodb => {
-            let names = TableNames::with_prefix(&settings.table_prefix);
-            let store = Arc::new(DynamoStore::from_env(settings.aws, names).await);
-            ingest_service_on(settings, metrics, store, index)
-        }
-        StoreKind::Memory => {
-            ingest_service_on(settings, metrics, Arc::new(MemoryStore::new()), index)
-        }
-    }
-}
-
-/// The chat service on the embedded store, plus the store itself (for seeding and tests).
-/// Nothing is cached in front of it: in memory, a lookup costs less than a cache would.
-pub fn embedded_chat_service(
-    settings: &Settings,
-    metrics: Arc<dyn MetricsSink>,
-) -> Result<(ChatService, Arc<MemoryStore>, Vec<String>), BootError> {
-    let store = Arc::new(MemoryStore::new());
-    let (service, described) = build(
-        settings,
-        metrics,
-        store.clone(),
-        OperatorCatalog::fixed(settings.prices()?, UpstreamQuotas::new()),
-        Duration::ZERO,
-    )?;
-    Ok((service, store, described))
 }

@@ -123,10 +123,27 @@ pub struct Settings {
     pub aws: AwsConfigSource,
 }
 
+/// Where state lives: the workspace's one store-kind enum (`TOLLGATE_STORE`, and the CLI's
+/// `--store`), opened by `bootstrap::Stores::open`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
+    /// The embedded in-process store (nothing persists).
     Memory,
+    /// The DynamoDB tables `{prefix}-*`.
     Dynamodb,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = &'static str;
+
+    /// `memory` or `dynamodb`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            "dynamodb" => Ok(Self::Dynamodb),
+            _ => Err("expected memory or dynamodb"),
+        }
+    }
 }
 
 impl Settings {
@@ -259,17 +276,13 @@ impl Settings {
                 "TOLLGATE_DIRECTORY_CACHE_SECS",
                 30,
             )?),
-            store: match get("TOLLGATE_STORE").as_deref() {
+            store: match get("TOLLGATE_STORE") {
                 None => None,
-                Some("memory") => Some(StoreKind::Memory),
-                Some("dynamodb") => Some(StoreKind::Dynamodb),
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "TOLLGATE_STORE",
-                        value: other.to_owned(),
-                        reason: "expected memory or dynamodb",
-                    });
-                }
+                Some(value) => Some(value.parse().map_err(|reason| ConfigError::Invalid {
+                    name: "TOLLGATE_STORE",
+                    value,
+                    reason,
+                })?),
             },
             table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
             qdrant_url: get("TOLLGATE_QDRANT_URL"),

@@ -78,6 +78,37 @@ pub async fn into_lambda(response: Response<Body>) -> Response<lambda_http::Body
     Response::from_parts(parts, body)
 }
 
+/// Runs a function's routes (`tollgate::routes`) as a Lambda function behind API Gateway,
+/// each response buffered (ingest, usage-report).
+pub async fn serve<S: crate::routes::RouteTable>(state: S) -> Result<(), lambda_http::Error> {
+    let state = std::sync::Arc::new(state);
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            let response = crate::routes::handle(&*state, from_lambda(req)).await;
+            Ok::<_, std::convert::Infallible>(into_lambda(response).await)
+        }
+    }))
+    .await
+}
+
+/// [`serve`] with response streaming (invoke): API Gateway (a REST API whose integration has
+/// `ResponseTransferMode: STREAM`, see template.yaml) forwards each SSE chunk as the provider
+/// sends it, so time to first token is the provider's; buffered JSON goes out in one piece.
+pub async fn serve_streaming<S: crate::routes::RouteTable>(
+    state: S,
+) -> Result<(), lambda_http::Error> {
+    let state = std::sync::Arc::new(state);
+    lambda_http::run_with_streaming_response(lambda_http::service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            let response = crate::routes::handle(&*state, from_lambda(req)).await;
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

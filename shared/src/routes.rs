@@ -9,6 +9,12 @@
 //! (the rest of the segments there, slashes included, possibly empty: the handler judges it; at
 //! most one per pattern). A path some route matches with
 //! another method is a 405; a path no route matches is a 404.
+//!
+//! A [`Handler::Tenant`] route is served for a caller only: the caller (tenant and
+//! configuration, enabled) is resolved here, once, by the table's [`Callers`], and a request
+//! without one gets the table's error response. [`Handler::Open`] routes (health, the
+//! dashboard's files, and the metered routes that record their own refusals) get the bare
+//! request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,18 +24,27 @@ use http::{Method, Request, Response};
 
 use crate::domain::ids::RequestId;
 use crate::error::GatewayError;
-use crate::http::Body;
+use crate::http::{Body, bearer_token};
+use crate::service::caller::{Caller, Callers};
 
 /// What a handler returns: its response, later.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 
-/// A route's handler: the function's state, the request, and the pattern's captures.
-pub type Handler<S> = for<'a> fn(&'a S, Request<Bytes>, Params) -> Reply<'a>;
+/// A route's handler.
+pub enum Handler<S: 'static> {
+    /// Gets the function's state, the request, and the pattern's captures.
+    Open(for<'a> fn(&'a S, Request<Bytes>, Params) -> Reply<'a>),
+    /// Gets the request's caller too; never called without one.
+    Tenant(for<'a> fn(&'a S, Caller, Request<Bytes>, Params) -> Reply<'a>),
+}
 
 /// One route of a function.
 pub struct Route<S: 'static> {
+    /// The HTTP method it answers.
     pub method: Method,
+    /// Its pattern (see the module docs).
     pub path: &'static str,
+    /// What serves it.
     pub handler: Handler<S>,
 }
 
@@ -37,6 +52,9 @@ pub struct Route<S: 'static> {
 pub trait RouteTable: Sized + Send + Sync + 'static {
     /// Every route the function serves.
     const ROUTES: &'static [Route<Self>];
+
+    /// Resolves the callers of [`Handler::Tenant`] routes.
+    fn callers(&self) -> &Callers;
 
     /// Renders an error response (404, 405, and the handlers' own errors where they use it).
     fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
@@ -135,7 +153,17 @@ pub async fn handle<S: RouteTable>(state: &S, req: Request<Bytes>) -> Response<B
     for route in S::ROUTES {
         if let Some(params) = matches(route.path, &path) {
             if route.method == req.method() {
-                return (route.handler)(state, req, params).await;
+                return match route.handler {
+                    Handler::Open(handler) => handler(state, req, params).await,
+                    Handler::Tenant(handler) => {
+                        match state.callers().resolve(bearer_token(req.headers())).await {
+                            Ok(caller) => handler(state, caller, req, params).await,
+                            Err(refused) => {
+                                S::error(&refused.error, &crate::lambda::request_id(&req))
+                            }
+                        }
+                    }
+                };
             }
             path_known = true;
         }

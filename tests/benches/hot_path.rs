@@ -31,9 +31,10 @@ use invoke::InvokeState;
 use tokio::runtime::Runtime;
 use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::embedded_chat_service;
+use tollgate::bootstrap::Stores;
 use tollgate::config::{ProviderMode, Settings};
 use tollgate::ports::{Clock, MetricsSink};
+use tollgate::service::RequestContext;
 
 const PERCENTILE_CALLS: u64 = 20_000;
 const PERCENTILE_WARMUP: u64 = 2_000;
@@ -98,10 +99,11 @@ impl Gateway {
             Settings::from_lookup(ProviderMode::Simulated, AwsConfigSource::LAMBDA, |_| None)
                 .unwrap();
         let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
-        let (mut chat, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
+        let store = Arc::new(tollgate::adapters::memory::MemoryStore::new());
+        let stores = Stores::embedded(store.clone());
         let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
-        chat.retriever =
-            Some(tollgate::bootstrap::retriever(&settings, &chat, index.clone()).unwrap());
+        let (state, _) =
+            InvokeState::build(&settings, &stores, metrics.clone(), Some(index.clone())).unwrap();
         let now = tollgate::ports::clock::SystemClock.now();
         let demo = rt
             .block_on(tollgate::demo::seed_with_limits(
@@ -116,10 +118,11 @@ impl Gateway {
             .map(|(_, key)| key.expose().to_owned())
             .expect("the demo seed issues an acme key");
         // 1,000 chunks for acme to retrieve from (250 documents of 4 short chunks each).
-        let ingest =
-            tollgate::bootstrap::ingest_service_on(&settings, metrics, store.clone(), index)
-                .unwrap();
-        let request_id = tollgate::domain::ids::RequestId::generate();
+        let ingest = ingest::IngestState::build(&settings, &stores, metrics, index).unwrap();
+        let caller = rt
+            .block_on(ingest.callers.resolve(Some(&acme_key)))
+            .unwrap();
+        let ctx = RequestContext::new(tollgate::domain::ids::RequestId::generate());
         for batch in 0..5 {
             let documents: Vec<_> = (0..50)
                 .map(|d| {
@@ -136,17 +139,10 @@ impl Gateway {
                 })
                 .collect();
             let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
-            rt.block_on(ingest.ingest(&request_id, Some(&acme_key), &body, None))
+            rt.block_on(ingest.ingest.ingest(&ctx, &caller, &body))
                 .unwrap();
         }
-        Self {
-            state: InvokeState {
-                chat,
-                max_body_bytes: settings.max_body_bytes,
-                deadline_margin: settings.deadline_margin,
-            },
-            acme_key,
-        }
+        Self { state, acme_key }
     }
 
     fn request(&self, case: Case) -> Request<Bytes> {
@@ -303,7 +299,7 @@ fn ingest_throughput(docs: usize) {
     let settings =
         Settings::from_lookup(ProviderMode::Simulated, AwsConfigSource::LAMBDA, |_| None).unwrap();
     let metrics: Arc<dyn MetricsSink> = Arc::new(EmfSink::new(Box::new(std::io::sink())));
-    let (_, store, _) = embedded_chat_service(&settings, metrics.clone()).unwrap();
+    let store = Arc::new(tollgate::adapters::memory::MemoryStore::new());
     let now = tollgate::ports::clock::SystemClock.now();
     let demo = rt
         .block_on(tollgate::demo::seed_with_limits(
@@ -322,10 +318,12 @@ fn ingest_throughput(docs: usize) {
     ))
     .unwrap();
     let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
-    let ingest = tollgate::bootstrap::ingest_service_on(&settings, metrics, store, index).unwrap();
+    let ingest =
+        ingest::IngestState::build(&settings, &Stores::embedded(store), metrics, index).unwrap();
+    let caller = rt.block_on(ingest.callers.resolve(Some(&key))).unwrap();
     let text =
         "Rockets need fuel, schedules, launch windows and careful refunds policy. ".repeat(160);
-    let request_id = tollgate::domain::ids::RequestId::generate();
+    let ctx = RequestContext::new(tollgate::domain::ids::RequestId::generate());
     let started = Instant::now();
     let mut chunks = 0;
     for batch in 0..docs.div_ceil(20) {
@@ -334,7 +332,7 @@ fn ingest_throughput(docs: usize) {
             .collect();
         let body = serde_json::to_vec(&serde_json::json!({"documents": documents})).unwrap();
         let report = rt
-            .block_on(ingest.ingest(&request_id, Some(&key), &body, None))
+            .block_on(ingest.ingest.ingest(&ctx, &caller, &body))
             .unwrap();
         chunks += report.data.iter().filter_map(|d| d.chunks).sum::<u32>();
     }

@@ -11,8 +11,8 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::Value;
 use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
-use tollgate::bootstrap::embedded_chat_service;
-use tollgate::config::{ProviderMode, Settings};
+use tollgate::bootstrap::{Backend, Stores};
+use tollgate::config::{ProviderMode, Settings, StoreKind};
 use tollgate::domain::usage::UsageEvent;
 use tollgate::ports::metrics::{MetricsSink, RequestMetrics};
 use tollgate::routes::Mounted;
@@ -67,8 +67,8 @@ impl Gateway {
             Some(also) => Arc::new(Tee(metrics.clone(), also)),
             None => metrics.clone(),
         };
-        let (mut chat, store, _) =
-            embedded_chat_service(&settings, sink.clone()).expect("gateway builds");
+        let store = Arc::new(MemoryStore::new());
+        let stores = Stores::embedded(store.clone());
         let seeded = tollgate::demo::seed(store.as_ref(), chrono::Utc::now())
             .await
             .expect("demo tenants seed");
@@ -77,25 +77,15 @@ impl Gateway {
             .map(|(tenant, key)| (tenant.to_string(), key.expose().to_owned()))
             .collect();
         let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
-        chat.retriever = Some(
-            tollgate::bootstrap::retriever(&settings, &chat, index.clone())
-                .expect("retriever builds"),
-        );
-        let ingest =
-            tollgate::bootstrap::ingest_service_on(&settings, sink, store.clone(), index.clone())
-                .expect("ingest builds");
+        let (state, _) =
+            invoke::InvokeState::build(&settings, &stores, sink.clone(), Some(index.clone()))
+                .expect("gateway builds");
+        let ingest = ingest::IngestState::build(&settings, &stores, sink, index.clone())
+            .expect("ingest builds");
         Self {
-            ingest: ingest::IngestState {
-                ingest,
-                max_body_bytes: settings.max_body_bytes,
-                deadline_margin: settings.deadline_margin,
-            },
+            ingest,
             index,
-            state: invoke::InvokeState {
-                chat,
-                max_body_bytes: settings.max_body_bytes,
-                deadline_margin: settings.deadline_margin,
-            },
+            state,
             store,
             metrics,
             keys,
@@ -173,6 +163,21 @@ impl Gateway {
     pub fn request_metrics(&self) -> Vec<RequestMetrics> {
         self.metrics.requests()
     }
+}
+
+/// Invoke's state on `store` (DynamoDB in the emulator tests) as `InvokeState::build` makes
+/// it, lookups cached for the settings' TTL, with a 1 MiB body limit and a 3 s deadline margin.
+pub fn invoke_on(
+    settings: &Settings,
+    store: Arc<dyn Backend>,
+    metrics: Arc<dyn MetricsSink>,
+) -> invoke::InvokeState {
+    let stores = Stores::on(store, settings.directory_cache_ttl, StoreKind::Dynamodb);
+    let (mut state, _) =
+        invoke::InvokeState::build(settings, &stores, metrics, None).expect("invoke builds");
+    state.max_body_bytes = 1 << 20;
+    state.deadline_margin = Duration::from_secs(3);
+    state
 }
 
 /// Settings for the real provider adapters pointed at the stand-ins (see

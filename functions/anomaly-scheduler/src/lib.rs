@@ -12,10 +12,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tollgate::adapters::alerts::EmfAlerts;
+use tollgate::adapters::cloudwatch::CloudWatchAlerts;
+use tollgate::bootstrap::Stores;
+use tollgate::config::Settings;
+use tollgate::config::anomaly::{AlertsKind, AnomalySettings};
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::Clock;
 use tollgate::ports::alerts::AnomalyAlerts;
-use tollgate::ports::store::{AnomalyStore, UsageActivity, UsageQuery};
+use tollgate::ports::clock::SystemClock;
 use tollgate::service::anomaly::{AnomalyScheduler, RunSummary, SchedulerOptions, last_full_hour};
 
 /// What a failed run reports to Lambda (for tests that check the error type).
@@ -33,9 +38,7 @@ pub struct ScheduledEvent {
 }
 
 /// Every port the scheduler needs, from one store.
-pub trait SchedulerStore: UsageActivity + UsageQuery + AnomalyStore + 'static {}
-
-impl<S> SchedulerStore for S where S: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+pub use tollgate::bootstrap::SchedulerStore;
 
 /// What the function may touch: the usage table's rollups and activity index (read), its
 /// anomaly records (conditional put), and the alerts.
@@ -45,6 +48,28 @@ pub struct SchedulerState {
     pub alerts: Arc<dyn AnomalyAlerts>,
     pub clock: Arc<dyn Clock>,
     pub options: SchedulerOptions,
+}
+
+impl SchedulerState {
+    /// The scheduler's state from settings: the one constructor `main` uses. Alerts go to
+    /// CloudWatch alarms' metrics or out as EMF lines, as `anomaly.alerts` says; the
+    /// deployment (the table prefix, which is the stack name) is the alarm's dimension, so dev
+    /// and prod never mix. Makes no network call.
+    pub async fn build(settings: &Settings, anomaly: &AnomalySettings, stores: &Stores) -> Self {
+        let deployment = settings.table_prefix.clone();
+        let alerts: Arc<dyn AnomalyAlerts> = match anomaly.alerts {
+            AlertsKind::Cloudwatch => {
+                Arc::new(CloudWatchAlerts::from_env(settings.aws, deployment).await)
+            }
+            AlertsKind::Emf => Arc::new(EmfAlerts::stdout(deployment)),
+        };
+        Self {
+            store: stores.backend.clone(),
+            alerts,
+            clock: Arc::new(SystemClock),
+            options: anomaly.options(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

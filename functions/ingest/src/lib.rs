@@ -7,20 +7,51 @@
 //!   `cursor`: `next_cursor` of the previous page)
 //! - `DELETE /v1/documents/{id}` a document and its chunks
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tollgate::GatewayError;
+use tollgate::bootstrap::{BootError, Stores, ingest_service};
+use tollgate::config::Settings;
 use tollgate::http::{self as edge, Body, bearer_token};
-use tollgate::routes::{Params, Route, RouteTable};
+use tollgate::ports::MetricsSink;
+use tollgate::ports::vector::VectorIndex;
+use tollgate::routes::{Handler, Params, Route, RouteTable};
+use tollgate::service::RequestContext;
+use tollgate::service::caller::{Caller, Callers};
 use tollgate::service::ingest::IngestService;
 
+/// What ingest may touch: the ingest service's ports, the caller extractor, the body limit.
 #[derive(Clone)]
 pub struct IngestState {
+    /// Documents in, chunks embedded and indexed.
     pub ingest: IngestService,
+    /// Resolves each request's caller from its key.
+    pub callers: Callers,
+    /// Larger request bodies get a 413.
     pub max_body_bytes: usize,
     /// Embedding calls end this long before the invocation's deadline (metering time).
     pub deadline_margin: std::time::Duration,
+}
+
+impl IngestState {
+    /// Ingest's state from settings, over `index`: the one constructor every `main`,
+    /// `tollgate serve` and the test harness use. Makes no network call.
+    pub fn build(
+        settings: &Settings,
+        stores: &Stores,
+        metrics: Arc<dyn MetricsSink>,
+        index: Arc<dyn VectorIndex>,
+    ) -> Result<Self, BootError> {
+        Ok(Self {
+            ingest: ingest_service(settings, stores, metrics, index)?,
+            callers: stores.callers(),
+            max_body_bytes: settings.max_body_bytes,
+            deadline_margin: settings.deadline_margin,
+        })
+    }
 }
 
 impl RouteTable for IngestState {
@@ -28,19 +59,23 @@ impl RouteTable for IngestState {
         Route {
             method: Method::POST,
             path: "/v1/documents",
-            handler: |s, req, _| Box::pin(ingest(s, req)),
+            handler: Handler::Open(|s, req, _| Box::pin(ingest(s, req))),
         },
         Route {
             method: Method::GET,
             path: "/v1/documents",
-            handler: |s, req, _| Box::pin(list(s, req)),
+            handler: Handler::Tenant(|s, c, req, _| Box::pin(list(s, c, req))),
         },
         Route {
             method: Method::DELETE,
             path: "/v1/documents/{*id}",
-            handler: |s, req, p| Box::pin(delete(s, req, p)),
+            handler: Handler::Tenant(|s, c, req, p| Box::pin(delete(s, c, req, p))),
         },
     ];
+
+    fn callers(&self) -> &Callers {
+        &self.callers
+    }
 }
 
 /// Serves one request with ingest's route table.
@@ -53,45 +88,48 @@ pub fn owns(path: &str) -> bool {
     tollgate::routes::owns::<IngestState>(path)
 }
 
+/// `POST /v1/documents`. The caller is resolved here rather than by the route table, so a
+/// refused key is metered like any refused upload (a metrics record and a log line).
 async fn ingest(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
-    let result = if req.body().len() > state.max_body_bytes {
-        Err(GatewayError::PayloadTooLarge {
+    if req.body().len() > state.max_body_bytes {
+        let err = GatewayError::PayloadTooLarge {
             limit: state.max_body_bytes,
-        })
-    } else {
-        state
-            .ingest
-            .ingest(
-                &request_id,
-                bearer_token(req.headers()),
-                req.body(),
-                tollgate::lambda::call_deadline(&req, state.deadline_margin),
-            )
-            .await
+        };
+        return edge::error(&err, &request_id);
+    }
+    let mut ctx = RequestContext::new(request_id.clone());
+    ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
+    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            state.ingest.refused(&ctx, &refused);
+            return edge::error(&refused.error, &request_id);
+        }
     };
-    match result {
+    match state.ingest.ingest(&ctx, &caller, req.body()).await {
         Ok(report) => edge::json(StatusCode::OK, &report, &request_id),
         Err(err) => edge::error(&err, &request_id),
     }
 }
 
-async fn list(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
+async fn list(state: &IngestState, caller: Caller, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
-    match state
-        .ingest
-        .list(bearer_token(req.headers()), req.uri().query())
-        .await
-    {
+    match state.ingest.list(&caller, req.uri().query()).await {
         Ok(page) => edge::json(StatusCode::OK, &page, &request_id),
         Err(err) => edge::error(&err, &request_id),
     }
 }
 
-async fn delete(state: &IngestState, req: Request<Bytes>, params: Params) -> Response<Body> {
+async fn delete(
+    state: &IngestState,
+    caller: Caller,
+    req: Request<Bytes>,
+    params: Params,
+) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     let id = params.get("id");
-    match state.ingest.delete(bearer_token(req.headers()), id).await {
+    match state.ingest.delete(&caller, id).await {
         Ok(true) => edge::json(
             StatusCode::OK,
             &json!({"id": id, "object": "document", "deleted": true}),

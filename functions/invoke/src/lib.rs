@@ -10,20 +10,52 @@
 //! The routes are declared once, in `InvokeState`'s `RouteTable`; each handler parses HTTP,
 //! calls its service once, and maps the result to a response.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
+use tollgate::bootstrap::{BootError, Stores, chat_service};
+use tollgate::config::Settings;
 use tollgate::http::{self as edge, Body, bearer_token};
-use tollgate::routes::{Params, Route, RouteTable};
+use tollgate::ports::MetricsSink;
+use tollgate::ports::vector::VectorIndex;
+use tollgate::routes::{Handler, Params, Route, RouteTable};
+use tollgate::service::caller::{Caller, Callers};
 use tollgate::service::{ChatReply, ChatService, RequestContext};
 
-/// What invoke may touch: the chat service's ports, and the body limit.
+/// What invoke may touch: the chat service's ports, the caller extractor, and the body limit.
 #[derive(Clone)]
 pub struct InvokeState {
+    /// The chat path (and the profile routes, through its profile store).
     pub chat: ChatService,
+    /// Resolves each request's caller from its key.
+    pub callers: Callers,
+    /// Larger request bodies get a 413.
     pub max_body_bytes: usize,
     /// Provider calls end this long before the invocation's deadline (metering time).
     pub deadline_margin: std::time::Duration,
+}
+
+impl InvokeState {
+    /// Invoke's state from settings: the one constructor every `main`, `tollgate serve` and
+    /// the test harness use. Retrieval runs over `index` when one is given. Also returns a
+    /// line per configured provider. Makes no network call.
+    pub fn build(
+        settings: &Settings,
+        stores: &Stores,
+        metrics: Arc<dyn MetricsSink>,
+        index: Option<Arc<dyn VectorIndex>>,
+    ) -> Result<(Self, Vec<String>), BootError> {
+        let (chat, providers) = chat_service(settings, stores, metrics, index)?;
+        let state = Self {
+            chat,
+            callers: stores.callers(),
+            max_body_bytes: settings.max_body_bytes,
+            deadline_margin: settings.deadline_margin,
+        };
+        Ok((state, providers))
+    }
 }
 
 impl RouteTable for InvokeState {
@@ -31,39 +63,43 @@ impl RouteTable for InvokeState {
         Route {
             method: Method::POST,
             path: "/v1/chat/completions",
-            handler: |s, req, _| Box::pin(chat(s, req)),
+            handler: Handler::Open(|s, req, _| Box::pin(chat(s, req))),
         },
         Route {
             method: Method::GET,
             path: "/v1/models",
-            handler: |s, req, _| Box::pin(models(s, req)),
+            handler: Handler::Tenant(|_, caller, req, _| Box::pin(models(caller, req))),
         },
         Route {
             method: Method::GET,
             path: "/v1/models/{*id}",
-            handler: |s, req, p| Box::pin(model(s, req, p)),
+            handler: Handler::Tenant(|_, caller, req, p| Box::pin(model(caller, req, p))),
         },
         Route {
             method: Method::PUT,
             path: PROFILE,
-            handler: |s, req, p| Box::pin(put_profile(s, req, p)),
+            handler: Handler::Tenant(|s, c, req, p| Box::pin(put_profile(s, c, req, p))),
         },
         Route {
             method: Method::GET,
             path: PROFILE,
-            handler: |s, req, p| Box::pin(get_profile(s, req, p)),
+            handler: Handler::Tenant(|s, c, req, p| Box::pin(get_profile(s, c, req, p))),
         },
         Route {
             method: Method::DELETE,
             path: PROFILE,
-            handler: |s, req, p| Box::pin(delete_profile(s, req, p)),
+            handler: Handler::Tenant(|s, c, req, p| Box::pin(delete_profile(s, c, req, p))),
         },
         Route {
             method: Method::GET,
             path: "/healthz",
-            handler: |_, req, _| Box::pin(tollgate::routes::healthz(req)),
+            handler: Handler::Open(|_, req, _| Box::pin(tollgate::routes::healthz(req))),
         },
     ];
+
+    fn callers(&self) -> &Callers {
+        &self.callers
+    }
 }
 
 const PROFILE: &str = "/v1/users/{*user}/profile";
@@ -73,31 +109,28 @@ pub async fn handle(state: &InvokeState, req: Request<Bytes>) -> Response<Body> 
     tollgate::routes::handle(state, req).await
 }
 
-async fn models(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
-    let request_id = tollgate::lambda::request_id(&req);
-    match state.chat.models(bearer_token(req.headers())).await {
-        Ok(list) => edge::json(StatusCode::OK, &list, &request_id),
-        Err(err) => edge::error(&err, &request_id),
-    }
+async fn models(caller: Caller, req: Request<Bytes>) -> Response<Body> {
+    let list = tollgate::service::chat::models(&caller);
+    edge::json(StatusCode::OK, &list, &tollgate::lambda::request_id(&req))
 }
 
-async fn model(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+async fn model(caller: Caller, req: Request<Bytes>, params: Params) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     let id = params.get("id");
-    match state.chat.models(bearer_token(req.headers())).await {
-        Ok(list) => match list.data.into_iter().find(|m| m.id == id) {
-            Some(model) => edge::json(StatusCode::OK, &model, &request_id),
-            None => edge::error(
-                &GatewayError::ModelNotFound {
-                    model: id.to_owned(),
-                },
-                &request_id,
-            ),
-        },
-        Err(err) => edge::error(&err, &request_id),
+    let list = tollgate::service::chat::models(&caller);
+    match list.data.into_iter().find(|m| m.id == id) {
+        Some(model) => edge::json(StatusCode::OK, &model, &request_id),
+        None => edge::error(
+            &GatewayError::ModelNotFound {
+                model: id.to_owned(),
+            },
+            &request_id,
+        ),
     }
 }
 
+/// `POST /v1/chat/completions`. The caller is resolved here rather than by the route table, so
+/// a refused key is metered like any refused request (a metrics record and a log line).
 async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     let body = req.body();
@@ -115,10 +148,14 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("no-cache") || v.contains("no-store"));
-    let reply = state
-        .chat
-        .chat(&ctx, bearer_token(req.headers()), body)
-        .await;
+    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            state.chat.refused(&ctx, &refused);
+            return edge::error(&refused.error, &request_id);
+        }
+    };
+    let reply = state.chat.chat(&ctx, &caller, body).await;
     let (mut response, meta) = match reply {
         Ok(ChatReply::Completion { body, meta }) => {
             (edge::json(StatusCode::OK, &body, &request_id), meta)
@@ -148,7 +185,12 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
 }
 
 /// `PUT /v1/users/{user_id}/profile` (the segment still percent-encoded).
-async fn put_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+async fn put_profile(
+    state: &InvokeState,
+    caller: Caller,
+    req: Request<Bytes>,
+    params: Params,
+) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     let limit = state
         .max_body_bytes
@@ -159,7 +201,7 @@ async fn put_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -
         state
             .chat
             .profile_service()
-            .put_profile(bearer_token(req.headers()), params.get("user"), req.body())
+            .put_profile(&caller, params.get("user"), req.body())
             .await
     };
     match result {
@@ -169,12 +211,17 @@ async fn put_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -
 }
 
 /// `GET /v1/users/{user_id}/profile`.
-async fn get_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -> Response<Body> {
+async fn get_profile(
+    state: &InvokeState,
+    caller: Caller,
+    req: Request<Bytes>,
+    params: Params,
+) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     match state
         .chat
         .profile_service()
-        .get_profile(bearer_token(req.headers()), params.get("user"))
+        .get_profile(&caller, params.get("user"))
         .await
     {
         Ok(view) => edge::json(StatusCode::OK, &view, &request_id),
@@ -185,6 +232,7 @@ async fn get_profile(state: &InvokeState, req: Request<Bytes>, params: Params) -
 /// `DELETE /v1/users/{user_id}/profile`.
 async fn delete_profile(
     state: &InvokeState,
+    caller: Caller,
     req: Request<Bytes>,
     params: Params,
 ) -> Response<Body> {
@@ -192,7 +240,7 @@ async fn delete_profile(
     match state
         .chat
         .profile_service()
-        .delete_profile(bearer_token(req.headers()), params.get("user"))
+        .delete_profile(&caller, params.get("user"))
         .await
     {
         Ok(deleted) => edge::json(StatusCode::OK, &deleted, &request_id),

@@ -11,47 +11,34 @@
 //! browser with the key the tenant types in. It loads nothing from anywhere else, which its
 //! `Content-Security-Policy` enforces.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
-use tollgate::adapters::cached::CachedDirectory;
+use tollgate::bootstrap::{Stores, usage_report_service};
 use tollgate::domain::ids::RequestId;
-use tollgate::http::{self as edge, Body, bearer_token};
-use tollgate::ports::store::UsageEvents;
-use tollgate::ports::{ApiKeyLookup, TenantConfigSource, UsageQuery};
-use tollgate::routes::{Route, RouteTable};
+use tollgate::http::{self as edge, Body};
+use tollgate::routes::{Handler, Route, RouteTable};
+use tollgate::service::caller::{Caller, Callers};
 use tollgate::service::usage_report::UsageReportService;
 
-/// What usage-report may touch: keys and configs (read), rollups and events (read).
+/// What usage-report may touch: keys and configs (read, through the caller extractor),
+/// rollups and events (read).
 #[derive(Clone)]
 pub struct UsageReportState {
+    /// Reports and event pages.
     pub report: UsageReportService,
+    /// Resolves each request's caller from its key.
+    pub callers: Callers,
 }
 
 impl UsageReportState {
-    /// The report on `store`, with key and config lookups behind the per-container cache
-    /// (`directory_ttl`, as for invoke; zero turns it off).
-    pub fn on<S>(store: Arc<S>, directory_ttl: Duration) -> Self
-    where
-        S: ApiKeyLookup + TenantConfigSource + UsageQuery + UsageEvents + 'static,
-    {
-        let directory = Arc::new(CachedDirectory::new(
-            store.clone(),
-            store.clone(),
-            directory_ttl,
-        ));
+    /// Usage-report's state on `stores`: the one constructor every `main`, `tollgate serve`
+    /// and the tests use.
+    pub fn build(stores: &Stores) -> Self {
         Self {
-            report: UsageReportService {
-                keys: directory.clone(),
-                tenants: directory,
-                usage: store.clone(),
-                events: store,
-                clock: Arc::new(tollgate::ports::clock::SystemClock),
-            },
+            report: usage_report_service(stores),
+            callers: stores.callers(),
         }
     }
 }
@@ -73,42 +60,50 @@ impl RouteTable for UsageReportState {
         Route {
             method: Method::GET,
             path: "/v1/usage",
-            handler: |s, req, _| Box::pin(report(s, req)),
+            handler: Handler::Tenant(|s, c, req, _| Box::pin(report(s, c, req))),
         },
         Route {
             method: Method::GET,
             path: "/v1/usage/events",
-            handler: |s, req, _| Box::pin(events(s, req)),
+            handler: Handler::Tenant(|s, c, req, _| Box::pin(events(s, c, req))),
         },
         Route {
             method: Method::GET,
             path: "/dashboard",
-            handler: |_, req, _| Box::pin(file(req, "text/html; charset=utf-8", DASHBOARD_HTML)),
+            handler: Handler::Open(|_, req, _| {
+                Box::pin(file(req, "text/html; charset=utf-8", DASHBOARD_HTML))
+            }),
         },
         Route {
             method: Method::GET,
             // Redirected, so the page's relative URLs resolve.
             path: "/dashboard/",
-            handler: |_, req, _| Box::pin(redirect(req, "../dashboard")),
+            handler: Handler::Open(|_, req, _| Box::pin(redirect(req, "../dashboard"))),
         },
         Route {
             method: Method::GET,
             path: "/dashboard/app.js",
-            handler: |_, req, _| {
+            handler: Handler::Open(|_, req, _| {
                 Box::pin(file(req, "text/javascript; charset=utf-8", DASHBOARD_JS))
-            },
+            }),
         },
         Route {
             method: Method::GET,
             path: "/dashboard/app.css",
-            handler: |_, req, _| Box::pin(file(req, "text/css; charset=utf-8", DASHBOARD_CSS)),
+            handler: Handler::Open(|_, req, _| {
+                Box::pin(file(req, "text/css; charset=utf-8", DASHBOARD_CSS))
+            }),
         },
         Route {
             method: Method::GET,
             path: "/healthz",
-            handler: |_, req, _| Box::pin(tollgate::routes::healthz(req)),
+            handler: Handler::Open(|_, req, _| Box::pin(tollgate::routes::healthz(req))),
         },
     ];
+
+    fn callers(&self) -> &Callers {
+        &self.callers
+    }
 
     /// Every error response of this function is logged (a line per failed request).
     fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
@@ -126,25 +121,17 @@ pub fn owns(path: &str) -> bool {
     tollgate::routes::owns::<UsageReportState>(path)
 }
 
-async fn report(state: &UsageReportState, req: Request<Bytes>) -> Response<Body> {
+async fn report(state: &UsageReportState, caller: Caller, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
-    match state
-        .report
-        .report(bearer_token(req.headers()), req.uri().query())
-        .await
-    {
+    match state.report.report(&caller, req.uri().query()).await {
         Ok(report) => private_json(&report, &request_id),
         Err(err) => edge::logged_error(&err, &request_id),
     }
 }
 
-async fn events(state: &UsageReportState, req: Request<Bytes>) -> Response<Body> {
+async fn events(state: &UsageReportState, caller: Caller, req: Request<Bytes>) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
-    match state
-        .report
-        .events(bearer_token(req.headers()), req.uri().query())
-        .await
-    {
+    match state.report.events(&caller, req.uri().query()).await {
         Ok(list) => private_json(&list, &request_id),
         Err(err) => edge::logged_error(&err, &request_id),
     }

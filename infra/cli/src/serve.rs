@@ -12,12 +12,9 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 use tollgate::GatewayError;
 use tollgate::adapters::aws::AwsConfigSource;
-use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::emf::EmfSink;
-use tollgate::bootstrap::{
-    chat_service, embedded_chat_service, ingest_service_on, retriever, vector_index,
-};
-use tollgate::config::{ProviderMode, Settings};
+use tollgate::bootstrap::{Stores, vector_index};
+use tollgate::config::{ProviderMode, Settings, StoreKind};
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::MetricsSink;
 use tollgate::routes::Mounted;
@@ -46,8 +43,8 @@ pub struct ServeArgs {
     /// Where state lives: `memory` (the embedded default, demo tenants seeded) or `dynamodb`
     /// (tables `<prefix>-*` at the endpoint the standard AWS variables select, e.g.
     /// `AWS_ENDPOINT_URL=http://127.0.0.1:5000` for moto; create them with `tollgate init`).
-    #[arg(long, value_enum, default_value = "memory")]
-    store: StoreArg,
+    #[arg(long, default_value = "memory")]
+    store: StoreKind,
     /// DynamoDB table prefix (with `--store dynamodb`).
     #[arg(long, default_value = "tollgate", env = "TOLLGATE_TABLE_PREFIX")]
     table_prefix: String,
@@ -58,12 +55,6 @@ pub struct ServeArgs {
     /// limiter still runs on every request, it just never refuses.
     #[arg(long)]
     demo_unlimited: bool,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum StoreArg {
-    Memory,
-    Dynamodb,
 }
 
 #[derive(Clone)]
@@ -84,55 +75,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         MetricsOut::Off => Arc::new(MetricsOff),
     };
     let limits = args.demo_unlimited.then_some(tollgate::demo::UNLIMITED);
-    let index = vector_index(&settings)?;
-    let (mut chat, ingest, usage, providers, demo, store_line) = match args.store {
-        StoreArg::Memory => {
-            let (chat, store, providers) = embedded_chat_service(&settings, metrics.clone())?;
-            let ingest = ingest_service_on(&settings, metrics, store.clone(), index.clone())?;
-            let demo = tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits)
-                .await?;
-            let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
-            let line = "embedded store, in memory".to_owned();
-            (chat, ingest, usage, providers, demo, line)
-        }
-        StoreArg::Dynamodb => {
-            let names = TableNames::with_prefix(&args.table_prefix);
-            let store = Arc::new(DynamoStore::from_env(settings.aws, names).await);
-            let demo = if args.seed_demo {
-                tollgate::demo::seed_with_limits(store.as_ref(), chrono::Utc::now(), limits).await?
-            } else {
-                Vec::new()
-            };
-            let (chat, providers) = chat_service(&settings, metrics.clone(), store.clone())?;
-            // A Lambda reads the catalog on its first request; a local server checks the
-            // tables up front, so a missing `tollgate init` is reported at start.
-            chat.catalog
-                .get()
-                .await
-                .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
-            let ingest = ingest_service_on(&settings, metrics, store.clone(), index.clone())?;
-            let usage = usage_report::UsageReportState::on(store, settings.directory_cache_ttl);
-            let line = format!("DynamoDB, tables {}-*", args.table_prefix);
-            (chat, ingest, usage, providers, demo, line)
-        }
+    let stores = Stores::open(
+        args.store,
+        settings.aws,
+        &args.table_prefix,
+        settings.directory_cache_ttl,
+    )
+    .await;
+    let store_line = match stores.kind {
+        StoreKind::Memory => "embedded store, in memory".to_owned(),
+        StoreKind::Dynamodb => format!("DynamoDB, tables {}-*", args.table_prefix),
     };
-    chat.retriever = Some(retriever(&settings, &chat, index)?);
+    let demo = if stores.kind == StoreKind::Memory || args.seed_demo {
+        tollgate::demo::seed_with_limits(stores.backend.as_ref(), chrono::Utc::now(), limits)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let index = vector_index(&settings)?;
+    let (invoke, providers) =
+        invoke::InvokeState::build(&settings, &stores, metrics.clone(), Some(index.clone()))?;
+    if stores.kind == StoreKind::Dynamodb {
+        // A Lambda reads the catalog on its first request; a local server checks the tables
+        // up front, so a missing `tollgate init` is reported at start.
+        invoke
+            .chat
+            .catalog
+            .get()
+            .await
+            .context("cannot start on DynamoDB (did you run `tollgate init`?)")?;
+    }
+    let state = AppState {
+        invoke,
+        ingest: ingest::IngestState::build(&settings, &stores, metrics, index)?,
+        usage: usage_report::UsageReportState::build(&stores),
+    };
     // Load the tokenizer now rather than on the first request.
     let _ = tollgate::tokenizer::count_tokens("warm up");
 
-    let state = AppState {
-        invoke: invoke::InvokeState {
-            chat,
-            max_body_bytes: settings.max_body_bytes,
-            deadline_margin: settings.deadline_margin,
-        },
-        ingest: ingest::IngestState {
-            ingest,
-            max_body_bytes: settings.max_body_bytes,
-            deadline_margin: settings.deadline_margin,
-        },
-        usage,
-    };
     let app = Router::new().fallback(dispatch).with_state(state);
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -1,5 +1,5 @@
-//! The chat hot path: authenticate → load config → route → price → render prompt →
-//! (response cache) → provider → meter → observe.
+//! The chat hot path, for a resolved caller (`service::caller`): route → price → render
+//! prompt → (response cache) → admission → provider → meter → observe.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,13 +17,14 @@ use crate::http::ByteStream;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
 use crate::ports::store::ProfileStore;
-use crate::ports::{ApiKeyLookup, ResponseCache, TenantConfigSource};
+use crate::ports::{ResponseCache, TenantConfigSource};
 use crate::service::catalog::OperatorCatalog;
 use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
 use crate::wire::request::parse_chat_request;
 
-use super::auth::authenticate;
 use super::call::CallStep;
+use super::caller::{Caller, Refused};
+use super::context::RequestContext;
 use super::limiter::{Limiter, Reservation};
 use super::metering::{CallOutcome, CallRecord, Meter, elapsed_ms};
 use super::prepared::Prepared;
@@ -53,29 +54,6 @@ impl Providers {
         match kind {
             ProviderKind::Openai => self.openai.as_ref(),
             ProviderKind::Anthropic => self.anthropic.as_ref(),
-        }
-    }
-}
-
-/// Per-request facts known before any work is done.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub request_id: RequestId,
-    pub started: Instant,
-    /// The client asked to skip the response cache (`Cache-Control: no-cache`).
-    pub bypass_cache: bool,
-    /// When provider calls must be over: the Lambda invocation's deadline less the metering
-    /// margin (`tollgate::lambda::call_deadline`). `None` outside Lambda.
-    pub deadline: Option<tokio::time::Instant>,
-}
-
-impl RequestContext {
-    pub fn new(request_id: RequestId) -> Self {
-        Self {
-            request_id,
-            started: Instant::now(),
-            bypass_cache: false,
-            deadline: None,
         }
     }
 }
@@ -122,7 +100,7 @@ pub enum ChatReply {
 /// Everything the chat path needs, and nothing else: this is invoke's permission set.
 #[derive(Clone)]
 pub struct ChatService {
-    pub keys: Arc<dyn ApiKeyLookup>,
+    /// Fine-tuned model ownership (the caller's own configuration comes with the caller).
     pub tenants: Arc<dyn TenantConfigSource>,
     pub cache: Arc<dyn ResponseCache>,
     pub providers: Providers,
@@ -155,22 +133,34 @@ impl ChatService {
     pub async fn chat(
         &self,
         ctx: &RequestContext,
-        bearer: Option<&str>,
+        caller: &Caller,
         body: &[u8],
     ) -> Result<ChatReply, GatewayError> {
         // The trace moves into the call record once the request is admitted; from then on the
         // metering path (which survives a client disconnect) reports it. Until then, failures
         // are reported here.
         let mut trace = Some(self.trace(ctx));
-        let result = self.chat_inner(ctx, &mut trace, bearer, body).await;
-        if let (Err(err), Some(mut trace)) = (&result, trace) {
-            trace.status = err.status().as_u16();
-            trace.error_type = Some(err.kind());
-            trace.latency_ms = elapsed_ms(ctx.started);
-            self.meter.metrics.request(&trace);
-            log_failure(ctx, &trace, err);
+        let result = self.chat_inner(ctx, &mut trace, caller, body).await;
+        if let (Err(err), Some(trace)) = (&result, trace) {
+            self.report_failure(ctx, trace, err);
         }
         result
+    }
+
+    /// Records a chat request that had no caller (its key refused, its tenant disabled): its
+    /// metrics record and log line, as for any request refused before admission.
+    pub fn refused(&self, ctx: &RequestContext, refused: &Refused) {
+        let mut trace = self.trace(ctx);
+        trace.tenant_id = refused.tenant.as_ref().map(TenantId::to_string);
+        self.report_failure(ctx, trace, &refused.error);
+    }
+
+    fn report_failure(&self, ctx: &RequestContext, mut trace: RequestMetrics, err: &GatewayError) {
+        trace.status = err.status().as_u16();
+        trace.error_type = Some(err.kind());
+        trace.latency_ms = elapsed_ms(ctx.started);
+        self.meter.metrics.request(&trace);
+        log_failure(ctx, &trace, err);
     }
 
     fn trace(&self, ctx: &RequestContext) -> RequestMetrics {
@@ -199,25 +189,25 @@ impl ChatService {
         &self,
         ctx: &RequestContext,
         trace_slot: &mut Option<RequestMetrics>,
-        bearer: Option<&str>,
+        caller: &Caller,
         body: &[u8],
     ) -> Result<ChatReply, GatewayError> {
         let Some(trace) = trace_slot.as_mut() else {
             return Err(GatewayError::internal("request trace missing"));
         };
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
+        let tenant = &caller.tenant;
         trace.tenant_id = Some(tenant.to_string());
         let request = parse_chat_request(body)?;
         trace.streamed = request.stream;
         let mut prepared = self
-            .prepare(ctx, &tenant, request, PromptProfile::Unread)
+            .prepare(ctx, caller, request, PromptProfile::Unread)
             .await?;
         // Only now, once it is known to be one of the tenant's routes: a model string the
         // client made up never becomes a metric dimension (`unknown` instead).
         trace.model = Some(prepared.request.model.clone());
         trace.provider = Some(prepared.route.provider.as_str());
         trace.model_served = Some(prepared.route.model.clone());
-        self.recall(&tenant, &mut prepared).await?;
+        self.recall(tenant, &mut prepared).await?;
         // Retrieval happens after admission: its query embedding is admitted (and its excerpts
         // budgeted) with the chat call, so a refused request costs no embedding. A grounded
         // answer is never cached: it depends on documents that can change.
@@ -233,7 +223,7 @@ impl ChatService {
                 Ok(Some(hit)) => {
                     trace.cache_hit = Some(true);
                     let record =
-                        self.call_record(ctx, &tenant, &prepared, trace_slot, None, None)?;
+                        self.call_record(ctx, tenant, &prepared, trace_slot, None, None)?;
                     return Ok(self.serve_cache_hit(ctx, &prepared, record, hit).await);
                 }
                 Ok(None) => Some(CacheStatus::Miss),
@@ -247,12 +237,12 @@ impl ChatService {
         trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
 
         let (mut prepared, mut reservation, degraded_from) = self
-            .admit(ctx, &tenant, prepared, grounding.as_ref())
+            .admit(ctx, tenant, prepared, grounding.as_ref())
             .await?;
         if let Some(grounding) = grounding {
             let share = reservation.carve(grounding.query_tokens);
             if let Err(err) = self
-                .ground(ctx, &tenant, &mut prepared, grounding, share)
+                .ground(ctx, tenant, &mut prepared, grounding, share)
                 .await
             {
                 self.limiter.release(&reservation).await;
@@ -282,7 +272,7 @@ impl ChatService {
             .filter(|_| cache_status == Some(CacheStatus::Miss) && degraded_from.is_none());
         let record = self.call_record(
             ctx,
-            &tenant,
+            tenant,
             &prepared,
             trace_slot,
             Some(reservation),
@@ -367,7 +357,11 @@ impl ChatService {
                 tracing::info!(request_id = %ctx.request_id, tenant_id = %tenant, from = %requested, to = %target, "daily usage past the degradation threshold; serving a cheaper model");
                 // The profile read for the original request renders the degraded one too.
                 let profile = PromptProfile::Read(prepared.profile.clone());
-                let mut degraded = self.prepare(ctx, tenant, request, profile).await?;
+                let caller = Caller {
+                    tenant: tenant.clone(),
+                    config: prepared.config.clone(),
+                };
+                let mut degraded = self.prepare(ctx, &caller, request, profile).await?;
                 degraded.carry_over(prepared);
                 (degraded, Some(requested))
             }
@@ -547,16 +541,11 @@ impl ChatService {
     async fn prepare(
         &self,
         ctx: &RequestContext,
-        tenant: &TenantId,
+        caller: &Caller,
         request: ChatRequest,
         profile: PromptProfile,
     ) -> Result<Prepared, GatewayError> {
-        let config = self.tenants.tenant_config(tenant).await?.ok_or_else(|| {
-            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
-        })?;
-        if config.disabled {
-            return Err(GatewayError::TenantDisabled);
-        }
+        let (tenant, config) = (&caller.tenant, caller.config.clone());
         let route = routing::resolve(&config, &request.model)?.clone();
         if route.is_fine_tuned() {
             let owner = self
@@ -684,11 +673,9 @@ impl ChatService {
             .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?
     }
 
-    /// The `/v1/users/{user_id}/profile` routes, on this service's keys, tenants and store.
+    /// The `/v1/users/{user_id}/profile` routes, on this service's profile store and clock.
     pub fn profile_service(&self) -> ProfileService {
         ProfileService {
-            keys: self.keys.clone(),
-            tenants: self.tenants.clone(),
             profiles: self.profiles.clone(),
             clock: self.meter.clock.clone(),
         }
@@ -778,32 +765,21 @@ fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError)
     }
 }
 
-impl ChatService {
-    /// `GET /v1/models`: the logical models the authenticated tenant may request.
-    pub async fn models(
-        &self,
-        bearer: Option<&str>,
-    ) -> Result<crate::wire::openai::ModelList, GatewayError> {
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
-        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
-            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
-        })?;
-        if config.disabled {
-            return Err(GatewayError::TenantDisabled);
-        }
-        let data = config
-            .routes
-            .keys()
-            .map(|id| crate::wire::openai::ModelObject {
-                id: id.clone(),
-                object: "model".into(),
-                created: 0,
-                owned_by: tenant.to_string(),
-            })
-            .collect();
-        Ok(crate::wire::openai::ModelList {
-            object: "list".into(),
-            data,
+/// `GET /v1/models`: the logical models the caller may request (its routes).
+pub fn models(caller: &Caller) -> crate::wire::openai::ModelList {
+    let data = caller
+        .config
+        .routes
+        .keys()
+        .map(|id| crate::wire::openai::ModelObject {
+            id: id.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: caller.tenant.to_string(),
         })
+        .collect();
+    crate::wire::openai::ModelList {
+        object: "list".into(),
+        data,
     }
 }

@@ -37,11 +37,12 @@ use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{ProviderError, ProviderErrorKind};
 use crate::ports::store::{ClaimOutcome, DocumentStore};
 use crate::ports::vector::{Embedder, Embeddings, IndexReadiness, IndexedChunk, VectorIndex};
-use crate::ports::{ApiKeyLookup, Clock, MetricsSink, TenantConfigSource, UsageSink};
+use crate::ports::{Clock, MetricsSink, UsageSink};
 use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
 
-use super::auth::authenticate;
+use super::caller::{Caller, Refused};
+use super::context::RequestContext;
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
 use super::limiter::{Limiter, Reservation, oversized};
 
@@ -76,8 +77,6 @@ pub fn storage_quota(tier: Tier) -> u64 {
 
 #[derive(Clone)]
 pub struct IngestService {
-    pub keys: Arc<dyn ApiKeyLookup>,
-    pub tenants: Arc<dyn TenantConfigSource>,
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn VectorIndex>,
     pub embedder: Arc<dyn Embedder>,
@@ -159,6 +158,16 @@ struct Spent {
 }
 
 impl Spent {
+    /// Nothing spent yet, by `tenant` (if known).
+    fn by(tenant: Option<TenantId>) -> Self {
+        Self {
+            tenant,
+            usage: TokenUsage::default(),
+            cost: rust_decimal::Decimal::ZERO,
+            usage_source: UsageSource::None,
+        }
+    }
+
     fn add(&mut self, usage: TokenUsage, cost: rust_decimal::Decimal, source: UsageSource) {
         self.usage.prompt_tokens += usage.prompt_tokens;
         self.cost += cost;
@@ -182,20 +191,6 @@ struct Shared<'a> {
 }
 
 impl IngestService {
-    async fn tenant(
-        &self,
-        bearer: Option<&str>,
-    ) -> Result<(TenantId, Arc<TenantConfig>), GatewayError> {
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
-        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
-            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
-        })?;
-        if config.disabled {
-            return Err(GatewayError::TenantDisabled);
-        }
-        Ok((tenant, config))
-    }
-
     async fn ensure_ready(&self) -> Result<(), GatewayError> {
         self.ready
             .ensure(self.index.as_ref(), self.embedder.dimensions())
@@ -217,35 +212,41 @@ impl IngestService {
     /// with a call unmetered.
     pub async fn ingest(
         &self,
-        request_id: &RequestId,
-        bearer: Option<&str>,
+        ctx: &RequestContext,
+        caller: &Caller,
         body: &[u8],
-        deadline: Option<tokio::time::Instant>,
     ) -> Result<IngestReport, GatewayError> {
-        let started = Instant::now();
-        let mut spent = Spent {
-            tenant: None,
-            usage: TokenUsage::default(),
-            cost: rust_decimal::Decimal::ZERO,
-            usage_source: UsageSource::None,
-        };
-        let result = self
-            .ingest_documents(request_id, bearer, body, deadline, &mut spent)
-            .await;
-        let error = result.as_ref().err();
+        let mut spent = Spent::by(Some(caller.tenant.clone()));
+        let result = self.ingest_documents(ctx, caller, body, &mut spent).await;
+        self.report(ctx, &spent, result.as_ref().err());
+        result
+    }
+
+    /// Records an upload that had no caller (its key refused, its tenant disabled): its
+    /// metrics record and log line, as for any refused upload.
+    pub fn refused(&self, ctx: &RequestContext, refused: &Refused) {
+        self.report(
+            ctx,
+            &Spent::by(refused.tenant.clone()),
+            Some(&refused.error),
+        );
+    }
+
+    /// The request's one metrics record (and its log line when it failed).
+    fn report(&self, ctx: &RequestContext, spent: &Spent, error: Option<&GatewayError>) {
         if let Some(err) = error {
-            log_failure(request_id, spent.tenant.as_ref(), None, err);
+            log_failure(&ctx.request_id, spent.tenant.as_ref(), None, err);
         }
         self.metrics.request(&RequestMetrics {
             timestamp: self.clock.now(),
             function: "ingest",
-            request_id: request_id.to_string(),
+            request_id: ctx.request_id.to_string(),
             tenant_id: spent.tenant.as_ref().map(TenantId::to_string),
             model: Some("embeddings".into()),
             model_served: None,
             provider: Some(self.embedder.kind().as_str()),
             status: error.map_or(200, |e| e.status().as_u16()),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             provider_latency_ms: None,
             usage: spent.usage,
             usage_source: spent.usage_source,
@@ -255,25 +256,23 @@ impl IngestService {
             cache_hit: None,
             attempts: 1,
         });
-        result
     }
 
     async fn ingest_documents(
         &self,
-        request_id: &RequestId,
-        bearer: Option<&str>,
+        ctx: &RequestContext,
+        caller: &Caller,
         body: &[u8],
-        deadline: Option<tokio::time::Instant>,
         spent: &mut Spent,
     ) -> Result<IngestReport, GatewayError> {
-        let (tenant, config) = self.tenant(bearer).await?;
-        spent.tenant = Some(tenant.clone());
+        let (request_id, deadline) = (&ctx.request_id, ctx.deadline);
+        let (tenant, config) = (&caller.tenant, &caller.config);
         let (documents, batch) = parse_documents(body, self.limits.max_documents)?;
         self.ensure_ready().await?;
         let catalog = self.catalog.get().await?;
         let shared = Shared {
-            tenant: &tenant,
-            config: &config,
+            tenant,
+            config,
             price: catalog
                 .prices
                 .lookup(self.embedder.kind(), self.embedder.model()),
@@ -303,7 +302,7 @@ impl IngestService {
                 },
                 Err(err) => {
                     if batch {
-                        log_failure(request_id, Some(&tenant), Some(n), &err);
+                        log_failure(request_id, Some(tenant), Some(n), &err);
                     }
                     DocumentResult {
                         id,
@@ -632,32 +631,32 @@ impl IngestService {
     /// `GET /v1/documents`: one page of the tenant's documents, by id.
     pub async fn list(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         query: Option<&str>,
     ) -> Result<DocumentList, GatewayError> {
-        let (tenant, _) = self.tenant(bearer).await?;
+        let tenant = &caller.tenant;
         let q = parse_list_query(query.unwrap_or_default())?;
         let page = self
             .documents
-            .documents_page(&tenant, q.cursor.as_ref(), q.limit)
+            .documents_page(tenant, q.cursor.as_ref(), q.limit)
             .await?;
         Ok(DocumentList::from(page))
     }
 
     /// `DELETE /v1/documents/{id}`: removes the document's chunks, its entry and its charge.
-    pub async fn delete(&self, bearer: Option<&str>, raw_id: &str) -> Result<bool, GatewayError> {
-        let (tenant, _) = self.tenant(bearer).await?;
+    pub async fn delete(&self, caller: &Caller, raw_id: &str) -> Result<bool, GatewayError> {
+        let tenant = &caller.tenant;
         let id = DocumentId::parse(raw_id)
             .map_err(|m| GatewayError::invalid(m, Some("id".to_owned())))?;
         self.ensure_ready().await?;
         let busy = || GatewayError::DocumentBusy { id: id.to_string() };
         for _ in 0..CLAIM_ATTEMPTS {
-            let slot = self.documents.storage_slot(&tenant, &id).await?;
+            let slot = self.documents.storage_slot(tenant, &id).await?;
             let removal = slot.removal(self.clock.now()).map_err(|_| busy())?;
             // The chunks go first: an entry outliving its chunks overcounts, never the reverse.
             let removed = self
                 .index
-                .delete_document(&tenant, &id)
+                .delete_document(tenant, &id)
                 .await
                 .map_err(GatewayError::from)?;
             match removal {
@@ -665,7 +664,7 @@ impl IngestService {
                 Some(removal) => {
                     if self
                         .documents
-                        .remove_document(&tenant, &id, &removal)
+                        .remove_document(tenant, &id, &removal)
                         .await?
                     {
                         return Ok(true);

@@ -1,10 +1,11 @@
 //! Use cases: the domain wired to the ports. Handlers call exactly one of these.
 
 pub mod anomaly;
-pub mod auth;
 mod call;
+pub mod caller;
 pub mod catalog;
 pub mod chat;
+mod context;
 mod embedding_usage;
 pub mod ingest;
 pub mod limiter;
@@ -16,4 +17,6 @@ mod stream;
 mod structured;
 pub mod usage_report;
 
-pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta, RequestContext};
+pub use caller::{Caller, Callers, Refused};
+pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta};
+pub use context::RequestContext;

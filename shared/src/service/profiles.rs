@@ -1,7 +1,7 @@
 //! End-user profiles: the `/v1/users/{user_id}/profile` routes, and the profile a chat
 //! request's system prompt is rendered with.
 //!
-//! The tenant comes from the bearer key only, and every store call names it, so a tenant reads
+//! The tenant is the caller's (its bearer key's), and every store call names it, so a tenant reads
 //! and writes its own users' profiles and no path or body can name another tenant's. Profiles
 //! are not cached: a profile changes whenever the tenant's app says so, and the next chat request
 //! must see it. The read costs one GetItem, and only for requests that name a `user` under a
@@ -18,10 +18,10 @@ use crate::domain::ids::{RequestId, TenantId};
 use crate::domain::profile::{ProfileRecord, UserId, UserProfile};
 use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
+use crate::ports::Clock;
 use crate::ports::store::ProfileStore;
-use crate::ports::{ApiKeyLookup, Clock, TenantConfigSource};
 
-use super::auth::authenticate;
+use super::caller::Caller;
 
 /// The profile a request's prompt renders with, when it is already known.
 #[derive(Debug, Clone, Default)]
@@ -62,10 +62,8 @@ pub struct ProfileDeleted {
 }
 
 /// The `/v1/users/{user_id}/profile` routes. Built from the chat service's ports
-/// (`ChatService::profile_service`): the same keys, tenants and profile store.
+/// (`ChatService::profile_service`): the same profile store and clock.
 pub struct ProfileService {
-    pub keys: Arc<dyn ApiKeyLookup>,
-    pub tenants: Arc<dyn TenantConfigSource>,
     /// `None` where the deployment has no profile store.
     pub profiles: Option<Arc<dyn ProfileStore>>,
     pub clock: Arc<dyn Clock>,
@@ -76,11 +74,11 @@ impl ProfileService {
     /// replacing any previous one.
     pub async fn put_profile(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         user_segment: &str,
         body: &[u8],
     ) -> Result<ProfileView, GatewayError> {
-        let (tenant, store) = self.profile_access(bearer).await?;
+        let (tenant, store) = self.profile_access(caller)?;
         let user_id = UserId::from_path_segment(user_segment)?;
         let record = ProfileRecord {
             tenant_id: tenant,
@@ -95,10 +93,10 @@ impl ProfileService {
     /// `GET /v1/users/{user_id}/profile`.
     pub async fn get_profile(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         user_segment: &str,
     ) -> Result<ProfileView, GatewayError> {
-        let (tenant, store) = self.profile_access(bearer).await?;
+        let (tenant, store) = self.profile_access(caller)?;
         let user_id = UserId::from_path_segment(user_segment)?;
         store
             .profile(&tenant, &user_id)
@@ -112,10 +110,10 @@ impl ProfileService {
     /// `DELETE /v1/users/{user_id}/profile`.
     pub async fn delete_profile(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         user_segment: &str,
     ) -> Result<ProfileDeleted, GatewayError> {
-        let (tenant, store) = self.profile_access(bearer).await?;
+        let (tenant, store) = self.profile_access(caller)?;
         let user_id = UserId::from_path_segment(user_segment)?;
         if store.delete_profile(&tenant, &user_id).await? {
             Ok(ProfileDeleted {
@@ -130,25 +128,18 @@ impl ProfileService {
         }
     }
 
-    /// The caller's tenant (authenticated, configured, enabled) and the profile store.
-    async fn profile_access(
+    /// The caller's tenant and the profile store.
+    fn profile_access(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
     ) -> Result<(TenantId, &Arc<dyn ProfileStore>), GatewayError> {
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
-        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
-            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
-        })?;
-        if config.disabled {
-            return Err(GatewayError::TenantDisabled);
-        }
         let store = self.profiles.as_ref().ok_or_else(|| {
             GatewayError::invalid(
                 "end-user profiles are not available in this deployment",
                 Some("user_id".to_owned()),
             )
         })?;
-        Ok((tenant, store))
+        Ok((caller.tenant.clone(), store))
     }
 }
 

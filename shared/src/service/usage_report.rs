@@ -1,6 +1,6 @@
 //! Usage report and event listing for the authenticated tenant (the usage-report function).
 //!
-//! The tenant comes from the bearer key only, as for invoke and ingest: no query parameter can
+//! The tenant is the caller's (its bearer key's), as for invoke and ingest: no query parameter can
 //! select another tenant (`tenant_id` is refused with a 400, like any unknown parameter).
 //! Parameters are parsed here into typed specs; every mistake is a 400 in the OpenAI error shape
 //! naming the parameter (`GatewayError::InvalidRequest`, rendered by `http::error`).
@@ -21,7 +21,6 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::domain::ids::TenantId;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::UsageEvent;
 use crate::domain::usage_report::{
@@ -30,9 +29,9 @@ use crate::domain::usage_report::{
 };
 use crate::error::GatewayError;
 use crate::ports::store::UsageEvents;
-use crate::ports::{ApiKeyLookup, Clock, TenantConfigSource, UsageQuery};
+use crate::ports::{Clock, UsageQuery};
 
-use super::auth::authenticate;
+use super::caller::Caller;
 
 /// Longest report range: about a quarter (a bounded number of rollup reads).
 pub const MAX_RANGE_DAYS: i64 = 93;
@@ -60,8 +59,6 @@ const EVENT_PARAMS: &[&str] = &[
 
 #[derive(Clone)]
 pub struct UsageReportService {
-    pub keys: Arc<dyn ApiKeyLookup>,
-    pub tenants: Arc<dyn TenantConfigSource>,
     pub usage: Arc<dyn UsageQuery>,
     pub events: Arc<dyn UsageEvents>,
     pub clock: Arc<dyn Clock>,
@@ -71,40 +68,28 @@ impl UsageReportService {
     /// `GET /v1/usage`.
     pub async fn report(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         query: Option<&str>,
     ) -> Result<UsageReport, GatewayError> {
-        let tenant = self.tenant(bearer).await?;
+        let tenant = &caller.tenant;
         let spec = parse_report_query(query.unwrap_or_default(), self.clock.now())?;
-        let rollups = self.usage.rollups(&tenant, spec.from, spec.to).await?;
-        Ok(build_report(&tenant, &spec, &rollups))
+        let rollups = self.usage.rollups(tenant, spec.from, spec.to).await?;
+        Ok(build_report(tenant, &spec, &rollups))
     }
 
     /// `GET /v1/usage/events`.
     pub async fn events(
         &self,
-        bearer: Option<&str>,
+        caller: &Caller,
         query: Option<&str>,
     ) -> Result<EventList, GatewayError> {
-        let tenant = self.tenant(bearer).await?;
+        let tenant = &caller.tenant;
         let q = parse_events_query(query.unwrap_or_default())?;
         let page = self
             .events
-            .events_page(&tenant, &q.filter, q.cursor.as_ref(), q.limit)
+            .events_page(tenant, &q.filter, q.cursor.as_ref(), q.limit)
             .await?;
         Ok(EventList::from(page))
-    }
-
-    /// The key's tenant; a disabled tenant is refused as everywhere else.
-    async fn tenant(&self, bearer: Option<&str>) -> Result<TenantId, GatewayError> {
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
-        let config = self.tenants.tenant_config(&tenant).await?.ok_or_else(|| {
-            GatewayError::internal(format!("tenant {tenant} has a key but no configuration"))
-        })?;
-        if config.disabled {
-            return Err(GatewayError::TenantDisabled);
-        }
-        Ok(tenant)
     }
 }
 

@@ -3,8 +3,6 @@
 //! a provider call. A refusal names the field and what it must be, never the value sent: the
 //! message is the request's log line as well as the response.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::{Value, json};
@@ -319,7 +317,7 @@ async fn refusals_name_the_field_and_expected_type_and_never_echo_or_log_the_val
         responses.push(res.text());
     }
 
-    let usage = UsageReportState::on(gw.store.clone(), Duration::ZERO);
+    let usage = UsageReportState::build(&tollgate::bootstrap::Stores::embedded(gw.store.clone()));
     for (query, param) in [
         (format!("limit={}", canary(17)), "limit"),
         (format!("from={}", canary(18)), "from"),

@@ -17,14 +17,13 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
 use tollgate::adapters::memory::MemoryMetrics;
-use tollgate::bootstrap::chat_service;
 use tollgate::domain::chat::Completion;
 use tollgate::domain::limits::LimitOverrides;
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::provider::{EventStream, LlmProvider, ProviderError, ProviderRequest};
 use tollgate::ports::{TenantAdmin, UsageQuery, UsageSink};
 use tollgate::service::Providers;
-use tollgate_tests::harness::{TestResponse, settings};
+use tollgate_tests::harness::{TestResponse, invoke_on, settings};
 
 /// The moto endpoint, or `None` (skip) outside CI. In CI a missing emulator is a failure.
 fn endpoint() -> Option<String> {
@@ -90,7 +89,7 @@ impl DynamoGateway {
             .unwrap();
         let metrics = Arc::new(MemoryMetrics::default());
         let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
-        let (mut chat, _) = chat_service(&s, metrics.clone(), Arc::new(store.clone())).unwrap();
+        let mut state = invoke_on(&s, Arc::new(store.clone()), metrics.clone());
         let simulated = Arc::new(tollgate::adapters::simulated::SimulatedProvider::new(
             ProviderKind::Openai,
             tollgate::adapters::simulated::SimulatedLatency {
@@ -104,18 +103,14 @@ impl DynamoGateway {
             at_call: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         });
-        chat.providers = Providers::default().with(probe.clone()).with(Arc::new(
+        state.chat.providers = Providers::default().with(probe.clone()).with(Arc::new(
             tollgate::adapters::simulated::SimulatedProvider::new(
                 ProviderKind::Anthropic,
                 Default::default(),
             ),
         ));
         Self {
-            state: invoke::InvokeState {
-                chat,
-                max_body_bytes: 1 << 20,
-                deadline_margin: std::time::Duration::from_secs(3),
-            },
+            state,
             store,
             metrics,
             keys: seeded
@@ -401,15 +396,13 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
     // A cold start makes no store call (`chat_service` is not even async), so it starts
     // against a dead store; the first request that needs the operator catalog fails closed.
-    let (mut cold, _) = chat_service(&s, Arc::new(MemoryMetrics::default()), dead.clone()).unwrap();
+    let mut cold = invoke_on(&s, dead.clone(), Arc::new(MemoryMetrics::default())).chat;
     assert!(!cold.catalog.is_loaded());
-    cold.keys = gw.state.chat.keys.clone();
     cold.tenants = gw.state.chat.tenants.clone();
     cold.providers = gw.state.chat.providers.clone();
     let catalog_down = invoke::InvokeState {
         chat: cold.clone(),
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
+        ..gw.state.clone()
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&catalog_down, post(&gw.keys["acme"])).await).await;
@@ -429,8 +422,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     ));
     let limiter_down = invoke::InvokeState {
         chat: chat.clone(),
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
+        ..gw.state.clone()
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&limiter_down, post(&gw.keys["acme"])).await).await;
@@ -440,12 +432,14 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
     );
 
     // Everything unreachable: the key lookup itself fails, also as a retryable 503.
-    chat.keys = dead.clone();
-    chat.tenants = dead;
+    chat.tenants = dead.clone();
     let all_down = invoke::InvokeState {
         chat,
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
+        callers: tollgate::service::Callers {
+            keys: dead.clone(),
+            tenants: dead,
+        },
+        ..gw.state.clone()
     };
     let (status, retry_after, code) =
         error_code(invoke::handle(&all_down, post(&gw.keys["acme"])).await).await;
@@ -473,8 +467,7 @@ async fn dynamodb_a_usage_write_that_fails_after_the_call_is_kept_for_replay_not
     chat.meter.usage = dead;
     let state = invoke::InvokeState {
         chat,
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
+        ..gw.state.clone()
     };
     let res = invoke::handle(&state, post(&gw.keys["globex"])).await;
     assert_eq!(
@@ -594,8 +587,7 @@ async fn dynamodb_stopped_mid_run_gives_503s_no_provider_calls_and_keeps_in_flig
     chat.providers = Providers::default().with(slow.clone());
     let state = Arc::new(invoke::InvokeState {
         chat,
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
+        ..gw.state.clone()
     });
 
     // Before the stop: normal service.

@@ -924,20 +924,16 @@ async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
     let index = Arc::new(MemoryVectorIndex::new());
     let settings = tollgate_tests::harness::settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
     let metrics = Arc::new(tollgate::adapters::memory::MemoryMetrics::default());
-    let mut service = tollgate::bootstrap::ingest_service_on(
-        &settings,
-        metrics,
+    let stores = tollgate::bootstrap::Stores::on(
         Arc::new(store.clone()),
-        index.clone(),
-    )
-    .unwrap();
-    service.limits = three_chunk_limits();
-    service.embedder = SlowEmbedder::wrap(&service.embedder, 50);
-    let state = ingest::IngestState {
-        ingest: service,
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
-    };
+        settings.directory_cache_ttl,
+        tollgate::config::StoreKind::Dynamodb,
+    );
+    let mut state = ingest::IngestState::build(&settings, &stores, metrics, index.clone()).unwrap();
+    state.ingest.limits = three_chunk_limits();
+    state.ingest.embedder = SlowEmbedder::wrap(&state.ingest.embedder, 50);
+    state.max_body_bytes = 1 << 20;
+    state.deadline_margin = std::time::Duration::from_secs(3);
     let key = seeded
         .iter()
         .find(|(tenant, _)| tenant.as_str() == "globex")

@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
@@ -595,7 +594,8 @@ async fn get_usage(state: &usage_report::UsageReportState, key: Option<&str>) ->
 
 /// usage-report: a report, and a request refused for its missing key.
 async fn drive_usage_report(gw: &Gateway) -> Samples {
-    let state = usage_report::UsageReportState::on(gw.store.clone(), Duration::ZERO);
+    let stores = tollgate::bootstrap::Stores::embedded(gw.store.clone());
+    let state = usage_report::UsageReportState::build(&stores);
     assert_eq!(get_usage(&state, Some(gw.key("acme"))).await.status, 200);
     let refused = get_usage(&state, None).await;
     assert_eq!(refused.status, 401);

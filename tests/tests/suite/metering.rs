@@ -90,11 +90,16 @@ async fn a_client_that_disconnects_mid_stream_is_still_metered_exactly_once() {
     let mut body = chat_body("claude-sonnet", "tell me a long story");
     body["stream"] = json!(true);
     let ctx = RequestContext::new(RequestId::generate());
-    let key = gw.key("globex").to_owned();
+    let caller = gw
+        .state
+        .callers
+        .resolve(Some(gw.key("globex")))
+        .await
+        .unwrap();
     let reply = gw
         .state
         .chat
-        .chat(&ctx, Some(&key), body.to_string().as_bytes())
+        .chat(&ctx, &caller, body.to_string().as_bytes())
         .await
         .unwrap();
     let ChatReply::Stream { mut events, .. } = reply else {

@@ -811,8 +811,7 @@ async fn dynamodb_profiles_through_the_handler_cost_one_read_only_when_rendered(
     store.put_tenant_config(config).await.unwrap();
     let s = settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
     let metrics = Arc::new(MemoryMetrics::default());
-    let (mut chat, _) =
-        tollgate::bootstrap::chat_service(&s, metrics, Arc::new(store.clone())).unwrap();
+    let mut state = tollgate_tests::harness::invoke_on(&s, Arc::new(store.clone()), metrics);
     let capture = Arc::new(Capture {
         inner: tollgate::adapters::simulated::SimulatedProvider::new(
             ProviderKind::Openai,
@@ -820,12 +819,7 @@ async fn dynamodb_profiles_through_the_handler_cost_one_read_only_when_rendered(
         ),
         systems: Default::default(),
     });
-    chat.providers = Providers::default().with(capture.clone());
-    let state = invoke::InvokeState {
-        chat,
-        max_body_bytes: 1 << 20,
-        deadline_margin: std::time::Duration::from_secs(3),
-    };
+    state.chat.providers = Providers::default().with(capture.clone());
     let send = |tenant: &str, method: Method, path: &str, body: Value| {
         let req = Request::builder()
             .method(method)

@@ -218,7 +218,8 @@ impl Env {
         let openai = OpenAiStandIn::start().await;
         let anthropic = AnthropicStandIn::start().await;
         let gw = Gateway::with_standins(&openai, &anthropic).await;
-        let usage = UsageReportState::on(gw.store.clone(), Duration::ZERO);
+        let usage =
+            UsageReportState::build(&tollgate::bootstrap::Stores::embedded(gw.store.clone()));
         Self {
             openai,
             anthropic,
@@ -1039,18 +1040,16 @@ mod dynamodb {
             ("TOLLGATE_PROVIDERS", "simulated".into()),
             ("TOLLGATE_SIMULATED_LATENCY_MS", "3".into()),
         ]);
-        let (chat, _) = tollgate::bootstrap::chat_service(
+        let invoke = tollgate_tests::harness::invoke_on(
             &s,
-            Arc::new(MemoryMetrics::default()),
             Arc::new(store.clone()),
-        )
-        .unwrap();
-        let invoke = invoke::InvokeState {
-            chat,
-            max_body_bytes: 1 << 20,
-            deadline_margin: std::time::Duration::from_secs(3),
-        };
-        let usage = UsageReportState::on(Arc::new(store.clone()), Duration::ZERO);
+            Arc::new(MemoryMetrics::default()),
+        );
+        let usage = UsageReportState::build(&tollgate::bootstrap::Stores::on(
+            Arc::new(store.clone()),
+            Duration::ZERO,
+            tollgate::config::StoreKind::Dynamodb,
+        ));
 
         let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, (tenant, model)) in [

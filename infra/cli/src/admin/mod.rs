@@ -23,14 +23,10 @@ mod usage_tests;
 use tollgate::adapters::alerts::MemoryAlerts;
 use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::cloudwatch::CloudWatchAlerts;
-use tollgate::adapters::dynamodb::{DynamoStore, TableNames};
-use tollgate::adapters::memory::MemoryStore;
+use tollgate::bootstrap::Stores;
+use tollgate::config::StoreKind;
 use tollgate::config::anomaly::AnomalySettings;
 use tollgate::ports::alerts::AnomalyAlerts;
-use tollgate::ports::store::{
-    AnomalyStore, ApiKeyLookup, Catalog, TenantAdmin, TenantConfigSource, UsageActivity,
-    UsageQuery, UsageSink,
-};
 
 /// `tollgate --help`: what the binary does, with a first session as the example.
 pub const LONG_ABOUT: &str = "\
@@ -52,53 +48,20 @@ Example:
   tollgate tenant update acme --tpm 50000 --cache on
   tollgate tenant list";
 
-/// Every port the operator commands use, so one store value can serve them all. Each command
-/// function still names only the ports it touches.
-pub trait AdminStore:
-    TenantAdmin
-    + TenantConfigSource
-    + ApiKeyLookup
-    + Catalog
-    + UsageSink
-    + UsageActivity
-    + UsageQuery
-    + AnomalyStore
-{
-}
-
-impl<T> AdminStore for T where
-    T: TenantAdmin
-        + TenantConfigSource
-        + ApiKeyLookup
-        + Catalog
-        + UsageSink
-        + UsageActivity
-        + UsageQuery
-        + AnomalyStore
-{
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum StoreKind {
-    /// The DynamoDB tables `{table-prefix}-*`, at the endpoint the standard AWS environment
-    /// selects (AWS_REGION, credentials chain, AWS_ENDPOINT_URL for an emulator).
-    Dynamodb,
-    /// An empty in-process store, thrown away when the command exits: a dry run of
-    /// `tenant create` or `price set` that validates the input without touching DynamoDB.
-    Memory,
-}
+/// Every port of one store, so one store value serves every operator command (the
+/// composition root's [`Backend`](tollgate::bootstrap::Backend)). Each command function still
+/// names only the ports it touches.
+pub use tollgate::bootstrap::Backend as AdminStore;
 
 /// Where the operator commands read and write.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// Which store to use.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "dynamodb",
-        global = true,
-        display_order = 1000
-    )]
+    /// Which store to use: `dynamodb` (the tables `{table-prefix}-*`, at the endpoint the
+    /// standard AWS environment selects: AWS_REGION, the credentials chain, AWS_ENDPOINT_URL
+    /// for an emulator) or `memory` (an empty in-process store, thrown away when the command
+    /// exits: a dry run of `tenant create` or `price set` that validates the input without
+    /// touching DynamoDB).
+    #[arg(long, default_value = "dynamodb", global = true, display_order = 1000)]
     pub store: StoreKind,
     /// DynamoDB table name prefix: tables are `{prefix}-tenants`, `-usage`, `-limits`, `-cache`
     /// (the same prefix `tollgate init --prefix` used).
@@ -195,17 +158,15 @@ impl std::error::Error for UsageError {}
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     let outcome = async {
         let args = command.store_args().clone();
-        let store: Box<dyn AdminStore> = match args.store {
-            StoreKind::Dynamodb => Box::new(
-                DynamoStore::from_env(
-                    AwsConfigSource::DEFAULT_CHAIN,
-                    TableNames::with_prefix(&args.table_prefix),
-                )
-                .await,
-            ),
-            StoreKind::Memory => Box::new(MemoryStore::new()),
-        };
-        execute(store.as_ref(), command).await
+        // Operator commands read the store directly: no cache in front of it.
+        let stores = Stores::open(
+            args.store,
+            AwsConfigSource::DEFAULT_CHAIN,
+            &args.table_prefix,
+            std::time::Duration::ZERO,
+        )
+        .await;
+        execute(stores.backend.as_ref(), command).await
     }
     .await;
     match outcome {

@@ -13,7 +13,7 @@ use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::tenant::{ProviderKind, TenantConfig, Tier};
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
 use tollgate::ports::store::{Catalog, TenantAdmin, TenantConfigSource, UsageSink};
-use tollgate::service::auth::authenticate;
+use tollgate::service::caller::authenticate;
 
 use super::parse::TierArg;
 use super::replay::{ReplayReport, replay};

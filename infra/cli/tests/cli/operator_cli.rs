@@ -16,7 +16,7 @@ use tollgate::adapters::emf::render_metering_failure;
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::tenant::{TenantConfig, Tier};
 use tollgate::ports::store::UsageQuery;
-use tollgate::service::auth::authenticate;
+use tollgate::service::caller::authenticate;
 
 /// The binary with an environment that can only reach `endpoint` (or nothing at all).
 fn tollgate(endpoint: Option<&str>) -> Command {

@@ -1,0 +1,28 @@
+//! What a request carries into a service besides its caller and body.
+
+use std::time::Instant;
+
+use crate::domain::ids::RequestId;
+
+/// Per-request facts known before any work is done.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: RequestId,
+    pub started: Instant,
+    /// The client asked to skip the response cache (`Cache-Control: no-cache`).
+    pub bypass_cache: bool,
+    /// When provider calls must be over: the Lambda invocation's deadline less the metering
+    /// margin (`tollgate::lambda::call_deadline`). `None` outside Lambda.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl RequestContext {
+    pub fn new(request_id: RequestId) -> Self {
+        Self {
+            request_id,
+            started: Instant::now(),
+            bypass_cache: false,
+            deadline: None,
+        }
+    }
+}
