@@ -19,6 +19,7 @@ use crate::domain::prompt::PromptTemplate;
 use crate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route, TenantConfig, Tier};
 use crate::ports::store::{StoreError, TenantAdmin};
 
+/// The provider id of acme's fine-tuned OpenAI model; [`seed`] registers it to acme.
 pub const ACME_FINE_TUNED: &str = "ft:gpt-4o-mini-2024-07-18:acme::sup01";
 
 fn route(provider: ProviderKind, model: &str) -> Route {
@@ -37,6 +38,7 @@ fn template(source: &str) -> Result<PromptTemplate, StoreError> {
     PromptTemplate::parse(source).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The `acme` demo tenant's configuration (see the module docs).
 pub fn acme_config() -> Result<TenantConfig, StoreError> {
     Ok(TenantConfig {
         tenant_id: tenant("acme")?,
@@ -94,6 +96,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
     })
 }
 
+/// The `globex` demo tenant's configuration (see the module docs).
 pub fn globex_config() -> Result<TenantConfig, StoreError> {
     let policies = "Globex Travel policy: refunds within 24 hours of booking are free; \
                     later changes cost a fee that depends on the fare class. "

@@ -14,6 +14,7 @@ pub use crate::domain::usage::ErrorKind;
 pub enum DocumentRejection {
     /// Not a document object (a missing `text`, an unknown field, a wrong type).
     InvalidDocument,
+    /// `id` is not a valid document id.
     InvalidId,
     /// `text` is empty or whitespace.
     Empty,
@@ -29,21 +30,29 @@ pub enum DocumentRejection {
     StorageQuotaExceeded,
 }
 
+/// Every way a request can fail, each with its status, metric kind and client message.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// No `Authorization: Bearer` header, or not one of that shape (401).
     #[error(
         "missing or malformed Authorization header; expected `Authorization: Bearer <api key>`"
     )]
     MissingApiKey,
+    /// The key is malformed, unknown or revoked (401).
     #[error("incorrect API key provided")]
     InvalidApiKey,
+    /// The request is malformed or not allowed (400).
     #[error("{message}")]
     InvalidRequest {
+        /// Said to the client as is.
         message: String,
+        /// The request parameter at fault, when there is one.
         param: Option<String>,
     },
+    /// The body is over the function's limit, in bytes (413).
     #[error("the request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The tenant has no document with this id (404).
     #[error("no document `{id}` for this tenant")]
     DocumentNotFound { id: String },
     /// Another request is storing this document id; it is held until that request finishes.
@@ -55,73 +64,99 @@ pub enum GatewayError {
     /// document's result; a request of one document fails with it.
     #[error("{message}")]
     DocumentRejected {
+        /// Which rule the document broke.
         reason: DocumentRejection,
+        /// Said to the client as is.
         message: String,
     },
+    /// The tenant has no profile for this user (404).
     #[error("no profile for user `{user_id}` in this tenant")]
     ProfileNotFound { user_id: String },
+    /// No route matches the path (404).
     #[error("unknown route {method} {path}")]
     RouteNotFound { method: String, path: String },
+    /// The path exists but not for this method (405).
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// The model is not one of the tenant's routes (404).
     #[error(
         "the model `{model}` does not exist or you do not have access to it; GET /v1/models lists the models available to you"
     )]
     ModelNotFound { model: String },
+    /// The route points at a fine-tuned model another tenant owns, or none is known to (403).
     #[error(
         "the model `{model}` is routed to a fine-tuned model that does not belong to this tenant; the route is refused. Ask your operator to fix the routing"
     )]
     ForeignFineTunedModel { model: String },
+    /// No price for the provider model a route serves; refused before the call (503).
     #[error(
         "no price is configured for `{provider_model}` (served for `{model}`); the request was refused before reaching the provider. Ask your operator to add it to the price table"
     )]
     PriceMissing {
+        /// The logical model requested.
         model: String,
+        /// The provider model it routes to.
         provider_model: String,
     },
+    /// The route's provider is not configured in this deployment (503).
     #[error("the provider for `{model}` is not configured in this deployment")]
     ProviderUnavailable { model: String },
+    /// A tenant limit or upstream quota refused the request (429).
     #[error("{message}")]
     RateLimited {
+        /// Said to the client as is; names the limit.
         message: String,
+        /// How long until the request could fit.
         retry_after: Duration,
+        /// What the `x-ratelimit-*` headers report.
         rate: Box<crate::domain::limits::RateStatus>,
     },
     /// A call that needs more tokens than the tenant's limit allows at all; `param` names
     /// what the client can shrink (`max_tokens` of a chat request, `text` of a document).
     #[error("{message}")]
     RequestTooLarge {
+        /// Said to the client as is.
         message: String,
+        /// The request parameter the client can shrink.
         param: &'static str,
     },
+    /// The limiter's store failed; refused rather than admitted unmetered (503).
     #[error(
         "the rate limiter is unavailable, so the request was refused rather than admitted unmetered; retry shortly"
     )]
     LimiterUnavailable,
+    /// The gateway's store (or the vector index) failed (503).
     #[error("the gateway's store is unavailable; the request was not processed. Retry shortly")]
     StoreUnavailable {
         /// Logged, never rendered.
         detail: String,
     },
+    /// The vector index is rate limiting (503 with `Retry-After`).
     #[error(
         "the document index is busy; the request was not processed. Retry after {} s",
         retry_after.as_secs().max(1)
     )]
     IndexBusy {
+        /// How long the index asked to wait.
         retry_after: Duration,
         /// Logged, never rendered.
         detail: String,
     },
+    /// Retrieval returned another tenant's data; refused and logged (500).
     #[error(
         "retrieval returned data that does not belong to this tenant, so the request was refused; the incident is logged"
     )]
     IsolationViolation,
+    /// The key's tenant is disabled (401).
     #[error("this tenant is disabled; contact your operator")]
     TenantDisabled,
+    /// The provider answered 429 (429).
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
     UpstreamRateLimited { retry_after: Option<Duration> },
+    /// The provider did not answer in time (504).
     #[error("the upstream provider did not respond in time")]
     UpstreamTimeout,
+    /// The provider refused the request as invalid (400); carries the provider's words.
     #[error("the upstream provider rejected the request: {message}")]
     UpstreamRejected { message: String },
     /// A 5xx, a broken connection or an unreadable answer. The provider's words can carry
@@ -147,8 +182,10 @@ pub enum GatewayError {
     /// was made and is billed; the reply is withheld.
     #[error("{failure}")]
     ResponseValidation {
+        /// Where the reply failed its format, and which rule.
         failure: Box<crate::domain::structured::ValidationFailure>,
     },
+    /// A bug or an unexpected failure on our side (500).
     #[error("internal error; the request id identifies it in our logs")]
     Internal {
         /// Logged, never rendered.
@@ -157,6 +194,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// An [`GatewayError::InvalidRequest`] with `message` and the parameter at fault.
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
         Self::InvalidRequest {
             message: message.into(),
@@ -164,12 +202,14 @@ impl GatewayError {
         }
     }
 
+    /// A [`GatewayError::Internal`]; `detail` is logged, never rendered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal {
             detail: detail.to_string(),
         }
     }
 
+    /// The HTTP status the client gets.
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
@@ -215,6 +255,7 @@ impl GatewayError {
         }
     }
 
+    /// The low-cardinality kind for metrics and usage events.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
@@ -466,21 +507,29 @@ impl From<crate::domain::documents::DocumentFieldError> for GatewayError {
     }
 }
 
+/// The body of every error response: OpenAI's error shape.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
+    /// The error.
     pub error: ErrorDetail<'a>,
 }
 
+/// OpenAI's `error` object.
 #[derive(Debug, Serialize)]
 pub struct ErrorDetail<'a> {
+    /// What went wrong, for the client.
     pub message: String,
+    /// OpenAI's `error.type` (`invalid_request_error`, `rate_limit_error`, ...).
     pub r#type: &'static str,
+    /// The request parameter at fault, when there is one.
     pub param: Option<&'a str>,
+    /// A stable code for the error (`model_not_found`, ...); `None` for a generic invalid request.
     pub code: Option<&'static str>,
     /// `response_validation_failed` only (also in the message): JSON Pointers to the failing
     /// value in the model's reply and to the failing keyword in the schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_path: Option<&'a str>,
+    /// `response_validation_failed` only: the failing keyword in the schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_path: Option<&'a str>,
 }

@@ -18,21 +18,27 @@ use serde::Serialize;
 use crate::domain::ids::RequestId;
 use crate::error::GatewayError;
 
+/// The response header carrying the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A streamed response body: its bytes, chunk by chunk.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
 /// A response body: complete bytes, or a stream of chunks (server-sent events).
 pub enum Body {
+    /// The whole body at once; `None` once sent (or when empty).
     Full(Option<Bytes>),
+    /// A body sent as its chunks arrive (server-sent events).
     Stream(ByteStream),
 }
 
 impl Body {
+    /// A body of `bytes`.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Some(bytes.into()))
     }
 
+    /// An empty body.
     pub fn empty() -> Self {
         Self::Full(None)
     }

@@ -48,6 +48,8 @@ fn o200k_base() -> CoreBPE {
     CoreBPE::new(encoder, special, O200K_BASE_PAT_STR).expect("o200k_base's pattern compiles")
 }
 
+/// Tokens in `text` by o200k_base, special tokens counted as plain text (long runs are cut
+/// first; see the module docs).
 pub fn count_tokens(text: &str) -> usize {
     segments(text)
         .map(|segment| O200K.encode_ordinary(segment).len())
@@ -219,6 +221,7 @@ fn without_marks(c: char) -> bool {
 const MEMO_MIN_BYTES: usize = 1024;
 const MEMO_CAPACITY: usize = 1024;
 
+/// [`count_tokens`], remembered for texts of 1 KiB or more (tenant system prompts).
 pub fn count_tokens_memo(text: &str) -> usize {
     use std::collections::HashMap;
     use std::hash::{BuildHasher, RandomState};

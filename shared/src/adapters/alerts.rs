@@ -44,16 +44,19 @@ pub fn render(anomaly: &AnomalyRecord, deployment: &str) -> Option<Value> {
     }))
 }
 
+/// Publishes anomalies as CloudWatch EMF lines, one per anomaly of a known kind, to a writer.
 pub struct EmfAlerts {
     deployment: String,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl EmfAlerts {
+    /// Writes to standard output, where Lambda's log agent picks the lines up.
     pub fn stdout(deployment: impl Into<String>) -> Self {
         Self::new(deployment, Box::new(std::io::stdout()))
     }
 
+    /// Writes to `out`; `deployment` is the `Deployment` dimension (the stack name).
     pub fn new(deployment: impl Into<String>, out: Box<dyn Write + Send>) -> Self {
         Self {
             deployment: deployment.into(),
@@ -88,6 +91,7 @@ pub struct MemoryAlerts {
 }
 
 impl MemoryAlerts {
+    /// Every anomaly published so far, in order.
     pub fn published(&self) -> Vec<AnomalyRecord> {
         self.published.lock().map(|p| p.clone()).unwrap_or_default()
     }

@@ -39,6 +39,7 @@ use crate::tokenizer::count_tokens;
 const KIND: ProviderKind = ProviderKind::Anthropic;
 const API_VERSION: &str = "2023-06-01";
 
+/// Anthropic's Messages API (`POST {base_url}/v1/messages`) as an [`LlmProvider`].
 #[derive(Debug)]
 pub struct AnthropicProvider {
     http: HttpCore,

@@ -19,9 +19,12 @@ use crate::ports::secrets::{SecretError, SecretSource};
 /// How long a fetched secret is used before it is read again.
 pub const DEFAULT_SECRET_TTL: Duration = Duration::from_secs(300);
 
+/// A provider or index API key: fixed, or read from a secret store and cached.
 #[derive(Clone)]
 pub enum ApiKey {
+    /// Fixed for the life of the process.
     Static(SecretString),
+    /// Read from a secret store on first use, cached for its TTL.
     Managed(Arc<ManagedKey>),
 }
 
@@ -67,6 +70,7 @@ impl ApiKey {
         }
     }
 
+    /// Whether the key is read from a secret store.
     pub fn is_managed(&self) -> bool {
         matches!(self, Self::Managed(_))
     }
@@ -113,6 +117,7 @@ struct Cached {
     stale: bool,
 }
 
+/// A key read from a secret store on first use and cached (see the module docs).
 pub struct ManagedKey {
     source: Arc<dyn SecretSource>,
     secret_id: String,
@@ -123,10 +128,12 @@ pub struct ManagedKey {
 }
 
 impl ManagedKey {
+    /// The secret the key is read from.
     pub fn secret_id(&self) -> &str {
         &self.secret_id
     }
 
+    /// The JSON field of the secret holding the key; `None` when the whole secret is the key.
     pub fn field(&self) -> Option<&str> {
         self.field.as_deref()
     }

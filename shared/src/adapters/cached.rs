@@ -58,6 +58,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
     }
 }
 
+/// [`ApiKeyLookup`] and [`TenantConfigSource`] with a per-container TTL cache in front.
 pub struct CachedDirectory {
     keys_source: Arc<dyn ApiKeyLookup>,
     configs_source: Arc<dyn TenantConfigSource>,
@@ -67,6 +68,8 @@ pub struct CachedDirectory {
 }
 
 impl CachedDirectory {
+    /// Caches lookups from `keys` and `configs` for `ttl` (misses for at most 5 s); a zero `ttl`
+    /// caches nothing.
     pub fn new(
         keys: Arc<dyn ApiKeyLookup>,
         configs: Arc<dyn TenantConfigSource>,

@@ -34,12 +34,14 @@ const DATUMS_PER_REQUEST: usize = 500;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Publishes anomalies to CloudWatch with `PutMetricData` (see the module docs).
 pub struct CloudWatchAlerts {
     client: Client,
     deployment: String,
 }
 
 impl CloudWatchAlerts {
+    /// Publishes through `client`; `deployment` is the `Deployment` dimension (the stack name).
     pub fn new(client: Client, deployment: impl Into<String>) -> Self {
         Self {
             client,

@@ -17,7 +17,9 @@ use crate::ports::provider::{ProviderError, ProviderErrorKind};
 use crate::ports::vector::{Embedder, Embeddings};
 use crate::tokenizer::count_tokens;
 
+/// The embedding model used when none is configured.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// The default embedding vector length.
 pub const DEFAULT_DIMENSIONS: usize = 256;
 
 /// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
@@ -30,12 +32,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// A deterministic feature-hashing embedder (see the module docs); no network, no semantics.
 pub struct LocalEmbedder {
     dimensions: usize,
     model: String,
 }
 
 impl LocalEmbedder {
+    /// Vectors of `dimensions` values (at least 8), reporting OpenAI's default embedding model.
     pub fn new(dimensions: usize) -> Self {
         Self {
             dimensions: dimensions.max(8),
@@ -43,6 +47,7 @@ impl LocalEmbedder {
         }
     }
 
+    /// The unit-length (or all-zero, for a text without words) vector of `text`.
     pub fn vector(&self, text: &str) -> Vec<f32> {
         let words: Vec<String> = text
             .split(|c: char| !c.is_alphanumeric())
@@ -133,6 +138,7 @@ struct EmbeddingUsage {
 }
 
 impl OpenAiEmbedder {
+    /// Embeds with `model` at `settings.base_url`, asking for vectors of `dimensions`.
     pub fn new(
         settings: &ProviderSettings,
         model: impl Into<String>,

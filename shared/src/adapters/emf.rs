@@ -24,17 +24,21 @@ use serde_json::{Map, Value, json};
 use crate::domain::usage::{UsageEvent, UsageSource};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 
+/// The CloudWatch metric namespace of every Tollgate metric.
 pub const NAMESPACE: &str = "Tollgate";
 
+/// A [`MetricsSink`] writing one EMF JSON line per record to a writer (stdout in Lambda).
 pub struct EmfSink {
     out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl EmfSink {
+    /// Writes to standard output, where Lambda's log agent picks the lines up.
     pub fn stdout() -> Self {
         Self::new(Box::new(std::io::stdout()))
     }
 
+    /// Writes to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         Self {
             out: Mutex::new(out),

@@ -8,16 +8,19 @@ use secrecy::SecretString;
 
 use crate::ports::secrets::{SecretError, SecretSource};
 
+/// A [`SecretSource`] over values fixed at construction.
 #[derive(Default)]
 pub struct StaticSecrets {
     values: HashMap<String, SecretString>,
 }
 
 impl StaticSecrets {
+    /// No secrets.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds (or replaces) the secret `name`.
     pub fn with(mut self, name: impl Into<String>, value: SecretString) -> Self {
         self.values.insert(name.into(), value);
         self

@@ -40,6 +40,7 @@ pub struct ProviderSettings {
     /// The slowest output rate a buffered call is given time for: with 20 tokens/s, a reply
     /// capped at 1,024 tokens gets 51 s on top of `request_timeout`.
     pub output_tokens_per_second: u32,
+    /// Time allowed to open a connection.
     pub connect_timeout: Duration,
     /// Longest gap allowed between two chunks of a stream.
     pub stream_idle_timeout: Duration,
@@ -51,6 +52,7 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// Settings for `base_url` with `api_key` and the default timeouts and limits.
     pub fn new(base_url: impl Into<String>, api_key: impl Into<ApiKey>) -> Self {
         Self {
             base_url: base_url.into(),
@@ -83,13 +85,18 @@ impl fmt::Debug for ProviderSettings {
 /// Why a provider adapter could not be built (at cold start, from configuration).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderSetupError {
+    /// The base URL is not an http(s) URL.
     #[error("the {provider} base URL `{url}` is not an http(s) URL")]
     InvalidBaseUrl { provider: ProviderKind, url: String },
+    /// The API key is empty or not a valid HTTP header value.
     #[error("the {provider} API key is empty or contains characters not allowed in an HTTP header")]
     InvalidApiKey { provider: ProviderKind },
+    /// The HTTP client could not be built.
     #[error("could not build the HTTP client for {provider}: {detail}")]
     Client {
+        /// The provider it was for.
         provider: ProviderKind,
+        /// The client builder's error.
         detail: String,
     },
 }

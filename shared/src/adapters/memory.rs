@@ -35,6 +35,7 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Hour, tenant, kind: at most one anomaly each, ordered by hour.
 type AnomalyKey = (DateTime<Utc>, TenantId, String);
 
+/// Every store port in memory (see the module docs).
 #[derive(Default)]
 pub struct MemoryStore {
     keys: RwLock<HashMap<KeyPrefix, StoredKey>>,
@@ -160,6 +161,7 @@ fn poisoned<T>(_: T) -> StoreError {
 }
 
 impl MemoryStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -749,6 +751,7 @@ pub struct MemoryMetrics {
 }
 
 impl MemoryMetrics {
+    /// Every request record received, in order.
     pub fn requests(&self) -> Vec<RequestMetrics> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -761,6 +764,7 @@ impl MemoryMetrics {
             .unwrap_or_default()
     }
 
+    /// Every usage event reported as a metering failure, in order.
     pub fn metering_failures(&self) -> Vec<UsageEvent> {
         self.failures.lock().map(|r| r.clone()).unwrap_or_default()
     }

@@ -25,6 +25,7 @@ use crate::wire::openai::{ChatCompletion, ChatCompletionChunk};
 
 const KIND: ProviderKind = ProviderKind::Openai;
 
+/// OpenAI's Chat Completions API (`POST {base_url}/chat/completions`) as an [`LlmProvider`].
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: HttpCore,

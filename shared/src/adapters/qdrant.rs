@@ -42,6 +42,7 @@ const METADATA_FIELD: &str = "metadata";
 /// embeddings (1,536 dimensions is 6 KiB a vector) stays well under gRPC message limits.
 const UPSERT_BATCH: usize = 256;
 
+/// A [`VectorIndex`] on a Qdrant collection, over gRPC.
 pub struct QdrantIndex {
     url: String,
     /// Fixed, or read from Secrets Manager when the first request connects.
@@ -138,6 +139,7 @@ impl QdrantIndex {
         }
     }
 
+    /// The collection's name.
     pub fn collection(&self) -> &str {
         &self.collection
     }

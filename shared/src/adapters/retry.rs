@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::ports::provider::{ProviderError, ProviderErrorKind};
 
+/// How often and how long to retry a failed provider call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; `0` means one attempt only.

@@ -23,6 +23,7 @@ use crate::ports::secrets::{SecretError, SecretSource};
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Reads secrets from AWS Secrets Manager, one `GetSecretValue` per call (no caching).
 pub struct SecretsManagerSource {
     client: OnceCell<Client>,
     /// Where the client's configuration comes from, when it is first needed.

@@ -30,6 +30,7 @@ use crate::tokenizer::{count_chat_tokens, count_tokens, count_tokens_memo};
 const CACHE_MIN_TOKENS: usize = 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
+/// How slow the simulated provider answers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SimulatedLatency {
     /// Before the reply (or the first stream chunk).
@@ -38,6 +39,7 @@ pub struct SimulatedLatency {
     pub per_chunk: Duration,
 }
 
+/// A provider that answers without a network (see the module docs).
 pub struct SimulatedProvider {
     kind: ProviderKind,
     latency: SimulatedLatency,
@@ -46,6 +48,7 @@ pub struct SimulatedProvider {
 }
 
 impl SimulatedProvider {
+    /// A simulated `kind` provider answering with `latency`.
     pub fn new(kind: ProviderKind, latency: SimulatedLatency) -> Self {
         Self {
             kind,

@@ -16,6 +16,7 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Turns byte chunks of an SSE body into events (see the module docs).
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// Bytes of the current, unterminated line. Kept as bytes so a UTF-8 character split
@@ -31,6 +32,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
+    /// A parser at the start of a stream.
     pub fn new() -> Self {
         Self {
             at_start: true,

@@ -14,6 +14,7 @@ use crate::domain::documents::{Chunk, DocumentId};
 use crate::domain::ids::TenantId;
 use crate::ports::vector::{IndexError, IndexedChunk, ScoredChunk, VectorIndex};
 
+/// An exact in-memory [`VectorIndex`] (see the module docs).
 #[derive(Default)]
 pub struct MemoryVectorIndex {
     inner: RwLock<Inner>,
@@ -42,6 +43,7 @@ fn poisoned<T>(_: T) -> IndexError {
 }
 
 impl MemoryVectorIndex {
+    /// An empty index.
     pub fn new() -> Self {
         Self::default()
     }

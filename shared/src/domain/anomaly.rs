@@ -49,8 +49,10 @@ pub enum AnomalyKind {
 }
 
 impl AnomalyKind {
+    /// Every kind, in a fixed order.
     pub const ALL: [Self; 2] = [Self::CostSpike, Self::QualityDrop];
 
+    /// The stored and logged name (`cost_spike`, `quality_drop`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CostSpike => "cost_spike",
@@ -58,6 +60,7 @@ impl AnomalyKind {
         }
     }
 
+    /// The kind [`AnomalyKind::as_str`] names; `None` for any other string.
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == raw)
     }
@@ -101,12 +104,16 @@ impl Default for AnomalyRules {
     }
 }
 
+/// Thresholds [`AnomalyRules::validate`] refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RulesError {
+    /// The spike ratio is not above 1.
     #[error("the spike ratio must be above 1 (got {0})")]
     SpikeRatio(Decimal),
+    /// The cost floor is negative.
     #[error("the cost floor must not be negative (got {0})")]
     CostFloor(Decimal),
+    /// The quality drop is not strictly between 0 and 1.
     #[error("the quality drop must be between 0 and 1, exclusive (got {0})")]
     QualityDrop(Decimal),
 }
@@ -244,6 +251,7 @@ pub fn closes_day(hour: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (into_day == 23 * 3600).then(|| hour - Duration::hours(23))
 }
 
+/// The cost rule's verdict on one tenant's hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CostVerdict {
     /// At or above the ratio and the floor: record an anomaly.
@@ -265,12 +273,16 @@ pub struct CostCheck {
     pub baseline: Decimal,
     /// `observed / baseline`, to 2 places; `None` without a baseline.
     pub ratio: Option<Decimal>,
+    /// What to do about it.
     pub verdict: CostVerdict,
 }
 
+/// The quality rule's verdict on one tenant's day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QualityVerdict {
+    /// The day's average is at least `quality_drop` below the baseline's: record an anomaly.
     Drop,
+    /// Enough graded answers, and no drop.
     Normal,
     /// The day or its baseline has fewer graded answers than the rule needs.
     TooFewGraded,
@@ -283,8 +295,11 @@ pub struct QualityCheck {
     pub observed: Option<Decimal>,
     /// The 7 days' average score (4 places); `None` when nothing was graded.
     pub baseline: Option<Decimal>,
+    /// Graded answers in the day.
     pub day_graded: u64,
+    /// Graded answers in the 7 days before it.
     pub baseline_graded: u64,
+    /// What to do about it.
     pub verdict: QualityVerdict,
 }
 

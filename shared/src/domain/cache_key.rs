@@ -11,6 +11,7 @@ use super::chat::ChatRequest;
 use super::ids::TenantId;
 use super::tenant::Route;
 
+/// The response-cache key for `request` as served by `route`: `{tenant}#{sha256 hex}`.
 pub fn response_cache_key(
     tenant: &TenantId,
     config_version: u64,

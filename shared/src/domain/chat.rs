@@ -8,20 +8,27 @@ use serde::{Deserialize, Serialize};
 use super::structured::ResponseFormat;
 use super::usage::TokenUsage;
 
+/// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Client-supplied system (or `developer`) instructions. They follow the tenant's system
     /// prompt, which always comes first.
     System,
+    /// The end user.
     User,
+    /// The model (earlier replies, sent back as context).
     Assistant,
 }
 
+/// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// Who wrote it.
     pub role: Role,
+    /// Its text.
     pub content: String,
+    /// The participant's name, as the client sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -30,14 +37,23 @@ pub struct Message {
 /// the normalized body that response-cache keys hash.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRequest {
+    /// The model name the client asked for, resolved through the tenant's routes.
     pub model: String,
+    /// The client's messages, in order.
     pub messages: Vec<Message>,
+    /// Most tokens to generate; `None` leaves it to the provider's default.
     pub max_tokens: Option<u32>,
+    /// Sampling temperature.
     pub temperature: Option<f64>,
+    /// Nucleus sampling probability.
     pub top_p: Option<f64>,
+    /// Sequences that end generation (empty: none).
     pub stop: Vec<String>,
+    /// Seed for best-effort deterministic sampling.
     pub seed: Option<i64>,
+    /// OpenAI's presence penalty.
     pub presence_penalty: Option<f64>,
+    /// OpenAI's frequency penalty.
     pub frequency_penalty: Option<f64>,
     /// Tollgate extension (`"retrieval": true` or `{"enabled": .., "top_k": ..}`, sent by the
     /// OpenAI SDKs as extra body): ground the answer in the tenant's documents.
@@ -53,6 +69,7 @@ pub struct ChatRequest {
     /// tenant is the same question.
     #[serde(skip)]
     pub user: Option<String>,
+    /// Whether the client asked for a streamed (SSE) reply.
     #[serde(skip)]
     pub stream: bool,
     /// Whether the client asked for the final usage chunk (`stream_options.include_usage`).
@@ -64,24 +81,34 @@ pub struct ChatRequest {
 /// A request's retrieval choice; unset fields fall back to the tenant's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetrievalRequest {
+    /// Whether to retrieve; `None` follows the tenant's policy.
     pub enabled: Option<bool>,
+    /// How many chunks to retrieve; `None` follows the tenant's policy.
     pub top_k: Option<u8>,
 }
 
+/// Why the model stopped generating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
+    /// The reply is complete (or hit a stop sequence).
     Stop,
+    /// The reply hit the token limit.
     Length,
+    /// The provider withheld or cut the reply (a filter or a refusal).
     ContentFilter,
+    /// The model called a tool instead of answering.
     ToolCalls,
 }
 
 /// A finished completion, whatever provider produced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
+    /// The reply's text.
     pub content: String,
+    /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// Tokens the provider reported for the call.
     pub usage: TokenUsage,
     /// The model id the provider says it served.
     pub served_model: String,

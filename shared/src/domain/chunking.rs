@@ -7,6 +7,7 @@
 
 use crate::tokenizer::token_ends;
 
+/// How to chunk a document: chunk size and overlap, in tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkSpec {
     /// Tokens per chunk.

@@ -28,14 +28,19 @@ pub const MAX_METADATA_BYTES: usize = 2_048;
 /// value (a key is content too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DocumentFieldError {
+    /// The title is over [`MAX_TITLE_BYTES`]; `bytes` is its length.
     #[error("`title` is {bytes} bytes; the limit is {MAX_TITLE_BYTES}")]
     TitleTooLong { bytes: usize },
+    /// More than [`MAX_METADATA_ENTRIES`] entries; `entries` is how many.
     #[error("`metadata` has {entries} entries; the limit is {MAX_METADATA_ENTRIES}")]
     TooManyEntries { entries: usize },
+    /// A key is over [`MAX_METADATA_KEY_BYTES`]; `bytes` is its length.
     #[error("a `metadata` key is {bytes} bytes; the limit is {MAX_METADATA_KEY_BYTES}")]
     KeyTooLong { bytes: usize },
+    /// A value is over [`MAX_METADATA_VALUE_BYTES`]; `bytes` is its length.
     #[error("a `metadata` value is {bytes} bytes; the limit is {MAX_METADATA_VALUE_BYTES}")]
     ValueTooLong { bytes: usize },
+    /// Keys and values total over [`MAX_METADATA_BYTES`]; `bytes` is the total.
     #[error("`metadata` is {bytes} bytes (keys and values); the limit is {MAX_METADATA_BYTES}")]
     MetadataTooLarge { bytes: usize },
 }
@@ -95,6 +100,7 @@ const MAX_DOCUMENT_ID: usize = 128;
 pub struct DocumentId(String);
 
 impl DocumentId {
+    /// Accepts a valid id; the error says what a valid one looks like.
     pub fn parse(raw: impl Into<String>) -> Result<Self, String> {
         let raw = raw.into();
         let ok = (1..=MAX_DOCUMENT_ID).contains(&raw.len())
@@ -110,10 +116,12 @@ impl DocumentId {
         }
     }
 
+    /// A fresh id, `doc-` and a UUIDv7.
     pub fn generate() -> Self {
         Self(format!("doc-{}", uuid::Uuid::now_v7().simple()))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -142,13 +150,19 @@ impl fmt::Display for DocumentId {
 /// index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentRecord {
+    /// The tenant that owns the document.
     pub tenant_id: TenantId,
+    /// The document's id within the tenant.
     pub document_id: DocumentId,
+    /// The title (empty when none was sent).
     pub title: String,
+    /// How many chunks the document was split into.
     pub chunks: u32,
     /// Bytes of text stored.
     pub bytes: u64,
+    /// The tenant's metadata, copied into every chunk.
     pub metadata: BTreeMap<String, String>,
+    /// When this version was stored.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -163,6 +177,7 @@ pub struct DocumentCursor {
     after: DocumentId,
 }
 
+/// A cursor that is malformed, or not one this API issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the cursor is not one this API issued")]
 pub struct DocumentCursorError;
@@ -170,6 +185,7 @@ pub struct DocumentCursorError;
 const DOCUMENT_CURSOR_VERSION: &str = "d1";
 
 impl DocumentCursor {
+    /// A cursor that resumes after `id`.
     pub fn after(id: DocumentId) -> Self {
         Self { after: id }
     }
@@ -187,6 +203,7 @@ impl DocumentCursor {
         )
     }
 
+    /// Parses the form [`DocumentCursor::encode`] produces.
     pub fn decode(raw: &str) -> Result<Self, DocumentCursorError> {
         let body = raw
             .strip_prefix(DOCUMENT_CURSOR_VERSION)
@@ -205,6 +222,7 @@ impl DocumentCursor {
 /// One page of a tenant's documents, by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentPage {
+    /// Up to the page's limit of documents, by id.
     pub documents: Vec<DocumentRecord>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<DocumentCursor>,
@@ -213,11 +231,17 @@ pub struct DocumentPage {
 /// One chunk of a tenant's document, as stored in the vector index's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
+    /// The tenant that owns the chunk.
     pub tenant_id: TenantId,
+    /// The document it was cut from.
     pub document_id: DocumentId,
+    /// Its position in the document, from 0.
     pub chunk_index: u32,
+    /// The document's title.
     pub title: String,
+    /// The chunk's text.
     pub text: String,
+    /// The document's metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }

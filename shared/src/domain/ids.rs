@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct TenantId(String);
 
 impl TenantId {
+    /// Accepts a valid tenant id; [`IdError::Tenant`] otherwise.
     pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
         let raw = raw.into();
         let valid_len = (1..=64).contains(&raw.len());
@@ -30,6 +31,7 @@ impl TenantId {
         }
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -60,6 +62,7 @@ impl fmt::Display for TenantId {
 pub struct RequestId(String);
 
 impl RequestId {
+    /// A fresh UUIDv7.
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
@@ -79,6 +82,7 @@ impl RequestId {
         }
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -90,8 +94,10 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// An identifier that failed validation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
+    /// Not a valid tenant id (carries what was given).
     #[error(
         "invalid tenant id `{0}`: use 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
     )]

@@ -32,6 +32,7 @@ impl KeyPrefix {
         valid.then(|| Self(prefix.to_owned()))
     }
 
+    /// The prefix as text (without `tg_`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -48,6 +49,7 @@ impl fmt::Display for KeyPrefix {
 pub struct KeyHash(#[serde(with = "hex_bytes")] [u8; 32]);
 
 impl KeyHash {
+    /// The SHA-256 of a whole key.
     pub fn of(key: &str) -> Self {
         Self(Sha256::digest(key.as_bytes()).into())
     }
@@ -57,10 +59,12 @@ impl KeyHash {
         self.0.ct_eq(&other.0).into()
     }
 
+    /// The hash as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// Parses 64 hex digits; `None` for anything else.
     pub fn from_hex(raw: &str) -> Option<Self> {
         let bytes = hex::decode(raw).ok()?;
         Some(Self(bytes.try_into().ok()?))
@@ -110,10 +114,12 @@ impl PresentedKey {
         })
     }
 
+    /// The prefix to look the key up by.
     pub fn prefix(&self) -> &KeyPrefix {
         &self.prefix
     }
 
+    /// The hash of the whole presented key, to compare with the stored one.
     pub fn hash(&self) -> &KeyHash {
         &self.hash
     }
@@ -121,17 +127,24 @@ impl PresentedKey {
 
 /// A freshly issued key: the plaintext exists only here, to be shown to the operator once.
 pub struct IssuedKey {
+    /// The whole key; never stored.
     pub plaintext: SecretString,
+    /// What the store keeps.
     pub record: StoredKey,
 }
 
 /// What the store keeps about a key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredKey {
+    /// The public prefix the key is found by.
     pub prefix: KeyPrefix,
+    /// The SHA-256 of the whole key.
     pub hash: KeyHash,
+    /// The tenant the key authenticates as.
     pub tenant_id: TenantId,
+    /// When the key was issued.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the key was revoked; `None` while it is live.
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -171,6 +184,7 @@ pub fn issue_key(tenant_id: TenantId, now: chrono::DateTime<chrono::Utc>) -> Iss
 }
 
 impl IssuedKey {
+    /// The plaintext key, to show the operator once.
     pub fn expose(&self) -> &str {
         self.plaintext.expose_secret()
     }

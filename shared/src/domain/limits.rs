@@ -39,7 +39,9 @@ use super::tenant::Tier;
 /// Limits in force for a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
+    /// Tokens admitted per sliding minute.
     pub tokens_per_minute: u64,
+    /// Requests admitted per sliding minute.
     pub requests_per_minute: u64,
     /// The daily token budget.
     pub tokens_per_day: u64,
@@ -79,18 +81,21 @@ pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    /// Replaces the tier's tokens per minute.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "at_most_max::tokens_per_minute"
     )]
     pub tokens_per_minute: Option<u64>,
+    /// Replaces the tier's requests per minute.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "at_most_max::requests_per_minute"
     )]
     pub requests_per_minute: Option<u64>,
+    /// Replaces the tier's daily token budget.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -152,13 +157,17 @@ mod at_most_max {
 pub struct Shards(u8);
 
 impl Shards {
+    /// No sharding: one counter item per bucket.
     pub const ONE: Shards = Shards(1);
+    /// The most shards a tenant may have.
     pub const MAX: u8 = 16;
 
+    /// `n` shards, clamped to `1..=MAX`.
     pub fn new(n: u8) -> Self {
         Self(n.clamp(1, Self::MAX))
     }
 
+    /// How many shards.
     pub fn count(self) -> u8 {
         self.0
     }
@@ -171,6 +180,7 @@ impl Shards {
 }
 
 impl LimitOverrides {
+    /// `base` with each set override in its place.
     pub fn apply(&self, base: Limits) -> Limits {
         Limits {
             tokens_per_minute: self.tokens_per_minute.unwrap_or(base.tokens_per_minute),
@@ -179,6 +189,7 @@ impl LimitOverrides {
         }
     }
 
+    /// The tenant's counter shards: 1 when unset, clamped to `1..=Shards::MAX`.
     pub fn shards(&self) -> Shards {
         Shards::new(self.counter_shards.unwrap_or(1))
     }
@@ -202,6 +213,7 @@ impl LimitOverrides {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DegradationPolicy {
+    /// Percent of the daily token budget at which degradation starts (reached counts).
     pub threshold_percent: u8,
     /// Logical model → cheaper logical model.
     pub routes: BTreeMap<String, String>,
@@ -225,8 +237,11 @@ impl DegradationPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamQuota {
+    /// The provider serving the model.
     pub provider: super::tenant::ProviderKind,
+    /// The provider's model id.
     pub model: String,
+    /// Tokens per minute the deployment may send it, across all tenants.
     pub tokens_per_minute: u64,
 }
 
@@ -237,14 +252,18 @@ pub type UpstreamQuotas = std::collections::HashMap<(super::tenant::ProviderKind
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
+    /// The tenant's tokens per minute.
     TokensPerMinute,
+    /// The tenant's requests per minute.
     RequestsPerMinute,
+    /// The tenant's daily token budget.
     TokensPerDay,
     /// The upstream quota shared by every tenant for one provider model.
     UpstreamTokensPerMinute,
 }
 
 impl LimitKind {
+    /// How the limit is named in a refusal's message.
     pub fn describe(self) -> &'static str {
         match self {
             Self::TokensPerMinute => "tokens per minute (TPM)",
@@ -258,18 +277,22 @@ impl LimitKind {
 /// A sliding window made of `span / bucket` buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// The window's length, in seconds.
     pub span_secs: i64,
+    /// One bucket's length, in seconds.
     pub bucket_secs: i64,
     /// A short tag used in counter keys (`m`, `h`).
     pub tag: &'static str,
 }
 
+/// The minute window: six 10-second buckets.
 pub const MINUTE: Window = Window {
     span_secs: 60,
     bucket_secs: 10,
     tag: "m",
 };
 
+/// The day window: 24 one-hour buckets.
 pub const DAY: Window = Window {
     span_secs: 86_400,
     bucket_secs: 3_600,
@@ -277,6 +300,7 @@ pub const DAY: Window = Window {
 };
 
 impl Window {
+    /// Buckets per span (`k`).
     pub fn buckets(self) -> i64 {
         self.span_secs / self.bucket_secs
     }
@@ -425,11 +449,17 @@ mod tests {
 /// What the `x-ratelimit-*` headers report, on success and on refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RateStatus {
+    /// The tenant's tokens-per-minute limit.
     pub limit_tokens: u64,
+    /// Tokens the minute window still has room for.
     pub remaining_tokens: u64,
+    /// Time until the oldest counted tokens leave the minute window.
     pub reset_tokens: Duration,
+    /// The tenant's requests-per-minute limit.
     pub limit_requests: u64,
+    /// Requests the minute window still has room for.
     pub remaining_requests: u64,
+    /// Time until the oldest counted requests leave the minute window.
     pub reset_requests: Duration,
 }
 

@@ -25,7 +25,9 @@ const PER_MILLION: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
+    /// USD per 1M uncached input tokens.
     pub input: Decimal,
+    /// USD per 1M output tokens.
     pub output: Decimal,
     /// Prompt-cache reads; defaults to `input` when a provider has no discount.
     #[serde(default)]
@@ -49,6 +51,7 @@ impl ModelPrice {
         (total / PER_MILLION).normalize()
     }
 
+    /// Refuses a negative price; the error is a message for the operator.
     pub fn validate(&self) -> Result<(), String> {
         let parts = [
             Some(self.input),
@@ -67,12 +70,15 @@ impl ModelPrice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StrictEntry")]
 pub struct PriceEntry {
+    /// The provider that bills the model.
     pub provider: ProviderKind,
+    /// The provider's model id.
     pub model: String,
     /// Other model ids billed exactly as `model` is, e.g. the dated snapshot an undated name
     /// points at. Absent in entries written before aliases existed; they still load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The rates.
     #[serde(flatten)]
     pub price: ModelPrice,
 }
@@ -129,14 +135,20 @@ pub struct PriceTable {
     as_of: Option<String>,
 }
 
+/// A price file or layer that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PriceTableError {
+    /// Not JSON of the price-file shape.
     #[error("price file is not valid JSON of the expected shape: {0}")]
     Parse(#[from] serde_json::Error),
+    /// One entry failed its checks (a negative price, a bad alias).
     #[error("price for {provider}/{model}: {reason}")]
     Invalid {
+        /// The entry's provider.
         provider: ProviderKind,
+        /// The entry's model id.
         model: String,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -147,6 +159,7 @@ impl PriceTable {
         Self::from_json(include_str!("../../data/prices.json"))
     }
 
+    /// Reads a price file (`{"as_of": .., "models": [..]}`), checking its entries.
     pub fn from_json(raw: &str) -> Result<Self, PriceTableError> {
         let file: PriceFile = serde_json::from_str(raw)?;
         let mut table = Self {
@@ -190,6 +203,7 @@ impl PriceTable {
         Ok(())
     }
 
+    /// Sets one model's price without the layer checks; `model` stops being an alias.
     pub fn insert(&mut self, provider: ProviderKind, model: impl Into<String>, price: ModelPrice) {
         let model = model.into();
         if let Some(pointers) = self.aliases.get_mut(&provider) {
@@ -232,6 +246,7 @@ impl PriceTable {
         aliases
     }
 
+    /// The `as_of` date of the file the table was read from, when it has one.
     pub fn as_of(&self) -> Option<&str> {
         self.as_of.as_deref()
     }
@@ -241,6 +256,7 @@ impl PriceTable {
         self.prices.values().map(HashMap::len).sum()
     }
 
+    /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

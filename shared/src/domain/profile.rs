@@ -42,6 +42,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1_024;
 pub struct UserId(String);
 
 impl UserId {
+    /// Accepts a valid user id (see the module docs); [`ProfileError::BadUserId`] otherwise.
     pub fn parse(raw: impl Into<String>) -> Result<Self, ProfileError> {
         let raw = raw.into();
         let valid_len = (1..=MAX_USER_ID_BYTES).contains(&raw.len());
@@ -81,6 +82,7 @@ impl UserId {
         Self::parse(decoded)
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -109,8 +111,11 @@ impl fmt::Display for UserId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ProfileValue {
+    /// A JSON boolean.
     Bool(bool),
+    /// A JSON number, as written.
     Number(serde_json::Number),
+    /// A JSON string.
     Text(String),
 }
 
@@ -168,14 +173,17 @@ impl UserProfile {
         Ok(profile)
     }
 
+    /// The value of field `key`, if the profile has it.
     pub fn get(&self, key: &str) -> Option<&ProfileValue> {
         self.0.get(key)
     }
 
+    /// How many fields the profile has.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the profile has no fields.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -196,23 +204,31 @@ pub fn valid_key(key: &str) -> bool {
 /// What the store keeps for one end user of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileRecord {
+    /// The tenant the end user belongs to.
     pub tenant_id: TenantId,
+    /// The end user, as the tenant names them.
     pub user_id: UserId,
+    /// The validated profile.
     pub profile: UserProfile,
+    /// When the profile was last written.
     pub updated_at: DateTime<Utc>,
 }
 
 /// Why a user id or a profile was refused. Each names the request parameter at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
+    /// The user id is empty, too long, or has a character outside the allowed set.
     #[error(
         "invalid user id: use 1-{MAX_USER_ID_BYTES} characters of A-Z, a-z, 0-9 and - _ . @ : + = | ~"
     )]
     BadUserId,
+    /// The body is not JSON (carries the parser's message).
     #[error("the profile is not valid JSON: {0}")]
     BadJson(String),
+    /// The body is JSON but not an object.
     #[error("the profile must be a JSON object")]
     NotAnObject,
+    /// More than [`MAX_FIELDS`] fields (carries how many).
     #[error("a profile has at most {MAX_FIELDS} fields; got {0}")]
     TooManyFields(usize),
     /// The name is not repeated: it is the client's text, and refusals are logged.
@@ -220,10 +236,13 @@ pub enum ProfileError {
         "a profile field name is invalid: use 1-{MAX_KEY_BYTES} characters of A-Z, a-z, 0-9 and '_'"
     )]
     BadKey,
+    /// A field's value is null, an array or an object (carries the field name).
     #[error("profile field `{0}` must be a string, a number or a boolean")]
     BadValue(String),
+    /// A string value is over [`MAX_STRING_BYTES`] (carries the field name).
     #[error("profile field `{0}` is longer than {MAX_STRING_BYTES} bytes")]
     StringTooLong(String),
+    /// The compact JSON is over [`MAX_PROFILE_BYTES`] (carries its size).
     #[error("the profile is {0} bytes as compact JSON; at most {MAX_PROFILE_BYTES} are allowed")]
     TooLarge(usize),
 }

@@ -43,10 +43,13 @@ pub struct PromptTemplate {
     segments: Vec<Segment>,
 }
 
+/// Why a template was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
+    /// A `{{` with no `}}` after it, at this byte offset.
     #[error("unclosed `{{{{` at byte {0}")]
     Unclosed(usize),
+    /// A variable name that is neither letters, digits and `_` nor `user.<field>`.
     #[error(
         "invalid variable name `{0}`: use letters, digits and '_', or `user.<field>` for a profile field"
     )]
@@ -54,6 +57,7 @@ pub enum TemplateError {
 }
 
 impl PromptTemplate {
+    /// Parses a template, refusing an unclosed `{{` or a bad variable name.
     pub fn parse(source: impl Into<String>) -> Result<Self, TemplateError> {
         let source = source.into();
         let mut segments = Vec::new();
@@ -89,6 +93,7 @@ impl PromptTemplate {
         Ok(Self { source, segments })
     }
 
+    /// The template as written.
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -147,8 +152,11 @@ impl PromptTemplate {
 
 /// Values of the built-in variables for one request.
 pub struct BuiltIns<'a> {
+    /// Renders `{{tenant_id}}`.
     pub tenant_id: &'a str,
+    /// Renders `{{tenant_name}}`: the tenant's display name.
     pub tenant_name: &'a str,
+    /// Renders `{{date}}`: the request's UTC date, `YYYY-MM-DD`.
     pub date: &'a str,
     /// The end user's profile, when the request names a user who has one.
     pub profile: Option<&'a UserProfile>,

@@ -18,6 +18,7 @@ fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_lowercase)
 }
 
+/// The groundedness of `answer` against `sources` (see the module docs): 0 to 1, 3 places.
 pub fn groundedness<'a>(
     answer: &str,
     sources: impl IntoIterator<Item = &'a str>,

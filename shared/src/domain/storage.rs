@@ -33,7 +33,9 @@ pub const DOCUMENT_LEASE: Duration = Duration::from_secs(300);
 /// One request's hold on a document id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// Identifies the holder: a commit or release must present it.
     pub token: String,
+    /// When the lease expires.
     pub until: DateTime<Utc>,
 }
 
@@ -47,6 +49,7 @@ impl Lease {
         }
     }
 
+    /// Whether the lease still holds at `now`.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.until > now
     }
@@ -69,6 +72,7 @@ pub struct DocumentEntry {
 }
 
 impl DocumentEntry {
+    /// Whether the id has an entry in the registry (a committed record, or a version above 0).
     pub fn exists(&self) -> bool {
         self.version > 0 || self.record.is_some()
     }
@@ -81,6 +85,7 @@ impl DocumentEntry {
 /// A document's entry and its tenant's counter, read together (one round trip, one item each).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageSlot {
+    /// The document id's entry.
     pub entry: DocumentEntry,
     /// The tenant's charged chunks; `None` until the tenant's first claim creates the counter.
     pub counter: Option<u64>,
@@ -105,6 +110,7 @@ pub struct Claim {
     pub charge: u64,
     /// `None` when the charge does not grow and the counter exists.
     pub counter: Option<CounterWrite>,
+    /// The lease the claim takes on the document id.
     pub lease: Lease,
 }
 
@@ -125,6 +131,7 @@ pub struct Settlement {
     pub lease_token: String,
     /// The charge the claim set.
     pub claimed: u64,
+    /// The entry's charge from now on.
     pub charge: u64,
     /// The entry goes away (a new id that was never stored and holds nothing).
     pub drop_entry: bool,
@@ -146,6 +153,7 @@ pub struct Removal {
     /// Credited to the counter, when the counter exists (`credit`); a counter created later is
     /// seeded from the index, which no longer holds these chunks.
     pub charge: u64,
+    /// Whether to credit the counter (it exists).
     pub credit: bool,
 }
 

@@ -63,10 +63,13 @@ pub enum ResponseFormat {
 /// A named schema, as sent, with its compiled validator.
 #[derive(Clone)]
 pub struct JsonSchemaFormat {
+    /// The schema's name (becomes the tool name on Anthropic).
     pub name: String,
+    /// What the schema is for, as the client sent it.
     pub description: Option<String>,
     /// The schema exactly as the client sent it.
     pub schema: Value,
+    /// OpenAI's `strict` flag, as the client sent it.
     pub strict: Option<bool>,
     validator: Arc<jsonschema::Validator>,
     /// What checking a reply can cost, walked before the validator runs.
@@ -95,15 +98,20 @@ impl PartialEq for JsonSchemaFormat {
 /// A structured-output format as a forced tool call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputTool<'a> {
+    /// The tool's name.
     pub name: &'a str,
+    /// The tool's description, when the format has one.
     pub description: Option<&'a str>,
+    /// The tool's input schema: the reply's schema.
     pub schema: Cow<'a, Value>,
 }
 
 /// Why a `response_format` was refused: a message and the parameter it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormatError {
+    /// What is wrong, naming where and never the values.
     pub message: String,
+    /// The request parameter at fault, e.g. `response_format.json_schema.name`.
     pub param: &'static str,
 }
 
@@ -236,6 +244,7 @@ impl ResponseFormat {
         }
     }
 
+    /// Whether the format is free text.
     pub fn is_text(&self) -> bool {
         matches!(self, Self::Text)
     }
@@ -390,6 +399,7 @@ pub struct ValidationFailure {
     pub instance_path: String,
     /// JSON Pointer to the failing keyword in the schema (`""` when the reply is not JSON).
     pub schema_path: String,
+    /// Which rule the reply broke, in words.
     pub reason: String,
     /// Further errors found (up to 100).
     pub more: usize,

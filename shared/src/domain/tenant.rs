@@ -13,15 +13,20 @@ use super::limits::{DegradationPolicy, LimitOverrides, Limits};
 use super::pricing::ModelPrice;
 use super::prompt::PromptTemplate;
 
+/// A pricing tier; decides the default limits ([`Tier::limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
+    /// The lowest limits.
     Free,
+    /// Middle limits.
     Pro,
+    /// The highest limits.
     Enterprise,
 }
 
 impl Tier {
+    /// The tier's name as configured (`free`, `pro`, `enterprise`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Free => "free",
@@ -35,13 +40,17 @@ impl Tier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
+    /// OpenAI (chat completions and embeddings).
     Openai,
+    /// Anthropic's messages API.
     Anthropic,
 }
 
 impl ProviderKind {
+    /// Every provider, in a fixed order.
     pub const ALL: [ProviderKind; 2] = [Self::Openai, Self::Anthropic];
 
+    /// The provider's name in configs, metrics and logs (`openai`, `anthropic`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
@@ -60,6 +69,7 @@ impl std::fmt::Display for ProviderKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// The API family to call.
     pub provider: ProviderKind,
     /// The provider's model id, e.g. `gpt-4o-mini` or `ft:gpt-4o-mini-2024-07-18:acme::abc123`.
     pub model: String,
@@ -76,10 +86,13 @@ impl Route {
     }
 }
 
+/// Whether replies are cached for identical requests, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseCachePolicy {
+    /// Whether the response cache is used for this tenant.
     pub enabled: bool,
+    /// How long a cached reply is served, in seconds (default 3600).
     #[serde(default = "default_cache_ttl")]
     pub ttl_seconds: u32,
 }
@@ -101,16 +114,22 @@ impl Default for ResponseCachePolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
+    /// The tenant this configuration belongs to.
     pub tenant_id: TenantId,
+    /// The tenant's name, for `{{tenant_name}}` and operators.
     pub display_name: String,
+    /// The tier whose limits apply (before overrides).
     pub tier: Tier,
     /// Grows on every change; part of response-cache keys.
     pub version: u64,
+    /// The system prompt template, rendered per request; it precedes every message.
     pub system_prompt: PromptTemplate,
+    /// The tenant's own template variables (name → value); they shadow built-ins.
     #[serde(default)]
     pub prompt_variables: BTreeMap<String, String>,
     /// Logical model name (what clients send as `model`) → route.
     pub routes: BTreeMap<String, Route>,
+    /// Response-cache policy (off by default).
     #[serde(default)]
     pub response_cache: ResponseCachePolicy,
     /// Provider model id → price, replacing the global price table for this tenant
@@ -120,15 +139,19 @@ pub struct TenantConfig {
     /// Overrides of the tier's limits.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Serve cheaper models once daily usage passes a threshold; `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degradation: Option<DegradationPolicy>,
     /// A disabled tenant's keys are refused (401) until it is enabled again.
     #[serde(default)]
     pub disabled: bool,
+    /// Whether answers are grounded in the tenant's documents by default.
     #[serde(default)]
     pub retrieval: RetrievalPolicy,
+    /// How much stored history a conversation carries.
     #[serde(default)]
     pub conversations: ConversationPolicy,
+    /// What to do when a structured reply fails its format.
     #[serde(default)]
     pub structured_output: StructuredOutputPolicy,
 }
@@ -166,7 +189,9 @@ impl Default for ConversationPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrievalPolicy {
+    /// Retrieve for requests that do not say (a request's `retrieval` overrides it).
     pub enabled: bool,
+    /// Chunks to retrieve (default 4).
     #[serde(default = "default_top_k")]
     pub top_k: u8,
     /// Tokens of excerpts at most added to a prompt.
@@ -192,18 +217,25 @@ impl Default for RetrievalPolicy {
     }
 }
 
+/// Why a tenant configuration was refused on write.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// The configuration has no model routes.
     #[error("tenant `{0}` has no model routes; add at least one")]
     NoRoutes(TenantId),
+    /// The system prompt names a variable that is neither defined nor built in.
     #[error("system prompt uses `{{{{{0}}}}}`, which is neither a prompt variable nor a built-in")]
     UnknownPromptVariable(String),
+    /// A route's provider model is empty (carries the route name).
     #[error("route `{0}` has an empty provider model")]
     EmptyRouteModel(String),
+    /// A degradation entry names a model that is not a route: (from, to, the unknown one).
     #[error("degradation maps `{0}` to `{1}`, but `{2}` is not one of the tenant's models")]
     UnknownDegradationModel(String, String, String),
+    /// The degradation threshold is not 1-100 percent.
     #[error("degradation threshold must be between 1 and 100 percent, got {0}")]
     BadDegradationThreshold(u8),
+    /// A limit override is above [`MAX_LIMIT`](super::limits::MAX_LIMIT).
     #[error("limit `{field}` is {value}, above the maximum of {max} (10^15)", max = super::limits::MAX_LIMIT)]
     LimitAboveMax { field: &'static str, value: u64 },
 }

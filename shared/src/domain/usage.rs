@@ -36,6 +36,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The wire and metric name (`rate_limited`, `upstream_error`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RateLimited => "rate_limited",
@@ -54,7 +55,9 @@ impl ErrorKind {
 /// Token counts in OpenAI's convention: `prompt_tokens` includes cache reads and writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
+    /// Input tokens, cache reads and writes included.
     pub prompt_tokens: u64,
+    /// Output tokens.
     pub completion_tokens: u64,
     /// Prompt tokens read from the provider's prompt cache.
     pub cached_tokens: u64,
@@ -63,6 +66,7 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    /// Prompt plus completion tokens: what limits count.
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
@@ -80,13 +84,17 @@ impl TokenUsage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageSource {
+    /// The provider reported the counts.
     #[default]
     Provider,
+    /// The gateway estimated the counts.
     Estimated,
+    /// Nothing was spent.
     None,
 }
 
 impl UsageSource {
+    /// The stored name (`provider`, `estimated`, `none`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provider => "provider",
@@ -102,19 +110,33 @@ impl UsageSource {
 /// replayed event never double-counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
+    /// The request, and the event's idempotency key.
     pub request_id: RequestId,
+    /// The tenant billed.
     pub tenant_id: TenantId,
+    /// The event's time; decides the hour it is rolled up into.
     pub created_at: DateTime<Utc>,
+    /// The logical model the client asked for.
     pub model_requested: String,
+    /// The model id the provider served (the route's model when the provider named none).
     pub model_served: String,
+    /// The provider called.
     pub provider: ProviderKind,
+    /// Tokens spent (see `usage_source`).
     pub usage: TokenUsage,
+    /// The cost in USD, exact.
     pub cost_usd: Decimal,
+    /// Wall-clock time of the request, in milliseconds.
     pub latency_ms: u64,
+    /// Time spent waiting on the provider, in milliseconds, when measured.
     pub provider_latency_ms: Option<u64>,
+    /// Whether the call succeeded.
     pub success: bool,
+    /// Why it failed; `None` on success.
     pub error_type: Option<ErrorKind>,
+    /// Whether the reply was streamed.
     pub streamed: bool,
+    /// Whether the reply came from the response cache.
     pub cache_hit: bool,
     /// Provider attempts made (retries on 429/5xx included). Failed attempts carry no tokens.
     pub attempts: u32,
@@ -142,6 +164,7 @@ pub struct UsageEvent {
 pub const LATENCY_BUCKETS: usize = 64;
 const LATENCY_GROWTH: f64 = 1.25;
 
+/// The latency histogram bucket of `latency_ms` (see [`LATENCY_BUCKETS`]).
 pub fn latency_bucket(latency_ms: u64) -> usize {
     if latency_ms < 1 {
         return 0;
@@ -186,31 +209,44 @@ pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Per tenant, model and hour: the sum of that hour's usage events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRollup {
+    /// The tenant whose events these are.
     pub tenant_id: TenantId,
     /// The hour's start.
     pub hour: DateTime<Utc>,
     /// The logical model requested.
     pub model: String,
+    /// Events in the hour.
     pub requests: u64,
+    /// Failed events.
     pub errors: u64,
     /// Error count by `ErrorKind::as_str()`.
     pub errors_by_type: std::collections::BTreeMap<String, u64>,
+    /// Sum of the events' `prompt_tokens`.
     pub prompt_tokens: u64,
+    /// Sum of the events' `completion_tokens`.
     pub completion_tokens: u64,
+    /// Sum of the events' `cached_tokens`.
     pub cached_tokens: u64,
+    /// Sum of the events' `cache_write_tokens`.
     pub cache_write_tokens: u64,
+    /// Sum of the events' cost, in USD.
     pub cost_usd: Decimal,
+    /// Events served from the response cache.
     pub cache_hits: u64,
+    /// Streamed events.
     pub streamed: u64,
     /// Counts per `latency_bucket`; always `LATENCY_BUCKETS` long.
     pub latency_histogram: Vec<u64>,
+    /// Sum of the events' quality scores.
     pub quality_score_sum: Decimal,
+    /// Events that had a quality score.
     pub quality_score_count: u64,
     /// Events whose tokens were estimated (`UsageSource::Estimated`).
     pub estimated: u64,
 }
 
 impl UsageRollup {
+    /// A rollup with nothing counted yet.
     pub fn empty(tenant_id: TenantId, hour: DateTime<Utc>, model: String) -> Self {
         Self {
             tenant_id,

@@ -35,6 +35,7 @@ pub const ERROR_KINDS: [ErrorKind; 9] = [
     ErrorKind::Configuration,
 ];
 
+/// The [`ErrorKind`] with this wire name; `None` for any other string.
 pub fn parse_error_kind(raw: &str) -> Option<ErrorKind> {
     ERROR_KINDS.into_iter().find(|k| k.as_str() == raw)
 }
@@ -47,11 +48,14 @@ pub fn parse_error_kind(raw: &str) -> Option<ErrorKind> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
+    /// One-hour buckets.
     Hour,
+    /// One-day buckets (UTC days).
     Day,
 }
 
 impl Granularity {
+    /// Parses `hour` or `day`.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "hour" => Some(Self::Hour),
@@ -60,6 +64,7 @@ impl Granularity {
         }
     }
 
+    /// A bucket's width.
     pub fn step(self) -> Duration {
         match self {
             Self::Hour => Duration::hours(1),
@@ -93,9 +98,13 @@ impl Granularity {
 /// What a report covers: `[from, to)`, both on bucket boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportSpec {
+    /// The first bucket's start (inclusive).
     pub from: DateTime<Utc>,
+    /// The end of the last bucket (exclusive).
     pub to: DateTime<Utc>,
+    /// Bucket width.
     pub granularity: Granularity,
+    /// Whether each bucket (and the totals) is also broken down by model.
     pub group_by_model: bool,
 }
 
@@ -134,19 +143,33 @@ impl ReportSpec {
 /// the latency histograms added bucket by bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aggregate {
+    /// Events counted.
     pub requests: u64,
+    /// Failed events.
     pub errors: u64,
+    /// Error count by `ErrorKind::as_str()`.
     pub errors_by_type: BTreeMap<String, u64>,
+    /// Prompt tokens.
     pub prompt_tokens: u64,
+    /// Completion tokens.
     pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache.
     pub cache_write_tokens: u64,
+    /// Cost in USD, exact.
     pub cost_usd: Decimal,
+    /// Events served from the response cache.
     pub cache_hits: u64,
+    /// Streamed events.
     pub streamed: u64,
+    /// Counts per latency bucket, `LATENCY_BUCKETS` long.
     pub latency_histogram: Vec<u64>,
+    /// Sum of quality scores.
     pub quality_score_sum: Decimal,
+    /// Events with a quality score.
     pub quality_score_count: u64,
+    /// Events whose tokens were estimated.
     pub estimated: u64,
 }
 
@@ -172,6 +195,7 @@ impl Default for Aggregate {
 }
 
 impl Aggregate {
+    /// Adds one rollup's counts.
     pub fn add(&mut self, r: &UsageRollup) {
         self.requests += r.requests;
         self.errors += r.errors;
@@ -199,6 +223,7 @@ impl Aggregate {
         histogram_percentile(&self.latency_histogram, p)
     }
 
+    /// The summary the API renders.
     pub fn summary(&self) -> UsageSummary {
         let latency = match (
             self.latency_percentile(50.0),
@@ -254,23 +279,34 @@ fn round(value: f64, places: i32) -> f64 {
 /// Latency percentiles in ms (histogram midpoints; see [`LATENCY_ERROR_BOUND`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Percentiles {
+    /// Median latency, in ms.
     pub p50: f64,
+    /// 95th percentile latency, in ms.
     pub p95: f64,
+    /// 99th percentile latency, in ms.
     pub p99: f64,
 }
 
 /// One bucket's (or one model's, or the whole range's) usage, as the API renders it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UsageSummary {
+    /// Requests counted.
     pub requests: u64,
+    /// Failed requests.
     pub errors: u64,
     /// `errors / requests` (0 when there were none).
     pub error_rate: f64,
+    /// Error count by error type (`ErrorKind::as_str()`).
     pub errors_by_type: BTreeMap<String, u64>,
+    /// Prompt tokens (cache reads and writes included).
     pub prompt_tokens: u64,
+    /// Completion tokens.
     pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache.
     pub cache_write_tokens: u64,
+    /// Prompt plus completion tokens.
     pub total_tokens: u64,
     /// Exact, as a decimal string: money never goes through a float.
     #[serde(with = "rust_decimal::serde::str")]
@@ -282,29 +318,38 @@ pub struct UsageSummary {
     /// `cached_tokens / prompt_tokens`: the share of prompt tokens read from the provider's
     /// prompt cache.
     pub cached_token_share: f64,
+    /// Streamed requests.
     pub streamed: u64,
     /// `null` when there were no requests.
     pub latency_ms: Option<Percentiles>,
     /// Average groundedness of retrieval-augmented answers (Σ scores / `quality_scored`, to 4
     /// decimal places), `null` when none was scored.
     pub quality_score_avg: Option<f64>,
+    /// Answers that got a quality score.
     pub quality_scored: u64,
     /// Calls whose tokens are the gateway's estimate, not the provider's report (a timeout
     /// after sending, a stream cut short): their events say `usage_source: estimated`.
     pub estimated_usage_calls: u64,
 }
 
+/// One model's usage in a range or bucket.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelUsage {
+    /// The logical model requested.
     pub model: String,
+    /// Its usage.
     #[serde(flatten)]
     pub usage: UsageSummary,
 }
 
+/// One time bucket of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReportBucket {
+    /// The bucket's start (inclusive).
     pub start: DateTime<Utc>,
+    /// The bucket's end (exclusive).
     pub end: DateTime<Utc>,
+    /// The bucket's usage, every model.
     #[serde(flatten)]
     pub usage: UsageSummary,
     /// Per model, with `group_by=model` (models with usage in the bucket, by name).
@@ -315,14 +360,21 @@ pub struct ReportBucket {
 /// `GET /v1/usage`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UsageReport {
+    /// Always `usage.report`.
     pub object: &'static str,
+    /// The tenant reported on.
     pub tenant_id: TenantId,
+    /// The report's start, aligned to a bucket (inclusive).
     pub from: DateTime<Utc>,
+    /// The report's end, aligned to a bucket (exclusive).
     pub to: DateTime<Utc>,
+    /// Bucket width.
     pub granularity: Granularity,
+    /// `model` when grouped by model, else `None`.
     pub group_by: Option<&'static str>,
     /// Relative error bound of every `latency_ms` percentile.
     pub latency_error_bound: f64,
+    /// The whole range, every model.
     pub totals: UsageSummary,
     /// The whole range, per model (by name).
     pub models: Vec<ModelUsage>,
@@ -395,11 +447,14 @@ pub fn build_report(tenant: &TenantId, spec: &ReportSpec, rollups: &[UsageRollup
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
+    /// The call succeeded.
     Ok,
+    /// The call failed.
     Error,
 }
 
 impl EventStatus {
+    /// Parses `ok` or `error`.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "ok" => Some(Self::Ok),
@@ -408,6 +463,7 @@ impl EventStatus {
         }
     }
 
+    /// The status of `event`.
     pub fn of(event: &UsageEvent) -> Self {
         if event.success { Self::Ok } else { Self::Error }
     }
@@ -419,9 +475,13 @@ impl EventStatus {
 pub struct EventFilter {
     /// The logical model requested.
     pub model: Option<String>,
+    /// Only events with this status.
     pub status: Option<EventStatus>,
+    /// Only events that failed with this error type.
     pub error_type: Option<ErrorKind>,
+    /// Only events at or after this time.
     pub from: Option<DateTime<Utc>>,
+    /// Only events before this time.
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -460,11 +520,14 @@ impl EventFilter {
 /// A range of event sort keys: `lower <= key < upper`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRange {
+    /// The smallest key in range (inclusive); `None`: unbounded.
     pub lower: Option<String>,
+    /// The bound above the range (exclusive); `None`: unbounded.
     pub upper: Option<String>,
 }
 
 impl KeyRange {
+    /// Whether `key` is in the range.
     pub fn contains(&self, key: &str) -> bool {
         self.lower.as_deref().is_none_or(|l| key >= l)
             && self.upper.as_deref().is_none_or(|u| key < u)
@@ -480,6 +543,7 @@ fn time_prefix(t: DateTime<Utc>) -> String {
 /// One page of a tenant's events, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventPage {
+    /// Up to the page's limit of events, newest first.
     pub events: Vec<UsageEvent>,
     /// Where the next page starts; `None` when there are no more events.
     pub next: Option<EventCursor>,
@@ -496,6 +560,7 @@ pub struct EventCursor {
     key: String,
 }
 
+/// A cursor that is malformed, or not one this API issued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the cursor is not one this API issued")]
 pub struct CursorError;
@@ -510,6 +575,7 @@ impl EventCursor {
         Self::at(event.created_at, &event.request_id)
     }
 
+    /// The position of the event created at `created_at` with `request_id`.
     pub fn at(created_at: DateTime<Utc>, request_id: &RequestId) -> Self {
         Self {
             key: format!("{}#{}", time_prefix(created_at), request_id.as_str()),
@@ -544,6 +610,7 @@ impl EventCursor {
         format!("{CURSOR_VERSION}{}", hex::encode(self.key.as_bytes()))
     }
 
+    /// Parses the form [`EventCursor::encode`] produces.
     pub fn decode(raw: &str) -> Result<Self, CursorError> {
         let body = raw.strip_prefix(CURSOR_VERSION).ok_or(CursorError)?;
         if body.len() > 2 * (32 + MAX_REQUEST_ID) {

@@ -6,14 +6,18 @@ use async_trait::async_trait;
 
 use crate::ports::store::AnomalyRecord;
 
+/// Why anomalies could not be published.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
+    /// The alerting backend failed or could not be reached.
     #[error("alerting unavailable: {0}")]
     Unavailable(String),
+    /// The alerting backend rate limited the call.
     #[error("alerting throttled the request")]
     Throttled,
 }
 
+/// Publishes anomalies to whatever pages an operator.
 #[async_trait]
 pub trait AnomalyAlerts: Send + Sync {
     /// Publishes newly recorded anomalies (never a duplicate: the scheduler only passes

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+/// A source of the current time.
 pub trait Clock: Send + Sync {
+    /// The current UTC time.
     fn now(&self) -> DateTime<Utc>;
 }
 

@@ -22,13 +22,22 @@ pub struct ProviderRequest {
     pub model: String,
     /// The tenant's rendered system prompt.
     pub system: Option<String>,
+    /// The conversation in order: retrieved context and stored history first (when any), then the
+    /// client's messages. Never the tenant's system prompt (that is `system`).
     pub messages: Vec<Message>,
+    /// Most tokens to generate; `None` leaves it to the provider's default.
     pub max_tokens: Option<u32>,
+    /// Sampling temperature, as the client sent it.
     pub temperature: Option<f64>,
+    /// Nucleus sampling probability, as the client sent it.
     pub top_p: Option<f64>,
+    /// Sequences that end generation (empty: none).
     pub stop: Vec<String>,
+    /// Seed for best-effort deterministic sampling, where the provider supports it.
     pub seed: Option<i64>,
+    /// OpenAI's presence penalty, as the client sent it.
     pub presence_penalty: Option<f64>,
+    /// OpenAI's frequency penalty, as the client sent it.
     pub frequency_penalty: Option<f64>,
     /// Structured output: OpenAI gets it as `response_format`, Anthropic as a forced tool
     /// call whose input is the reply.
@@ -56,8 +65,10 @@ pub enum StreamEvent {
     Model(String),
 }
 
+/// A provider's streamed completion: events in order, or the error that ended it.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
+/// How a provider call failed; decides retries and the client-facing status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderErrorKind {
     /// 429 from the provider.
@@ -72,10 +83,13 @@ pub enum ProviderErrorKind {
     Credentials,
 }
 
+/// A failed provider call, classified for retries and metering.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{provider} {kind:?}: {message}")]
 pub struct ProviderError {
+    /// The provider that failed.
     pub provider: ProviderKind,
+    /// What kind of failure it was.
     pub kind: ProviderErrorKind,
     /// Safe to log; for `Rejected`, safe to show the client (the provider's own words about the
     /// client's request). Never contains credentials.
@@ -88,6 +102,8 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
+    /// A failure before the request reached the provider (`started` false); chain
+    /// [`ProviderError::after_send`] for one after it.
     pub fn new(
         provider: ProviderKind,
         kind: ProviderErrorKind,
@@ -124,6 +140,7 @@ impl ProviderError {
 /// A chat-completion API: OpenAI, Anthropic, or the simulated one.
 #[async_trait]
 pub trait LlmProvider: Send + Sync {
+    /// Which provider this is.
     fn kind(&self) -> ProviderKind;
 
     /// A buffered completion.

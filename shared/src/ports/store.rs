@@ -19,14 +19,19 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::UsageEvent;
 use crate::domain::usage::UsageRollup;
 
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store failed or could not be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store rate limited the request.
     #[error("store throttled the request")]
     Throttled,
+    /// An item was found but could not be decoded.
     #[error("stored item is corrupt: {0}")]
     Corrupt(String),
+    /// The item the operation needs does not exist (e.g. revoking an unknown key).
     #[error("not found: {0}")]
     NotFound(String),
 }
@@ -34,12 +39,14 @@ pub enum StoreError {
 /// Looks up API keys by their public prefix (invoke, ingest, usage-report).
 #[async_trait]
 pub trait ApiKeyLookup: Send + Sync {
+    /// The key with this prefix, revoked or not; `None` when there is none.
     async fn find_key(&self, prefix: &KeyPrefix) -> Result<Option<StoredKey>, StoreError>;
 }
 
 /// Reads tenant configuration (invoke).
 #[async_trait]
 pub trait TenantConfigSource: Send + Sync {
+    /// The tenant's current configuration; `None` for an unknown tenant.
     async fn tenant_config(
         &self,
         tenant: &TenantId,
@@ -58,9 +65,11 @@ pub trait TenantConfigSource: Send + Sync {
 pub trait Catalog: Send + Sync {
     /// Operator price entries (merged over the bundled table by the service).
     async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError>;
+    /// Stores an operator price, replacing any for the same provider and model.
     async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError>;
     /// Tokens per minute the deployment may send to each provider model, shared by all tenants.
     async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError>;
+    /// Stores an upstream quota, replacing any for the same provider and model.
     async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError>;
 }
 
@@ -69,6 +78,7 @@ pub use crate::domain::documents::DocumentRecord;
 /// Whether a claim was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOutcome {
+    /// The claim was applied to the entry and the counter.
     Claimed,
     /// The counter would have gone past the claim's `max`: nothing was written.
     QuotaExceeded,
@@ -140,10 +150,13 @@ pub trait DocumentStore: Send + Sync {
 /// One turn of a stored conversation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
+    /// Who spoke.
     pub role: crate::domain::chat::Role,
+    /// What was said.
     pub content: String,
     /// Tokens of `content` (the tokenizer's count), for loading within a budget.
     pub tokens: u32,
+    /// When the turn was stored.
     pub at: DateTime<Utc>,
 }
 
@@ -171,16 +184,21 @@ pub trait ConversationStore: Send + Sync {
 /// A detected anomaly (anomaly-scheduler): recorded at most once per tenant, hour and kind.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AnomalyRecord {
+    /// The tenant the anomaly is about.
     pub tenant_id: TenantId,
     /// The hour (or day, for quality) the anomaly is about.
     pub hour: DateTime<Utc>,
     /// `cost_spike` or `quality_drop`.
     pub kind: String,
+    /// The hour's cost in USD (`cost_spike`), or the day's average quality score (`quality_drop`).
     pub observed: rust_decimal::Decimal,
+    /// The 7-day average the observation was compared with, in the same unit as `observed`.
     pub baseline: rust_decimal::Decimal,
+    /// When the scheduler detected it.
     pub detected_at: DateTime<Utc>,
 }
 
+/// Records detected anomalies, once each (anomaly-scheduler).
 #[async_trait]
 pub trait AnomalyStore: Send + Sync {
     /// Records the anomaly unless one for the same tenant, hour and kind exists (a retried or
@@ -198,7 +216,9 @@ pub trait AnomalyStore: Send + Sync {
 /// Whether a usage event was new or a replay of one already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
+    /// Written now.
     Inserted,
+    /// Already recorded earlier; nothing was written.
     Duplicate,
 }
 
@@ -210,6 +230,7 @@ pub enum Recorded {
 /// reconciled exactly once. Adjustment keys must be distinct.
 #[async_trait]
 pub trait UsageSink: Send + Sync {
+    /// Records `event` with its `adjustments`, or nothing if its request id was already recorded.
     async fn record(
         &self,
         event: &UsageEvent,
@@ -238,6 +259,7 @@ pub trait UsageQuery: Send + Sync {
 pub struct CounterKey(pub String);
 
 impl CounterKey {
+    /// The key as the store writes it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -246,15 +268,20 @@ impl CounterKey {
 /// A counter's value; a missing counter reads as zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter {
+    /// Tokens counted in the bucket.
     pub tokens: i64,
+    /// Requests counted in the bucket.
     pub requests: i64,
 }
 
 /// One conditional increment (negative amounts refund).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterAdd {
+    /// The counter to change.
     pub key: CounterKey,
+    /// Tokens to add (negative to refund).
     pub tokens: i64,
+    /// Requests to add (negative to refund).
     pub requests: i64,
     /// Apply only if the counter's tokens *after* the add are at most this.
     pub max_tokens: Option<i64>,
@@ -268,16 +295,22 @@ pub struct CounterAdd {
 /// at most these (what the snapshot the decision was made on saw; a missing counter is zero).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterGuard {
+    /// The counter the condition is on.
     pub key: CounterKey,
+    /// Most tokens the counter may hold for the write to apply.
     pub max_tokens: i64,
+    /// Most requests the counter may hold for the write to apply.
     pub max_requests: i64,
 }
 
+/// The result of [`LimiterStore::add_counters_guarded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddOutcome {
+    /// Every add was applied.
     Applied,
     /// Nothing was applied: the add at `index` would have broken its condition.
     Refused {
+        /// Position in the `adds` slice of the add that would have broken its condition.
         index: usize,
     },
     /// Nothing was applied: a guarded counter grew since it was read, so the decision must be
@@ -311,7 +344,9 @@ pub trait LimiterStore: Send + Sync {
 /// include the tenant.
 #[async_trait]
 pub trait ResponseCache: Send + Sync {
+    /// The cached completion under `key`; `None` when absent or expired.
     async fn get(&self, key: &str) -> Result<Option<Completion>, StoreError>;
+    /// Caches `value` under `key` for `ttl`, replacing any entry there.
     async fn put(&self, key: &str, value: &Completion, ttl: Duration) -> Result<(), StoreError>;
 }
 
@@ -322,10 +357,14 @@ pub trait TenantAdmin: Send + Sync {
     async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError>;
     /// Every tenant's configuration, ordered by tenant id.
     async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError>;
+    /// Stores a key, replacing any with the same prefix.
     async fn put_key(&self, key: StoredKey) -> Result<(), StoreError>;
     /// The keys of one tenant (hashes and prefixes; never a plaintext), oldest first.
     async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError>;
+    /// Marks the key revoked (a second revocation keeps the first time); `NotFound` if no such key.
     async fn revoke_key(&self, prefix: &KeyPrefix) -> Result<(), StoreError>;
+    /// Records `owner` as the tenant that owns fine-tuned `model` at `provider`, replacing any
+    /// previous owner.
     async fn register_fine_tuned(
         &self,
         provider: ProviderKind,

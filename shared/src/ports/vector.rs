@@ -12,18 +12,24 @@ use crate::domain::ids::TenantId;
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::ProviderError;
 
+/// Why a vector index operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IndexError {
+    /// The index failed or could not be reached.
     #[error("vector index unavailable: {0}")]
     Unavailable(String),
     /// The index is rate limiting (Qdrant Cloud's `RESOURCE_EXHAUSTED`); retry after the hint.
     #[error("vector index is rate limiting requests: {detail}")]
     Busy {
+        /// How long the index asked us to wait.
         retry_after: std::time::Duration,
+        /// The index's message.
         detail: String,
     },
+    /// The index refused the request as invalid.
     #[error("vector index refused the request: {0}")]
     Rejected(String),
+    /// The index answered with something unreadable.
     #[error("vector index returned something unreadable: {0}")]
     Corrupt(String),
 }
@@ -31,17 +37,22 @@ pub enum IndexError {
 /// A chunk with its embedding, ready to upsert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedChunk {
+    /// The chunk and its payload.
     pub chunk: Chunk,
+    /// Its embedding (as many values as the index's dimensions).
     pub vector: Vec<f32>,
 }
 
 /// A search result: the chunk's payload and its similarity (cosine, higher is closer).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredChunk {
+    /// The stored chunk.
     pub chunk: Chunk,
+    /// Cosine similarity to the query vector; higher is closer.
     pub score: f32,
 }
 
+/// A tenant-scoped vector index of document chunks.
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
     /// Creates the collection (cosine distance, `dimensions`) and the `tenant_id` keyword
@@ -84,6 +95,7 @@ pub trait VectorIndex: Send + Sync {
 pub struct IndexReadiness(std::sync::Arc<tokio::sync::OnceCell<()>>);
 
 impl IndexReadiness {
+    /// Runs [`VectorIndex::ensure_ready`] unless it already succeeded in this process.
     pub async fn ensure(
         &self,
         index: &dyn VectorIndex,
@@ -99,7 +111,9 @@ impl IndexReadiness {
 /// Embeddings for a batch of texts, in order, and the tokens the provider billed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
+    /// One vector per input text, in input order.
     pub vectors: Vec<Vec<f32>>,
+    /// Tokens the provider billed for the batch.
     pub prompt_tokens: u64,
     /// The embedding model that produced them (priced like any model).
     pub model: String,
@@ -113,6 +127,7 @@ pub trait Embedder: Send + Sync {
     fn kind(&self) -> ProviderKind;
     /// The model billed, so a call can be priced before it is made.
     fn model(&self) -> &str;
+    /// The length of every vector this embedder returns.
     fn dimensions(&self) -> usize;
     /// The most texts one [`Embedder::embed`] call should carry. Callers split longer inputs
     /// into calls of at most this many, so each upstream request is retried, metered and

@@ -15,6 +15,7 @@ use serde_path_to_error::Segment;
 pub struct FieldError {
     /// The field's path (`messages[0].content`), when the error is not about the whole body.
     pub param: Option<String>,
+    /// What is wrong and what the field must be; never the value sent.
     pub message: String,
 }
 

@@ -6,15 +6,22 @@ use serde::{Deserialize, Serialize};
 use crate::domain::chat::FinishReason;
 use crate::domain::usage::TokenUsage;
 
+/// A buffered chat completion (`object: chat.completion`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
+    /// `chatcmpl-{request id}` from Tollgate; the provider's id when read from one.
     pub id: String,
+    /// Always `chat.completion`.
     #[serde(default = "object_completion")]
     pub object: String,
+    /// Unix seconds when the completion was created.
     #[serde(default)]
     pub created: i64,
+    /// Tollgate answers with the model the client asked for; a provider, with what it served.
     pub model: String,
+    /// The replies; Tollgate sends exactly one.
     pub choices: Vec<Choice>,
+    /// Token counts, when reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageBody>,
 }
@@ -23,18 +30,25 @@ fn object_completion() -> String {
     "chat.completion".to_owned()
 }
 
+/// One reply of a completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
+    /// The reply's position (0 for Tollgate's one reply).
     #[serde(default)]
     pub index: u32,
+    /// The reply.
     pub message: AssistantMessage,
+    /// Why generation stopped, when known.
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
 }
 
+/// The assistant's message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {
+    /// Always `assistant`.
     pub role: String,
+    /// The reply's text.
     #[serde(default)]
     pub content: Option<String>,
     /// Present (null) so strict clients find the field they expect.
@@ -42,17 +56,24 @@ pub struct AssistantMessage {
     pub refusal: Option<String>,
 }
 
+/// Token counts in OpenAI's shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageBody {
+    /// Input tokens, cache reads and writes included.
     pub prompt_tokens: u64,
+    /// Output tokens.
     pub completion_tokens: u64,
+    /// Prompt plus completion tokens.
     pub total_tokens: u64,
+    /// The prompt-cache part of `prompt_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
+/// How much of the prompt went through the provider's prompt cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptTokensDetails {
+    /// Prompt tokens read from the cache.
     #[serde(default)]
     pub cached_tokens: u64,
     /// Tollgate extension: prompt-cache writes (Anthropic), so clients see what they pay for.
@@ -93,13 +114,18 @@ impl From<UsageBody> for TokenUsage {
 /// One `data:` payload of a streamed completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionChunk {
+    /// The completion's id (the same in every chunk).
     pub id: String,
+    /// Always `chat.completion.chunk`.
     #[serde(default = "object_chunk")]
     pub object: String,
+    /// Unix seconds when the completion was created.
     #[serde(default)]
     pub created: i64,
+    /// As in [`ChatCompletion::model`].
     #[serde(default)]
     pub model: String,
+    /// The chunk's deltas (none on a usage-only chunk).
     #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// Present only on the final chunk when usage was requested; `null` elsewhere.
@@ -111,20 +137,27 @@ fn object_chunk() -> String {
     "chat.completion.chunk".to_owned()
 }
 
+/// One reply's part of a chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
+    /// The reply's position.
     #[serde(default)]
     pub index: u32,
+    /// Text (and, first, the role) to append.
     #[serde(default)]
     pub delta: Delta,
+    /// Set on the chunk that ends the reply.
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
 }
 
+/// What a chunk adds to a reply.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
+    /// `assistant`, on the first chunk only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Text to append.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
 }
@@ -132,14 +165,21 @@ pub struct Delta {
 /// `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelList {
+    /// Always `list`.
     pub object: String,
+    /// The models.
     pub data: Vec<ModelObject>,
 }
 
+/// One model a tenant may request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelObject {
+    /// The logical model name to send as `model`.
     pub id: String,
+    /// Always `model`.
     pub object: String,
+    /// Unix seconds when the model was created (0 from Tollgate).
     pub created: i64,
+    /// Who owns the model (the tenant, from Tollgate).
     pub owned_by: String,
 }

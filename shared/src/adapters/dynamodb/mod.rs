@@ -66,6 +66,7 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// A store over `client` as it is configured (timeouts included), on the tables `names`.
     pub fn new(client: Client, names: TableNames) -> Self {
         Self {
             client,
@@ -108,6 +109,7 @@ impl DynamoStore {
         Self::new(Client::from_conf(config), names)
     }
 
+    /// The tables this store reads and writes.
     pub fn names(&self) -> &TableNames {
         &self.names
     }

@@ -16,11 +16,13 @@ use super::codec::{EXPIRES_AT, GSI1PK, GSI1SK, PK, SK};
 use super::error;
 use crate::ports::store::StoreError;
 
+/// The table-name prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "tollgate";
 
 /// The markers around the generated block in `template.yaml`.
 pub const CLOUDFORMATION_BEGIN: &str =
     "  # BEGIN generated tables (tollgate init --cloudformation)";
+/// The line that ends the generated block in `template.yaml`.
 pub const CLOUDFORMATION_END: &str = "  # END generated tables";
 
 /// The prefix `template.yaml` uses: each stack (`tollgate-dev`, `tollgate-prod`) gets its own
@@ -35,14 +37,21 @@ pub const USAGE_BY_TENANT_TIME: &str = "by_tenant_time";
 /// The activity index on the usage table: every rollup of one hour, keyed
 /// `HOUR_PK = HOUR#{yyyy-mm-ddThh}` / `HOUR_SK = {tenant}#{model}` (see `activity`).
 pub const USAGE_BY_HOUR: &str = "by_hour";
+/// The hash key attribute of [`USAGE_BY_HOUR`].
 pub const HOUR_PK: &str = "hour_pk";
+/// The range key attribute of [`USAGE_BY_HOUR`].
 pub const HOUR_SK: &str = "hour_sk";
 
+/// The four tables' names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
+    /// Tenant configs, keys, the fine-tuned registry, the catalog, profiles and documents.
     pub tenants: String,
+    /// Usage events and hourly rollups.
     pub usage: String,
+    /// Limiter counters.
     pub limits: String,
+    /// Cached completions.
     pub cache: String,
 }
 
@@ -67,9 +76,13 @@ impl Default for TableNames {
 /// A global secondary index with string hash and range keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDefinition {
+    /// The index name.
     pub name: &'static str,
+    /// Its hash key attribute.
     pub hash_key: &'static str,
+    /// Its range key attribute.
     pub range_key: &'static str,
+    /// What it holds besides keys.
     pub projection: IndexProjection,
 }
 
@@ -103,10 +116,15 @@ impl IndexProjection {
 pub struct TableDefinition {
     /// The CloudFormation logical id.
     pub logical_id: &'static str,
+    /// The table's name.
     pub name: String,
+    /// Its hash key attribute.
     pub hash_key: &'static str,
+    /// Its range key attribute, if any.
     pub range_key: Option<&'static str>,
+    /// Its global secondary indexes.
     pub indexes: Vec<IndexDefinition>,
+    /// The attribute DynamoDB expires items by, if any.
     pub ttl_attribute: Option<&'static str>,
     /// Whether the data outlives a deleted stack (tenants and billing data do; limiter
     /// counters and cached responses are disposable).
@@ -129,6 +147,7 @@ impl TableDefinition {
     }
 }
 
+/// The four tables, named from `names`.
 pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
     vec![
         TableDefinition {
@@ -193,6 +212,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
 /// What `create_tables` did to one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableReport {
+    /// The table's name.
     pub table: String,
     /// False when the table already existed (it is left as it is).
     pub created: bool,
