@@ -51,15 +51,24 @@ pub enum GatewayError {
     },
     /// The body is over the function's limit, in bytes (413).
     #[error("the request body exceeds the limit of {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The function's body limit, in bytes.
+        limit: usize,
+    },
     /// The tenant has no document with this id (404).
     #[error("no document `{id}` for this tenant")]
-    DocumentNotFound { id: String },
+    DocumentNotFound {
+        /// The document id asked for.
+        id: String,
+    },
     /// Another request is storing this document id; it is held until that request finishes.
     #[error(
         "document `{id}` is being stored by another request; retry when that request has finished"
     )]
-    DocumentBusy { id: String },
+    DocumentBusy {
+        /// The document id being stored.
+        id: String,
+    },
     /// One document of an ingest request cannot be stored as sent. In a batch it is that
     /// document's result; a request of one document fails with it.
     #[error("{message}")]
@@ -71,23 +80,42 @@ pub enum GatewayError {
     },
     /// The tenant has no profile for this user (404).
     #[error("no profile for user `{user_id}` in this tenant")]
-    ProfileNotFound { user_id: String },
+    ProfileNotFound {
+        /// The user id asked for.
+        user_id: String,
+    },
     /// No route matches the path (404).
     #[error("unknown route {method} {path}")]
-    RouteNotFound { method: String, path: String },
+    RouteNotFound {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
     /// The path exists but not for this method (405).
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
     /// The model is not one of the tenant's routes (404).
     #[error(
         "the model `{model}` does not exist or you do not have access to it; GET /v1/models lists the models available to you"
     )]
-    ModelNotFound { model: String },
+    ModelNotFound {
+        /// The model name the client asked for.
+        model: String,
+    },
     /// The route points at a fine-tuned model another tenant owns, or none is known to (403).
     #[error(
         "the model `{model}` is routed to a fine-tuned model that does not belong to this tenant; the route is refused. Ask your operator to fix the routing"
     )]
-    ForeignFineTunedModel { model: String },
+    ForeignFineTunedModel {
+        /// The model name the client asked for.
+        model: String,
+    },
     /// No price for the provider model a route serves; refused before the call (503).
     #[error(
         "no price is configured for `{provider_model}` (served for `{model}`); the request was refused before reaching the provider. Ask your operator to add it to the price table"
@@ -100,7 +128,10 @@ pub enum GatewayError {
     },
     /// The route's provider is not configured in this deployment (503).
     #[error("the provider for `{model}` is not configured in this deployment")]
-    ProviderUnavailable { model: String },
+    ProviderUnavailable {
+        /// The model name the client asked for.
+        model: String,
+    },
     /// A tenant limit or upstream quota refused the request (429).
     #[error("{message}")]
     RateLimited {
@@ -152,13 +183,19 @@ pub enum GatewayError {
     TenantDisabled,
     /// The provider answered 429 (429).
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
-    UpstreamRateLimited { retry_after: Option<Duration> },
+    UpstreamRateLimited {
+        /// How long the provider asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
     /// The provider did not answer in time (504).
     #[error("the upstream provider did not respond in time")]
     UpstreamTimeout,
     /// The provider refused the request as invalid (400); carries the provider's words.
     #[error("the upstream provider rejected the request: {message}")]
-    UpstreamRejected { message: String },
+    UpstreamRejected {
+        /// The provider's words about the request; safe to show the client.
+        message: String,
+    },
     /// A 5xx, a broken connection or an unreadable answer. The provider's words can carry
     /// anything (internal hostnames, other requests' ids, our key's prefix), so they are
     /// logged and never rendered.

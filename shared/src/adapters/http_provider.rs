@@ -87,10 +87,18 @@ impl fmt::Debug for ProviderSettings {
 pub enum ProviderSetupError {
     /// The base URL is not an http(s) URL.
     #[error("the {provider} base URL `{url}` is not an http(s) URL")]
-    InvalidBaseUrl { provider: ProviderKind, url: String },
+    InvalidBaseUrl {
+        /// The provider it was for.
+        provider: ProviderKind,
+        /// The URL as configured.
+        url: String,
+    },
     /// The API key is empty or not a valid HTTP header value.
     #[error("the {provider} API key is empty or contains characters not allowed in an HTTP header")]
-    InvalidApiKey { provider: ProviderKind },
+    InvalidApiKey {
+        /// The provider it was for.
+        provider: ProviderKind,
+    },
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client for {provider}: {detail}")]
     Client {

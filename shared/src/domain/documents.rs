@@ -30,19 +30,34 @@ pub const MAX_METADATA_BYTES: usize = 2_048;
 pub enum DocumentFieldError {
     /// The title is over [`MAX_TITLE_BYTES`]; `bytes` is its length.
     #[error("`title` is {bytes} bytes; the limit is {MAX_TITLE_BYTES}")]
-    TitleTooLong { bytes: usize },
+    TitleTooLong {
+        /// The title's length, in bytes.
+        bytes: usize,
+    },
     /// More than [`MAX_METADATA_ENTRIES`] entries; `entries` is how many.
     #[error("`metadata` has {entries} entries; the limit is {MAX_METADATA_ENTRIES}")]
-    TooManyEntries { entries: usize },
+    TooManyEntries {
+        /// How many entries were sent.
+        entries: usize,
+    },
     /// A key is over [`MAX_METADATA_KEY_BYTES`]; `bytes` is its length.
     #[error("a `metadata` key is {bytes} bytes; the limit is {MAX_METADATA_KEY_BYTES}")]
-    KeyTooLong { bytes: usize },
+    KeyTooLong {
+        /// The key's length, in bytes.
+        bytes: usize,
+    },
     /// A value is over [`MAX_METADATA_VALUE_BYTES`]; `bytes` is its length.
     #[error("a `metadata` value is {bytes} bytes; the limit is {MAX_METADATA_VALUE_BYTES}")]
-    ValueTooLong { bytes: usize },
+    ValueTooLong {
+        /// The value's length, in bytes.
+        bytes: usize,
+    },
     /// Keys and values total over [`MAX_METADATA_BYTES`]; `bytes` is the total.
     #[error("`metadata` is {bytes} bytes (keys and values); the limit is {MAX_METADATA_BYTES}")]
-    MetadataTooLarge { bytes: usize },
+    MetadataTooLarge {
+        /// Keys and values together, in bytes.
+        bytes: usize,
+    },
 }
 
 impl DocumentFieldError {

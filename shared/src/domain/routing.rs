@@ -8,10 +8,16 @@ use super::tenant::{Route, TenantConfig};
 pub enum RouteError {
     /// Not one of the tenant's routes.
     #[error("the model `{model}` is not one of this tenant's routes")]
-    UnknownModel { model: String },
+    UnknownModel {
+        /// The model name the client asked for.
+        model: String,
+    },
     /// The route points at a fine-tuned model another tenant owns (or no one is known to).
     #[error("the model `{model}` is a fine-tuned model this tenant does not own")]
-    ForeignFineTuned { model: String },
+    ForeignFineTuned {
+        /// The model name the client asked for.
+        model: String,
+    },
 }
 
 /// Finds the route for `requested`. Unknown names are refused, never a fallback to a default.

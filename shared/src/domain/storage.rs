@@ -95,9 +95,17 @@ pub struct StorageSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CounterWrite {
     /// Add `add`, only if the counter is then at most `max`.
-    Add { add: u64, max: u64 },
+    Add {
+        /// Chunks to add.
+        add: u64,
+        /// The most the counter may hold after the add (the quota).
+        max: u64,
+    },
     /// Create the counter at `value`, only if it still does not exist.
-    Create { value: u64 },
+    Create {
+        /// The counter's first value.
+        value: u64,
+    },
 }
 
 /// A planned claim: the store applies all of it or none.

@@ -237,7 +237,12 @@ pub enum ConfigError {
     BadDegradationThreshold(u8),
     /// A limit override is above [`MAX_LIMIT`](super::limits::MAX_LIMIT).
     #[error("limit `{field}` is {value}, above the maximum of {max} (10^15)", max = super::limits::MAX_LIMIT)]
-    LimitAboveMax { field: &'static str, value: u64 },
+    LimitAboveMax {
+        /// The override at fault.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl TenantConfig {

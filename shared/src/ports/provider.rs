@@ -72,7 +72,10 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderErr
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderErrorKind {
     /// 429 from the provider.
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// How long the provider asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
     /// No answer (or no next stream chunk) within the configured time, or the call's deadline.
     Timeout,
     /// 5xx, connection failure, or an answer we could not understand.
