@@ -9,6 +9,7 @@
 //! of any of them.
 
 pub mod capture;
+pub mod contracts;
 pub mod fixtures;
 pub mod moto;
 pub mod qdrant_standin;

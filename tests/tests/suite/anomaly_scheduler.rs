@@ -198,6 +198,8 @@ struct Backend {
     cloudwatch: Option<(String, String)>,
 }
 
+impl tollgate_tests::contracts::Backend for Backend {}
+
 impl Backend {
     fn state(&self) -> SchedulerState {
         SchedulerState {
@@ -352,7 +354,7 @@ mod scenario {
 
     /// The synthetic histories, checked by one scheduled run, then the same event
     /// delivered again.
-    pub async fn histories_then_a_duplicated_event(backend: Backend) {
+    pub async fn histories_then_a_duplicated_event(backend: &Backend) {
         record_all(backend.store.as_ref(), &histories()).await;
         let state = backend.state();
 
@@ -422,7 +424,7 @@ mod scenario {
 
     /// The run for 23:00 checks the day's quality for every tenant active that day, including
     /// one that was not active in the last hour.
-    pub async fn a_quality_drop_is_found_on_the_day_closing_run(backend: Backend) {
+    pub async fn a_quality_drop_is_found_on_the_day_closing_run(backend: &Backend) {
         let day = Utc.with_ymd_and_hms(2026, 3, 14, 0, 0, 0).unwrap();
         let mut all = Vec::new();
         for d in 1..=7 {
@@ -473,6 +475,11 @@ mod scenario {
     }
 
     /// Pages of the activity index: every active tenant once, in order, whatever its models.
+    /// Active tenants are paged once each, in order.
+    pub async fn active_tenants_in_order(backend: &Backend) {
+        active_tenants_page_through_an_hour(backend.store.as_ref()).await;
+    }
+
     pub async fn active_tenants_page_through_an_hour<S: UsageSink + UsageActivity + ?Sized>(
         store: &S,
     ) {
@@ -546,41 +553,14 @@ mod scenario {
     }
 }
 
-/// Expands every scenario for one backend, as `<backend>::<scenario>` tests.
-macro_rules! scheduler_tests {
-    ($backend:ident) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test]
-            async fn spike_growth_new_zero_tiny_and_a_duplicated_event_alert_exactly_once() {
-                let Some(backend) = super::$backend().await else {
-                    return;
-                };
-                scenario::histories_then_a_duplicated_event(backend).await;
-            }
-
-            #[tokio::test]
-            async fn a_days_quality_drop_is_recorded_once_by_its_last_hours_run() {
-                let Some(backend) = super::$backend().await else {
-                    return;
-                };
-                scenario::a_quality_drop_is_found_on_the_day_closing_run(backend).await;
-            }
-
-            #[tokio::test]
-            async fn active_tenants_are_paged_once_each_in_order() {
-                let Some(backend) = super::$backend().await else {
-                    return;
-                };
-                scenario::active_tenants_page_through_an_hour(backend.store.as_ref()).await;
-            }
-        }
-    };
+tollgate_tests::contract_suite! {
+    backends: [memory, dynamodb],
+    cases: {
+        spike_growth_new_zero_tiny_and_a_duplicated_event_alert_exactly_once => scenario::histories_then_a_duplicated_event,
+        a_days_quality_drop_is_recorded_once_by_its_last_hours_run => scenario::a_quality_drop_is_found_on_the_day_closing_run,
+        active_tenants_are_paged_once_each_in_order => scenario::active_tenants_in_order,
+    },
 }
-
-scheduler_tests!(memory);
-scheduler_tests!(dynamodb);
 
 // ---------------------------------------------------------------------------------------------
 // The function's edges

@@ -77,7 +77,8 @@ async fn reserve(
 mod contract {
     use super::*;
 
-    pub async fn guarded_writes(store: Arc<dyn LimiterStore>) {
+    pub async fn guarded_writes(store: &Arc<dyn LimiterStore>) {
+        let store = store.clone();
         let (a, g) = ("t#x#m#1", "t#x#m#0");
         store.add_counters(&[add(g, 500, 10_000)]).await.unwrap();
         // The guard holds (500 ≤ 500): the add applies.
@@ -133,7 +134,31 @@ mod contract {
 
     /// Four 5,000-token reservations read just before a boundary and four just after, against
     /// a limit of 20,000, all read before any is written, then written in `order`.
-    pub async fn boundary(store: Arc<dyn LimiterStore>, order: &[usize]) -> u64 {
+    /// Every pre-boundary write first, then every post-boundary one.
+    pub async fn boundary_pre_then_post(store: &Arc<dyn LimiterStore>) {
+        assert_eq!(
+            boundary(store.clone(), &[0, 1, 2, 3, 4, 5, 6, 7]).await,
+            20_000
+        );
+    }
+
+    /// Every post-boundary write first.
+    pub async fn boundary_post_then_pre(store: &Arc<dyn LimiterStore>) {
+        assert_eq!(
+            boundary(store.clone(), &[4, 5, 6, 7, 0, 1, 2, 3]).await,
+            20_000
+        );
+    }
+
+    /// Pre- and post-boundary writes alternating.
+    pub async fn boundary_interleaved(store: &Arc<dyn LimiterStore>) {
+        assert_eq!(
+            boundary(store.clone(), &[0, 4, 1, 5, 2, 6, 3, 7]).await,
+            20_000
+        );
+    }
+
+    async fn boundary(store: Arc<dyn LimiterStore>, order: &[usize]) -> u64 {
         let limiter = Limiter::new(store, HashMap::new(), 1024);
         let tenant = TenantId::parse("edge").unwrap();
         let limits = limits(20_000, 1_000);
@@ -159,7 +184,8 @@ mod contract {
         admitted
     }
 
-    pub async fn sharded_requests(store: Arc<dyn LimiterStore>) {
+    pub async fn sharded_requests(store: &Arc<dyn LimiterStore>) {
+        let store = store.clone();
         let limiter = Limiter::new(store, HashMap::new(), 1024);
         let tenant = TenantId::parse("big").unwrap();
         let shards = Shards::new(16);
@@ -191,7 +217,8 @@ mod contract {
 
     /// Tokens-only reservations are limited by tokens per minute and never by requests per
     /// minute, and leave the request count where it was.
-    pub async fn tokens_only(store: Arc<dyn LimiterStore>) {
+    pub async fn tokens_only(store: &Arc<dyn LimiterStore>) {
+        let store = store.clone();
         let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
         let tenant = TenantId::parse("docs").unwrap();
         let now = 3_000_005;
@@ -257,65 +284,14 @@ async fn dynamodb() -> Option<Arc<dyn LimiterStore>> {
     Some(Arc::new(store))
 }
 
-macro_rules! limiter_contract_tests {
-    ($backend:ident) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test]
-            async fn a_guarded_write_applies_only_while_its_guards_hold() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::guarded_writes(store).await;
-            }
-
-            #[tokio::test]
-            async fn writes_read_before_a_boundary_landing_after_it_admit_no_more_than_the_limit() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                // Every pre-boundary write first, then every post-boundary one.
-                let admitted = contract::boundary(store, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
-                assert_eq!(admitted, 20_000);
-            }
-
-            #[tokio::test]
-            async fn writes_read_after_a_boundary_landing_first_admit_no_more_than_the_limit() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                let admitted = contract::boundary(store, &[4, 5, 6, 7, 0, 1, 2, 3]).await;
-                assert_eq!(admitted, 20_000);
-            }
-
-            #[tokio::test]
-            async fn interleaved_writes_across_a_boundary_admit_no_more_than_the_limit() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                let admitted = contract::boundary(store, &[0, 4, 1, 5, 2, 6, 3, 7]).await;
-                assert_eq!(admitted, 20_000);
-            }
-
-            #[tokio::test]
-            async fn a_sharded_tenant_admits_any_request_that_fits_and_counts_every_request() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::sharded_requests(store).await;
-            }
-
-            #[tokio::test]
-            async fn a_tokens_only_reservation_holds_tokens_and_counts_no_request() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::tokens_only(store).await;
-            }
-        }
-    };
+tollgate_tests::contract_suite! {
+    backends: [memory, dynamodb],
+    cases: {
+        a_guarded_write_applies_only_while_its_guards_hold => contract::guarded_writes,
+        writes_read_before_a_boundary_landing_after_it_admit_no_more_than_the_limit => contract::boundary_pre_then_post,
+        writes_read_after_a_boundary_landing_first_admit_no_more_than_the_limit => contract::boundary_post_then_pre,
+        interleaved_writes_across_a_boundary_admit_no_more_than_the_limit => contract::boundary_interleaved,
+        a_sharded_tenant_admits_any_request_that_fits_and_counts_every_request => contract::sharded_requests,
+        a_tokens_only_reservation_holds_tokens_and_counts_no_request => contract::tokens_only,
+    },
 }
-
-limiter_contract_tests!(memory);
-limiter_contract_tests!(dynamodb);

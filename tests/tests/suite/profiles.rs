@@ -198,40 +198,14 @@ async fn dynamodb() -> Option<DynamoStore> {
     tollgate_tests::moto::fresh_store("DynamoDB profile tests", "p").await
 }
 
-macro_rules! profile_contract_tests {
-    ($backend:ident) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test]
-            async fn profiles_are_put_read_replaced_and_deleted() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::put_get_replace_delete(&store).await;
-            }
-
-            #[tokio::test]
-            async fn the_same_user_id_under_another_tenant_is_another_user() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::the_same_user_id_under_another_tenant_is_another_user(&store).await;
-            }
-
-            #[tokio::test]
-            async fn the_largest_profile_and_longest_ids_round_trip_exactly() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::the_largest_profile_and_longest_ids_round_trip_exactly(&store).await;
-            }
-        }
-    };
+tollgate_tests::contract_suite! {
+    backends: [memory, dynamodb],
+    cases: {
+        profiles_are_put_read_replaced_and_deleted => contract::put_get_replace_delete,
+        the_same_user_id_under_another_tenant_is_another_user => contract::the_same_user_id_under_another_tenant_is_another_user,
+        the_largest_profile_and_longest_ids_round_trip_exactly => contract::the_largest_profile_and_longest_ids_round_trip_exactly,
+    },
 }
-
-profile_contract_tests!(memory);
-profile_contract_tests!(dynamodb);
 
 #[tokio::test]
 async fn dynamodb_each_profile_operation_is_one_round_trip() {

@@ -672,7 +672,17 @@ mod contract {
     }
 
     /// 50 concurrent adds of 100 tokens against a cap of 2000: exactly 20 fit.
-    pub async fn concurrent_adds<S: LimiterStore>(store: &S, with_day_window: bool) {
+    /// Fifty concurrent adds to one counter admit exactly twenty.
+    pub async fn concurrent_single_counter_adds<S: LimiterStore>(store: &S) {
+        concurrent_adds(store, false).await;
+    }
+
+    /// Fifty concurrent adds to two windows at once admit exactly twenty.
+    pub async fn concurrent_two_window_adds<S: LimiterStore>(store: &S) {
+        concurrent_adds(store, true).await;
+    }
+
+    async fn concurrent_adds<S: LimiterStore>(store: &S, with_day_window: bool) {
         let outcomes = join_all((0..50).map(|i| async move {
             let mut adds = vec![capped("hot:m", 100, 2_000)];
             if with_day_window {
@@ -1174,145 +1184,27 @@ async fn dynamodb() -> Option<DynamoStore> {
     tollgate_tests::moto::fresh_store("DynamoDB contract suite", "t").await
 }
 
-/// Expands every contract for one backend, as `<backend>::<contract>` tests.
-macro_rules! store_contract_tests {
-    ($backend:ident) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test]
-            async fn conversations_append_and_load_the_newest_turns_per_tenant() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::conversations(&store).await;
-            }
-
-            #[tokio::test]
-            async fn anomalies_are_recorded_once_per_tenant_hour_and_kind() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::anomalies(&store).await;
-            }
-
-            #[tokio::test]
-            async fn documents_are_listed_by_id_replaced_and_deleted_per_tenant() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::documents(&store).await;
-            }
-
-            #[tokio::test]
-            async fn storage_claims_are_conditional_on_the_quota_the_version_and_the_lease() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::storage_claims(&store).await;
-            }
-
-            #[tokio::test]
-            async fn eight_concurrent_claims_of_3_chunks_fit_exactly_3_in_a_quota_of_10() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::concurrent_claims(&store).await;
-            }
-
-            #[tokio::test]
-            async fn documents_are_paged_by_id_within_the_callers_own_registry() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::document_pages(&store).await;
-            }
-
-            #[tokio::test]
-            async fn keys_are_found_by_prefix_listed_oldest_first_and_revoked_once() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::keys(&store).await;
-            }
-
-            #[tokio::test]
-            async fn tenant_configs_get_increasing_versions_and_list_by_id() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::tenant_configs(&store).await;
-            }
-
-            #[tokio::test]
-            async fn usage_is_recorded_once_and_rollups_equal_the_sum_of_events() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::usage(&store).await;
-            }
-
-            #[tokio::test]
-            async fn usage_adjustments_reconcile_counters_exactly_once() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::usage_adjustments(&store).await;
-            }
-
-            #[tokio::test]
-            async fn limiter_adds_are_capped_all_or_nothing_and_report_the_refused_index() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::limiter(&store).await;
-            }
-
-            #[tokio::test]
-            async fn limiter_reads_more_counters_than_one_batch_in_order() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::limiter_reads_many_counters(&store).await;
-            }
-
-            #[tokio::test]
-            async fn fifty_concurrent_single_counter_adds_admit_exactly_twenty() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::concurrent_adds(&store, false).await;
-            }
-
-            #[tokio::test]
-            async fn fifty_concurrent_two_window_adds_admit_exactly_twenty() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::concurrent_adds(&store, true).await;
-            }
-
-            #[tokio::test]
-            async fn cached_responses_are_served_until_they_expire() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::cache(&store).await;
-            }
-
-            #[tokio::test]
-            async fn catalog_prices_and_quotas_round_trip_in_order() {
-                let Some(store) = super::$backend().await else {
-                    return;
-                };
-                contract::catalog(&store).await;
-            }
-        }
-    };
+tollgate_tests::contract_suite! {
+    backends: [memory, dynamodb],
+    cases: {
+        conversations_append_and_load_the_newest_turns_per_tenant => contract::conversations,
+        anomalies_are_recorded_once_per_tenant_hour_and_kind => contract::anomalies,
+        documents_are_listed_by_id_replaced_and_deleted_per_tenant => contract::documents,
+        storage_claims_are_conditional_on_the_quota_the_version_and_the_lease => contract::storage_claims,
+        eight_concurrent_claims_of_3_chunks_fit_exactly_3_in_a_quota_of_10 => contract::concurrent_claims,
+        documents_are_paged_by_id_within_the_callers_own_registry => contract::document_pages,
+        keys_are_found_by_prefix_listed_oldest_first_and_revoked_once => contract::keys,
+        tenant_configs_get_increasing_versions_and_list_by_id => contract::tenant_configs,
+        usage_is_recorded_once_and_rollups_equal_the_sum_of_events => contract::usage,
+        usage_adjustments_reconcile_counters_exactly_once => contract::usage_adjustments,
+        limiter_adds_are_capped_all_or_nothing_and_report_the_refused_index => contract::limiter,
+        limiter_reads_more_counters_than_one_batch_in_order => contract::limiter_reads_many_counters,
+        fifty_concurrent_single_counter_adds_admit_exactly_twenty => contract::concurrent_single_counter_adds,
+        fifty_concurrent_two_window_adds_admit_exactly_twenty => contract::concurrent_two_window_adds,
+        cached_responses_are_served_until_they_expire => contract::cache,
+        catalog_prices_and_quotas_round_trip_in_order => contract::catalog,
+    },
 }
-
-store_contract_tests!(memory);
-store_contract_tests!(dynamodb);
 
 /// DynamoDB-only properties: table creation and the round trips each port costs.
 mod dynamodb_adapter {

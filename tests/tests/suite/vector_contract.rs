@@ -102,7 +102,8 @@ fn close(a: f32, b: f32) -> bool {
 mod contract {
     use super::*;
 
-    pub async fn ensure_ready_is_idempotent(index: &dyn VectorIndex) {
+    pub async fn ensure_ready_is_idempotent(fixture: &Fixture) {
+        let index = &*fixture.index;
         index.ensure_ready(DIMS).await.unwrap();
         index.ensure_ready(DIMS).await.unwrap();
         let (acme, faq) = (tenant("acme"), doc("faq"));
@@ -118,7 +119,8 @@ mod contract {
         assert!(matches!(err, IndexError::Rejected(_)), "{err:?}");
     }
 
-    pub async fn replaced_chunks_are_found_best_first_with_scores(index: &dyn VectorIndex) {
+    pub async fn replaced_chunks_are_found_best_first_with_scores(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, faq) = (tenant("acme"), doc("faq"));
         let mixed = vector(&[(0, 1.0), (1, 1.0)]);
         let uploaded = vec![
@@ -157,7 +159,8 @@ mod contract {
         assert_eq!(results[1].chunk, uploaded[2].chunk);
     }
 
-    pub async fn reingesting_a_document_replaces_its_chunks(index: &dyn VectorIndex) {
+    pub async fn reingesting_a_document_replaces_its_chunks(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, faq) = (tenant("acme"), doc("faq"));
         index
             .replace_document(&acme, &faq, chunks("acme", "faq", 5, "old"))
@@ -190,7 +193,8 @@ mod contract {
         assert_eq!(index.count(&acme).await.unwrap(), 1);
     }
 
-    pub async fn tenants_with_identical_documents_never_see_each_other(index: &dyn VectorIndex) {
+    pub async fn tenants_with_identical_documents_never_see_each_other(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, globex) = (tenant("acme"), tenant("globex"));
         let shared = doc("handbook");
         // Same document id, same chunk indexes, same vectors: only the tenant differs.
@@ -233,9 +237,8 @@ mod contract {
         assert!(globex_texts);
     }
 
-    pub async fn delete_document_counts_and_removes_only_that_tenants_document(
-        index: &dyn VectorIndex,
-    ) {
+    pub async fn delete_document_counts_and_removes_only_that_tenants_document(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, globex) = (tenant("acme"), tenant("globex"));
         let (a, b) = (doc("a"), doc("b"));
         index
@@ -277,7 +280,8 @@ mod contract {
         assert_eq!(index.count(&globex).await.unwrap(), 4);
     }
 
-    pub async fn count_is_per_tenant(index: &dyn VectorIndex) {
+    pub async fn count_is_per_tenant(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, globex, initech) = (tenant("acme"), tenant("globex"), tenant("initech"));
         for (t, docs) in [(&acme, 3_u32), (&globex, 1)] {
             for d in 0..docs {
@@ -293,7 +297,8 @@ mod contract {
         assert_eq!(index.count(&initech).await.unwrap(), 0);
     }
 
-    pub async fn search_returns_at_most_top_k(index: &dyn VectorIndex) {
+    pub async fn search_returns_at_most_top_k(fixture: &Fixture) {
+        let index = &*fixture.index;
         let acme = tenant("acme");
         let batch = (0..12)
             .map(|i| {
@@ -314,7 +319,8 @@ mod contract {
         assert!(index.search(&acme, &axis(0), 0).await.unwrap().is_empty());
     }
 
-    pub async fn an_empty_tenant_has_no_results_and_no_error(index: &dyn VectorIndex) {
+    pub async fn an_empty_tenant_has_no_results_and_no_error(fixture: &Fixture) {
+        let index = &*fixture.index;
         let initech = tenant("initech");
         assert!(
             index
@@ -338,7 +344,8 @@ mod contract {
         );
     }
 
-    pub async fn bad_batches_are_rejected_and_change_nothing(index: &dyn VectorIndex) {
+    pub async fn bad_batches_are_rejected_and_change_nothing(fixture: &Fixture) {
+        let index = &*fixture.index;
         let (acme, faq) = (tenant("acme"), doc("faq"));
         index
             .replace_document(&acme, &faq, chunks("acme", "faq", 2, "kept"))
@@ -391,6 +398,13 @@ struct Fixture {
     _standin: Option<QdrantStandIn>,
     /// Dropped after a passing test, so a real Qdrant does not collect test collections.
     real: Option<(qdrant_client::Qdrant, String)>,
+}
+
+impl tollgate_tests::contracts::Backend for Fixture {
+    /// Drops a real Qdrant's test collection.
+    async fn finish(self) {
+        Fixture::finish(self).await;
+    }
 }
 
 impl Fixture {
@@ -473,74 +487,20 @@ async fn qdrant_real() -> Option<Fixture> {
     Some(fixture)
 }
 
-/// One contract as a test on one backend.
-macro_rules! contract_case {
-    ($backend:ident, $name:ident, $contract:path) => {
-        #[tokio::test]
-        async fn $name() {
-            let Some(fixture) = super::$backend().await else {
-                return;
-            };
-            $contract(&*fixture.index).await;
-            fixture.finish().await;
-        }
-    };
+tollgate_tests::contract_suite! {
+    backends: [embedded, qdrant_standin, qdrant_real],
+    cases: {
+        ensure_ready_is_idempotent_and_refuses_other_dimensions => contract::ensure_ready_is_idempotent,
+        replaced_chunks_are_found_best_first_with_cosine_scores => contract::replaced_chunks_are_found_best_first_with_scores,
+        reingesting_a_document_replaces_all_its_old_chunks => contract::reingesting_a_document_replaces_its_chunks,
+        tenants_with_identical_document_ids_and_vectors_never_see_each_other => contract::tenants_with_identical_documents_never_see_each_other,
+        delete_document_returns_the_count_and_removes_only_that_tenants_document => contract::delete_document_counts_and_removes_only_that_tenants_document,
+        count_is_per_tenant => contract::count_is_per_tenant,
+        search_returns_at_most_top_k_best_first => contract::search_returns_at_most_top_k,
+        search_on_an_empty_tenant_is_empty_not_an_error => contract::an_empty_tenant_has_no_results_and_no_error,
+        bad_batches_are_rejected_and_change_nothing => contract::bad_batches_are_rejected_and_change_nothing,
+    },
 }
-
-/// Expands every contract for one backend, as `<backend>::<contract>` tests.
-macro_rules! vector_contract_tests {
-    ($backend:ident) => {
-        mod $backend {
-            use super::*;
-
-            contract_case!(
-                $backend,
-                ensure_ready_is_idempotent_and_refuses_other_dimensions,
-                contract::ensure_ready_is_idempotent
-            );
-            contract_case!(
-                $backend,
-                replaced_chunks_are_found_best_first_with_cosine_scores,
-                contract::replaced_chunks_are_found_best_first_with_scores
-            );
-            contract_case!(
-                $backend,
-                reingesting_a_document_replaces_all_its_old_chunks,
-                contract::reingesting_a_document_replaces_its_chunks
-            );
-            contract_case!(
-                $backend,
-                tenants_with_identical_document_ids_and_vectors_never_see_each_other,
-                contract::tenants_with_identical_documents_never_see_each_other
-            );
-            contract_case!(
-                $backend,
-                delete_document_returns_the_count_and_removes_only_that_tenants_document,
-                contract::delete_document_counts_and_removes_only_that_tenants_document
-            );
-            contract_case!($backend, count_is_per_tenant, contract::count_is_per_tenant);
-            contract_case!(
-                $backend,
-                search_returns_at_most_top_k_best_first,
-                contract::search_returns_at_most_top_k
-            );
-            contract_case!(
-                $backend,
-                search_on_an_empty_tenant_is_empty_not_an_error,
-                contract::an_empty_tenant_has_no_results_and_no_error
-            );
-            contract_case!(
-                $backend,
-                bad_batches_are_rejected_and_change_nothing,
-                contract::bad_batches_are_rejected_and_change_nothing
-            );
-        }
-    };
-}
-
-vector_contract_tests!(embedded);
-vector_contract_tests!(qdrant_standin);
-vector_contract_tests!(qdrant_real);
 
 // ---------------------------------------------------------------------------------------------
 // What only the stand-in can show: the requests on the wire, refusals, faults
