@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod lambda;
 pub mod ports;
+pub mod render;
 pub mod routes;
 pub mod service;
 pub mod telemetry;

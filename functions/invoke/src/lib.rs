@@ -20,6 +20,7 @@ use tollgate::config::Settings;
 use tollgate::http::{self as edge, Body, bearer_token};
 use tollgate::ports::MetricsSink;
 use tollgate::ports::vector::VectorIndex;
+use tollgate::render::openai;
 use tollgate::routes::{Handler, Params, Route, RouteTable};
 use tollgate::service::caller::{Caller, Callers};
 use tollgate::service::{ChatReply, ChatService, RequestContext};
@@ -157,10 +158,14 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
     };
     let reply = state.chat.chat(&ctx, &caller, body).await;
     let (mut response, meta) = match reply {
-        Ok(ChatReply::Completion { body, meta }) => {
+        Ok(ChatReply::Completion { completion, meta }) => {
+            let body = openai::completion(&request_id, &meta, completion);
             (edge::json(StatusCode::OK, &body, &request_id), meta)
         }
-        Ok(ChatReply::Stream { events, meta }) => (edge::sse(events, &request_id), meta),
+        Ok(ChatReply::Stream { events, meta }) => {
+            let body = openai::sse(&request_id, &meta, events);
+            (edge::sse(body, &request_id), meta)
+        }
         Err(err) => return edge::error(&err, &request_id),
     };
     if let Some(cache) = meta.cache {

@@ -7,19 +7,17 @@ use std::time::Instant;
 use crate::adapters::retry::RetryPolicy;
 use crate::domain::cache_key::response_cache_key;
 use crate::domain::chat::{ChatRequest, Completion, Message};
-use crate::domain::ids::{RequestId, TenantId};
+use crate::domain::ids::TenantId;
 use crate::domain::prompt::BuiltIns;
 use crate::domain::routing;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
-use crate::http::ByteStream;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
 use crate::ports::store::ProfileStore;
 use crate::ports::{ResponseCache, TenantConfigSource};
 use crate::service::catalog::OperatorCatalog;
-use crate::wire::openai::{AssistantMessage, ChatCompletion, Choice};
 use crate::wire::request::parse_chat_request;
 
 use super::call::CallStep;
@@ -29,9 +27,9 @@ use super::limiter::{Limiter, Reservation};
 use super::metering::{CallOutcome, CallRecord, Meter, elapsed_ms};
 use super::prepared::Prepared;
 use super::profiles::{ProfileService, PromptProfile, prompt_profile};
+use super::reply::{CacheStatus, ChatReply, ReplyMeta};
 use super::retrieval::Retriever;
-use super::stream::{metered_sse, replay_sse};
-use crate::domain::limits::RateStatus;
+use super::stream::{metered_events, replay_events};
 use crate::tokenizer::count_chat_tokens;
 
 /// The providers this deployment can reach, by API family.
@@ -56,45 +54,6 @@ impl Providers {
             ProviderKind::Anthropic => self.anthropic.as_ref(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-    Bypass,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::Bypass => "bypass",
-        }
-    }
-}
-
-/// Facts about a reply that become response headers.
-#[derive(Debug, Clone)]
-pub struct ReplyMeta {
-    pub tenant_id: TenantId,
-    pub cache: Option<CacheStatus>,
-    /// The `x-ratelimit-*` values after this request's reservation.
-    pub rate: Option<RateStatus>,
-    /// Set when a cheaper model served the request (`x-tollgate-degraded-from`).
-    pub degraded_from: Option<String>,
-    /// The tenant documents the answer was grounded in (`x-tollgate-documents`).
-    pub documents: Vec<String>,
-}
-
-pub enum ChatReply {
-    Completion {
-        body: ChatCompletion,
-        meta: ReplyMeta,
-    },
-    /// Server-sent events in OpenAI's chunk format, metered when the stream ends.
-    Stream { events: ByteStream, meta: ReplyMeta },
 }
 
 /// Everything the chat path needs, and nothing else: this is invoke's permission set.
@@ -224,7 +183,7 @@ impl ChatService {
                     trace.cache_hit = Some(true);
                     let record =
                         self.call_record(ctx, tenant, &prepared, trace_slot, None, None)?;
-                    return Ok(self.serve_cache_hit(ctx, &prepared, record, hit).await);
+                    return Ok(self.serve_cache_hit(&prepared, record, hit).await);
                 }
                 Ok(None) => Some(CacheStatus::Miss),
                 Err(err) => {
@@ -256,6 +215,9 @@ impl ChatService {
         }
         let meta = ReplyMeta {
             tenant_id: tenant.clone(),
+            model: prepared.request.model.clone(),
+            created: self.meter.clock.now().timestamp(),
+            include_usage: prepared.request.include_usage,
             cache: cache_status,
             rate: Some(reservation.status),
             degraded_from: degraded_from.clone(),
@@ -287,7 +249,7 @@ impl ChatService {
                 .await;
             match opened {
                 Ok(events) => {
-                    let events = metered_sse(
+                    let events = metered_events(
                         self.call_step(),
                         record,
                         &prepared,
@@ -305,10 +267,8 @@ impl ChatService {
                 }
             }
         } else {
-            let body = self
-                .complete_buffered(ctx, record, prepared, cache_key)
-                .await?;
-            Ok(ChatReply::Completion { body, meta })
+            let completion = self.complete_buffered(record, prepared, cache_key).await?;
+            Ok(ChatReply::Completion { completion, meta })
         }
     }
 
@@ -650,24 +610,17 @@ impl ChatService {
     /// asked for once more when the tenant's policy says so (`service::structured`).
     async fn complete_buffered(
         &self,
-        ctx: &RequestContext,
         record: CallRecord,
         prepared: Prepared,
         cache_key: Option<String>,
-    ) -> Result<ChatCompletion, GatewayError> {
+    ) -> Result<Completion, GatewayError> {
         let step = self.call_step();
-        let request_id = ctx.request_id.clone();
         let task = tokio::spawn(async move {
             let completion = step.call_and_check(&record, &prepared).await?;
             if let Some(key) = cache_key {
                 step.cache_put(&key, &completion, &prepared.config).await;
             }
-            Ok(completion_body(
-                &request_id,
-                &prepared.request.model,
-                step.meter.clock.now().timestamp(),
-                completion,
-            ))
+            Ok(completion)
         });
         task.await
             .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?
@@ -693,13 +646,15 @@ impl ChatService {
 
     async fn serve_cache_hit(
         &self,
-        ctx: &RequestContext,
         prepared: &Prepared,
         record: CallRecord,
         hit: Completion,
     ) -> ChatReply {
         let meta = ReplyMeta {
             tenant_id: record.tenant_id.clone(),
+            model: prepared.request.model.clone(),
+            created: self.meter.clock.now().timestamp(),
+            include_usage: prepared.request.include_usage,
             cache: Some(CacheStatus::Hit),
             rate: None,
             degraded_from: None,
@@ -708,43 +663,17 @@ impl ChatService {
         self.meter
             .record_spawned(record, CallOutcome::cache_hit(&hit))
             .await;
-        let created = self.meter.clock.now().timestamp();
         if prepared.request.stream {
             ChatReply::Stream {
-                events: replay_sse(&ctx.request_id, &prepared.request, created, hit),
+                events: replay_events(hit),
                 meta,
             }
         } else {
             ChatReply::Completion {
-                body: completion_body(&ctx.request_id, &prepared.request.model, created, hit),
+                completion: hit,
                 meta,
             }
         }
-    }
-}
-
-/// The OpenAI-shaped body for a completion. `model` is the logical name the client asked for.
-pub(crate) fn completion_body(
-    request_id: &RequestId,
-    model: &str,
-    created: i64,
-    completion: Completion,
-) -> ChatCompletion {
-    ChatCompletion {
-        id: format!("chatcmpl-{request_id}"),
-        object: "chat.completion".into(),
-        created,
-        model: model.to_owned(),
-        choices: vec![Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant".into(),
-                content: Some(completion.content),
-                refusal: None,
-            },
-            finish_reason: Some(completion.finish_reason),
-        }],
-        usage: Some(completion.usage.into()),
     }
 }
 

@@ -12,11 +12,13 @@ pub mod limiter;
 pub mod metering;
 mod prepared;
 pub mod profiles;
+pub mod reply;
 pub mod retrieval;
 mod stream;
 mod structured;
 pub mod usage_report;
 
 pub use caller::{Caller, Callers, Refused};
-pub use chat::{CacheStatus, ChatReply, ChatService, Providers, ReplyMeta};
+pub use chat::{ChatService, Providers};
 pub use context::RequestContext;
+pub use reply::{CacheStatus, ChatEvent, ChatEvents, ChatReply, ReplyMeta};

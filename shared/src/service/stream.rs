@@ -1,36 +1,35 @@
-//! Streaming: provider events → OpenAI SSE chunks, metered exactly like a buffered call.
+//! Streaming: provider events → the reply's [`ChatEvent`]s, metered exactly like a buffered
+//! call. The edge renders them (`tollgate::render`: OpenAI's SSE chunks).
 //!
 //! The stream owns the call's meter. When the provider finishes, the usage event is recorded
-//! *before* `data: [DONE]` is sent, so a Lambda cannot freeze with metering outstanding. When
+//! *before* the `End` event is yielded (so before `data: [DONE]` is sent), so a Lambda cannot
+//! freeze with metering outstanding. When
 //! the client goes away mid-stream, the body is dropped; `Drop` then drains the provider's
 //! stream in a task to get the exact usage and records it (flagged `client_disconnected`).
 //!
 //! A request with a structured-output `response_format` has its assembled reply checked when
-//! the provider finishes. A reply that fails it ends the stream with one `data: {"error": ...}`
-//! event (the same body a buffered request gets, `response_validation_failed`) instead of the
-//! finish chunk and `[DONE]`; it is metered as a `validation` error with its real usage and
+//! the provider finishes. A reply that fails it ends the stream with a `Failed` event (rendered
+//! as one `data: {"error": ...}` event, the same body a buffered request gets,
+//! `response_validation_failed`) instead of `End`; it is metered as a `validation` error with its real usage and
 //! not cached. The deltas before it have been sent, so a stream is never retried.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
-use crate::domain::chat::{ChatRequest, Completion, FinishReason};
-use crate::domain::ids::RequestId;
+use crate::domain::chat::{Completion, FinishReason};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::TenantConfig;
 use crate::domain::usage::{TokenUsage, UsageSource};
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::ByteStream;
 use crate::ports::provider::{EventStream, ProviderRequest, StreamEvent};
 use crate::tokenizer::{count_chat_tokens, count_tokens};
-use crate::wire::openai::{ChatCompletionChunk, ChunkChoice, Delta, UsageBody};
 
 use super::call::CallStep;
 use super::metering::{CallOutcome, CallRecord};
 use super::prepared::Prepared;
+use super::reply::{ChatEvent, ChatEvents};
 use super::structured::validation_error;
 
 /// What the provider has sent so far.
@@ -97,7 +96,8 @@ impl StreamMeter {
 
     /// Meters in its own task and waits for it; the task finishes even if this future is
     /// dropped.
-    async fn finish(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
+    async fn finish(self, acc: Accumulated, error: Option<&GatewayError>, disconnected: bool) {
+        let error = error.map(|e| (e.kind(), e.status().as_u16()));
         let task = tokio::spawn(self.run(acc, error, disconnected));
         if let Err(err) = task.await {
             tracing::error!(error = %err, "stream metering task failed");
@@ -112,9 +112,9 @@ impl StreamMeter {
     fn unreported(
         &self,
         acc: &Accumulated,
-        error: Option<&GatewayError>,
+        error: Option<(ErrorKind, u16)>,
     ) -> (TokenUsage, UsageSource) {
-        let timed_out = error.is_some_and(|e| e.kind() == ErrorKind::Timeout);
+        let timed_out = error.is_some_and(|(kind, _)| kind == ErrorKind::Timeout);
         let spent =
             error.is_none() || timed_out || !acc.text.is_empty() || acc.usage_so_far.is_some();
         if !spent {
@@ -139,17 +139,18 @@ impl StreamMeter {
         (usage, UsageSource::Estimated)
     }
 
-    async fn run(self, acc: Accumulated, error: Option<GatewayError>, disconnected: bool) {
+    /// `error`: the failure's kind and status, if the call failed.
+    async fn run(self, acc: Accumulated, error: Option<(ErrorKind, u16)>, disconnected: bool) {
         let (usage, usage_source) = match acc.usage {
             Some(usage) => (usage, UsageSource::Provider),
-            None => self.unreported(&acc, error.as_ref()),
+            None => self.unreported(&acc, error),
         };
         let complete = error.is_none() && !disconnected;
         let outcome = CallOutcome {
             usage,
             usage_source,
             served_model: acc.served_model.clone(),
-            error: error.as_ref().map(|e| (e.kind(), e.status().as_u16())),
+            error,
             attempts: self.attempts,
             cache_hit: false,
             provider_latency: Some(self.provider_started.elapsed()),
@@ -171,114 +172,23 @@ impl StreamMeter {
     }
 }
 
-/// Chunk framing shared by live and replayed streams.
-struct Framer {
-    id: String,
-    created: i64,
-    model: String,
-    include_usage: bool,
-}
-
-impl Framer {
-    fn new(request_id: &RequestId, request: &ChatRequest, created: i64) -> Self {
-        Self {
-            id: format!("chatcmpl-{request_id}"),
-            created,
-            model: request.model.clone(),
-            include_usage: request.include_usage,
-        }
-    }
-
-    fn chunk(&self, delta: Delta, finish: Option<FinishReason>) -> Bytes {
-        self.data(&ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish,
-            }],
-            usage: None,
-        })
-    }
-
-    fn role(&self) -> Bytes {
-        self.chunk(
-            Delta {
-                role: Some("assistant".into()),
-                content: Some(String::new()),
-            },
-            None,
-        )
-    }
-
-    fn text(&self, text: String) -> Bytes {
-        self.chunk(
-            Delta {
-                role: None,
-                content: Some(text),
-            },
-            None,
-        )
-    }
-
-    /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
-    fn end(&self, finish: FinishReason, usage: TokenUsage) -> Bytes {
-        let mut out = self.chunk(Delta::default(), Some(finish)).to_vec();
-        if self.include_usage {
-            out.extend_from_slice(&self.data(&ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![],
-                usage: Some(UsageBody::from(usage)),
-            }));
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        Bytes::from(out)
-    }
-
-    fn error(err: &GatewayError) -> Bytes {
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&serde_json::to_vec(&err.to_body()).unwrap_or_default());
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
-    }
-
-    fn data<T: serde::Serialize>(&self, value: &T) -> Bytes {
-        let mut out = b"data: ".to_vec();
-        out.extend_from_slice(&serde_json::to_vec(value).unwrap_or_default());
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
-    }
-}
-
 struct Live {
     upstream: EventStream,
     meter: Option<StreamMeter>,
     acc: Accumulated,
-    framer: Framer,
-    started: bool,
     done: bool,
 }
 
 impl Live {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    async fn next_event(&mut self) -> Option<ChatEvent> {
         if self.done {
             return None;
-        }
-        if !self.started {
-            self.started = true;
-            return Some(self.framer.role());
         }
         loop {
             match self.upstream.next().await {
                 Some(Ok(event)) => {
                     if let Some(text) = self.acc.apply(event).filter(|t| !t.is_empty()) {
-                        return Some(self.framer.text(text));
+                        return Some(ChatEvent::Text(text));
                     }
                 }
                 Some(Err(err)) => {
@@ -289,30 +199,27 @@ impl Live {
                         tracing::error!(request_id = %meter.record.request_id, tenant_id = %meter.record.tenant_id, error_type = err.kind().as_str(), %err, detail = err.detail().unwrap_or_default(), "stream failed after it started");
                     }
                     self.done = true;
-                    let chunk = Framer::error(&err);
                     if let Some(meter) = self.meter.take() {
-                        meter
-                            .finish(std::mem::take(&mut self.acc), Some(err), false)
-                            .await;
+                        let acc = std::mem::take(&mut self.acc);
+                        meter.finish(acc, Some(&err), false).await;
                     }
-                    return Some(chunk);
+                    return Some(ChatEvent::Failed(err));
                 }
                 None => {
                     self.done = true;
                     let finish = self.acc.finish.unwrap_or(FinishReason::Stop);
                     let usage = self.acc.usage.unwrap_or_default();
                     let Some(meter) = self.meter.take() else {
-                        return Some(self.framer.end(finish, usage));
+                        return Some(ChatEvent::End { finish, usage });
                     };
                     let invalid = meter.check(&self.acc.text);
-                    let last = match &invalid {
-                        Some(err) => Framer::error(err),
-                        None => self.framer.end(finish, usage),
-                    };
                     meter
-                        .finish(std::mem::take(&mut self.acc), invalid, false)
+                        .finish(std::mem::take(&mut self.acc), invalid.as_ref(), false)
                         .await;
-                    return Some(last);
+                    return Some(match invalid {
+                        Some(err) => ChatEvent::Failed(err),
+                        None => ChatEvent::End { finish, usage },
+                    });
                 }
             }
         }
@@ -346,6 +253,7 @@ impl Drop for Live {
                     }
                     // The client never saw the end, but the record says what the reply was.
                     let error = error.or_else(|| meter.check(&acc.text));
+                    let error = error.map(|e| (e.kind(), e.status().as_u16()));
                     meter.run(acc, error, true).await;
                 });
             }
@@ -356,7 +264,7 @@ impl Drop for Live {
     }
 }
 
-pub(crate) fn metered_sse(
+pub(crate) fn metered_events(
     step: CallStep,
     record: CallRecord,
     prepared: &Prepared,
@@ -364,12 +272,7 @@ pub(crate) fn metered_sse(
     provider_started: Instant,
     attempts: u32,
     cache_key: Option<String>,
-) -> ByteStream {
-    let framer = Framer::new(
-        &record.request_id,
-        &prepared.request,
-        record.created_at.timestamp(),
-    );
+) -> ChatEvents {
     let live = Live {
         upstream,
         meter: Some(StreamMeter {
@@ -383,28 +286,22 @@ pub(crate) fn metered_sse(
             cache_key,
         }),
         acc: Accumulated::default(),
-        framer,
-        started: false,
         done: false,
     };
     Box::pin(stream::unfold(live, |mut live| async move {
-        let chunk = live.next_chunk().await?;
-        Some((chunk, live))
+        let event = live.next_event().await?;
+        Some((event, live))
     }))
 }
 
-/// Replays a cached completion as a stream: the same framing a live stream would produce.
-pub(crate) fn replay_sse(
-    request_id: &RequestId,
-    request: &ChatRequest,
-    created: i64,
-    completion: Completion,
-) -> ByteStream {
-    let framer = Framer::new(request_id, request, created);
-    let chunks = vec![
-        framer.role(),
-        framer.text(completion.content),
-        framer.end(completion.finish_reason, completion.usage),
+/// Replays a cached completion as a stream: the events a live stream would produce.
+pub(crate) fn replay_events(completion: Completion) -> ChatEvents {
+    let events = vec![
+        ChatEvent::Text(completion.content),
+        ChatEvent::End {
+            finish: completion.finish_reason,
+            usage: completion.usage,
+        },
     ];
-    Box::pin(stream::iter(chunks))
+    Box::pin(stream::iter(events))
 }
