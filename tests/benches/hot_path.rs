@@ -16,6 +16,9 @@
 //! The `tokenizer` group times `count_tokens` on 256 KiB of one run ("x" repeated, the input
 //! that used to take seconds) next to 256 KiB of prose. `-- tokenizer` runs that group alone.
 //!
+//! `HOT_PATH_CASE=buffered` (or another case name) runs the percentile pass for that case
+//! alone and skips the ingest pass: for profiling one path (`perf record` on the bench binary).
+//!
 //! The runtime is current-thread on purpose: the handler spawns (buffered provider call,
 //! metering), and on a current-thread runtime those tasks cost their own work only, not a
 //! cross-thread wake-up whose price depends on what else the shared machine is doing.
@@ -94,7 +97,8 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(rt: &Runtime) -> Self {
+    /// `case`'s gateway: acme's documents are ingested only for a grounded case.
+    fn start(rt: &Runtime, case: Case) -> Self {
         let settings =
             Settings::from_lookup(ProviderMode::Simulated, AwsConfigSource::LAMBDA, |_| None)
                 .unwrap();
@@ -118,12 +122,13 @@ impl Gateway {
             .map(|(_, key)| key.expose().to_owned())
             .expect("the demo seed issues an acme key");
         // 1,000 chunks for acme to retrieve from (250 documents of 4 short chunks each).
+        let batches = if case.grounded { 5 } else { 0 };
         let ingest = ingest::IngestState::build(&settings, &stores, metrics, index).unwrap();
         let caller = rt
             .block_on(ingest.callers.resolve(Some(&acme_key)))
             .unwrap();
         let ctx = RequestContext::new(tollgate::domain::ids::RequestId::generate());
-        for batch in 0..5 {
+        for batch in 0..batches {
             let documents: Vec<_> = (0..50)
                 .map(|d| {
                     let text = (0..4)
@@ -213,7 +218,7 @@ fn bench_hot_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("hot_path");
     group.throughput(Throughput::Elements(1));
     for case in CASES {
-        let gateway = Gateway::start(&rt);
+        let gateway = Gateway::start(&rt, case);
         gateway.check(&rt, case);
         group.bench_function(case.name, |b| {
             b.to_async(&rt).iter(|| async {
@@ -255,8 +260,12 @@ fn percentiles(calls: u64, warmup: u64) {
         "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "case", "mean", "p50", "p90", "p99", "max", "calls/s"
     );
+    let only = std::env::var("HOT_PATH_CASE").ok();
     for case in CASES {
-        let gateway = Gateway::start(&rt);
+        if only.as_deref().is_some_and(|name| name != case.name) {
+            continue;
+        }
+        let gateway = Gateway::start(&rt, case);
         gateway.check(&rt, case);
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let wall = rt.block_on(async {
@@ -353,7 +362,9 @@ fn main() {
     let tokenizer_only = std::env::args().any(|arg| arg.starts_with("tokenizer"));
     if !list_only && !tokenizer_only {
         if bench_mode {
-            ingest_throughput(400);
+            if std::env::var_os("HOT_PATH_CASE").is_none() {
+                ingest_throughput(400);
+            }
             percentiles(PERCENTILE_CALLS, PERCENTILE_WARMUP);
         } else {
             ingest_throughput(20);

@@ -19,7 +19,8 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use rust_decimal::prelude::ToPrimitive;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::domain::usage::{UsageEvent, UsageSource};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
@@ -45,7 +46,7 @@ impl EmfSink {
         }
     }
 
-    fn write(&self, doc: &Value) {
+    fn write(&self, doc: &impl serde::Serialize) {
         let Ok(mut line) = serde_json::to_vec(doc) else {
             return;
         };
@@ -62,83 +63,174 @@ fn metric(name: &str, unit: &str) -> Value {
     json!({"Name": name, "Unit": unit})
 }
 
-/// Renders one request's EMF document.
-pub fn render(m: &RequestMetrics) -> Value {
-    let mut directives = vec![json!({
-        "Namespace": NAMESPACE,
-        "Dimensions": [["Function", "Model"], ["Function", "TenantId"]],
-        "Metrics": [
-            metric("Requests", "Count"),
-            metric("Latency", "Milliseconds"),
-            metric("ProviderLatency", "Milliseconds"),
-            metric("PromptTokens", "Count"),
-            metric("CompletionTokens", "Count"),
-            metric("CachedTokens", "Count"),
-            metric("CacheWriteTokens", "Count"),
-            metric("CostUSD", "None"),
-            metric("CacheHit", "Count"),
-            metric("CacheMiss", "Count"),
-        ],
-    })];
+/// One EMF metric declaration.
+#[derive(Serialize)]
+struct Metric {
+    #[serde(rename = "Name")]
+    name: &'static str,
+    #[serde(rename = "Unit")]
+    unit: &'static str,
+}
+
+const fn metric_decl(name: &'static str, unit: &'static str) -> Metric {
+    Metric { name, unit }
+}
+
+/// Latency, tokens, cost and cache hits, by model and by tenant.
+const REQUEST_METRICS: &[Metric] = &[
+    metric_decl("Requests", "Count"),
+    metric_decl("Latency", "Milliseconds"),
+    metric_decl("ProviderLatency", "Milliseconds"),
+    metric_decl("PromptTokens", "Count"),
+    metric_decl("CompletionTokens", "Count"),
+    metric_decl("CachedTokens", "Count"),
+    metric_decl("CacheWriteTokens", "Count"),
+    metric_decl("CostUSD", "None"),
+    metric_decl("CacheHit", "Count"),
+    metric_decl("CacheMiss", "Count"),
+];
+
+/// `Errors` (0 or 1 on every line) and `EstimatedUsage`.
+const ERROR_METRICS: &[Metric] = &[
+    metric_decl("Errors", "Count"),
+    metric_decl("EstimatedUsage", "Count"),
+];
+
+/// One `CloudWatchMetrics` directive.
+#[derive(Serialize)]
+struct Directive {
+    #[serde(rename = "Namespace")]
+    namespace: &'static str,
+    #[serde(rename = "Dimensions")]
+    dimensions: &'static [&'static [&'static str]],
+    #[serde(rename = "Metrics")]
+    metrics: &'static [Metric],
+}
+
+#[derive(Serialize)]
+struct Aws {
+    #[serde(rename = "Timestamp")]
+    timestamp: i64,
+    #[serde(rename = "CloudWatchMetrics")]
+    directives: [Directive; 2],
+}
+
+/// A request's EMF document, serialized straight from the record (no intermediate JSON tree:
+/// this runs once per request).
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    #[serde(rename = "_aws")]
+    aws: Aws,
+    #[serde(rename = "Function")]
+    function: &'a str,
+    #[serde(rename = "TenantId")]
+    tenant_id: &'a str,
+    #[serde(rename = "Model")]
+    model: &'a str,
+    #[serde(rename = "RequestId")]
+    request_id: &'a str,
+    #[serde(rename = "ModelServed")]
+    model_served: Option<&'a str>,
+    #[serde(rename = "Provider")]
+    provider: Option<&'a str>,
+    #[serde(rename = "Status")]
+    status: u16,
+    #[serde(rename = "Success")]
+    success: bool,
+    #[serde(rename = "Streamed")]
+    streamed: bool,
+    #[serde(rename = "Attempts")]
+    attempts: u32,
+    #[serde(rename = "Requests")]
+    requests: u8,
+    #[serde(rename = "Latency")]
+    latency: f64,
+    #[serde(rename = "ProviderLatency", skip_serializing_if = "Option::is_none")]
+    provider_latency: Option<f64>,
+    #[serde(rename = "PromptTokens")]
+    prompt_tokens: u64,
+    #[serde(rename = "CompletionTokens")]
+    completion_tokens: u64,
+    #[serde(rename = "CachedTokens")]
+    cached_tokens: u64,
+    #[serde(rename = "CacheWriteTokens")]
+    cache_write_tokens: u64,
+    #[serde(rename = "CostUSD")]
+    cost_usd: f64,
+    /// The exact figure, for reconciliation: metrics are floats, money is not.
+    #[serde(rename = "CostUSDExact")]
+    cost_usd_exact: String,
+    #[serde(rename = "CacheHit")]
+    cache_hit: u8,
+    #[serde(rename = "CacheMiss")]
+    cache_miss: u8,
+    #[serde(rename = "Errors")]
+    errors: u8,
+    /// 1 when the tokens on this line are the gateway's estimate, not the provider's report.
+    #[serde(rename = "EstimatedUsage")]
+    estimated_usage: u8,
+    #[serde(rename = "UsageSource")]
+    usage_source: &'static str,
+    #[serde(rename = "ErrorType", skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'static str>,
+}
+
+fn request_line(m: &RequestMetrics) -> RequestLine<'_> {
     // `Errors` is 0 or 1 on every line under `[Function]`, so its average is the error rate
     // (the error-rate alarm); failed requests also count under `[Function, ErrorType]`.
-    directives.push(json!({
-        "Namespace": NAMESPACE,
-        "Dimensions": if m.error_type.is_some() {
-            json!([["Function"], ["Function", "ErrorType"]])
-        } else {
-            json!([["Function"]])
+    let error_dimensions: &'static [&'static [&'static str]] = if m.error_type.is_some() {
+        &[&["Function"], &["Function", "ErrorType"]]
+    } else {
+        &[&["Function"]]
+    };
+    RequestLine {
+        aws: Aws {
+            timestamp: m.timestamp.timestamp_millis(),
+            directives: [
+                Directive {
+                    namespace: NAMESPACE,
+                    dimensions: &[&["Function", "Model"], &["Function", "TenantId"]],
+                    metrics: REQUEST_METRICS,
+                },
+                Directive {
+                    namespace: NAMESPACE,
+                    dimensions: error_dimensions,
+                    metrics: ERROR_METRICS,
+                },
+            ],
         },
-        "Metrics": [metric("Errors", "Count"), metric("EstimatedUsage", "Count")],
-    }));
-    let mut doc = Map::new();
-    doc.insert(
-        "_aws".into(),
-        json!({"Timestamp": m.timestamp.timestamp_millis(), "CloudWatchMetrics": directives}),
-    );
-    let props = [
-        ("Function", json!(m.function)),
-        (
-            "TenantId",
-            json!(m.tenant_id.as_deref().unwrap_or("unauthenticated")),
-        ),
-        ("Model", json!(m.model.as_deref().unwrap_or("unknown"))),
-        ("RequestId", json!(m.request_id)),
-        ("ModelServed", json!(m.model_served)),
-        ("Provider", json!(m.provider)),
-        ("Status", json!(m.status)),
-        ("Success", json!(m.error_type.is_none())),
-        ("Streamed", json!(m.streamed)),
-        ("Attempts", json!(m.attempts)),
-        ("Requests", json!(1)),
-        ("Latency", json!(m.latency_ms)),
-        ("PromptTokens", json!(m.usage.prompt_tokens)),
-        ("CompletionTokens", json!(m.usage.completion_tokens)),
-        ("CachedTokens", json!(m.usage.cached_tokens)),
-        ("CacheWriteTokens", json!(m.usage.cache_write_tokens)),
-        ("CostUSD", json!(m.cost_usd.to_f64().unwrap_or(0.0))),
-        // The exact figure, for reconciliation: metrics are floats, money is not.
-        ("CostUSDExact", json!(m.cost_usd.to_string())),
-        ("CacheHit", json!(u8::from(m.cache_hit == Some(true)))),
-        ("CacheMiss", json!(u8::from(m.cache_hit == Some(false)))),
-    ];
-    for (k, v) in props {
-        doc.insert(k.into(), v);
+        function: m.function,
+        tenant_id: m.tenant_id.as_deref().unwrap_or("unauthenticated"),
+        model: m.model.as_deref().unwrap_or("unknown"),
+        request_id: &m.request_id,
+        model_served: m.model_served.as_deref(),
+        provider: m.provider,
+        status: m.status,
+        success: m.error_type.is_none(),
+        streamed: m.streamed,
+        attempts: m.attempts,
+        requests: 1,
+        latency: m.latency_ms,
+        provider_latency: m.provider_latency_ms,
+        prompt_tokens: m.usage.prompt_tokens,
+        completion_tokens: m.usage.completion_tokens,
+        cached_tokens: m.usage.cached_tokens,
+        cache_write_tokens: m.usage.cache_write_tokens,
+        cost_usd: m.cost_usd.to_f64().unwrap_or(0.0),
+        cost_usd_exact: m.cost_usd.to_string(),
+        cache_hit: u8::from(m.cache_hit == Some(true)),
+        cache_miss: u8::from(m.cache_hit == Some(false)),
+        errors: u8::from(m.error_type.is_some()),
+        estimated_usage: u8::from(m.usage_source == UsageSource::Estimated),
+        usage_source: m.usage_source.as_str(),
+        error_type: m.error_type.map(|kind| kind.as_str()),
     }
-    if let Some(p) = m.provider_latency_ms {
-        doc.insert("ProviderLatency".into(), json!(p));
-    }
-    doc.insert("Errors".into(), json!(u8::from(m.error_type.is_some())));
-    // 1 when the tokens on this line are the gateway's estimate, not the provider's report.
-    doc.insert(
-        "EstimatedUsage".into(),
-        json!(u8::from(m.usage_source == UsageSource::Estimated)),
-    );
-    doc.insert("UsageSource".into(), json!(m.usage_source.as_str()));
-    if let Some(kind) = m.error_type {
-        doc.insert("ErrorType".into(), json!(kind.as_str()));
-    }
-    Value::Object(doc)
+}
+
+/// Renders one request's EMF document (as a JSON value, for tests and tools; the sink writes
+/// the same document without building one).
+pub fn render(m: &RequestMetrics) -> Value {
+    serde_json::to_value(request_line(m)).unwrap_or(Value::Null)
 }
 
 /// The document for a usage event that could not be stored: a `MeteringFailure` metric to
@@ -185,7 +277,7 @@ pub fn render_isolation_violation(
 
 impl MetricsSink for EmfSink {
     fn request(&self, metrics: &RequestMetrics) {
-        self.write(&render(metrics));
+        self.write(&request_line(metrics));
     }
 
     fn metering_failure(&self, event: &UsageEvent, error: &str) {
