@@ -12,6 +12,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::adapters::line_writer::LineWriter;
+
 /// The JSON log format every function writes to `writer`: one object per line, the event's
 /// fields at the top level (`request_id`, `tenant_id`, ...) where Logs Insights discovers them.
 /// [`init_json_logs`] installs it on stderr; the saved-query suite (`log_queries.rs`) installs
@@ -41,13 +43,20 @@ fn parse_filter(value: Option<&str>) -> Targets {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
-/// Installs the global subscriber once; later calls are no-ops.
+/// Installs the global subscriber once; later calls are no-ops. Lines are written to stderr by
+/// a thread of their own (`adapters::line_writer`): logging never waits on the output.
 pub fn init_json_logs() {
     let filter = filter();
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(json_layer(std::io::stderr))
-        .try_init();
+    let _ = match LineWriter::spawn("logs", Box::new(std::io::stderr())) {
+        Ok(writer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(json_layer(writer))
+            .try_init(),
+        Err(_) => tracing_subscriber::registry()
+            .with(filter)
+            .with(json_layer(std::io::stderr))
+            .try_init(),
+    };
 }
 
 /// Human-readable logs for `tollgate serve` in a terminal.

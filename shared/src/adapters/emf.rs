@@ -22,6 +22,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::adapters::line_writer::LineWriter;
 use crate::domain::usage::{UsageEvent, UsageSource};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 
@@ -34,9 +35,16 @@ pub struct EmfSink {
 }
 
 impl EmfSink {
-    /// Writes to standard output, where Lambda's log agent picks the lines up.
+    /// Writes to standard output, where Lambda's log agent picks the lines up, from a thread
+    /// of its own: a request only sends its line ([`LineWriter`]).
     pub fn stdout() -> Self {
-        Self::new(Box::new(std::io::stdout()))
+        match LineWriter::spawn("emf", Box::new(std::io::stdout())) {
+            Ok(writer) => Self::new(Box::new(writer)),
+            Err(err) => {
+                tracing::warn!(error = %err, "no EMF writer thread; writing lines inline");
+                Self::new(Box::new(std::io::stdout()))
+            }
+        }
     }
 
     /// Writes to `out`.

@@ -21,6 +21,7 @@ pub mod embeddings;
 pub mod emf;
 pub mod env_secrets;
 pub mod http_provider;
+pub mod line_writer;
 pub mod memory;
 pub mod openai;
 pub mod qdrant;
