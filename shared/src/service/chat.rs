@@ -42,6 +42,7 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// Adds `provider` for its API family, replacing the one there.
     pub fn with(mut self, provider: Arc<dyn LlmProvider>) -> Self {
         match provider.kind() {
             ProviderKind::Openai => self.openai = Some(provider),
@@ -50,6 +51,7 @@ impl Providers {
         self
     }
 
+    /// The provider of `kind`; `None` when the deployment has none (its routes answer 503).
     pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn LlmProvider>> {
         match kind {
             ProviderKind::Openai => self.openai.as_ref(),
@@ -58,14 +60,19 @@ impl Providers {
     }
 }
 
+/// What the response cache did for a cacheable request (`x-tollgate-cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
+    /// Answered from the cache: no provider call, no limiter.
     Hit,
+    /// Looked up and not found (or the cache could not be read); the reply may be stored.
     Miss,
+    /// The client sent `Cache-Control: no-cache`: neither looked up nor stored.
     Bypass,
 }
 
 impl CacheStatus {
+    /// The `x-tollgate-cache` header value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -78,9 +85,13 @@ impl CacheStatus {
 /// Facts about a reply that become response headers.
 #[derive(Debug, Clone)]
 pub struct ReplyMeta {
+    /// The caller's tenant.
     pub tenant_id: TenantId,
+    /// `None` when the request is not cacheable (the tenant's cache is off, or the request
+    /// continues a conversation or is grounded in documents).
     pub cache: Option<CacheStatus>,
-    /// The `x-ratelimit-*` values after this request's reservation.
+    /// The `x-ratelimit-*` values after this request's reservation; `None` for a cache hit,
+    /// which reserves nothing.
     pub rate: Option<RateStatus>,
     /// Set when a cheaper model served the request (`x-tollgate-degraded-from`).
     pub degraded_from: Option<String>,
@@ -88,13 +99,23 @@ pub struct ReplyMeta {
     pub documents: Vec<String>,
 }
 
+/// A successful chat call, buffered or streamed as the request asked.
 pub enum ChatReply {
+    /// The whole reply, already metered.
     Completion {
+        /// The OpenAI `chat.completion` object.
         body: ChatCompletion,
+        /// What becomes response headers.
         meta: ReplyMeta,
     },
     /// Server-sent events in OpenAI's chunk format, metered when the stream ends.
-    Stream { events: ByteStream, meta: ReplyMeta },
+    Stream {
+        /// The `data:` events; `[DONE]` comes last when the reply completes (see
+        /// `service::stream` for how it can end otherwise).
+        events: ByteStream,
+        /// What becomes response headers.
+        meta: ReplyMeta,
+    },
 }
 
 /// Everything the chat path needs, and nothing else: this is invoke's permission set.
@@ -102,11 +123,15 @@ pub enum ChatReply {
 pub struct ChatService {
     /// Fine-tuned model ownership (the caller's own configuration comes with the caller).
     pub tenants: Arc<dyn TenantConfigSource>,
+    /// The response cache: read before admission, written with a fresh reply.
     pub cache: Arc<dyn ResponseCache>,
+    /// The providers routes call.
     pub providers: Providers,
     /// Prices (and, through the limiter, upstream quotas), read on first use.
     pub catalog: Arc<OperatorCatalog>,
+    /// Retries of a failed provider call.
     pub retry: RetryPolicy,
+    /// Admission against the tenant's limits and upstream quotas; shared with retrieval.
     pub limiter: Arc<Limiter>,
     /// Retrieval over the tenant's documents; `None` where no index is configured.
     pub retriever: Option<Arc<Retriever>>,
