@@ -85,14 +85,20 @@ pub trait SchedulerStore: UsageActivity + UsageQuery + AnomalyStore + 'static {}
 
 impl<S> SchedulerStore for S where S: UsageActivity + UsageQuery + AnomalyStore + 'static {}
 
+/// Why a function's state cannot be built; the process should not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// The settings cannot be used (a price file, a provider client).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The vector index cannot be configured (a Qdrant URL that does not parse), or, for
+    /// [`init_vector_index`], its collection cannot be made ready.
     #[error("the vector index cannot be configured: {0}")]
     Index(crate::ports::vector::IndexError),
+    /// A provider's HTTP client cannot be built.
     #[error(transparent)]
     Provider(#[from] crate::adapters::http_provider::ProviderSetupError),
+    /// The embedded store could not be seeded with the demo tenants.
     #[error("the demo tenants cannot be seeded: {0}")]
     Seed(#[from] crate::ports::store::StoreError),
 }

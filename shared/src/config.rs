@@ -58,41 +58,65 @@ use crate::service::Providers;
 
 pub mod anomaly;
 
+/// `OPENAI_BASE_URL` when unset: OpenAI's API, up to and including `/v1`.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// `ANTHROPIC_BASE_URL` when unset: Anthropic's API host, without a path.
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
+/// Which providers answer (`TOLLGATE_PROVIDERS`); the binary picks the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderMode {
+    /// Only providers with a key; a provider without one is not configured and its routes
+    /// answer 503. The Lambda default.
     Real,
+    /// The simulated provider for both, keys or not; embeddings use the local embedder.
     Simulated,
+    /// Real where a key is set, simulated elsewhere. The `tollgate serve` default.
     Auto,
 }
 
+/// Why the settings cannot be read or used; the process should not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable has a value outside what it accepts.
     #[error("{name}={value:?} is invalid: {reason}")]
     Invalid {
+        /// The variable.
         name: &'static str,
+        /// The value as set (no key variable is ever reported here).
         value: String,
+        /// What was expected.
         reason: &'static str,
     },
+    /// Two variables that say the same thing two ways are both set (a key and the secret
+    /// holding it).
     #[error("set {first} or {second}, not both")]
     Conflict {
+        /// The variable holding the value itself.
         first: &'static str,
+        /// The variable naming a secret that would hold it.
         second: &'static str,
     },
+    /// A provider's HTTP client cannot be built from its settings.
     #[error(transparent)]
     Provider(#[from] ProviderSetupError),
+    /// `TOLLGATE_PRICES_FILE` cannot be read.
     #[error("cannot read {path}: {source}")]
     PricesFile {
+        /// The file named.
         path: String,
+        /// Why it cannot be read.
         source: std::io::Error,
     },
+    /// `TOLLGATE_PRICES_FILE` is not a valid price override.
     #[error("{path}: {source}")]
     Prices {
+        /// The file named.
         path: String,
+        /// What is wrong with its contents.
         source: PriceTableError,
     },
+    /// The price table compiled into the binary does not parse (a build defect).
     #[error("bundled price table: {0}")]
     BundledPrices(PriceTableError),
 }
@@ -100,24 +124,44 @@ pub enum ConfigError {
 /// Typed settings for the invoke path.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Which providers answer.
     pub mode: ProviderMode,
+    /// OpenAI's endpoint and key; `None` when no key is set (neither `OPENAI_API_KEY` nor
+    /// `TOLLGATE_PROVIDER_SECRET_ID`).
     pub openai: Option<ProviderSettings>,
+    /// Anthropic's endpoint and key; `None` when no key is set (neither `ANTHROPIC_API_KEY`
+    /// nor `TOLLGATE_PROVIDER_SECRET_ID`).
     pub anthropic: Option<ProviderSettings>,
+    /// Provider retries (`TOLLGATE_MAX_RETRIES`, at most 10) with the default backoff.
     pub retry: RetryPolicy,
+    /// How slowly the simulated provider answers.
     pub simulated: SimulatedLatency,
+    /// A JSON file of price overrides, merged over the bundled table by [`Settings::prices`].
     pub prices_file: Option<String>,
+    /// Request bodies longer than this, in bytes, get 413.
     pub max_body_bytes: usize,
+    /// Completion tokens reserved, and sent upstream as the reply's cap, when a request sets
+    /// no `max_tokens`.
     pub default_reserve_tokens: u32,
     /// Provider calls end this long before the Lambda invocation's deadline.
     pub deadline_margin: Duration,
+    /// How long a container caches API keys and tenant configurations; zero turns the cache
+    /// off.
     pub directory_cache_ttl: Duration,
     /// `None` when the binary's default applies.
     pub store: Option<StoreKind>,
+    /// DynamoDB tables are `{table_prefix}-tenants`, `-usage`, `-limits` and `-cache`.
     pub table_prefix: String,
+    /// Qdrant's gRPC URL; `None` selects the embedded vector index.
     pub qdrant_url: Option<String>,
+    /// Qdrant's API key, fixed or read from Secrets Manager on first use; `None` when neither
+    /// is set.
     pub qdrant_api_key: Option<ApiKey>,
+    /// The one Qdrant collection every tenant's chunks share.
     pub qdrant_collection: String,
+    /// The OpenAI embedding model, when embeddings are real.
     pub embedding_model: String,
+    /// Length of every vector, 8 to 4096 (text-embedding-3 models shorten on request).
     pub embedding_dimensions: usize,
     /// Where AWS clients take region, credentials and endpoint from: the binary's choice.
     pub aws: AwsConfigSource,

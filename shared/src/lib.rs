@@ -12,6 +12,8 @@
 //! [`wire`] holds the OpenAI-compatible request/response shapes clients see. [`http`] is the
 //! framework-agnostic HTTP edge that every function's handler shares.
 
+#![warn(missing_docs)]
+
 pub mod adapters;
 pub mod bootstrap;
 pub mod config;

@@ -189,7 +189,10 @@ pub async fn healthz(req: Request<Bytes>) -> Response<Body> {
 
 /// A function behind a shared listener: what [`dispatch`] needs of it.
 pub trait Mounted: Send + Sync {
+    /// Whether one of the function's routes matches `path` (the raw request path), whatever
+    /// the method.
     fn owns(&self, path: &str) -> bool;
+    /// Serves `req` as [`handle`] does.
     fn serve<'a>(&'a self, req: Request<Bytes>) -> Reply<'a>;
 }
 

@@ -20,15 +20,19 @@ pub enum AlertsKind {
     Emf,
 }
 
+/// The anomaly scheduler's settings (`TOLLGATE_ANOMALY_*`), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnomalySettings {
+    /// The spike and quality-drop thresholds; they pass [`AnomalyRules::validate`].
     pub rules: AnomalyRules,
     /// Tenants checked at once.
     pub concurrency: usize,
+    /// Where alerts go (`TOLLGATE_ANOMALY_ALERTS`).
     pub alerts: AlertsKind,
 }
 
 impl AnomalySettings {
+    /// Reads the process environment; unset variables take the documented defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

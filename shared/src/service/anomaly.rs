@@ -46,8 +46,10 @@ use crate::ports::store::{
 /// Errors listed one by one in a summary; the rest are only counted.
 const LISTED_ERRORS: usize = 10;
 
+/// How a run judges and paces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerOptions {
+    /// The cost-spike and quality-drop thresholds.
     pub rules: AnomalyRules,
     /// Tenants checked at once (rollup reads and anomaly writes in flight).
     pub concurrency: usize,
@@ -99,6 +101,7 @@ pub struct RunSummary {
     pub alert_error: Option<String>,
     /// The anomalies this run recorded (a dry run: would record), by tenant and kind.
     pub anomalies: Vec<AnomalyRecord>,
+    /// The run was a dry run: `anomalies` were found but neither recorded nor published.
     pub dry_run: bool,
 }
 
@@ -111,11 +114,17 @@ impl RunSummary {
 
 /// The scheduler over borrowed ports: build one per run (it is a handful of references).
 pub struct AnomalyScheduler<'a> {
+    /// The activity index: which tenants were active in an hour.
     pub activity: &'a dyn UsageActivity,
+    /// The hourly rollups each check reads.
     pub usage: &'a dyn UsageQuery,
+    /// Where findings are recorded, once each (conditional writes).
     pub anomalies: &'a dyn AnomalyStore,
+    /// Where newly recorded anomalies are published.
     pub alerts: &'a dyn AnomalyAlerts,
+    /// Stamps each record's `detected_at`.
     pub clock: &'a dyn Clock,
+    /// Thresholds, concurrency, page size, dry run.
     pub options: SchedulerOptions,
 }
 

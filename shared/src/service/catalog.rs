@@ -20,10 +20,14 @@ use crate::ports::store::StoreError;
 /// Prices and quotas as one consistent snapshot.
 #[derive(Debug, Default)]
 pub struct CatalogSnapshot {
+    /// Model prices: the bundled and configured table, the operator's entries on top.
     pub prices: PriceTable,
+    /// Tokens per minute per provider model, shared by every tenant; a model without an entry
+    /// has no upstream limit.
     pub quotas: UpstreamQuotas,
 }
 
+/// Prices and upstream quotas, read from the store once per container (see the module docs).
 pub struct OperatorCatalog {
     base: PriceTable,
     source: Option<Arc<dyn Catalog>>,

@@ -40,6 +40,7 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// Adds `provider` for its API family, replacing the one there.
     pub fn with(mut self, provider: Arc<dyn LlmProvider>) -> Self {
         match provider.kind() {
             ProviderKind::Openai => self.openai = Some(provider),
@@ -48,6 +49,7 @@ impl Providers {
         self
     }
 
+    /// The provider of `kind`; `None` when the deployment has none (its routes answer 503).
     pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn LlmProvider>> {
         match kind {
             ProviderKind::Openai => self.openai.as_ref(),
@@ -61,11 +63,15 @@ impl Providers {
 pub struct ChatService {
     /// Fine-tuned model ownership (the caller's own configuration comes with the caller).
     pub tenants: Arc<dyn TenantConfigSource>,
+    /// The response cache: read before admission, written with a fresh reply.
     pub cache: Arc<dyn ResponseCache>,
+    /// The providers routes call.
     pub providers: Providers,
     /// Prices (and, through the limiter, upstream quotas), read on first use.
     pub catalog: Arc<OperatorCatalog>,
+    /// Retries of a failed provider call.
     pub retry: RetryPolicy,
+    /// Admission against the tenant's limits and upstream quotas; shared with retrieval.
     pub limiter: Arc<Limiter>,
     /// Retrieval over the tenant's documents; `None` where no index is configured.
     pub retriever: Option<Arc<Retriever>>,

@@ -7,7 +7,10 @@ use crate::domain::ids::RequestId;
 /// Per-request facts known before any work is done.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
+    /// The request's id: on its response, its log lines and its usage events (suffixed for
+    /// calls made on its behalf).
     pub request_id: RequestId,
+    /// When the request arrived; latencies are measured from here.
     pub started: Instant,
     /// The client asked to skip the response cache (`Cache-Control: no-cache`).
     pub bypass_cache: bool,
@@ -17,6 +20,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// A context started now, with the cache allowed and no deadline.
     pub fn new(request_id: RequestId) -> Self {
         Self {
             request_id,

@@ -49,9 +49,13 @@ use super::limiter::{Limiter, Reservation, oversized};
 /// Limits that keep one request bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
+    /// Documents in one request; more is a 400 for the whole request.
     pub max_documents: usize,
+    /// Bytes of one document's `text`; more fails that document (413).
     pub max_document_bytes: usize,
+    /// Chunks one document may make; more fails that document (413).
     pub max_chunks_per_document: usize,
+    /// How documents are cut into chunks.
     pub chunk: ChunkSpec,
 }
 
@@ -75,17 +79,28 @@ pub fn storage_quota(tier: Tier) -> u64 {
     }
 }
 
+/// The document routes (`POST`, `GET` and `DELETE /v1/documents`): everything they need, and
+/// nothing else (no response cache, conversations or profiles).
 #[derive(Clone)]
 pub struct IngestService {
+    /// Document entries and each tenant's storage counter: claims, commits, removals, pages.
     pub documents: Arc<dyn DocumentStore>,
+    /// Where the chunks and their vectors live, scoped by tenant.
     pub index: Arc<dyn VectorIndex>,
+    /// Turns chunks into vectors; its model is priced from `catalog`.
     pub embedder: Arc<dyn Embedder>,
+    /// Where each document's usage event goes, with its limiter settlement in the same write.
     pub usage: Arc<dyn UsageSink>,
     /// Embedding prices, read on first use.
     pub catalog: Arc<OperatorCatalog>,
+    /// Each request's one metrics line, and a usage event that could not be stored.
     pub metrics: Arc<dyn MetricsSink>,
+    /// The time of usage events, document versions, storage claims and removals, the
+    /// limiter's windows and metrics.
     pub clock: Arc<dyn Clock>,
+    /// Retries of a failed embedding request, each batch on its own.
     pub retry: RetryPolicy,
+    /// What one request and one document may hold.
     pub limits: IngestLimits,
     /// The collection is created on first use, once per process.
     pub ready: IndexReadiness,
@@ -110,10 +125,15 @@ struct NewDocument {
 /// (its status, code and message), in the OpenAI error shape.
 #[derive(Debug, Serialize)]
 pub struct DocumentResult {
+    /// The id as sent, or the one generated for a document sent without one; `None` for a
+    /// document sent without one that failed before it was given one.
     pub id: Option<String>,
+    /// `stored` or `failed`.
     pub status: &'static str,
+    /// How many chunks a stored document was split into; `None` when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u32>,
+    /// Why the document failed; `None` when it was stored.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "error_object"
@@ -133,11 +153,16 @@ fn error_object<S: serde::Serializer>(
         .serialize(serializer)
 }
 
+/// The body of a `POST /v1/documents` that did not fail as a whole.
 #[derive(Debug, Serialize)]
 pub struct IngestReport {
+    /// Always `list`.
     pub object: &'static str,
+    /// One result per document, in the order sent.
     pub data: Vec<DocumentResult>,
+    /// Documents stored.
     pub stored: usize,
+    /// Documents that failed.
     pub failed: usize,
 }
 
@@ -740,7 +765,9 @@ pub const MAX_DOCUMENTS_LIMIT: usize = 100;
 /// A parsed `GET /v1/documents` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
+    /// Where the page starts; `None` for the first page.
     pub cursor: Option<DocumentCursor>,
+    /// Documents per page, 1 to [`MAX_DOCUMENTS_LIMIT`].
     pub limit: usize,
 }
 
@@ -801,8 +828,11 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, GatewayError> {
 /// `GET /v1/documents`: one page, by id.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DocumentList {
+    /// Always `list`.
     pub object: &'static str,
+    /// The page's documents, by id.
     pub data: Vec<DocumentView>,
+    /// Whether another page follows.
     pub has_more: bool,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -822,12 +852,19 @@ impl From<DocumentPage> for DocumentList {
 /// One document, as its tenant sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DocumentView {
+    /// The document's id within the tenant.
     pub id: DocumentId,
+    /// Always `document`.
     pub object: &'static str,
+    /// The title; empty when none was sent.
     pub title: String,
+    /// How many chunks the document was split into.
     pub chunks: u32,
+    /// Bytes of text stored.
     pub bytes: u64,
+    /// The tenant's metadata, as sent.
     pub metadata: BTreeMap<String, String>,
+    /// When this version was stored.
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 

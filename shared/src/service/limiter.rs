@@ -36,6 +36,8 @@ use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 /// briefly instead of reading 24 counters per request.
 const CLOSED_HOURS_TTL_SECS: i64 = 300;
 
+/// Admits tokens and requests against a tenant's limits and the upstream quotas, and keeps
+/// their counters (see the module docs). Shared by every request of the service that holds it.
 pub struct Limiter {
     store: Arc<dyn LimiterStore>,
     /// Upstream quotas come from here, read on first use (see `service::catalog`).
@@ -96,6 +98,7 @@ impl Buckets {
         self.closed().iter().map(|(_, c)| c.requests.max(0)).sum()
     }
 
+    /// Tokens counted in the window, every bucket's (a negative counter counts as none).
     pub fn tokens(&self) -> u64 {
         self.0.iter().map(|(_, c)| c.tokens.max(0) as u64).sum()
     }
@@ -161,7 +164,11 @@ impl Snapshot {
 /// An admitted request's reservation.
 #[derive(Debug, Clone)]
 pub struct Reservation {
+    /// Tokens reserved, counted once in each window it was admitted against;
+    /// [`Reservation::reconcile`] settles them to the actual usage.
     pub tokens: u64,
+    /// The tenant's minute window as of admission, this reservation included: what the
+    /// `x-ratelimit-*` headers report.
     pub status: RateStatus,
     /// Where the tokens went: per window (0 minute, 1 day, 2 upstream), one part per counter.
     parts: Vec<Part>,

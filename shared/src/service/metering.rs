@@ -34,10 +34,15 @@ pub(crate) fn elapsed_ms(since: Instant) -> f64 {
 /// line, and the exchange appended to its conversation.
 #[derive(Clone)]
 pub struct Meter {
+    /// Where usage events go, each with its limiter adjustments in the same write.
     pub usage: Arc<dyn UsageSink>,
+    /// Where each call's metrics line, and a usage event that could not be stored, go.
     pub metrics: Arc<dyn MetricsSink>,
     /// Stored conversations (`conversation_id`): read by chat, appended to here.
+    /// `None`: exchanges are not stored.
     pub conversations: Option<Arc<dyn ConversationStore>>,
+    /// The chat path's one clock: stored turns, metrics timestamps, the limiter's windows, a
+    /// template's `date`.
     pub clock: Arc<dyn Clock>,
 }
 

@@ -36,9 +36,13 @@ pub(crate) enum PromptProfile {
 /// `GET`/`PUT` response: the stored profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileView {
+    /// Always `user.profile`.
     pub object: &'static str,
+    /// The end user, as the tenant names them.
     pub user_id: UserId,
+    /// The profile as stored (validated).
     pub profile: UserProfile,
+    /// When the profile was last written.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -56,8 +60,11 @@ impl From<ProfileRecord> for ProfileView {
 /// `DELETE` response, in OpenAI's deleted-object shape.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileDeleted {
+    /// Always `user.profile`.
     pub object: &'static str,
+    /// The end user whose profile was deleted.
     pub user_id: UserId,
+    /// Always `true`: deleting a profile that does not exist is a 404 instead.
     pub deleted: bool,
 }
 
@@ -66,6 +73,7 @@ pub struct ProfileDeleted {
 pub struct ProfileService {
     /// `None` where the deployment has no profile store.
     pub profiles: Option<Arc<dyn ProfileStore>>,
+    /// Stamps a stored profile's `updated_at`.
     pub clock: Arc<dyn Clock>,
 }
 

@@ -7,19 +7,19 @@ use crate::domain::limits::RateStatus;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 
-/// What the response cache did for a request (`x-tollgate-cache`).
+/// What the response cache did for a cacheable request (`x-tollgate-cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
-    /// Served from the cache; no provider call.
+    /// Answered from the cache: no provider call, no limiter.
     Hit,
-    /// Not in the cache; the reply may be stored.
+    /// Looked up and not found (or the cache could not be read); the reply may be stored.
     Miss,
-    /// The client asked to skip the cache (`Cache-Control: no-cache`).
+    /// The client sent `Cache-Control: no-cache`: neither looked up nor stored.
     Bypass,
 }
 
 impl CacheStatus {
-    /// The header value.
+    /// The `x-tollgate-cache` header value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -41,9 +41,11 @@ pub struct ReplyMeta {
     pub created: i64,
     /// The client asked for a final usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
-    /// Whether the response cache served it, missed, or was bypassed (`x-tollgate-cache`).
+    /// What the response cache did; `None` when the request is not cacheable (the tenant's
+    /// cache is off, or the request continues a conversation or is grounded in documents).
     pub cache: Option<CacheStatus>,
-    /// The `x-ratelimit-*` values after this request's reservation.
+    /// The `x-ratelimit-*` values after this request's reservation; `None` for a cache hit,
+    /// which reserves nothing.
     pub rate: Option<RateStatus>,
     /// Set when a cheaper model served the request (`x-tollgate-degraded-from`).
     pub degraded_from: Option<String>,

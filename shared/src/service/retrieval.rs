@@ -21,14 +21,23 @@ use crate::tokenizer::count_tokens;
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
 use super::limiter::{Limiter, Reservation};
 
+/// Grounds a chat request in the tenant's documents: embeds the query, searches the index,
+/// verifies every hit is the tenant's, and meters the embedding.
 #[derive(Clone)]
 pub struct Retriever {
+    /// The tenant-scoped index the query searches.
     pub index: Arc<dyn VectorIndex>,
+    /// Embeds the query; it must be the model the documents were ingested with.
     pub embedder: Arc<dyn Embedder>,
+    /// Where the query embedding's usage event goes, with its limiter settlement.
     pub usage: Arc<dyn UsageSink>,
+    /// Prices the query embedding.
     pub catalog: Arc<OperatorCatalog>,
+    /// Isolation violations, and a usage event that could not be stored.
     pub metrics: Arc<dyn MetricsSink>,
+    /// Stamps the usage event.
     pub clock: Arc<dyn Clock>,
+    /// Retries of a failed query embedding.
     pub retry: RetryPolicy,
     /// A fresh deployment's first grounded request creates the collection (a tenant with no
     /// documents then simply gets no excerpts); later requests skip the check.

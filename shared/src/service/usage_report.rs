@@ -39,7 +39,9 @@ pub const MAX_RANGE_DAYS: i64 = 93;
 pub const MAX_HOURLY_RANGE_DAYS: i64 = 31;
 /// Up to this range, reports default to hourly buckets.
 const HOURLY_DEFAULT_UP_TO: Duration = Duration::hours(48);
+/// Events per page of `GET /v1/usage/events` when `limit` is not given.
 pub const DEFAULT_EVENTS_LIMIT: usize = 20;
+/// Most events per page of `GET /v1/usage/events`.
 pub const MAX_EVENTS_LIMIT: usize = 100;
 /// Longest accepted `model` filter (model names are short; this bounds the work and echo).
 const MAX_MODEL_LEN: usize = 256;
@@ -57,10 +59,14 @@ const EVENT_PARAMS: &[&str] = &[
     "cursor",
 ];
 
+/// The usage routes (`GET /v1/usage`, `GET /v1/usage/events`): read-only ports, nothing else.
 #[derive(Clone)]
 pub struct UsageReportService {
+    /// Hourly rollups, which reports are built from.
     pub usage: Arc<dyn UsageQuery>,
+    /// Stored usage events, which the event listing pages through.
     pub events: Arc<dyn UsageEvents>,
+    /// "Now": the default end of a report's range.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -100,8 +106,11 @@ impl UsageReportService {
 /// `GET /v1/usage/events`: one page, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventList {
+    /// Always `list`.
     pub object: &'static str,
+    /// The page's events, newest first.
     pub data: Vec<EventView>,
+    /// Whether another page follows.
     pub has_more: bool,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -121,27 +130,48 @@ impl From<EventPage> for EventList {
 /// One request's trace, as a tenant sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventView {
+    /// The event's id: the request's, with a suffix for a call made on its behalf (`-docN`
+    /// for a document's embeddings, `-retrieval`, `-retry`).
     pub request_id: String,
+    /// When the event was recorded; decides its hour in reports.
     pub created_at: DateTime<Utc>,
     /// The logical model requested.
     pub model: String,
+    /// The model id the provider served.
     pub model_served: String,
+    /// The provider called.
     pub provider: ProviderKind,
+    /// `ok` or `error`.
     pub status: EventStatus,
+    /// Why the call failed (an error type of the metrics); `None` on success.
     pub error_type: Option<&'static str>,
+    /// Input tokens, prompt-cache reads and writes included.
     pub prompt_tokens: u64,
+    /// Output tokens.
     pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic).
     pub cache_write_tokens: u64,
+    /// The cost in USD, exact, as a decimal string.
     #[serde(with = "rust_decimal::serde::str")]
     pub cost_usd: Decimal,
+    /// Wall-clock time of the request, in milliseconds.
     pub latency_ms: u64,
+    /// Time spent waiting on the provider, in milliseconds; `None` when not measured.
     pub provider_latency_ms: Option<u64>,
+    /// Whether the reply was streamed.
     pub streamed: bool,
+    /// Whether the reply came from the response cache.
     pub cache_hit: bool,
+    /// Provider attempts made, retries included.
     pub attempts: u32,
+    /// The client went away before the stream finished; the usage is still exact.
     pub client_disconnected: bool,
+    /// The model originally requested, when a cheaper one served the request.
     pub degraded_from: Option<String>,
+    /// Groundedness of a retrieval-augmented answer, 0 to 1, as a decimal string; `None`
+    /// unless the call succeeded with retrieved excerpts and its answer could be scored.
     #[serde(with = "rust_decimal::serde::str_option")]
     pub quality_score: Option<Decimal>,
     /// `provider`, `estimated` or `none` (see `UsageSource`).
@@ -183,8 +213,11 @@ impl From<&UsageEvent> for EventView {
 /// A parsed `GET /v1/usage/events` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsQuery {
+    /// Which events to list (model, status, error type, time range).
     pub filter: EventFilter,
+    /// Where the page starts; `None` for the first page.
     pub cursor: Option<EventCursor>,
+    /// Events per page, 1 to [`MAX_EVENTS_LIMIT`].
     pub limit: usize,
 }
 
