@@ -101,15 +101,18 @@ impl ChatService {
         caller: &Caller,
         body: &[u8],
     ) -> Result<ChatReply, GatewayError> {
-        // The trace moves into the call record once the request is admitted; from then on the
+        // The trace goes into the call record once the request is admitted; from then on the
         // metering path (which survives a client disconnect) reports it. Until then, failures
         // are reported here.
-        let mut trace = Some(self.trace(ctx));
-        let result = self.chat_inner(ctx, &mut trace, caller, body).await;
-        if let (Err(err), Some(trace)) = (&result, trace) {
-            self.report_failure(ctx, trace, err);
+        let mut trace = self.trace(ctx);
+        match self.chat_inner(ctx, &mut trace, caller, body).await {
+            Ok(reply) => Ok(reply),
+            Err(Failure::Unrecorded(err)) => {
+                self.report_failure(ctx, trace, &err);
+                Err(err)
+            }
+            Err(Failure::Recorded(err)) => Err(err),
         }
-        result
     }
 
     /// Records a chat request that had no caller (its key refused, its tenant disabled): its
@@ -153,13 +156,10 @@ impl ChatService {
     async fn chat_inner(
         &self,
         ctx: &RequestContext,
-        trace_slot: &mut Option<RequestMetrics>,
+        trace: &mut RequestMetrics,
         caller: &Caller,
         body: &[u8],
-    ) -> Result<ChatReply, GatewayError> {
-        let Some(trace) = trace_slot.as_mut() else {
-            return Err(GatewayError::internal("request trace missing"));
-        };
+    ) -> Result<ChatReply, Failure> {
         let tenant = &caller.tenant;
         trace.tenant_id = Some(tenant.to_string());
         let request = parse_chat_request(body)?;
@@ -187,8 +187,7 @@ impl ChatService {
             (Some(key), false) => match self.cache.get(key).await {
                 Ok(Some(hit)) => {
                     trace.cache_hit = Some(true);
-                    let record =
-                        self.call_record(ctx, tenant, &prepared, trace_slot, None, None)?;
+                    let record = self.call_record(ctx, tenant, &prepared, trace, None, None);
                     return Ok(self.serve_cache_hit(&prepared, record, hit).await);
                 }
                 Ok(None) => Some(CacheStatus::Miss),
@@ -211,14 +210,12 @@ impl ChatService {
                 .await
             {
                 self.limiter.release(&reservation).await;
-                return Err(err);
+                return Err(err.into());
             }
         }
-        if let Some(trace) = trace_slot.as_mut() {
-            trace.model = Some(prepared.request.model.clone());
-            trace.model_served = Some(prepared.route.model.clone());
-            trace.provider = Some(prepared.route.provider.as_str());
-        }
+        trace.model = Some(prepared.request.model.clone());
+        trace.model_served = Some(prepared.route.model.clone());
+        trace.provider = Some(prepared.route.provider.as_str());
         let meta = ReplyMeta {
             tenant_id: tenant.clone(),
             model: prepared.request.model.clone(),
@@ -238,14 +235,15 @@ impl ChatService {
             .cache_key
             .clone()
             .filter(|_| cache_status == Some(CacheStatus::Miss) && degraded_from.is_none());
+        // From here on the metering path reports every outcome.
         let record = self.call_record(
             ctx,
             tenant,
             &prepared,
-            trace_slot,
+            trace,
             Some(reservation),
             degraded_from,
-        )?;
+        );
 
         if prepared.request.stream {
             let provider_started = Instant::now();
@@ -269,11 +267,14 @@ impl ChatService {
                 Err(err) => {
                     let outcome = CallOutcome::failed(&record, &err, attempts, provider_started);
                     self.meter.record_spawned(record, outcome).await;
-                    Err(GatewayError::from(err))
+                    Err(Failure::Recorded(GatewayError::from(err)))
                 }
             }
         } else {
-            let completion = self.complete_buffered(record, prepared, cache_key).await?;
+            let completion = self
+                .complete_buffered(record, prepared, cache_key)
+                .await
+                .map_err(Failure::Recorded)?;
             Ok(ChatReply::Completion { completion, meta })
         }
     }
@@ -366,20 +367,17 @@ impl ChatService {
         Ok((prepared, decision?, degraded_from))
     }
 
-    /// Moves the request's trace into the record the metering path reports from.
+    /// The record the metering path reports the call from, with the request's trace so far.
     fn call_record(
         &self,
         ctx: &RequestContext,
         tenant: &TenantId,
         prepared: &Prepared,
-        trace_slot: &mut Option<RequestMetrics>,
+        trace: &RequestMetrics,
         reservation: Option<Reservation>,
         degraded_from: Option<String>,
-    ) -> Result<CallRecord, GatewayError> {
-        let trace = trace_slot
-            .take()
-            .ok_or_else(|| GatewayError::internal("request trace missing"))?;
-        Ok(CallRecord {
+    ) -> CallRecord {
+        CallRecord {
             request_id: ctx.request_id.clone(),
             tenant_id: tenant.clone(),
             model_requested: prepared.request.model.clone(),
@@ -388,7 +386,7 @@ impl ChatService {
             streamed: prepared.request.stream,
             started: ctx.started,
             created_at: trace.timestamp,
-            trace,
+            trace: trace.clone(),
             reservation,
             degraded_from,
             sources: prepared.context.as_ref().map(|c| c.sources.clone()),
@@ -402,7 +400,7 @@ impl ChatService {
                     .find(|m| m.role == crate::domain::chat::Role::User)?;
                 Some((id, last_user.clone()))
             }),
-        })
+        }
     }
 
     /// Loads the request's conversation (newest turns within the tenant's token budget).
@@ -689,6 +687,20 @@ fn limiter_unavailable(
 ) -> GatewayError {
     tracing::error!(request_id = %ctx.request_id, error = %err, "rate limiter unavailable; failing closed");
     GatewayError::LimiterUnavailable
+}
+
+/// How a chat request failed, and so who reports it.
+enum Failure {
+    /// Before its call record existed: `chat` reports it from the request's trace.
+    Unrecorded(GatewayError),
+    /// After: the metering path has recorded the call (and its metrics line).
+    Recorded(GatewayError),
+}
+
+impl From<GatewayError> for Failure {
+    fn from(err: GatewayError) -> Self {
+        Self::Unrecorded(err)
+    }
 }
 
 fn log_failure(ctx: &RequestContext, trace: &RequestMetrics, err: &GatewayError) {
