@@ -138,12 +138,12 @@ impl Stores {
     /// says `memory` (for `cargo lambda watch` without AWS), where the demo tenants are seeded
     /// (`tollgate serve` prints their keys). Makes no network call on DynamoDB.
     pub async fn from_settings(settings: &Settings) -> Result<Self, BootError> {
-        let kind = settings.store.unwrap_or(StoreKind::Dynamodb);
+        let kind = settings.store.kind.unwrap_or(StoreKind::Dynamodb);
         let stores = Self::open(
             kind,
             settings.aws,
-            &settings.table_prefix,
-            settings.directory_cache_ttl,
+            &settings.store.table_prefix,
+            settings.store.directory_cache_ttl,
         )
         .await;
         if kind == StoreKind::Memory {
@@ -294,12 +294,12 @@ pub fn usage_report_service(stores: &Stores) -> UsageReportService {
 /// The vector index the settings name: Qdrant when `TOLLGATE_QDRANT_URL` is set, otherwise
 /// the embedded exact index.
 pub fn vector_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, BootError> {
-    Ok(match &settings.qdrant_url {
+    Ok(match &settings.retrieval.qdrant_url {
         Some(url) => Arc::new(
             QdrantIndex::new(
                 url,
-                settings.qdrant_api_key.clone(),
-                settings.qdrant_collection.clone(),
+                settings.retrieval.qdrant_api_key.clone(),
+                settings.retrieval.qdrant_collection.clone(),
             )
             .map_err(BootError::Index)?,
         ),
@@ -311,16 +311,16 @@ pub fn vector_index(settings: &Settings) -> Result<Arc<dyn VectorIndex>, BootErr
 /// and its payload indexes (`tenant_id` with `is_tenant`), or checks an existing one; for
 /// `tollgate init`. Idempotent. Returns what was set up, or `None` without `TOLLGATE_QDRANT_URL`.
 pub async fn init_vector_index(settings: &Settings) -> Result<Option<String>, BootError> {
-    let Some(url) = &settings.qdrant_url else {
+    let Some(url) = &settings.retrieval.qdrant_url else {
         return Ok(None);
     };
     let index = vector_index(settings)?;
     index
-        .ensure_ready(settings.embedding_dimensions)
+        .ensure_ready(settings.retrieval.embedding_dimensions)
         .await
         .map_err(BootError::Index)?;
     Ok(Some(format!(
         "Qdrant collection `{}` at {url}: ready ({} dimensions, cosine, tenant_id index with is_tenant)",
-        settings.qdrant_collection, settings.embedding_dimensions
+        settings.retrieval.qdrant_collection, settings.retrieval.embedding_dimensions
     )))
 }

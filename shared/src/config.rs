@@ -138,20 +138,43 @@ pub struct Settings {
     pub simulated: SimulatedLatency,
     /// A JSON file of price overrides, merged over the bundled table by [`Settings::prices`].
     pub prices_file: Option<String>,
-    /// Request bodies longer than this, in bytes, get 413.
-    pub max_body_bytes: usize,
     /// Completion tokens reserved, and sent upstream as the reply's cap, when a request sets
     /// no `max_tokens`.
     pub default_reserve_tokens: u32,
+    /// What the HTTP edge accepts, and when provider calls must end.
+    pub edge: EdgeSettings,
+    /// Where state lives.
+    pub store: StoreSettings,
+    /// The vector index and the embedder.
+    pub retrieval: RetrievalSettings,
+    /// Where AWS clients take region, credentials and endpoint from: the binary's choice.
+    pub aws: AwsConfigSource,
+}
+
+/// The HTTP edge's settings.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Request bodies longer than this, in bytes, get 413.
+    pub max_body_bytes: usize,
     /// Provider calls end this long before the Lambda invocation's deadline.
     pub deadline_margin: Duration,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `None` when the binary's default applies.
+    pub kind: Option<StoreKind>,
+    /// DynamoDB tables are `{table_prefix}-tenants`, `-usage`, `-limits` and `-cache`.
+    pub table_prefix: String,
     /// How long a container caches API keys and tenant configurations; zero turns the cache
     /// off.
     pub directory_cache_ttl: Duration,
-    /// `None` when the binary's default applies.
-    pub store: Option<StoreKind>,
-    /// DynamoDB tables are `{table_prefix}-tenants`, `-usage`, `-limits` and `-cache`.
-    pub table_prefix: String,
+}
+
+/// The vector index and the embedder.
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
     /// Qdrant's gRPC URL; `None` selects the embedded vector index.
     pub qdrant_url: Option<String>,
     /// Qdrant's API key, fixed or read from Secrets Manager on first use; `None` when neither
@@ -163,8 +186,6 @@ pub struct Settings {
     pub embedding_model: String,
     /// Length of every vector, 8 to 4096 (text-embedding-3 models shorten on request).
     pub embedding_dimensions: usize,
-    /// Where AWS clients take region, credentials and endpoint from: the binary's choice.
-    pub aws: AwsConfigSource,
 }
 
 /// Where state lives: the workspace's one store-kind enum (`TOLLGATE_STORE`, and the CLI's
@@ -314,43 +335,50 @@ impl Settings {
                 per_chunk: Duration::from_millis(number(&get, "TOLLGATE_SIMULATED_CHUNK_MS", 0)?),
             },
             prices_file: get("TOLLGATE_PRICES_FILE"),
-            max_body_bytes: number(&get, "TOLLGATE_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
-            directory_cache_ttl: Duration::from_secs(number(
-                &get,
-                "TOLLGATE_DIRECTORY_CACHE_SECS",
-                30,
-            )?),
-            store: match get("TOLLGATE_STORE") {
-                None => None,
-                Some(value) => Some(value.parse().map_err(|reason| ConfigError::Invalid {
-                    name: "TOLLGATE_STORE",
-                    value,
-                    reason,
-                })?),
+            edge: EdgeSettings {
+                max_body_bytes: number(&get, "TOLLGATE_MAX_BODY_BYTES", 4 * 1024 * 1024)? as usize,
+                deadline_margin: Duration::from_millis(number(
+                    &get,
+                    "TOLLGATE_DEADLINE_MARGIN_MS",
+                    3000,
+                )?),
             },
-            table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
-            qdrant_url: get("TOLLGATE_QDRANT_URL"),
-            qdrant_api_key,
-            qdrant_collection: get("TOLLGATE_QDRANT_COLLECTION")
-                .unwrap_or_else(|| "tollgate-chunks".to_owned()),
-            embedding_model: get("TOLLGATE_EMBEDDING_MODEL")
-                .unwrap_or_else(|| crate::adapters::embeddings::DEFAULT_EMBEDDING_MODEL.to_owned()),
+            store: StoreSettings {
+                kind: match get("TOLLGATE_STORE") {
+                    None => None,
+                    Some(value) => Some(value.parse().map_err(|reason| ConfigError::Invalid {
+                        name: "TOLLGATE_STORE",
+                        value,
+                        reason,
+                    })?),
+                },
+                table_prefix: get("TOLLGATE_TABLE_PREFIX").unwrap_or_else(|| "tollgate".to_owned()),
+                directory_cache_ttl: Duration::from_secs(number(
+                    &get,
+                    "TOLLGATE_DIRECTORY_CACHE_SECS",
+                    30,
+                )?),
+            },
+            retrieval: RetrievalSettings {
+                qdrant_url: get("TOLLGATE_QDRANT_URL"),
+                qdrant_api_key,
+                qdrant_collection: get("TOLLGATE_QDRANT_COLLECTION")
+                    .unwrap_or_else(|| "tollgate-chunks".to_owned()),
+                embedding_model: get("TOLLGATE_EMBEDDING_MODEL").unwrap_or_else(|| {
+                    crate::adapters::embeddings::DEFAULT_EMBEDDING_MODEL.to_owned()
+                }),
+                embedding_dimensions: match number(&get, "TOLLGATE_EMBEDDING_DIMENSIONS", 256)? {
+                    n @ 8..=4096 => n as usize,
+                    n => {
+                        return Err(ConfigError::Invalid {
+                            name: "TOLLGATE_EMBEDDING_DIMENSIONS",
+                            value: n.to_string(),
+                            reason: "expected 8 to 4096",
+                        });
+                    }
+                },
+            },
             aws,
-            embedding_dimensions: match number(&get, "TOLLGATE_EMBEDDING_DIMENSIONS", 256)? {
-                n @ 8..=4096 => n as usize,
-                n => {
-                    return Err(ConfigError::Invalid {
-                        name: "TOLLGATE_EMBEDDING_DIMENSIONS",
-                        value: n.to_string(),
-                        reason: "expected 8 to 4096",
-                    });
-                }
-            },
-            deadline_margin: Duration::from_millis(number(
-                &get,
-                "TOLLGATE_DEADLINE_MARGIN_MS",
-                3000,
-            )?),
             default_reserve_tokens: u32::try_from(number(
                 &get,
                 "TOLLGATE_DEFAULT_RESERVE_TOKENS",
@@ -413,16 +441,16 @@ impl Settings {
             (ProviderMode::Real | ProviderMode::Auto, Some(settings)) => Ok((
                 Arc::new(OpenAiEmbedder::new(
                     settings,
-                    self.embedding_model.clone(),
-                    self.embedding_dimensions,
+                    self.retrieval.embedding_model.clone(),
+                    self.retrieval.embedding_dimensions,
                 )?),
                 format!(
                     "embeddings: {} at {} (real)",
-                    self.embedding_model, settings.base_url
+                    self.retrieval.embedding_model, settings.base_url
                 ),
             )),
             _ => Ok((
-                Arc::new(LocalEmbedder::new(self.embedding_dimensions)),
+                Arc::new(LocalEmbedder::new(self.retrieval.embedding_dimensions)),
                 "embeddings: local deterministic embedder".to_owned(),
             )),
         }
@@ -522,7 +550,7 @@ mod tests {
             );
             assert_eq!(key.field(), Some(field));
         }
-        let Some(ApiKey::Managed(qdrant)) = &s.qdrant_api_key else {
+        let Some(ApiKey::Managed(qdrant)) = &s.retrieval.qdrant_api_key else {
             panic!("a managed Qdrant key");
         };
         assert_eq!(

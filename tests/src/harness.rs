@@ -172,7 +172,11 @@ pub fn invoke_on(
     store: Arc<dyn Backend>,
     metrics: Arc<dyn MetricsSink>,
 ) -> invoke::InvokeState {
-    let stores = Stores::on(store, settings.directory_cache_ttl, StoreKind::Dynamodb);
+    let stores = Stores::on(
+        store,
+        settings.store.directory_cache_ttl,
+        StoreKind::Dynamodb,
+    );
     let (mut state, _) =
         invoke::InvokeState::build(settings, &stores, metrics, None).expect("invoke builds");
     state.max_body_bytes = 1 << 20;

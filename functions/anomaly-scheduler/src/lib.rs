@@ -56,7 +56,7 @@ impl SchedulerState {
     /// deployment (the table prefix, which is the stack name) is the alarm's dimension, so dev
     /// and prod never mix. Makes no network call.
     pub async fn build(settings: &Settings, anomaly: &AnomalySettings, stores: &Stores) -> Self {
-        let deployment = settings.table_prefix.clone();
+        let deployment = settings.store.table_prefix.clone();
         let alerts: Arc<dyn AnomalyAlerts> = match anomaly.alerts {
             AlertsKind::Cloudwatch => {
                 Arc::new(CloudWatchAlerts::from_env(settings.aws, deployment).await)

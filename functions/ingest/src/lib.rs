@@ -48,8 +48,8 @@ impl IngestState {
         Ok(Self {
             ingest: ingest_service(settings, stores, metrics, index)?,
             callers: stores.callers(),
-            max_body_bytes: settings.max_body_bytes,
-            deadline_margin: settings.deadline_margin,
+            max_body_bytes: settings.edge.max_body_bytes,
+            deadline_margin: settings.edge.deadline_margin,
         })
     }
 }

@@ -52,8 +52,8 @@ impl InvokeState {
         let state = Self {
             chat,
             callers: stores.callers(),
-            max_body_bytes: settings.max_body_bytes,
-            deadline_margin: settings.deadline_margin,
+            max_body_bytes: settings.edge.max_body_bytes,
+            deadline_margin: settings.edge.deadline_margin,
         };
         Ok((state, providers))
     }

@@ -58,7 +58,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.qdrant_url {
         let mut settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::DEFAULT_CHAIN)?;
-        settings.qdrant_url = Some(url);
+        settings.retrieval.qdrant_url = Some(url);
         if let Some(line) = init_vector_index(&settings)
             .await
             .context("setting up the Qdrant collection")?

@@ -79,7 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.store,
         settings.aws,
         &args.table_prefix,
-        settings.directory_cache_ttl,
+        settings.store.directory_cache_ttl,
     )
     .await;
     let store_line = match stores.kind {

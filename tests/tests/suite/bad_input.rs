@@ -72,7 +72,7 @@ async fn a_model_the_tenant_may_not_use_is_a_404_naming_it() {
 async fn an_oversized_body_is_a_413() {
     let mut settings =
         tollgate_tests::harness::settings(&[("TOLLGATE_PROVIDERS", "simulated".into())]);
-    settings.max_body_bytes = 1024;
+    settings.edge.max_body_bytes = 1024;
     let gw = Gateway::build(settings).await;
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
     let res = gw.chat("acme", body).await;

@@ -926,7 +926,7 @@ async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
     let metrics = Arc::new(tollgate::adapters::memory::MemoryMetrics::default());
     let stores = tollgate::bootstrap::Stores::on(
         Arc::new(store.clone()),
-        settings.directory_cache_ttl,
+        settings.store.directory_cache_ttl,
         tollgate::config::StoreKind::Dynamodb,
     );
     let mut state = ingest::IngestState::build(&settings, &stores, metrics, index.clone()).unwrap();
