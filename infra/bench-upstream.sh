@@ -2,7 +2,8 @@
 # The gateway through a real HTTP upstream, side by side: nginx on loopback answers every
 # `POST /v1/chat/completions` with one fixed OpenAI reply (zero latency, usage included);
 # `tollgate serve` calls it through the real OpenAI adapter (reqwest, JSON both ways, the
-# limiter, metering and EMF rendering all on); wrk drives the gateway with buffered,
+# limiter, metering, and an EMF line per request written to a file as Lambda's stdout would be;
+# METRICS=off turns EMF off); wrk drives the gateway with buffered,
 # cache-bypassing chats from CONNECTIONS keep-alive connections.
 #
 # Each binary given is measured in turn, ROUNDS times alternating, in one run, so a
@@ -116,7 +117,7 @@ serve_and_measure() {
     local out="$work/$label.out" err="$work/$label.err"
     TOLLGATE_PROVIDERS=real OPENAI_API_KEY=sk-bench-local-upstream \
         OPENAI_BASE_URL="http://127.0.0.1:$upstream_port/v1" RUST_LOG=warn \
-        "$bin" serve --port 0 --metrics off --demo-unlimited >"$out" 2>"$err" &
+        "$bin" serve --port 0 --metrics "${METRICS:-stderr}" --demo-unlimited >"$out" 2>"$err" &
     local server=$!
     local key=""
     for _ in $(seq 1 300); do

@@ -95,9 +95,6 @@ pub enum BootError {
     /// [`init_vector_index`], its collection cannot be made ready.
     #[error("the vector index cannot be configured: {0}")]
     Index(crate::ports::vector::IndexError),
-    /// A provider's HTTP client cannot be built.
-    #[error(transparent)]
-    Provider(#[from] crate::adapters::http_provider::ProviderSetupError),
     /// The embedded store could not be seeded with the demo tenants.
     #[error("the demo tenants cannot be seeded: {0}")]
     Seed(#[from] crate::ports::store::StoreError),

@@ -1,5 +1,6 @@
 //! Configuration: every environment variable Tollgate reads, read once at cold start and
-//! validated here. Nothing else in the code base calls `std::env::var`.
+//! validated here. The only other environment reads are `RUST_LOG` (`telemetry`) and the AWS
+//! SDK's own variables (`adapters::aws`).
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -121,7 +122,7 @@ pub enum ConfigError {
     BundledPrices(PriceTableError),
 }
 
-/// Typed settings for the invoke path.
+/// Typed settings, for every function and the CLI.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Which providers answer.
@@ -261,6 +262,13 @@ impl Settings {
                 value: default_max_tokens.to_string(),
                 reason: "too large",
             })?;
+        let default_reserve_tokens = number(&get, "TOLLGATE_DEFAULT_RESERVE_TOKENS", 1024)?;
+        let default_reserve_tokens =
+            u32::try_from(default_reserve_tokens).map_err(|_| ConfigError::Invalid {
+                name: "TOLLGATE_DEFAULT_RESERVE_TOKENS",
+                value: default_reserve_tokens.to_string(),
+                reason: "must fit in 32 bits",
+            })?;
         let provider_secret = get("TOLLGATE_PROVIDER_SECRET_ID");
         let qdrant_secret = get("TOLLGATE_QDRANT_API_KEY_SECRET_ID");
         let secret_ttl = secs("TOLLGATE_SECRET_TTL_SECS", DEFAULT_SECRET_TTL.as_secs())?;
@@ -379,16 +387,7 @@ impl Settings {
                 },
             },
             aws,
-            default_reserve_tokens: u32::try_from(number(
-                &get,
-                "TOLLGATE_DEFAULT_RESERVE_TOKENS",
-                1024,
-            )?)
-            .map_err(|_| ConfigError::Invalid {
-                name: "TOLLGATE_DEFAULT_RESERVE_TOKENS",
-                value: "too large".into(),
-                reason: "must fit in 32 bits",
-            })?,
+            default_reserve_tokens,
         })
     }
 
