@@ -37,6 +37,8 @@ if [[ ${#binaries[@]} -eq 0 ]]; then
 fi
 
 machine() { echo "machine: $(nproc) cores; $(uptime)"; }
+# shellcheck source=infra/serve-wait.sh
+source infra/serve-wait.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 work="$(mktemp -d)"
@@ -119,19 +121,8 @@ serve_and_measure() {
         OPENAI_BASE_URL="http://127.0.0.1:$upstream_port/v1" RUST_LOG=warn \
         "$bin" serve --port 0 --metrics "${METRICS:-stderr}" --demo-unlimited >"$out" 2>"$err" &
     local server=$!
-    local key=""
-    for _ in $(seq 1 300); do
-        key="$(sed -n 's/^demo tenant acme key //p' "$out")"
-        [[ -n "$key" ]] && break
-        if ! kill -0 "$server" 2>/dev/null; then
-            echo "$label: tollgate serve exited early:" >&2
-            cat "$out" "$err" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    local url
-    url="$(sed -n 's|^tollgate serve: listening on \(http://[^ ]*\).*|\1|p' "$out")"
+    wait_for_serve "$server" "$out" "$err"
+    local key="$SERVE_KEY" url="$SERVE_URL"
     # Warm up (tokenizer tables, connection pool), then measure.
     BENCH_KEY="$key" wrk -t1 -c4 -d1s -s "$work/chat.lua" "$url/v1/chat/completions" >/dev/null
     local perf=""

@@ -44,23 +44,11 @@ TOLLGATE_PROVIDERS=simulated TOLLGATE_SIMULATED_LATENCY_MS=0 TOLLGATE_SIMULATED_
     "$bin" serve --port 0 --metrics off --demo-unlimited >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 
-key=""
-for _ in $(seq 1 300); do
-    key="$(sed -n 's/^demo tenant acme key //p' "$work/serve.out")"
-    [[ -n "$key" ]] && break
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "tollgate serve exited early:" >&2
-        cat "$work/serve.out" "$work/serve.err" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-if [[ -z "$key" ]]; then
-    echo "tollgate serve printed no acme key within 30 s" >&2
-    cat "$work/serve.out" "$work/serve.err" >&2
-    exit 1
-fi
-url="$(sed -n 's|^tollgate serve: listening on \(http://[^ ]*\).*|\1|p' "$work/serve.out")"
+# shellcheck source=infra/serve-wait.sh
+source infra/serve-wait.sh
+wait_for_serve "$server" "$work/serve.out" "$work/serve.err"
+key="$SERVE_KEY"
+url="$SERVE_URL"
 echo "== tollgate serve on $url (pid $server)"
 
 results="$work/results.jsonl"

@@ -100,16 +100,80 @@ pub enum BootError {
     Seed(#[from] crate::ports::store::StoreError),
 }
 
+/// An opened store. Services get each port as its own trait object ([`Stores`]' accessors),
+/// so a function's binary links only the ports its services use: a `dyn Backend` would pull
+/// every port of both stores (the operator commands, documents, usage queries) into every
+/// bootstrap.
+#[derive(Clone)]
+pub enum Store {
+    /// The DynamoDB tables.
+    Dynamodb(Arc<DynamoStore>),
+    /// The embedded store.
+    Memory(Arc<MemoryStore>),
+}
+
+impl From<Arc<DynamoStore>> for Store {
+    fn from(store: Arc<DynamoStore>) -> Self {
+        Self::Dynamodb(store)
+    }
+}
+
+impl From<Arc<MemoryStore>> for Store {
+    fn from(store: Arc<MemoryStore>) -> Self {
+        Self::Memory(store)
+    }
+}
+
 /// A deployment's store, and the per-container cache of keys and tenant configurations in
 /// front of it that every function shares.
 #[derive(Clone)]
 pub struct Stores {
-    /// Every port of the store.
-    pub backend: Arc<dyn Backend>,
+    /// The store.
+    pub store: Store,
     /// Key and configuration lookups, cached for the settings' `directory_cache_ttl`.
     pub directory: Arc<CachedDirectory>,
-    /// What the store is, for banners and logs.
-    pub kind: StoreKind,
+}
+
+/// One accessor per port: the store as that port's trait object.
+macro_rules! port_accessors {
+    ($($(#[$doc:meta])* $name:ident: $port:path;)*) => {
+        impl Stores {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> Arc<dyn $port> {
+                    match &self.store {
+                        Store::Dynamodb(store) => store.clone(),
+                        Store::Memory(store) => store.clone(),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+port_accessors! {
+    /// Every port (the operator commands).
+    backend: Backend;
+    /// Usage events and rollups (write).
+    usage: UsageSink;
+    /// Rollups (read).
+    rollups: UsageQuery;
+    /// The usage event listing.
+    events: UsageEvents;
+    /// The response cache.
+    cache: ResponseCache;
+    /// The limiter's counters.
+    limits: LimiterStore;
+    /// Operator prices and upstream quotas.
+    catalog_source: Catalog;
+    /// Conversation turns.
+    conversations: ConversationStore;
+    /// End-user profiles.
+    profiles: ProfileStore;
+    /// The document registry.
+    documents: DocumentStore;
+    /// The anomaly scheduler's ports.
+    scheduler: SchedulerStore;
 }
 
 impl Stores {
@@ -125,7 +189,7 @@ impl Stores {
             StoreKind::Dynamodb => {
                 let names = TableNames::with_prefix(table_prefix);
                 let store = Arc::new(DynamoStore::from_env(aws, names).await);
-                Self::on(store, directory_ttl, kind)
+                Self::on(store, directory_ttl)
             }
             StoreKind::Memory => Self::embedded(Arc::new(MemoryStore::new())),
         }
@@ -135,16 +199,15 @@ impl Stores {
     /// says `memory` (for `cargo lambda watch` without AWS), where the demo tenants are seeded
     /// (`tollgate serve` prints their keys). Makes no network call on DynamoDB.
     pub async fn from_settings(settings: &Settings) -> Result<Self, BootError> {
-        let kind = settings.store.kind.unwrap_or(StoreKind::Dynamodb);
         let stores = Self::open(
-            kind,
+            settings.store.kind.unwrap_or(StoreKind::Dynamodb),
             settings.aws,
             &settings.store.table_prefix,
             settings.store.directory_cache_ttl,
         )
         .await;
-        if kind == StoreKind::Memory {
-            let seeded = crate::demo::seed(&*stores.backend, chrono::Utc::now()).await?;
+        if let Store::Memory(memory) = &stores.store {
+            let seeded = crate::demo::seed(memory.as_ref(), chrono::Utc::now()).await?;
             tracing::warn!(
                 tenants = seeded.len(),
                 "embedded store: demo tenants seeded; use `tollgate serve` to see their keys"
@@ -154,23 +217,30 @@ impl Stores {
     }
 
     /// `store` with its lookups cached for `directory_ttl` (zero turns the cache off).
-    pub fn on(store: Arc<dyn Backend>, directory_ttl: Duration, kind: StoreKind) -> Self {
-        let directory = Arc::new(CachedDirectory::new(
-            store.clone(),
-            store.clone(),
-            directory_ttl,
-        ));
+    pub fn on(store: impl Into<Store>, directory_ttl: Duration) -> Self {
+        let store = store.into();
+        let (keys, tenants): (Arc<dyn ApiKeyLookup>, Arc<dyn TenantConfigSource>) = match &store {
+            Store::Dynamodb(s) => (s.clone(), s.clone()),
+            Store::Memory(s) => (s.clone(), s.clone()),
+        };
         Self {
-            backend: store,
-            directory,
-            kind,
+            store,
+            directory: Arc::new(CachedDirectory::new(keys, tenants, directory_ttl)),
         }
     }
 
     /// The embedded store. Nothing is cached in front of it: in memory a lookup costs less
     /// than a cache would, and a change is seen by the next request.
     pub fn embedded(store: Arc<MemoryStore>) -> Self {
-        Self::on(store, Duration::ZERO, StoreKind::Memory)
+        Self::on(store, Duration::ZERO)
+    }
+
+    /// What the store is.
+    pub fn kind(&self) -> StoreKind {
+        match self.store {
+            Store::Dynamodb(_) => StoreKind::Dynamodb,
+            Store::Memory(_) => StoreKind::Memory,
+        }
     }
 
     /// The caller extractor over the cached keys and configurations.
@@ -186,13 +256,13 @@ impl Stores {
     fn catalog(&self, settings: &Settings) -> Result<Arc<OperatorCatalog>, BootError> {
         Ok(Arc::new(OperatorCatalog::from_store(
             settings.prices()?,
-            self.backend.clone(),
+            self.catalog_source(),
         )))
     }
 
     fn limiter(&self, settings: &Settings, catalog: Arc<OperatorCatalog>) -> Arc<Limiter> {
         Arc::new(Limiter::with_catalog(
-            self.backend.clone(),
+            self.limits(),
             catalog,
             settings.default_reserve_tokens,
         ))
@@ -209,22 +279,21 @@ pub fn chat_service(
 ) -> Result<(ChatService, Vec<String>), BootError> {
     let (providers, described) = settings.providers()?;
     let catalog = stores.catalog(settings)?;
-    let store = &stores.backend;
     let mut service = ChatService {
         tenants: stores.directory.clone(),
-        cache: store.clone(),
+        cache: stores.cache(),
         providers,
         catalog: catalog.clone(),
         retry: settings.retry,
         limiter: stores.limiter(settings, catalog),
         retriever: None,
         meter: Meter {
-            usage: store.clone(),
+            usage: stores.usage(),
             metrics,
-            conversations: Some(store.clone()),
+            conversations: Some(stores.conversations()),
             clock: Arc::new(SystemClock),
         },
-        profiles: Some(store.clone()),
+        profiles: Some(stores.profiles()),
     };
     if let Some(index) = index {
         service.retriever = Some(retriever(settings, &service, index)?);
@@ -265,10 +334,10 @@ pub fn ingest_service(
     let catalog = stores.catalog(settings)?;
     let (embedder, _) = settings.embedder()?;
     Ok(IngestService {
-        documents: stores.backend.clone(),
+        documents: stores.documents(),
         index,
         embedder,
-        usage: stores.backend.clone(),
+        usage: stores.usage(),
         limiter: stores.limiter(settings, catalog.clone()),
         catalog,
         metrics,
@@ -282,8 +351,8 @@ pub fn ingest_service(
 /// The usage report: rollups and events, read only.
 pub fn usage_report_service(stores: &Stores) -> UsageReportService {
     UsageReportService {
-        usage: stores.backend.clone(),
-        events: stores.backend.clone(),
+        usage: stores.rollups(),
+        events: stores.events(),
         clock: Arc::new(SystemClock),
     }
 }

@@ -255,20 +255,8 @@ impl Settings {
                 reason: "expected 1 to 4294967295",
             })?;
         let cache_min_tokens = number(&get, "TOLLGATE_ANTHROPIC_CACHE_MIN_TOKENS", 1024)? as usize;
-        let default_max_tokens = number(&get, "TOLLGATE_DEFAULT_MAX_TOKENS", 4096)?;
-        let default_max_tokens =
-            u32::try_from(default_max_tokens).map_err(|_| ConfigError::Invalid {
-                name: "TOLLGATE_DEFAULT_MAX_TOKENS",
-                value: default_max_tokens.to_string(),
-                reason: "too large",
-            })?;
-        let default_reserve_tokens = number(&get, "TOLLGATE_DEFAULT_RESERVE_TOKENS", 1024)?;
-        let default_reserve_tokens =
-            u32::try_from(default_reserve_tokens).map_err(|_| ConfigError::Invalid {
-                name: "TOLLGATE_DEFAULT_RESERVE_TOKENS",
-                value: default_reserve_tokens.to_string(),
-                reason: "must fit in 32 bits",
-            })?;
+        let default_max_tokens = number_u32(&get, "TOLLGATE_DEFAULT_MAX_TOKENS", 4096)?;
+        let default_reserve_tokens = number_u32(&get, "TOLLGATE_DEFAULT_RESERVE_TOKENS", 1024)?;
         let provider_secret = get("TOLLGATE_PROVIDER_SECRET_ID");
         let qdrant_secret = get("TOLLGATE_QDRANT_API_KEY_SECRET_ID");
         let secret_ttl = secs("TOLLGATE_SECRET_TTL_SECS", DEFAULT_SECRET_TTL.as_secs())?;
@@ -479,6 +467,20 @@ fn key_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Openai => "OPENAI_API_KEY",
         ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
     }
+}
+
+/// [`number`], at most `u32::MAX`.
+fn number_u32(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let n = number(get, name, u64::from(default))?;
+    u32::try_from(n).map_err(|_| ConfigError::Invalid {
+        name,
+        value: n.to_string(),
+        reason: "expected at most 4294967295",
+    })
 }
 
 fn number(

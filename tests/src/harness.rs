@@ -11,8 +11,8 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::Value;
 use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::adapters::memory::{MemoryMetrics, MemoryStore};
-use tollgate::bootstrap::{Backend, Stores};
-use tollgate::config::{ProviderMode, Settings, StoreKind};
+use tollgate::bootstrap::{Store, Stores};
+use tollgate::config::{ProviderMode, Settings};
 use tollgate::domain::usage::UsageEvent;
 use tollgate::ports::metrics::{MetricsSink, RequestMetrics};
 use tollgate::routes::Mounted;
@@ -169,14 +169,10 @@ impl Gateway {
 /// it, lookups cached for the settings' TTL, with a 1 MiB body limit and a 3 s deadline margin.
 pub fn invoke_on(
     settings: &Settings,
-    store: Arc<dyn Backend>,
+    store: impl Into<Store>,
     metrics: Arc<dyn MetricsSink>,
 ) -> invoke::InvokeState {
-    let stores = Stores::on(
-        store,
-        settings.store.directory_cache_ttl,
-        StoreKind::Dynamodb,
-    );
+    let stores = Stores::on(store, settings.store.directory_cache_ttl);
     let (mut state, _) =
         invoke::InvokeState::build(settings, &stores, metrics, None).expect("invoke builds");
     state.max_body_bytes = 1 << 20;

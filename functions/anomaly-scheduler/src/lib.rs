@@ -64,7 +64,7 @@ impl SchedulerState {
             AlertsKind::Emf => Arc::new(EmfAlerts::stdout(deployment)),
         };
         Self {
-            store: stores.backend.clone(),
+            store: stores.scheduler(),
             alerts,
             clock: Arc::new(SystemClock),
             options: anomaly.options(),

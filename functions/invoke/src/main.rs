@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = Settings::from_env(ProviderMode::Real, AwsConfigSource::LAMBDA)?;
     let stores = Stores::from_settings(&settings).await?;
     // Retrieval over Qdrant (or, on the embedded store, the embedded index).
-    let retrieval = settings.retrieval.qdrant_url.is_some() || stores.kind == StoreKind::Memory;
+    let retrieval = settings.retrieval.qdrant_url.is_some() || stores.kind() == StoreKind::Memory;
     let index = retrieval.then(|| vector_index(&settings)).transpose()?;
     let metrics = Arc::new(EmfSink::stdout());
     let (state, providers) = invoke::InvokeState::build(&settings, &stores, metrics, index)?;

@@ -82,12 +82,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.store.directory_cache_ttl,
     )
     .await;
-    let store_line = match stores.kind {
+    let store_line = match stores.kind() {
         StoreKind::Memory => "embedded store, in memory".to_owned(),
         StoreKind::Dynamodb => format!("DynamoDB, tables {}-*", args.table_prefix),
     };
-    let demo = if stores.kind == StoreKind::Memory || args.seed_demo {
-        tollgate::demo::seed_with_limits(stores.backend.as_ref(), chrono::Utc::now(), limits)
+    let demo = if stores.kind() == StoreKind::Memory || args.seed_demo {
+        tollgate::demo::seed_with_limits(stores.backend().as_ref(), chrono::Utc::now(), limits)
             .await?
     } else {
         Vec::new()
@@ -95,7 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let index = vector_index(&settings)?;
     let (invoke, providers) =
         invoke::InvokeState::build(&settings, &stores, metrics.clone(), Some(index.clone()))?;
-    if stores.kind == StoreKind::Dynamodb {
+    if stores.kind() == StoreKind::Dynamodb {
         // A Lambda reads the catalog on its first request; a local server checks the tables
         // up front, so a missing `tollgate init` is reported at start.
         invoke

@@ -927,7 +927,6 @@ async fn dynamodb_parallel_ingests_past_the_quota_store_at_most_the_quota() {
     let stores = tollgate::bootstrap::Stores::on(
         Arc::new(store.clone()),
         settings.store.directory_cache_ttl,
-        tollgate::config::StoreKind::Dynamodb,
     );
     let mut state = ingest::IngestState::build(&settings, &stores, metrics, index.clone()).unwrap();
     state.ingest.limits = three_chunk_limits();

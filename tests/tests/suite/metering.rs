@@ -9,7 +9,7 @@ use rust_decimal_macros::dec;
 use serde_json::json;
 use tollgate::domain::ids::RequestId;
 use tollgate::domain::usage::TokenUsage;
-use tollgate::service::{ChatReply, RequestContext};
+use tollgate::service::{ChatEvent, ChatReply, RequestContext};
 use tollgate_tests::harness::{Gateway, chat_body};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
@@ -155,4 +155,46 @@ async fn replaying_a_usage_event_does_not_double_count() {
         .unwrap();
     assert_eq!(again, tollgate::ports::store::Recorded::Duplicate);
     assert_eq!(gw.usage_events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_streams_end_event_comes_only_after_its_usage_event_is_stored() {
+    let openai = OpenAiStandIn::start().await;
+    let anthropic = AnthropicStandIn::start().await;
+    let gw = Gateway::with_standins(&openai, &anthropic).await;
+    openai.push(Behavior::reply("Metered before the end.", usage()));
+    let mut body = chat_body("gpt-4o", "q");
+    body["stream"] = json!(true);
+    let ctx = RequestContext::new(RequestId::generate());
+    let caller = gw
+        .state
+        .callers
+        .resolve(Some(gw.key("globex")))
+        .await
+        .unwrap();
+    let reply = gw
+        .state
+        .chat
+        .chat(&ctx, &caller, body.to_string().as_bytes())
+        .await
+        .unwrap();
+    let ChatReply::Stream { mut events, .. } = reply else {
+        panic!("expected a stream")
+    };
+    let mut ended = false;
+    while let Some(event) = events.next().await {
+        match event {
+            ChatEvent::Text(_) => assert!(gw.usage_events().is_empty(), "metered mid-stream"),
+            ChatEvent::End {
+                usage: reported, ..
+            } => {
+                let stored = gw.usage_events();
+                assert_eq!(stored.len(), 1, "the End event came before the usage event");
+                assert_eq!(stored[0].usage, reported);
+                ended = true;
+            }
+            ChatEvent::Failed(err) => panic!("the stream failed: {err}"),
+        }
+    }
+    assert!(ended);
 }

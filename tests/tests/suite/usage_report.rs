@@ -1048,7 +1048,6 @@ mod dynamodb {
         let usage = UsageReportState::build(&tollgate::bootstrap::Stores::on(
             Arc::new(store.clone()),
             Duration::ZERO,
-            tollgate::config::StoreKind::Dynamodb,
         ));
 
         let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();

@@ -166,7 +166,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             std::time::Duration::ZERO,
         )
         .await;
-        execute(stores.backend.as_ref(), command).await
+        execute(stores.backend().as_ref(), command).await
     }
     .await;
     match outcome {
