@@ -286,7 +286,12 @@ fn check_layer(entries: &[PriceEntry]) -> Result<(), PriceTableError> {
             .price
             .validate()
             .map_err(|reason| invalid(entry, reason))?;
-        named.insert((entry.provider, entry.model.as_str()));
+        if !named.insert((entry.provider, entry.model.as_str())) {
+            return Err(invalid(
+                entry,
+                "listed twice in the same table (which price applies?)".to_owned(),
+            ));
+        }
     }
     let mut aliased: HashMap<(ProviderKind, &str), &str> = HashMap::new();
     for entry in entries {
@@ -558,6 +563,9 @@ mod tests {
             r#"{"provider":"openai","model":"a","aliases":["a"],"input":"1","output":"1"}"#,
             // Not a model id.
             r#"{"provider":"openai","model":"a","aliases":[" "],"input":"1","output":"1"}"#,
+            // The same entry twice, with two prices.
+            r#"{"provider":"openai","model":"a","input":"1","output":"1"},
+               {"provider":"openai","model":"a","input":"2","output":"2"}"#,
         ];
         for models in bad {
             let mut table = PriceTable::bundled().unwrap();
