@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rust_decimal_macros::dec;
-use serde_json::json;
+use serde_json::{Value, json};
 use tollgate::domain::ids::RequestId;
 use tollgate::domain::usage::TokenUsage;
-use tollgate::service::{ChatEvent, ChatReply, RequestContext};
+use tollgate::service::{ChatEvent, ChatEvents, ChatReply, RequestContext};
 use tollgate_tests::harness::{Gateway, chat_body};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
@@ -89,22 +89,7 @@ async fn a_client_that_disconnects_mid_stream_is_still_metered_exactly_once() {
     anthropic.push(Behavior::reply(long_text.trim(), usage()));
     let mut body = chat_body("claude-sonnet", "tell me a long story");
     body["stream"] = json!(true);
-    let ctx = RequestContext::new(RequestId::generate());
-    let caller = gw
-        .state
-        .callers
-        .resolve(Some(gw.key("globex")))
-        .await
-        .unwrap();
-    let reply = gw
-        .state
-        .chat
-        .chat(&ctx, &caller, body.to_string().as_bytes())
-        .await
-        .unwrap();
-    let ChatReply::Stream { mut events, .. } = reply else {
-        panic!("expected a stream")
-    };
+    let mut events = stream_events(&gw, "globex", &body).await;
     // Read two chunks, then hang up.
     events.next().await.unwrap();
     events.next().await.unwrap();
@@ -165,22 +150,7 @@ async fn a_streams_end_event_comes_only_after_its_usage_event_is_stored() {
     openai.push(Behavior::reply("Metered before the end.", usage()));
     let mut body = chat_body("gpt-4o", "q");
     body["stream"] = json!(true);
-    let ctx = RequestContext::new(RequestId::generate());
-    let caller = gw
-        .state
-        .callers
-        .resolve(Some(gw.key("globex")))
-        .await
-        .unwrap();
-    let reply = gw
-        .state
-        .chat
-        .chat(&ctx, &caller, body.to_string().as_bytes())
-        .await
-        .unwrap();
-    let ChatReply::Stream { mut events, .. } = reply else {
-        panic!("expected a stream")
-    };
+    let mut events = stream_events(&gw, "globex", &body).await;
     let mut ended = false;
     while let Some(event) = events.next().await {
         match event {
@@ -197,4 +167,25 @@ async fn a_streams_end_event_comes_only_after_its_usage_event_is_stored() {
         }
     }
     assert!(ended);
+}
+
+/// A streamed chat's events, straight from the chat service (no HTTP body in between).
+async fn stream_events(gw: &Gateway, tenant: &str, body: &Value) -> ChatEvents {
+    let ctx = RequestContext::new(RequestId::generate());
+    let caller = gw
+        .state
+        .callers
+        .resolve(Some(gw.key(tenant)))
+        .await
+        .unwrap();
+    let reply = gw
+        .state
+        .chat
+        .chat(&ctx, &caller, body.to_string().as_bytes())
+        .await
+        .unwrap();
+    let ChatReply::Stream { events, .. } = reply else {
+        panic!("expected a stream")
+    };
+    events
 }
