@@ -217,7 +217,6 @@ impl ChatService {
         trace.model_served = Some(prepared.route.model.clone());
         trace.provider = Some(prepared.route.provider.as_str());
         let meta = ReplyMeta {
-            tenant_id: tenant.clone(),
             model: prepared.request.model.clone(),
             created: self.meter.clock.now().timestamp(),
             include_usage: prepared.request.include_usage,
@@ -655,7 +654,6 @@ impl ChatService {
         hit: Completion,
     ) -> ChatReply {
         let meta = ReplyMeta {
-            tenant_id: record.tenant_id.clone(),
             model: prepared.request.model.clone(),
             created: self.meter.clock.now().timestamp(),
             include_usage: prepared.request.include_usage,

@@ -2,7 +2,6 @@
 //! [`ChatEvent`]s, with the [`ReplyMeta`] the edge renders them with (`tollgate::render`).
 
 use crate::domain::chat::{Completion, FinishReason};
-use crate::domain::ids::TenantId;
 use crate::domain::limits::RateStatus;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
@@ -33,8 +32,6 @@ impl CacheStatus {
 /// what becomes response headers.
 #[derive(Debug, Clone)]
 pub struct ReplyMeta {
-    /// The caller's tenant.
-    pub tenant_id: TenantId,
     /// The model as the client named it (a logical route name, never the provider's id).
     pub model: String,
     /// When the reply was created (Unix seconds).
