@@ -32,9 +32,9 @@ use crate::ports::store::{
 };
 use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 
-/// Closed hour buckets change only by refunds (which lower them), so a container caches them
-/// briefly instead of reading 24 counters per request.
-const CLOSED_HOURS_TTL_SECS: i64 = 300;
+mod closed_hours;
+
+use closed_hours::ClosedHours;
 
 /// Admits tokens and requests against a tenant's limits and the upstream quotas, and keeps
 /// their counters (see the module docs). Shared by every request of the service that holds it.
@@ -43,7 +43,7 @@ pub struct Limiter {
     /// Upstream quotas come from here, read on first use (see `service::catalog`).
     catalog: Arc<OperatorCatalog>,
     default_reserve: u32,
-    closed_hours: Mutex<HashMap<CounterKey, (Counter, i64)>>,
+    closed_hours: Mutex<ClosedHours>,
 }
 
 /// `t#{tenant}#{tag}#{index}`, and `#s{shard}` after it for shards other than 0 (shard 0 keeps
@@ -90,6 +90,31 @@ fn push_decimal(out: &mut String, n: i64) {
 
 fn upstream_key(provider: ProviderKind, model: &str, index: i64) -> CounterKey {
     CounterKey(format!("u#{provider}#{model}#{}#{index}", MINUTE.tag))
+}
+
+/// Where a snapshot takes one counter from.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// A closed hour this container cached.
+    Known(Counter),
+    /// The counter at this position of [`Reads::keys`].
+    Read(usize),
+}
+
+/// A model with an upstream quota: its provider and name.
+type UpstreamModel = (ProviderKind, String);
+
+/// The counters a snapshot reads, in one round trip.
+#[derive(Default)]
+struct Reads {
+    keys: Vec<CounterKey>,
+}
+
+impl Reads {
+    fn read(&mut self, key: CounterKey) -> Slot {
+        self.keys.push(key);
+        Slot::Read(self.keys.len() - 1)
+    }
 }
 
 /// Counted buckets of one window at one moment, oldest first; the last is the current bucket.
@@ -435,7 +460,7 @@ impl Limiter {
             store,
             catalog,
             default_reserve,
-            closed_hours: Mutex::new(HashMap::new()),
+            closed_hours: Mutex::default(),
         }
     }
 
@@ -457,122 +482,89 @@ impl Limiter {
         let catalog = self.catalog.get().await?;
         let minute_idx: Vec<i64> = MINUTE.counted(now).collect();
         let day_idx: Vec<i64> = DAY.counted(now).collect();
-        let current_hour = DAY.current(now);
-        let shard_ids: Vec<u8> = (0..shards.count()).collect();
+        let next_minute = MINUTE.current(now) + 1;
+        let next_hour = DAY.current(now) + 1;
+        let shard_ids = 0..shards.count();
+        let cached = self
+            .closed_hours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cached(tenant, shards.count(), &day_idx, now);
 
-        let mut keys: Vec<CounterKey> = Vec::new();
-        for &shard in &shard_ids {
-            keys.extend(
+        // Every counter the snapshot needs, each key built once: cached closed hours are known,
+        // the rest is read in one round trip.
+        let mut reads = Reads::default();
+        let minute: Vec<Vec<(i64, Slot)>> = shard_ids
+            .clone()
+            .map(|shard| {
+                let key = |i| tenant_key(tenant, MINUTE, i, shard);
                 minute_idx
                     .iter()
-                    .map(|&i| tenant_key(tenant, MINUTE, i, shard)),
-            );
-        }
-        let mut cached_hours = HashMap::new();
-        {
-            let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
-            cache.retain(|_, (_, fetched)| now - *fetched < CLOSED_HOURS_TTL_SECS);
-            for &shard in &shard_ids {
-                for &i in &day_idx {
-                    let key = tenant_key(tenant, DAY, i, shard);
-                    match cache.get(&key) {
-                        Some((counter, _)) if i != current_hour => {
-                            cached_hours.insert(key, *counter);
-                        }
-                        _ => keys.push(key),
-                    }
-                }
-            }
-        }
-        let upstream: Vec<(ProviderKind, String)> = models
+                    .map(|&i| (i, reads.read(key(i))))
+                    .collect()
+            })
+            .collect();
+        let day: Vec<Vec<(i64, Slot)>> = shard_ids
+            .clone()
+            .zip(&cached)
+            .map(|(shard, cached)| {
+                let key = |i| tenant_key(tenant, DAY, i, shard);
+                day_idx
+                    .iter()
+                    .zip(cached)
+                    .map(|(&i, hit)| (i, hit.map_or_else(|| reads.read(key(i)), Slot::Known)))
+                    .collect()
+            })
+            .collect();
+        let upstream: Vec<(UpstreamModel, Vec<(i64, Slot)>)> = models
             .iter()
             .filter(|(p, m)| catalog.quotas.contains_key(&(*p, (*m).to_owned())))
-            .map(|(p, m)| (*p, (*m).to_owned()))
-            .collect();
-        for (provider, model) in &upstream {
-            keys.extend(
-                minute_idx
+            .map(|&(provider, model)| {
+                let slots = minute_idx
                     .iter()
-                    .map(|&i| upstream_key(*provider, model, i)),
-            );
-        }
-
+                    .map(|&i| (i, reads.read(upstream_key(provider, model, i))))
+                    .collect();
+                ((provider, model.to_owned()), slots)
+            })
+            .collect();
         // The bucket after the current one, for every window the reservation may write.
-        let next_minute = MINUTE.current(now) + 1;
-        let next_hour = current_hour + 1;
-        for &shard in &shard_ids {
-            keys.push(tenant_key(tenant, MINUTE, next_minute, shard));
-            keys.push(tenant_key(tenant, DAY, next_hour, shard));
-        }
-        for (provider, model) in &upstream {
-            keys.push(upstream_key(*provider, model, next_minute));
-        }
-
-        let values = self.store.read_counters(&keys).await?;
-        let read: HashMap<&CounterKey, Counter> = keys.iter().zip(values).collect();
-        let value = |key: &CounterKey| {
-            cached_hours
-                .get(key)
-                .or_else(|| read.get(key))
-                .copied()
-                .unwrap_or_default()
-        };
-
-        let window = |window: Window, indices: &[i64], shard: u8| {
-            Buckets(
-                indices
-                    .iter()
-                    .map(|&i| (i, value(&tenant_key(tenant, window, i, shard))))
-                    .collect(),
-            )
-        };
-        let minute: Vec<Buckets> = shard_ids
+        let next_minute_slots: Vec<Slot> = shard_ids
+            .clone()
+            .map(|shard| reads.read(tenant_key(tenant, MINUTE, next_minute, shard)))
+            .collect();
+        let next_day_slots: Vec<Slot> = shard_ids
+            .map(|shard| reads.read(tenant_key(tenant, DAY, next_hour, shard)))
+            .collect();
+        let next_upstream_slots: Vec<Slot> = upstream
             .iter()
-            .map(|&s| window(MINUTE, &minute_idx, s))
+            .map(|((provider, model), _)| reads.read(upstream_key(*provider, model, next_minute)))
             .collect();
-        let day: Vec<Buckets> = shard_ids
-            .iter()
-            .map(|&s| window(DAY, &day_idx, s))
-            .collect();
-        {
-            let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
-            for (shard, buckets) in day.iter().enumerate() {
-                for (i, counter) in buckets.closed() {
-                    let key = tenant_key(tenant, DAY, *i, shard as u8);
-                    cache.entry(key).or_insert((*counter, now));
-                }
-            }
-        }
-        let upstream: HashMap<(ProviderKind, String), Buckets> = upstream
-            .into_iter()
-            .map(|(provider, model)| {
-                let buckets = Buckets(
-                    minute_idx
-                        .iter()
-                        .map(|&i| (i, value(&upstream_key(provider, &model, i))))
-                        .collect(),
-                );
-                ((provider, model), buckets)
-            })
-            .collect();
+
+        let values = self.store.read_counters(&reads.keys).await?;
+        let value = |slot: &Slot| match *slot {
+            Slot::Known(counter) => counter,
+            Slot::Read(at) => values.get(at).copied().unwrap_or_default(),
+        };
+        let buckets =
+            |slots: &[(i64, Slot)]| Buckets(slots.iter().map(|(i, s)| (*i, value(s))).collect());
+        let minute: Vec<Buckets> = minute.iter().map(|s| buckets(s)).collect();
+        let day: Vec<Buckets> = day.iter().map(|s| buckets(s)).collect();
+        self.closed_hours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(tenant, day.iter().map(|b| b.0.as_slice()), now);
         let next_upstream = upstream
-            .keys()
-            .map(|(provider, model)| {
-                (
-                    (*provider, model.clone()),
-                    value(&upstream_key(*provider, model, next_minute)),
-                )
-            })
+            .iter()
+            .zip(&next_upstream_slots)
+            .map(|((model, _), slot)| (model.clone(), value(slot)))
+            .collect();
+        let upstream = upstream
+            .into_iter()
+            .map(|(model, slots)| (model, buckets(&slots)))
             .collect();
         Ok(Snapshot {
-            next_minute: shard_ids
-                .iter()
-                .map(|&s| value(&tenant_key(tenant, MINUTE, next_minute, s)))
-                .collect(),
-            next_day: shard_ids
-                .iter()
-                .map(|&s| value(&tenant_key(tenant, DAY, next_hour, s)))
-                .collect(),
+            next_minute: next_minute_slots.iter().map(value).collect(),
+            next_day: next_day_slots.iter().map(value).collect(),
             next_upstream,
             catalog,
             now,
@@ -699,9 +691,10 @@ impl Limiter {
 
     /// Drops this container's cached closed hours of `tenant`.
     fn forget_closed_hours(&self, tenant: &TenantId) {
-        let prefix = format!("t#{tenant}#");
-        let mut cache = self.closed_hours.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|key, _| !key.as_str().starts_with(&prefix));
+        self.closed_hours
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(tenant);
     }
 
     /// One conditional write deciding the request.
