@@ -44,12 +44,7 @@ pub fn completion(
 /// The SSE body for a stream of `events`: the role chunk at once, then a frame per event.
 /// Dropping the body drops `events` (which meters a disconnected stream).
 pub fn sse(request_id: &RequestId, meta: &ReplyMeta, events: ChatEvents) -> ByteStream {
-    let framer = Framer {
-        id: completion_id(request_id),
-        created: meta.created,
-        model: meta.model.clone(),
-        include_usage: meta.include_usage,
-    };
+    let framer = Framer::new(completion_id(request_id), meta);
     let role = framer.chunk(
         Delta {
             role: Some("assistant".into()),
@@ -70,18 +65,49 @@ struct Framer {
     created: i64,
     model: String,
     include_usage: bool,
+    /// A text chunk's frame up to its content string, and after it: every text chunk of the
+    /// stream is the same bytes around its text, so only the text is serialized per chunk
+    /// (`text_chunks_are_framed_as_their_serialized_chunk` holds this to the serde output).
+    text_head: Vec<u8>,
+    text_tail: &'static [u8],
 }
 
 impl Framer {
+    fn new(id: String, meta: &ReplyMeta) -> Self {
+        let mut framer = Self {
+            id,
+            created: meta.created,
+            model: meta.model.clone(),
+            include_usage: meta.include_usage,
+            text_head: Vec::new(),
+            text_tail: br#"},"finish_reason":null}],"usage":null}"#,
+        };
+        // The serialized chunk with an empty text, cut where the text goes.
+        let empty = framer.chunk(
+            Delta {
+                role: None,
+                content: Some(String::new()),
+            },
+            None,
+        );
+        let cut = empty.len() - b"\"\"".len() - framer.text_tail.len() - b"\n\n".len();
+        framer.text_head = empty[..cut].to_vec();
+        framer
+    }
+
+    fn text(&self, text: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.text_head.len() + text.len() + 48);
+        out.extend_from_slice(&self.text_head);
+        // A `str` always serializes.
+        let _ = serde_json::to_writer(&mut out, text);
+        out.extend_from_slice(self.text_tail);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
     fn event(&self, event: ChatEvent) -> Bytes {
         match event {
-            ChatEvent::Text(text) => self.chunk(
-                Delta {
-                    role: None,
-                    content: Some(text),
-                },
-                None,
-            ),
+            ChatEvent::Text(text) => self.text(&text),
             ChatEvent::End { finish, usage } => self.end(finish, usage),
             ChatEvent::Failed(err) => error(&err),
         }
@@ -135,4 +161,39 @@ fn frame(json: &[u8]) -> Bytes {
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_chunks_are_framed_as_their_serialized_chunk() {
+        let meta = ReplyMeta {
+            model: "gpt-4o \"mini\"\u{e9}".into(),
+            created: 1_765_000_000,
+            include_usage: false,
+            cache: None,
+            rate: None,
+            degraded_from: None,
+            documents: Vec::new(),
+        };
+        let framer = Framer::new("chatcmpl-\\id".into(), &meta);
+        for text in [
+            "",
+            "hello ",
+            "quote \" back\\slash\n\t\u{1}",
+            "東京 🚀",
+            "</script>",
+        ] {
+            let expected = framer.chunk(
+                Delta {
+                    role: None,
+                    content: Some(text.to_owned()),
+                },
+                None,
+            );
+            assert_eq!(framer.text(text), expected, "{text:?}");
+        }
+    }
 }
