@@ -1,7 +1,7 @@
 //! Contract suites: each port's promises as async functions over a backend, and the one
 //! macro, [`contract_suite!`], that runs a suite against every backend.
 //!
-//! A suite file (`tests/tests/suite/*_contract.rs`, the profile and anomaly-scheduler suites)
+//! A suite file (`tests/tests/suite/*_contract.rs`, the profile, anomaly-scheduler and provider suites)
 //! holds its contract functions, `async fn case(backend: &B)`, and one `async fn` per backend
 //! returning `Option<B>`. `None` means the backend is not available here and the test passes
 //! as skipped, with a line saying so; the emulator-backed openers (`moto::endpoint`, the

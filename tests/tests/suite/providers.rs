@@ -1,8 +1,8 @@
 //! The provider contract: one list of tests, run against every HTTP provider adapter talking to
 //! its stand-in over real HTTP.
 //!
-//! `provider_tests!` expands each generic test once per provider (`openai::…`,
-//! `anthropic::…`). What differs between providers (where the system prompt goes, which
+//! `contract_suite!` (`tollgate_tests::contracts`, the macro every contract suite uses) expands
+//! each generic test once per provider (`openai::…`, `anthropic::…`), each on a fresh stand-in. What differs between providers (where the system prompt goes, which
 //! headers carry the key) is asked of the [`Harness`], never branched on in a test.
 // The generic test bodies and their helpers are test code (the macro wraps each body in a
 // `#[tokio::test]`), but clippy only recognises the wrappers as tests.
@@ -193,48 +193,41 @@ impl Harness for Anthropic {
     }
 }
 
-macro_rules! provider_tests {
-    ($($test:ident),* $(,)?) => {
-        mod openai {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test::<super::OpenAi>().await;
-                }
-            )*
-        }
-        mod anthropic {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test::<super::Anthropic>().await;
-                }
-            )*
-        }
-    };
+async fn openai() -> Option<OpenAi> {
+    Some(OpenAi::start().await)
 }
 
-provider_tests!(
-    a_buffered_reply_carries_the_text_usage_and_served_model,
-    a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage,
-    cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies,
-    the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters,
-    the_tenant_system_prompt_is_placed_where_the_provider_caches_it,
-    a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long,
-    a_retry_after_longer_than_the_max_delay_is_returned_without_waiting,
-    a_5xx_is_an_upstream_error_and_is_retried_until_success,
-    a_400_is_rejected_with_the_providers_message_and_not_retried,
-    a_401_is_a_credentials_error_and_not_retried,
-    an_error_status_before_a_stream_starts_is_returned_by_stream,
-    a_stalled_stream_times_out_within_the_idle_timeout,
-    a_slow_response_times_out_with_the_request_timeout,
-    a_buffered_calls_limit_allows_for_its_reply_cap,
-    a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent,
-    a_stalled_buffered_body_times_out_with_the_request_timeout,
-    an_unparseable_reply_is_an_upstream_error,
-    an_unreachable_provider_is_an_upstream_error,
-    the_api_key_never_appears_in_errors_or_debug_output,
-);
+async fn anthropic() -> Option<Anthropic> {
+    Some(Anthropic::start().await)
+}
+
+impl tollgate_tests::contracts::Backend for OpenAi {}
+impl tollgate_tests::contracts::Backend for Anthropic {}
+
+tollgate_tests::contract_suite! {
+    backends: [openai, anthropic],
+    cases: {
+        a_buffered_reply_carries_the_text_usage_and_served_model => super::a_buffered_reply_carries_the_text_usage_and_served_model,
+        a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage => super::a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage,
+        cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies => super::cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies,
+        the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters => super::the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters,
+        the_tenant_system_prompt_is_placed_where_the_provider_caches_it => super::the_tenant_system_prompt_is_placed_where_the_provider_caches_it,
+        a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long => super::a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long,
+        a_retry_after_longer_than_the_max_delay_is_returned_without_waiting => super::a_retry_after_longer_than_the_max_delay_is_returned_without_waiting,
+        a_5xx_is_an_upstream_error_and_is_retried_until_success => super::a_5xx_is_an_upstream_error_and_is_retried_until_success,
+        a_400_is_rejected_with_the_providers_message_and_not_retried => super::a_400_is_rejected_with_the_providers_message_and_not_retried,
+        a_401_is_a_credentials_error_and_not_retried => super::a_401_is_a_credentials_error_and_not_retried,
+        an_error_status_before_a_stream_starts_is_returned_by_stream => super::an_error_status_before_a_stream_starts_is_returned_by_stream,
+        a_stalled_stream_times_out_within_the_idle_timeout => super::a_stalled_stream_times_out_within_the_idle_timeout,
+        a_slow_response_times_out_with_the_request_timeout => super::a_slow_response_times_out_with_the_request_timeout,
+        a_buffered_calls_limit_allows_for_its_reply_cap => super::a_buffered_calls_limit_allows_for_its_reply_cap,
+        a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent => super::a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent,
+        a_stalled_buffered_body_times_out_with_the_request_timeout => super::a_stalled_buffered_body_times_out_with_the_request_timeout,
+        an_unparseable_reply_is_an_upstream_error => super::an_unparseable_reply_is_an_upstream_error,
+        an_unreachable_provider_is_an_upstream_error => super::an_unreachable_provider_is_an_upstream_error,
+        the_api_key_never_appears_in_errors_or_debug_output => super::the_api_key_never_appears_in_errors_or_debug_output,
+    }
+}
 
 // ---- Helpers ----
 
@@ -294,8 +287,7 @@ fn quick_retries() -> RetryPolicy {
 
 // ---- The contract ----
 
-async fn a_buffered_reply_carries_the_text_usage_and_served_model<H: Harness>() {
-    let h = H::start().await;
+async fn a_buffered_reply_carries_the_text_usage_and_served_model<H: Harness>(h: &H) {
     h.stand_in()
         .push(Behavior::reply("The answer is 42.", usage(31, 7)));
     let provider = h.provider();
@@ -310,8 +302,7 @@ async fn a_buffered_reply_carries_the_text_usage_and_served_model<H: Harness>() 
     assert_eq!(h.stand_in().requests().len(), 1);
 }
 
-async fn a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage<H: Harness>() {
-    let h = H::start().await;
+async fn a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage<H: Harness>(h: &H) {
     let text = "Streaming works, one word at a time.";
     h.stand_in().push(Behavior::reply(text, usage(40, 9)));
 
@@ -332,8 +323,7 @@ async fn a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage<H: Har
     H::assert_stream_request(&h.stand_in().last_request().body);
 }
 
-async fn cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies<H: Harness>() {
-    let h = H::start().await;
+async fn cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies<H: Harness>(h: &H) {
     let sent = TokenUsage {
         prompt_tokens: 2100,
         completion_tokens: 12,
@@ -357,8 +347,9 @@ async fn cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies<H:
 
 async fn the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters<
     H: Harness,
->() {
-    let h = H::start().await;
+>(
+    h: &H,
+) {
     let mut req = request::<H>();
     req.max_tokens = None;
     req.stop = vec!["END".into()];
@@ -374,8 +365,7 @@ async fn the_request_reaches_the_providers_endpoint_with_its_credentials_and_par
     H::assert_parameters(&recorded.body);
 }
 
-async fn the_tenant_system_prompt_is_placed_where_the_provider_caches_it<H: Harness>() {
-    let h = H::start().await;
+async fn the_tenant_system_prompt_is_placed_where_the_provider_caches_it<H: Harness>(h: &H) {
     let provider = h.provider();
     let short = "You are Acme's support assistant.".to_owned();
     let long =
@@ -393,8 +383,7 @@ async fn the_tenant_system_prompt_is_placed_where_the_provider_caches_it<H: Harn
     }
 }
 
-async fn a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long<H: Harness>() {
-    let h = H::start().await;
+async fn a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
     let wait = Duration::from_secs(1);
@@ -429,8 +418,7 @@ async fn a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long<H: H
     assert_eq!(h.stand_in().requests().len(), 3);
 }
 
-async fn a_retry_after_longer_than_the_max_delay_is_returned_without_waiting<H: Harness>() {
-    let h = H::start().await;
+async fn a_retry_after_longer_than_the_max_delay_is_returned_without_waiting<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
     h.stand_in()
@@ -452,8 +440,7 @@ async fn a_retry_after_longer_than_the_max_delay_is_returned_without_waiting<H: 
     assert!(started.elapsed() < PROMPTLY);
 }
 
-async fn a_5xx_is_an_upstream_error_and_is_retried_until_success<H: Harness>() {
-    let h = H::start().await;
+async fn a_5xx_is_an_upstream_error_and_is_retried_until_success<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
 
@@ -472,8 +459,7 @@ async fn a_5xx_is_an_upstream_error_and_is_retried_until_success<H: Harness>() {
     assert_eq!(attempts, 3);
 }
 
-async fn a_400_is_rejected_with_the_providers_message_and_not_retried<H: Harness>() {
-    let h = H::start().await;
+async fn a_400_is_rejected_with_the_providers_message_and_not_retried<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
     h.stand_in().push(Behavior::error(
@@ -491,8 +477,7 @@ async fn a_400_is_rejected_with_the_providers_message_and_not_retried<H: Harness
     assert_eq!(h.stand_in().requests().len(), 1);
 }
 
-async fn a_401_is_a_credentials_error_and_not_retried<H: Harness>() {
-    let h = H::start().await;
+async fn a_401_is_a_credentials_error_and_not_retried<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
     h.stand_in().push(Behavior::status(401));
@@ -504,8 +489,7 @@ async fn a_401_is_a_credentials_error_and_not_retried<H: Harness>() {
     assert_eq!(attempts, 1);
 }
 
-async fn an_error_status_before_a_stream_starts_is_returned_by_stream<H: Harness>() {
-    let h = H::start().await;
+async fn an_error_status_before_a_stream_starts_is_returned_by_stream<H: Harness>(h: &H) {
     h.stand_in().push(Behavior::status(500));
 
     let err = h.provider().stream(&request::<H>()).await.err().unwrap();
@@ -513,8 +497,7 @@ async fn an_error_status_before_a_stream_starts_is_returned_by_stream<H: Harness
     assert_eq!(err.kind, ProviderErrorKind::Upstream);
 }
 
-async fn a_stalled_stream_times_out_within_the_idle_timeout<H: Harness>() {
-    let h = H::start().await;
+async fn a_stalled_stream_times_out_within_the_idle_timeout<H: Harness>(h: &H) {
     h.stand_in().push(Behavior::StallStream);
     let started = Instant::now();
 
@@ -531,8 +514,7 @@ async fn a_stalled_stream_times_out_within_the_idle_timeout<H: Harness>() {
     assert_eq!(last.kind, ProviderErrorKind::Timeout);
 }
 
-async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
-    let h = H::start().await;
+async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>(h: &H) {
     let provider = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
         // No allowance for the reply: the request timeout alone.
@@ -556,8 +538,7 @@ async fn a_slow_response_times_out_with_the_request_timeout<H: Harness>() {
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
 }
 
-async fn a_buffered_calls_limit_allows_for_its_reply_cap<H: Harness>() {
-    let h = H::start().await;
+async fn a_buffered_calls_limit_allows_for_its_reply_cap<H: Harness>(h: &H) {
     let provider = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
         output_tokens_per_second: 100,
@@ -577,8 +558,9 @@ async fn a_buffered_calls_limit_allows_for_its_reply_cap<H: Harness>() {
     assert_eq!(err.kind, ProviderErrorKind::Timeout);
 }
 
-async fn a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent<H: Harness>() {
-    let h = H::start().await;
+async fn a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sent<H: Harness>(
+    h: &H,
+) {
     let provider = h.provider();
     let mut req = request::<H>();
     req.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(300));
@@ -598,8 +580,7 @@ async fn a_call_past_its_deadline_is_cut_there_and_one_already_past_is_never_sen
     assert_eq!(h.stand_in().requests().len(), sent, "nothing went upstream");
 }
 
-async fn a_stalled_buffered_body_times_out_with_the_request_timeout<H: Harness>() {
-    let h = H::start().await;
+async fn a_stalled_buffered_body_times_out_with_the_request_timeout<H: Harness>(h: &H) {
     let provider = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
         // No allowance for the reply: the request timeout alone.
@@ -615,8 +596,7 @@ async fn a_stalled_buffered_body_times_out_with_the_request_timeout<H: Harness>(
     assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
 }
 
-async fn an_unparseable_reply_is_an_upstream_error<H: Harness>() {
-    let h = H::start().await;
+async fn an_unparseable_reply_is_an_upstream_error<H: Harness>(h: &H) {
     let provider = h.provider();
     let req = request::<H>();
 
@@ -632,7 +612,7 @@ async fn an_unparseable_reply_is_an_upstream_error<H: Harness>() {
     assert_eq!(last.kind, ProviderErrorKind::Upstream);
 }
 
-async fn an_unreachable_provider_is_an_upstream_error<H: Harness>() {
+async fn an_unreachable_provider_is_an_upstream_error<H: Harness>(_: &H) {
     // A port that was just free: nothing listens there.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -647,8 +627,7 @@ async fn an_unreachable_provider_is_an_upstream_error<H: Harness>() {
     assert!(!err.started && err.is_retryable(), "{err:?}");
 }
 
-async fn the_api_key_never_appears_in_errors_or_debug_output<H: Harness>() {
-    let h = H::start().await;
+async fn the_api_key_never_appears_in_errors_or_debug_output<H: Harness>(h: &H) {
     let provider = h.provider();
     let slow = H::build(&ProviderSettings {
         request_timeout: SHORT_REQUEST_TIMEOUT,
