@@ -29,7 +29,6 @@ use crate::ports::{
     ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource,
     UsageQuery, UsageSink,
 };
-use crate::service::ChatService;
 use crate::service::caller::Callers;
 use crate::service::catalog::OperatorCatalog;
 use crate::service::ingest::{IngestLimits, IngestService};
@@ -37,6 +36,7 @@ use crate::service::limiter::Limiter;
 use crate::service::metering::Meter;
 use crate::service::retrieval::Retriever;
 use crate::service::usage_report::UsageReportService;
+use crate::service::{ChatService, EmbeddingsService};
 
 /// Every port of one store (DynamoDB's tables, or the embedded store): what [`Stores`] holds,
 /// and what the operator commands work on. Services take the narrower ports it upcasts to.
@@ -299,6 +299,18 @@ pub fn chat_service(
         service.retriever = Some(retriever(settings, &service, index)?);
     }
     Ok((service, described))
+}
+
+/// `POST /v1/embeddings` beside `chat`: the same providers, catalog, limiter and meter, so an
+/// embeddings call shares the tenant's windows and quotas with its chat calls.
+pub fn embeddings_service(chat: &ChatService) -> EmbeddingsService {
+    EmbeddingsService {
+        providers: chat.providers.clone(),
+        catalog: chat.catalog.clone(),
+        retry: chat.retry,
+        limiter: chat.limiter.clone(),
+        meter: chat.meter.clone(),
+    }
 }
 
 /// Retrieval for the chat path over `index`, with the settings' embedder; the query

@@ -1,8 +1,8 @@
 //! Demo tenants for the embedded default (`tollgate serve`) and tests: two tenants whose
 //! configurations differ in every way isolation must respect.
 //!
-//! - `acme`: support assistant, OpenAI and Anthropic routes, its own fine-tuned model, the
-//!   response cache on.
+//! - `acme`: support assistant, OpenAI and Anthropic routes, its own fine-tuned model, an
+//!   embeddings route (`text-embedding-3-small`), the response cache on.
 //! - `globex`: travel assistant with a long system prompt (prompt caching kicks in), a
 //!   `gpt-4o-mini` name that routes to Claude instead, no response cache, and a deliberately
 //!   bad route to acme's fine-tuned model that must be refused.
@@ -16,7 +16,9 @@ use crate::domain::keys::{IssuedKey, issue_key};
 use crate::domain::limits::{DegradationPolicy, LimitOverrides};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::PromptTemplate;
-use crate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route, TenantConfig, Tier};
+use crate::domain::tenant::{
+    ProviderKind, ResponseCachePolicy, Route, RouteKind, TenantConfig, Tier,
+};
 use crate::ports::store::{StoreError, TenantAdmin};
 
 /// The provider id of acme's fine-tuned OpenAI model; [`seed`] registers it to acme.
@@ -27,6 +29,7 @@ fn route(provider: ProviderKind, model: &str) -> Route {
         provider,
         model: model.into(),
         fine_tuned: false,
+        kind: RouteKind::Chat,
     }
 }
 
@@ -66,6 +69,14 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
                     provider: ProviderKind::Openai,
                     model: ACME_FINE_TUNED.into(),
                     fine_tuned: true,
+                    kind: RouteKind::Chat,
+                },
+            ),
+            (
+                "text-embedding-3-small".into(),
+                Route {
+                    kind: RouteKind::Embeddings,
+                    ..route(ProviderKind::Openai, "text-embedding-3-small")
                 },
             ),
         ]),
@@ -127,6 +138,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
                     provider: ProviderKind::Openai,
                     model: ACME_FINE_TUNED.into(),
                     fine_tuned: true,
+                    kind: RouteKind::Chat,
                 },
             ),
         ]),

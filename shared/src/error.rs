@@ -455,13 +455,14 @@ impl GatewayError {
 // ---------------------------------------------------------------------------------------------
 
 /// A model the tenant does not route is a 404; one it may not use (another tenant's
-/// fine-tuned model) a 403.
+/// fine-tuned model) a 403; one of another kind (an embeddings model asked to chat) a 400.
 impl From<crate::domain::routing::RouteError> for GatewayError {
     fn from(err: crate::domain::routing::RouteError) -> Self {
         use crate::domain::routing::RouteError as E;
         match err {
             E::UnknownModel { model } => Self::ModelNotFound { model },
             E::ForeignFineTuned { model } => Self::ForeignFineTunedModel { model },
+            E::WrongKind { .. } => Self::invalid(err.to_string(), Some("model".to_owned())),
         }
     }
 }

@@ -148,6 +148,44 @@ def test_an_unknown_model_raises_not_found_error():
     assert err.value.code == "model_not_found"
 
 
+def test_embeddings_create_returns_vectors_and_one_emf_line_with_their_exact_cost():
+    # The SDK asks for base64 and decodes it itself: that path is the one exercised here.
+    raw = client().embeddings.with_raw_response.create(
+        model="text-embedding-3-small",
+        input=["Refunds are issued within 30 days.", "Launch windows open at dawn."],
+        dimensions=64,
+    )
+    result = raw.parse()
+    assert [d.index for d in result.data] == [0, 1]
+    assert all(len(d.embedding) == 64 for d in result.data)
+    assert result.data[0].embedding != result.data[1].embedding
+    assert result.usage.prompt_tokens > 0
+    assert result.usage.total_tokens == result.usage.prompt_tokens
+
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["TenantId"] == "acme"
+    assert doc["Model"] == "text-embedding-3-small"
+    assert doc["PromptTokens"] == result.usage.prompt_tokens
+    cost = expected_cost("openai", "text-embedding-3-small", result.usage.prompt_tokens, 0)
+    assert Decimal(doc["CostUSDExact"]) == cost
+
+    floats = client().embeddings.create(
+        model="text-embedding-3-small",
+        input="Refunds are issued within 30 days.",
+        dimensions=64,
+        encoding_format="float",
+    )
+    assert floats.data[0].embedding == pytest.approx(result.data[0].embedding)
+
+
+def test_embeddings_on_a_chat_model_raise_bad_request_error():
+    with pytest.raises(openai.BadRequestError) as err:
+        client().embeddings.create(model="gpt-4o-mini", input="hello")
+    assert err.value.body["param"] == "model"
+    with pytest.raises(openai.NotFoundError):
+        client(GLOBEX_KEY).embeddings.create(model="text-embedding-3-small", input="hello")
+
+
 def test_models_lists_only_the_tenants_own_routes():
     acme = {m.id for m in client().models.list()}
     globex = {m.id for m in client(GLOBEX_KEY).models.list()}

@@ -23,13 +23,15 @@ use tollgate::ports::vector::VectorIndex;
 use tollgate::render::openai;
 use tollgate::routes::{Handler, Params, Route, RouteTable};
 use tollgate::service::caller::{Caller, Callers};
-use tollgate::service::{ChatReply, ChatService, RequestContext};
+use tollgate::service::{ChatReply, ChatService, EmbeddingsService, RequestContext};
 
 /// What invoke may touch: the chat service's ports, the caller extractor, and the body limit.
 #[derive(Clone)]
 pub struct InvokeState {
     /// The chat path (and the profile routes, through its profile store).
     pub chat: ChatService,
+    /// `POST /v1/embeddings`, on the chat path's providers, limiter and meter.
+    pub embeddings: EmbeddingsService,
     /// Resolves each request's caller from its key.
     pub callers: Callers,
     /// Larger request bodies get a 413.
@@ -50,6 +52,7 @@ impl InvokeState {
     ) -> Result<(Self, Vec<String>), BootError> {
         let (chat, providers) = chat_service(settings, stores, metrics, index)?;
         let state = Self {
+            embeddings: tollgate::bootstrap::embeddings_service(&chat),
             chat,
             callers: stores.callers(),
             max_body_bytes: settings.edge.max_body_bytes,
@@ -65,6 +68,11 @@ impl RouteTable for InvokeState {
             method: Method::POST,
             path: "/v1/chat/completions",
             handler: Handler::Open(|s, req, _| Box::pin(chat(s, req))),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/embeddings",
+            handler: Handler::Open(|s, req, _| Box::pin(embeddings(s, req))),
         },
         Route {
             method: Method::GET,
@@ -187,6 +195,32 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
         );
     }
     response
+}
+
+/// `POST /v1/embeddings`. Like chat, the caller is resolved here so a refused key still gets
+/// its metrics record.
+async fn embeddings(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    let request_id = tollgate::lambda::request_id(&req);
+    let body = req.body();
+    if body.len() > state.max_body_bytes {
+        let err = GatewayError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        };
+        return edge::error(&err, &request_id);
+    }
+    let mut ctx = RequestContext::new(request_id.clone());
+    ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
+    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            state.embeddings.refused(&ctx, &refused);
+            return edge::error(&refused.error, &request_id);
+        }
+    };
+    match state.embeddings.embeddings(&ctx, &caller, body).await {
+        Ok(reply) => edge::json(StatusCode::OK, &reply, &request_id),
+        Err(err) => edge::error(&err, &request_id),
+    }
 }
 
 /// `PUT /v1/users/{user_id}/profile` (the segment still percent-encoded).

@@ -47,6 +47,15 @@ impl LocalEmbedder {
         }
     }
 
+    /// Vectors of exactly `dimensions` values (at least 1): what the simulated provider returns
+    /// for an embeddings call that asked for a length.
+    pub fn exact(dimensions: usize) -> Self {
+        Self {
+            dimensions: dimensions.max(1),
+            model: DEFAULT_EMBEDDING_MODEL.to_owned(),
+        }
+    }
+
     /// The unit-length (or all-zero, for a text without words) vector of `text`.
     pub fn vector(&self, text: &str) -> Vec<f32> {
         let words: Vec<String> = text
@@ -191,42 +200,58 @@ impl Embedder for OpenAiEmbedder {
                 CallLimits::default(),
             )
             .await?;
-        // A 2xx the provider billed but that cannot be used: `after_send`, so it is never sent
-        // again and is metered as an estimate.
-        let mut reply: EmbeddingResponse = serde_json::from_slice(&body).map_err(|e| {
-            self.http
-                .error(
-                    ProviderErrorKind::Upstream,
-                    format!("unreadable embeddings: {e}"),
-                )
-                .after_send()
-        })?;
-        if reply.data.len() != texts.len()
-            || reply
-                .data
-                .iter()
-                .any(|d| d.embedding.len() != self.dimensions)
-        {
-            return Err(self
-                .http
-                .error(
-                    ProviderErrorKind::Upstream,
-                    format!(
-                        "expected {} embeddings of {} dimensions, got {}",
-                        texts.len(),
-                        self.dimensions,
-                        reply.data.len()
-                    ),
-                )
-                .after_send());
-        }
-        reply.data.sort_by_key(|d| d.index);
-        Ok(Embeddings {
-            vectors: reply.data.into_iter().map(|d| d.embedding).collect(),
-            prompt_tokens: reply.usage.prompt_tokens,
-            model: reply.model.unwrap_or_else(|| self.model.clone()),
-        })
+        read_embeddings(
+            &self.http,
+            &body,
+            texts.len(),
+            Some(self.dimensions),
+            &self.model,
+        )
     }
+}
+
+/// An OpenAI embeddings reply for `inputs` inputs, checked: one vector per input, each of
+/// `dimensions` when a length was asked for, in input order. A 2xx the provider billed but
+/// that cannot be used is an `after_send` error, so it is never sent again and is metered as
+/// an estimate.
+pub(super) fn read_embeddings(
+    http: &HttpCore,
+    body: &[u8],
+    inputs: usize,
+    dimensions: Option<usize>,
+    model: &str,
+) -> Result<Embeddings, ProviderError> {
+    let mut reply: EmbeddingResponse = serde_json::from_slice(body).map_err(|e| {
+        http.error(
+            ProviderErrorKind::Upstream,
+            format!("unreadable embeddings: {e}"),
+        )
+        .after_send()
+    })?;
+    let width = reply.data.first().map_or(0, |d| d.embedding.len());
+    if reply.data.len() != inputs
+        || reply
+            .data
+            .iter()
+            .any(|d| d.embedding.len() != dimensions.unwrap_or(width) || d.embedding.is_empty())
+    {
+        return Err(http
+            .error(
+                ProviderErrorKind::Upstream,
+                format!(
+                    "expected {inputs} embeddings of {} dimensions, got {}",
+                    dimensions.map_or_else(|| "equal".to_owned(), |d| d.to_string()),
+                    reply.data.len()
+                ),
+            )
+            .after_send());
+    }
+    reply.data.sort_by_key(|d| d.index);
+    Ok(Embeddings {
+        vectors: reply.data.into_iter().map(|d| d.embedding).collect(),
+        prompt_tokens: reply.usage.prompt_tokens,
+        model: reply.model.unwrap_or_else(|| model.to_owned()),
+    })
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@ use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
-    EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
+    EmbeddingInput, EmbeddingRequest, EventStream, LlmProvider, ProviderError, ProviderErrorKind,
+    ProviderRequest, StreamEvent,
 };
+use crate::ports::vector::Embeddings;
 use crate::wire::openai::{ChatCompletion, ChatCompletionChunk};
 
 const KIND: ProviderKind = ProviderKind::Openai;
@@ -29,6 +31,8 @@ const KIND: ProviderKind = ProviderKind::Openai;
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: HttpCore,
+    /// `POST {base_url}/embeddings`, on the same client.
+    embeddings: HttpCore,
 }
 
 impl OpenAiProvider {
@@ -42,14 +46,65 @@ impl OpenAiProvider {
                 Auth::bearer(),
                 HeaderMap::new(),
             )?,
+            embeddings: HttpCore::new(
+                KIND,
+                settings,
+                "/embeddings",
+                Auth::bearer(),
+                HeaderMap::new(),
+            )?,
         })
     }
+}
+
+/// An embeddings request body: texts or token arrays as the client sent them, always asking
+/// for floats (the gateway encodes base64 itself when the client asks).
+#[derive(Serialize)]
+struct EmbeddingsBody<'a> {
+    model: &'a str,
+    input: EmbeddingsInputBody<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
+    encoding_format: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EmbeddingsInputBody<'a> {
+    Texts(&'a [String]),
+    Tokens(&'a [Vec<u32>]),
 }
 
 #[async_trait]
 impl LlmProvider for OpenAiProvider {
     fn kind(&self) -> ProviderKind {
         KIND
+    }
+
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<Embeddings, ProviderError> {
+        let input = match &request.input {
+            EmbeddingInput::Texts(texts) => EmbeddingsInputBody::Texts(texts),
+            EmbeddingInput::Tokens(tokens) => EmbeddingsInputBody::Tokens(tokens),
+        };
+        let body = self
+            .embeddings
+            .post_json(
+                &EmbeddingsBody {
+                    model: &request.model,
+                    input,
+                    dimensions: request.dimensions,
+                    encoding_format: "float",
+                },
+                CallLimits::default(),
+            )
+            .await?;
+        super::embeddings::read_embeddings(
+            &self.embeddings,
+            &body,
+            request.input.len(),
+            request.dimensions.map(|d| d as usize),
+            &request.model,
+        )
     }
 
     async fn complete(&self, request: &ProviderRequest) -> Result<Completion, ProviderError> {

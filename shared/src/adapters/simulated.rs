@@ -18,13 +18,16 @@ use async_trait::async_trait;
 use futures_util::stream;
 use serde_json::Value;
 
+use super::embeddings::LocalEmbedder;
 use crate::domain::chat::{Completion, FinishReason, Role};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
-    EventStream, LlmProvider, ProviderError, ProviderRequest, StreamEvent,
+    EmbeddingInput, EmbeddingRequest, EventStream, LlmProvider, ProviderError, ProviderRequest,
+    StreamEvent,
 };
+use crate::ports::vector::Embeddings;
 use crate::tokenizer::{count_chat_tokens, count_tokens, count_tokens_memo};
 
 const CACHE_MIN_TOKENS: usize = 1024;
@@ -174,6 +177,43 @@ impl LlmProvider for SimulatedProvider {
             tokio::time::sleep(self.latency.first_token).await;
         }
         Ok(self.generate(request))
+    }
+
+    /// Deterministic vectors (the local embedder's feature hashing) of the model's usual
+    /// length, or the length asked for; usage counted like the simulated chat's.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<Embeddings, ProviderError> {
+        if !self.latency.first_token.is_zero() {
+            tokio::time::sleep(self.latency.first_token).await;
+        }
+        let dimensions = request.dimensions.map_or_else(
+            || match request.model.as_str() {
+                "text-embedding-3-large" => 3072,
+                _ => 1536,
+            },
+            |d| d as usize,
+        );
+        let embedder = LocalEmbedder::exact(dimensions);
+        let (vectors, prompt_tokens) = match &request.input {
+            EmbeddingInput::Texts(texts) => (
+                texts.iter().map(|t| embedder.vector(t)).collect(),
+                texts.iter().map(|t| count_tokens(t) as u64).sum(),
+            ),
+            EmbeddingInput::Tokens(tokens) => (
+                tokens
+                    .iter()
+                    .map(|ids| {
+                        let words: Vec<String> = ids.iter().map(|id| format!("t{id}")).collect();
+                        embedder.vector(&words.join(" "))
+                    })
+                    .collect(),
+                tokens.iter().map(|ids| ids.len() as u64).sum(),
+            ),
+        };
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+            model: request.model.clone(),
+        })
     }
 
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {

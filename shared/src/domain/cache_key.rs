@@ -41,7 +41,7 @@ pub fn response_cache_key(
 mod tests {
     use super::*;
     use crate::domain::chat::{Message, Role};
-    use crate::domain::tenant::ProviderKind;
+    use crate::domain::tenant::{ProviderKind, RouteKind};
 
     fn request(text: &str, stream: bool) -> ChatRequest {
         ChatRequest {
@@ -72,6 +72,7 @@ mod tests {
             provider: ProviderKind::Openai,
             model: "gpt-4o-mini".into(),
             fine_tuned: false,
+            kind: RouteKind::Chat,
         }
     }
 

@@ -76,6 +76,35 @@ pub struct Route {
     /// Set for fine-tuned model versions; such routes are only served to the model's owner.
     #[serde(default)]
     pub fine_tuned: bool,
+    /// Which API the route serves; chat when not stored (routes from before embeddings).
+    #[serde(default, skip_serializing_if = "RouteKind::is_chat")]
+    pub kind: RouteKind,
+}
+
+/// The API a route serves: a chat model is not called for embeddings, nor the reverse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// `POST /v1/chat/completions` (and the Messages API).
+    #[default]
+    Chat,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl RouteKind {
+    /// Whether this is [`RouteKind::Chat`] (kept out of stored routes, as it always was).
+    pub fn is_chat(&self) -> bool {
+        *self == RouteKind::Chat
+    }
+
+    /// The endpoint a route of this kind serves, for error messages.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            RouteKind::Chat => "POST /v1/chat/completions",
+            RouteKind::Embeddings => "POST /v1/embeddings",
+        }
+    }
 }
 
 impl Route {

@@ -14,6 +14,7 @@ use crate::domain::chat::{Completion, FinishReason, Message};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::usage::TokenUsage;
+use crate::ports::vector::Embeddings;
 
 /// What the gateway asks a provider for.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,4 +153,51 @@ pub trait LlmProvider: Send + Sync {
     /// A streamed completion. Errors before the first event (bad status, connect failure) are
     /// returned here; errors after it arrive in the stream.
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError>;
+
+    /// Embeddings for `request`'s inputs, one vector each in input order (one attempt: the
+    /// caller retries). A provider without an embeddings API refuses without a call.
+    async fn embed(&self, request: &EmbeddingRequest) -> Result<Embeddings, ProviderError> {
+        let _ = request;
+        Err(ProviderError::new(
+            self.kind(),
+            ProviderErrorKind::Rejected,
+            format!("{} has no embeddings API", self.kind()),
+        ))
+    }
+}
+
+/// One `POST /v1/embeddings` call as a provider receives it: the route's model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingRequest {
+    /// The provider's model id.
+    pub model: String,
+    /// What to embed.
+    pub input: EmbeddingInput,
+    /// Shorter vectors, for models that can shorten theirs (`text-embedding-3-*`).
+    pub dimensions: Option<u32>,
+}
+
+/// The inputs of an embeddings call, as the client sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbeddingInput {
+    /// Texts.
+    Texts(Vec<String>),
+    /// Token ids in the model's own vocabulary (`cl100k_base` for OpenAI's embedding models),
+    /// passed through untouched.
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl EmbeddingInput {
+    /// How many inputs there are (one vector each).
+    pub fn len(&self) -> usize {
+        match self {
+            EmbeddingInput::Texts(texts) => texts.len(),
+            EmbeddingInput::Tokens(tokens) => tokens.len(),
+        }
+    }
+
+    /// Whether there is no input.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

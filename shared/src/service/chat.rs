@@ -10,7 +10,7 @@ use crate::domain::chat::{ChatRequest, Completion, Message};
 use crate::domain::ids::TenantId;
 use crate::domain::prompt::BuiltIns;
 use crate::domain::routing;
-use crate::domain::tenant::ProviderKind;
+use crate::domain::tenant::{ProviderKind, RouteKind};
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 use crate::ports::metrics::RequestMetrics;
@@ -509,7 +509,7 @@ impl ChatService {
         profile: PromptProfile,
     ) -> Result<Prepared, GatewayError> {
         let (tenant, config) = (&caller.tenant, caller.config.clone());
-        let route = routing::resolve(&config, &request.model)?.clone();
+        let route = routing::resolve(&config, &request.model, RouteKind::Chat)?.clone();
         if route.is_fine_tuned() {
             let owner = self
                 .tenants

@@ -18,6 +18,9 @@ use crate::tokenizer::count_tokens;
 pub(crate) struct EmbeddingCall<'a> {
     pub id: RequestId,
     pub tenant: &'a TenantId,
+    /// The model the event names as requested: the logical model of a `/v1/embeddings` call,
+    /// `embeddings` for ingest's and retrieval's own calls.
+    pub requested: &'a str,
     pub provider: crate::domain::tenant::ProviderKind,
     /// What the provider returned: for a call that failed part-way, the requests before the
     /// failure (their tokens were billed).
@@ -95,7 +98,7 @@ impl EmbeddingCall<'_> {
             request_id: self.id.clone(),
             tenant_id: self.tenant.clone(),
             created_at: self.at,
-            model_requested: "embeddings".into(),
+            model_requested: self.requested.to_owned(),
             model_served: self.embedded.model.clone(),
             provider: self.provider,
             usage: Self::metered(self.embedded, self.failure.as_ref()),

@@ -533,6 +533,7 @@ impl IngestService {
         let call = EmbeddingCall {
             id: call_id.clone(),
             tenant,
+            requested: "embeddings",
             provider: self.embedder.kind(),
             embedded: &embedded,
             cost,

@@ -127,6 +127,7 @@ impl Retriever {
         EmbeddingCall {
             id: RequestId::from_upstream(&format!("{request_id}-retrieval")),
             tenant,
+            requested: "embeddings",
             provider: self.embedder.kind(),
             embedded: &embedded,
             cost: price.cost(&usage),

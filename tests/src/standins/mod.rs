@@ -347,11 +347,24 @@ async fn embeddings(
     if !authorized {
         return error_response(Dialect::OpenAi, 401, "missing key", None);
     }
-    let inputs: Vec<String> = match &body["input"] {
-        Value::String(s) => vec![s.clone()],
+    // Each input as (the text its vector is made from, its token count): texts are counted
+    // with the tokenizer, token-id arrays (OpenAI's other input shape) by their length.
+    let token_array = |ids: &[Value]| {
+        let words: Vec<String> = ids.iter().map(|id| format!("t{id}")).collect();
+        (words.join(" "), ids.len())
+    };
+    let inputs: Vec<(String, usize)> = match &body["input"] {
+        Value::String(s) => vec![(s.clone(), tollgate::tokenizer::count_tokens(s))],
+        Value::Array(items) if items.iter().all(Value::is_number) && !items.is_empty() => {
+            vec![token_array(items)]
+        }
         Value::Array(items) => items
             .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
+            .filter_map(|v| match v {
+                Value::String(s) => Some((s.clone(), tollgate::tokenizer::count_tokens(s))),
+                Value::Array(ids) => Some(token_array(ids)),
+                _ => None,
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -384,15 +397,12 @@ async fn embeddings(
         _ => {}
     }
     let dims = body["dimensions"].as_u64().unwrap_or(1536) as usize;
-    let embedder = tollgate::adapters::embeddings::LocalEmbedder::new(dims);
-    let tokens: usize = inputs
-        .iter()
-        .map(|t| tollgate::tokenizer::count_tokens(t))
-        .sum();
+    let embedder = tollgate::adapters::embeddings::LocalEmbedder::exact(dims);
+    let tokens: usize = inputs.iter().map(|(_, n)| n).sum();
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": embedder.vector(t)}))
+        .map(|(i, (t, _))| serde_json::json!({"object": "embedding", "index": i, "embedding": embedder.vector(t)}))
         .collect();
     let reply = serde_json::json!({
         "object": "list",

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rust_decimal_macros::dec;
-use tollgate::domain::tenant::{ProviderKind, Route};
+use tollgate::domain::tenant::{ProviderKind, Route, RouteKind};
 use tollgate_tests::harness::{Gateway, chat_body};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
@@ -105,6 +105,7 @@ async fn a_model_without_a_price_is_refused_before_the_call() {
             provider: tollgate::domain::tenant::ProviderKind::Openai,
             model: "gpt-unpriced".into(),
             fine_tuned: false,
+            kind: RouteKind::Chat,
         },
     );
     tollgate::ports::TenantAdmin::put_tenant_config(gw.store.as_ref(), config)
@@ -146,6 +147,7 @@ async fn with_routes(gw: &Gateway, routes: &[(&str, ProviderKind, &str)]) {
                 provider: *provider,
                 model: (*model).into(),
                 fine_tuned: false,
+                kind: RouteKind::Chat,
             },
         );
     }

@@ -120,8 +120,9 @@ async fn unknown_routes_and_methods_get_openai_shaped_errors() {
         .unwrap();
     let res = gw.send(get).await;
     assert_eq!(res.status, 405);
+    // An OpenAI route Tollgate does not serve (`/v1/embeddings` is served since issue 14).
     let missing = http::Request::builder()
-        .uri("/v1/embeddings")
+        .uri("/v1/audio/speech")
         .method("POST")
         .body(bytes::Bytes::new())
         .unwrap();

@@ -37,7 +37,7 @@ use tollgate::domain::keys::issue_key;
 use tollgate::domain::pricing::ModelPrice;
 use tollgate::domain::profile::{ProfileRecord, UserId, UserProfile};
 use tollgate::domain::prompt::PromptTemplate;
-use tollgate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route};
+use tollgate::domain::tenant::{ProviderKind, ResponseCachePolicy, Route, RouteKind};
 use tollgate::lambda::PlatformRequestId;
 use tollgate::ports::TenantAdmin;
 use tollgate::ports::provider::{
@@ -231,6 +231,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
                     provider: ProviderKind::Openai,
                     model: "gpt-4o-mini".into(),
                     fine_tuned: false,
+                    kind: RouteKind::Chat,
                 },
             ),
             (
@@ -239,6 +240,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
                     provider: ProviderKind::Anthropic,
                     model: "claude-haiku-4-5".into(),
                     fine_tuned: false,
+                    kind: RouteKind::Chat,
                 },
             ),
             (
@@ -247,6 +249,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
                     provider: ProviderKind::Openai,
                     model: ft_model.clone(),
                     fine_tuned: true,
+                    kind: RouteKind::Chat,
                 },
             ),
         ]);

@@ -8,6 +8,7 @@ mod aws_http;
 mod bad_input;
 mod conversations;
 mod dynamodb_invoke;
+mod embeddings;
 mod faults;
 mod ingest;
 mod invoke_handler;

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::keys::KeyPrefix;
 use tollgate::domain::pricing::ModelPrice;
-use tollgate::domain::tenant::{ProviderKind, Route, Tier};
+use tollgate::domain::tenant::{ProviderKind, Route, RouteKind, Tier};
 
 /// The pricing tiers, as flag values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -121,10 +121,11 @@ pub fn model_name(raw: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// `LOGICAL=PROVIDER:MODEL[:fine-tuned]`. The provider model may itself contain `:` (OpenAI
-/// fine-tune ids do), so only a trailing `:fine-tuned` is a flag.
+/// `LOGICAL=PROVIDER:MODEL[:fine-tuned|:embeddings]`. The provider model may itself contain
+/// `:` (OpenAI fine-tune ids do), so only a trailing `:fine-tuned` or `:embeddings` is a flag.
 pub fn route(raw: &str) -> Result<(String, Route), String> {
-    let expected = "expected LOGICAL=PROVIDER:MODEL[:fine-tuned], e.g. fast=openai:gpt-4o-mini";
+    let expected =
+        "expected LOGICAL=PROVIDER:MODEL[:fine-tuned|:embeddings], e.g. fast=openai:gpt-4o-mini";
     let (logical, target) = raw
         .split_once('=')
         .ok_or_else(|| format!("{expected}; got `{raw}`"))?;
@@ -133,6 +134,10 @@ pub fn route(raw: &str) -> Result<(String, Route), String> {
         .split_once(':')
         .ok_or_else(|| format!("{expected}; got `{raw}`"))?;
     let provider = provider(provider_raw.trim())?;
+    let (model, kind) = match model.strip_suffix(":embeddings") {
+        Some(model) => (model, RouteKind::Embeddings),
+        None => (model, RouteKind::Chat),
+    };
     let (model, fine_tuned) = match model.strip_suffix(":fine-tuned") {
         Some(model) => (model, true),
         None => (model, false),
@@ -146,6 +151,7 @@ pub fn route(raw: &str) -> Result<(String, Route), String> {
             provider,
             model,
             fine_tuned,
+            kind,
         },
     ))
 }
@@ -205,6 +211,15 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
+
+    #[test]
+    fn an_embeddings_route_is_flagged_by_its_suffix() {
+        let (name, embed) = route("embed=openai:text-embedding-3-small:embeddings").unwrap();
+        assert_eq!(name, "embed");
+        assert_eq!(embed.model, "text-embedding-3-small");
+        assert_eq!(embed.kind, RouteKind::Embeddings);
+        assert_eq!(route("fast=openai:gpt-4o").unwrap().1.kind, RouteKind::Chat);
+    }
 
     #[test]
     fn routes_keep_colons_in_fine_tuned_model_ids() {

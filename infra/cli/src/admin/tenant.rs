@@ -165,10 +165,11 @@ pub struct CreateArgs {
     /// A model the tenant may request (repeatable, at least one): clients send LOGICAL as
     /// `model`, Tollgate calls MODEL at PROVIDER (openai or anthropic). Append `:fine-tuned`
     /// for a fine-tuned model (`ft:` ids are treated as fine-tuned anyway); register it with
-    /// `tollgate tenant register-fine-tuned`.
+    /// `tollgate tenant register-fine-tuned`. Append `:embeddings` for an embeddings model,
+    /// served by `POST /v1/embeddings` only.
     #[arg(
         long = "route",
-        value_name = "LOGICAL=PROVIDER:MODEL[:fine-tuned]",
+        value_name = "LOGICAL=PROVIDER:MODEL[:fine-tuned|:embeddings]",
         required = true,
         value_parser = parse::route
     )]
@@ -251,7 +252,7 @@ pub struct UpdateArgs {
     /// Add or replace a route (repeatable); same format as in `tenant create`.
     #[arg(
         long = "route",
-        value_name = "LOGICAL=PROVIDER:MODEL[:fine-tuned]",
+        value_name = "LOGICAL=PROVIDER:MODEL[:fine-tuned|:embeddings]",
         value_parser = parse::route
     )]
     pub routes: Vec<(String, Route)>,
