@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check Tollgate has: formatting, clippy, the SAM template (cfn-lint, sam validate
 # --lint, a least-privilege check), the Rust test suites (the store contract
-# suites against DynamoDB in moto included), and the official OpenAI Python SDK and the usage
+# suites against DynamoDB in moto included), and the official OpenAI and Anthropic Python SDKs and the usage
 # dashboard (headless Chromium) against a live `tollgate serve`. Installs what it needs (a Python
 # venv from PyPI, Debian's chromium) and starts and stops every server it uses. Screenshots go to
 # target/artifacts/. `.ci/run` calls exactly this.
@@ -54,7 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "Python venv (OpenAI SDK suite, moto)"
+step "Python venv (OpenAI and Anthropic SDK suites, moto)"
 venv="$root/target/py-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
@@ -95,7 +95,7 @@ AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
 # workspace, no dev-dependencies), so the functions, the CLI and the stand-ins are built once.
 cargo build --workspace --bins --locked
 
-# Runs the OpenAI Python SDK suite against `tollgate serve "$@"`, then stops it.
+# Runs the Python SDK suites (OpenAI, Anthropic, the dashboard) against `tollgate serve "$@"`, then stops it.
 sdk_suite() {
   local suite=$1
   local log="$work/serve-$1.out"
@@ -123,10 +123,10 @@ sdk_suite() {
   serve_pid=""
 }
 
-step "OpenAI Python SDK and the dashboard against tollgate serve (embedded store)"
+step "OpenAI and Anthropic Python SDKs and the dashboard against tollgate serve (embedded store)"
 sdk_suite memory
 
-step "OpenAI Python SDK and the dashboard against tollgate serve --store dynamodb (moto)"
+step "OpenAI and Anthropic Python SDKs and the dashboard against tollgate serve --store dynamodb (moto)"
 # The same suite on DynamoDB: tables from `tollgate init`, demo tenants seeded into them.
 export AWS_ENDPOINT_URL="$moto_url" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 "$root/target/debug/tollgate" init --table-prefix sdk-suite

@@ -100,6 +100,19 @@ pub fn error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
     let body = serde_json::to_vec(&err.to_body()).unwrap_or_else(|_| {
         br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}"#.to_vec()
     });
+    error_response(err, body, request_id)
+}
+
+/// [`error`] in Anthropic's error shape, for the Messages API: the same status and headers.
+pub fn anthropic_error(err: &GatewayError, request_id: &RequestId) -> Response<Body> {
+    let body =
+        serde_json::to_vec(&crate::render::anthropic::error_body(err)).unwrap_or_else(|_| {
+            br#"{"type":"error","error":{"type":"api_error","message":"internal error"}}"#.to_vec()
+        });
+    error_response(err, body, request_id)
+}
+
+fn error_response(err: &GatewayError, body: Vec<u8>, request_id: &RequestId) -> Response<Body> {
     let mut builder = Response::builder()
         .status(err.status())
         .header(CONTENT_TYPE, "application/json");

@@ -1,7 +1,11 @@
-//! The invoke function: OpenAI-compatible chat completions.
+//! The invoke function: OpenAI-compatible chat completions, Anthropic's Messages API and
+//! embeddings.
 //!
 //! Routes (under any API Gateway stage prefix):
 //! - `POST /v1/chat/completions` (buffered or `stream: true`)
+//! - `POST /v1/messages` (Anthropic's Messages API, buffered or streamed; key in `x-api-key`
+//!   or `Authorization: Bearer`)
+//! - `POST /v1/embeddings`
 //! - `GET  /v1/models`, `GET /v1/models/{id}`
 //! - `PUT|GET|DELETE /v1/users/{user_id}/profile` (end-user profiles, see
 //!   `tollgate::domain::profile`)
@@ -17,13 +21,17 @@ use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
 use tollgate::bootstrap::{BootError, Stores, chat_service};
 use tollgate::config::Settings;
+use tollgate::domain::chat::ChatRequest;
+use tollgate::domain::ids::RequestId;
 use tollgate::http::{self as edge, Body, bearer_token};
 use tollgate::ports::MetricsSink;
 use tollgate::ports::vector::VectorIndex;
-use tollgate::render::openai;
+use tollgate::render::{anthropic, openai};
 use tollgate::routes::{Handler, Params, Route, RouteTable};
 use tollgate::service::caller::{Caller, Callers};
-use tollgate::service::{ChatReply, ChatService, EmbeddingsService, RequestContext};
+use tollgate::service::{ChatReply, ChatService, EmbeddingsService, ReplyMeta, RequestContext};
+use tollgate::wire::anthropic::parse_messages_request;
+use tollgate::wire::request::parse_chat_request;
 
 /// What invoke may touch: the chat service's ports, the caller extractor, and the body limit.
 #[derive(Clone)]
@@ -68,6 +76,11 @@ impl RouteTable for InvokeState {
             method: Method::POST,
             path: "/v1/chat/completions",
             handler: Handler::Open(|s, req, _| Box::pin(chat(s, req))),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/messages",
+            handler: Handler::Open(|s, req, _| Box::pin(messages(s, req))),
         },
         Route {
             method: Method::POST,
@@ -138,16 +151,89 @@ async fn model(caller: Caller, req: Request<Bytes>, params: Params) -> Response<
     }
 }
 
-/// `POST /v1/chat/completions`. The caller is resolved here rather than by the route table, so
-/// a refused key is metered like any refused request (a metrics record and a log line).
+/// An inbound chat API: the same service behind both, each with its own body, key header,
+/// reply and error shapes.
+#[derive(Clone, Copy)]
+enum ChatApi {
+    /// OpenAI's `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// Anthropic's `POST /v1/messages`.
+    Messages,
+}
+
+impl ChatApi {
+    fn parse(self, body: &[u8]) -> Result<ChatRequest, GatewayError> {
+        match self {
+            ChatApi::ChatCompletions => parse_chat_request(body),
+            ChatApi::Messages => parse_messages_request(body),
+        }
+    }
+
+    /// The key: `Authorization: Bearer`, or for Anthropic's SDKs `x-api-key` too.
+    fn key(self, headers: &http::HeaderMap) -> Option<&str> {
+        let x_api_key = || {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+        };
+        match self {
+            ChatApi::ChatCompletions => bearer_token(headers),
+            ChatApi::Messages => x_api_key().or_else(|| bearer_token(headers)),
+        }
+    }
+
+    fn error(self, err: &GatewayError, request_id: &RequestId) -> Response<Body> {
+        match self {
+            ChatApi::ChatCompletions => edge::error(err, request_id),
+            ChatApi::Messages => edge::anthropic_error(err, request_id),
+        }
+    }
+
+    fn reply(self, reply: ChatReply, request_id: &RequestId) -> (Response<Body>, ReplyMeta) {
+        match (self, reply) {
+            (ChatApi::ChatCompletions, ChatReply::Completion { completion, meta }) => {
+                let body = openai::completion(request_id, &meta, completion);
+                (edge::json(StatusCode::OK, &body, request_id), meta)
+            }
+            (ChatApi::ChatCompletions, ChatReply::Stream { events, meta }) => {
+                let body = openai::sse(request_id, &meta, events);
+                (edge::sse(body, request_id), meta)
+            }
+            (ChatApi::Messages, ChatReply::Completion { completion, meta }) => {
+                let body = anthropic::message(request_id, &meta, completion);
+                (edge::json(StatusCode::OK, &body, request_id), meta)
+            }
+            (ChatApi::Messages, ChatReply::Stream { events, meta }) => {
+                let body = anthropic::sse(request_id, &meta, events);
+                (edge::sse(body, request_id), meta)
+            }
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
 async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    serve_chat(state, req, ChatApi::ChatCompletions).await
+}
+
+/// `POST /v1/messages` (Anthropic's Messages API).
+async fn messages(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    serve_chat(state, req, ChatApi::Messages).await
+}
+
+/// A chat request in `api`'s shapes. The caller is resolved here rather than by the route
+/// table, so a refused key is metered like any refused request (a metrics record and a log
+/// line).
+async fn serve_chat(state: &InvokeState, req: Request<Bytes>, api: ChatApi) -> Response<Body> {
     let request_id = tollgate::lambda::request_id(&req);
     let body = req.body();
     if body.len() > state.max_body_bytes {
         let err = GatewayError::PayloadTooLarge {
             limit: state.max_body_bytes,
         };
-        return edge::error(&err, &request_id);
+        return api.error(&err, &request_id);
     }
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
@@ -157,24 +243,16 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("no-cache") || v.contains("no-store"));
-    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+    let caller = match state.callers.resolve(api.key(req.headers())).await {
         Ok(caller) => caller,
         Err(refused) => {
             state.chat.refused(&ctx, &refused);
-            return edge::error(&refused.error, &request_id);
+            return api.error(&refused.error, &request_id);
         }
     };
-    let reply = state.chat.chat(&ctx, &caller, body).await;
-    let (mut response, meta) = match reply {
-        Ok(ChatReply::Completion { completion, meta }) => {
-            let body = openai::completion(&request_id, &meta, completion);
-            (edge::json(StatusCode::OK, &body, &request_id), meta)
-        }
-        Ok(ChatReply::Stream { events, meta }) => {
-            let body = openai::sse(&request_id, &meta, events);
-            (edge::sse(body, &request_id), meta)
-        }
-        Err(err) => return edge::error(&err, &request_id),
+    let (mut response, meta) = match state.chat.serve(&ctx, &caller, api.parse(body)).await {
+        Ok(reply) => api.reply(reply, &request_id),
+        Err(err) => return api.error(&err, &request_id),
     };
     if let Some(cache) = meta.cache {
         edge::set_header(&mut response, "x-tollgate-cache", cache.as_str());

@@ -101,11 +101,22 @@ impl ChatService {
         caller: &Caller,
         body: &[u8],
     ) -> Result<ChatReply, GatewayError> {
+        self.serve(ctx, caller, parse_chat_request(body)).await
+    }
+
+    /// Serves one chat request already parsed from its inbound API (Chat Completions, or the
+    /// Messages API through `wire::anthropic`); a parse failure is reported like any refusal.
+    pub async fn serve(
+        &self,
+        ctx: &RequestContext,
+        caller: &Caller,
+        request: Result<ChatRequest, GatewayError>,
+    ) -> Result<ChatReply, GatewayError> {
         // The trace goes into the call record once the request is admitted; from then on the
         // metering path (which survives a client disconnect) reports it. Until then, failures
         // are reported here.
         let mut trace = self.trace(ctx);
-        match self.chat_inner(ctx, &mut trace, caller, body).await {
+        match self.chat_inner(ctx, &mut trace, caller, request).await {
             Ok(reply) => Ok(reply),
             Err(Failure::Unrecorded(err)) => {
                 self.report_failure(ctx, trace, &err);
@@ -158,11 +169,11 @@ impl ChatService {
         ctx: &RequestContext,
         trace: &mut RequestMetrics,
         caller: &Caller,
-        body: &[u8],
+        request: Result<ChatRequest, GatewayError>,
     ) -> Result<ChatReply, Failure> {
         let tenant = &caller.tenant;
         trace.tenant_id = Some(tenant.to_string());
-        let request = parse_chat_request(body)?;
+        let request = request?;
         trace.streamed = request.stream;
         let mut prepared = self
             .prepare(ctx, caller, request, PromptProfile::Unread)

@@ -16,6 +16,7 @@ mod isolation;
 mod isolation_canaries;
 mod limiter_contract;
 mod log_queries;
+mod messages_api;
 mod metering;
 mod profiles;
 mod providers;

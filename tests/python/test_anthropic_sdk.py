@@ -1,0 +1,98 @@
+"""The official Anthropic Python SDK against `tollgate serve`'s Messages API (`/v1/messages`).
+
+infra/test.sh starts the gateway (simulated providers) and passes its URL, the demo keys and the
+file that receives its EMF lines through the environment. The SDK sends the key in `x-api-key`
+and `anthropic-version`, as it does against Anthropic.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import anthropic
+import pytest
+
+BASE_URL = os.environ["TOLLGATE_BASE_URL"]
+ACME_KEY = os.environ["TOLLGATE_ACME_KEY"]
+EMF_LOG = Path(os.environ["TOLLGATE_EMF_LOG"])
+
+
+def client(key=ACME_KEY):
+    # The SDK appends /v1/messages to the base URL.
+    return anthropic.Anthropic(base_url=BASE_URL, api_key=key, max_retries=0)
+
+
+def emf_line(request_id, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in EMF_LOG.read_text().splitlines():
+            if line.startswith("{"):
+                doc = json.loads(line)
+                if doc.get("RequestId") == request_id and "_aws" in doc:
+                    return doc
+        time.sleep(0.05)
+    raise AssertionError(f"no EMF line for {request_id}")
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o"])
+def test_a_message_is_answered_in_anthropics_shape_on_either_providers_route(model):
+    raw = client().messages.with_raw_response.create(
+        model=model,
+        max_tokens=200,
+        system="Answer briefly.",
+        messages=[{"role": "user", "content": f"What do you sell? ({model})"}],
+        metadata={"user_id": "end-user-1"},
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    message = raw.parse()
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.model == model
+    assert message.content[0].type == "text"
+    assert message.content[0].text
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0
+    assert message.usage.output_tokens > 0
+
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["TenantId"] == "acme"
+    assert doc["Model"] == model
+    assert doc["CompletionTokens"] == message.usage.output_tokens
+
+
+def test_a_streamed_message_accumulates_to_the_same_text_and_final_usage():
+    with client().messages.stream(
+        model="claude-haiku",
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Stream a short answer."}],
+        extra_headers={"Cache-Control": "no-cache"},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text
+    assert final.content[0].text == text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+    assert final.usage.input_tokens > 0
+
+
+def test_a_bad_key_raises_authentication_error():
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        client("tg_live_not-a-key").messages.create(
+            model="claude-haiku", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.body["error"]["type"] == "authentication_error"
+
+
+def test_a_bad_body_raises_bad_request_error_and_an_unknown_model_not_found():
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client().messages.create(
+            model="claude-haiku", max_tokens=0, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in err.value.body["error"]["message"]
+    with pytest.raises(anthropic.NotFoundError):
+        client().messages.create(
+            model="made-up", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )

@@ -1,0 +1,237 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
+//! `POST /v1/messages` (Anthropic's Messages API, inbound) through the real invoke handler:
+//! the key in `x-api-key` or `Authorization`, routed through the tenant's routes to either
+//! provider, Anthropic's reply, event and error shapes, metered exactly as a chat call.
+
+use bytes::Bytes;
+use http::{Method, Request};
+use serde_json::{Value, json};
+use tollgate::domain::usage::TokenUsage;
+use tollgate_tests::harness::{Gateway, TestResponse, chat_body};
+use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
+
+async fn messages(gw: &Gateway, key: Option<&str>, body: Value) -> TestResponse {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages")
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01");
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    gw.send(req.body(Bytes::from(body.to_string())).unwrap())
+        .await
+}
+
+fn body(model: &str, text: &str) -> Value {
+    json!({"model": model, "max_tokens": 300, "messages": [{"role": "user", "content": text}]})
+}
+
+/// `(event name, data)` of an Anthropic SSE body.
+fn events(res: &TestResponse) -> Vec<(String, Value)> {
+    res.text()
+        .split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in frame.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).unwrap();
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
+async fn standins() -> (OpenAiStandIn, AnthropicStandIn, Gateway) {
+    let openai = OpenAiStandIn::start().await;
+    let anthropic = AnthropicStandIn::start().await;
+    let gw = Gateway::with_standins(&openai, &anthropic).await;
+    (openai, anthropic, gw)
+}
+
+fn usage(prompt: u64, completion: u64, read: u64, written: u64) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: read,
+        cache_write_tokens: written,
+    }
+}
+
+#[tokio::test]
+async fn a_buffered_message_to_an_anthropic_route_has_anthropics_shape_and_usage() {
+    let (_openai, anthropic, gw) = standins().await;
+    anthropic.push(Behavior::reply("Rockets fly.", usage(1_500, 9, 1_024, 300)));
+    let key = gw.key("acme").to_owned();
+    let res = messages(&gw, Some(&key), body("claude-haiku", "What do you sell?")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let reply = res.json();
+    assert_eq!(reply["type"], "message");
+    assert_eq!(reply["role"], "assistant");
+    assert_eq!(reply["model"], "claude-haiku");
+    assert_eq!(
+        reply["content"],
+        json!([{"type": "text", "text": "Rockets fly."}])
+    );
+    assert_eq!(reply["stop_reason"], "end_turn");
+    assert_eq!(
+        reply["usage"],
+        json!({"input_tokens": 176, "output_tokens": 9, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 1024})
+    );
+    // The tenant's system prompt went upstream, and the client's turn after it.
+    let sent = anthropic.requests();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body["system"].to_string().contains("Acme Rockets"));
+    assert_eq!(sent[0].body["messages"][0]["content"], "What do you sell?");
+
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].model_requested, "claude-haiku");
+    assert_eq!(events[0].usage, usage(1_500, 9, 1_024, 300));
+    assert!(events[0].cost_usd > rust_decimal::Decimal::ZERO);
+}
+
+#[tokio::test]
+async fn a_message_costs_what_the_same_chat_completion_costs() {
+    let (openai, _anthropic, gw) = standins().await;
+    openai.push(Behavior::reply("Same.", usage(40, 5, 0, 0)));
+    openai.push(Behavior::reply("Same.", usage(40, 5, 0, 0)));
+    // globex: no response cache, and `gpt-4o` is an OpenAI route (translated both ways).
+    let key = gw.key("globex").to_owned();
+    let via_messages = messages(&gw, Some(&key), body("gpt-4o", "q")).await;
+    let via_chat = gw.chat("globex", chat_body("gpt-4o", "q")).await;
+    assert_eq!(via_messages.status, 200, "{}", via_messages.text());
+    assert_eq!(via_chat.status, 200);
+    assert_eq!(via_messages.json()["content"][0]["text"], "Same.");
+    assert_eq!(via_messages.json()["usage"]["input_tokens"], 40);
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].usage, events[1].usage);
+    assert_eq!(events[0].cost_usd, events[1].cost_usd);
+    assert_eq!(
+        openai.requests()[0].body["messages"],
+        openai.requests()[1].body["messages"]
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_message_sends_anthropics_events_in_order_and_is_metered() {
+    let (_openai, anthropic, gw) = standins().await;
+    anthropic.push(Behavior::reply("One two three.", usage(1_200, 4, 0, 1_100)));
+    let key = gw.key("acme").to_owned();
+    let mut request = body("claude-haiku", "Count.");
+    request["stream"] = json!(true);
+    let res = messages(&gw, Some(&key), request).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("text/event-stream"));
+    let events = events(&res);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names[1], "content_block_start");
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    for (name, data) in &events {
+        assert_eq!(
+            data["type"],
+            name.as_str(),
+            "each event's data names its type"
+        );
+    }
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "One two three.");
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        delta["usage"],
+        json!({"input_tokens": 100, "output_tokens": 4, "cache_creation_input_tokens": 1100, "cache_read_input_tokens": 0})
+    );
+    let recorded = gw.wait_for_usage_events(1).await;
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].streamed);
+    assert_eq!(recorded[0].usage, usage(1_200, 4, 0, 1_100));
+}
+
+#[tokio::test]
+async fn the_key_may_come_as_x_api_key_or_bearer_and_a_bad_one_is_anthropics_401() {
+    let gw = Gateway::simulated().await;
+    let key = gw.key("acme").to_owned();
+    assert_eq!(
+        messages(&gw, Some(&key), body("gpt-4o", "hi")).await.status,
+        200
+    );
+    let bearer = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Bytes::from(body("gpt-4o", "hi").to_string()))
+        .unwrap();
+    assert_eq!(gw.send(bearer).await.status, 200);
+
+    let refused = messages(&gw, Some("tg_live_nope"), body("gpt-4o", "hi")).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["type"], "error");
+    assert_eq!(refused.json()["error"]["type"], "authentication_error");
+    let missing = messages(&gw, None, body("gpt-4o", "hi")).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json()["error"]["type"], "authentication_error");
+    // Every request has its metrics line, the refusals included.
+    assert_eq!(gw.request_metrics().len(), 4);
+}
+
+#[tokio::test]
+async fn bad_bodies_and_unknown_models_get_anthropics_error_shape() {
+    let gw = Gateway::simulated().await;
+    let key = gw.key("acme").to_owned();
+    let no_cap = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]});
+    let tools = json!({"model": "gpt-4o", "max_tokens": 5, "tools": [], "messages": [{"role": "user", "content": "x"}]});
+    for bad in [no_cap, tools] {
+        let res = messages(&gw, Some(&key), bad.clone()).await;
+        assert_eq!(res.status, 400, "{bad}");
+        assert_eq!(
+            res.json()["error"]["type"],
+            "invalid_request_error",
+            "{bad}"
+        );
+        assert!(res.json()["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    let unknown = messages(&gw, Some(&key), body("made-up", "x")).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["type"], "not_found_error");
+    // An embeddings model is not a chat model on this endpoint either.
+    let embed = messages(&gw, Some(&key), body("text-embedding-3-small", "x")).await;
+    assert_eq!(embed.status, 400);
+    assert!(gw.usage_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_rate_limited_message_is_anthropics_429_with_retry_after() {
+    let gw = Gateway::simulated().await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.limits = tollgate::domain::limits::LimitOverrides {
+        tokens_per_minute: Some(500),
+        ..Default::default()
+    };
+    tollgate::ports::TenantAdmin::put_tenant_config(gw.store.as_ref(), config)
+        .await
+        .unwrap();
+    let key = gw.key("acme").to_owned();
+    let mut big = body("gpt-4o", "unique question one");
+    big["max_tokens"] = json!(400);
+    assert_eq!(messages(&gw, Some(&key), big.clone()).await.status, 200);
+    big["messages"][0]["content"] = json!("unique question two");
+    let refused = messages(&gw, Some(&key), big).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
+    assert!(refused.header("retry-after").is_some());
+}
