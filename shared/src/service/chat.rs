@@ -8,9 +8,10 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::cache_key::response_cache_key;
 use crate::domain::chat::{ChatRequest, Completion, Message};
 use crate::domain::ids::TenantId;
+use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::BuiltIns;
 use crate::domain::routing;
-use crate::domain::tenant::{ProviderKind, RouteKind};
+use crate::domain::tenant::{ProviderKind, Route, RouteKind, TenantConfig};
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 use crate::ports::metrics::RequestMetrics;
@@ -55,6 +56,35 @@ impl Providers {
             ProviderKind::Openai => self.openai.as_ref(),
             ProviderKind::Anthropic => self.anthropic.as_ref(),
         }
+    }
+
+    /// `route`'s price (the tenant's override, else the catalog's) and its provider: what a
+    /// call needs before anything is reserved. `requested` is the client's model name, for the
+    /// errors.
+    pub(crate) async fn priced(
+        &self,
+        catalog: &OperatorCatalog,
+        config: &TenantConfig,
+        requested: &str,
+        route: &Route,
+    ) -> Result<(ModelPrice, Arc<dyn LlmProvider>), GatewayError> {
+        let catalog = catalog.get().await?;
+        let price = config
+            .price_overrides
+            .get(&route.model)
+            .or_else(|| catalog.prices.lookup(route.provider, &route.model))
+            .cloned()
+            .ok_or_else(|| GatewayError::PriceMissing {
+                model: requested.to_owned(),
+                provider_model: route.model.clone(),
+            })?;
+        let provider =
+            self.get(route.provider)
+                .cloned()
+                .ok_or_else(|| GatewayError::ProviderUnavailable {
+                    model: requested.to_owned(),
+                })?;
+        Ok((price, provider))
     }
 }
 
@@ -540,21 +570,10 @@ impl ChatService {
                 return Err(err.into());
             }
         }
-        let catalog = self.catalog.get().await?;
-        let price = config
-            .price_overrides
-            .get(&route.model)
-            .or_else(|| catalog.prices.lookup(route.provider, &route.model))
-            .cloned()
-            .ok_or_else(|| GatewayError::PriceMissing {
-                model: request.model.clone(),
-                provider_model: route.model.clone(),
-            })?;
-        let provider = self.providers.get(route.provider).cloned().ok_or_else(|| {
-            GatewayError::ProviderUnavailable {
-                model: request.model.clone(),
-            }
-        })?;
+        let (price, provider) = self
+            .providers
+            .priced(&self.catalog, &config, &request.model, &route)
+            .await?;
 
         let date = self.meter.clock.now().format("%Y-%m-%d").to_string();
         // Read only when the template uses profile variables and the request names a user.

@@ -132,21 +132,10 @@ impl EmbeddingsService {
                 Some("model".to_owned()),
             ));
         }
-        let catalog = self.catalog.get().await?;
-        let price = config
-            .price_overrides
-            .get(&route.model)
-            .or_else(|| catalog.prices.lookup(route.provider, &route.model))
-            .cloned()
-            .ok_or_else(|| GatewayError::PriceMissing {
-                model: request.model.clone(),
-                provider_model: route.model.clone(),
-            })?;
-        let provider = self.providers.get(route.provider).cloned().ok_or_else(|| {
-            GatewayError::ProviderUnavailable {
-                model: request.model.clone(),
-            }
-        })?;
+        let (price, provider) = self
+            .providers
+            .priced(&self.catalog, config, &request.model, route)
+            .await?;
 
         let now = self.meter.clock.now().timestamp();
         let quota_model = [(route.provider, route.model.as_str())];
