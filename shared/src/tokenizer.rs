@@ -17,6 +17,7 @@
 use std::sync::LazyLock;
 
 use crate::domain::chat::Message;
+use crate::domain::tools::{ToolCall, Tools};
 
 mod bpe;
 
@@ -243,9 +244,36 @@ pub fn count_chat_tokens(system: Option<&str>, messages: &[Message]) -> usize {
     let system = system.map_or(0, |s| count_tokens_memo(s) + PER_MESSAGE);
     let messages: usize = messages
         .iter()
-        .map(|m| count_tokens(&m.content) + PER_MESSAGE + usize::from(m.name.is_some()))
+        .map(|m| {
+            count_tokens(&m.content)
+                + PER_MESSAGE
+                + usize::from(m.name.is_some())
+                + m.tool_calls.iter().map(count_call).sum::<usize>()
+                + m.tool_call_id.as_deref().map_or(0, count_tokens)
+        })
         .sum();
     system + messages + REPLY_PRIMING
+}
+
+/// A tool call as the model wrote it: its id, name and arguments, and a little framing.
+fn count_call(call: &ToolCall) -> usize {
+    const PER_CALL: usize = 3;
+    count_tokens(&call.id) + count_tokens(&call.name) + count_tokens(&call.arguments) + PER_CALL
+}
+
+/// What a request's tool definitions add to its prompt, counted as the JSON the client sent.
+/// Providers render tools into the prompt in their own, terser form (OpenAI as TypeScript
+/// declarations, Anthropic as its tool-use system prompt plus a fixed preamble), so this is an
+/// estimate for reservations, not the provider's figure. Definitions repeat on every turn of a
+/// tool loop, so their text is memoized.
+pub fn count_tools_tokens(tools: &Tools) -> usize {
+    /// Anthropic's tool-use system prompt (its docs: 159 to 346 tokens, by model and choice).
+    const PREAMBLE: usize = 346;
+    if tools.is_empty() {
+        return 0;
+    }
+    let json = serde_json::to_string(&tools.wire_tools()).unwrap_or_default();
+    count_tokens_memo(&json) + PREAMBLE
 }
 
 #[cfg(test)]
@@ -556,11 +584,7 @@ mod tests {
 
     #[test]
     fn chat_counts_include_message_framing() {
-        let messages = vec![Message {
-            role: Role::User,
-            content: "hello world".into(),
-            name: None,
-        }];
+        let messages = vec![Message::new(Role::User, "hello world")];
         assert_eq!(count_chat_tokens(None, &messages), 2 + 3 + 3);
         assert_eq!(
             count_chat_tokens(Some("hello world"), &messages),

@@ -49,6 +49,8 @@ pub fn message(role: Role, content: &str) -> Message {
         role,
         content: content.into(),
         name: None,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
     }
 }
 
@@ -66,6 +68,7 @@ pub fn provider_request(model: &str) -> ProviderRequest {
         presence_penalty: None,
         frequency_penalty: None,
         response_format: Default::default(),
+        tools: Default::default(),
         deadline: None,
     }
 }

@@ -16,6 +16,19 @@
 //!   block's `input`, as the model wrote it, is the reply's content (streamed: its
 //!   `input_json_delta` fragments are the text deltas), and its `tool_use` stop reason is an
 //!   ordinary `stop`. Text blocks around it are commentary, not the reply, and are dropped.
+//! * Tools: each function becomes a tool with its parameters as `input_schema`; `tool_choice`
+//!   `auto`/`required`/a function/`none` becomes `auto`/`any`/`tool`/`none`, and
+//!   `parallel_tool_calls: false` is `disable_parallel_tool_use`. An assistant message's
+//!   `tool_calls` become `tool_use` blocks (arguments parsed into `input`), and consecutive
+//!   `tool` messages become one user turn of `tool_result` blocks (a user message right after
+//!   them joins that turn, after the results). Back, `tool_use` blocks are `tool_calls` (their
+//!   `input` as the arguments' JSON text; streamed, `content_block_start` then
+//!   `input_json_delta` fragments) and `stop_reason: tool_use` is `finish_reason: tool_calls`.
+//! * Tools with structured output: the output tool is offered beside the client's, and the
+//!   model must call one of them (`any`; the output tool alone under `tool_choice: none`, the
+//!   client's alone under `required`). A call to the output tool is the formatted answer; a
+//!   call to the client's tools is a tool-calls reply, whose output-tool call (if the model
+//!   made both) is dropped.
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -27,9 +40,10 @@ use super::http_provider::{
     StreamTranslator, truncate,
 };
 use super::sse::SseEvent;
-use crate::domain::chat::{Completion, FinishReason, Role};
+use crate::domain::chat::{Completion, FinishReason, Message, Role};
 use crate::domain::structured::OutputTool;
 use crate::domain::tenant::ProviderKind;
+use crate::domain::tools::{ToolCall, ToolCallDelta, ToolChoice as ClientChoice};
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
@@ -97,10 +111,16 @@ impl LlmProvider for AnthropicProvider {
                 )
                 .after_send()
         })?;
-        let structured = request.response_format.is_structured();
+        let output = output_tool_name(request);
+        let reply_blocks = read_blocks(reply.content, output);
+        let finish_reason = finish_reason(
+            reply.stop_reason.as_deref(),
+            !reply_blocks.tool_calls.is_empty(),
+        );
         Ok(Completion {
-            content: reply_content(reply.content, structured),
-            finish_reason: finish_reason(reply.stop_reason.as_deref(), structured),
+            content: reply_blocks.content,
+            tool_calls: reply_blocks.tool_calls,
+            finish_reason,
             usage: reply.usage.normalise(),
             served_model: reply.model,
         })
@@ -108,7 +128,7 @@ impl LlmProvider for AnthropicProvider {
 
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {
         let translator = EventTranslator {
-            structured: request.response_format.is_structured(),
+            output_tool: output_tool_name(request).map(str::to_owned),
             ..EventTranslator::default()
         };
         self.http
@@ -138,7 +158,7 @@ struct MessagesBody<'a> {
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
-    /// One tool, for structured output only: Tollgate does not offer clients tool calling.
+    /// The client's tools, then the structured-output tool when the request has a format.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<Tool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,17 +168,20 @@ struct MessagesBody<'a> {
 #[derive(Debug, Serialize)]
 struct Tool<'a> {
     name: &'a str,
-    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
     input_schema: std::borrow::Cow<'a, serde_json::Value>,
 }
 
-/// Forces the one tool, once: its input is the reply.
+/// How the model may use the tools: `auto`, `any`, `tool` (with its name) or `none`.
 #[derive(Debug, Serialize)]
 struct ToolChoice<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    name: &'a str,
-    disable_parallel_tool_use: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disable_parallel_tool_use: Option<bool>,
 }
 
 /// What the model is told the output tool is for, when the client's schema has no
@@ -183,7 +206,70 @@ struct CacheControl {
 #[derive(Debug, Serialize)]
 struct Turn {
     role: &'static str,
-    content: String,
+    content: TurnContent,
+}
+
+/// A turn's content: a string while it is only text, blocks once it holds tool use or
+/// results (or once two kinds meet in one merged turn).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum TurnContent {
+    Text(String),
+    Blocks(Vec<serde_json::Value>),
+}
+
+impl TurnContent {
+    /// A message's content: text, `tool_use` blocks for its calls, or its `tool_result`.
+    fn of(message: &Message) -> Self {
+        if message.role == Role::Tool {
+            let mut result = serde_json::json!({
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
+            });
+            if !message.content.is_empty() {
+                result["content"] = serde_json::Value::String(message.content.clone());
+            }
+            return Self::Blocks(vec![result]);
+        }
+        if message.tool_calls.is_empty() {
+            return Self::Text(message.content.clone());
+        }
+        let text = (!message.content.is_empty())
+            .then(|| serde_json::json!({"type": "text", "text": message.content}));
+        let calls = message.tool_calls.iter().map(|call| {
+            // Checked on arrival: empty or a JSON object.
+            let input = serde_json::from_str::<serde_json::Value>(&call.arguments)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            serde_json::json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
+        });
+        Self::Blocks(text.into_iter().chain(calls).collect())
+    }
+
+    fn into_blocks(self) -> Vec<serde_json::Value> {
+        match self {
+            Self::Text(text) if text.is_empty() => Vec::new(),
+            Self::Text(text) => vec![serde_json::json!({"type": "text", "text": text})],
+            Self::Blocks(blocks) => blocks,
+        }
+    }
+
+    /// Appends a later message of the same role: texts join with a blank line, anything
+    /// else as blocks in order.
+    fn append(&mut self, later: Self) {
+        match (&mut *self, later) {
+            (Self::Text(text), Self::Text(more)) => {
+                text.push_str("\n\n");
+                text.push_str(&more);
+            }
+            (_, later) => {
+                let mut blocks = std::mem::replace(self, Self::Blocks(Vec::new())).into_blocks();
+                blocks.extend(later.into_blocks());
+                *self = Self::Blocks(blocks);
+            }
+        }
+    }
 }
 
 impl<'a> MessagesBody<'a> {
@@ -212,18 +298,14 @@ impl<'a> MessagesBody<'a> {
         for message in &request.messages {
             let role = match message.role {
                 Role::System => continue,
-                Role::User => "user",
+                // Tool results go back in a user turn.
+                Role::User | Role::Tool => "user",
                 Role::Assistant => "assistant",
             };
+            let content = TurnContent::of(message);
             match messages.last_mut() {
-                Some(last) if last.role == role => {
-                    last.content.push_str("\n\n");
-                    last.content.push_str(&message.content);
-                }
-                _ => messages.push(Turn {
-                    role,
-                    content: message.content.clone(),
-                }),
+                Some(last) if last.role == role => last.content.append(content),
+                _ => messages.push(Turn { role, content }),
             }
         }
         // Anthropic takes temperature in [0, 1] where OpenAI takes [0, 2]; a request valid for
@@ -231,26 +313,7 @@ impl<'a> MessagesBody<'a> {
         // top_p together: keep temperature, the one clients actually tune.
         let temperature = request.temperature.map(|t| t.clamp(0.0, 1.0));
         let top_p = request.top_p.filter(|_| temperature.is_none());
-        let output_tool = request.response_format.as_tool();
-        let tool_choice = output_tool.as_ref().map(|tool| ToolChoice {
-            kind: "tool",
-            name: tool.name,
-            disable_parallel_tool_use: true,
-        });
-        let tools = output_tool
-            .into_iter()
-            .map(
-                |OutputTool {
-                     name,
-                     description,
-                     schema,
-                 }| Tool {
-                    name,
-                    description: description.unwrap_or(OUTPUT_TOOL_DESCRIPTION),
-                    input_schema: schema,
-                },
-            )
-            .collect();
+        let (tools, tool_choice) = tools_and_choice(request);
         Self {
             model: &request.model,
             max_tokens: request.max_tokens.unwrap_or(default_max_tokens),
@@ -264,6 +327,68 @@ impl<'a> MessagesBody<'a> {
             tool_choice,
         }
     }
+}
+
+/// The tools offered and how the model may use them (see the module docs).
+fn tools_and_choice(request: &ProviderRequest) -> (Vec<Tool<'_>>, Option<ToolChoice<'_>>) {
+    let client = &request.tools;
+    let output = request.response_format.as_tool();
+    let choice = client.choice.as_ref();
+    // `parallel_tool_calls: false`; structured output alone always calls its one tool once.
+    let single = (client.parallel_calls == Some(false)).then_some(true);
+    fn pick<'a>(kind: &'static str, name: Option<&'a str>, single: Option<bool>) -> ToolChoice<'a> {
+        ToolChoice {
+            kind,
+            name,
+            disable_parallel_tool_use: single,
+        }
+    }
+    let mut tools: Vec<Tool<'_>> = Vec::new();
+    let offer_client = !(output.is_some() && client.is_empty());
+    if offer_client {
+        tools.extend(client.definitions.iter().map(|d| Tool {
+            name: &d.name,
+            description: d.description.as_deref(),
+            input_schema: std::borrow::Cow::Borrowed(&d.parameters),
+        }));
+    }
+    let tool_choice = match (output, choice) {
+        (None, _) if client.is_empty() => None,
+        (None, None) => single.map(|s| pick("auto", None, Some(s))),
+        (None, Some(ClientChoice::Auto)) => Some(pick("auto", None, single)),
+        (None, Some(ClientChoice::Required)) => Some(pick("any", None, single)),
+        (None, Some(ClientChoice::None)) => Some(pick("none", None, None)),
+        (Some(_), Some(ClientChoice::Function(name)))
+        | (None, Some(ClientChoice::Function(name))) => Some(pick("tool", Some(name), single)),
+        // The client's tools must be used; the output tool is not offered.
+        (Some(_), Some(ClientChoice::Required)) if !client.is_empty() => {
+            Some(pick("any", None, single))
+        }
+        (Some(output), choice) => {
+            let forced = client.is_empty() || choice == Some(&ClientChoice::None);
+            let OutputTool {
+                name,
+                description,
+                schema,
+            } = output;
+            tools.push(Tool {
+                name,
+                description: Some(description.unwrap_or(OUTPUT_TOOL_DESCRIPTION)),
+                input_schema: schema,
+            });
+            Some(if forced {
+                pick("tool", Some(name), Some(true))
+            } else {
+                pick("any", None, single)
+            })
+        }
+    };
+    (tools, tool_choice)
+}
+
+/// The structured-output tool's name, when the request has a format.
+fn output_tool_name(request: &ProviderRequest) -> Option<&str> {
+    request.response_format.as_tool().map(|tool| tool.name)
 }
 
 /// Whether `text` reaches `min_tokens` (estimated with OpenAI's tokenizer; Claude's differs a
@@ -295,23 +420,53 @@ struct ContentBlock {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     input: Option<Box<RawValue>>,
 }
 
-/// The reply's content: the text blocks, or for structured output the output tool's input
-/// exactly as the model wrote it (empty if the model wrote none, which then fails validation).
-fn reply_content(blocks: Vec<ContentBlock>, structured: bool) -> String {
-    let wanted = if structured { "tool_use" } else { "text" };
-    let mut parts = blocks.into_iter().filter(|b| b.kind == wanted);
-    if structured {
-        // The tool is forced and parallel use disabled: one block.
-        return parts
-            .next()
-            .and_then(|b| b.input)
-            .map(|input| input.get().to_owned())
-            .unwrap_or_default();
+/// A reply's content read from its blocks.
+struct ReplyBlocks {
+    content: String,
+    tool_calls: Vec<ToolCall>,
+}
+
+/// The reply: its text blocks, or with structured output (`output` names the output tool)
+/// that tool's input exactly as the model wrote it (empty if the model wrote none, which
+/// then fails validation); and the calls of the client's tools, inputs as written. A reply
+/// that calls the client's tools is that, whatever else it holds.
+fn read_blocks(blocks: Vec<ContentBlock>, output: Option<&str>) -> ReplyBlocks {
+    let mut text = String::new();
+    let mut answer = None;
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        match block.kind.as_str() {
+            "text" if output.is_none() => text.push_str(block.text.as_deref().unwrap_or_default()),
+            "tool_use" if output.is_some() && block.name.as_deref() == output => {
+                // Forced or chosen once: the first is the answer.
+                answer = answer.or(block.input.map(|input| input.get().to_owned()));
+            }
+            "tool_use" => tool_calls.push(ToolCall {
+                id: block.id.unwrap_or_default(),
+                name: block.name.unwrap_or_default(),
+                arguments: block
+                    .input
+                    .map_or_else(|| "{}".to_owned(), |input| input.get().to_owned()),
+            }),
+            _ => {}
+        }
     }
-    parts.filter_map(|b| b.text).collect()
+    let content = match (output, tool_calls.is_empty()) {
+        (Some(_), true) => answer.unwrap_or_default(),
+        (Some(_), false) => String::new(),
+        (None, _) => text,
+    };
+    ReplyBlocks {
+        content,
+        tool_calls,
+    }
 }
 
 /// Anthropic's usage block. The cache fields are absent or `null` when caching did not apply.
@@ -352,12 +507,13 @@ impl AnthropicUsage {
     }
 }
 
-/// `tool_use` is the normal end of a structured-output reply (the forced tool was called).
-fn finish_reason(stop_reason: Option<&str>, structured: bool) -> FinishReason {
+/// `tool_use` is `tool_calls` when the model called the client's tools, and the normal end of
+/// a structured-output reply (the output tool was called) otherwise.
+fn finish_reason(stop_reason: Option<&str>, called_tools: bool) -> FinishReason {
     match stop_reason {
         Some("max_tokens" | "model_context_window_exceeded") => FinishReason::Length,
-        Some("tool_use") if structured => FinishReason::Stop,
-        Some("tool_use") => FinishReason::ToolCalls,
+        Some("tool_use") if called_tools => FinishReason::ToolCalls,
+        Some("tool_use") => FinishReason::Stop,
         Some("refusal") => FinishReason::ContentFilter,
         // end_turn, stop_sequence, pause_turn, and anything new: the model stopped.
         _ => FinishReason::Stop,
@@ -372,7 +528,14 @@ enum StreamPayload {
     MessageStart {
         message: StartedMessage,
     },
+    ContentBlockStart {
+        #[serde(default)]
+        index: usize,
+        content_block: StartedBlock,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: usize,
         delta: BlockDelta,
     },
     MessageDelta {
@@ -384,8 +547,8 @@ enum StreamPayload {
     Error {
         error: ErrorDetail,
     },
-    /// `ping`, `content_block_start`, `content_block_stop`, and event types Anthropic adds
-    /// later (its versioning policy says clients must ignore unknown ones).
+    /// `ping`, `content_block_stop`, and event types Anthropic adds later (its versioning
+    /// policy says clients must ignore unknown ones).
     #[serde(other)]
     Ignored,
 }
@@ -396,6 +559,28 @@ struct StartedMessage {
     model: String,
     #[serde(default)]
     usage: AnthropicUsage,
+}
+
+/// The block a `content_block_start` opens: its type, and a tool call's id and name.
+#[derive(Debug, Deserialize)]
+struct StartedBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// What a content block of the stream carries, decided at its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockRole {
+    /// The structured-output tool's input: the reply's text.
+    Answer,
+    /// A call of the client's tools: the call with this index in the reply.
+    Call(u32),
+    /// Text, thinking, or anything else.
+    Other,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,8 +611,25 @@ struct MessageDeltaBody {
 struct EventTranslator {
     started: bool,
     usage: AnthropicUsage,
-    /// Structured output: the tool input is the reply, text deltas are not.
-    structured: bool,
+    /// Structured output: the output tool's input is the reply, text deltas are not.
+    output_tool: Option<String>,
+    /// Each content block's role, by its index.
+    blocks: Vec<BlockRole>,
+    /// Client tool calls started so far.
+    calls: u32,
+}
+
+impl EventTranslator {
+    fn role_of(&self, index: usize) -> BlockRole {
+        self.blocks.get(index).copied().unwrap_or(
+            // A delta without its start (never sent by Anthropic): read by the request's shape.
+            if self.output_tool.is_some() {
+                BlockRole::Answer
+            } else {
+                BlockRole::Other
+            },
+        )
+    }
 }
 
 impl StreamTranslator for EventTranslator {
@@ -453,14 +655,54 @@ impl StreamTranslator for EventTranslator {
                 // Exact input and cache counts, kept in case the stream fails before the end.
                 out.push(StreamEvent::UsageSoFar(self.usage.normalise()));
             }
+            StreamPayload::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                let role = match content_block.kind.as_str() {
+                    "tool_use"
+                        if content_block.name.is_some()
+                            && content_block.name == self.output_tool =>
+                    {
+                        BlockRole::Answer
+                    }
+                    "tool_use" => {
+                        let call = self.calls;
+                        self.calls += 1;
+                        out.push(StreamEvent::ToolCall(ToolCallDelta {
+                            index: call,
+                            id: Some(content_block.id.unwrap_or_default()),
+                            name: Some(content_block.name.unwrap_or_default()),
+                            arguments: String::new(),
+                        }));
+                        BlockRole::Call(call)
+                    }
+                    _ => BlockRole::Other,
+                };
+                if self.blocks.len() <= index {
+                    self.blocks.resize(index + 1, BlockRole::Other);
+                }
+                self.blocks[index] = role;
+            }
             StreamPayload::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
-            } if !text.is_empty() && !self.structured => out.push(StreamEvent::Delta(text)),
-            StreamPayload::ContentBlockDelta {
-                delta: BlockDelta::InputJsonDelta { partial_json },
-            } if !partial_json.is_empty() && self.structured => {
-                out.push(StreamEvent::Delta(partial_json));
+                ..
+            } if !text.is_empty() && self.output_tool.is_none() => {
+                out.push(StreamEvent::Delta(text));
             }
+            StreamPayload::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } if !partial_json.is_empty() => match self.role_of(index) {
+                BlockRole::Answer => out.push(StreamEvent::Delta(partial_json)),
+                BlockRole::Call(call) => out.push(StreamEvent::ToolCall(ToolCallDelta {
+                    index: call,
+                    id: None,
+                    name: None,
+                    arguments: partial_json,
+                })),
+                BlockRole::Other => {}
+            },
             StreamPayload::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
                     self.usage.update(usage);
@@ -469,7 +711,7 @@ impl StreamTranslator for EventTranslator {
                 if let Some(reason) = delta.stop_reason {
                     out.push(StreamEvent::Finish(finish_reason(
                         Some(&reason),
-                        self.structured,
+                        self.calls > 0,
                     )));
                 }
             }
@@ -528,6 +770,8 @@ mod tests {
             role,
             content: content.into(),
             name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
@@ -544,6 +788,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            tools: Default::default(),
             deadline: None,
         }
     }
@@ -693,16 +938,18 @@ mod tests {
             FinishReason::Length
         );
         assert_eq!(
-            finish_reason(Some("tool_use"), false),
+            finish_reason(Some("tool_use"), true),
             FinishReason::ToolCalls
         );
+        // Only the structured-output tool was called: the answer, not a tool call.
+        assert_eq!(finish_reason(Some("tool_use"), false), FinishReason::Stop);
         assert_eq!(
             finish_reason(Some("refusal"), false),
             FinishReason::ContentFilter
         );
         assert_eq!(finish_reason(None, false), FinishReason::Stop);
         // The forced output tool being called is how a structured reply ends.
-        assert_eq!(finish_reason(Some("tool_use"), true), FinishReason::Stop);
+        assert_eq!(finish_reason(Some("tool_use"), false), FinishReason::Stop);
         assert_eq!(
             finish_reason(Some("max_tokens"), true),
             FinishReason::Length
@@ -725,22 +972,28 @@ mod tests {
     #[test]
     fn a_reply_keeps_only_text_blocks() {
         let reply: MessageReply = serde_json::from_str(MIXED_REPLY).unwrap();
-        assert_eq!(reply_content(reply.content, false), "Hello world");
+        let blocks = read_blocks(reply.content, None);
+        assert_eq!(blocks.content, "Hello world");
+        // Without a format, a tool_use block is a call of the client's tools.
+        assert_eq!(blocks.tool_calls.len(), 1);
+        assert_eq!(
+            blocks.tool_calls[0].arguments,
+            r#"{"name": "Ann", "age": 31}"#
+        );
     }
 
     #[test]
     fn a_structured_reply_is_the_tool_input_as_the_model_wrote_it() {
         let reply: MessageReply = serde_json::from_str(MIXED_REPLY).unwrap();
-        assert_eq!(
-            reply_content(reply.content, true),
-            r#"{"name": "Ann", "age": 31}"#
-        );
+        let blocks = read_blocks(reply.content, Some("person"));
+        assert_eq!(blocks.content, r#"{"name": "Ann", "age": 31}"#);
+        assert!(blocks.tool_calls.is_empty());
         let reply: MessageReply = serde_json::from_value(json!({
             "model": "m", "content": [{"type": "text", "text": "no tool"}],
             "usage": {"input_tokens": 1, "output_tokens": 1}
         }))
         .unwrap();
-        assert_eq!(reply_content(reply.content, true), "");
+        assert_eq!(read_blocks(reply.content, Some("person")).content, "");
     }
 
     #[test]
@@ -810,7 +1063,7 @@ mod tests {
             ("message_stop", json!({"type": "message_stop"})),
         ];
         let mut translator = EventTranslator {
-            structured: true,
+            output_tool: Some("person".into()),
             ..EventTranslator::default()
         };
         let mut out = Vec::new();
@@ -1010,6 +1263,110 @@ mod tests {
             json!({"type": "message_start", "message": {"model": "m", "usage": {}}}),
         )]);
         assert_eq!(end.unwrap_err().kind, ProviderErrorKind::Upstream);
+    }
+
+    #[test]
+    fn a_tool_loop_becomes_alternating_turns_with_results_first() {
+        let call = |id: &str, arguments: &str| ToolCall {
+            id: id.into(),
+            name: "lookup".into(),
+            arguments: arguments.into(),
+        };
+        let result = |id: &str, text: &str| Message {
+            tool_call_id: Some(id.into()),
+            ..message(Role::Tool, text)
+        };
+        let request = request(
+            None,
+            vec![
+                message(Role::User, "Find both."),
+                Message {
+                    tool_calls: vec![call("t1", r#"{"q":"a"}"#), call("t2", "")],
+                    ..message(Role::Assistant, "Looking.")
+                },
+                result("t1", "A"),
+                result("t2", ""),
+                message(Role::User, "Thanks; and now?"),
+            ],
+        );
+        let body = body(&request);
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "Find both."},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Looking."},
+                    {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "a"}},
+                    {"type": "tool_use", "id": "t2", "name": "lookup", "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "A"},
+                    {"type": "tool_result", "tool_use_id": "t2"},
+                    {"type": "text", "text": "Thanks; and now?"},
+                ]},
+            ])
+        );
+    }
+
+    #[test]
+    fn streamed_tool_use_blocks_become_tool_call_pieces_beside_the_text() {
+        let (events, end) = translate(&[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 5}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking."}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"q\":"}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "other", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]);
+        end.unwrap();
+        let mut calls = crate::domain::tools::ToolCallAssembler::default();
+        let mut text = String::new();
+        for event in &events {
+            match event {
+                StreamEvent::ToolCall(piece) => calls.push(piece),
+                StreamEvent::Delta(t) => text.push_str(t),
+                _ => {}
+            }
+        }
+        assert_eq!(text, "Checking.");
+        let calls = calls.finish();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].arguments.as_str()),
+            ("toolu_a", "{\"q\":1}")
+        );
+        assert_eq!(
+            (calls[1].name.as_str(), calls[1].arguments.as_str()),
+            ("other", "")
+        );
+        assert!(events.contains(&StreamEvent::Finish(FinishReason::ToolCalls)));
     }
 
     #[test]

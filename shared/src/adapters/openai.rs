@@ -17,6 +17,7 @@ use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Role};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
+use crate::domain::tools::Tools;
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EmbeddingInput, EmbeddingRequest, EventStream, LlmProvider, ProviderError, ProviderErrorKind,
@@ -139,6 +140,12 @@ impl LlmProvider for OpenAiProvider {
         let message = choice.message;
         Ok(Completion {
             content: message.content.or(message.refusal).unwrap_or_default(),
+            tool_calls: message
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             finish_reason: choice.finish_reason.unwrap_or(FinishReason::Stop),
             usage: usage.into(),
             served_model: reply.model,
@@ -184,14 +191,22 @@ struct ChatBody<'a> {
     /// Structured output, in OpenAI's own shape; `text` (the default) is not sent.
     #[serde(skip_serializing_if = "ResponseFormat::is_text")]
     response_format: &'a ResponseFormat,
+    /// `tools`, `tool_choice`, `parallel_tool_calls`, as the client sent them.
+    #[serde(flatten, skip_serializing_if = "Tools::is_empty")]
+    tools: &'a Tools,
 }
 
 #[derive(Debug, Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` on an assistant message that only calls tools.
+    content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,17 +218,24 @@ impl<'a> ChatBody<'a> {
     fn new(request: &'a ProviderRequest, stream: bool) -> Self {
         let tenant_system = request.system.as_deref().map(|content| WireMessage {
             role: "system",
-            content,
+            content: Some(content),
             name: None,
+            tool_calls: None,
+            tool_call_id: None,
         });
         let client_messages = request.messages.iter().map(|m| WireMessage {
             role: match m.role {
                 Role::System => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Tool => "tool",
             },
-            content: &m.content,
+            content: (!m.content.is_empty() || m.tool_calls.is_empty())
+                .then_some(m.content.as_str()),
             name: m.name.as_deref(),
+            tool_calls: (!m.tool_calls.is_empty())
+                .then(|| crate::domain::tools::wire_tool_calls(&m.tool_calls)),
+            tool_call_id: m.tool_call_id.as_deref(),
         });
         Self {
             model: &request.model,
@@ -230,6 +252,7 @@ impl<'a> ChatBody<'a> {
                 include_usage: true,
             }),
             response_format: &request.response_format,
+            tools: &request.tools,
         }
     }
 }
@@ -265,6 +288,9 @@ impl StreamTranslator for ChunkTranslator {
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Delta(text));
+            }
+            for call in choice.delta.tool_calls.into_iter().flatten() {
+                out.push(StreamEvent::ToolCall(call.into()));
             }
             if let Some(reason) = choice.finish_reason {
                 self.finished = true;
@@ -331,11 +357,15 @@ mod tests {
                     role: Role::System,
                     content: "Answer in French.".into(),
                     name: None,
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
                 },
                 Message {
                     role: Role::User,
                     content: "Hi".into(),
                     name: Some("ann".into()),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
                 },
             ],
             max_tokens: Some(50),
@@ -346,6 +376,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            tools: Default::default(),
             deadline: None,
         }
     }

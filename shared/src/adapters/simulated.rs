@@ -8,6 +8,13 @@
 //! placeholder of the declared type within simple bounds. That satisfies the schemas clients
 //! usually send (objects of strings, numbers, integers, booleans, arrays, nested objects and
 //! enums, local `$ref`s); patterns and formats beyond a few common ones are not attempted.
+//!
+//! With tools, the simulated model calls one, deterministically, so a whole tool loop runs
+//! locally: the function `tool_choice` names, else the first tool; when the conversation ends
+//! with a user message (and on every turn under `tool_choice: required`). Its arguments are
+//! built from the tool's parameters like a structured reply, and its id is a hash of the
+//! conversation. Once the conversation ends with tool results, it answers in text, quoting the
+//! last result. Streamed, a call arrives as its id and name, then its arguments in pieces.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -22,13 +29,14 @@ use super::embeddings::LocalEmbedder;
 use crate::domain::chat::{Completion, FinishReason, Role};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
+use crate::domain::tools::{ToolCall, ToolCallDelta, ToolChoice};
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EmbeddingInput, EmbeddingRequest, EventStream, LlmProvider, ProviderError, ProviderRequest,
     StreamEvent,
 };
 use crate::ports::vector::Embeddings;
-use crate::tokenizer::{count_chat_tokens, count_tokens, count_tokens_memo};
+use crate::tokenizer::{count_tokens, count_tokens_memo};
 
 const CACHE_MIN_TOKENS: usize = 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -75,6 +83,13 @@ impl SimulatedProvider {
     }
 
     fn prose(request: &ProviderRequest) -> String {
+        if let Some(result) = request.messages.last().filter(|m| m.role == Role::Tool) {
+            let quoted: String = result.content.chars().take(80).collect();
+            return format!(
+                "This is a simulated reply from {}. The tool returned: \"{quoted}\".",
+                request.model
+            );
+        }
         let last_user = request
             .messages
             .iter()
@@ -115,7 +130,7 @@ impl SimulatedProvider {
     }
 
     fn usage(&self, request: &ProviderRequest, reply: &str) -> TokenUsage {
-        let prompt = count_chat_tokens(request.system.as_deref(), &request.messages) as u64;
+        let prompt = request.prompt_tokens();
         let completion = count_tokens(reply) as u64;
         let mut usage = TokenUsage {
             prompt_tokens: prompt,
@@ -153,12 +168,53 @@ impl SimulatedProvider {
         usage
     }
 
+    /// The tool call the simulated model makes, if it makes one (see the module docs).
+    fn tool_call(request: &ProviderRequest) -> Option<ToolCall> {
+        let tools = &request.tools;
+        if !tools.callable() {
+            return None;
+        }
+        let after_results = request
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::Tool);
+        let tool = match &tools.choice {
+            Some(ToolChoice::Function(name)) => tools.get(name)?,
+            Some(ToolChoice::Required) => tools.definitions.first()?,
+            _ if after_results => return None,
+            _ => tools.definitions.first()?,
+        };
+        let arguments = example_instance(&tool.parameters, &tool.parameters, 0).to_string();
+        let mut hasher = DefaultHasher::new();
+        (&request.model, request.messages.len(), &tool.name).hash(&mut hasher);
+        for m in &request.messages {
+            m.content.hash(&mut hasher);
+        }
+        Some(ToolCall {
+            id: format!("call_{:016x}", hasher.finish()),
+            name: tool.name.clone(),
+            arguments,
+        })
+    }
+
     fn generate(&self, request: &ProviderRequest) -> Completion {
+        if let Some(call) = Self::tool_call(request) {
+            let written = format!("{}{}", call.name, call.arguments);
+            let usage = self.usage(request, &written);
+            return Completion {
+                content: String::new(),
+                tool_calls: vec![call],
+                finish_reason: FinishReason::ToolCalls,
+                usage,
+                served_model: request.model.clone(),
+            };
+        }
         let (content, finish_reason) =
             Self::truncate(Self::reply_text(request), request.max_tokens);
         let usage = self.usage(request, &content);
         Completion {
             content,
+            tool_calls: Vec::new(),
             finish_reason,
             usage,
             served_model: request.model.clone(),
@@ -225,6 +281,24 @@ impl LlmProvider for SimulatedProvider {
                 .split_inclusive(' ')
                 .map(|word| StreamEvent::Delta(word.to_owned())),
         );
+        for (index, call) in completion.tool_calls.iter().enumerate() {
+            let index = index as u32;
+            events.push(StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: Some(call.id.clone()),
+                name: Some(call.name.clone()),
+                arguments: String::new(),
+            }));
+            // Arguments in pieces, split after each `,` or `:` (always on a char boundary).
+            events.extend(call.arguments.split_inclusive([',', ':']).map(|piece| {
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: piece.to_owned(),
+                })
+            }));
+        }
         events.push(StreamEvent::Finish(completion.finish_reason));
         events.push(StreamEvent::Usage(completion.usage));
         let latency = self.latency;
@@ -386,6 +460,8 @@ mod tests {
                 role: Role::User,
                 content: text.into(),
                 name: None,
+                tool_calls: Vec::new(),
+                tool_call_id: None,
             }],
             max_tokens,
             temperature: None,
@@ -395,6 +471,7 @@ mod tests {
             presence_penalty: None,
             frequency_penalty: None,
             response_format: Default::default(),
+            tools: Default::default(),
             deadline: None,
         }
     }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::structured::ResponseFormat;
+use super::tools::{ToolCall, Tools};
 use super::usage::TokenUsage;
 
 /// Who wrote a message.
@@ -19,6 +20,8 @@ pub enum Role {
     User,
     /// The model (earlier replies, sent back as context).
     Assistant,
+    /// The result of a tool call the model made (`tool_call_id` names the call).
+    Tool,
 }
 
 /// One message of a conversation.
@@ -31,6 +34,25 @@ pub struct Message {
     /// The participant's name, as the client sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant message's tool calls (its `content` may then be empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A plain text message.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 /// A validated chat request. Field order and `skip` attributes matter: the serialized form is
@@ -65,6 +87,10 @@ pub struct ChatRequest {
     /// omitted from it when `text`, so plain requests keep the keys they always had.
     #[serde(skip_serializing_if = "ResponseFormat::is_text")]
     pub response_format: ResponseFormat,
+    /// `tools`, `tool_choice` and `parallel_tool_calls`; omitted from the cache key when no
+    /// tools are offered, so plain requests keep the keys they always had.
+    #[serde(flatten, skip_serializing_if = "Tools::is_empty")]
+    pub tools: Tools,
     /// Not part of the cache key: an identical question from another end user of the same
     /// tenant is the same question.
     #[serde(skip)]
@@ -104,8 +130,11 @@ pub enum FinishReason {
 /// A finished completion, whatever provider produced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
-    /// The reply's text.
+    /// The reply's text (may be empty when the model called tools).
     pub content: String,
+    /// The tools the model called, in order (`finish_reason` is then `tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
     /// Tokens the provider reported for the call.

@@ -1,6 +1,6 @@
 //! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
 //! prompt rendering, end-user profiles, pricing, the usage event, the usage report, the
-//! anomaly rules, structured-output formats and the document storage quota.
+//! anomaly rules, structured-output formats, tool calling and the document storage quota.
 
 pub mod anomaly;
 pub mod cache_key;
@@ -18,5 +18,6 @@ pub mod routing;
 pub mod storage;
 pub mod structured;
 pub mod tenant;
+pub mod tools;
 pub mod usage;
 pub mod usage_report;

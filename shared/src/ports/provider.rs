@@ -13,6 +13,7 @@ use futures_util::Stream;
 use crate::domain::chat::{Completion, FinishReason, Message};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::ProviderKind;
+use crate::domain::tools::{ToolCallDelta, Tools};
 use crate::domain::usage::TokenUsage;
 use crate::ports::vector::Embeddings;
 
@@ -43,10 +44,22 @@ pub struct ProviderRequest {
     /// Structured output: OpenAI gets it as `response_format`, Anthropic as a forced tool
     /// call whose input is the reply.
     pub response_format: ResponseFormat,
+    /// The tools the model may call, as the client offered them. With a structured
+    /// `response_format` too, a reply is either tool calls or the formatted answer.
+    pub tools: Tools,
     /// When the call must be over, whatever else: the function's own deadline less a margin
     /// for metering. A buffered call fails with a timeout then; a stream is cut. `None` where
     /// nothing imposes one (`tollgate serve`).
     pub deadline: Option<tokio::time::Instant>,
+}
+
+impl ProviderRequest {
+    /// The prompt as the gateway counts it (system, conversation, tool definitions): what the
+    /// limiter reserves for it, and what a call the provider never reported is metered as.
+    pub fn prompt_tokens(&self) -> u64 {
+        (crate::tokenizer::count_chat_tokens(self.system.as_deref(), &self.messages)
+            + crate::tokenizer::count_tools_tokens(&self.tools)) as u64
+    }
 }
 
 /// One event of a streamed completion.
@@ -54,6 +67,8 @@ pub struct ProviderRequest {
 pub enum StreamEvent {
     /// Text to append to the reply.
     Delta(String),
+    /// A piece of a tool call: the first of each call has its id and name.
+    ToolCall(ToolCallDelta),
     /// The model stopped; more events (usage) may follow.
     Finish(FinishReason),
     /// Final token counts for the call. Providers send it once, at the end.

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::domain::chat::{Completion, FinishReason};
 use crate::domain::ids::RequestId;
+use crate::domain::tools::{ToolCall, ToolCallDelta};
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 use crate::http::ByteStream;
@@ -63,16 +64,77 @@ pub fn message(request_id: &RequestId, meta: &ReplyMeta, completion: Completion)
         kind: "message",
         role: "assistant",
         model: meta.model.clone(),
-        content: vec![json!({"type": "text", "text": completion.content})],
+        content: content_blocks(completion.content, &completion.tool_calls),
         stop_reason: stop_reason(completion.finish_reason),
         stop_sequence: None,
         usage: completion.usage.into(),
     }
 }
 
+/// A reply's blocks: its text, then a `tool_use` block per call (the arguments parsed into
+/// `input`; text that is not a JSON object, which no provider sends, becomes `{}`).
+fn content_blocks(text: String, calls: &[ToolCall]) -> Vec<Value> {
+    let text =
+        (!text.is_empty() || calls.is_empty()).then(|| json!({"type": "text", "text": text}));
+    text.into_iter()
+        .chain(calls.iter().map(|call| {
+            json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input_of(&call.arguments)})
+        }))
+        .collect()
+}
+
+fn input_of(arguments: &str) -> Value {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+/// Which content block a stream is writing: the text block (0) until the first tool call,
+/// then block `1 + i` for call `i`.
+#[derive(Default)]
+struct Blocks {
+    open: usize,
+}
+
+impl Blocks {
+    /// A tool-call piece: the first of a call closes the open block and starts the call's.
+    fn tool_call(&mut self, call: ToolCallDelta) -> Bytes {
+        let mut out = Vec::new();
+        let index = 1 + call.index as usize;
+        if index != self.open {
+            out.extend_from_slice(&stop(self.open));
+            self.open = index;
+            out.extend_from_slice(&event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": {
+                    "type": "tool_use",
+                    "id": call.id.unwrap_or_default(),
+                    "name": call.name.unwrap_or_default(),
+                    "input": {},
+                }}),
+            ));
+        }
+        if !call.arguments.is_empty() {
+            out.extend_from_slice(&event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
+            ));
+        }
+        Bytes::from(out)
+    }
+}
+
+fn stop(index: usize) -> Bytes {
+    event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": index}),
+    )
+}
+
 /// The SSE body for a stream of `events`: the message and its text block start at once, then
-/// an event per chat event. Dropping the body drops `events` (which meters a disconnected
-/// stream).
+/// an event per chat event (a tool call closes the block before it and opens its own).
+/// Dropping the body drops `events` (which meters a disconnected stream).
 pub fn sse(request_id: &RequestId, meta: &ReplyMeta, events: ChatEvents) -> ByteStream {
     let start = [
         event(
@@ -96,23 +158,21 @@ pub fn sse(request_id: &RequestId, meta: &ReplyMeta, events: ChatEvents) -> Byte
             &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         ),
     ];
-    Box::pin(stream::iter(start).chain(events.map(|event| match event {
+    let mut blocks = Blocks::default();
+    Box::pin(stream::iter(start).chain(events.map(move |event| match event {
         ChatEvent::Text(text) => self::event(
             "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+            &json!({"type": "content_block_delta", "index": blocks.open, "delta": {"type": "text_delta", "text": text}}),
         ),
-        ChatEvent::End { finish, usage } => end(finish, usage),
+        ChatEvent::ToolCall(call) => blocks.tool_call(call),
+        ChatEvent::End { finish, usage } => end(blocks.open, finish, usage),
         ChatEvent::Failed(err) => self::event("error", &error_body(&err)),
     })))
 }
 
-/// The text block's end, the stop reason and usage, and the message's end.
-fn end(finish: FinishReason, usage: TokenUsage) -> Bytes {
-    let mut out = event(
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
-    )
-    .to_vec();
+/// The open block's end, the stop reason and usage, and the message's end.
+fn end(open: usize, finish: FinishReason, usage: TokenUsage) -> Bytes {
+    let mut out = stop(open).to_vec();
     out.extend_from_slice(&event(
         "message_delta",
         &json!({

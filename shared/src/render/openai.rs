@@ -15,6 +15,7 @@ use crate::service::ReplyMeta;
 use crate::service::{ChatEvent, ChatEvents};
 use crate::wire::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, UsageBody,
+    WireToolCall,
 };
 
 /// The buffered body for `completion`. Its model is the one the client named.
@@ -32,8 +33,17 @@ pub fn completion(
             index: 0,
             message: AssistantMessage {
                 role: "assistant".into(),
-                content: Some(completion.content),
+                // OpenAI's shape: a reply that only calls tools has `content: null`.
+                content: (!completion.content.is_empty() || completion.tool_calls.is_empty())
+                    .then_some(completion.content),
                 refusal: None,
+                tool_calls: (!completion.tool_calls.is_empty()).then(|| {
+                    completion
+                        .tool_calls
+                        .into_iter()
+                        .map(WireToolCall::from)
+                        .collect()
+                }),
             },
             finish_reason: Some(completion.finish_reason),
         }],
@@ -49,6 +59,7 @@ pub fn sse(request_id: &RequestId, meta: &ReplyMeta, events: ChatEvents) -> Byte
         Delta {
             role: Some("assistant".into()),
             content: Some(String::new()),
+            tool_calls: None,
         },
         None,
     );
@@ -87,6 +98,7 @@ impl Framer {
             Delta {
                 role: None,
                 content: Some(String::new()),
+                tool_calls: None,
             },
             None,
         );
@@ -108,6 +120,14 @@ impl Framer {
     fn event(&self, event: ChatEvent) -> Bytes {
         match event {
             ChatEvent::Text(text) => self.text(&text),
+            ChatEvent::ToolCall(call) => self.chunk(
+                Delta {
+                    role: None,
+                    content: None,
+                    tool_calls: Some(vec![call.into()]),
+                },
+                None,
+            ),
             ChatEvent::End { finish, usage } => self.end(finish, usage),
             ChatEvent::Failed(err) => error(&err),
         }
@@ -190,6 +210,7 @@ mod tests {
                 Delta {
                     role: None,
                     content: Some(text.to_owned()),
+                    tool_calls: None,
                 },
                 None,
             );

@@ -31,7 +31,6 @@ use super::profiles::{ProfileService, PromptProfile, prompt_profile};
 use super::reply::{CacheStatus, ChatReply, ReplyMeta};
 use super::retrieval::Retriever;
 use super::stream::{metered_events, replay_events};
-use crate::tokenizer::count_chat_tokens;
 
 /// The providers this deployment can reach, by API family.
 #[derive(Clone, Default)]
@@ -375,10 +374,7 @@ impl ChatService {
             _ => (prepared, None),
         };
 
-        let prompt_tokens = count_chat_tokens(
-            prepared.upstream.system.as_deref(),
-            &prepared.upstream.messages,
-        ) as u64;
+        let prompt_tokens = prepared.upstream.prompt_tokens();
         // The reply's cap is what the limiter reserves for it, and it goes upstream as the
         // provider's own cap, so a request without `max_tokens` cannot write past its
         // reservation: reconciliation can then only exceed it by the prompt count's error.
@@ -466,11 +462,7 @@ impl ChatService {
                 break;
             }
             budget -= cost;
-            kept.push(Message {
-                role: turn.role,
-                content: turn.content,
-                name: None,
-            });
+            kept.push(Message::new(turn.role, turn.content));
         }
         kept.reverse();
         prepared.recall(kept);
@@ -534,10 +526,7 @@ impl ChatService {
             )
             .await?;
         prepared.attach(context);
-        prepared.estimate.prompt_tokens = count_chat_tokens(
-            prepared.upstream.system.as_deref(),
-            &prepared.upstream.messages,
-        ) as u64;
+        prepared.estimate.prompt_tokens = prepared.upstream.prompt_tokens();
         Ok(())
     }
 
@@ -620,6 +609,7 @@ impl ChatService {
             presence_penalty: request.presence_penalty,
             frequency_penalty: request.frequency_penalty,
             response_format: request.response_format.clone(),
+            tools: request.tools.clone(),
             deadline: ctx.deadline,
         };
         Ok(Prepared {

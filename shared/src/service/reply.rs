@@ -3,6 +3,7 @@
 
 use crate::domain::chat::{Completion, FinishReason};
 use crate::domain::limits::RateStatus;
+use crate::domain::tools::ToolCallDelta;
 use crate::domain::usage::TokenUsage;
 use crate::error::GatewayError;
 
@@ -74,6 +75,8 @@ pub enum ChatReply {
 pub enum ChatEvent {
     /// The next piece of the reply's text (never empty).
     Text(String),
+    /// The next piece of a tool call (the first of each call has its id and name).
+    ToolCall(ToolCallDelta),
     /// The reply is complete and metered: why it ended, and the provider's usage.
     End {
         /// Why the reply ended.

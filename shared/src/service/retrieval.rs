@@ -203,11 +203,7 @@ fn build_context(hits: &[ScoredChunk], max_tokens: usize) -> RetrievedContext {
         }
     }
     RetrievedContext {
-        message: Message {
-            role: Role::System,
-            content: text,
-            name: None,
-        },
+        message: Message::new(Role::System, text),
         documents,
         sources: Arc::new(sources),
     }

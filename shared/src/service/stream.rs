@@ -21,10 +21,11 @@ use futures_util::{StreamExt, stream};
 use crate::domain::chat::{Completion, FinishReason};
 use crate::domain::structured::ResponseFormat;
 use crate::domain::tenant::TenantConfig;
+use crate::domain::tools::{ToolCallAssembler, deltas_of};
 use crate::domain::usage::{TokenUsage, UsageSource};
 use crate::error::{ErrorKind, GatewayError};
 use crate::ports::provider::{EventStream, ProviderRequest, StreamEvent};
-use crate::tokenizer::{count_chat_tokens, count_tokens};
+use crate::tokenizer::count_tokens;
 
 use super::call::CallStep;
 use super::metering::{CallOutcome, CallRecord};
@@ -36,6 +37,7 @@ use super::structured::validation_error;
 #[derive(Default)]
 struct Accumulated {
     text: String,
+    tool_calls: ToolCallAssembler,
     finish: Option<FinishReason>,
     usage: Option<TokenUsage>,
     /// The provider's counts so far, for a stream that fails before its final usage.
@@ -44,12 +46,16 @@ struct Accumulated {
 }
 
 impl Accumulated {
-    /// Applies an event; returns the text delta to forward, if any.
-    fn apply(&mut self, event: StreamEvent) -> Option<String> {
+    /// Applies an event; returns what to forward to the client, if anything.
+    fn apply(&mut self, event: StreamEvent) -> Option<ChatEvent> {
         match event {
             StreamEvent::Delta(text) => {
                 self.text.push_str(&text);
-                Some(text)
+                (!text.is_empty()).then_some(ChatEvent::Text(text))
+            }
+            StreamEvent::ToolCall(delta) => {
+                self.tool_calls.push(&delta);
+                Some(ChatEvent::ToolCall(delta))
             }
             StreamEvent::Finish(reason) => {
                 self.finish = Some(reason);
@@ -86,10 +92,13 @@ struct StreamMeter {
 impl StreamMeter {
     /// The validation error of a finished reply that does not match the request's format.
     /// Runs before the call is metered, which its bounded cost makes safe (see
-    /// `service::structured`).
-    fn check(&self, text: &str) -> Option<GatewayError> {
+    /// `service::structured`). A reply that calls tools is not the answer and is not checked.
+    fn check(&self, acc: &Accumulated) -> Option<GatewayError> {
+        if !acc.tool_calls.is_empty() {
+            return None;
+        }
         self.response_format
-            .check(text)
+            .check(&acc.text)
             .err()
             .map(|failure| validation_error(&self.record, failure))
     }
@@ -115,23 +124,29 @@ impl StreamMeter {
         error: Option<(ErrorKind, u16)>,
     ) -> (TokenUsage, UsageSource) {
         let timed_out = error.is_some_and(|(kind, _)| kind == ErrorKind::Timeout);
-        let spent =
-            error.is_none() || timed_out || !acc.text.is_empty() || acc.usage_so_far.is_some();
+        let spent = error.is_none()
+            || timed_out
+            || !acc.text.is_empty()
+            || !acc.tool_calls.is_empty()
+            || acc.usage_so_far.is_some();
         if !spent {
             return (TokenUsage::default(), UsageSource::None);
         }
         tracing::warn!(request_id = %self.record.request_id, partial = acc.usage_so_far.is_some(), "stream ended without usage; metering estimated tokens");
-        let received = count_tokens(&acc.text) as u64;
+        let received = (count_tokens(&acc.text)
+            + acc
+                .tool_calls
+                .calls()
+                .iter()
+                .map(|c| count_tokens(&c.name) + count_tokens(&c.arguments))
+                .sum::<usize>()) as u64;
         let usage = match acc.usage_so_far {
             Some(partial) => TokenUsage {
                 completion_tokens: partial.completion_tokens.max(received),
                 ..partial
             },
             None => TokenUsage {
-                prompt_tokens: count_chat_tokens(
-                    self.upstream_request.system.as_deref(),
-                    &self.upstream_request.messages,
-                ) as u64,
+                prompt_tokens: self.upstream_request.prompt_tokens(),
                 completion_tokens: received,
                 ..TokenUsage::default()
             },
@@ -161,6 +176,7 @@ impl StreamMeter {
         if let (true, Some(key)) = (complete, &self.cache_key) {
             let completion = Completion {
                 content: acc.text,
+                tool_calls: acc.tool_calls.finish(),
                 finish_reason: acc.finish.unwrap_or(FinishReason::Stop),
                 usage,
                 served_model: acc
@@ -187,8 +203,8 @@ impl Live {
         loop {
             match self.upstream.next().await {
                 Some(Ok(event)) => {
-                    if let Some(text) = self.acc.apply(event).filter(|t| !t.is_empty()) {
-                        return Some(ChatEvent::Text(text));
+                    if let Some(forward) = self.acc.apply(event) {
+                        return Some(forward);
                     }
                 }
                 Some(Err(err)) => {
@@ -212,7 +228,7 @@ impl Live {
                     let Some(meter) = self.meter.take() else {
                         return Some(ChatEvent::End { finish, usage });
                     };
-                    let invalid = meter.check(&self.acc.text);
+                    let invalid = meter.check(&self.acc);
                     meter
                         .finish(std::mem::take(&mut self.acc), invalid.as_ref(), false)
                         .await;
@@ -252,7 +268,7 @@ impl Drop for Live {
                         }
                     }
                     // The client never saw the end, but the record says what the reply was.
-                    let error = error.or_else(|| meter.check(&acc.text));
+                    let error = error.or_else(|| meter.check(&acc));
                     let error = error.map(|e| (e.kind(), e.status().as_u16()));
                     meter.run(acc, error, true).await;
                 });
@@ -296,12 +312,14 @@ pub(crate) fn metered_events(
 
 /// Replays a cached completion as a stream: the events a live stream would produce.
 pub(crate) fn replay_events(completion: Completion) -> ChatEvents {
-    let events = vec![
-        ChatEvent::Text(completion.content),
-        ChatEvent::End {
-            finish: completion.finish_reason,
-            usage: completion.usage,
-        },
-    ];
+    let mut events = Vec::with_capacity(2 + completion.tool_calls.len());
+    if !completion.content.is_empty() {
+        events.push(ChatEvent::Text(completion.content));
+    }
+    events.extend(deltas_of(&completion.tool_calls).map(ChatEvent::ToolCall));
+    events.push(ChatEvent::End {
+        finish: completion.finish_reason,
+        usage: completion.usage,
+    });
     Box::pin(stream::iter(events))
 }

@@ -119,7 +119,13 @@ impl CallStep {
                 return Err(GatewayError::from(err));
             }
         };
-        match prepared.request.response_format.check(&completion.content) {
+        // A reply that calls tools is a step of the loop, not the answer the format describes.
+        let checked = if completion.tool_calls.is_empty() {
+            prepared.request.response_format.check(&completion.content)
+        } else {
+            Ok(())
+        };
+        match checked {
             Ok(()) => {
                 let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
                 self.meter.record(record, outcome).await;

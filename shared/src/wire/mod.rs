@@ -5,3 +5,4 @@ pub mod embeddings;
 pub mod fields;
 pub mod openai;
 pub mod request;
+pub mod tools;

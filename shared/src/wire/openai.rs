@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::chat::FinishReason;
+use crate::domain::tools::{ToolCall, ToolCallDelta};
 use crate::domain::usage::TokenUsage;
 
 /// A buffered chat completion (`object: chat.completion`).
@@ -54,6 +55,111 @@ pub struct AssistantMessage {
     /// Present (null) so strict clients find the field they expect.
     #[serde(default)]
     pub refusal: Option<String>,
+    /// The tools the model called (absent when it called none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+}
+
+/// One tool call of an assistant message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireToolCall {
+    /// The call's id.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function and its arguments.
+    pub function: WireFunction,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+/// The function a tool call names, and its arguments as JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireFunction {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments, as the model wrote them.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+impl From<ToolCall> for WireToolCall {
+    fn from(call: ToolCall) -> Self {
+        Self {
+            id: call.id,
+            kind: function_type(),
+            function: WireFunction {
+                name: call.name,
+                arguments: call.arguments,
+            },
+        }
+    }
+}
+
+impl From<WireToolCall> for ToolCall {
+    fn from(call: WireToolCall) -> Self {
+        Self {
+            id: call.id,
+            name: call.function.name,
+            arguments: call.function.arguments,
+        }
+    }
+}
+
+/// A piece of a streamed tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaToolCall {
+    /// Which call of the reply the piece belongs to.
+    pub index: u32,
+    /// The call's id, on its first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on its first piece.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The name (first piece) and an arguments fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<DeltaFunction>,
+}
+
+/// The function part of a tool-call piece.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeltaFunction {
+    /// The function's name, on the call's first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The next fragment of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+impl From<ToolCallDelta> for DeltaToolCall {
+    fn from(delta: ToolCallDelta) -> Self {
+        Self {
+            index: delta.index,
+            kind: delta.id.is_some().then(function_type),
+            id: delta.id,
+            function: Some(DeltaFunction {
+                name: delta.name,
+                arguments: Some(delta.arguments),
+            }),
+        }
+    }
+}
+
+impl From<DeltaToolCall> for ToolCallDelta {
+    fn from(delta: DeltaToolCall) -> Self {
+        let function = delta.function.unwrap_or_default();
+        Self {
+            index: delta.index,
+            id: delta.id,
+            name: function.name,
+            arguments: function.arguments.unwrap_or_default(),
+        }
+    }
 }
 
 /// Token counts in OpenAI's shape.
@@ -160,6 +266,9 @@ pub struct Delta {
     /// Text to append.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Pieces of tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<DeltaToolCall>>,
 }
 
 /// `GET /v1/models`.

@@ -55,7 +55,13 @@ struct RawRequest {
     #[serde(default)]
     tools: Option<Vec<Value>>,
     #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
     functions: Option<Vec<Value>>,
+    #[serde(default)]
+    function_call: Option<Value>,
     #[serde(default)]
     response_format: Option<Value>,
     #[serde(default)]
@@ -98,6 +104,10 @@ struct RawMessage {
     content: Option<Content>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_call_id: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -199,20 +209,36 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
             "stop",
         ));
     }
-    if raw.tools.as_ref().is_some_and(|t| !t.is_empty())
-        || raw.functions.as_ref().is_some_and(|f| !f.is_empty())
-    {
+    if raw.functions.is_some() || raw.function_call.is_some() {
+        let param = if raw.functions.is_some() {
+            "functions"
+        } else {
+            "function_call"
+        };
         return Err(invalid(
-            "tool and function calling are not supported by this gateway",
-            "tools",
+            format!(
+                "`{param}` is OpenAI's deprecated function-calling API; send `tools` and `tool_choice` instead"
+            ),
+            param,
         ));
     }
+    let tools = super::tools::parse_tools(raw.tools, raw.tool_choice, raw.parallel_tool_calls)?;
+    super::tools::check_tool_turns(&messages)?;
     let response_format = match &raw.response_format {
         None | Some(Value::Null) => ResponseFormat::Text,
         Some(format) => {
             ResponseFormat::parse(format).map_err(|err| invalid(err.message, err.param))?
         }
     };
+    // On Anthropic the format is a tool of that name, offered beside the client's.
+    if let Some(output) = response_format.as_tool()
+        && tools.get(output.name).is_some()
+    {
+        return Err(invalid(
+            "a tool has the name the `response_format` is served under (its `json_schema.name`, or `json_object`); rename one",
+            "response_format",
+        ));
+    }
     if raw.logprobs == Some(true) {
         return Err(invalid("`logprobs` is not supported", "logprobs"));
     }
@@ -277,6 +303,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         retrieval,
         conversation_id: raw.conversation_id,
         response_format,
+        tools,
         user: raw.user,
         stream,
         include_usage: raw
@@ -292,11 +319,11 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
         "system" | "developer" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        "tool" | "function" => {
+        "tool" => Role::Tool,
+        "function" => {
             return Err(invalid(
                 format!(
-                    "`{param}.role` is `{}`: tool messages are not supported by this gateway",
-                    raw.role
+                    "`{param}.role` is `function`, OpenAI's deprecated function-calling API; answer tool calls with `tool` messages"
                 ),
                 &format!("{param}.role"),
             ));
@@ -310,7 +337,29 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             ));
         }
     };
+    let tool_calls = match raw.tool_calls {
+        Some(calls) if role == Role::Assistant => super::tools::parse_tool_calls(&param, calls)?,
+        Some(_) => {
+            return Err(invalid(
+                format!("`{param}.tool_calls` is only allowed on assistant messages"),
+                &format!("{param}.tool_calls"),
+            ));
+        }
+        None => Vec::new(),
+    };
+    let tool_call_id = match (role, raw.tool_call_id) {
+        (Role::Tool, id) => Some(super::tools::call_id(id, &format!("{param}.tool_call_id"))?),
+        (_, None | Some(Value::Null)) => None,
+        (_, Some(_)) => {
+            return Err(invalid(
+                format!("`{param}.tool_call_id` is only allowed on tool messages"),
+                &format!("{param}.tool_call_id"),
+            ));
+        }
+    };
     let content = match raw.content {
+        // An assistant message that only calls tools has no content.
+        None if !tool_calls.is_empty() => String::new(),
         None => {
             return Err(invalid(
                 format!("`{param}.content` is required"),
@@ -342,7 +391,7 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             text
         }
     };
-    if content.is_empty() && role != Role::Assistant {
+    if content.is_empty() && !matches!(role, Role::Assistant | Role::Tool) {
         return Err(invalid(
             format!("`{param}.content` must not be empty"),
             &format!("{param}.content"),
@@ -352,6 +401,8 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
         role,
         content,
         name: raw.name,
+        tool_calls,
+        tool_call_id,
     })
 }
 
@@ -579,7 +630,7 @@ mod tests {
             Some("messages[0].role")
         );
         assert_eq!(
-            param_of(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).as_deref(),
+            param_of(r#"{"model":"m","messages":[{"role":"function","content":"x"}]}"#).as_deref(),
             Some("messages[0].role")
         );
     }
@@ -615,9 +666,107 @@ mod tests {
         );
     }
 
+    const WEATHER: &str = r#"{"type":"function","function":{"name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}"#;
+
+    fn with_tools(tools: &str, extra: &str) -> String {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"tools":[{tools}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn a_whole_tool_loop_parses_into_the_request() {
+        let req = parse(&format!(
+            r#"{{"model":"m","tools":[{WEATHER}],"tool_choice":"auto","parallel_tool_calls":false,
+                "messages":[{{"role":"user","content":"Weather in Paris?"}},
+                {{"role":"assistant","content":null,"tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\"}}"}}}}]}},
+                {{"role":"tool","tool_call_id":"call_1","content":"18C and sunny"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(req.tools.definitions.len(), 1);
+        assert_eq!(
+            req.tools.choice,
+            Some(crate::domain::tools::ToolChoice::Auto)
+        );
+        assert_eq!(req.tools.parallel_calls, Some(false));
+        assert_eq!(req.messages[1].tool_calls[0].name, "get_weather");
+        assert_eq!(req.messages[1].content, "");
+        assert_eq!(req.messages[2].role, Role::Tool);
+        assert_eq!(req.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        // The tools are part of what the cache key hashes, in OpenAI's shape.
+        let normalized = serde_json::to_value(&req).unwrap();
+        assert_eq!(normalized["tools"][0]["function"]["name"], "get_weather");
+        assert_eq!(normalized["tool_choice"], "auto");
+        assert_eq!(normalized["messages"][1]["tool_calls"][0]["id"], "call_1");
+        // Without tools, the normalized body has no tool fields at all.
+        let plain = serde_json::to_value(
+            parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap(),
+        )
+        .unwrap();
+        assert!(plain.get("tools").is_none() && plain.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn bad_tool_fields_are_a_400_naming_the_field() {
+        let cases: Vec<(String, &str)> = vec![
+            (with_tools(r#"{"type":"function"}"#, ""), "tools[0].function"),
+            (with_tools(r#"{"type":"code_interpreter"}"#, ""), "tools[0].type"),
+            (with_tools(r#"{"type":"function","function":{"name":"has space"}}"#, ""), "tools[0].function.name"),
+            (with_tools(r#"{"type":"function","function":{"name":"f","parameters":{"type":"string"}}}"#, ""), "tools[0].function.parameters"),
+            (with_tools(r#"{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"x":{"type":"no-such-type"}}}}}"#, ""), "tools[0].function.parameters"),
+            (with_tools(r#"{"type":"function","function":{"name":"f","parameters":[1]}}"#, ""), "tools[0].function.parameters"),
+            (with_tools(r#"{"type":"function","function":{"name":"f","strict":"yes"}}"#, ""), "tools[0].function.strict"),
+            (with_tools(&format!("{WEATHER},{WEATHER}"), ""), "tools[1].function.name"),
+            (with_tools(WEATHER, r#","tool_choice":"sometimes""#), "tool_choice"),
+            (with_tools(WEATHER, r#","tool_choice":{"type":"function","function":{"name":"other"}}"#), "tool_choice.function.name"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto"}"#.to_owned(), "tool_choice"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"parallel_tool_calls":true}"#.to_owned(), "parallel_tool_calls"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}]}"#.to_owned(), "functions"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"function_call":"auto"}"#.to_owned(), "function_call"),
+            (with_tools(r#"{"type":"function","function":{"name":"json_object"}}"#, r#","response_format":{"type":"json_object"}"#), "response_format"),
+            // Tool messages must answer a call made just before them.
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"call_9","content":"x"}]}"#.to_owned(), "messages[1].tool_call_id"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","content":"x"}]}"#.to_owned(), "messages[1].tool_call_id"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#.to_owned(), "messages[1].tool_calls"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"user","content":"and?"}]}"#.to_owned(), "messages[1].tool_calls"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"[1]"}}]},{"role":"tool","tool_call_id":"c1","content":"x"}]}"#.to_owned(), "messages[1].tool_calls[0].function.arguments"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#.to_owned(), "messages[1].tool_calls[0].id"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi","tool_calls":[]}]}"#.to_owned(), "messages[0].tool_calls"),
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi","tool_call_id":"c"}]}"#.to_owned(), "messages[0].tool_call_id"),
+        ];
+        for (body, param) in cases {
+            assert_eq!(param_of(&body).as_deref(), Some(param), "{body}");
+        }
+        let many: Vec<String> = (0..=crate::domain::tools::MAX_TOOLS)
+            .map(|i| format!(r#"{{"type":"function","function":{{"name":"f{i}"}}}}"#))
+            .collect();
+        assert_eq!(
+            param_of(&with_tools(&many.join(","), "")).as_deref(),
+            Some("tools")
+        );
+    }
+
+    #[test]
+    fn tool_refusals_never_quote_the_value() {
+        let secret = "sk-canary-7f3a";
+        let bodies = [
+            with_tools(
+                &format!(r#"{{"type":"function","function":{{"name":"{secret} x"}}}}"#),
+                "",
+            ),
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},{{"role":"tool","tool_call_id":"{secret}","content":"x"}}]}}"#
+            ),
+            with_tools(WEATHER, &format!(r#","tool_choice":"{secret}""#)),
+        ];
+        for body in bodies {
+            let err = parse(&body).unwrap_err();
+            assert!(!err.to_string().contains(secret), "{err}");
+        }
+    }
+
     #[test]
     fn unsupported_features_are_refused_not_dropped() {
-        assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}]}"#).as_deref(), Some("tools"));
         assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#).as_deref(), Some("messages[0].content[0].type"));
         assert!(
             parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#)

@@ -45,6 +45,7 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
             ));
         }
     }
+    check_tool_turns(messages)?;
     match &body["system"] {
         Value::Null | Value::String(_) => {}
         Value::Array(blocks)
@@ -71,6 +72,57 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         }
     }
     check_tools(body)
+}
+
+/// As the Messages API checks a tool loop: every `tool_use` block of an assistant turn has a
+/// `tool_result` in the user turn right after it, and those results come first in that turn.
+fn check_tool_turns(messages: &[Value]) -> Result<(), (u16, String)> {
+    let blocks = |m: &Value| m["content"].as_array().cloned().unwrap_or_default();
+    for (i, message) in messages.iter().enumerate() {
+        let uses: Vec<String> = blocks(message)
+            .iter()
+            .filter(|b| b["type"] == "tool_use")
+            .filter_map(|b| b["id"].as_str().map(str::to_owned))
+            .collect();
+        if message["role"] == "assistant" && !uses.is_empty() {
+            let next = messages.get(i + 1).map(blocks).unwrap_or_default();
+            let results: Vec<&Value> = next
+                .iter()
+                .take_while(|b| b["type"] == "tool_result")
+                .collect();
+            for id in &uses {
+                if !results.iter().any(|r| r["tool_use_id"] == id.as_str()) {
+                    return Err((
+                        400,
+                        format!(
+                            "messages.{}: `tool_use` ids were found without `tool_result` blocks immediately after: {id}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        for (j, block) in blocks(message).iter().enumerate() {
+            if block["type"] == "tool_result" {
+                let previous = i
+                    .checked_sub(1)
+                    .map(|p| blocks(&messages[p]))
+                    .unwrap_or_default();
+                let known = previous
+                    .iter()
+                    .any(|b| b["type"] == "tool_use" && b["id"] == block["tool_use_id"]);
+                if message["role"] != "user" || !known {
+                    return Err((
+                        400,
+                        format!(
+                            "messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `tools` and `tool_choice` as the Messages API validates them: tool names of 1-64
@@ -145,8 +197,19 @@ fn usage(usage: TokenUsage, output_tokens: u64) -> Value {
     })
 }
 
+/// The reply's `tool_use` blocks, after its text (if any).
+fn call_blocks(cx: &ReplyContext<'_>) -> Value {
+    let text = (!cx.text.is_empty()).then(|| json!({"type": "text", "text": cx.text}));
+    text.into_iter()
+        .chain(cx.calls.iter().enumerate().map(|(i, (name, input))| {
+            json!({"type": "tool_use", "id": format!("toolu_standin{i}"), "name": name, "input": input})
+        }))
+        .collect()
+}
+
 pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
     let (content, stop_reason) = match tool_input(cx) {
+        _ if !cx.calls.is_empty() => (call_blocks(cx), "tool_use"),
         Some((name, input)) => (
             json!([{"type": "tool_use", "id": format!("toolu_{}", cx.id), "name": name, "input": input}]),
             "tool_use",
@@ -180,6 +243,48 @@ pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
         }}),
     )];
     let stop_reason = match &tool {
+        _ if !cx.calls.is_empty() => {
+            let mut index = 0;
+            if !cx.text.is_empty() {
+                events.push((
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ));
+                events.extend(deltas(cx.text).into_iter().map(|text| {
+                    (
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                    )
+                }));
+                events.push((
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ));
+                index = 1;
+            }
+            for (i, (name, input)) in cx.calls.iter().enumerate() {
+                let block = index + i;
+                events.push((
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": block, "content_block": {
+                        "type": "tool_use", "id": format!("toolu_standin{i}"), "name": name, "input": {}
+                    }}),
+                ));
+                events.extend(deltas(&input.to_string()).into_iter().map(|fragment| {
+                    (
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": fragment}}),
+                    )
+                }));
+                if i + 1 < cx.calls.len() {
+                    events.push((
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": block}),
+                    ));
+                }
+            }
+            "tool_use"
+        }
         Some((name, _)) => {
             events.push((
                 "content_block_start",
@@ -215,10 +320,14 @@ pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
             "end_turn"
         }
     };
+    let last_block = match cx.calls.len() {
+        0 => 0,
+        n => n - 1 + usize::from(!cx.text.is_empty()),
+    };
     events.extend([
         (
             "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_stop", "index": last_block}),
         ),
         (
             "message_delta",

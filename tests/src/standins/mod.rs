@@ -78,6 +78,16 @@ pub enum Behavior {
     /// Streams one word every `every` until the request's cap, then finishes normally; a
     /// buffered request waits for the whole reply. For deadline tests.
     Trickle { every: Duration },
+    /// The model calls the client's tools: `text` (may be empty) then one call per (name,
+    /// arguments object), with ids `call_standin{i}` (OpenAI) or `toolu_standin{i}`
+    /// (Anthropic), `i` counting the reply's calls from 0. The finish is `tool_calls` /
+    /// `tool_use`. Streamed in each provider's own pieces: OpenAI's tool-call deltas (id and
+    /// name, then argument fragments), Anthropic's `tool_use` blocks with `input_json_delta`s.
+    CallTools {
+        text: String,
+        calls: Vec<(String, Value)>,
+        usage: TokenUsage,
+    },
     /// Streams `text` after a start that reports `usage`'s input side (Anthropic: input,
     /// cache-read and cache-write tokens in `message_start`), then fails with the provider's
     /// mid-stream error event (Anthropic `overloaded_error`; OpenAI an error chunk) instead of
@@ -116,6 +126,18 @@ impl Behavior {
     pub fn reply(text: impl Into<String>, usage: TokenUsage) -> Self {
         Self::Reply {
             text: text.into(),
+            usage,
+        }
+    }
+
+    /// [`Behavior::CallTools`] without text.
+    pub fn call_tools(calls: Vec<(&str, Value)>, usage: TokenUsage) -> Self {
+        Self::CallTools {
+            text: String::new(),
+            calls: calls
+                .into_iter()
+                .map(|(name, arguments)| (name.to_owned(), arguments))
+                .collect(),
             usage,
         }
     }
@@ -319,6 +341,8 @@ struct ReplyContext<'a> {
     /// that tool's `input` (a `tool_use` block); any other text stays a text block, as from a
     /// model that did not call the tool.
     forced_tool: Option<&'a str>,
+    /// Calls of the client's tools the reply makes ([`Behavior::CallTools`]).
+    calls: &'a [(String, Value)],
 }
 
 /// `POST /v1/embeddings` in OpenAI's format. Vectors come from Tollgate's local embedder (so
@@ -452,7 +476,7 @@ async fn handle(
         }
         _ => None,
     };
-    let reply = |text: &str, usage: TokenUsage| {
+    let reply_calling = |text: &str, usage: TokenUsage, calls: &[(String, Value)]| {
         let cx = ReplyContext {
             id: id.clone(),
             model,
@@ -460,6 +484,7 @@ async fn handle(
             usage,
             include_usage,
             forced_tool,
+            calls,
         };
         if stream {
             let events = match dialect {
@@ -475,8 +500,10 @@ async fn handle(
             json_response(StatusCode::OK, &json)
         }
     };
+    let reply = |text: &str, usage: TokenUsage| reply_calling(text, usage, &[]);
     match behavior {
         Behavior::Reply { text, usage } => reply(&text, usage),
+        Behavior::CallTools { text, calls, usage } => reply_calling(&text, usage, &calls),
         Behavior::Delay(wait) => {
             tokio::time::sleep(wait).await;
             reply(DEFAULT_REPLY_TEXT, DEFAULT_USAGE)
@@ -500,6 +527,7 @@ async fn handle(
                 usage: DEFAULT_USAGE,
                 include_usage,
                 forced_tool: None,
+                calls: &[],
             };
             let mut events = match dialect {
                 Dialect::OpenAi => openai::stream_events(&cx),
@@ -554,6 +582,7 @@ async fn handle(
                 usage,
                 include_usage,
                 forced_tool: None,
+                calls: &[],
             };
             let events = match dialect {
                 Dialect::OpenAi => openai::stream_events(&cx),
@@ -605,6 +634,7 @@ fn stream_then_error(
         usage,
         include_usage,
         forced_tool: None,
+        calls: &[],
     };
     let events = match dialect {
         Dialect::OpenAi => {

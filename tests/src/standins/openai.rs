@@ -45,6 +45,7 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
             ));
         }
     }
+    check_tool_messages(messages)?;
     if !body["stream_options"].is_null() && body["stream"] != Value::Bool(true) {
         return Err((
             400,
@@ -52,6 +53,35 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         ));
     }
     check_response_format(body, messages)
+}
+
+/// As Chat Completions checks a tool loop: an assistant message's `tool_calls` must be
+/// answered by `tool` messages right after it, and a `tool` message must answer one of them.
+fn check_tool_messages(messages: &[Value]) -> Result<(), (u16, String)> {
+    let mut open: Vec<&str> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        if message["role"] == "tool" {
+            let id = message["tool_call_id"].as_str().unwrap_or_default();
+            let Some(at) = open.iter().position(|o| *o == id) else {
+                return Err((
+                    400,
+                    format!(
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'. (messages[{i}])"
+                    ),
+                ));
+            };
+            open.remove(at);
+            continue;
+        }
+        if !open.is_empty() {
+            return Err((400, "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'.".into()));
+        }
+        open = message["tool_calls"]
+            .as_array()
+            .map(|calls| calls.iter().filter_map(|c| c["id"].as_str()).collect())
+            .unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// `response_format` as Chat Completions validates it, including the rule that `json_object`
@@ -133,7 +163,42 @@ fn usage(usage: TokenUsage) -> Value {
     })
 }
 
+/// The reply's tool calls in OpenAI's shape (arguments as JSON text).
+fn tool_calls(cx: &ReplyContext<'_>) -> Value {
+    cx.calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, arguments))| {
+            json!({"id": format!("call_standin{i}"), "type": "function",
+                "function": {"name": name, "arguments": arguments.to_string()}})
+        })
+        .collect()
+}
+
 pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
+    if !cx.calls.is_empty() {
+        let content = if cx.text.is_empty() {
+            Value::Null
+        } else {
+            json!(cx.text)
+        };
+        return json!({
+            "id": cx.id,
+            "object": "chat.completion",
+            "created": unix_now(),
+            "model": cx.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": null,
+                    "annotations": [], "tool_calls": tool_calls(cx)},
+                "logprobs": null,
+                "finish_reason": "tool_calls"
+            }],
+            "usage": usage(cx.usage),
+            "service_tier": "default",
+            "system_fingerprint": "fp_standin"
+        });
+    }
     json!({
         "id": cx.id,
         "object": "chat.completion",
@@ -176,7 +241,26 @@ pub(super) fn stream_events(cx: &ReplyContext<'_>) -> Vec<String> {
             .into_iter()
             .map(|text| chunk(json!({"content": text}), Value::Null)),
     );
-    chunks.push(chunk(json!({}), json!("stop")));
+    // Each call: its id, type and name with empty arguments, then the arguments in pieces.
+    for (i, (name, arguments)) in cx.calls.iter().enumerate() {
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": format!("call_standin{i}"), "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for piece in deltas(&arguments.to_string()) {
+            chunks.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    let finish = if cx.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    chunks.push(chunk(json!({}), json!(finish)));
     if cx.include_usage {
         chunks.push(json!({
             "id": cx.id,

@@ -28,5 +28,6 @@ mod store_contract;
 mod structured_outputs;
 mod table_definitions;
 mod tls;
+mod tools;
 mod usage_report;
 mod vector_contract;

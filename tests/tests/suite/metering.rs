@@ -154,7 +154,9 @@ async fn a_streams_end_event_comes_only_after_its_usage_event_is_stored() {
     let mut ended = false;
     while let Some(event) = events.next().await {
         match event {
-            ChatEvent::Text(_) => assert!(gw.usage_events().is_empty(), "metered mid-stream"),
+            ChatEvent::Text(_) | ChatEvent::ToolCall(_) => {
+                assert!(gw.usage_events().is_empty(), "metered mid-stream")
+            }
             ChatEvent::End {
                 usage: reported, ..
             } => {

@@ -182,6 +182,7 @@ fn c(tokens: i64, requests: i64) -> Counter {
 fn completion(content: &str) -> Completion {
     Completion {
         content: content.into(),
+        tool_calls: Vec::new(),
         finish_reason: FinishReason::Stop,
         usage: TokenUsage {
             prompt_tokens: 12,
