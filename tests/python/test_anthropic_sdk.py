@@ -96,3 +96,52 @@ def test_a_bad_body_raises_bad_request_error_and_an_unknown_model_not_found():
         client().messages.create(
             model="made-up", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The current weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gpt-4o"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_loop_runs_through_the_messages_api_on_either_providers_route(model, stream):
+    messages = [{"role": "user", "content": f"Weather in Rome? ({model}, stream={stream})"}]
+    kwargs = dict(
+        model=model,
+        max_tokens=300,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    if stream:
+        # The SDK's stream helper assembles tool_use blocks from input_json_delta events.
+        with client().messages.stream(messages=messages, **kwargs) as s:
+            first = s.get_final_message()
+    else:
+        first = client().messages.create(messages=messages, **kwargs)
+    assert first.stop_reason == "tool_use"
+    calls = [b for b in first.content if b.type == "tool_use"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert isinstance(calls[0].input["city"], str)
+
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "Rome: 24 degrees"}],
+        },
+    ]
+    del kwargs["tool_choice"]
+    raw = client().messages.with_raw_response.create(messages=messages, **kwargs)
+    answer = raw.parse()
+    assert answer.stop_reason == "end_turn"
+    assert "Rome: 24 degrees" in answer.content[0].text
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["CompletionTokens"] == answer.usage.output_tokens

@@ -251,3 +251,104 @@ def test_a_response_format_without_a_schema_name_raises_bad_request_error():
             response_format={"type": "json_schema", "json_schema": {"schema": TRIP_SCHEMA}},
         )
     assert err.value.param == "response_format.json_schema.name"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+
+def run_tool(call):
+    """The client side of the loop: the tool's result for the model's call."""
+    args = json.loads(call.function.arguments)
+    assert call.function.name == "get_weather"
+    return f"{args['city']}: 21 degrees {args['unit']}, clear"
+
+
+@pytest.mark.parametrize(
+    "model,provider,provider_model",
+    [("gpt-4o-mini", "openai", "gpt-4o-mini"), ("claude-haiku", "anthropic", "claude-haiku-4-5")],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_full_tool_loop_runs_on_either_providers_route(model, provider, provider_model, stream):
+    question = f"What's the weather in Paris? ({model}, stream={stream})"
+    messages = [{"role": "user", "content": question}]
+    kwargs = dict(model=model, tools=[WEATHER_TOOL], extra_headers={"Cache-Control": "no-cache"})
+
+    # Step 1: the model calls the tool.
+    if stream:
+        raw = client().chat.completions.with_raw_response.create(
+            messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs
+        )
+        calls, finish, usage = {}, None, None
+        for chunk in raw.parse():
+            if chunk.usage:
+                usage = chunk.usage
+            if not chunk.choices:
+                continue
+            finish = chunk.choices[0].finish_reason or finish
+            for piece in chunk.choices[0].delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                call["name"] += (piece.function.name or "") if piece.function else ""
+                call["arguments"] += (piece.function.arguments or "") if piece.function else ""
+        assert finish == "tool_calls"
+        assistant = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for _, c in sorted(calls.items())
+            ],
+        }
+        tool_calls = [openai.types.chat.ChatCompletionMessageToolCall(**c) for c in assistant["tool_calls"]]
+    else:
+        raw = client().chat.completions.with_raw_response.create(messages=messages, **kwargs)
+        completion = raw.parse()
+        assert completion.choices[0].finish_reason == "tool_calls"
+        assert completion.choices[0].message.content is None
+        tool_calls = completion.choices[0].message.tool_calls
+        usage = completion.usage
+        assistant = completion.choices[0].message.model_dump(exclude_none=True)
+    assert len(tool_calls) == 1
+    doc = emf_line(raw.headers["x-request-id"])
+    assert Decimal(doc["CostUSDExact"]) == expected_cost(
+        provider, provider_model, usage.prompt_tokens, usage.completion_tokens,
+        usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0,
+    )
+
+    # Step 2: the client runs the tool and sends the result; the model answers from it.
+    result = run_tool(tool_calls[0])
+    messages += [assistant, {"role": "tool", "tool_call_id": tool_calls[0].id, "content": result}]
+    raw = client().chat.completions.with_raw_response.create(messages=messages, **kwargs)
+    answer = raw.parse()
+    assert answer.choices[0].finish_reason == "stop"
+    assert result in answer.choices[0].message.content
+    doc = emf_line(raw.headers["x-request-id"])
+    assert Decimal(doc["CostUSDExact"]) == expected_cost(
+        provider, provider_model, answer.usage.prompt_tokens, answer.usage.completion_tokens,
+        answer.usage.prompt_tokens_details.cached_tokens if answer.usage.prompt_tokens_details else 0,
+    )
+
+
+def test_a_tool_message_answering_no_call_raises_bad_request_error():
+    with pytest.raises(openai.BadRequestError) as err:
+        client().chat.completions.create(
+            model="gpt-4o-mini",
+            tools=[WEATHER_TOOL],
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "call_nope", "content": "x"},
+            ],
+        )
+    assert err.value.body["param"] == "messages[1].tool_call_id"

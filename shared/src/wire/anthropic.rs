@@ -6,8 +6,18 @@
 //! `metadata.user_id`, `temperature` up to 1), then translated into the Chat Completions body
 //! it means and validated by [`parse_chat_request`], so both APIs share one set of bounds.
 //! `cache_control` on a block is accepted; the tenant prompt is where the gateway places its own
-//! cache breakpoint. Tools, images, documents and extended thinking are refused with a 400
-//! naming the field until the gateway carries them (issue 14).
+//! cache breakpoint.
+//!
+//! Tools translate to Chat Completions' terms: each custom tool to a function (its
+//! `input_schema` as `parameters`), `tool_choice` `auto`/`any`/`tool`/`none` to
+//! `auto`/`required`/a function/`none` (`disable_parallel_tool_use` to `parallel_tool_calls:
+//! false`), an assistant turn's `tool_use` blocks to its `tool_calls`, and a user turn's
+//! `tool_result` blocks to `tool` messages before the turn's text. A result with `is_error`
+//! reaches the model with its text prefixed `Error: ` (Chat Completions has no such flag).
+//! Refusals from the shared validation name the field as this API spells it.
+//!
+//! Images, documents, server tools and extended thinking are refused with a 400 naming the
+//! field until the gateway carries them.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,7 +48,7 @@ struct RawRequest {
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
-    tools: Option<Value>,
+    tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<Value>,
     #[serde(default)]
@@ -73,6 +83,21 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// `tool_use`: the call's id, name and input.
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    input: Option<Value>,
+    /// `tool_result`: the call it answers, its content (a string or text blocks) and whether
+    /// the tool failed.
+    #[serde(default)]
+    tool_use_id: Option<Value>,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    is_error: Option<bool>,
 }
 
 fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError {
@@ -95,8 +120,6 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, GatewayError> 
         GatewayError::invalid(message, param)
     })?;
     for (field, present) in [
-        ("tools", raw.tools.is_some()),
-        ("tool_choice", raw.tool_choice.is_some()),
         ("thinking", raw.thinking.is_some()),
         ("top_k", raw.top_k.is_some()),
     ] {
@@ -116,27 +139,50 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, GatewayError> 
             "temperature",
         ));
     }
-    let mut messages = Vec::with_capacity(raw.messages.len() + 1);
+    let mut turns = Turns::default();
     if let Some(system) = raw.system {
-        messages.push(json!({"role": "system", "content": text_of(system, "system")?}));
+        let text = text_of(system, "system")?;
+        turns.push(json!({"role": "system", "content": text}), "system");
     }
     for (i, message) in raw.messages.into_iter().enumerate() {
-        if !matches!(message.role.as_str(), "user" | "assistant") {
-            return Err(invalid(
-                "`role` must be `user` or `assistant` (the system prompt goes in `system`)",
-                format!("messages[{i}].role"),
-            ));
+        let param = format!("messages[{i}]");
+        match (message.role.as_str(), message.content) {
+            ("user" | "assistant", Content::Text(text)) => {
+                turns.push(json!({"role": message.role, "content": text}), &param);
+            }
+            ("assistant", Content::Blocks(blocks)) => assistant_turn(&mut turns, blocks, &param)?,
+            ("user", Content::Blocks(blocks)) => user_turn(&mut turns, blocks, &param)?,
+            _ => {
+                return Err(invalid(
+                    "`role` must be `user` or `assistant` (the system prompt goes in `system`)",
+                    format!("{param}.role"),
+                ));
+            }
         }
-        let content = text_of(message.content, &format!("messages[{i}].content"))?;
-        messages.push(json!({"role": message.role, "content": content}));
     }
     let stream = raw.stream.unwrap_or(false);
     let mut chat = json!({
         "model": raw.model,
-        "messages": messages,
+        "messages": turns.messages,
         "max_tokens": raw.max_tokens,
         "stream": stream,
     });
+    if let Some(tools) = raw.tools {
+        chat["tools"] = Value::Array(
+            tools
+                .into_iter()
+                .enumerate()
+                .map(|(i, tool)| function_tool(i, tool))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    if let Some(choice) = raw.tool_choice {
+        let (choice, parallel) = tool_choice(&choice)?;
+        chat["tool_choice"] = choice;
+        if let Some(parallel) = parallel {
+            chat["parallel_tool_calls"] = Value::Bool(parallel);
+        }
+    }
     let optional = [
         ("temperature", raw.temperature.map(Value::from)),
         ("top_p", raw.top_p.map(Value::from)),
@@ -152,7 +198,181 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, GatewayError> 
         }
     }
     let body = serde_json::to_vec(&chat).map_err(GatewayError::internal)?;
-    parse_chat_request(&body).map_err(anthropic_names)
+    parse_chat_request(&body).map_err(|err| anthropic_names(err, &turns.origins))
+}
+
+/// The Chat Completions messages a body translates to, and the field each came from.
+#[derive(Default)]
+struct Turns {
+    messages: Vec<Value>,
+    /// `system` or `messages[i]`, per message.
+    origins: Vec<String>,
+}
+
+impl Turns {
+    fn push(&mut self, message: Value, origin: &str) {
+        self.messages.push(message);
+        self.origins.push(origin.to_owned());
+    }
+}
+
+/// An assistant turn of blocks: its text, and its `tool_use` blocks as `tool_calls`.
+fn assistant_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), GatewayError> {
+    let mut text = Vec::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.into_iter().enumerate() {
+        let at = format!("{param}.content[{j}]");
+        match block.kind.as_str() {
+            "text" => text.push(block_text(block.text, &at)?),
+            "tool_use" => {
+                let input = match block.input {
+                    Some(input @ Value::Object(_)) => input,
+                    _ => {
+                        return Err(invalid(
+                            "a `tool_use` block's `input` must be an object",
+                            format!("{at}.input"),
+                        ));
+                    }
+                };
+                calls.push(json!({
+                    "id": block.id.unwrap_or(Value::Null),
+                    "type": "function",
+                    "function": {"name": block.name.unwrap_or(Value::Null), "arguments": input.to_string()},
+                }));
+            }
+            kind => return Err(unsupported_block(kind, &at)),
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": text.join("\n\n")});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    turns.push(message, param);
+    Ok(())
+}
+
+/// A user turn of blocks: a `tool` message per `tool_result` (in order), then its text.
+fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), GatewayError> {
+    let mut text = Vec::new();
+    for (j, block) in blocks.into_iter().enumerate() {
+        let at = format!("{param}.content[{j}]");
+        match block.kind.as_str() {
+            "text" => text.push(block_text(block.text, &at)?),
+            "tool_result" => {
+                let mut content = match block.content {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s,
+                    Some(Value::Array(parts)) => {
+                        let blocks: Vec<Block> = serde_json::from_value(Value::Array(parts))
+                            .map_err(|_| {
+                                invalid(
+                                    "a `tool_result` block's `content` must be a string or text blocks",
+                                    format!("{at}.content"),
+                                )
+                            })?;
+                        text_of(Content::Blocks(blocks), &format!("{at}.content"))?
+                    }
+                    Some(_) => {
+                        return Err(invalid(
+                            "a `tool_result` block's `content` must be a string or text blocks",
+                            format!("{at}.content"),
+                        ));
+                    }
+                };
+                if block.is_error == Some(true) {
+                    content.insert_str(0, "Error: ");
+                }
+                turns.push(
+                    json!({"role": "tool", "tool_call_id": block.tool_use_id.unwrap_or(Value::Null), "content": content}),
+                    param,
+                );
+            }
+            kind => return Err(unsupported_block(kind, &at)),
+        }
+    }
+    if !text.is_empty() {
+        turns.push(json!({"role": "user", "content": text.join("\n\n")}), param);
+    }
+    Ok(())
+}
+
+fn block_text(text: Option<String>, at: &str) -> Result<String, GatewayError> {
+    text.ok_or_else(|| invalid("a `text` block needs its `text`", format!("{at}.text")))
+}
+
+fn unsupported_block(kind: &str, at: &str) -> GatewayError {
+    invalid(
+        format!("`{kind}` content blocks are not supported by this gateway's Messages API yet"),
+        format!("{at}.type"),
+    )
+}
+
+/// A custom tool as a Chat Completions function; server tools are refused.
+fn function_tool(i: usize, tool: Value) -> Result<Value, GatewayError> {
+    let Value::Object(tool) = tool else {
+        return Err(invalid(
+            "a tool must be an object with `name` and `input_schema`",
+            format!("tools[{i}]"),
+        ));
+    };
+    match tool.get("type").and_then(Value::as_str) {
+        None | Some("custom") => {}
+        Some(_) => {
+            return Err(invalid(
+                "only custom tools (`name`, `description`, `input_schema`) are supported; Anthropic's server tools are not",
+                format!("tools[{i}].type"),
+            ));
+        }
+    }
+    let Some(schema) = tool.get("input_schema") else {
+        return Err(invalid(
+            "`input_schema` is required",
+            format!("tools[{i}].input_schema"),
+        ));
+    };
+    let mut function =
+        json!({"name": tool.get("name").cloned().unwrap_or(Value::Null), "parameters": schema});
+    if let Some(description) = tool.get("description") {
+        function["description"] = description.clone();
+    }
+    Ok(json!({"type": "function", "function": function}))
+}
+
+/// `tool_choice` as Chat Completions' choice, and `parallel_tool_calls` when it says.
+fn tool_choice(choice: &Value) -> Result<(Value, Option<bool>), GatewayError> {
+    let parallel = match choice.get("disable_parallel_tool_use") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(disable)) => Some(!disable),
+        Some(_) => {
+            return Err(invalid(
+                "`tool_choice.disable_parallel_tool_use` must be a boolean",
+                "tool_choice.disable_parallel_tool_use",
+            ));
+        }
+    };
+    let openai = match choice.get("type").and_then(Value::as_str) {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => match choice.get("name") {
+            Some(name @ Value::String(_)) => {
+                json!({"type": "function", "function": {"name": name}})
+            }
+            _ => {
+                return Err(invalid(
+                    "`tool_choice.name` is required with type `tool`",
+                    "tool_choice.name",
+                ));
+            }
+        },
+        _ => {
+            return Err(invalid(
+                "`tool_choice.type` must be `auto`, `any`, `tool` or `none`",
+                "tool_choice.type",
+            ));
+        }
+    };
+    Ok((openai, parallel))
 }
 
 /// The text of a string or of text blocks; any other block is refused by name.
@@ -185,24 +405,70 @@ fn text_of(content: Content, param: &str) -> Result<String, GatewayError> {
     }
 }
 
-/// A refusal from the shared validation, with the fields named as the client sent them.
-fn anthropic_names(err: GatewayError) -> GatewayError {
-    match err {
-        GatewayError::InvalidRequest { message, param } => {
-            let param = param.map(|p| match p.as_str() {
-                "stop" => "stop_sequences".to_owned(),
-                "user" => "metadata.user_id".to_owned(),
-                _ => p,
-            });
-            GatewayError::InvalidRequest {
-                message: message
-                    .replace("`stop`", "`stop_sequences`")
-                    .replace("`user`", "`metadata.user_id`"),
-                param,
+/// A refusal from the shared validation, with the fields named as the client sent them:
+/// `origins` maps each translated message back to the field it came from (`system` or
+/// `messages[i]`; a refusal inside a translated message names the message).
+fn anthropic_names(err: GatewayError, origins: &[String]) -> GatewayError {
+    const TOOL_RENAMES: [(&str, &str); 3] = [
+        (".function.parameters", ".input_schema"),
+        (".function.description", ".description"),
+        (".function.name", ".name"),
+    ];
+    let GatewayError::InvalidRequest { message, param } = err else {
+        return err;
+    };
+    let param = param.map(|p| match p.as_str() {
+        "stop" => "stop_sequences".to_owned(),
+        "user" => "metadata.user_id".to_owned(),
+        _ if p.starts_with("messages[") => {
+            let origin = p
+                .strip_prefix("messages[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(k, _)| k.parse::<usize>().ok())
+                .and_then(|k| origins.get(k));
+            origin.cloned().unwrap_or(p)
+        }
+        _ if p.starts_with("tools[") => TOOL_RENAMES
+            .iter()
+            .fold(p, |p, (old, new)| p.replace(old, new)),
+        _ => p,
+    });
+    let mut message = remap_message_indexes(&message, origins)
+        .replace("`stop`", "`stop_sequences`")
+        .replace("`user`", "`metadata.user_id`");
+    for (old, new) in TOOL_RENAMES {
+        message = message.replace(old, new);
+    }
+    GatewayError::InvalidRequest { message, param }
+}
+
+/// `messages[k]` in a message, as the field message `k` came from.
+fn remap_message_indexes(message: &str, origins: &[String]) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("messages[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "messages[".len()..];
+        match after.split_once(']') {
+            Some((k, tail)) if k.bytes().all(|b| b.is_ascii_digit()) && !k.is_empty() => {
+                match k.parse::<usize>().ok().and_then(|k| origins.get(k)) {
+                    Some(origin) => out.push_str(origin),
+                    None => {
+                        out.push_str("messages[");
+                        out.push_str(k);
+                        out.push(']');
+                    }
+                }
+                rest = tail;
+            }
+            _ => {
+                out.push_str("messages[");
+                rest = after;
             }
         }
-        other => other,
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -253,6 +519,79 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_loop_becomes_tool_calls_and_tool_messages() {
+        let request = parse(json!({
+            "model": "m",
+            "max_tokens": 100,
+            "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}, "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "no data"}], "is_error": true},
+                    {"type": "text", "text": "Summarize."}
+                ]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(request.tools.definitions[0].name, "get_weather");
+        assert_eq!(
+            request.tools.definitions[0].description.as_deref(),
+            Some("Weather")
+        );
+        assert_eq!(
+            request.tools.choice,
+            Some(crate::domain::tools::ToolChoice::Required)
+        );
+        assert_eq!(request.tools.parallel_calls, Some(false));
+        let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::User
+            ]
+        );
+        let assistant = &request.messages[1];
+        assert_eq!(assistant.content, "Checking.");
+        assert_eq!(assistant.tool_calls[1].id, "toolu_2");
+        assert_eq!(assistant.tool_calls[1].arguments, r#"{"city":"Rome"}"#);
+        assert_eq!(request.messages[2].tool_call_id.as_deref(), Some("toolu_1"));
+        assert_eq!(request.messages[3].content, "Error: no data");
+        assert_eq!(request.messages[4].content, "Summarize.");
+    }
+
+    #[test]
+    fn refusals_inside_translated_turns_name_the_turn_as_sent() {
+        // The result answers no call: the shared check refuses the translated tool message,
+        // and the refusal names the Anthropic turn it came from.
+        let err = parse(json!({
+            "model": "m", "max_tokens": 10,
+            "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "?"}]}
+            ]
+        }))
+        .unwrap_err();
+        let GatewayError::InvalidRequest { message, param } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(param.as_deref(), Some("messages[2]"));
+        assert!(message.contains("`messages[2]`"), "{message}");
+    }
+
+    #[test]
     fn what_the_gateway_cannot_carry_yet_is_refused_naming_the_field() {
         let base = || json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]});
         let with = |key: &str, value: Value| {
@@ -261,8 +600,29 @@ mod tests {
             body
         };
         assert_eq!(
-            refused_param(with("tools", json!([]))),
-            Some("tools".into())
+            refused_param(with(
+                "tools",
+                json!([{"type": "web_search_20250305", "name": "web_search"}])
+            )),
+            Some("tools[0].type".into())
+        );
+        assert_eq!(
+            refused_param(with(
+                "tools",
+                json!([{"name": "has space", "input_schema": {"type": "object"}}])
+            )),
+            Some("tools[0].name".into())
+        );
+        assert_eq!(
+            refused_param(with(
+                "tools",
+                json!([{"name": "f", "input_schema": {"type": "array"}}])
+            )),
+            Some("tools[0].input_schema".into())
+        );
+        assert_eq!(
+            refused_param(with("tool_choice", json!({"type": "sometimes"}))),
+            Some("tool_choice.type".into())
         );
         assert_eq!(refused_param(with("top_k", json!(5))), Some("top_k".into()));
         assert_eq!(

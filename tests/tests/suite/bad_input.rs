@@ -289,6 +289,52 @@ async fn refusals_name_the_field_and_expected_type_and_never_echo_or_log_the_val
             "response_format.json_schema.schema",
             "`/properties/a/$ref`",
         ),
+        (
+            chat_with(
+                "tools",
+                json!([{"type": "function", "function": {"name": format!("{} x", canary(20))}}]),
+            ),
+            "tools[0].function.name",
+            "1-64 characters",
+        ),
+        (
+            chat_with(
+                "tools",
+                json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": canary(21)}}}}}]),
+            ),
+            "tools[0].function.parameters",
+            "not a valid JSON Schema (at `/properties/a/type`)",
+        ),
+        (
+            {
+                let mut body = chat_with(
+                    "tools",
+                    json!([{"type": "function", "function": {"name": "f"}}]),
+                );
+                body["tool_choice"] = json!(canary(22));
+                body
+            },
+            "tool_choice",
+            "must be `none`, `auto`, `required`",
+        ),
+        (
+            chat_with(
+                "messages",
+                json!([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": canary(23), "content": "x"}]),
+            ),
+            "messages[1].tool_call_id",
+            "answers no call",
+        ),
+        (
+            chat_with(
+                "messages",
+                json!([{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": format!("[\"{}\"]", canary(24))}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "x"}]),
+            ),
+            "messages[1].tool_calls[0].function.arguments",
+            "must be a JSON object",
+        ),
     ];
     let mut responses = Vec::new();
     for (body, param, needle) in chats {
@@ -339,7 +385,7 @@ async fn refusals_name_the_field_and_expected_type_and_never_echo_or_log_the_val
         refused >= 25,
         "the capture holds every refusal's line: {refused}"
     );
-    let canaries: Vec<String> = (1..=19).map(canary).chain([number.to_string()]).collect();
+    let canaries: Vec<String> = (1..=24).map(canary).chain([number.to_string()]).collect();
     for line in &lines {
         let line = line.to_string();
         for c in &canaries {

@@ -65,6 +65,12 @@ const TEMPLATE_PROMPT: &str = "You are the support assistant. Customer note: {{u
 /// Questions every tenant asks, byte for byte (the cache attack).
 const SHARED_QUESTIONS: usize = 6;
 
+/// Tenant `i`'s canaries in tool calling: one in a tool definition's description, one in a
+/// tool result it sends back.
+fn tool_canaries(i: usize) -> [String; 2] {
+    [format!("canarytool{i}x"), format!("canaryresult{i}x")]
+}
+
 fn canaries(i: usize) -> [String; 6] {
     [
         format!("canaryprompt{i}x"),
@@ -431,6 +437,17 @@ fn random_request(i: usize, rng: &mut impl Rng) -> Plan {
             if k >= 6 {
                 body["retrieval"] = json!({"top_k": 3});
             }
+            if k == 4 || k == 5 {
+                // A tool loop's second step: the tenant's tool definition and tool result.
+                let [tool, result] = tool_canaries(i);
+                body["tools"] = json!([{"type": "function", "function": {
+                    "name": "lookup", "description": format!("Looks up {tool} records"),
+                    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+                let messages = body["messages"].as_array_mut().unwrap();
+                messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}}]}));
+                messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": format!("Found {result}")}));
+            }
             if k == 9 {
                 body["conversation_id"] = json!("shared-conversation");
                 body["messages"] =
@@ -491,7 +508,7 @@ async fn run(world: &World, seed: u64) -> Vec<Exchange> {
 fn foreign_canaries(i: usize) -> Vec<String> {
     (0..TENANTS)
         .filter(|&j| j != i)
-        .flat_map(canaries)
+        .flat_map(|j| canaries(j).into_iter().chain(tool_canaries(j)))
         .collect()
 }
 
@@ -646,6 +663,14 @@ fn assert_nothing_crossed(world: &World, exchanges: &[Exchange]) -> (Logs, usize
         }
     }
 
+    // Tool loops reached the provider with their own tenant's definitions and results (so the
+    // checks above had tool canaries to catch).
+    let tooled = calls
+        .iter()
+        .filter(|(i, call)| tool_canaries(*i).iter().all(|c| call.contains(c)))
+        .count();
+    assert!(tooled > 10, "{tooled} upstream calls carried a tool loop");
+
     // Usage events, by the tenant they bill; the request they name must be that tenant's.
     let events = world.gw.usage_events();
     assert!(events.len() > 100, "{} usage events", events.len());
@@ -671,7 +696,8 @@ fn assert_nothing_crossed(world: &World, exchanges: &[Exchange]) -> (Logs, usize
         let owner = line_owner(line, &by_id);
         for j in 0..TENANTS {
             let [prompt, doc, history, reply, profile, ft] = canaries(j);
-            for canary in [prompt, doc, history, reply, profile] {
+            let [tool, result] = tool_canaries(j);
+            for canary in [prompt, doc, history, reply, profile, tool, result] {
                 assert!(
                     !text.contains(&canary),
                     "a log line carries {canary}: {text}"

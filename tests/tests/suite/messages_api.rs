@@ -194,7 +194,7 @@ async fn bad_bodies_and_unknown_models_get_anthropics_error_shape() {
     let gw = Gateway::simulated().await;
     let key = gw.key("acme").to_owned();
     let no_cap = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]});
-    let tools = json!({"model": "gpt-4o", "max_tokens": 5, "tools": [], "messages": [{"role": "user", "content": "x"}]});
+    let tools = json!({"model": "gpt-4o", "max_tokens": 5, "tools": [{"type": "bash_20250124", "name": "bash"}], "messages": [{"role": "user", "content": "x"}]});
     for bad in [no_cap, tools] {
         let res = messages(&gw, Some(&key), bad.clone()).await;
         assert_eq!(res.status, 400, "{bad}");
@@ -234,4 +234,113 @@ async fn a_rate_limited_message_is_anthropics_429_with_retry_after() {
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert_eq!(refused.json()["error"]["type"], "rate_limit_error");
     assert!(refused.header("retry-after").is_some());
+}
+
+fn weather_tools() -> Value {
+    json!([{"name": "get_weather", "description": "Weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}])
+}
+
+/// An Anthropic SDK tool loop through `/v1/messages`, on a route to each provider: the
+/// model's `tool_use` blocks come back in Anthropic's shape (buffered and as
+/// `content_block_start` + `input_json_delta` events), the results go back as `tool_result`
+/// blocks, and each step is metered.
+#[tokio::test]
+async fn a_tool_loop_through_the_messages_api_works_on_either_provider() {
+    let (openai, anthropic, gw) = standins().await;
+    let key = gw.key("acme").to_owned();
+    for (model, via_openai) in [("claude-haiku", false), ("gpt-4o-mini", true)] {
+        for stream in [false, true] {
+            let calls = vec![("get_weather", json!({"city": "Paris"}))];
+            let pushed = Behavior::call_tools(calls, usage(100, 20, 0, 0));
+            if via_openai {
+                openai.push(pushed);
+            } else {
+                anthropic.push(pushed);
+            }
+            let question = format!("Weather in Paris? ({model}, stream {stream})");
+            let mut first = json!({"model": model, "max_tokens": 200, "tools": weather_tools(),
+                "messages": [{"role": "user", "content": question}]});
+            first["stream"] = json!(stream);
+            let res = messages(&gw, Some(&key), first).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            let (id, input) = if stream {
+                let events = events(&res);
+                let start = events
+                    .iter()
+                    .find(|(name, data)| {
+                        name == "content_block_start" && data["content_block"]["type"] == "tool_use"
+                    })
+                    .unwrap_or_else(|| panic!("no tool_use block: {events:?}"));
+                let index = start.1["index"].clone();
+                let json: String = events
+                    .iter()
+                    .filter(|(_, d)| {
+                        d["index"] == index && d["delta"]["type"] == "input_json_delta"
+                    })
+                    .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_owned())
+                    .collect();
+                let delta = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+                assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+                let stops = events
+                    .iter()
+                    .filter(|(n, _)| n == "content_block_stop")
+                    .count();
+                let starts = events
+                    .iter()
+                    .filter(|(n, _)| n == "content_block_start")
+                    .count();
+                assert_eq!(starts, stops, "every block started is stopped: {events:?}");
+                (
+                    start.1["content_block"]["id"].as_str().unwrap().to_owned(),
+                    serde_json::from_str::<Value>(&json).unwrap(),
+                )
+            } else {
+                let reply = res.json();
+                assert_eq!(reply["stop_reason"], "tool_use");
+                let block = reply["content"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["type"] == "tool_use")
+                    .unwrap()
+                    .clone();
+                assert_eq!(block["name"], "get_weather");
+                (
+                    block["id"].as_str().unwrap().to_owned(),
+                    block["input"].clone(),
+                )
+            };
+            assert_eq!(input, json!({"city": "Paris"}));
+
+            let answer = json!({"model": model, "max_tokens": 200, "tools": weather_tools(),
+            "messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "get_weather", "input": input}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "18C"}]}
+            ]});
+            let res = messages(&gw, Some(&key), answer).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            // What the provider got: the result in its own shape.
+            if via_openai {
+                let sent = openai.last_request().body;
+                let last = sent["messages"].as_array().unwrap().last().unwrap().clone();
+                assert_eq!(
+                    last,
+                    json!({"role": "tool", "tool_call_id": id, "content": "18C"})
+                );
+            } else {
+                let sent = anthropic.last_request().body;
+                assert_eq!(
+                    sent["messages"][2]["content"],
+                    json!([{"type": "tool_result", "tool_use_id": id, "content": "18C"}])
+                );
+                assert_eq!(
+                    sent["tools"][0]["input_schema"],
+                    weather_tools()[0]["input_schema"]
+                );
+            }
+        }
+    }
+    assert_eq!(gw.usage_events().len(), 8, "every step metered once");
 }
