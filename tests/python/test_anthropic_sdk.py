@@ -145,3 +145,21 @@ def test_a_tool_loop_runs_through_the_messages_api_on_either_providers_route(mod
     assert "Rome: 24 degrees" in answer.content[0].text
     doc = emf_line(raw.headers["x-request-id"])
     assert doc["CompletionTokens"] == answer.usage.output_tokens
+
+
+def test_an_image_block_is_answered():
+    import base64
+    import struct
+
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 32, 32)
+    data = base64.b64encode(header + b"\x08\x06\x00\x00\x00").decode()
+    message = client().messages.create(
+        model="claude-haiku",
+        max_tokens=300,
+        messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
+            {"type": "text", "text": "Describe this image."},
+        ]}],
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    assert "You sent 1 image." in message.content[0].text

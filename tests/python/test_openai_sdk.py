@@ -352,3 +352,39 @@ def test_a_tool_message_answering_no_call_raises_bad_request_error():
             ],
         )
     assert err.value.body["param"] == "messages[1].tool_call_id"
+
+
+def tiny_png(width=64, height=48):
+    """A PNG signature and header (what the gateway reads dimensions from), as a data URL."""
+    import base64
+    import struct
+
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", width, height)
+    return "data:image/png;base64," + base64.b64encode(header + b"\x08\x06\x00\x00\x00").decode()
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku"])
+def test_an_image_request_is_answered_and_metered_on_either_providers_route(model):
+    raw = client().chat.completions.with_raw_response.create(
+        model=model,
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": tiny_png(), "detail": "low"}},
+        ]}],
+        extra_headers={"Cache-Control": "no-cache"},
+    )
+    completion = raw.parse()
+    assert "You sent 1 image." in completion.choices[0].message.content
+    doc = emf_line(raw.headers["x-request-id"])
+    assert doc["PromptTokens"] == completion.usage.prompt_tokens
+
+
+def test_an_unsupported_image_raises_bad_request_error():
+    with pytest.raises(openai.BadRequestError) as err:
+        client().chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "http://example.com/cat.png"}},
+            ]}],
+        )
+    assert err.value.body["param"] == "messages[0].content[0].image_url.url"

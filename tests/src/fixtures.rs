@@ -51,6 +51,7 @@ pub fn message(role: Role, content: &str) -> Message {
         name: None,
         tool_calls: Vec::new(),
         tool_call_id: None,
+        parts: Vec::new(),
     }
 }
 

@@ -24,6 +24,8 @@
 //!   them joins that turn, after the results). Back, `tool_use` blocks are `tool_calls` (their
 //!   `input` as the arguments' JSON text; streamed, `content_block_start` then
 //!   `input_json_delta` fragments) and `stop_reason: tool_use` is `finish_reason: tool_calls`.
+//! * Images (`image_url` parts of user messages) become `image` blocks in place, with a
+//!   `base64` source (media type and data) or a `url` source; `detail` is dropped.
 //! * Tools with structured output: the output tool is offered beside the client's, and the
 //!   model must call one of them (`any`; the output tool alone under `tool_choice: none`, the
 //!   client's alone under `required`). A call to the output tool is the formatted answer; a
@@ -41,6 +43,7 @@ use super::http_provider::{
 };
 use super::sse::SseEvent;
 use crate::domain::chat::{Completion, FinishReason, Message, Role};
+use crate::domain::image::{ContentPart, ImageSource};
 use crate::domain::structured::OutputTool;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::tools::{ToolCall, ToolCallDelta, ToolChoice as ClientChoice};
@@ -231,6 +234,9 @@ impl TurnContent {
             }
             return Self::Blocks(vec![result]);
         }
+        if !message.parts.is_empty() {
+            return Self::Blocks(message.parts.iter().map(part_block).collect());
+        }
         if message.tool_calls.is_empty() {
             return Self::Text(message.content.clone());
         }
@@ -325,6 +331,25 @@ impl<'a> MessagesBody<'a> {
             stream,
             tools,
             tool_choice,
+        }
+    }
+}
+
+/// A text or image part as a content block: images by base64 source or URL (OpenAI's
+/// `detail` has no Anthropic equivalent).
+fn part_block(part: &ContentPart) -> serde_json::Value {
+    match part {
+        ContentPart::Text(text) => serde_json::json!({"type": "text", "text": text}),
+        ContentPart::Image(image) => {
+            let source = match &image.source {
+                ImageSource::Data {
+                    media_type, base64, ..
+                } => {
+                    serde_json::json!({"type": "base64", "media_type": media_type.as_str(), "data": base64})
+                }
+                ImageSource::Url(url) => serde_json::json!({"type": "url", "url": url}),
+            };
+            serde_json::json!({"type": "image", "source": source})
         }
     }
 }
@@ -772,6 +797,7 @@ mod tests {
             name: None,
             tool_calls: Vec::new(),
             tool_call_id: None,
+            parts: Vec::new(),
         }
     }
 

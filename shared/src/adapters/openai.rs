@@ -199,14 +199,21 @@ struct ChatBody<'a> {
 #[derive(Debug, Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    /// `null` on an assistant message that only calls tools.
-    content: Option<&'a str>,
+    /// `null` on an assistant message that only calls tools; parts when it has images.
+    content: Option<WireContent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(&'a [crate::domain::image::ContentPart]),
 }
 
 #[derive(Debug, Serialize)]
@@ -218,7 +225,7 @@ impl<'a> ChatBody<'a> {
     fn new(request: &'a ProviderRequest, stream: bool) -> Self {
         let tenant_system = request.system.as_deref().map(|content| WireMessage {
             role: "system",
-            content: Some(content),
+            content: Some(WireContent::Text(content)),
             name: None,
             tool_calls: None,
             tool_call_id: None,
@@ -230,8 +237,12 @@ impl<'a> ChatBody<'a> {
                 Role::Assistant => "assistant",
                 Role::Tool => "tool",
             },
-            content: (!m.content.is_empty() || m.tool_calls.is_empty())
-                .then_some(m.content.as_str()),
+            content: if !m.parts.is_empty() {
+                Some(WireContent::Parts(&m.parts))
+            } else {
+                (!m.content.is_empty() || m.tool_calls.is_empty())
+                    .then_some(WireContent::Text(&m.content))
+            },
             name: m.name.as_deref(),
             tool_calls: (!m.tool_calls.is_empty())
                 .then(|| crate::domain::tools::wire_tool_calls(&m.tool_calls)),
@@ -359,6 +370,7 @@ mod tests {
                     name: None,
                     tool_calls: Vec::new(),
                     tool_call_id: None,
+                    parts: Vec::new(),
                 },
                 Message {
                     role: Role::User,
@@ -366,6 +378,7 @@ mod tests {
                     name: Some("ann".into()),
                     tool_calls: Vec::new(),
                     tool_call_id: None,
+                    parts: Vec::new(),
                 },
             ],
             max_tokens: Some(50),

@@ -90,12 +90,14 @@ impl SimulatedProvider {
                 request.model
             );
         }
-        let last_user = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str());
+        let last = request.messages.iter().rev().find(|m| m.role == Role::User);
+        let last_user = last.map_or("", |m| m.content.as_str());
+        let images = last.map_or(0, |m| m.images().count());
+        let seen = match images {
+            0 => String::new(),
+            1 => " You sent 1 image.".to_owned(),
+            n => format!(" You sent {n} images."),
+        };
         let quoted: String = last_user.chars().take(80).collect();
         let ellipsis = if last_user.chars().count() > 80 {
             "…"
@@ -103,7 +105,7 @@ impl SimulatedProvider {
             ""
         };
         format!(
-            "This is a simulated reply from {}. You said: \"{quoted}{ellipsis}\". Set OPENAI_API_KEY or ANTHROPIC_API_KEY to talk to a real model.",
+            "This is a simulated reply from {}. You said: \"{quoted}{ellipsis}\".{seen} Set OPENAI_API_KEY or ANTHROPIC_API_KEY to talk to a real model.",
             request.model
         )
     }
@@ -130,7 +132,7 @@ impl SimulatedProvider {
     }
 
     fn usage(&self, request: &ProviderRequest, reply: &str) -> TokenUsage {
-        let prompt = request.prompt_tokens();
+        let prompt = request.prompt_tokens(self.kind);
         let completion = count_tokens(reply) as u64;
         let mut usage = TokenUsage {
             prompt_tokens: prompt,
@@ -462,6 +464,7 @@ mod tests {
                 name: None,
                 tool_calls: Vec::new(),
                 tool_call_id: None,
+                parts: Vec::new(),
             }],
             max_tokens,
             temperature: None,

@@ -52,6 +52,7 @@ mod tests {
                 name: None,
                 tool_calls: Vec::new(),
                 tool_call_id: None,
+                parts: Vec::new(),
             }],
             max_tokens: None,
             temperature: None,

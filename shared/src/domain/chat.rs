@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::image::ContentPart;
 use super::structured::ResponseFormat;
 use super::tools::{ToolCall, Tools};
 use super::usage::TokenUsage;
@@ -40,6 +41,10 @@ pub struct Message {
     /// A tool message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// A user message with images: its text and images in order (`content` is then its text
+    /// alone). Empty for text-only messages, which providers get as `content`.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ContentPart>,
 }
 
 impl Message {
@@ -51,7 +56,13 @@ impl Message {
             name: None,
             tool_calls: Vec::new(),
             tool_call_id: None,
+            parts: Vec::new(),
         }
+    }
+
+    /// The message's images, in order.
+    pub fn images(&self) -> impl Iterator<Item = &super::image::Image> {
+        self.parts.iter().filter_map(ContentPart::image)
     }
 }
 

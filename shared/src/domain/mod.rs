@@ -1,6 +1,6 @@
 //! The domain: pure rules with no I/O. Identifiers, keys, tenant configuration, routing,
 //! prompt rendering, end-user profiles, pricing, the usage event, the usage report, the
-//! anomaly rules, structured-output formats, tool calling and the document storage quota.
+//! anomaly rules, structured-output formats, tool calling, images and the document storage quota.
 
 pub mod anomaly;
 pub mod cache_key;
@@ -8,6 +8,7 @@ pub mod chat;
 pub mod chunking;
 pub mod documents;
 pub mod ids;
+pub mod image;
 pub mod keys;
 pub mod limits;
 pub mod pricing;

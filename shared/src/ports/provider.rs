@@ -54,11 +54,19 @@ pub struct ProviderRequest {
 }
 
 impl ProviderRequest {
-    /// The prompt as the gateway counts it (system, conversation, tool definitions): what the
-    /// limiter reserves for it, and what a call the provider never reported is metered as.
-    pub fn prompt_tokens(&self) -> u64 {
-        (crate::tokenizer::count_chat_tokens(self.system.as_deref(), &self.messages)
-            + crate::tokenizer::count_tools_tokens(&self.tools)) as u64
+    /// The prompt as the gateway counts it for `provider` (system, conversation, tool
+    /// definitions, and images by the provider's formula): what the limiter reserves for it,
+    /// and what a call the provider never reported is metered as.
+    pub fn prompt_tokens(&self, provider: ProviderKind) -> u64 {
+        let text = crate::tokenizer::count_chat_tokens(self.system.as_deref(), &self.messages)
+            + crate::tokenizer::count_tools_tokens(&self.tools);
+        let images: u64 = self
+            .messages
+            .iter()
+            .flat_map(crate::domain::chat::Message::images)
+            .map(|image| image.tokens(provider))
+            .sum();
+        text as u64 + images
     }
 }
 

@@ -374,7 +374,7 @@ impl ChatService {
             _ => (prepared, None),
         };
 
-        let prompt_tokens = prepared.upstream.prompt_tokens();
+        let prompt_tokens = prepared.upstream.prompt_tokens(prepared.route.provider);
         // The reply's cap is what the limiter reserves for it, and it goes upstream as the
         // provider's own cap, so a request without `max_tokens` cannot write past its
         // reservation: reconciliation can then only exceed it by the prompt count's error.
@@ -526,7 +526,7 @@ impl ChatService {
             )
             .await?;
         prepared.attach(context);
-        prepared.estimate.prompt_tokens = prepared.upstream.prompt_tokens();
+        prepared.estimate.prompt_tokens = prepared.upstream.prompt_tokens(prepared.route.provider);
         Ok(())
     }
 

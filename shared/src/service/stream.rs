@@ -146,7 +146,9 @@ impl StreamMeter {
                 ..partial
             },
             None => TokenUsage {
-                prompt_tokens: self.upstream_request.prompt_tokens(),
+                prompt_tokens: self
+                    .upstream_request
+                    .prompt_tokens(self.record.route.provider),
                 completion_tokens: received,
                 ..TokenUsage::default()
             },

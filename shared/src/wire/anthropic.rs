@@ -16,8 +16,9 @@
 //! reaches the model with its text prefixed `Error: ` (Chat Completions has no such flag).
 //! Refusals from the shared validation name the field as this API spells it.
 //!
-//! Images, documents, server tools and extended thinking are refused with a 400 naming the
-//! field until the gateway carries them.
+//! Image blocks in user turns become `image_url` parts (a base64 source as a `data:` URL), so
+//! they are checked and reserved like any image. Documents, server tools and extended thinking
+//! are refused with a 400 naming the field.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -98,6 +99,9 @@ struct Block {
     content: Option<Value>,
     #[serde(default)]
     is_error: Option<bool>,
+    /// `image`: its source.
+    #[serde(default)]
+    source: Option<Value>,
 }
 
 fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError {
@@ -251,13 +255,20 @@ fn assistant_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<
     Ok(())
 }
 
-/// A user turn of blocks: a `tool` message per `tool_result` (in order), then its text.
+/// A user turn of blocks: a `tool` message per `tool_result` (in order), then its text and
+/// images (as `image_url` parts when there are images).
 fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), GatewayError> {
     let mut text = Vec::new();
+    let mut parts = Vec::new();
     for (j, block) in blocks.into_iter().enumerate() {
         let at = format!("{param}.content[{j}]");
         match block.kind.as_str() {
-            "text" => text.push(block_text(block.text, &at)?),
+            "text" => {
+                let t = block_text(block.text, &at)?;
+                parts.push(json!({"type": "text", "text": t}));
+                text.push(t);
+            }
+            "image" => parts.push(image_part(block.source, &at)?),
             "tool_result" => {
                 let mut content = match block.content {
                     None | Some(Value::Null) => String::new(),
@@ -290,10 +301,48 @@ fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), G
             kind => return Err(unsupported_block(kind, &at)),
         }
     }
-    if !text.is_empty() {
+    if parts.len() > text.len() {
+        turns.push(json!({"role": "user", "content": parts}), param);
+    } else if !text.is_empty() {
         turns.push(json!({"role": "user", "content": text.join("\n\n")}), param);
     }
     Ok(())
+}
+
+/// An `image` block as an `image_url` part: a base64 source as a `data:` URL, a URL source as
+/// itself. The shared parser checks the type, data, size and dimensions.
+fn image_part(source: Option<Value>, at: &str) -> Result<Value, GatewayError> {
+    let source = source.unwrap_or(Value::Null);
+    let url = match source.get("type").and_then(Value::as_str) {
+        Some("base64") => match (
+            source.get("media_type").and_then(Value::as_str),
+            source.get("data").and_then(Value::as_str),
+        ) {
+            (Some(media_type), Some(data)) => format!("data:{media_type};base64,{data}"),
+            _ => {
+                return Err(invalid(
+                    "a base64 image source needs `media_type` and `data`",
+                    format!("{at}.source"),
+                ));
+            }
+        },
+        Some("url") => match source.get("url").and_then(Value::as_str) {
+            Some(url) => url.to_owned(),
+            None => {
+                return Err(invalid(
+                    "a url image source needs its `url`",
+                    format!("{at}.source.url"),
+                ));
+            }
+        },
+        _ => {
+            return Err(invalid(
+                "an image's `source.type` must be `base64` or `url`",
+                format!("{at}.source.type"),
+            ));
+        }
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
 fn block_text(text: Option<String>, at: &str) -> Result<String, GatewayError> {
@@ -636,6 +685,11 @@ mod tests {
         let image = json!([{"role": "user", "content": [{"type": "image", "source": {}}]}]);
         assert_eq!(
             refused_param(with("messages", image)),
+            Some("messages[0].content[0].source.type".into())
+        );
+        let document = json!([{"role": "user", "content": [{"type": "document", "source": {}}]}]);
+        assert_eq!(
+            refused_param(with("messages", document)),
             Some("messages[0].content[0].type".into())
         );
         let system_turn = json!([{"role": "system", "content": "x"}]);

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::chat::{ChatRequest, Message, RetrievalRequest, Role};
+use crate::domain::image::{ContentPart, Detail, Image, MAX_IMAGES};
 use crate::domain::structured::ResponseFormat;
 use crate::error::GatewayError;
 
@@ -123,6 +124,16 @@ struct Part {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    image_url: Option<RawImageUrl>,
+}
+
+#[derive(Deserialize)]
+struct RawImageUrl {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> GatewayError {
@@ -179,6 +190,13 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
+    let images: usize = messages.iter().map(|m| m.images().count()).sum();
+    if images > MAX_IMAGES {
+        return Err(invalid(
+            format!("the request has {images} images; the limit is {MAX_IMAGES}"),
+            "messages",
+        ));
+    }
     if !messages.iter().any(|m| m.role == Role::User) {
         return Err(invalid(
             "`messages` must contain at least one `user` message",
@@ -357,6 +375,7 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             ));
         }
     };
+    let mut parts = Vec::new();
     let content = match raw.content {
         // An assistant message that only calls tools has no content.
         None if !tool_calls.is_empty() => String::new(),
@@ -367,23 +386,42 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             ));
         }
         Some(Content::Text(text)) => text,
-        Some(Content::Parts(parts)) => {
+        Some(Content::Parts(raw_parts)) => {
             let mut text = String::new();
-            for (j, part) in parts.into_iter().enumerate() {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    ("text", None) => {
+            for (j, part) in raw_parts.into_iter().enumerate() {
+                let at = format!("{param}.content[{j}]");
+                match (part.kind.as_str(), part.text, part.image_url) {
+                    ("text", Some(t), _) => {
+                        text.push_str(&t);
+                        parts.push(ContentPart::Text(t));
+                    }
+                    ("text", None, _) => {
                         return Err(invalid(
-                            format!("`{param}.content[{j}].text` is required"),
-                            &format!("{param}.content[{j}].text"),
+                            format!("`{at}.text` is required"),
+                            &format!("{at}.text"),
                         ));
                     }
-                    (_, _) => {
+                    ("image_url", _, Some(image)) if role == Role::User => {
+                        parts.push(ContentPart::Image(image_part(&at, image)?));
+                    }
+                    ("image_url", _, Some(_)) => {
+                        return Err(invalid(
+                            format!("`{at}`: images are only allowed in user messages"),
+                            &format!("{at}.type"),
+                        ));
+                    }
+                    ("image_url", _, None) => {
+                        return Err(invalid(
+                            format!("`{at}.image_url` is required"),
+                            &format!("{at}.image_url"),
+                        ));
+                    }
+                    (_, _, _) => {
                         return Err(invalid(
                             format!(
-                                "invalid value for `{param}.content[{j}].type`: only `text` content parts are supported"
+                                "invalid value for `{at}.type`: only `text` and `image_url` content parts are supported"
                             ),
-                            &format!("{param}.content[{j}].type"),
+                            &format!("{at}.type"),
                         ));
                     }
                 }
@@ -391,7 +429,11 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             text
         }
     };
-    if content.is_empty() && !matches!(role, Role::Assistant | Role::Tool) {
+    // Text-only parts are plain content; parts are kept only for messages with images.
+    if !parts.iter().any(|p| p.image().is_some()) {
+        parts.clear();
+    }
+    if content.is_empty() && parts.is_empty() && !matches!(role, Role::Assistant | Role::Tool) {
         return Err(invalid(
             format!("`{param}.content` must not be empty"),
             &format!("{param}.content"),
@@ -403,6 +445,32 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
         name: raw.name,
         tool_calls,
         tool_call_id,
+        parts,
+    })
+}
+
+/// An `image_url` part: a `data:` or `https` URL and an optional `detail`.
+fn image_part(at: &str, raw: RawImageUrl) -> Result<Image, GatewayError> {
+    let detail = match raw.detail.as_deref() {
+        None => Detail::Auto,
+        Some(detail) => Detail::parse(detail).ok_or_else(|| {
+            invalid(
+                format!("`{at}.image_url.detail` must be `auto`, `low` or `high`"),
+                &format!("{at}.image_url.detail"),
+            )
+        })?,
+    };
+    let Some(url) = raw.url else {
+        return Err(invalid(
+            format!("`{at}.image_url.url` is required: a `data:` URL or an `https` URL"),
+            &format!("{at}.image_url.url"),
+        ));
+    };
+    Image::parse(&url, detail).map_err(|err| {
+        invalid(
+            format!("`{at}.image_url.url`: {err}"),
+            &format!("{at}.image_url.url"),
+        )
     })
 }
 
@@ -573,7 +641,7 @@ mod tests {
                     serde_json::json!([{"role": "user", "content": [{"type": canary, "text": "x"}]}]),
                 ),
                 "messages[0].content[0].type",
-                "only `text` content parts",
+                "only `text` and `image_url` content parts",
             ),
             (
                 with("stop", serde_json::json!({"k": canary})),
@@ -765,9 +833,97 @@ mod tests {
         }
     }
 
+    /// A 1024 × 1024 PNG's signature and header, base64: what dimensions are read from.
+    fn png_url(width: u32, height: u32) -> String {
+        use base64::Engine;
+        let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        bytes.extend_from_slice(&width.to_be_bytes());
+        bytes.extend_from_slice(&height.to_be_bytes());
+        bytes.extend_from_slice(&[8, 6, 0, 0, 0]);
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    #[test]
+    fn image_parts_parse_in_order_and_bad_ones_name_the_part() {
+        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in "},
+            {"type": "image_url", "image_url": {"url": png_url(1024, 1024), "detail": "high"}},
+            {"type": "text", "text": "this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        ]}]});
+        let req = parse(&body.to_string()).unwrap();
+        let message = &req.messages[0];
+        assert_eq!(message.content, "What is in this?");
+        assert_eq!(message.parts.len(), 4);
+        let images: Vec<_> = message.images().collect();
+        assert_eq!(
+            images[0].tokens(crate::domain::tenant::ProviderKind::Openai),
+            765
+        );
+        assert_eq!(images[1].detail, Detail::Auto);
+        // The normalized body (the cache key's input) keeps the parts in OpenAI's shape.
+        let normalized = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            normalized["messages"][0]["parts"][1]["image_url"]["detail"],
+            "high"
+        );
+        assert!(
+            normalized["messages"][0]["parts"][3]["image_url"]
+                .get("detail")
+                .is_none()
+        );
+
+        // Text-only parts stay plain content.
+        let plain = parse(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+        )
+        .unwrap();
+        assert!(plain.messages[0].parts.is_empty());
+        // An image alone is a whole message.
+        let alone = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": png_url(10, 10)}}]}]});
+        assert!(parse(&alone.to_string()).is_ok());
+
+        let image = |url: &str, detail: &str| {
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url, "detail": detail}}]}]})
+            .to_string()
+        };
+        let at = "messages[0].content[0].image_url";
+        assert_eq!(
+            param_of(&image("http://example.com/a.png", "low")).as_deref(),
+            Some(&*format!("{at}.url"))
+        );
+        assert_eq!(
+            param_of(&image(&png_url(10, 10), "ultra")).as_deref(),
+            Some(&*format!("{at}.detail"))
+        );
+        assert_eq!(
+            param_of(&image("data:image/bmp;base64,Qk0=", "low")).as_deref(),
+            Some(&*format!("{at}.url"))
+        );
+        let no_url = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#;
+        assert_eq!(param_of(no_url).as_deref(), Some(&*format!("{at}.url")));
+        let assistant = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": png_url(1, 1)}}]}]});
+        assert_eq!(
+            param_of(&assistant.to_string()).as_deref(),
+            Some("messages[1].content[0].type")
+        );
+        let many: Vec<_> = (0..=crate::domain::image::MAX_IMAGES)
+            .map(|_| serde_json::json!({"type": "image_url", "image_url": {"url": png_url(1, 1)}}))
+            .collect();
+        let many =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": many}]});
+        assert_eq!(param_of(&many.to_string()).as_deref(), Some("messages"));
+    }
+
     #[test]
     fn unsupported_features_are_refused_not_dropped() {
-        assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#).as_deref(), Some("messages[0].content[0].type"));
+        assert_eq!(param_of(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#).as_deref(), Some("messages[0].content[0].type"));
         assert!(
             parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#)
                 .is_ok()

@@ -46,6 +46,7 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         }
     }
     check_tool_turns(messages)?;
+    check_images(messages)?;
     match &body["system"] {
         Value::Null | Value::String(_) => {}
         Value::Array(blocks)
@@ -72,6 +73,46 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         }
     }
     check_tools(body)
+}
+
+/// Image blocks as the Messages API checks them: a `base64` source of a supported media
+/// type whose data decodes, or a `url` source.
+fn check_images(messages: &[Value]) -> Result<(), (u16, String)> {
+    use base64::Engine;
+    for (i, message) in messages.iter().enumerate() {
+        for (j, block) in message["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if block["type"] != "image" {
+                continue;
+            }
+            let source = &block["source"];
+            let ok = match source["type"].as_str() {
+                Some("base64") => {
+                    matches!(
+                        source["media_type"].as_str(),
+                        Some("image/png" | "image/jpeg" | "image/gif" | "image/webp")
+                    ) && source["data"].as_str().is_some_and(|d| {
+                        base64::engine::general_purpose::STANDARD.decode(d).is_ok()
+                    })
+                }
+                Some("url") => source["url"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("https://")),
+                _ => false,
+            };
+            if !ok {
+                return Err((
+                    400,
+                    format!("messages.{i}.content.{j}.image.source: invalid image source"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// As the Messages API checks a tool loop: every `tool_use` block of an assistant turn has a

@@ -46,6 +46,7 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         }
     }
     check_tool_messages(messages)?;
+    check_parts(messages)?;
     if !body["stream_options"].is_null() && body["stream"] != Value::Bool(true) {
         return Err((
             400,
@@ -53,6 +54,37 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
         ));
     }
     check_response_format(body, messages)
+}
+
+/// Content arrays as Chat Completions checks them: `text` parts with text, `image_url` parts
+/// (user messages only) with a `data:image/...;base64,` or `https` URL.
+fn check_parts(messages: &[Value]) -> Result<(), (u16, String)> {
+    for (i, message) in messages.iter().enumerate() {
+        for (j, part) in message["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let ok = match part["type"].as_str() {
+                Some("text") => part["text"].is_string(),
+                Some("image_url") => {
+                    let url = part["image_url"]["url"].as_str().unwrap_or_default();
+                    message["role"] == "user"
+                        && (url.starts_with("data:image/") && url.contains(";base64,")
+                            || url.starts_with("https://"))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err((
+                    400,
+                    format!("Invalid content part. (messages[{i}].content[{j}])"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// As Chat Completions checks a tool loop: an assistant message's `tool_calls` must be

@@ -191,7 +191,7 @@ async fn refusals_name_the_field_and_expected_type_and_never_echo_or_log_the_val
         (
             chat_with("messages", user(json!([{"type": canary(4), "text": "x"}]))),
             "messages[0].content[0].type",
-            "only `text` content parts",
+            "only `text` and `image_url` content parts",
         ),
         (
             chat_with("messages", json!([{"role": canary(5), "content": "hi"}])),

@@ -10,6 +10,7 @@ mod conversations;
 mod dynamodb_invoke;
 mod embeddings;
 mod faults;
+mod images;
 mod ingest;
 mod invoke_handler;
 mod isolation;
