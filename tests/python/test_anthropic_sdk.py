@@ -163,3 +163,16 @@ def test_an_image_block_is_answered():
         extra_headers={"Cache-Control": "no-cache"},
     )
     assert "You sent 1 image." in message.content[0].text
+
+
+def test_count_tokens_returns_the_prompt_a_message_would_send():
+    counted = client().messages.count_tokens(
+        model="claude-haiku",
+        messages=[{"role": "user", "content": "How many tokens is this?"}],
+        tools=[WEATHER_TOOL],
+    )
+    plain = client().messages.count_tokens(
+        model="claude-haiku", messages=[{"role": "user", "content": "How many tokens is this?"}]
+    )
+    assert plain.input_tokens > 0
+    assert counted.input_tokens > plain.input_tokens

@@ -388,3 +388,48 @@ def test_an_unsupported_image_raises_bad_request_error():
             ]}],
         )
     assert err.value.body["param"] == "messages[0].content[0].image_url.url"
+
+
+def usage_events(request_ids, timeout=5.0):
+    """The tenant's usage events for `request_ids`, from `GET /v1/usage/events`."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        req = urllib.request.Request(
+            f"{BASE_URL}/v1/usage/events?limit=100", headers={"Authorization": f"Bearer {ACME_KEY}"}
+        )
+        with urllib.request.urlopen(req) as res:
+            items = json.loads(res.read())["data"]
+        found = {e["request_id"]: e for e in items if e["request_id"] in request_ids}
+        if len(found) == len(request_ids) or time.time() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_a_tool_loop_and_an_embeddings_call_appear_in_the_usage_api_with_exact_costs():
+    kwargs = dict(model="gpt-4o-mini", tools=[WEATHER_TOOL], extra_headers={"Cache-Control": "no-cache"})
+    messages = [{"role": "user", "content": "Weather in Lisbon? (usage report)"}]
+    first = client().chat.completions.with_raw_response.create(messages=messages, **kwargs)
+    call = first.parse().choices[0].message.tool_calls[0]
+    messages += [
+        first.parse().choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": run_tool(call)},
+    ]
+    second = client().chat.completions.with_raw_response.create(messages=messages, **kwargs)
+    embedded = client().embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["Refunds within 30 days."]
+    )
+    expected = {}
+    for raw in (first, second):
+        usage = raw.parse().usage
+        expected[raw.headers["x-request-id"]] = expected_cost(
+            "openai", "gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens
+        )
+    expected[embedded.headers["x-request-id"]] = expected_cost(
+        "openai", "text-embedding-3-small", embedded.parse().usage.prompt_tokens, 0
+    )
+    events = usage_events(set(expected))
+    assert set(events) == set(expected), events
+    for request_id, cost in expected.items():
+        assert Decimal(events[request_id]["cost_usd"]) == cost, events[request_id]

@@ -5,6 +5,7 @@
 //! - `POST /v1/chat/completions` (buffered or `stream: true`)
 //! - `POST /v1/messages` (Anthropic's Messages API, buffered or streamed; key in `x-api-key`
 //!   or `Authorization: Bearer`)
+//! - `POST /v1/messages/count_tokens` (the prompt tokens a Messages body would send)
 //! - `POST /v1/embeddings`
 //! - `GET  /v1/models`, `GET /v1/models/{id}`
 //! - `PUT|GET|DELETE /v1/users/{user_id}/profile` (end-user profiles, see
@@ -81,6 +82,11 @@ impl RouteTable for InvokeState {
             method: Method::POST,
             path: "/v1/messages",
             handler: Handler::Open(|s, req, _| Box::pin(messages(s, req))),
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/messages/count_tokens",
+            handler: Handler::Open(|s, req, _| Box::pin(count_tokens(s, req))),
         },
         Route {
             method: Method::POST,
@@ -221,6 +227,37 @@ async fn chat(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
 /// `POST /v1/messages` (Anthropic's Messages API).
 async fn messages(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
     serve_chat(state, req, ChatApi::Messages).await
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": n}`, the prompt the body would send
+/// on the tenant's route as the gateway counts it (an estimate for Claude, whose tokenizer is
+/// not public). No provider call, no reservation, no usage event.
+async fn count_tokens(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
+    let api = ChatApi::Messages;
+    let request_id = tollgate::lambda::request_id(&req);
+    if req.body().len() > state.max_body_bytes {
+        let err = GatewayError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        };
+        return api.error(&err, &request_id);
+    }
+    let ctx = RequestContext::new(request_id.clone());
+    let caller = match state.callers.resolve(api.key(req.headers())).await {
+        Ok(caller) => caller,
+        Err(refused) => return api.error(&refused.error, &request_id),
+    };
+    let counted = match tollgate::wire::anthropic::parse_count_tokens_request(req.body()) {
+        Ok(request) => state.chat.count_prompt_tokens(&ctx, &caller, request).await,
+        Err(err) => Err(err),
+    };
+    match counted {
+        Ok(input_tokens) => edge::json(
+            StatusCode::OK,
+            &serde_json::json!({ "input_tokens": input_tokens }),
+            &request_id,
+        ),
+        Err(err) => api.error(&err, &request_id),
+    }
 }
 
 /// A chat request in `api`'s shapes. The caller is resolved here rather than by the route

@@ -155,6 +155,23 @@ impl ChatService {
         }
     }
 
+    /// The prompt tokens `request` would send on its route (the tenant's system prompt, the
+    /// conversation, tools and images, counted by the gateway's tokenizer and the route's
+    /// image formula): `POST /v1/messages/count_tokens`. Routes and checks the request like a
+    /// call (404 for a model the tenant does not route, 403 for another tenant's fine-tuned
+    /// model), but calls no provider, reserves nothing and records no usage.
+    pub async fn count_prompt_tokens(
+        &self,
+        ctx: &RequestContext,
+        caller: &Caller,
+        request: ChatRequest,
+    ) -> Result<u64, GatewayError> {
+        let prepared = self
+            .prepare(ctx, caller, request, PromptProfile::Unread)
+            .await?;
+        Ok(prepared.upstream.prompt_tokens(prepared.route.provider))
+    }
+
     /// Records a chat request that had no caller (its key refused, its tenant disabled): its
     /// metrics record and log line, as for any request refused before admission.
     pub fn refused(&self, ctx: &RequestContext, refused: &Refused) {

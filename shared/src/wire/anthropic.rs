@@ -108,11 +108,29 @@ fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError
     GatewayError::invalid(message, Some(param.into()))
 }
 
+/// Parses a `POST /v1/messages/count_tokens` body: a Messages body without `max_tokens` (or
+/// `stream`, which counting ignores).
+pub fn parse_count_tokens_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let mut value = json_body(body)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("max_tokens".into(), Value::from(1));
+        object.remove("stream");
+    }
+    parse_messages_value(value)
+}
+
+fn json_body(body: &[u8]) -> Result<Value, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(format!("the request body is not valid JSON ({e})"), None)
+    })
+}
+
 /// Parses a Messages API body. Every failure is a 400 naming the field.
 pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::invalid(format!("the request body is not valid JSON ({e})"), None)
-    })?;
+    parse_messages_value(json_body(body)?)
+}
+
+fn parse_messages_value(value: Value) -> Result<ChatRequest, GatewayError> {
     if !value.is_object() {
         return Err(GatewayError::invalid(
             "the request body must be a JSON object with `model`, `max_tokens` and `messages`",

@@ -344,3 +344,65 @@ async fn a_tool_loop_through_the_messages_api_works_on_either_provider() {
     }
     assert_eq!(gw.usage_events().len(), 8, "every step metered once");
 }
+
+async fn count_tokens(gw: &Gateway, key: Option<&str>, body: Value) -> TestResponse {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages/count_tokens")
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    gw.send(req.body(Bytes::from(body.to_string())).unwrap())
+        .await
+}
+
+/// `count_tokens` is the prompt a call would reserve: the tenant's system prompt, the turns and
+/// the tools, on the tenant's route, with no provider call and no usage.
+#[tokio::test]
+async fn count_tokens_counts_what_the_call_would_send_and_calls_nothing() {
+    let (openai, anthropic, gw) = standins().await;
+    let key = gw.key("acme").to_owned();
+    let plain = json!({"model": "claude-haiku", "messages": [{"role": "user", "content": "How long is this?"}]});
+    let res = count_tokens(&gw, Some(&key), plain.clone()).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let counted = res.json()["input_tokens"].as_u64().unwrap();
+
+    // The same request made for real reserves exactly that prompt: metered at the estimate
+    // when the provider's answer cannot be read.
+    anthropic.push(Behavior::Malformed);
+    let mut call = plain.clone();
+    call["max_tokens"] = json!(5);
+    let made = messages(&gw, Some(&key), call).await;
+    assert_eq!(made.status, 502, "{}", made.text());
+    let events = gw.usage_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].usage.prompt_tokens, counted);
+
+    let mut with_tools = plain.clone();
+    with_tools["tools"] = json!([{"name": "lookup", "description": "Looks things up in the catalog",
+        "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
+    let more = count_tokens(&gw, Some(&key), with_tools).await.json()["input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(more > counted + 300, "tools counted: {more} vs {counted}");
+
+    let unknown = count_tokens(
+        &gw,
+        Some(&key),
+        json!({"model": "made-up", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["type"], "not_found_error");
+    let refused = count_tokens(&gw, Some("tg_live_nope"), plain).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["type"], "authentication_error");
+    assert_eq!(
+        anthropic.requests().len(),
+        1,
+        "only the real call reached the provider"
+    );
+    assert!(openai.requests().is_empty());
+    assert_eq!(gw.usage_events().len(), 1);
+}
