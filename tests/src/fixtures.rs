@@ -52,6 +52,7 @@ pub fn message(role: Role, content: &str) -> Message {
         tool_calls: Vec::new(),
         tool_call_id: None,
         parts: Vec::new(),
+        cache_breakpoint: false,
     }
 }
 

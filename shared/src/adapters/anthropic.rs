@@ -26,6 +26,9 @@
 //!   `input_json_delta` fragments) and `stop_reason: tool_use` is `finish_reason: tool_calls`.
 //! * Images (`image_url` parts of user messages) become `image` blocks in place, with a
 //!   `base64` source (media type and data) or a `url` source; `detail` is dropped.
+//! * Prompt-cache breakpoints the client marked (`cache_control` on a message, a part or a
+//!   tool) go on that message's last block, that client system block, or that tool, after
+//!   the gateway's own on the tenant prompt (at most three, checked on arrival).
 //! * Tools with structured output: the output tool is offered beside the client's, and the
 //!   model must call one of them (`any`; the output tool alone under `tool_choice: none`, the
 //!   client's alone under `required`). A call to the output tool is the formatted answer; a
@@ -174,6 +177,8 @@ struct Tool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: std::borrow::Cow<'a, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<CacheControl>,
 }
 
 /// How the model may use the tools: `auto`, `any`, `tool` (with its name) or `none`.
@@ -222,8 +227,22 @@ enum TurnContent {
 }
 
 impl TurnContent {
-    /// A message's content: text, `tool_use` blocks for its calls, or its `tool_result`.
+    /// A message's content, with the client's cache breakpoint (if it marked one) on its last
+    /// block.
     fn of(message: &Message) -> Self {
+        let content = Self::unmarked(message);
+        if !message.cache_breakpoint {
+            return content;
+        }
+        let mut blocks = content.into_blocks();
+        if let Some(last) = blocks.last_mut() {
+            last["cache_control"] = serde_json::json!({"type": "ephemeral"});
+        }
+        Self::Blocks(blocks)
+    }
+
+    /// A message's content: text, `tool_use` blocks for its calls, or its `tool_result`.
+    fn unmarked(message: &Message) -> Self {
         if message.role == Role::Tool {
             let mut result = serde_json::json!({
                 "type": "tool_result",
@@ -298,7 +317,9 @@ impl<'a> MessagesBody<'a> {
             .map(|m| SystemBlock {
                 kind: "text",
                 text: &m.content,
-                cache_control: None,
+                cache_control: m
+                    .cache_breakpoint
+                    .then_some(CacheControl { kind: "ephemeral" }),
             });
         let mut messages: Vec<Turn> = Vec::with_capacity(request.messages.len());
         for message in &request.messages {
@@ -371,10 +392,15 @@ fn tools_and_choice(request: &ProviderRequest) -> (Vec<Tool<'_>>, Option<ToolCho
     let mut tools: Vec<Tool<'_>> = Vec::new();
     let offer_client = !(output.is_some() && client.is_empty());
     if offer_client {
-        tools.extend(client.definitions.iter().map(|d| Tool {
-            name: &d.name,
-            description: d.description.as_deref(),
-            input_schema: std::borrow::Cow::Borrowed(&d.parameters),
+        tools.extend(client.definitions.iter().map(|d| {
+            Tool {
+                name: &d.name,
+                description: d.description.as_deref(),
+                input_schema: std::borrow::Cow::Borrowed(&d.parameters),
+                cache_control: d
+                    .cache_breakpoint
+                    .then_some(CacheControl { kind: "ephemeral" }),
+            }
         }));
     }
     let tool_choice = match (output, choice) {
@@ -400,6 +426,7 @@ fn tools_and_choice(request: &ProviderRequest) -> (Vec<Tool<'_>>, Option<ToolCho
                 name,
                 description: Some(description.unwrap_or(OUTPUT_TOOL_DESCRIPTION)),
                 input_schema: schema,
+                cache_control: None,
             });
             Some(if forced {
                 pick("tool", Some(name), Some(true))
@@ -798,6 +825,7 @@ mod tests {
             tool_calls: Vec::new(),
             tool_call_id: None,
             parts: Vec::new(),
+            cache_breakpoint: false,
         }
     }
 

@@ -371,6 +371,7 @@ mod tests {
                     tool_calls: Vec::new(),
                     tool_call_id: None,
                     parts: Vec::new(),
+                    cache_breakpoint: false,
                 },
                 Message {
                     role: Role::User,
@@ -379,6 +380,7 @@ mod tests {
                     tool_calls: Vec::new(),
                     tool_call_id: None,
                     parts: Vec::new(),
+                    cache_breakpoint: false,
                 },
             ],
             max_tokens: Some(50),

@@ -465,6 +465,7 @@ mod tests {
                 tool_calls: Vec::new(),
                 tool_call_id: None,
                 parts: Vec::new(),
+                cache_breakpoint: false,
             }],
             max_tokens,
             temperature: None,

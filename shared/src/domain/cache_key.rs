@@ -53,6 +53,7 @@ mod tests {
                 tool_calls: Vec::new(),
                 tool_call_id: None,
                 parts: Vec::new(),
+                cache_breakpoint: false,
             }],
             max_tokens: None,
             temperature: None,

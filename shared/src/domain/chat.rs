@@ -45,6 +45,11 @@ pub struct Message {
     /// alone). Empty for text-only messages, which providers get as `content`.
     #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<ContentPart>,
+    /// The client marked a prompt-cache breakpoint at the end of this message
+    /// (`cache_control`): Anthropic gets it on the message's last block; OpenAI caches by
+    /// itself. Not part of the cache key: it does not change the answer.
+    #[serde(skip)]
+    pub cache_breakpoint: bool,
 }
 
 impl Message {
@@ -57,6 +62,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             parts: Vec::new(),
+            cache_breakpoint: false,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct ToolDefinition {
     pub parameters: Value,
     /// OpenAI's `strict` flag, as the client sent it.
     pub strict: Option<bool>,
+    /// The client marked a prompt-cache breakpoint after this tool (`cache_control`):
+    /// Anthropic gets it on the tool; OpenAI caches by itself and gets nothing.
+    pub cache_breakpoint: bool,
 }
 
 /// Whether and which tool the model must call.
@@ -271,6 +274,7 @@ mod tests {
             description: Some("Current weather".into()),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             strict: None,
+            cache_breakpoint: false,
         }
     }
 

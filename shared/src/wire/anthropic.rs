@@ -5,8 +5,9 @@
 //! string or text blocks, `user`/`assistant` turns, text content blocks, `stop_sequences`,
 //! `metadata.user_id`, `temperature` up to 1), then translated into the Chat Completions body
 //! it means and validated by [`parse_chat_request`], so both APIs share one set of bounds.
-//! `cache_control` on a block is accepted; the tenant prompt is where the gateway places its own
-//! cache breakpoint.
+//! `cache_control` on a block is kept: it marks the translated message (or tool), and an
+//! Anthropic route gets it back on that message's last block (at most three; the gateway
+//! places its own on the tenant prompt).
 //!
 //! Tools translate to Chat Completions' terms: each custom tool to a function (its
 //! `input_schema` as `parameters`), `tool_choice` `auto`/`any`/`tool`/`none` to
@@ -102,6 +103,25 @@ struct Block {
     /// `image`: its source.
     #[serde(default)]
     source: Option<Value>,
+    /// A prompt-cache breakpoint after this block.
+    #[serde(default)]
+    cache_control: Option<Value>,
+}
+
+/// The last `cache_control` among `blocks`: it marks the translated message.
+fn marker(content: &Content) -> Option<Value> {
+    match content {
+        Content::Text(_) => None,
+        Content::Blocks(blocks) => blocks.iter().rev().find_map(|b| b.cache_control.clone()),
+    }
+}
+
+/// `message` with the breakpoint `marker` (if any), in the Chat Completions extension shape.
+fn marked(mut message: Value, marker: Option<Value>) -> Value {
+    if let Some(marker) = marker {
+        message["cache_control"] = marker;
+    }
+    message
 }
 
 fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError {
@@ -163,8 +183,12 @@ fn parse_messages_value(value: Value) -> Result<ChatRequest, GatewayError> {
     }
     let mut turns = Turns::default();
     if let Some(system) = raw.system {
+        let mark = marker(&system);
         let text = text_of(system, "system")?;
-        turns.push(json!({"role": "system", "content": text}), "system");
+        turns.push(
+            marked(json!({"role": "system", "content": text}), mark),
+            "system",
+        );
     }
     for (i, message) in raw.messages.into_iter().enumerate() {
         let param = format!("messages[{i}]");
@@ -242,7 +266,9 @@ impl Turns {
 fn assistant_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), GatewayError> {
     let mut text = Vec::new();
     let mut calls = Vec::new();
+    let mut mark = None;
     for (j, block) in blocks.into_iter().enumerate() {
+        mark = block.cache_control.clone().or(mark);
         let at = format!("{param}.content[{j}]");
         match block.kind.as_str() {
             "text" => text.push(block_text(block.text, &at)?),
@@ -269,7 +295,7 @@ fn assistant_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
-    turns.push(message, param);
+    turns.push(marked(message, mark), param);
     Ok(())
 }
 
@@ -278,8 +304,12 @@ fn assistant_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<
 fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), GatewayError> {
     let mut text = Vec::new();
     let mut parts = Vec::new();
+    let mut mark = None;
     for (j, block) in blocks.into_iter().enumerate() {
         let at = format!("{param}.content[{j}]");
+        if block.kind != "tool_result" {
+            mark = block.cache_control.clone().or(mark);
+        }
         match block.kind.as_str() {
             "text" => {
                 let t = block_text(block.text, &at)?;
@@ -312,7 +342,10 @@ fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), G
                     content.insert_str(0, "Error: ");
                 }
                 turns.push(
-                    json!({"role": "tool", "tool_call_id": block.tool_use_id.unwrap_or(Value::Null), "content": content}),
+                    marked(
+                        json!({"role": "tool", "tool_call_id": block.tool_use_id.unwrap_or(Value::Null), "content": content}),
+                        block.cache_control,
+                    ),
                     param,
                 );
             }
@@ -320,9 +353,15 @@ fn user_turn(turns: &mut Turns, blocks: Vec<Block>, param: &str) -> Result<(), G
         }
     }
     if parts.len() > text.len() {
-        turns.push(json!({"role": "user", "content": parts}), param);
+        turns.push(
+            marked(json!({"role": "user", "content": parts}), mark),
+            param,
+        );
     } else if !text.is_empty() {
-        turns.push(json!({"role": "user", "content": text.join("\n\n")}), param);
+        turns.push(
+            marked(json!({"role": "user", "content": text.join("\n\n")}), mark),
+            param,
+        );
     }
     Ok(())
 }
@@ -402,7 +441,8 @@ fn function_tool(i: usize, tool: Value) -> Result<Value, GatewayError> {
     if let Some(description) = tool.get("description") {
         function["description"] = description.clone();
     }
-    Ok(json!({"type": "function", "function": function}))
+    let openai = json!({"type": "function", "function": function});
+    Ok(marked(openai, tool.get("cache_control").cloned()))
 }
 
 /// `tool_choice` as Chat Completions' choice, and `parallel_tool_calls` when it says.

@@ -109,6 +109,8 @@ struct RawMessage {
     tool_calls: Option<Vec<Value>>,
     #[serde(default)]
     tool_call_id: Option<Value>,
+    #[serde(default)]
+    cache_control: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +128,8 @@ struct Part {
     text: Option<String>,
     #[serde(default)]
     image_url: Option<RawImageUrl>,
+    #[serde(default)]
+    cache_control: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +245,21 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         ));
     }
     let tools = super::tools::parse_tools(raw.tools, raw.tool_choice, raw.parallel_tool_calls)?;
+    let breakpoints = messages.iter().filter(|m| m.cache_breakpoint).count()
+        + tools
+            .definitions
+            .iter()
+            .filter(|d| d.cache_breakpoint)
+            .count();
+    if breakpoints > super::tools::MAX_CACHE_BREAKPOINTS {
+        return Err(invalid(
+            format!(
+                "the request marks {breakpoints} `cache_control` breakpoints; the limit is {} (Anthropic takes 4, and the gateway places one on the tenant's system prompt)",
+                super::tools::MAX_CACHE_BREAKPOINTS
+            ),
+            "messages",
+        ));
+    }
     super::tools::check_tool_turns(&messages)?;
     let response_format = match &raw.response_format {
         None | Some(Value::Null) => ResponseFormat::Text,
@@ -375,6 +394,10 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             ));
         }
     };
+    let mut cache_breakpoint = super::tools::cache_breakpoint(
+        raw.cache_control.as_ref(),
+        &format!("{param}.cache_control"),
+    )?;
     let mut parts = Vec::new();
     let content = match raw.content {
         // An assistant message that only calls tools has no content.
@@ -390,6 +413,12 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
             let mut text = String::new();
             for (j, part) in raw_parts.into_iter().enumerate() {
                 let at = format!("{param}.content[{j}]");
+                // A breakpoint on any part marks the message: Anthropic caches the prefix up
+                // to the block it is on, and the message's blocks end where its parts do.
+                cache_breakpoint |= super::tools::cache_breakpoint(
+                    part.cache_control.as_ref(),
+                    &format!("{at}.cache_control"),
+                )?;
                 match (part.kind.as_str(), part.text, part.image_url) {
                     ("text", Some(t), _) => {
                         text.push_str(&t);
@@ -446,6 +475,7 @@ fn message(index: usize, raw: RawMessage) -> Result<Message, GatewayError> {
         tool_calls,
         tool_call_id,
         parts,
+        cache_breakpoint,
     })
 }
 
@@ -919,6 +949,34 @@ mod tests {
         let many =
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": many}]});
         assert_eq!(param_of(&many.to_string()).as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn cache_control_marks_messages_and_tools_and_is_bounded() {
+        let req = parse(r#"{"model":"m","messages":[
+            {"role":"system","content":"rules","cache_control":{"type":"ephemeral"}},
+            {"role":"user","content":[{"type":"text","text":"doc","cache_control":{"type":"ephemeral","ttl":"5m"}},{"type":"text","text":"q"}]},
+            {"role":"user","content":"plain"}],
+            "tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral"}}]}"#)
+        .unwrap();
+        let marks: Vec<bool> = req.messages.iter().map(|m| m.cache_breakpoint).collect();
+        assert_eq!(marks, [true, true, false]);
+        assert!(req.tools.definitions[0].cache_breakpoint);
+        // Not part of the cache key: a breakpoint does not change the answer.
+        assert!(!serde_json::to_string(&req).unwrap().contains("cache"));
+
+        let mark = r#"{"type":"ephemeral"}"#;
+        let four = format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"a","cache_control":{mark}}},{{"role":"user","content":"b","cache_control":{mark}}},{{"role":"assistant","content":"c","cache_control":{mark}}},{{"role":"user","content":"d","cache_control":{mark}}}]}}"#
+        );
+        assert_eq!(param_of(&four).as_deref(), Some("messages"));
+        let hour = r#"{"model":"m","messages":[{"role":"user","content":"a","cache_control":{"type":"ephemeral","ttl":"1h"}}]}"#;
+        assert_eq!(
+            param_of(hour).as_deref(),
+            Some("messages[0].cache_control.ttl")
+        );
+        let odd = r#"{"model":"m","messages":[{"role":"user","content":"a","cache_control":{"type":"forever"}}]}"#;
+        assert_eq!(param_of(odd).as_deref(), Some("messages[0].cache_control"));
     }
 
     #[test]

@@ -24,6 +24,33 @@ fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError
 
 const NAME_RULE: &str = "1-64 characters of a-z, A-Z, 0-9, '_' and '-'";
 
+/// The most prompt-cache breakpoints a request may mark: Anthropic takes four, and the
+/// gateway places one on the tenant's system prompt.
+pub const MAX_CACHE_BREAKPOINTS: usize = 3;
+
+/// A `cache_control` marker (Anthropic's prompt-cache breakpoint, also accepted on Chat
+/// Completions messages, parts and tools): `{"type": "ephemeral"}`, optionally with
+/// `"ttl": "5m"`. The one-hour TTL is refused: its cache writes are priced differently and the
+/// price table carries the five-minute price.
+pub(crate) fn cache_breakpoint(raw: Option<&Value>, param: &str) -> Result<bool, GatewayError> {
+    let Some(raw) = raw.filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    let ephemeral = raw.get("type").and_then(Value::as_str) == Some("ephemeral");
+    match raw.get("ttl") {
+        _ if !ephemeral => Err(invalid(
+            format!("`{param}` must be {{\"type\": \"ephemeral\"}}"),
+            param,
+        )),
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::String(ttl)) if ttl == "5m" => Ok(true),
+        Some(_) => Err(invalid(
+            format!("`{param}.ttl` must be `5m`: the gateway prices five-minute cache writes only"),
+            format!("{param}.ttl"),
+        )),
+    }
+}
+
 /// `tools`, `tool_choice` and `parallel_tool_calls` as sent (each `None` when absent).
 pub(crate) fn parse_tools(
     tools: Option<Vec<Value>>,
@@ -124,6 +151,7 @@ fn definition(i: usize, tool: Value) -> Result<ToolDefinition, GatewayError> {
             ));
         }
     }
+    let cache_breakpoint = cache_breakpoint(tool.get("cache_control"), &at(".cache_control"))?;
     let Some(Value::Object(mut function)) = tool.remove("function") else {
         return Err(invalid(
             format!("`tools[{i}].function` is required: an object with `name` and `parameters`"),
@@ -187,6 +215,7 @@ fn definition(i: usize, tool: Value) -> Result<ToolDefinition, GatewayError> {
         description,
         parameters,
         strict,
+        cache_breakpoint,
     })
 }
 

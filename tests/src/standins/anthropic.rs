@@ -47,6 +47,15 @@ pub(super) fn check(headers: &HeaderMap, body: &Value) -> Result<(), (u16, Strin
     }
     check_tool_turns(messages)?;
     check_images(messages)?;
+    let breakpoints = body.to_string().matches("\"cache_control\"").count();
+    if breakpoints > 4 {
+        return Err((
+            400,
+            format!(
+                "A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}."
+            ),
+        ));
+    }
     match &body["system"] {
         Value::Null | Value::String(_) => {}
         Value::Array(blocks)

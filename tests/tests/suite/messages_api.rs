@@ -406,3 +406,67 @@ async fn count_tokens_counts_what_the_call_would_send_and_calls_nothing() {
     assert!(openai.requests().is_empty());
     assert_eq!(gw.usage_events().len(), 1);
 }
+
+/// `cache_control` breakpoints the client marks are kept: an Anthropic route gets them on the
+/// same system block, message and tool, after the gateway's own on the tenant prompt; a fourth
+/// one of the client's is refused, as is the one-hour TTL.
+#[tokio::test]
+async fn cache_control_breakpoints_are_kept_for_anthropic() {
+    let (_openai, anthropic, gw) = standins().await;
+    let key = gw.key("globex").to_owned(); // globex's long prompt gets the gateway's breakpoint
+    let ephemeral = json!({"type": "ephemeral"});
+    let body = json!({"model": "claude-sonnet", "max_tokens": 50,
+    "system": [{"type": "text", "text": "Client rules.", "cache_control": ephemeral}],
+    "tools": [{"name": "lookup", "input_schema": {"type": "object"}, "cache_control": ephemeral}],
+    "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "A long document...", "cache_control": ephemeral},
+            {"type": "text", "text": "Question?"}
+        ]},
+    ]});
+    let res = messages(&gw, Some(&key), body.clone()).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let sent = anthropic.last_request().body;
+    assert_eq!(
+        sent["system"][0]["cache_control"], ephemeral,
+        "the tenant prompt's own"
+    );
+    assert_eq!(sent["system"][1]["text"], "Client rules.");
+    assert_eq!(sent["system"][1]["cache_control"], ephemeral);
+    assert_eq!(sent["tools"][0]["cache_control"], ephemeral);
+    // The message's breakpoint is on its last block (Anthropic caches the prefix up to it).
+    let content = sent["messages"][0]["content"].as_array().unwrap();
+    assert_eq!(
+        content.last().unwrap()["cache_control"],
+        ephemeral,
+        "{sent}"
+    );
+    let marked = sent.to_string().matches("\"cache_control\"").count();
+    assert_eq!(marked, 4, "Anthropic's limit: {sent}");
+
+    let mut too_many = body.clone();
+    too_many["messages"] = json!([
+        {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": ephemeral}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": ephemeral}]},
+        {"role": "user", "content": "c"},
+    ]);
+    let res = messages(&gw, Some(&key), too_many).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cache_control")
+    );
+
+    let mut hour = body;
+    hour["system"][0]["cache_control"] = json!({"type": "ephemeral", "ttl": "1h"});
+    let res = messages(&gw, Some(&key), hour).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5m")
+    );
+}
