@@ -310,6 +310,7 @@ pub fn embeddings_service(chat: &ChatService) -> EmbeddingsService {
         retry: chat.retry,
         limiter: chat.limiter.clone(),
         meter: chat.meter.clone(),
+        cache: chat.cache.clone(),
     }
 }
 

@@ -178,6 +178,17 @@ def test_embeddings_create_returns_vectors_and_one_emf_line_with_their_exact_cos
     assert floats.data[0].embedding == pytest.approx(result.data[0].embedding)
 
 
+def test_a_repeated_embeddings_call_is_a_cache_hit_at_no_cost():
+    text = f"Cache me {time.time_ns()}"
+    first = client().embeddings.with_raw_response.create(model="text-embedding-3-small", input=text)
+    again = client().embeddings.with_raw_response.create(model="text-embedding-3-small", input=text)
+    assert first.headers["x-tollgate-cache"] == "miss"
+    assert again.headers["x-tollgate-cache"] == "hit"
+    assert again.parse().data[0].embedding == first.parse().data[0].embedding
+    doc = emf_line(again.headers["x-request-id"])
+    assert Decimal(doc["CostUSDExact"]) == 0
+
+
 def test_embeddings_on_a_chat_model_raise_bad_request_error():
     with pytest.raises(openai.BadRequestError) as err:
         client().embeddings.create(model="gpt-4o-mini", input="hello")
@@ -417,8 +428,9 @@ def test_a_tool_loop_and_an_embeddings_call_appear_in_the_usage_api_with_exact_c
         {"role": "tool", "tool_call_id": call.id, "content": run_tool(call)},
     ]
     second = client().chat.completions.with_raw_response.create(messages=messages, **kwargs)
+    # A text no other test embeds: acme's response cache would serve a repeat at $0.
     embedded = client().embeddings.with_raw_response.create(
-        model="text-embedding-3-small", input=["Refunds within 30 days."]
+        model="text-embedding-3-small", input=[f"Usage report check {time.time_ns()}."]
     )
     expected = {}
     for raw in (first, second):

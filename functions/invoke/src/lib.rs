@@ -274,12 +274,7 @@ async fn serve_chat(state: &InvokeState, req: Request<Bytes>, api: ChatApi) -> R
     }
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
-    ctx.bypass_cache = req
-        .headers()
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("no-cache") || v.contains("no-store"));
+    ctx.bypass_cache = bypasses_cache(req.headers());
     let caller = match state.callers.resolve(api.key(req.headers())).await {
         Ok(caller) => caller,
         Err(refused) => {
@@ -312,6 +307,15 @@ async fn serve_chat(state: &InvokeState, req: Request<Bytes>, api: ChatApi) -> R
     response
 }
 
+/// `Cache-Control: no-cache` (or `no-store`): neither read nor write the response cache.
+fn bypasses_cache(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("no-cache") || v.contains("no-store"))
+}
+
 /// `POST /v1/embeddings`. Like chat, the caller is resolved here so a refused key still gets
 /// its metrics record.
 async fn embeddings(state: &InvokeState, req: Request<Bytes>) -> Response<Body> {
@@ -325,6 +329,7 @@ async fn embeddings(state: &InvokeState, req: Request<Bytes>) -> Response<Body> 
     }
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
+    ctx.bypass_cache = bypasses_cache(req.headers());
     let caller = match state.callers.resolve(bearer_token(req.headers())).await {
         Ok(caller) => caller,
         Err(refused) => {
@@ -333,7 +338,13 @@ async fn embeddings(state: &InvokeState, req: Request<Bytes>) -> Response<Body> 
         }
     };
     match state.embeddings.embeddings(&ctx, &caller, body).await {
-        Ok(reply) => edge::json(StatusCode::OK, &reply, &request_id),
+        Ok((reply, cache)) => {
+            let mut response = edge::json(StatusCode::OK, &reply, &request_id);
+            if let Some(cache) = cache {
+                edge::set_header(&mut response, "x-tollgate-cache", cache.as_str());
+            }
+            response
+        }
         Err(err) => edge::error(&err, &request_id),
     }
 }

@@ -22,8 +22,8 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ClaimOutcome,
-    ConversationStore, Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord,
+    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, CachedEmbeddings, Catalog,
+    ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord,
     DocumentStore, LimiterStore, ProfileStore, Recorded, ResponseCache, StoreError, TenantAdmin,
     TenantConfigSource, Turn, UsageActivity, UsageQuery, UsageSink,
 };
@@ -44,7 +44,7 @@ pub struct MemoryStore {
     /// Usage events, rollups and limiter counters share one lock: recording an event, its
     /// rollup and its limiter adjustments is one atomic step, as in DynamoDB's transaction.
     ledger: Mutex<Ledger>,
-    cache: Mutex<HashMap<String, (Completion, Instant)>>,
+    cache: Mutex<HashMap<String, (Cached, Instant)>>,
     prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
     /// Document entries and storage counters share one lock: a claim checks and writes both in
     /// one step, as DynamoDB's transaction does.
@@ -643,9 +643,15 @@ impl Catalog for MemoryStore {
     }
 }
 
-#[async_trait]
-impl ResponseCache for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<Completion>, StoreError> {
+/// A response-cache entry.
+#[derive(Debug, Clone)]
+enum Cached {
+    Completion(Completion),
+    Embeddings(CachedEmbeddings),
+}
+
+impl MemoryStore {
+    fn cached(&self, key: &str) -> Result<Option<Cached>, StoreError> {
         let cache = self.cache.lock().map_err(poisoned)?;
         Ok(cache
             .get(key)
@@ -653,7 +659,7 @@ impl ResponseCache for MemoryStore {
             .map(|(value, _)| value.clone()))
     }
 
-    async fn put(&self, key: &str, value: &Completion, ttl: Duration) -> Result<(), StoreError> {
+    fn cache_put(&self, key: &str, value: Cached, ttl: Duration) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().map_err(poisoned)?;
         let now = Instant::now();
         if cache.len() >= CACHE_CAPACITY {
@@ -669,8 +675,38 @@ impl ResponseCache for MemoryStore {
                 cache.remove(&victim);
             }
         }
-        cache.insert(key.to_owned(), (value.clone(), now + ttl));
+        cache.insert(key.to_owned(), (value, now + ttl));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ResponseCache for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Completion>, StoreError> {
+        Ok(match self.cached(key)? {
+            Some(Cached::Completion(c)) => Some(c),
+            _ => None,
+        })
+    }
+
+    async fn put(&self, key: &str, value: &Completion, ttl: Duration) -> Result<(), StoreError> {
+        self.cache_put(key, Cached::Completion(value.clone()), ttl)
+    }
+
+    async fn get_embeddings(&self, key: &str) -> Result<Option<CachedEmbeddings>, StoreError> {
+        Ok(match self.cached(key)? {
+            Some(Cached::Embeddings(e)) => Some(e),
+            _ => None,
+        })
+    }
+
+    async fn put_embeddings(
+        &self,
+        key: &str,
+        value: &CachedEmbeddings,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.cache_put(key, Cached::Embeddings(value.clone()), ttl)
     }
 }
 

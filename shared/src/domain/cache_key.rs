@@ -37,6 +37,36 @@ pub fn response_cache_key(
     format!("{tenant}#{}", hex::encode(hasher.finalize()))
 }
 
+/// The response-cache key for an embeddings call: `{tenant}#{sha256 hex}` over the tenant, its
+/// configuration version, the route, the requested `dimensions`, the inputs' kind (`texts` or
+/// `tokens`) and every input's bytes, under a tag of its own so no embeddings key can equal a
+/// chat key. The encoding format is not part of it: floats and base64 are the same vectors.
+pub fn embeddings_cache_key<I: AsRef<[u8]>>(
+    tenant: &TenantId,
+    config_version: u64,
+    route: &Route,
+    dimensions: Option<u32>,
+    kind: &str,
+    inputs: impl IntoIterator<Item = I>,
+) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(b"tollgate-embeddings-cache-v1");
+    field(tenant.as_str().as_bytes());
+    field(&config_version.to_le_bytes());
+    field(route.provider.as_str().as_bytes());
+    field(route.model.as_bytes());
+    field(&dimensions.map_or(0, |d| u64::from(d) + 1).to_le_bytes());
+    field(kind.as_bytes());
+    for input in inputs {
+        field(input.as_ref());
+    }
+    format!("{tenant}#{}", hex::encode(hasher.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,7 +219,8 @@ impl ResponseFormat {
                         format!("`response_format.json_schema.schema` {}", err.0),
                     )
                 })?;
-                let validator = compile(schema).map_err(|message| refuse(P_SCHEMA, message))?;
+                let validator =
+                    compile(schema, P_SCHEMA).map_err(|message| refuse(P_SCHEMA, message))?;
                 Ok(Self::JsonSchema(JsonSchemaFormat {
                     name,
                     description,
@@ -473,9 +474,16 @@ fn validate(
     })
 }
 
+/// Checks that `schema` (the request's field `param`) is a JSON Schema this gateway can run:
+/// the compile structured outputs use, so tool parameters and response formats are held to
+/// the same rules. The error names where the schema is wrong, never its values.
+pub fn check_schema(schema: &Value, param: &str) -> Result<(), String> {
+    compile(schema, param).map(drop)
+}
+
 /// Compiles a schema, patterns on the linear-time `regex` engine. The error names where the
 /// schema is wrong and which rule it breaks, never the schema's values.
-fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+fn compile(schema: &Value, param: &str) -> Result<jsonschema::Validator, String> {
     use jsonschema::error::ValidationErrorKind as Kind;
     let patterns = jsonschema::PatternOptions::regex()
         .size_limit(PATTERN_SIZE_LIMIT)
@@ -511,9 +519,7 @@ fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
                 ),
                 _ => excerpt(&err.masked_with("the value").to_string(), 200),
             };
-            format!(
-                "`response_format.json_schema.schema` is not a valid JSON Schema (at {at}): {reason}"
-            )
+            format!("`{param}` is not a valid JSON Schema (at {at}): {reason}")
         })
 }
 

@@ -341,13 +341,87 @@ pub trait LimiterStore: Send + Sync {
 }
 
 /// The application-level response cache. Keys are built by `domain::cache_key` and always
-/// include the tenant.
+/// include the tenant; chat and embeddings keys are hashed apart, so one kind is never read as
+/// the other.
 #[async_trait]
 pub trait ResponseCache: Send + Sync {
     /// The cached completion under `key`; `None` when absent or expired.
     async fn get(&self, key: &str) -> Result<Option<Completion>, StoreError>;
     /// Caches `value` under `key` for `ttl`, replacing any entry there.
     async fn put(&self, key: &str, value: &Completion, ttl: Duration) -> Result<(), StoreError>;
+    /// The cached embeddings reply under `key`; `None` when absent, expired, or not one.
+    async fn get_embeddings(&self, key: &str) -> Result<Option<CachedEmbeddings>, StoreError>;
+    /// Caches an embeddings reply under `key` for `ttl`, replacing any entry there.
+    async fn put_embeddings(
+        &self,
+        key: &str,
+        value: &CachedEmbeddings,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// An embeddings reply as the response cache keeps it: each vector as base64 of its
+/// little-endian `f32`s (exact, and a quarter of the JSON size of the floats), what the
+/// provider billed, and the model it named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedEmbeddings {
+    /// One vector per input, in input order.
+    pub vectors: Vec<String>,
+    /// The tokens the provider billed for the call that filled the entry.
+    pub prompt_tokens: u64,
+    /// The model the provider named.
+    pub model: String,
+}
+
+impl CachedEmbeddings {
+    /// The largest entry kept (its JSON): DynamoDB items are at most 400 KB.
+    pub const MAX_BYTES: usize = 256 * 1024;
+
+    /// `embedded` as a cache entry, or `None` when it would be larger than [`Self::MAX_BYTES`].
+    pub fn of(embedded: &crate::ports::vector::Embeddings) -> Option<Self> {
+        use base64::Engine;
+        let floats: usize = embedded.vectors.iter().map(Vec::len).sum();
+        // 4 bytes a float, 4/3 for base64, plus framing per vector.
+        if floats * 16 / 3 + embedded.vectors.len() * 8 > Self::MAX_BYTES {
+            return None;
+        }
+        let vectors = embedded
+            .vectors
+            .iter()
+            .map(|v| {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            })
+            .collect();
+        Some(Self {
+            vectors,
+            prompt_tokens: embedded.prompt_tokens,
+            model: embedded.model.clone(),
+        })
+    }
+
+    /// The reply back, bit for bit; `None` if an entry is damaged.
+    pub fn embeddings(&self) -> Option<crate::ports::vector::Embeddings> {
+        use base64::Engine;
+        let vectors = self
+            .vectors
+            .iter()
+            .map(|v| {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+                (bytes.len() % 4 == 0).then(|| {
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                })
+            })
+            .collect::<Option<Vec<Vec<f32>>>>()?;
+        Some(crate::ports::vector::Embeddings {
+            vectors,
+            prompt_tokens: self.prompt_tokens,
+            model: self.model.clone(),
+        })
+    }
 }
 
 /// Operator reads and writes: tenants, keys, fine-tuned model registry (the CLI).

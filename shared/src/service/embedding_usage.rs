@@ -32,6 +32,9 @@ pub(crate) struct EmbeddingCall<'a> {
     pub at: DateTime<Utc>,
     /// Set when the call failed after `embedded` was returned.
     pub failure: Option<EmbeddingFailure>,
+    /// Answered from the response cache: no provider call, nothing metered (`embedded` has
+    /// no tokens, the cost is zero).
+    pub cache_hit: bool,
 }
 
 /// How an embedding call failed.
@@ -78,6 +81,7 @@ impl EmbeddingCall<'_> {
     /// Where the event's token counts come from.
     pub fn usage_source(&self) -> UsageSource {
         match &self.failure {
+            _ if self.cache_hit => UsageSource::None,
             Some(f) if f.estimated_tokens > 0 => UsageSource::Estimated,
             Some(_) if self.embedded.prompt_tokens == 0 => UsageSource::None,
             _ => UsageSource::Provider,
@@ -108,7 +112,7 @@ impl EmbeddingCall<'_> {
             success: self.failure.is_none(),
             error_type: self.failure.map(|f| f.error),
             streamed: false,
-            cache_hit: false,
+            cache_hit: self.cache_hit,
             attempts: self.attempts,
             client_disconnected: false,
             degraded_from: None,

@@ -9,6 +9,11 @@
 //! same write. A call the provider refused gives the reservation back; one that may have been
 //! billed (a timeout after sending) is metered at the counted tokens. One metrics line per
 //! request, refusals included.
+//!
+//! Tenants with the response cache on get embeddings from it too: the key hashes the tenant,
+//! its configuration version, the route, `dimensions` and every input (not the encoding). A
+//! hit makes no provider call, reserves nothing and is recorded as a cache hit at $0; a miss
+//! stores the reply when it fits an entry ([`CachedEmbeddings::MAX_BYTES`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,8 +24,10 @@ use crate::domain::routing;
 use crate::domain::tenant::RouteKind;
 use crate::domain::usage::{TokenUsage, UsageSource};
 use crate::error::GatewayError;
+use crate::ports::ResponseCache;
 use crate::ports::metrics::RequestMetrics;
 use crate::ports::provider::{EmbeddingRequest, ProviderError};
+use crate::ports::store::CachedEmbeddings;
 use crate::ports::vector::Embeddings;
 use crate::service::catalog::OperatorCatalog;
 use crate::wire::embeddings::{
@@ -34,6 +41,7 @@ use super::context::RequestContext;
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
 use super::limiter::Limiter;
 use super::metering::Meter;
+use super::reply::CacheStatus;
 
 /// Serves `POST /v1/embeddings` (see the module docs).
 #[derive(Clone)]
@@ -48,6 +56,8 @@ pub struct EmbeddingsService {
     pub limiter: Arc<Limiter>,
     /// Usage events, metrics lines and the clock.
     pub meter: Meter,
+    /// The response cache, for tenants that turn it on.
+    pub cache: Arc<dyn ResponseCache>,
 }
 
 impl EmbeddingsService {
@@ -57,7 +67,7 @@ impl EmbeddingsService {
         ctx: &RequestContext,
         caller: &Caller,
         body: &[u8],
-    ) -> Result<EmbeddingsResponse, GatewayError> {
+    ) -> Result<(EmbeddingsResponse, Option<CacheStatus>), GatewayError> {
         let mut trace = self.trace(ctx, Some(&caller.tenant));
         let result = self.serve(ctx, caller, body, &mut trace).await;
         let error = result.as_ref().err();
@@ -115,7 +125,7 @@ impl EmbeddingsService {
         caller: &Caller,
         body: &[u8],
         trace: &mut RequestMetrics,
-    ) -> Result<EmbeddingsResponse, GatewayError> {
+    ) -> Result<(EmbeddingsResponse, Option<CacheStatus>), GatewayError> {
         let request = parse_embeddings_request(body)?;
         let tenant = &caller.tenant;
         let config = &caller.config;
@@ -136,6 +146,34 @@ impl EmbeddingsService {
             .providers
             .priced(&self.catalog, config, &request.model, route)
             .await?;
+
+        let cache_key = config
+            .response_cache
+            .enabled
+            .then(|| cache_key(caller, route, &request));
+        let cache_status = match (&cache_key, ctx.bypass_cache) {
+            (None, _) => None,
+            (Some(_), true) => Some(CacheStatus::Bypass),
+            (Some(key), false) => match self.cache.get_embeddings(key).await {
+                Ok(Some(hit)) => match hit.embeddings() {
+                    Some(embedded) if embedded.vectors.len() == request.input.len() => {
+                        trace.cache_hit = Some(true);
+                        trace.model_served = Some(embedded.model.clone());
+                        self.record_hit(ctx, caller, &request.model, route.provider, &embedded)
+                            .await;
+                        return Ok((response(request, embedded), Some(CacheStatus::Hit)));
+                    }
+                    _ => Some(CacheStatus::Miss),
+                },
+                Ok(None) => Some(CacheStatus::Miss),
+                Err(err) => {
+                    // A cache outage degrades to a miss; it must not fail the request.
+                    tracing::warn!(request_id = %ctx.request_id, error = %err, "response cache read failed");
+                    Some(CacheStatus::Miss)
+                }
+            },
+        };
+        trace.cache_hit = (cache_status == Some(CacheStatus::Miss)).then_some(false);
 
         let now = self.meter.clock.now().timestamp();
         let quota_model = [(route.provider, route.model.as_str())];
@@ -226,6 +264,7 @@ impl EmbeddingsService {
             attempts,
             at: self.meter.clock.now(),
             failure: metered,
+            cache_hit: false,
         };
         trace.usage_source = call.usage_source();
         call.record_reconciled(
@@ -240,7 +279,74 @@ impl EmbeddingsService {
         if let Some((err, _)) = failure {
             return Err(err);
         }
-        Ok(response(request, embedded))
+        if let (Some(key), Some(CacheStatus::Miss)) = (&cache_key, cache_status)
+            && let Some(entry) = CachedEmbeddings::of(&embedded)
+        {
+            let ttl = std::time::Duration::from_secs(u64::from(config.response_cache.ttl_seconds));
+            if let Err(err) = self.cache.put_embeddings(key, &entry, ttl).await {
+                tracing::warn!(request_id = %ctx.request_id, error = %err, "response cache write failed");
+            }
+        }
+        Ok((response(request, embedded), cache_status))
+    }
+
+    /// A cache hit's usage event: no tokens, no cost, the cached reply's model.
+    async fn record_hit(
+        &self,
+        ctx: &RequestContext,
+        caller: &Caller,
+        requested: &str,
+        provider: crate::domain::tenant::ProviderKind,
+        embedded: &Embeddings,
+    ) {
+        let none = Embeddings {
+            vectors: Vec::new(),
+            prompt_tokens: 0,
+            model: embedded.model.clone(),
+        };
+        let call = EmbeddingCall {
+            id: ctx.request_id.clone(),
+            tenant: &caller.tenant,
+            requested,
+            provider,
+            embedded: &none,
+            cost: rust_decimal::Decimal::ZERO,
+            started: Instant::now(),
+            attempts: 0,
+            at: self.meter.clock.now(),
+            failure: None,
+            cache_hit: true,
+        };
+        call.record_reconciled(self.meter.usage.as_ref(), self.meter.metrics.as_ref(), &[])
+            .await;
+    }
+}
+
+/// The request's response-cache key (see the module docs).
+fn cache_key(
+    caller: &Caller,
+    route: &crate::domain::tenant::Route,
+    request: &EmbeddingsRequest,
+) -> String {
+    use crate::domain::cache_key::embeddings_cache_key;
+    use crate::ports::provider::EmbeddingInput;
+    let (tenant, version) = (&caller.tenant, caller.config.version);
+    match &request.input {
+        EmbeddingInput::Texts(texts) => {
+            embeddings_cache_key(tenant, version, route, request.dimensions, "texts", texts)
+        }
+        EmbeddingInput::Tokens(arrays) => embeddings_cache_key(
+            tenant,
+            version,
+            route,
+            request.dimensions,
+            "tokens",
+            arrays.iter().map(|ids| {
+                ids.iter()
+                    .flat_map(|id| id.to_le_bytes())
+                    .collect::<Vec<u8>>()
+            }),
+        ),
     }
 }
 

@@ -541,6 +541,7 @@ impl IngestService {
             attempts,
             at: self.clock.now(),
             failure: metered,
+            cache_hit: false,
         };
         spent.add(usage, cost, call.usage_source());
         call.record_reconciled(

@@ -135,6 +135,7 @@ impl Retriever {
             attempts,
             at: self.clock.now(),
             failure: metered,
+            cache_hit: false,
         }
         .record_reconciled(
             self.usage.as_ref(),

@@ -234,19 +234,8 @@ fn object_schema(schema: Map<String, Value>, param: &str) -> Result<Value, Gatew
         }
     }
     let schema = Value::Object(schema);
-    if let Err(err) = jsonschema::meta::validate(&schema) {
-        let at = match err.instance_path().as_str() {
-            "" => "the root".to_owned(),
-            at => format!("`{at}`"),
-        };
-        return Err(invalid(
-            format!(
-                "`{param}` is not a valid JSON Schema (at {at}): it breaks the meta-schema rule at `{}`",
-                err.schema_path().as_str()
-            ),
-            param,
-        ));
-    }
+    crate::domain::structured::check_schema(&schema, param)
+        .map_err(|message| invalid(message, param))?;
     Ok(schema)
 }
 

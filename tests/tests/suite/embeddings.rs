@@ -127,7 +127,10 @@ async fn base64_vectors_are_the_float_vectors_and_token_arrays_are_passed_throug
     assert_eq!(ids.status, 200, "{}", ids.text());
     assert_eq!(ids.json()["usage"]["prompt_tokens"], 5);
     let sent = openai.embedding_requests();
-    assert_eq!(sent[2].body["input"], json!([[101, 202, 303], [404, 505]]));
+    // The base64 request was served from acme's response cache (the same vectors).
+    assert_eq!(sent.len(), 2);
+    assert_eq!(encoded.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(sent[1].body["input"], json!([[101, 202, 303], [404, 505]]));
     assert_eq!(gw.usage_events().len(), 3);
 }
 
@@ -217,7 +220,9 @@ async fn embeddings_count_against_the_tenants_tokens_per_minute() {
     let input = vec![7u32; 60];
     let first = embed(&gw, "acme", json!({"model": MODEL, "input": [input]})).await;
     assert_eq!(first.status, 200, "{}", first.text());
-    let second = embed(&gw, "acme", json!({"model": MODEL, "input": [input]})).await;
+    // Other inputs (the same ones would be a cache hit, which reserves nothing).
+    let other = vec![8u32; 60];
+    let second = embed(&gw, "acme", json!({"model": MODEL, "input": [other]})).await;
     assert_eq!(second.status, 429, "{}", second.text());
     assert!(second.header("retry-after").is_some());
     assert_eq!(openai.embedding_requests().len(), 1);
@@ -299,4 +304,82 @@ async fn the_simulated_provider_answers_deterministically() {
         cost(events[0].usage.prompt_tokens),
         "priced like the real provider"
     );
+}
+
+/// acme's response cache serves repeated embeddings: the same vectors without a provider call,
+/// recorded as a $0 cache hit; a change of inputs, `dimensions` or tenant misses; `no-cache`
+/// bypasses; the encoding format shares the entry.
+#[tokio::test]
+async fn the_response_cache_serves_repeated_embeddings_per_tenant() {
+    let (openai, _anthropic, gw) = standin_gateway().await;
+    let body = json!({"model": MODEL, "input": ["Refunds within 30 days."], "dimensions": 16});
+    let first = embed(&gw, "acme", body.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-tollgate-cache"), Some("miss"));
+    let hit = embed(&gw, "acme", body.clone()).await;
+    assert_eq!(hit.header("x-tollgate-cache"), Some("hit"));
+    assert_eq!(
+        hit.json()["data"],
+        first.json()["data"],
+        "the same vectors, bit for bit"
+    );
+    assert_eq!(hit.json()["usage"], first.json()["usage"]);
+    assert_eq!(
+        openai.embedding_requests().len(),
+        1,
+        "no provider call for the hit"
+    );
+    let events = gw.usage_events();
+    let hit_id = hit.header("x-request-id").unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.request_id.as_str() == hit_id)
+        .unwrap();
+    assert!(event.cache_hit);
+    assert_eq!(event.cost_usd, Decimal::ZERO);
+    assert_eq!(event.usage.prompt_tokens, 0);
+
+    // base64 is the same vectors: the same entry.
+    let mut b64 = body.clone();
+    b64["encoding_format"] = json!("base64");
+    let encoded = embed(&gw, "acme", b64).await;
+    assert_eq!(encoded.header("x-tollgate-cache"), Some("hit"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.json()["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let first_float = f32::from_le_bytes(bytes[..4].try_into().unwrap());
+    assert_eq!(
+        Value::from(first_float),
+        first.json()["data"][0]["embedding"][0]
+    );
+
+    let mut other_dims = body.clone();
+    other_dims["dimensions"] = json!(32);
+    assert_eq!(
+        embed(&gw, "acme", other_dims)
+            .await
+            .header("x-tollgate-cache"),
+        Some("miss")
+    );
+    let mut other_text = body.clone();
+    other_text["input"] = json!(["Refunds within 31 days."]);
+    assert_eq!(
+        embed(&gw, "acme", other_text)
+            .await
+            .header("x-tollgate-cache"),
+        Some("miss")
+    );
+    let bypass = gw
+        .send(
+            http::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/embeddings")
+                .header("authorization", format!("Bearer {}", gw.key("acme")))
+                .header("cache-control", "no-cache")
+                .body(bytes::Bytes::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(bypass.header("x-tollgate-cache"), Some("bypass"));
+    assert_eq!(openai.embedding_requests().len(), 4);
 }

@@ -738,6 +738,48 @@ mod contract {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get("acme:v1:short").await.unwrap().is_none());
+
+        // Embeddings replies: bit-exact vectors back, never read as a completion (or the
+        // reverse), expiring like completions.
+        let embedded = tollgate::ports::vector::Embeddings {
+            vectors: vec![vec![0.1, -2.5e-8, f32::MAX], vec![1.0; 1536]],
+            prompt_tokens: 7,
+            model: "text-embedding-3-small".into(),
+        };
+        let entry = tollgate::ports::store::CachedEmbeddings::of(&embedded).unwrap();
+        store
+            .put_embeddings("acme:v1:emb", &entry, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let back = store.get_embeddings("acme:v1:emb").await.unwrap().unwrap();
+        assert_eq!(back.embeddings().unwrap(), embedded);
+        assert!(store.get("acme:v1:emb").await.unwrap().is_none());
+        assert!(store.get_embeddings("acme:v1:abc").await.unwrap().is_none());
+        assert!(
+            store
+                .get_embeddings("globex:v1:emb")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .put_embeddings("acme:v1:emb-short", &entry, Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            store
+                .get_embeddings("acme:v1:emb-short")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A reply too large for one item is not an entry.
+        let large = tollgate::ports::vector::Embeddings {
+            vectors: vec![vec![0.5; 3072]; 40],
+            ..embedded
+        };
+        assert!(tollgate::ports::store::CachedEmbeddings::of(&large).is_none());
     }
 
     /// Stores a version of `id` of `chunks` chunks the way ingest does: read the slot, plan
