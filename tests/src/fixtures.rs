@@ -45,15 +45,7 @@ pub fn ok_event(tenant: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> 
 
 /// One message.
 pub fn message(role: Role, content: &str) -> Message {
-    Message {
-        role,
-        content: content.into(),
-        name: None,
-        tool_calls: Vec::new(),
-        tool_call_id: None,
-        parts: Vec::new(),
-        cache_breakpoint: false,
-    }
+    Message::new(role, content)
 }
 
 /// "Say hello." to `model`, with a system prompt and at most 64 tokens; nothing else set.

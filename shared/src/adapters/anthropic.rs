@@ -818,15 +818,7 @@ mod tests {
     use crate::domain::chat::Message;
 
     fn message(role: Role, content: &str) -> Message {
-        Message {
-            role,
-            content: content.into(),
-            name: None,
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-            parts: Vec::new(),
-            cache_breakpoint: false,
-        }
+        Message::new(role, content)
     }
 
     fn request(system: Option<String>, messages: Vec<Message>) -> ProviderRequest {
