@@ -94,6 +94,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
         retrieval: Default::default(),
         conversations: Default::default(),
         structured_output: Default::default(),
+        end_users: Default::default(),
         // Fine-tuned gpt-4o-mini list price: $0.30 in, $0.15 cached, $1.20 out per 1M.
         price_overrides: BTreeMap::from([(
             ACME_FINE_TUNED.into(),
@@ -150,6 +151,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
         retrieval: Default::default(),
         conversations: Default::default(),
         structured_output: Default::default(),
+        end_users: Default::default(),
     })
 }
 
@@ -161,6 +163,9 @@ pub const UNLIMITED: LimitOverrides = LimitOverrides {
     tokens_per_day: Some(crate::domain::limits::MAX_LIMIT),
     counter_shards: None,
     storage_chunks: None,
+    budget_daily_usd: Some(crate::domain::budget::BudgetCap::Unlimited),
+    budget_monthly_usd: Some(crate::domain::budget::BudgetCap::Unlimited),
+    budget_alert_at_percent: None,
 };
 
 /// Stores both demo tenants, registers acme's fine-tuned model and issues one key each.

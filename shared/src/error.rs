@@ -142,6 +142,15 @@ pub enum GatewayError {
         /// What the `x-ratelimit-*` headers report.
         rate: Box<crate::domain::limits::RateStatus>,
     },
+    /// A dollar budget (the tenant's daily or monthly one, or an end user's daily one) has no
+    /// room left for the request in its period (429, OpenAI's `insufficient_quota`).
+    #[error("{message}")]
+    BudgetExceeded {
+        /// Said to the client as is: names the budget, the spend and when it resets.
+        message: String,
+        /// Until the period resets.
+        retry_after: Duration,
+    },
     /// A call that needs more tokens than the tenant's limit allows at all; `param` names
     /// what the client can shrink (`max_tokens` of a chat request, `text` of a document).
     #[error("{message}")]
@@ -280,7 +289,9 @@ impl GatewayError {
             Self::DocumentBusy { .. } => S::CONFLICT,
             Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
             Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
-            Self::RateLimited { .. } | Self::UpstreamRateLimited { .. } => S::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. }
+            | Self::UpstreamRateLimited { .. }
+            | Self::BudgetExceeded { .. } => S::TOO_MANY_REQUESTS,
             Self::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { .. } => S::BAD_REQUEST,
             Self::Upstream { .. } | Self::UpstreamCredentials { .. } => S::BAD_GATEWAY,
@@ -317,6 +328,7 @@ impl GatewayError {
             | Self::PriceMissing { .. }
             | Self::ProviderUnavailable { .. } => ErrorKind::Configuration,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::BudgetExceeded { .. } => ErrorKind::BudgetExceeded,
             Self::UpstreamRateLimited { .. } => ErrorKind::UpstreamRateLimited,
             Self::UpstreamTimeout => ErrorKind::Timeout,
             Self::Upstream { .. } | Self::UpstreamCredentials { .. } => ErrorKind::UpstreamError,
@@ -327,6 +339,9 @@ impl GatewayError {
 
     /// The OpenAI `error.type` string.
     fn openai_type(&self) -> &'static str {
+        if let Self::BudgetExceeded { .. } = self {
+            return "insufficient_quota";
+        }
         match self.status().as_u16() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -370,6 +385,7 @@ impl GatewayError {
             Self::PriceMissing { .. } => "model_price_missing",
             Self::ProviderUnavailable { .. } => "provider_unavailable",
             Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::BudgetExceeded { .. } => "insufficient_quota",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
@@ -417,9 +433,9 @@ impl GatewayError {
     /// Seconds a client should wait before retrying, when that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } | Self::IndexBusy { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after, .. }
+            | Self::IndexBusy { retry_after, .. }
+            | Self::BudgetExceeded { retry_after, .. } => Some(*retry_after),
             Self::LimiterUnavailable | Self::StoreUnavailable { .. } => {
                 Some(Duration::from_secs(1))
             }

@@ -124,6 +124,11 @@ fn error_response(err: &GatewayError, body: Vec<u8>, request_id: &RequestId) -> 
             builder = builder.header(name, value);
         }
     }
+    // A spent budget does not come back within an SDK's retry window: the OpenAI SDKs honour
+    // `x-should-retry: false` and surface the 429 at once instead of retrying it.
+    if let GatewayError::BudgetExceeded { .. } = err {
+        builder = builder.header("x-should-retry", "false");
+    }
     with_request_id(builder.body(Body::full(body)), request_id)
 }
 

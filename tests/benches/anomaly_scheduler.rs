@@ -121,6 +121,7 @@ fn event_for(r: &UsageRollup) -> UsageEvent {
         degraded_from: None,
         quality_score: None,
         usage_source: Default::default(),
+        user: None,
     }
 }
 

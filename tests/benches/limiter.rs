@@ -17,7 +17,7 @@ use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{Limits, Shards};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::LimiterStore;
-use tollgate::service::limiter::Limiter;
+use tollgate::service::limiter::{Demand, Limiter, Scope};
 
 const LIMITS: Limits = Limits {
     tokens_per_minute: 1 << 40,
@@ -28,12 +28,10 @@ const LIMITS: Limits = Limits {
 async fn decide(limiter: &Limiter, tenant: &TenantId, tokens: u64, limits: Limits) -> bool {
     let now = chrono::Utc::now().timestamp();
     let route = (ProviderKind::Openai, "gpt-4o-mini");
-    let snapshot = limiter
-        .snapshot(tenant, Shards::ONE, &[route], now)
-        .await
-        .unwrap();
+    let scope = Scope::tokens_only(tenant, Shards::ONE, limits);
+    let snapshot = limiter.snapshot(&scope, &[route], now).await.unwrap();
     limiter
-        .reserve(tenant, limits, &snapshot, tokens, route)
+        .reserve(&scope, &snapshot, Demand::tokens(tokens), route)
         .await
         .unwrap()
         .is_ok()

@@ -40,6 +40,7 @@ pub fn ok_event(tenant: &str, model: &str, at: DateTime<Utc>, cost: Decimal) -> 
         degraded_from: None,
         quality_score: None,
         usage_source: Default::default(),
+        user: None,
     }
 }
 

@@ -96,7 +96,7 @@ mod tests {
             conversation_id: None,
             response_format: Default::default(),
             tools: Default::default(),
-            user: Some("u1".into()),
+            user: Some(crate::domain::profile::UserId::parse("u1").unwrap()),
             stream,
             include_usage: false,
         }
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn streaming_and_end_user_do_not_change_the_key() {
         let mut other_user = request("hi", true);
-        other_user.user = Some("u2".into());
+        other_user.user = Some(crate::domain::profile::UserId::parse("u2").unwrap());
         assert_eq!(
             key("acme", 1, "s", &request("hi", false)),
             key("acme", 1, "s", &other_user)

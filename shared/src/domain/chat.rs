@@ -111,7 +111,7 @@ pub struct ChatRequest {
     /// Not part of the cache key: an identical question from another end user of the same
     /// tenant is the same question.
     #[serde(skip)]
-    pub user: Option<String>,
+    pub user: Option<crate::domain::profile::UserId>,
     /// Whether the client asked for a streamed (SSE) reply.
     #[serde(skip)]
     pub stream: bool,

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::{Budget, BudgetCap};
 use super::tenant::Tier;
 
 /// Limits in force for a tenant.
@@ -112,6 +113,15 @@ pub struct LimitOverrides {
         deserialize_with = "at_most_max::storage_chunks"
     )]
     pub storage_chunks: Option<u64>,
+    /// Replaces the tier's daily dollar budget (`unlimited` lifts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_daily_usd: Option<BudgetCap>,
+    /// Replaces the tier's monthly dollar budget (`unlimited` lifts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_monthly_usd: Option<BudgetCap>,
+    /// Percent of a dollar budget at which its soft threshold is crossed (1-100; 80 if unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_alert_at_percent: Option<u8>,
 }
 
 /// One reader per field, so the error names the field (serde does not say which failed).
@@ -186,6 +196,18 @@ impl LimitOverrides {
             tokens_per_minute: self.tokens_per_minute.unwrap_or(base.tokens_per_minute),
             requests_per_minute: self.requests_per_minute.unwrap_or(base.requests_per_minute),
             tokens_per_day: self.tokens_per_day.unwrap_or(base.tokens_per_day),
+        }
+    }
+
+    /// `base` (the tier's budget) with each set budget override in its place.
+    pub fn budget(&self, base: Budget) -> Budget {
+        let pick = |over: Option<BudgetCap>, tier| over.map_or(tier, BudgetCap::usd);
+        Budget {
+            daily_usd: pick(self.budget_daily_usd, base.daily_usd),
+            monthly_usd: pick(self.budget_monthly_usd, base.monthly_usd),
+            alert_at_percent: self
+                .budget_alert_at_percent
+                .unwrap_or(base.alert_at_percent),
         }
     }
 

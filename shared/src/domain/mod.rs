@@ -3,6 +3,7 @@
 //! anomaly rules, structured-output formats, tool calling, images and the document storage quota.
 
 pub mod anomaly;
+pub mod budget;
 pub mod cache_key;
 pub mod chat;
 pub mod chunking;

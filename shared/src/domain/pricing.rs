@@ -51,6 +51,19 @@ impl ModelPrice {
         (total / PER_MILLION).normalize()
     }
 
+    /// The most a call that sends `prompt` tokens and writes at most `output` can cost: every
+    /// prompt token at the dearest prompt price (no cache discount is assumed, and a cache
+    /// write may cost more than plain input), every output token at the output price. For
+    /// any usage with at most those tokens, `cost(usage) <= worst_case(prompt, output)`.
+    pub fn worst_case(&self, prompt: u64, output: u64) -> Decimal {
+        let prompt_price = [self.cached_input, self.cache_write]
+            .into_iter()
+            .flatten()
+            .fold(self.input, Decimal::max);
+        ((Decimal::from(prompt) * prompt_price + Decimal::from(output) * self.output) / PER_MILLION)
+            .normalize()
+    }
+
     /// Refuses a negative price; the error is a message for the operator.
     pub fn validate(&self) -> Result<(), String> {
         let parts = [

@@ -118,6 +118,7 @@ mod tests {
             retrieval: Default::default(),
             conversations: Default::default(),
             structured_output: Default::default(),
+            end_users: Default::default(),
         }
     }
 

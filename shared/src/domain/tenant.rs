@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::{Budget, EndUserPolicy, MAX_USER_OVERRIDES};
 use super::ids::TenantId;
 use super::limits::{DegradationPolicy, LimitOverrides, Limits};
 use super::pricing::ModelPrice;
@@ -183,6 +184,9 @@ pub struct TenantConfig {
     /// What to do when a structured reply fails its format.
     #[serde(default)]
     pub structured_output: StructuredOutputPolicy,
+    /// Limits on the tenant's own end users (the `user` of its requests).
+    #[serde(default, skip_serializing_if = "EndUserPolicy::is_empty")]
+    pub end_users: EndUserPolicy,
 }
 
 /// What happens when a structured-output reply fails validation.
@@ -272,6 +276,14 @@ pub enum ConfigError {
         /// Its value.
         value: u64,
     },
+    /// The budget alert threshold is not 1-100 percent.
+    #[error("budget alert threshold must be between 1 and 100 percent, got {0}")]
+    BadBudgetAlert(u8),
+    /// More per-user overrides than a configuration may carry.
+    #[error(
+        "{0} end-user overrides, above the maximum of {MAX_USER_OVERRIDES}; raise the defaults instead"
+    )]
+    TooManyUserOverrides(usize),
 }
 
 impl TenantConfig {
@@ -293,6 +305,19 @@ impl TenantConfig {
             }
         }
         if let Some((field, value)) = self.limits.above_max() {
+            return Err(ConfigError::LimitAboveMax { field, value });
+        }
+        if let Some(percent) = self.limits.budget_alert_at_percent
+            && !(1..=100).contains(&percent)
+        {
+            return Err(ConfigError::BadBudgetAlert(percent));
+        }
+        let users = &self.end_users;
+        if users.overrides.len() > MAX_USER_OVERRIDES {
+            return Err(ConfigError::TooManyUserOverrides(users.overrides.len()));
+        }
+        let user_limits = std::iter::once(&users.defaults).chain(users.overrides.values());
+        if let Some((field, value)) = user_limits.filter_map(|l| l.above_max()).next() {
             return Err(ConfigError::LimitAboveMax { field, value });
         }
         if let Some(policy) = &self.degradation {
@@ -319,6 +344,11 @@ impl TenantConfig {
     /// The limits in force: the tier's, with this tenant's overrides.
     pub fn effective_limits(&self) -> Limits {
         self.limits.apply(self.tier.limits())
+    }
+
+    /// The dollar budgets in force: the tier's, with this tenant's overrides.
+    pub fn budget(&self) -> Budget {
+        self.limits.budget(self.tier.budget())
     }
 }
 

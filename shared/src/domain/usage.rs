@@ -33,6 +33,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The tenant's configuration cannot serve this request (routing, pricing).
     Configuration,
+    /// A dollar budget (the tenant's or an end user's) is spent for its period.
+    BudgetExceeded,
 }
 
 impl ErrorKind {
@@ -48,6 +50,7 @@ impl ErrorKind {
             Self::Authentication => "authentication",
             Self::InvalidRequest => "invalid_request",
             Self::Configuration => "configuration",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -153,6 +156,9 @@ pub struct UsageEvent {
     /// this field existed were all provider-reported or zero.
     #[serde(default)]
     pub usage_source: UsageSource,
+    /// The tenant's end user the call was made for (`user`), when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<super::profile::UserId>,
 }
 
 /// Latency histogram buckets: bucket 0 holds < 1 ms, bucket `i ≥ 1` holds

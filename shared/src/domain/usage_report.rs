@@ -23,7 +23,7 @@ use super::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, histogram_percentil
 pub const LATENCY_ERROR_BOUND: f64 = 0.12;
 
 /// Every `ErrorKind` by its wire name, for parsing filters and listing valid values.
-pub const ERROR_KINDS: [ErrorKind; 9] = [
+pub const ERROR_KINDS: [ErrorKind; 10] = [
     ErrorKind::RateLimited,
     ErrorKind::UpstreamRateLimited,
     ErrorKind::Validation,
@@ -33,6 +33,7 @@ pub const ERROR_KINDS: [ErrorKind; 9] = [
     ErrorKind::Authentication,
     ErrorKind::InvalidRequest,
     ErrorKind::Configuration,
+    ErrorKind::BudgetExceeded,
 ];
 
 /// The [`ErrorKind`] with this wire name; `None` for any other string.
@@ -659,6 +660,7 @@ mod tests {
             degraded_from: None,
             quality_score: None,
             usage_source: Default::default(),
+            user: None,
         }
     }
 

@@ -24,7 +24,7 @@ use crate::wire::request::parse_chat_request;
 use super::call::CallStep;
 use super::caller::{Caller, Refused};
 use super::context::RequestContext;
-use super::limiter::{Limiter, Reservation};
+use super::limiter::{Demand, Limiter, Reservation, Scope};
 use super::metering::{CallOutcome, CallRecord, Meter, elapsed_ms};
 use super::prepared::Prepared;
 use super::profiles::{ProfileService, PromptProfile, prompt_profile};
@@ -114,8 +114,9 @@ pub struct ChatService {
 /// Retrieval for one request, decided before admission and done after it.
 pub(crate) struct Grounding {
     query: String,
-    /// The query as the gateway counts it: what its embedding reserves.
-    query_tokens: u64,
+    /// What the query embedding reserves: the query as the gateway counts it, at the
+    /// embedding model's price.
+    query_demand: Demand,
     top_k: u8,
     /// The excerpts' budget: what they reserve.
     max_tokens: u32,
@@ -233,7 +234,7 @@ impl ChatService {
         // Retrieval happens after admission: its query embedding is admitted (and its excerpts
         // budgeted) with the chat call, so a refused request costs no embedding. A grounded
         // answer is never cached: it depends on documents that can change.
-        let grounding = self.grounding(&prepared)?;
+        let grounding = self.grounding(&prepared).await?;
         if grounding.is_some() {
             prepared.cache_key = None;
         }
@@ -261,7 +262,7 @@ impl ChatService {
             .admit(ctx, tenant, prepared, grounding.as_ref())
             .await?;
         if let Some(grounding) = grounding {
-            let share = reservation.carve(grounding.query_tokens);
+            let share = reservation.carve(grounding.query_demand);
             if let Err(err) = self
                 .ground(ctx, tenant, &mut prepared, grounding, share)
                 .await
@@ -345,7 +346,7 @@ impl ChatService {
         prepared: Prepared,
         grounding: Option<&Grounding>,
     ) -> Result<(Prepared, Reservation, Option<String>), GatewayError> {
-        let limits = prepared.config.effective_limits();
+        let scope = Scope::of(tenant, &prepared.config, prepared.request.user.as_ref());
         let requested = prepared.request.model.clone();
         let fallback = prepared
             .config
@@ -366,12 +367,26 @@ impl ChatService {
         let now = self.meter.clock.now().timestamp();
         let snapshot = self
             .limiter
-            .snapshot(tenant, prepared.config.limits.shards(), &models, now)
+            .snapshot(&scope, &models, now)
             .await
             .map_err(|err| limiter_unavailable(ctx, &err))?;
 
+        // Past the degradation threshold of the daily token budget, or past the soft
+        // threshold of a dollar budget, a mapped model is served by its cheaper one.
         let degrade_to = prepared.config.degradation.as_ref().and_then(|policy| {
-            policy.degrade(&requested, snapshot.day_tokens(), limits.tokens_per_day)
+            let past_budget_alert = snapshot.past_budget_alert(&scope.budget);
+            policy
+                .degrade(
+                    &requested,
+                    snapshot.day_tokens(),
+                    scope.limits.tokens_per_day,
+                )
+                .or_else(|| {
+                    past_budget_alert
+                        .then(|| policy.routes.get(&requested))
+                        .flatten()
+                        .map(String::as_str)
+                })
         });
         let (mut prepared, degraded_from) = match degrade_to {
             Some(target) if fallback.is_some() => {
@@ -398,21 +413,27 @@ impl ChatService {
         let output_cap = self.limiter.output_cap(prepared.request.max_tokens);
         prepared.upstream.max_tokens = Some(output_cap);
         // A grounded request also reserves its excerpts' budget and its query embedding.
-        let (excerpts, embedding) =
-            grounding.map_or((0, 0), |g| (g.max_tokens as u64, g.query_tokens));
+        let excerpts = grounding.map_or(0, |g| u64::from(g.max_tokens));
         prepared.estimate = TokenUsage {
             prompt_tokens: prompt_tokens + excerpts,
             completion_tokens: u64::from(output_cap),
             ..TokenUsage::default()
         };
-        let tokens = prepared.estimate.total() + embedding;
+        let mut demand = Demand::worst_case(
+            &prepared.price,
+            prepared.estimate.prompt_tokens,
+            prepared.estimate.completion_tokens,
+        );
+        if let Some(g) = grounding {
+            demand.tokens += g.query_demand.tokens;
+            demand.cost += g.query_demand.cost;
+        }
         let decision = self
             .limiter
             .reserve(
-                tenant,
-                limits,
+                &scope,
                 &snapshot,
-                tokens,
+                demand,
                 (prepared.route.provider, prepared.route.model.as_str()),
             )
             .await
@@ -444,6 +465,7 @@ impl ChatService {
             degraded_from,
             sources: prepared.context.as_ref().map(|c| c.sources.clone()),
             estimate: prepared.estimate,
+            user: prepared.request.user.clone(),
             conversation: prepared.request.conversation_id.clone().and_then(|id| {
                 let last_user = prepared
                     .request
@@ -489,19 +511,19 @@ impl ChatService {
     /// What retrieval will do for this request, when the request or the tenant's policy asks
     /// for it; a request for retrieval where none is configured is refused here, before
     /// admission.
-    fn grounding(&self, prepared: &Prepared) -> Result<Option<Grounding>, GatewayError> {
+    async fn grounding(&self, prepared: &Prepared) -> Result<Option<Grounding>, GatewayError> {
         let policy = prepared.config.retrieval;
         let asked = prepared.request.retrieval;
         let enabled = asked.and_then(|r| r.enabled).unwrap_or(policy.enabled);
         if !enabled {
             return Ok(None);
         }
-        if self.retriever.is_none() {
+        let Some(retriever) = &self.retriever else {
             return Err(GatewayError::invalid(
                 "retrieval is not available in this deployment (no vector index is configured)",
                 Some("retrieval".to_owned()),
             ));
-        }
+        };
         let query = prepared
             .request
             .messages
@@ -511,7 +533,11 @@ impl ChatService {
             .map(|m| m.content.clone())
             .unwrap_or_default();
         Ok(Some(Grounding {
-            query_tokens: crate::tokenizer::count_tokens(&query) as u64,
+            query_demand: Demand::worst_case(
+                &retriever.query_price().await?,
+                crate::tokenizer::count_tokens(&query) as u64,
+                0,
+            ),
             query,
             top_k: asked.and_then(|r| r.top_k).unwrap_or(policy.top_k),
             max_tokens: policy.max_context_tokens,
@@ -534,8 +560,11 @@ impl ChatService {
         };
         let context = retriever
             .retrieve(
-                &ctx.request_id,
-                tenant,
+                super::retrieval::Asker {
+                    request_id: &ctx.request_id,
+                    tenant,
+                    user: prepared.request.user.as_ref(),
+                },
                 &grounding.query,
                 usize::from(grounding.top_k),
                 grounding.max_tokens as usize,
@@ -588,7 +617,7 @@ impl ChatService {
             &ctx.request_id,
             tenant,
             &config,
-            request.user.as_deref(),
+            request.user.as_ref(),
             profile,
         )
         .await;

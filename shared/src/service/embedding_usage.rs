@@ -35,6 +35,8 @@ pub(crate) struct EmbeddingCall<'a> {
     /// Answered from the response cache: no provider call, nothing metered (`embedded` has
     /// no tokens, the cost is zero).
     pub cache_hit: bool,
+    /// The end user the call was made for, when the request named one.
+    pub user: Option<&'a crate::domain::profile::UserId>,
 }
 
 /// How an embedding call failed.
@@ -118,6 +120,7 @@ impl EmbeddingCall<'_> {
             degraded_from: None,
             quality_score: None,
             usage_source: self.usage_source(),
+            user: self.user.cloned(),
         };
         if let Err(err) = usage.record(&event, adjustments).await {
             tracing::error!(request_id = %event.request_id, tenant_id = %event.tenant_id, error = %err, "metering failure: embedding usage event not stored");

@@ -39,7 +39,7 @@ use super::caller::{Caller, Refused};
 use super::chat::Providers;
 use super::context::RequestContext;
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
-use super::limiter::Limiter;
+use super::limiter::{Demand, Limiter, Scope, Spent};
 use super::metering::Meter;
 use super::reply::CacheStatus;
 
@@ -159,8 +159,15 @@ impl EmbeddingsService {
                     Some(embedded) if embedded.vectors.len() == request.input.len() => {
                         trace.cache_hit = Some(true);
                         trace.model_served = Some(embedded.model.clone());
-                        self.record_hit(ctx, caller, &request.model, route.provider, &embedded)
-                            .await;
+                        self.record_hit(
+                            ctx,
+                            caller,
+                            &request.model,
+                            route.provider,
+                            &embedded,
+                            request.user.as_ref(),
+                        )
+                        .await;
                         return Ok((response(request, embedded), Some(CacheStatus::Hit)));
                     }
                     _ => Some(CacheStatus::Miss),
@@ -181,18 +188,18 @@ impl EmbeddingsService {
             tracing::error!(request_id = %ctx.request_id, error = %err, "rate limiter unavailable; failing closed");
             GatewayError::LimiterUnavailable
         };
+        let scope = Scope::of(tenant, config, request.user.as_ref());
         let snapshot = self
             .limiter
-            .snapshot(tenant, config.limits.shards(), &quota_model, now)
+            .snapshot(&scope, &quota_model, now)
             .await
             .map_err(unavailable)?;
         let reservation = self
             .limiter
             .reserve(
-                tenant,
-                config.effective_limits(),
+                &scope,
                 &snapshot,
-                request.total_tokens(),
+                Demand::worst_case(&price, request.total_tokens(), 0),
                 quota_model[0],
             )
             .await
@@ -265,12 +272,16 @@ impl EmbeddingsService {
             at: self.meter.clock.now(),
             failure: metered,
             cache_hit: false,
+            user: request.user.as_ref(),
         };
         trace.usage_source = call.usage_source();
         call.record_reconciled(
             self.meter.usage.as_ref(),
             self.meter.metrics.as_ref(),
-            &reservation.reconcile(usage.total()),
+            &reservation.reconcile(Spent {
+                tokens: usage.total(),
+                cost,
+            }),
         )
         .await;
         trace.usage = usage;
@@ -298,6 +309,7 @@ impl EmbeddingsService {
         requested: &str,
         provider: crate::domain::tenant::ProviderKind,
         embedded: &Embeddings,
+        user: Option<&crate::domain::profile::UserId>,
     ) {
         let none = Embeddings {
             vectors: Vec::new(),
@@ -316,6 +328,7 @@ impl EmbeddingsService {
             at: self.meter.clock.now(),
             failure: None,
             cache_hit: true,
+            user,
         };
         call.record_reconciled(self.meter.usage.as_ref(), self.meter.metrics.as_ref(), &[])
             .await;

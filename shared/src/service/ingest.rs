@@ -44,7 +44,7 @@ use crate::tokenizer::count_tokens;
 use super::caller::{Caller, Refused};
 use super::context::RequestContext;
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
-use super::limiter::{Limiter, Reservation, oversized};
+use super::limiter::{self, Demand, Limiter, Reservation, Scope, oversized};
 
 /// Limits that keep one request bounded.
 #[derive(Debug, Clone, Copy)]
@@ -521,7 +521,8 @@ impl IngestService {
             }
             .into());
         };
-        let reservation = self.reserve(call_id, tenant, config, tokens).await?;
+        let demand = Demand::worst_case(price, tokens, 0);
+        let reservation = self.reserve(call_id, tenant, config, demand).await?;
 
         let provider_started = Instant::now();
         let (embedded, attempts, failure) = self.embed_in_batches(&texts, deadline).await;
@@ -542,12 +543,16 @@ impl IngestService {
             at: self.clock.now(),
             failure: metered,
             cache_hit: false,
+            user: None,
         };
         spent.add(usage, cost, call.usage_source());
         call.record_reconciled(
             self.usage.as_ref(),
             self.metrics.as_ref(),
-            &reservation.reconcile(usage.total()),
+            &reservation.reconcile(limiter::Spent {
+                tokens: usage.total(),
+                cost,
+            }),
         )
         .await;
         if let Some((err, _)) = failure {
@@ -594,7 +599,7 @@ impl IngestService {
         call_id: &RequestId,
         tenant: &TenantId,
         config: &TenantConfig,
-        tokens: u64,
+        demand: Demand,
     ) -> Result<Reservation, GatewayError> {
         let route = (self.embedder.kind(), self.embedder.model());
         let unavailable = |err: crate::ports::store::StoreError| {
@@ -602,13 +607,14 @@ impl IngestService {
             GatewayError::LimiterUnavailable
         };
         let now = self.clock.now().timestamp();
+        let scope = Scope::of(tenant, config, None);
         let snapshot = self
             .limiter
-            .snapshot(tenant, config.limits.shards(), &[route], now)
+            .snapshot(&scope, &[route], now)
             .await
             .map_err(unavailable)?;
         self.limiter
-            .reserve_tokens(tenant, config.effective_limits(), &snapshot, tokens, route)
+            .reserve_tokens(&scope, &snapshot, demand, route)
             .await
             .map_err(unavailable)?
     }

@@ -22,10 +22,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rust_decimal::Decimal;
+
+use crate::domain::budget::{Budget, Period, UserLimits, cap_nanos, nanos_ceil, usd_of_nanos};
 use crate::domain::ids::TenantId;
 use crate::domain::limits::UpstreamQuotas;
 use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, Window};
+use crate::domain::profile::UserId;
 use crate::domain::tenant::ProviderKind;
+use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
 use crate::ports::store::{
     AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore, StoreError,
@@ -90,6 +95,120 @@ fn push_decimal(out: &mut String, n: i64) {
 
 fn upstream_key(provider: ProviderKind, model: &str, index: i64) -> CounterKey {
     CounterKey(format!("u#{provider}#{model}#{}#{index}", MINUTE.tag))
+}
+
+/// The tenant's spend in one budget period, in nano-USD: `t#{tenant}#usd#{d|M}#{index}`.
+fn budget_key(tenant: &TenantId, period: Period, now: i64) -> CounterKey {
+    CounterKey(format!(
+        "t#{tenant}#usd#{}#{}",
+        period.tag(),
+        period.index(now)
+    ))
+}
+
+/// An end user's counters put the user id last, after fixed-format parts (a user id has no
+/// `#`), so no user's key is another key: minute buckets `t#{tenant}#m#{index}#u#{user}`,
+/// the UTC day's tokens `t#{tenant}#ud#{day}#u#{user}` and spend `t#{tenant}#usd#d#{day}#u#{user}`.
+fn user_minute_key(tenant: &TenantId, user: &UserId, index: i64) -> CounterKey {
+    CounterKey(format!("t#{tenant}#{}#{index}#u#{user}", MINUTE.tag))
+}
+
+fn user_day_key(tenant: &TenantId, user: &UserId, now: i64) -> CounterKey {
+    CounterKey(format!("t#{tenant}#ud#{}#u#{user}", Period::Day.index(now)))
+}
+
+fn user_budget_key(tenant: &TenantId, user: &UserId, now: i64) -> CounterKey {
+    CounterKey(format!(
+        "t#{tenant}#usd#{}#{}#u#{user}",
+        Period::Day.tag(),
+        Period::Day.index(now)
+    ))
+}
+
+/// Who a reservation is for, and every limit on them: the tenant's token windows (on its
+/// counter shards), its dollar budgets, and the end user's limits when any apply.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The tenant's counter shards.
+    pub shards: Shards,
+    /// The tenant's token and request limits.
+    pub limits: Limits,
+    /// The tenant's dollar budgets.
+    pub budget: Budget,
+    /// The end user and the limits on them; `None` for a request without a user or a user
+    /// nothing limits (the tenant's limits alone apply then, at no extra cost).
+    pub user: Option<(UserId, UserLimits)>,
+}
+
+impl Scope {
+    /// The scope of a request by `tenant` on behalf of `user`, from its configuration.
+    pub fn of(tenant: &TenantId, config: &TenantConfig, user: Option<&UserId>) -> Self {
+        let user = user
+            .map(|id| (id.clone(), config.end_users.limits_for(id)))
+            .filter(|(_, limits)| limits.limits_anything());
+        Self {
+            tenant: tenant.clone(),
+            shards: config.limits.shards(),
+            limits: config.effective_limits(),
+            budget: config.budget(),
+            user,
+        }
+    }
+
+    /// Token and request limits only: no budget, no end user (tests, benches).
+    pub fn tokens_only(tenant: &TenantId, shards: Shards, limits: Limits) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            shards,
+            limits,
+            budget: Budget::NONE,
+            user: None,
+        }
+    }
+}
+
+/// The most one call may consume: what is reserved before it and reconciled after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Demand {
+    /// Tokens: the prompt as counted and the reply's cap.
+    pub tokens: u64,
+    /// USD at the route's prices for those tokens, prompt tokens at the dearest prompt price
+    /// (no cache discount is assumed, and a cache write can cost more than input).
+    pub cost: Decimal,
+}
+
+impl Demand {
+    /// `tokens` with no cost (token limits only).
+    pub fn tokens(tokens: u64) -> Self {
+        Self {
+            tokens,
+            cost: Decimal::ZERO,
+        }
+    }
+
+    /// The worst case of a call that sends `prompt` tokens and may write `output` tokens at
+    /// `price`.
+    pub fn worst_case(
+        price: &crate::domain::pricing::ModelPrice,
+        prompt: u64,
+        output: u64,
+    ) -> Self {
+        Self {
+            tokens: prompt + output,
+            cost: price.worst_case(prompt, output),
+        }
+    }
+}
+
+/// What a call actually consumed, for reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spent {
+    /// Tokens, as the provider reported them (or as estimated).
+    pub tokens: u64,
+    /// The exact cost the usage event records.
+    pub cost: Decimal,
 }
 
 /// Where a snapshot takes one counter from.
@@ -210,12 +329,44 @@ pub struct Snapshot {
     next_upstream: HashMap<(ProviderKind, String), Counter>,
     /// The catalog the quotas were taken from.
     catalog: Arc<CatalogSnapshot>,
+    /// The tenant's spend in each period it has a budget for, in nano-USD.
+    spent: Vec<(Period, i64)>,
+    /// The end user's counters, when a limit applies to them.
+    user: Option<UserCounters>,
+}
+
+/// An end user's counters as a snapshot read them.
+#[derive(Debug, Clone, Default)]
+struct UserCounters {
+    /// The user's minute window (read when they have a tokens-per-minute limit).
+    minute: Buckets,
+    /// The minute bucket after the current one.
+    next_minute: Counter,
+    /// Tokens of the UTC day so far.
+    day_tokens: i64,
+    /// Spend of the UTC day so far, in nano-USD.
+    day_nanos: i64,
 }
 
 impl Snapshot {
     /// Tokens counted in the daily window (for degradation).
     pub fn day_tokens(&self) -> u64 {
         self.day_total.tokens()
+    }
+
+    /// The tenant's spend in `period` as read, in nano-USD; `None` when it has no budget for
+    /// that period (its spend is then not counted here; the usage API reports it).
+    pub fn spent_nanos(&self, period: Period) -> Option<i64> {
+        self.spent
+            .iter()
+            .find_map(|(p, nanos)| (*p == period).then_some(*nanos))
+    }
+
+    /// Whether the tenant's spend has reached the soft threshold of one of its budgets.
+    pub fn past_budget_alert(&self, budget: &Budget) -> bool {
+        self.spent
+            .iter()
+            .any(|(period, nanos)| budget.past_alert(*period, *nanos))
     }
 }
 
@@ -225,42 +376,93 @@ pub struct Reservation {
     /// Tokens reserved, counted once in each window it was admitted against;
     /// [`Reservation::reconcile`] settles them to the actual usage.
     pub tokens: u64,
+    /// Nano-USD reserved on each budget counter it was admitted against.
+    nanos: i64,
     /// The tenant's minute window as of admission, this reservation included: what the
     /// `x-ratelimit-*` headers report.
     pub status: RateStatus,
-    /// Where the tokens went: per window (0 minute, 1 day, 2 upstream), one part per counter.
+    /// Where the tokens and dollars went: one part per counter.
     parts: Vec<Part>,
 }
 
-/// The tokens one reservation put on one counter.
+/// Which limit a part of a reservation is held against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The tenant's minute window (its shards).
+    Minute,
+    /// The tenant's day window (its shards).
+    Day,
+    /// The route's upstream quota.
+    Upstream,
+    /// The tenant's dollar budget for a period.
+    Budget(Period),
+    /// The end user's minute window.
+    UserMinute,
+    /// The end user's tokens of the UTC day.
+    UserDay,
+    /// The end user's dollars of the UTC day.
+    UserBudget,
+}
+
+impl Held {
+    /// Whether the counters hold nano-USD (else tokens).
+    fn in_nanos(self) -> bool {
+        matches!(self, Held::Budget(_) | Held::UserBudget)
+    }
+}
+
+/// What one reservation put on one counter, in the unit of what it is held against.
 #[derive(Debug, Clone)]
 struct Part {
-    window: usize,
+    held: Held,
     key: CounterKey,
-    tokens: i64,
+    amount: i64,
     expires_at: i64,
 }
 
 impl Reservation {
-    /// The unconditional adjustments that turn the reservation into the actual usage, per
-    /// window: an overrun is charged to the window's first counter; a refund comes off its
-    /// counters from the last, never more than each one was given.
-    pub fn reconcile(&self, actual_tokens: u64) -> Vec<CounterAdd> {
-        let delta = clamp_i64(actual_tokens) - clamp_i64(self.tokens);
-        if delta == 0 {
-            return Vec::new();
+    /// The USD reserved against the budgets (zero when none applies).
+    pub fn reserved_usd(&self) -> Decimal {
+        usd_of_nanos(self.nanos)
+    }
+
+    /// The limits this reservation holds parts of, each once, in the order admitted.
+    fn held(&self) -> Vec<Held> {
+        let mut held: Vec<Held> = Vec::new();
+        for part in &self.parts {
+            if !held.contains(&part.held) {
+                held.push(part.held);
+            }
         }
-        let adjust = |part: &Part, tokens: i64| CounterAdd {
+        held
+    }
+
+    /// The unconditional adjustments that turn the reservation into what the call spent, per
+    /// limit held: an overrun is charged to the limit's first counter; a refund comes off its
+    /// counters from the last, never more than each one was given. Tokens settle to
+    /// `spent.tokens`; budgets to `spent.cost` rounded up to the nano-dollar.
+    pub fn reconcile(&self, spent: Spent) -> Vec<CounterAdd> {
+        let token_delta = clamp_i64(spent.tokens) - clamp_i64(self.tokens);
+        let nano_delta = nanos_ceil(spent.cost).max(0) - self.nanos;
+        let adjust = |part: &Part, amount: i64| CounterAdd {
             key: part.key.clone(),
-            tokens,
+            tokens: amount,
             requests: 0,
             max_tokens: None,
             max_requests: None,
             expires_at: part.expires_at,
         };
         let mut out = Vec::new();
-        for window in 0..3 {
-            let parts: Vec<&Part> = self.parts.iter().filter(|p| p.window == window).collect();
+        for held in self.held() {
+            let delta = if held.in_nanos() {
+                nano_delta
+            } else {
+                token_delta
+            };
+            if delta == 0 {
+                continue;
+            }
+            let parts: Vec<&Part> = self.parts.iter().filter(|p| p.held == held).collect();
             let Some(first) = parts.first() else {
                 continue;
             };
@@ -270,7 +472,7 @@ impl Reservation {
             }
             let mut refund = -delta;
             for part in parts.iter().rev() {
-                let take = refund.min(part.tokens.max(0));
+                let take = refund.min(part.amount.max(0));
                 if take > 0 {
                     out.push(adjust(part, -take));
                     refund -= take;
@@ -283,29 +485,32 @@ impl Reservation {
         out
     }
 
-    /// Splits `tokens` off this reservation into one of its own, taken from each window's
+    /// Splits `demand` off this reservation into one of its own, taken from each limit's
     /// counters from the last, as a refund would be: a grounded request's query embedding is
     /// admitted with the chat call and reconciled on its own usage event.
-    pub fn carve(&mut self, tokens: u64) -> Reservation {
-        let want = clamp_i64(tokens.min(self.tokens));
+    pub fn carve(&mut self, demand: Demand) -> Reservation {
+        let tokens = clamp_i64(demand.tokens.min(self.tokens));
+        let nanos = nanos_ceil(demand.cost).clamp(0, self.nanos.max(0));
         let mut parts = Vec::new();
-        for window in 0..3 {
-            let mut left = want;
-            for part in self.parts.iter_mut().rev().filter(|p| p.window == window) {
-                let take = left.min(part.tokens.max(0));
+        for held in self.held() {
+            let mut left = if held.in_nanos() { nanos } else { tokens };
+            for part in self.parts.iter_mut().rev().filter(|p| p.held == held) {
+                let take = left.min(part.amount.max(0));
                 if take > 0 {
-                    part.tokens -= take;
+                    part.amount -= take;
                     left -= take;
                     parts.push(Part {
-                        tokens: take,
+                        amount: take,
                         ..part.clone()
                     });
                 }
             }
         }
-        self.tokens -= want.unsigned_abs();
+        self.tokens -= tokens.unsigned_abs();
+        self.nanos -= nanos;
         Reservation {
-            tokens: want.unsigned_abs(),
+            tokens: tokens.unsigned_abs(),
+            nanos,
             status: self.status,
             parts,
         }
@@ -329,6 +534,8 @@ enum Counts {
 #[derive(Debug, Clone, Copy)]
 struct Ask {
     tokens: u64,
+    /// The demand's cost in nano-USD, rounded up.
+    nanos: i64,
     counts: Counts,
 }
 
@@ -345,11 +552,51 @@ pub fn oversized(limits: Limits, tokens: u64) -> Option<(u64, LimitKind)> {
     }
 }
 
+/// A demand no state of the counters could admit: a limit it exceeds on its own, whatever
+/// was used before. Refused as too large (400), not rate limited (429): waiting cannot help.
+fn beyond_any_limit(scope: &Scope, demand: Demand) -> Option<String> {
+    if let Some((limit, kind)) = oversized(scope.limits, demand.tokens) {
+        return Some(format!("the limit of {limit} {}", kind.describe()));
+    }
+    let nanos = nanos_ceil(demand.cost);
+    for period in Period::ALL {
+        if let Some(cap) = scope.budget.cap(period)
+            && nanos > cap_nanos(cap)
+        {
+            return Some(format!(
+                "the tenant's {} budget of {cap} USD (it may cost up to {} USD)",
+                period.adjective(),
+                usd_of_nanos(nanos)
+            ));
+        }
+    }
+    let (user, limits) = scope.user.as_ref()?;
+    let tokens = [
+        (limits.tokens_per_minute, "tokens per minute"),
+        (limits.tokens_per_day, "tokens per day"),
+    ];
+    if let Some((limit, what)) = tokens
+        .into_iter()
+        .find_map(|(l, what)| l.filter(|l| demand.tokens > *l).map(|l| (l, what)))
+    {
+        return Some(format!("end user `{user}`'s limit of {limit} {what}"));
+    }
+    limits
+        .daily_usd()
+        .filter(|cap| nanos > cap_nanos(*cap))
+        .map(|cap| {
+            format!(
+                "end user `{user}`'s daily budget of {cap} USD (it may cost up to {} USD)",
+                usd_of_nanos(nanos)
+            )
+        })
+}
+
 /// The outcome of one reservation write.
 enum Attempt {
     Reserved(Reservation),
-    /// The limit at this index (0 minute, 1 day, 2 upstream) did not fit.
-    Refused(usize),
+    /// This limit did not fit.
+    Refused(Held),
     Stale,
 }
 
@@ -408,18 +655,34 @@ fn spread(rooms: &[ShardRoom], from: usize, tokens: i64) -> Option<Vec<(usize, i
     None
 }
 
-/// One reservation's write: the adds (with the window each belongs to) and the guards.
+/// One reservation's write: the adds (with the limit each is held against) and the guards.
 #[derive(Default)]
 struct Plan {
     adds: Vec<CounterAdd>,
-    windows: Vec<usize>,
+    held: Vec<Held>,
     guards: Vec<CounterGuard>,
 }
 
 impl Plan {
-    fn add(&mut self, window: usize, add: CounterAdd) {
+    fn add(&mut self, held: Held, add: CounterAdd) {
         self.adds.push(add);
-        self.windows.push(window);
+        self.held.push(held);
+    }
+
+    /// An add of `amount` to a period counter (a budget, a user's day) whose value must stay
+    /// at most `cap`: the store's condition decides it, so no guard is needed.
+    fn add_capped(&mut self, held: Held, key: CounterKey, amount: i64, cap: i64, expires_at: i64) {
+        self.add(
+            held,
+            CounterAdd {
+                key,
+                tokens: amount,
+                requests: 0,
+                max_tokens: Some(cap),
+                max_requests: None,
+                expires_at,
+            },
+        );
     }
 
     /// The bucket before the current one must not have grown since the snapshot.
@@ -470,15 +733,16 @@ impl Limiter {
         max_tokens.unwrap_or(self.default_reserve)
     }
 
-    /// Reads every counted bucket for `tenant` and the upstream quotas of `models` (those that
-    /// have one), in one round trip.
+    /// Reads every counted bucket of `scope` (the tenant's windows, its budget periods, the end
+    /// user's counters) and the upstream quotas of `models` (those that have one), in one
+    /// round trip.
     pub async fn snapshot(
         &self,
-        tenant: &TenantId,
-        shards: Shards,
+        scope: &Scope,
         models: &[(ProviderKind, &str)],
         now: i64,
     ) -> Result<Snapshot, StoreError> {
+        let (tenant, shards) = (&scope.tenant, scope.shards);
         let catalog = self.catalog.get().await?;
         let minute_idx: Vec<i64> = MINUTE.counted(now).collect();
         let day_idx: Vec<i64> = DAY.counted(now).collect();
@@ -539,6 +803,31 @@ impl Limiter {
             .iter()
             .map(|((provider, model), _)| reads.read(upstream_key(*provider, model, next_minute)))
             .collect();
+        // The budget periods the tenant has a budget for, and the end user's counters.
+        let spent_slots: Vec<(Period, Slot)> = Period::ALL
+            .into_iter()
+            .filter(|p| scope.budget.cap(*p).is_some())
+            .map(|p| (p, reads.read(budget_key(tenant, p, now))))
+            .collect();
+        let user_slots = scope.user.as_ref().map(|(user, limits)| {
+            let minute: Vec<(i64, Slot)> = match limits.tokens_per_minute {
+                Some(_) => minute_idx
+                    .iter()
+                    .map(|&i| (i, reads.read(user_minute_key(tenant, user, i))))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let next = limits
+                .tokens_per_minute
+                .map(|_| reads.read(user_minute_key(tenant, user, next_minute)));
+            let day = limits
+                .tokens_per_day
+                .map(|_| reads.read(user_day_key(tenant, user, now)));
+            let spend = limits
+                .daily_usd()
+                .map(|_| reads.read(user_budget_key(tenant, user, now)));
+            (minute, next, day, spend)
+        });
 
         let values = self.store.read_counters(&reads.keys).await?;
         let value = |slot: &Slot| match *slot {
@@ -562,6 +851,13 @@ impl Limiter {
             .into_iter()
             .map(|(model, slots)| (model, buckets(&slots)))
             .collect();
+        let read = |slot: Option<Slot>| slot.map(|s| value(&s)).unwrap_or_default();
+        let user = user_slots.map(|(minute, next, day, spend)| UserCounters {
+            minute: buckets(&minute),
+            next_minute: read(next),
+            day_tokens: read(day).tokens,
+            day_nanos: read(spend).tokens,
+        });
         Ok(Snapshot {
             next_minute: next_minute_slots.iter().map(value).collect(),
             next_day: next_day_slots.iter().map(value).collect(),
@@ -574,76 +870,82 @@ impl Limiter {
             minute,
             day,
             upstream,
+            spent: spent_slots
+                .into_iter()
+                .map(|(p, slot)| (p, value(&slot).tokens))
+                .collect(),
+            user,
         })
     }
 
-    /// Admits `tokens` for `tenant` against its limits and the route's upstream quota with one
-    /// atomic conditional write. `Err(StoreError)` means the decision could not be made (the
-    /// caller fails closed); `Ok(Err(GatewayError))` is a refusal.
+    /// Admits `demand` for `scope` against every limit on it (the tenant's windows and
+    /// budgets, the end user's limits) and the route's upstream quota with one atomic
+    /// conditional write. `Err(StoreError)` means the decision could not be made (the caller
+    /// fails closed); `Ok(Err(GatewayError))` is a refusal.
     ///
     /// The write is conditioned on the buckets next to the current one not having grown since
     /// the snapshot (see [`Limiter::attempt`]); when one has, the limiter reads again and
     /// decides again, up to [`STALE_ATTEMPTS`] times.
     pub async fn reserve(
         &self,
-        tenant: &TenantId,
-        limits: Limits,
+        scope: &Scope,
         snapshot: &Snapshot,
-        tokens: u64,
+        demand: Demand,
         route: (ProviderKind, &str),
     ) -> Result<Result<Reservation, GatewayError>, StoreError> {
-        if let Some((limit, kind)) = oversized(limits, tokens) {
+        if let Some(limit) = beyond_any_limit(scope, demand) {
             return Ok(Err(GatewayError::RequestTooLarge {
                 message: format!(
-                    "this request needs {tokens} tokens (prompt plus max_tokens), more than the limit of {limit} {}; lower max_tokens or shorten the prompt",
-                    kind.describe()
+                    "this request needs {} tokens (prompt plus max_tokens), more than {limit}; lower max_tokens or shorten the prompt",
+                    demand.tokens
                 ),
                 param: "max_tokens",
             }));
         }
         let ask = Ask {
-            tokens,
+            tokens: demand.tokens,
+            nanos: nanos_ceil(demand.cost).max(0),
             counts: Counts::Request,
         };
-        self.admit(tenant, limits, snapshot, ask, route).await
+        self.admit(scope, snapshot, ask, route).await
     }
 
     /// [`Limiter::reserve`] without counting a request: the tokens are held against the
     /// tenant's tokens per minute and per day and the upstream quota, and no counter's request
     /// count moves, so requests per minute never refuse it. For provider calls made on behalf
     /// of a client request that is counted (or not limited) as a request elsewhere: ingest's
-    /// embeddings, where one request of 100 documents must not use up 100 requests.
+    /// embeddings, where one request of 100 documents must not use up 100 requests. Budgets
+    /// and end-user limits apply as for any call.
     ///
     /// Callers phrase their own "too large" refusal first (see [`oversized`]); this one says
     /// only what the call needed.
     pub async fn reserve_tokens(
         &self,
-        tenant: &TenantId,
-        limits: Limits,
+        scope: &Scope,
         snapshot: &Snapshot,
-        tokens: u64,
+        demand: Demand,
         route: (ProviderKind, &str),
     ) -> Result<Result<Reservation, GatewayError>, StoreError> {
-        if let Some((limit, kind)) = oversized(limits, tokens) {
+        if let Some(limit) = beyond_any_limit(scope, demand) {
             return Ok(Err(GatewayError::RequestTooLarge {
                 message: format!(
-                    "this call needs {tokens} tokens, more than the limit of {limit} {}",
-                    kind.describe()
+                    "this call needs {} tokens, more than {limit}",
+                    demand.tokens
                 ),
                 param: "input",
             }));
         }
         let ask = Ask {
-            tokens,
+            tokens: demand.tokens,
+            nanos: nanos_ceil(demand.cost).max(0),
             counts: Counts::TokensOnly,
         };
-        self.admit(tenant, limits, snapshot, ask, route).await
+        self.admit(scope, snapshot, ask, route).await
     }
 
     async fn admit(
         &self,
-        tenant: &TenantId,
-        limits: Limits,
+        scope: &Scope,
         snapshot: &Snapshot,
         ask: Ask,
         route: (ProviderKind, &str),
@@ -653,23 +955,16 @@ impl Limiter {
         let mut fresh;
         let mut snapshot = snapshot;
         for _ in 0..STALE_ATTEMPTS {
-            match self
-                .attempt(tenant, limits, snapshot, ask, route, start)
-                .await?
-            {
+            match self.attempt(scope, snapshot, ask, route, start).await? {
                 Attempt::Reserved(reservation) => return Ok(Ok(reservation)),
-                Attempt::Refused(index) => {
-                    return Ok(Err(
-                        self.refusal(tenant, limits, snapshot, ask, route, index)
-                    ));
+                Attempt::Refused(held) => {
+                    return Ok(Err(self.refusal(scope, snapshot, ask, route, held)));
                 }
                 Attempt::Stale => {
                     // A neighbouring bucket grew under us (a reservation stamped in the bucket
                     // before or after this one): read everything again, uncached.
-                    self.forget_closed_hours(tenant);
-                    fresh = self
-                        .snapshot(tenant, snapshot.shards, &[route], snapshot.now)
-                        .await?;
+                    self.forget_closed_hours(&scope.tenant);
+                    fresh = self.snapshot(scope, &[route], snapshot.now).await?;
                     snapshot = &fresh;
                 }
             }
@@ -683,7 +978,7 @@ impl Limiter {
     /// call (it still counts toward requests per minute). A failure is logged: the tokens then
     /// stay counted until their buckets leave the window, which errs toward refusing.
     pub async fn release(&self, reservation: &Reservation) {
-        let refund = reservation.reconcile(0);
+        let refund = reservation.reconcile(Spent::default());
         if let Err(err) = self.store.add_counters(&refund).await {
             tracing::warn!(error = %err, tokens = reservation.tokens, "limiter reservation not released");
         }
@@ -709,15 +1004,24 @@ impl Limiter {
     /// whose write lands after it, or one stamped just after the boundary whose write lands
     /// first. With both guarded, two reservations on either side of a boundary cannot both be
     /// admitted on views that leave each other out.
+    ///
+    /// Budgets and an end user's day are single counters per period, capped by the store's
+    /// condition on their value after the add: no snapshot is involved in deciding them, so
+    /// they need no guard. The end user's minute window is one more sliding window, unsharded,
+    /// guarded as the tenant's are.
     async fn attempt(
         &self,
-        tenant: &TenantId,
-        limits: Limits,
+        scope: &Scope,
         snapshot: &Snapshot,
-        Ask { tokens, counts }: Ask,
+        Ask {
+            tokens,
+            nanos,
+            counts,
+        }: Ask,
         route: (ProviderKind, &str),
         start: u8,
     ) -> Result<Attempt, StoreError> {
+        let (tenant, limits) = (&scope.tenant, scope.limits);
         let now = snapshot.now;
         let shards = snapshot.shards;
         let order: Vec<u8> = (0..shards.count())
@@ -746,20 +1050,20 @@ impl Limiter {
         let request_at = match counts {
             Counts::Request => match rooms.iter().position(ShardRoom::fits_a_request) {
                 Some(at) => at,
-                None => return Ok(Attempt::Refused(0)),
+                None => return Ok(Attempt::Refused(Held::Minute)),
             },
             Counts::TokensOnly => 0,
         };
         let request = i64::from(counts == Counts::Request);
         let Some(takes) = spread(&rooms, request_at, t) else {
-            return Ok(Attempt::Refused(0));
+            return Ok(Attempt::Refused(Held::Minute));
         };
         for (i, take) in takes {
             let shard = order[i];
             let room = &rooms[i];
             let counted = counts == Counts::Request && i == request_at;
             plan.add(
-                0,
+                Held::Minute,
                 CounterAdd {
                     key: tenant_key(tenant, MINUTE, minute_idx, shard),
                     tokens: take,
@@ -794,12 +1098,12 @@ impl Limiter {
             })
             .collect();
         let Some(takes) = spread(&rooms, request_at, t) else {
-            return Ok(Attempt::Refused(1));
+            return Ok(Attempt::Refused(Held::Day));
         };
         for (n, (i, take)) in takes.into_iter().enumerate() {
             let shard = order[i];
             plan.add(
-                1,
+                Held::Day,
                 CounterAdd {
                     key: tenant_key(tenant, DAY, hour_idx, shard),
                     tokens: take,
@@ -829,10 +1133,10 @@ impl Limiter {
                 .unwrap_or_default();
             let room = ShardRoom::new(&buckets, next, clamp_i64(quota), None);
             if room.tokens < t {
-                return Ok(Attempt::Refused(2));
+                return Ok(Attempt::Refused(Held::Upstream));
             }
             plan.add(
-                2,
+                Held::Upstream,
                 CounterAdd {
                     key: upstream_key(route.0, route.1, minute_idx),
                     tokens: t,
@@ -846,6 +1150,64 @@ impl Limiter {
             plan.guard_next(upstream_key(route.0, route.1, minute_idx + 1), next);
         }
 
+        // The tenant's dollar budgets: the worst-case cost against each period's spend.
+        for period in Period::ALL {
+            if let Some(cap) = scope.budget.cap(period) {
+                plan.add_capped(
+                    Held::Budget(period),
+                    budget_key(tenant, period, now),
+                    nanos,
+                    cap_nanos(cap),
+                    period.expires_at(now),
+                );
+            }
+        }
+
+        // The end user's limits, in the same write.
+        if let (Some((user, user_limits)), Some(counted)) = (&scope.user, &snapshot.user) {
+            if let Some(tpm) = user_limits.tokens_per_minute {
+                let room =
+                    ShardRoom::new(&counted.minute, counted.next_minute, clamp_i64(tpm), None);
+                if room.tokens < t {
+                    return Ok(Attempt::Refused(Held::UserMinute));
+                }
+                plan.add(
+                    Held::UserMinute,
+                    CounterAdd {
+                        key: user_minute_key(tenant, user, minute_idx),
+                        tokens: t,
+                        requests: request,
+                        max_tokens: Some(room.cap_tokens),
+                        max_requests: None,
+                        expires_at: minute_expiry,
+                    },
+                );
+                plan.guard(&counted.minute, |i| user_minute_key(tenant, user, i));
+                plan.guard_next(
+                    user_minute_key(tenant, user, minute_idx + 1),
+                    counted.next_minute,
+                );
+            }
+            if let Some(tpd) = user_limits.tokens_per_day {
+                plan.add_capped(
+                    Held::UserDay,
+                    user_day_key(tenant, user, now),
+                    t,
+                    clamp_i64(tpd),
+                    Period::Day.expires_at(now),
+                );
+            }
+            if let Some(cap) = user_limits.daily_usd() {
+                plan.add_capped(
+                    Held::UserBudget,
+                    user_budget_key(tenant, user, now),
+                    nanos,
+                    cap_nanos(cap),
+                    Period::Day.expires_at(now),
+                );
+            }
+        }
+
         Ok(
             match self
                 .store
@@ -854,21 +1216,22 @@ impl Limiter {
             {
                 AddOutcome::Applied => Attempt::Reserved(Reservation {
                     tokens,
+                    nanos,
                     status: self.status(limits, snapshot, tokens, counts),
                     parts: plan
                         .adds
                         .into_iter()
-                        .zip(plan.windows)
-                        .map(|(add, window)| Part {
-                            window,
+                        .zip(plan.held)
+                        .map(|(add, held)| Part {
+                            held,
                             key: add.key,
-                            tokens: add.tokens,
+                            amount: add.tokens,
                             expires_at: add.expires_at,
                         })
                         .collect(),
                 }),
                 AddOutcome::Refused { index } => {
-                    Attempt::Refused(plan.windows.get(index).copied().unwrap_or(0))
+                    Attempt::Refused(plan.held.get(index).copied().unwrap_or(Held::Minute))
                 }
                 AddOutcome::Stale => Attempt::Stale,
             },
@@ -877,17 +1240,77 @@ impl Limiter {
 
     fn refusal(
         &self,
-        tenant: &TenantId,
-        limits: Limits,
+        scope: &Scope,
         snapshot: &Snapshot,
-        Ask { tokens, counts }: Ask,
+        Ask {
+            tokens,
+            nanos,
+            counts,
+        }: Ask,
         route: (ProviderKind, &str),
-        index: usize,
+        held: Held,
     ) -> GatewayError {
+        let (tenant, limits) = (&scope.tenant, scope.limits);
         let now = snapshot.now;
         let (minute, day) = (&snapshot.minute_total, &snapshot.day_total);
-        let (kind, limit, series, window) = match index {
-            0 => {
+        let user = scope.user.as_ref();
+        let user_name = user.map_or_else(String::new, |(id, _)| id.to_string());
+        let user_counted = snapshot.user.clone().unwrap_or_default();
+        let until_midnight = Duration::from_secs((Period::Day.ends_at(now) - now).max(1) as u64);
+        let budget_spent = |period: Period, cap: Option<Decimal>, spent: i64, whose: String| {
+            let cap = cap.unwrap_or_default();
+            let resets = Period::Day.ends_at(now).max(period.ends_at(now));
+            let resets_at = chrono::DateTime::<chrono::Utc>::from_timestamp(resets, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            GatewayError::BudgetExceeded {
+                message: format!(
+                    "the {} budget of {whose} is spent: {} of {cap} USD used in {} (UTC), and this request may cost up to {} USD. It resets at {resets_at}",
+                    period.adjective(),
+                    usd_of_nanos(spent.max(0)),
+                    period.label(now),
+                    usd_of_nanos(nanos)
+                ),
+                retry_after: Duration::from_secs((period.ends_at(now) - now).max(1) as u64),
+            }
+        };
+        let (kind, limit, series, window) = match held {
+            Held::Budget(period) => {
+                return budget_spent(
+                    period,
+                    scope.budget.cap(period),
+                    snapshot.spent_nanos(period).unwrap_or_default(),
+                    format!("tenant `{tenant}`"),
+                );
+            }
+            Held::UserBudget => {
+                return budget_spent(
+                    Period::Day,
+                    user.and_then(|(_, l)| l.daily_usd()),
+                    user_counted.day_nanos,
+                    format!("end user `{user_name}` (tenant `{tenant}`)"),
+                );
+            }
+            Held::UserDay => {
+                let limit = user.and_then(|(_, l)| l.tokens_per_day).unwrap_or_default();
+                return GatewayError::RateLimited {
+                    message: format!(
+                        "rate limit reached for end user `{user_name}` on tenant `{tenant}`: tokens per day (UTC) limit {limit}, used {}, requested {tokens}. Try again in {}s",
+                        user_counted.day_tokens.max(0),
+                        until_midnight.as_secs()
+                    ),
+                    retry_after: until_midnight,
+                    rate: Box::new(self.status(limits, snapshot, 0, counts)),
+                };
+            }
+            Held::UserMinute => (
+                LimitKind::TokensPerMinute,
+                user.and_then(|(_, l)| l.tokens_per_minute)
+                    .unwrap_or_default(),
+                user_counted.minute.token_series(),
+                MINUTE,
+            ),
+            Held::Minute => {
                 if counts == Counts::Request && minute.requests() + 1 > limits.requests_per_minute {
                     (
                         LimitKind::RequestsPerMinute,
@@ -904,13 +1327,13 @@ impl Limiter {
                     )
                 }
             }
-            1 => (
+            Held::Day => (
                 LimitKind::TokensPerDay,
                 limits.tokens_per_day,
                 day.token_series(),
                 DAY,
             ),
-            _ => {
+            Held::Upstream => {
                 let quota = snapshot
                     .catalog
                     .quotas
@@ -941,10 +1364,15 @@ impl Limiter {
             .time_until_fits(now, &series, needed, limit)
             .unwrap_or(Duration::from_secs(window.bucket_secs as u64))
             .max(Duration::from_secs(1));
-        let message = match kind {
-            LimitKind::UpstreamTokensPerMinute => format!(
+        let message = match (kind, held) {
+            (LimitKind::UpstreamTokensPerMinute, _) => format!(
                 "the upstream quota for `{}` ({limit} {}) is exhausted for now; this is not your own limit. Try again in {}s",
                 route.1,
+                kind.describe(),
+                retry_after.as_secs()
+            ),
+            (_, Held::UserMinute) => format!(
+                "rate limit reached for end user `{user_name}` on tenant `{tenant}`: {} limit {limit}, used {used}, requested {needed}. Try again in {}s",
                 kind.describe(),
                 retry_after.as_secs()
             ),

@@ -22,7 +22,7 @@ use crate::ports::provider::ProviderError;
 use crate::ports::store::{ConversationStore, CounterAdd, Recorded};
 use crate::ports::{Clock, MetricsSink, UsageSink};
 
-use super::limiter::Reservation;
+use super::limiter::{Reservation, Spent};
 use crate::domain::quality::groundedness;
 
 /// Milliseconds since `since`, for latency fields.
@@ -68,6 +68,8 @@ pub(crate) struct CallRecord {
     /// The reservation's token estimate (prompt as counted, reply as its cap): what a call
     /// that may have generated unreported tokens is metered as.
     pub estimate: TokenUsage,
+    /// The end user the call was made for, when the request named one.
+    pub user: Option<crate::domain::profile::UserId>,
 }
 
 impl CallRecord {
@@ -94,6 +96,7 @@ impl CallRecord {
             sources: self.sources.clone(),
             conversation: self.conversation.clone(),
             estimate: self.estimate,
+            user: self.user.clone(),
         }
     }
 }
@@ -233,11 +236,17 @@ impl Meter {
                 _ => None,
             },
             usage_source: outcome.usage_source,
+            user: record.user.clone(),
         };
         let adjustments = record
             .reservation
             .as_ref()
-            .map(|r| r.reconcile(outcome.usage.total()))
+            .map(|r| {
+                r.reconcile(Spent {
+                    tokens: outcome.usage.total(),
+                    cost,
+                })
+            })
             .unwrap_or_default();
         self.record_with_retries(&event, &adjustments).await;
         if let (Some((id, user)), Some(answer), None) =

@@ -159,7 +159,7 @@ pub(crate) async fn prompt_profile(
     request_id: &RequestId,
     tenant: &TenantId,
     config: &TenantConfig,
-    user: Option<&str>,
+    user: Option<&UserId>,
     known: PromptProfile,
 ) -> Option<Arc<UserProfile>> {
     if let PromptProfile::Read(profile) = known {
@@ -169,9 +169,7 @@ pub(crate) async fn prompt_profile(
         return None;
     }
     let store = store?;
-    // A `user` that cannot be a profile's id (the field is free-form) has no profile.
-    let user = UserId::parse(user?).ok()?;
-    match store.profile(tenant, &user).await {
+    match store.profile(tenant, user?).await {
         Ok(record) => record.map(|r| Arc::new(r.profile)),
         Err(err) => {
             tracing::warn!(

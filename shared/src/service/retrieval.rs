@@ -19,7 +19,7 @@ use crate::service::catalog::OperatorCatalog;
 use crate::tokenizer::count_tokens;
 
 use super::embedding_usage::{EmbeddingCall, EmbeddingFailure};
-use super::limiter::{Limiter, Reservation};
+use super::limiter::{Limiter, Reservation, Spent};
 
 /// Grounds a chat request in the tenant's documents: embeds the query, searches the index,
 /// verifies every hit is the tenant's, and meters the embedding.
@@ -79,6 +79,17 @@ pub fn verify_tenant(
     Ok(())
 }
 
+/// Whose request a retrieval serves: the query embedding's usage event names them.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    /// The chat request's id (the embedding's event is `{id}-retrieval`).
+    pub request_id: &'a RequestId,
+    /// The tenant whose documents are searched.
+    pub tenant: &'a TenantId,
+    /// The tenant's end user, when the request named one.
+    pub user: Option<&'a crate::domain::profile::UserId>,
+}
+
 impl Retriever {
     /// Embeds `query`, searches the tenant's chunks and builds the context message within
     /// `max_tokens`. The query embedding is metered as its own usage event, reconciling
@@ -87,13 +98,17 @@ impl Retriever {
     /// billed, such as a timeout after sending, is metered at the query's counted tokens).
     pub async fn retrieve(
         &self,
-        request_id: &RequestId,
-        tenant: &TenantId,
+        asker: Asker<'_>,
         query: &str,
         top_k: usize,
         max_tokens: usize,
         share: Reservation,
     ) -> Result<RetrievedContext, GatewayError> {
+        let Asker {
+            request_id,
+            tenant,
+            user,
+        } = asker;
         let price = match self.before_embedding().await {
             Ok(price) => price,
             Err(err) => {
@@ -136,11 +151,15 @@ impl Retriever {
             at: self.clock.now(),
             failure: metered,
             cache_hit: false,
+            user,
         }
         .record_reconciled(
             self.usage.as_ref(),
             self.metrics.as_ref(),
-            &share.reconcile(usage.total()),
+            &share.reconcile(Spent {
+                tokens: usage.total(),
+                cost: price.cost(&usage),
+            }),
         )
         .await;
         if let Some((err, _)) = failure {
@@ -156,18 +175,23 @@ impl Retriever {
         Ok(build_context(&hits, max_tokens))
     }
 
-    /// The embedding's price, and an index ready to search: nothing is embedded that cannot
-    /// be billed or searched.
-    async fn before_embedding(&self) -> Result<ModelPrice, GatewayError> {
+    /// The query embedding's price (a chat request reserves its cost before retrieval).
+    pub async fn query_price(&self) -> Result<ModelPrice, GatewayError> {
         let catalog = self.catalog.get().await?;
-        let price = catalog
+        catalog
             .prices
             .lookup(self.embedder.kind(), self.embedder.model())
             .cloned()
             .ok_or_else(|| GatewayError::PriceMissing {
                 model: "embeddings".into(),
                 provider_model: self.embedder.model().to_owned(),
-            })?;
+            })
+    }
+
+    /// The embedding's price, and an index ready to search: nothing is embedded that cannot
+    /// be billed or searched.
+    async fn before_embedding(&self) -> Result<ModelPrice, GatewayError> {
+        let price = self.query_price().await?;
         // Before the embedding: an index that cannot answer must not cost the tenant a call.
         self.ready
             .ensure(self.index.as_ref(), self.embedder.dimensions())

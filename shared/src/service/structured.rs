@@ -29,7 +29,7 @@ use crate::domain::structured::ValidationFailure;
 use crate::error::GatewayError;
 
 use super::call::CallStep;
-use super::limiter::Reservation;
+use super::limiter::{Demand, Reservation, Scope};
 use super::metering::{CallOutcome, CallRecord};
 use super::prepared::Prepared;
 
@@ -64,25 +64,20 @@ impl CallStep {
     async fn reserve_retry(&self, record: &CallRecord, prepared: &Prepared) -> Option<Reservation> {
         let route = (record.route.provider, record.route.model.as_str());
         let now = self.meter.clock.now().timestamp();
-        let decision = match self
-            .limiter
-            .snapshot(
-                &record.tenant_id,
-                prepared.config.limits.shards(),
-                &[route],
-                now,
-            )
-            .await
-        {
+        let scope = Scope::of(
+            &record.tenant_id,
+            &prepared.config,
+            prepared.request.user.as_ref(),
+        );
+        let demand = Demand::worst_case(
+            &record.price,
+            record.estimate.prompt_tokens,
+            record.estimate.completion_tokens,
+        );
+        let decision = match self.limiter.snapshot(&scope, &[route], now).await {
             Ok(snapshot) => {
                 self.limiter
-                    .reserve_tokens(
-                        &record.tenant_id,
-                        prepared.config.effective_limits(),
-                        &snapshot,
-                        record.estimate.total(),
-                        route,
-                    )
+                    .reserve_tokens(&scope, &snapshot, demand, route)
                     .await
             }
             Err(err) => Err(err),

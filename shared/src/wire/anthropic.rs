@@ -621,7 +621,10 @@ mod tests {
         assert_eq!(request.messages[0].content, "Be brief.");
         assert_eq!(request.messages[3].content, "Part one\n\npart two");
         assert_eq!(request.stop, ["END"]);
-        assert_eq!(request.user.as_deref(), Some("end-user-7"));
+        assert_eq!(
+            request.user.as_ref().map(|u| u.as_str()),
+            Some("end-user-7")
+        );
         assert!(request.stream);
     }
 

@@ -24,7 +24,6 @@ pub const MAX_TOTAL_TOKENS: u64 = 300_000;
 /// The longest vector a client may ask for (`text-embedding-3-large` has 3,072).
 pub const MAX_DIMENSIONS: i64 = 4_096;
 const MAX_MODEL_LEN: usize = 256;
-const MAX_USER_LEN: usize = 256;
 
 /// A checked embeddings request.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +40,7 @@ pub struct EmbeddingsRequest {
     /// How the vectors go back to the client.
     pub encoding: Encoding,
     /// The client's end user, if named.
-    pub user: Option<String>,
+    pub user: Option<crate::domain::profile::UserId>,
 }
 
 impl EmbeddingsRequest {
@@ -155,19 +154,14 @@ pub fn parse_embeddings_request(body: &[u8]) -> Result<EmbeddingsRequest, Gatewa
             ));
         }
     };
-    if raw.user.as_ref().is_some_and(|u| u.len() > MAX_USER_LEN) {
-        return Err(invalid(
-            format!("`user` must be at most {MAX_USER_LEN} characters"),
-            "user",
-        ));
-    }
+    let user = super::request::end_user(raw.user)?;
     Ok(EmbeddingsRequest {
         model,
         input,
         tokens,
         dimensions,
         encoding,
-        user: raw.user,
+        user,
     })
 }
 

@@ -23,7 +23,6 @@ pub const MAX_OUTPUT_TOKENS: i64 = 131_072;
 const MAX_MESSAGES: usize = 2_048;
 const MAX_STOP: usize = 4;
 const MAX_MODEL_LEN: usize = 256;
-const MAX_USER_LEN: usize = 256;
 
 #[derive(Deserialize)]
 struct RawRequest {
@@ -138,6 +137,25 @@ struct RawImageUrl {
     url: Option<String>,
     #[serde(default)]
     detail: Option<String>,
+}
+
+/// The end user a request names (`user` in OpenAI's APIs, `metadata.user_id` in Anthropic's),
+/// validated as a profile's user id is: it keys the user's limits, usage and profile. An
+/// absent field is no user; an invalid one is a 400 naming `user`.
+pub(crate) fn end_user(
+    raw: Option<String>,
+) -> Result<Option<crate::domain::profile::UserId>, GatewayError> {
+    raw.map(crate::domain::profile::UserId::parse)
+        .transpose()
+        .map_err(|_| {
+            crate::error::GatewayError::invalid(
+                format!(
+                    "invalid `user`: use 1-{} characters of A-Z, a-z, 0-9 and - _ . @ : + = | ~ (the end user's id, which keys their limits and usage)",
+                    crate::domain::profile::MAX_USER_ID_BYTES
+                ),
+                Some("user".to_owned()),
+            )
+        })
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> GatewayError {
@@ -279,12 +297,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
     if raw.logprobs == Some(true) {
         return Err(invalid("`logprobs` is not supported", "logprobs"));
     }
-    if raw.user.as_ref().is_some_and(|u| u.len() > MAX_USER_LEN) {
-        return Err(invalid(
-            format!("`user` must be at most {MAX_USER_LEN} characters"),
-            "user",
-        ));
-    }
+    let user = end_user(raw.user)?;
     let retrieval = match raw.retrieval {
         None => None,
         Some(RawRetrieval::Switch(on)) => Some(RetrievalRequest {
@@ -341,7 +354,7 @@ fn validate(raw: RawRequest) -> Result<ChatRequest, GatewayError> {
         conversation_id: raw.conversation_id,
         response_format,
         tools,
-        user: raw.user,
+        user,
         stream,
         include_usage: raw
             .stream_options

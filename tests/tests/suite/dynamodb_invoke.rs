@@ -361,6 +361,142 @@ async fn dynamodb_round_trips_per_request_on_a_warm_container() {
     assert!(after <= 1, "{after} round trips after the provider call");
 }
 
+/// 60 concurrent requests against a $0.01 daily budget (the tenant's, then one end user's),
+/// on DynamoDB: the spend never passes the budget (the simulated provider bills within its
+/// reservation), the refusals are `insufficient_quota`, and the spend counter equals the
+/// events, each rounded up to the nano-dollar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_sixty_concurrent_requests_never_spend_past_a_dollar_budget() {
+    use tollgate::domain::budget::{BudgetCap, UserLimits, nanos_ceil};
+    let Some(endpoint) = endpoint() else { return };
+    // Calls take 8 s, so the decisions are made while the admitted calls are in flight.
+    let gw = Arc::new(
+        DynamoGateway::start_with_latency(&endpoint, "budget", std::time::Duration::from_secs(8))
+            .await,
+    );
+    let budget = Decimal::new(1, 2);
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.response_cache.enabled = false;
+    config.limits.budget_daily_usd = Some(BudgetCap::Usd(budget));
+    // A second scope in the same run: end user `ann`'s own $0.01 a day (the tenant's budget
+    // is far away for her requests, which are counted against it too).
+    let mut globex = tollgate::demo::globex_config().unwrap();
+    globex.limits.budget_daily_usd = Some(BudgetCap::Unlimited);
+    globex.end_users.defaults = UserLimits {
+        usd_per_day: Some(BudgetCap::Usd(budget)),
+        ..UserLimits::default()
+    };
+    gw.store.put_tenant_config(config).await.unwrap();
+    gw.store.put_tenant_config(globex).await.unwrap();
+    for (tenant, user, suffix) in [("acme", None, ""), ("globex", Some("ann"), "#u#ann")] {
+        let handles: Vec<_> = (0..60)
+            .map(|i| {
+                let gw = gw.clone();
+                // globex routes gpt-4o-mini to Claude Haiku ($1 / $5 per 1M): a smaller cap
+                // keeps a dozen calls within the budget there too.
+                let cap = if user.is_some() { 150 } else { 1_000 };
+                let mut body = body(&format!("question {i}"), cap);
+                if let Some(user) = user {
+                    body["user"] = json!(user);
+                }
+                tokio::spawn(async move { gw.chat(tenant, body).await })
+            })
+            .collect();
+        let mut admitted = Vec::new();
+        for h in handles {
+            let res = h.await.unwrap();
+            match res.status.as_u16() {
+                200 => admitted.push(res),
+                429 => assert_eq!(res.json()["error"]["code"], "insufficient_quota"),
+                other => panic!("unexpected {other}: {}", res.text()),
+            }
+        }
+        let mut spent = Decimal::ZERO;
+        let mut nanos = 0;
+        for res in &admitted {
+            let id = tollgate::domain::ids::RequestId::from_upstream(
+                res.header("x-request-id").unwrap(),
+            );
+            let event = gw.store.usage_event(&id).await.unwrap().expect("metered");
+            spent += event.cost_usd;
+            nanos += nanos_ceil(event.cost_usd);
+        }
+        assert!(spent <= budget, "{tenant}: spent {spent} of {budget}");
+        assert!(!admitted.is_empty());
+        let day = chrono::Utc::now().timestamp().div_euclid(86_400);
+        let keys: Vec<_> = [day - 1, day]
+            .iter()
+            .map(|d| tollgate::ports::store::CounterKey(format!("t#{tenant}#usd#d#{d}{suffix}")))
+            .collect();
+        let counted: i64 = tollgate::ports::LimiterStore::read_counters(&gw.store, &keys)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.tokens)
+            .sum();
+        assert_eq!(counted, nanos, "{tenant}: the counter equals the events");
+        println!(
+            "dynamodb budget burst ({tenant}{}): 60 requests, {} admitted, spent ${spent} of ${budget} (over-spend 0)",
+            user.map(|u| format!(", end user {u}")).unwrap_or_default(),
+            admitted.len()
+        );
+    }
+}
+
+/// The DynamoDB cost of one request per limit configuration, measured on a warm container:
+/// round trips and write units (2 per transaction item, condition checks included). Dollar
+/// budgets and end-user limits ride in the same two transactions (reservation, usage), so
+/// they add items, never round trips.
+#[tokio::test]
+async fn dynamodb_cost_per_request_with_budgets_and_end_user_limits() {
+    let Some(endpoint) = endpoint() else { return };
+    let gw = DynamoGateway::start(&endpoint, "cost").await;
+    // acme: no dollar budget (enterprise-like); globex: its tier's daily and monthly budgets,
+    // and every end user limited by tokens per minute, tokens per day and dollars per day.
+    let mut acme = tollgate::demo::acme_config().unwrap();
+    acme.response_cache.enabled = false;
+    acme.limits.budget_daily_usd = Some(tollgate::domain::budget::BudgetCap::Unlimited);
+    acme.limits.budget_monthly_usd = Some(tollgate::domain::budget::BudgetCap::Unlimited);
+    gw.store.put_tenant_config(acme).await.unwrap();
+    let mut globex = tollgate::demo::globex_config().unwrap();
+    globex.end_users.defaults = tollgate::domain::budget::UserLimits {
+        tokens_per_minute: Some(100_000),
+        tokens_per_day: Some(1_000_000),
+        usd_per_day: Some(tollgate::domain::budget::BudgetCap::Usd(Decimal::ONE)),
+    };
+    gw.store.put_tenant_config(globex).await.unwrap();
+    let asked = AtomicU64::new(0);
+    let ask = |user: Option<&str>| {
+        let n = asked.fetch_add(1, Ordering::Relaxed);
+        let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 50,
+            "messages": [{"role": "user", "content": format!("count me {n}")}]});
+        if let Some(user) = user {
+            body["user"] = json!(user);
+        }
+        body
+    };
+    let mut lines = Vec::new();
+    for (label, tenant, user) in [
+        ("token limits only", "acme", None),
+        ("+ daily and monthly budgets", "globex", None),
+        ("+ end-user TPM, tokens/day, USD/day", "globex", Some("u-1")),
+    ] {
+        // Warm: keys, configuration, closed hours.
+        assert_eq!(gw.chat(tenant, ask(user)).await.status, 200);
+        let (trips, units) = (gw.store.round_trips(), gw.store.write_units());
+        let res = gw.chat(tenant, ask(user)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let trips = gw.store.round_trips() - trips;
+        let units = gw.store.write_units() - units;
+        lines.push(format!("{label}: {trips} round trips, {units} write units"));
+        assert!(trips <= 3, "{label}: {trips} round trips");
+    }
+    println!(
+        "dynamodb cost per request (warm):\n  {}",
+        lines.join("\n  ")
+    );
+}
+
 fn post(key: &str) -> http::Request<Bytes> {
     http::Request::builder()
         .method("POST")

@@ -20,7 +20,7 @@ use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::{
     AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
 };
-use tollgate::service::limiter::{Limiter, Reservation};
+use tollgate::service::limiter::{Demand, Limiter, Reservation, Scope};
 
 const ROUTE: (ProviderKind, &str) = (ProviderKind::Openai, "gpt-4o");
 
@@ -63,12 +63,10 @@ async fn reserve(
     tokens: u64,
     now: i64,
 ) -> Option<Reservation> {
-    let snapshot = limiter
-        .snapshot(tenant, shards, &[ROUTE], now)
-        .await
-        .unwrap();
+    let scope = Scope::tokens_only(tenant, shards, limits);
+    let snapshot = limiter.snapshot(&scope, &[ROUTE], now).await.unwrap();
     limiter
-        .reserve(tenant, limits, &snapshot, tokens, ROUTE)
+        .reserve(&scope, &snapshot, Demand::tokens(tokens), ROUTE)
         .await
         .unwrap()
         .ok()
@@ -161,20 +159,15 @@ mod contract {
     async fn boundary(store: Arc<dyn LimiterStore>, order: &[usize]) -> u64 {
         let limiter = Limiter::new(store, HashMap::new(), 1024);
         let tenant = TenantId::parse("edge").unwrap();
-        let limits = limits(20_000, 1_000);
+        let scope = Scope::tokens_only(&tenant, Shards::ONE, limits(20_000, 1_000));
         let mut snapshots = Vec::new();
         for now in [BEFORE_BOUNDARY; 4].into_iter().chain([AFTER_BOUNDARY; 4]) {
-            snapshots.push(
-                limiter
-                    .snapshot(&tenant, Shards::ONE, &[ROUTE], now)
-                    .await
-                    .unwrap(),
-            );
+            snapshots.push(limiter.snapshot(&scope, &[ROUTE], now).await.unwrap());
         }
         let mut admitted = 0;
         for &i in order {
             let decision = limiter
-                .reserve(&tenant, limits, &snapshots[i], 5_000, ROUTE)
+                .reserve(&scope, &snapshots[i], Demand::tokens(5_000), ROUTE)
                 .await
                 .unwrap();
             if let Ok(reservation) = decision {
@@ -223,13 +216,11 @@ mod contract {
         let tenant = TenantId::parse("docs").unwrap();
         let now = 3_000_005;
         let tight = limits(1_000, 1);
+        let scope = Scope::tokens_only(&tenant, Shards::ONE, tight);
         let tokens_only = async |tokens| {
-            let snapshot = limiter
-                .snapshot(&tenant, Shards::ONE, &[ROUTE], now)
-                .await
-                .unwrap();
+            let snapshot = limiter.snapshot(&scope, &[ROUTE], now).await.unwrap();
             limiter
-                .reserve_tokens(&tenant, tight, &snapshot, tokens, ROUTE)
+                .reserve_tokens(&scope, &snapshot, Demand::tokens(tokens), ROUTE)
                 .await
                 .unwrap()
         };
@@ -275,6 +266,163 @@ mod contract {
     }
 }
 
+mod budgets {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use tollgate::domain::budget::{Budget, UserLimits};
+    use tollgate::domain::profile::UserId;
+    use tollgate::service::limiter::Spent;
+
+    fn at(rfc3339: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp()
+    }
+
+    async fn reserve_usd(
+        limiter: &Limiter,
+        scope: &Scope,
+        usd: rust_decimal::Decimal,
+        now: i64,
+    ) -> Result<Reservation, tollgate::GatewayError> {
+        let snapshot = limiter.snapshot(scope, &[ROUTE], now).await.unwrap();
+        let demand = Demand {
+            tokens: 10,
+            cost: usd,
+        };
+        limiter
+            .reserve(scope, &snapshot, demand, ROUTE)
+            .await
+            .unwrap()
+    }
+
+    /// A monthly budget of $0.001 and a daily one of $0.0008: the day's runs out first and
+    /// comes back at 00:00 UTC; the month's at the 1st. A refusal says which, with the
+    /// seconds to the reset.
+    pub async fn budget_periods(store: &Arc<dyn LimiterStore>) {
+        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let tenant = TenantId::parse("spender").unwrap();
+        let mut scope = Scope::tokens_only(&tenant, Shards::ONE, limits(1_000_000, 1_000));
+        scope.budget = Budget {
+            daily_usd: Some(dec!(0.0008)),
+            monthly_usd: Some(dec!(0.001)),
+            ..Budget::NONE
+        };
+        let evening = at("2026-12-30T23:59:59Z");
+        let r1 = reserve_usd(&limiter, &scope, dec!(0.0004), evening)
+            .await
+            .unwrap();
+        assert_eq!(r1.reserved_usd(), dec!(0.0004));
+        reserve_usd(&limiter, &scope, dec!(0.0004), evening)
+            .await
+            .unwrap();
+        match reserve_usd(&limiter, &scope, dec!(0.0001), evening).await {
+            Err(tollgate::GatewayError::BudgetExceeded {
+                message,
+                retry_after,
+            }) => {
+                assert!(
+                    message.contains("daily budget of tenant `spender`"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("0.0008 of 0.0008 USD used in 2026-12-30"),
+                    "{message}"
+                );
+                assert_eq!(retry_after.as_secs(), 1);
+            }
+            other => panic!("expected the daily budget's 429, got {other:?}"),
+        }
+        // A reconciliation to less gives the difference back: $0.0001 of r1 was not spent.
+        let refund = r1.reconcile(Spent {
+            tokens: 10,
+            cost: dec!(0.0003),
+        });
+        store.add_counters(&refund).await.unwrap();
+        reserve_usd(&limiter, &scope, dec!(0.0001), evening)
+            .await
+            .unwrap();
+
+        // The next day: the daily budget is back, the month has $0.0002 left.
+        let last_day = at("2026-12-31T12:00:00Z");
+        reserve_usd(&limiter, &scope, dec!(0.0002), last_day)
+            .await
+            .unwrap();
+        match reserve_usd(&limiter, &scope, dec!(0.000001), at("2026-12-31T23:59:58Z")).await {
+            Err(tollgate::GatewayError::BudgetExceeded {
+                message,
+                retry_after,
+            }) => {
+                assert!(message.contains("monthly budget"), "{message}");
+                assert!(message.contains("2026-12 (UTC)"), "{message}");
+                assert!(
+                    message.contains("resets at 2027-01-01T00:00:00Z"),
+                    "{message}"
+                );
+                assert_eq!(retry_after.as_secs(), 2);
+            }
+            other => panic!("expected the monthly budget's 429, got {other:?}"),
+        }
+        // New month, new budget.
+        reserve_usd(&limiter, &scope, dec!(0.0008), at("2027-01-01T00:00:00Z"))
+            .await
+            .unwrap();
+    }
+
+    /// The same user id under two tenants is two users; another user of the same tenant is
+    /// untouched; the tenant's own limits still apply to a user's requests.
+    pub async fn end_user_isolation(store: &Arc<dyn LimiterStore>) {
+        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let now = at("2026-12-05T10:00:00Z");
+        let scope = |tenant: &str, user: &str| Scope {
+            user: Some((
+                UserId::parse(user).unwrap(),
+                UserLimits {
+                    tokens_per_day: Some(25),
+                    usd_per_day: Some(tollgate::domain::budget::BudgetCap::Usd(dec!(0.01))),
+                    ..UserLimits::default()
+                },
+            )),
+            ..Scope::tokens_only(
+                &TenantId::parse(tenant).unwrap(),
+                Shards::ONE,
+                limits(1_000_000, 1_000),
+            )
+        };
+        let (a, b, other) = (
+            scope("t-a", "sam"),
+            scope("t-b", "sam"),
+            scope("t-a", "kim"),
+        );
+        reserve_usd(&limiter, &a, dec!(0.001), now).await.unwrap();
+        reserve_usd(&limiter, &a, dec!(0.001), now).await.unwrap();
+        match reserve_usd(&limiter, &a, dec!(0.001), now).await {
+            Err(tollgate::GatewayError::RateLimited { message, .. }) => {
+                assert!(
+                    message.contains("end user `sam` on tenant `t-a`"),
+                    "{message}"
+                );
+                assert!(message.contains("tokens per day"), "{message}");
+            }
+            other => panic!("expected sam's daily tokens 429, got {other:?}"),
+        }
+        reserve_usd(&limiter, &b, dec!(0.001), now).await.unwrap();
+        reserve_usd(&limiter, &other, dec!(0.001), now)
+            .await
+            .unwrap();
+        // The user's dollar budget: kim has $0.009 left.
+        match reserve_usd(&limiter, &other, dec!(0.0095), now).await {
+            Err(tollgate::GatewayError::BudgetExceeded { message, .. }) => {
+                assert!(
+                    message.contains("end user `kim` (tenant `t-a`)"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected kim's budget 429, got {other:?}"),
+        }
+    }
+}
+
 async fn memory() -> Option<Arc<dyn LimiterStore>> {
     Some(Arc::new(MemoryStore::new()))
 }
@@ -293,5 +441,7 @@ tollgate_tests::contract_suite! {
         interleaved_writes_across_a_boundary_admit_no_more_than_the_limit => contract::boundary_interleaved,
         a_sharded_tenant_admits_any_request_that_fits_and_counts_every_request => contract::sharded_requests,
         a_tokens_only_reservation_holds_tokens_and_counts_no_request => contract::tokens_only,
+        dollar_budgets_reset_at_the_utc_day_and_month_boundaries => budgets::budget_periods,
+        an_end_users_limits_are_the_users_under_that_tenant_alone => budgets::end_user_isolation,
     },
 }

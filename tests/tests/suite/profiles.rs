@@ -615,11 +615,20 @@ async fn no_user_an_unknown_user_or_a_missing_field_renders_empty_never_an_error
     acme_with_template(&gw, TEMPLATE).await;
     put(&gw, "acme", "bob", json!({"name": "Bob"})).await;
     let empty = "You help Acme Rockets customers. Customer:  (plan , vip=). Profile: .";
-    for user in [None, Some("nobody"), Some("not a valid id / at all")] {
+    for user in [None, Some("nobody")] {
         let res = gw.chat("acme", ask("Hi", user)).await;
         assert_eq!(res.status, 200, "{user:?}: {}", res.text());
         assert_eq!(upstream_system(&openai), empty, "{user:?}");
     }
+    // `user` keys the end user's limits and usage, so it is validated as a profile's id is:
+    // one that could not be is a 400 naming the field, before anything is spent.
+    let calls = openai.requests().len();
+    let res = gw
+        .chat("acme", ask("Hi", Some("not a valid id / at all")))
+        .await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(res.json()["error"]["param"], "user");
+    assert_eq!(openai.requests().len(), calls);
     gw.chat("acme", ask("Hi", Some("bob"))).await;
     assert_eq!(
         upstream_system(&openai),

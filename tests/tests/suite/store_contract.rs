@@ -95,6 +95,7 @@ impl EventBuilder {
             degraded_from: None,
             quality_score: None,
             usage_source: Default::default(),
+            user: None,
         })
     }
     fn cost(mut self, cost: Decimal) -> Self {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use tollgate::domain::budget::BudgetCap;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{DegradationPolicy, LimitOverrides, MAX_LIMIT};
 use tollgate::domain::pricing::{ModelPrice, PriceTable};
@@ -133,11 +134,26 @@ pub struct LimitArgs {
     /// Chunks the tenant may keep in the vector index (overrides the tier's storage quota).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
     pub storage_chunks: Option<u64>,
+    /// Dollar budget per UTC day, in USD (e.g. 25 or 0.50), or `unlimited` to lift the
+    /// tier's. Reserved before each call at its worst-case cost; a spent budget refuses
+    /// with 429 `insufficient_quota` until 00:00 UTC.
+    #[arg(long, value_name = "USD", value_parser = BudgetCap::parse)]
+    pub budget_daily_usd: Option<BudgetCap>,
+    /// Dollar budget per UTC calendar month, in USD, or `unlimited`.
+    #[arg(long, value_name = "USD", value_parser = BudgetCap::parse)]
+    pub budget_monthly_usd: Option<BudgetCap>,
+    /// Soft threshold, 1-100 % of a dollar budget: past it the degradation policy applies
+    /// (80 when unset).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub budget_alert_at: Option<u8>,
 }
 
 impl LimitArgs {
     fn is_empty(&self) -> bool {
-        self.tpm.is_none()
+        self.budget_daily_usd.is_none()
+            && self.budget_monthly_usd.is_none()
+            && self.budget_alert_at.is_none()
+            && self.tpm.is_none()
             && self.rpm.is_none()
             && self.daily_tokens.is_none()
             && self.counter_shards.is_none()
@@ -228,6 +244,9 @@ pub enum LimitName {
     Tpm,
     Rpm,
     DailyTokens,
+    BudgetDailyUsd,
+    BudgetMonthlyUsd,
+    BudgetAlertAt,
 }
 
 #[derive(clap::Args, Debug)]
@@ -395,6 +414,9 @@ where
             tokens_per_day: args.limits.daily_tokens,
             counter_shards: args.limits.counter_shards,
             storage_chunks: args.limits.storage_chunks,
+            budget_daily_usd: args.limits.budget_daily_usd,
+            budget_monthly_usd: args.limits.budget_monthly_usd,
+            budget_alert_at_percent: args.limits.budget_alert_at,
         },
         degradation: None,
         disabled: args.disabled,
@@ -407,6 +429,7 @@ where
         },
         conversations: Default::default(),
         structured_output: Default::default(),
+        end_users: Default::default(),
     };
     if let Some(threshold_percent) = args.degrade_at {
         config.degradation = Some(DegradationPolicy {
@@ -670,6 +693,40 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
         if args.reset_limits.contains(&name) {
             *reset = None;
         }
+    }
+    for (flag, name, value, slot) in [
+        (
+            "--budget-daily-usd",
+            LimitName::BudgetDailyUsd,
+            args.limits.budget_daily_usd,
+            &mut limits.budget_daily_usd,
+        ),
+        (
+            "--budget-monthly-usd",
+            LimitName::BudgetMonthlyUsd,
+            args.limits.budget_monthly_usd,
+            &mut limits.budget_monthly_usd,
+        ),
+    ] {
+        match (value, args.reset_limits.contains(&name)) {
+            (Some(_), true) => {
+                return Err(UsageError::new(format!("{flag} is both set and reset")).into());
+            }
+            (Some(cap), false) => *slot = Some(cap),
+            (None, true) => *slot = None,
+            (None, false) => {}
+        }
+    }
+    match (
+        args.limits.budget_alert_at,
+        args.reset_limits.contains(&LimitName::BudgetAlertAt),
+    ) {
+        (Some(_), true) => {
+            return Err(UsageError::new("--budget-alert-at is both set and reset").into());
+        }
+        (Some(percent), false) => limits.budget_alert_at_percent = Some(percent),
+        (None, true) => limits.budget_alert_at_percent = None,
+        (None, false) => {}
     }
     for (flag, name, value, slot) in [
         (

@@ -838,6 +838,7 @@ fn event(request_id: &str) -> UsageEvent {
         degraded_from: None,
         quality_score: None,
         usage_source: Default::default(),
+        user: None,
     }
 }
 

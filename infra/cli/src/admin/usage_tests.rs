@@ -65,6 +65,7 @@ fn event(tenant: &str, at: DateTime<Utc>, cost: Decimal) -> UsageEvent {
         degraded_from: None,
         quality_score: None,
         usage_source: Default::default(),
+        user: None,
     }
 }
 

@@ -135,6 +135,7 @@ impl DynamoStore {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             self.trip();
+            self.wrote(1);
             let result = self
                 .client
                 .update_item()

@@ -63,6 +63,8 @@ pub struct DynamoStore {
     round_trips: Arc<AtomicU64>,
     /// Estimated read capacity consumed, in half units (see [`DynamoStore::read_units`]).
     read_half_units: Arc<AtomicU64>,
+    /// Write capacity units of counter and usage writes (see [`DynamoStore::write_units`]).
+    write_units: Arc<AtomicU64>,
 }
 
 impl DynamoStore {
@@ -73,6 +75,7 @@ impl DynamoStore {
             names,
             round_trips: Arc::new(AtomicU64::new(0)),
             read_half_units: Arc::new(AtomicU64::new(0)),
+            write_units: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -120,6 +123,15 @@ impl DynamoStore {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Write capacity units the limiter and usage writes of this store (and its clones) were
+    /// billed so far, counting each item as at most 1 KB (counters, rollups and guards are far
+    /// below; a usage event's item is ~1 KB): 2 per item of a TransactWriteItems (condition
+    /// checks included, as DynamoDB bills them), 1 per single conditional UpdateItem. Every
+    /// attempt counts, a cancelled transaction too (DynamoDB bills those).
+    pub fn write_units(&self) -> u64 {
+        self.write_units.load(Ordering::Relaxed)
+    }
+
     /// Creates the four tables (existing ones are left alone) and enables TTL where the
     /// definitions ask for it. Idempotent.
     pub async fn create_tables(&self) -> Result<Vec<TableReport>, StoreError> {
@@ -143,6 +155,11 @@ impl DynamoStore {
         let half_units = if consistent { 2 * blocks } else { blocks };
         self.read_half_units
             .fetch_add(half_units, Ordering::Relaxed);
+    }
+
+    /// Counts `units` write capacity units (see [`DynamoStore::write_units`]).
+    fn wrote(&self, units: u64) {
+        self.write_units.fetch_add(units, Ordering::Relaxed);
     }
 
     /// Counts one DynamoDB API call; called right before every `send()`.
@@ -176,6 +193,8 @@ impl DynamoStore {
                 request = request.client_request_token(uuid::Uuid::new_v4().to_string());
             }
             self.trip();
+            self.write_units
+                .fetch_add(2 * items.len() as u64, Ordering::Relaxed);
             let err = match request.send().await {
                 Ok(_) => return Ok(None),
                 Err(err) => err,
