@@ -307,3 +307,52 @@ def test_the_dashboard_draws_the_tenants_usage_from_real_traffic(browser):
     shown_ids = {r.get_attribute("data-request-id") for r in rows}
     assert set(globex_ids) <= shown_ids
     assert not set(ids) & shown_ids
+
+
+def test_the_dashboard_ranks_end_users_and_lists_the_one_picked(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = openai.OpenAI(base_url=f"{BASE_URL}/v1", api_key=ACME_KEY, max_retries=0)
+    tag = str(int(time.time() * 1000))
+    ann, bo = f"dash-ann-{tag}", f"dash-bo-{tag}"
+    ids = {ann: [], bo: []}
+    for user in (ann, ann, bo):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            user=user,
+            messages=[{"role": "user", "content": f"An end user's question {time.time()}"}],
+            extra_headers={"Cache-Control": "no-cache"},
+        )
+        raw.parse()
+        ids[user].append(raw.headers["x-request-id"])
+    wait_for_events(ACME_KEY, ids[ann] + ids[bo])
+
+    show(browser, ACME_KEY)
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    start = today - datetime.timedelta(days=29)
+    report = api(f"/v1/usage?group_by=user&limit=20&from={start}&to={today}", ACME_KEY)
+    expected = {u["user"]: u["cost_usd"] for u in report["data"]}
+    assert {ann, bo} <= set(expected)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#users-table tbody tr")
+    shown = {}
+    for row in rows:
+        cells = row.find_elements(By.TAG_NAME, "td")
+        shown[cells[0].text] = cells[4].text
+    assert shown == expected
+
+    # Picking a user lists that user's requests only.
+    button = next(b for b in browser.find_elements(By.CSS_SELECTOR, "#users-table button")
+                  if b.text == ann)
+    button.click()
+    WebDriverWait(browser, 10).until(
+        lambda d: {r.get_attribute("data-request-id")
+                   for r in d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr[data-request-id]")}
+        == set(ids[ann])
+    )
+    assert ann in browser.find_element(By.ID, "events-user").text
+    browser.find_element(By.ID, "all-users").click()
+    WebDriverWait(browser, 10).until(
+        lambda d: set(ids[bo]) <= {r.get_attribute("data-request-id")
+                                   for r in d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr[data-request-id]")}
+    )

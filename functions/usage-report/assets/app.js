@@ -345,6 +345,57 @@
     row.appendChild(td);
   }
 
+  // The end user whose requests the table lists; null: everyone's.
+  let pickedUser = null;
+
+  function eventParams(extra) {
+    const params = Object.assign({ limit: 25 }, extra);
+    if (pickedUser) params.user = pickedUser;
+    return params;
+  }
+
+  function drawUsers(list) {
+    const body = $('users-table').querySelector('tbody');
+    body.replaceChildren();
+    for (const u of list.data) {
+      const row = document.createElement('tr');
+      const td = document.createElement('td');
+      const pick = document.createElement('button');
+      pick.type = 'button';
+      pick.className = 'link';
+      pick.textContent = u.user;
+      pick.addEventListener('click', () => pickUser(u.user));
+      td.appendChild(pick);
+      row.appendChild(td);
+      cell(row, integer.format(u.requests), 'num');
+      cell(row, integer.format(u.prompt_tokens), 'num');
+      cell(row, integer.format(u.completion_tokens), 'num');
+      cell(row, u.cost_usd, 'num');
+      body.appendChild(row);
+    }
+    if (body.children.length === 0) {
+      const row = document.createElement('tr');
+      const td = document.createElement('td');
+      td.colSpan = 5;
+      td.textContent = 'No requests named an end user in this range.';
+      row.appendChild(td);
+      body.appendChild(row);
+    }
+  }
+
+  async function pickUser(user) {
+    pickedUser = user;
+    $('events-user').textContent = user ? `of ${user}` : '';
+    $('all-users').hidden = !user;
+    try {
+      const events = await api('v1/usage/events', eventParams({}));
+      $('events-table').querySelector('tbody').replaceChildren();
+      appendEvents(events);
+    } catch (err) {
+      setStatus(err.message || String(err), true);
+    }
+  }
+
   function appendEvents(list) {
     const body = $('events-table').querySelector('tbody');
     for (const e of list.data) {
@@ -391,10 +442,12 @@
     const today = new Date();
     const from = new Date(today.getTime() - (days - 1) * 86400000);
     try {
-      const [report, events] = await Promise.all([
+      const [report, events, users] = await Promise.all([
         api('v1/usage', { from: isoDate(from), to: isoDate(today), granularity: 'day', group_by: 'model' }),
-        api('v1/usage/events', { limit: 25 }),
+        api('v1/usage/events', eventParams({})),
+        api('v1/usage', { from: isoDate(from), to: isoDate(today), group_by: 'user', limit: 20 }),
       ]);
+      drawUsers(users);
       const colors = modelColors(report);
       drawTotals(report);
       drawCost(report);
@@ -420,7 +473,7 @@
   async function more() {
     if (!nextCursor) return;
     try {
-      appendEvents(await api('v1/usage/events', { limit: 25, cursor: nextCursor }));
+      appendEvents(await api('v1/usage/events', eventParams({ cursor: nextCursor })));
     } catch (err) {
       setStatus(err.message || String(err), true);
     }
@@ -461,6 +514,7 @@
     });
     $('forget').addEventListener('click', forget);
     $('more').addEventListener('click', more);
+    $('all-users').addEventListener('click', () => pickUser(null));
     $('range').addEventListener('change', () => { if (apiKey) load(); });
     try {
       const kept = sessionStorage.getItem(STORAGE_KEY);

@@ -19,7 +19,7 @@ use crate::domain::storage::{
     Claim, CounterWrite, DocumentEntry, Removal, Settlement, StorageSlot,
 };
 use crate::domain::tenant::{ProviderKind, TenantConfig};
-use crate::domain::usage::{UsageEvent, UsageRollup, hour_start};
+use crate::domain::usage::{UsageEvent, UsageRollup, UserDayRollup, UserRollups, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
     ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, CachedEmbeddings, Catalog,
@@ -65,6 +65,8 @@ struct Ledger {
     events: HashMap<RequestId, UsageEvent>,
     order: VecDeque<RequestId>,
     rollups: BTreeMap<(TenantId, DateTime<Utc>, String), UsageRollup>,
+    /// Per tenant, UTC day and end user.
+    user_rollups: BTreeMap<(TenantId, chrono::NaiveDate, UserId), UserDayRollup>,
     /// The activity index: tenants with a rollup, per hour (DynamoDB's `by_hour` GSI).
     active: BTreeMap<DateTime<Utc>, BTreeSet<TenantId>>,
     /// Counter and the Unix second after which it may be dropped (as DynamoDB's TTL would).
@@ -249,6 +251,14 @@ impl UsageSink for MemoryStore {
             .entry(hour)
             .or_default()
             .insert(event.tenant_id.clone());
+        if let Some(user) = &event.user {
+            let day = event.created_at.date_naive();
+            ledger
+                .user_rollups
+                .entry((event.tenant_id.clone(), day, user.clone()))
+                .or_insert_with(|| UserDayRollup::empty(user.clone(), day))
+                .apply(event);
+        }
         Ok(Recorded::Inserted)
     }
 }
@@ -278,6 +288,26 @@ impl UsageQuery for MemoryStore {
     async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError> {
         let ledger = self.ledger.lock().map_err(poisoned)?;
         Ok(ledger.events.get(request_id).cloned())
+    }
+
+    async fn user_rollups(
+        &self,
+        tenant: &TenantId,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        max_rows: usize,
+    ) -> Result<UserRollups, StoreError> {
+        let ledger = self.ledger.lock().map_err(poisoned)?;
+        let mut rows = ledger
+            .user_rollups
+            .iter()
+            .filter(|((t, day, _), _)| t == tenant && *day >= from && *day < to)
+            .map(|(_, r)| r.clone());
+        let taken: Vec<UserDayRollup> = rows.by_ref().take(max_rows).collect();
+        Ok(UserRollups {
+            rows: taken,
+            complete: rows.next().is_none(),
+        })
     }
 }
 

@@ -212,6 +212,63 @@ pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(t)
 }
 
+/// Per tenant, end user and UTC day: the sum of that day's usage events naming the user (the
+/// source of `GET /v1/usage?group_by=user`). Written with the event, in the same atomic step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDayRollup {
+    /// The end user.
+    pub user: super::profile::UserId,
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+    /// Events (calls) recorded.
+    pub requests: u64,
+    /// Prompt tokens, cache reads and writes included.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost in USD, exact.
+    pub cost_usd: Decimal,
+}
+
+impl UserDayRollup {
+    /// An empty rollup of `user` on `day`.
+    pub fn empty(user: super::profile::UserId, day: chrono::NaiveDate) -> Self {
+        Self {
+            user,
+            day,
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: Decimal::ZERO,
+        }
+    }
+
+    /// Adds one event (the caller checks it names this user and falls on this day).
+    pub fn apply(&mut self, event: &UsageEvent) {
+        self.requests += 1;
+        self.prompt_tokens += event.usage.prompt_tokens;
+        self.completion_tokens += event.usage.completion_tokens;
+        self.cost_usd += event.cost_usd;
+    }
+
+    /// Adds another rollup of the same user (summing days).
+    pub fn merge(&mut self, other: &UserDayRollup) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_usd += other.cost_usd;
+    }
+}
+
+/// A bounded read of per-user rollups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRollups {
+    /// User-days, in no particular order.
+    pub rows: Vec<UserDayRollup>,
+    /// `false` when the read stopped at its bound before the end of the range.
+    pub complete: bool,
+}
+
 /// Per tenant, model and hour: the sum of that hour's usage events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRollup {

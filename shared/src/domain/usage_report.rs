@@ -474,6 +474,8 @@ impl EventStatus {
 /// (the precision of the stored sort key).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
+    /// Only events of this end user.
+    pub user: Option<super::profile::UserId>,
     /// The logical model requested.
     pub model: Option<String>,
     /// Only events with this status.
@@ -490,16 +492,23 @@ impl EventFilter {
     /// Whether the attribute filters (model, status, error type) admit `event`; time bounds
     /// are applied on the sort key, see [`EventFilter::key_range`].
     pub fn matches(&self, event: &UsageEvent) -> bool {
-        self.model
-            .as_deref()
-            .is_none_or(|m| m == event.model_requested)
+        self.user
+            .as_ref()
+            .is_none_or(|u| event.user.as_ref() == Some(u))
+            && self
+                .model
+                .as_deref()
+                .is_none_or(|m| m == event.model_requested)
             && self.status.is_none_or(|s| s == EventStatus::of(event))
             && self.error_type.is_none_or(|k| Some(k) == event.error_type)
     }
 
     /// Whether only time bounds are set (every event in range matches).
     pub fn admits_all(&self) -> bool {
-        self.model.is_none() && self.status.is_none() && self.error_type.is_none()
+        self.user.is_none()
+            && self.model.is_none()
+            && self.status.is_none()
+            && self.error_type.is_none()
     }
 
     /// The sort-key range to read, newest first: keys `>= lower` (inclusive) and `< upper`

@@ -251,6 +251,16 @@ pub trait UsageQuery: Send + Sync {
 
     /// One recorded event, by request id.
     async fn usage_event(&self, request_id: &RequestId) -> Result<Option<UsageEvent>, StoreError>;
+
+    /// `tenant`'s per-user day rollups for the UTC days in `[from, to)`: at most `max_rows`
+    /// of them (`complete` is `false` when more exist).
+    async fn user_rollups(
+        &self,
+        tenant: &TenantId,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        max_rows: usize,
+    ) -> Result<crate::domain::usage::UserRollups, StoreError>;
 }
 
 /// The key of one limiter counter (a bucket of a sliding window), built by

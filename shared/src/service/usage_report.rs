@@ -10,7 +10,12 @@
 //! `day` beyond), `group_by=model`. At most [`MAX_RANGE_DAYS`] days, hourly buckets over at most
 //! [`MAX_HOURLY_RANGE_DAYS`]. Read from hourly rollups only.
 //!
-//! `GET /v1/usage/events`: `model`, `status` (`ok` | `error`), `error_type`, `from`, `to`,
+//! `GET /v1/usage?group_by=user`: the tenant's end users by cost, highest first, over the UTC
+//! days `from` to `to` touch (default: the last 24 hours), from per-user day rollups: `limit`
+//! (1-[`MAX_EVENTS_LIMIT`], default [`DEFAULT_EVENTS_LIMIT`]) users per page, `cursor` for the
+//! next. At most [`MAX_USER_DAYS`] user-days are read per report (`complete: false` beyond).
+//!
+//! `GET /v1/usage/events`: `model`, `user`, `status` (`ok` | `error`), `error_type`, `from`, `to`,
 //! `limit` (1-[`MAX_EVENTS_LIMIT`], default [`DEFAULT_EVENTS_LIMIT`]), `cursor` (an opaque
 //! `next_cursor` from a previous page). Newest first.
 
@@ -21,8 +26,9 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::domain::profile::UserId;
 use crate::domain::tenant::ProviderKind;
-use crate::domain::usage::UsageEvent;
+use crate::domain::usage::{UsageEvent, UserDayRollup};
 use crate::domain::usage_report::{
     ERROR_KINDS, EventCursor, EventFilter, EventPage, EventStatus, Granularity, ReportSpec,
     UsageReport, build_report, parse_error_kind,
@@ -48,9 +54,13 @@ const MAX_MODEL_LEN: usize = 256;
 /// Parameter names are echoed in error messages; an absurd one is cut.
 const MAX_ECHOED_NAME: usize = 64;
 
-const REPORT_PARAMS: &[&str] = &["from", "to", "granularity", "group_by"];
+/// Most user-days one `group_by=user` report reads (users × days in its range).
+pub const MAX_USER_DAYS: usize = 20_000;
+
+const REPORT_PARAMS: &[&str] = &["from", "to", "granularity", "group_by", "limit", "cursor"];
 const EVENT_PARAMS: &[&str] = &[
     "model",
+    "user",
     "status",
     "error_type",
     "from",
@@ -71,16 +81,62 @@ pub struct UsageReportService {
 }
 
 impl UsageReportService {
-    /// `GET /v1/usage`.
+    /// `GET /v1/usage`: buckets, or with `group_by=user` the top end users.
     pub async fn report(
         &self,
         caller: &Caller,
         query: Option<&str>,
-    ) -> Result<UsageReport, GatewayError> {
+    ) -> Result<Report, GatewayError> {
         let tenant = &caller.tenant;
-        let spec = parse_report_query(query.unwrap_or_default(), self.clock.now())?;
+        let query = query.unwrap_or_default();
+        if let Some(users) = parse_users_query(query, self.clock.now())? {
+            return self.top_users(caller, &users).await.map(Report::Users);
+        }
+        let spec = parse_report_query(query, self.clock.now())?;
         let rollups = self.usage.rollups(tenant, spec.from, spec.to).await?;
-        Ok(build_report(tenant, &spec, &rollups))
+        Ok(Report::Buckets(build_report(tenant, &spec, &rollups)))
+    }
+
+    /// The tenant's end users by cost over `query`'s days, one page of them.
+    pub async fn top_users(
+        &self,
+        caller: &Caller,
+        query: &UsersQuery,
+    ) -> Result<UserReport, GatewayError> {
+        let read = self
+            .usage
+            .user_rollups(&caller.tenant, query.from, query.to, MAX_USER_DAYS)
+            .await?;
+        let mut users: BTreeMap<UserId, UserDayRollup> = BTreeMap::new();
+        for row in &read.rows {
+            users
+                .entry(row.user.clone())
+                .or_insert_with(|| UserDayRollup::empty(row.user.clone(), query.from))
+                .merge(row);
+        }
+        let mut ranked: Vec<UserDayRollup> = users.into_values().collect();
+        ranked.sort_by(|a, b| {
+            b.cost_usd
+                .cmp(&a.cost_usd)
+                .then_with(|| a.user.cmp(&b.user))
+        });
+        let total = ranked.len();
+        let data: Vec<UserUsageView> = ranked
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(UserUsageView::from)
+            .collect();
+        let next = query.offset + data.len();
+        Ok(UserReport {
+            object: "usage.users",
+            from: query.from,
+            to: query.to.pred_opt().unwrap_or(query.to),
+            data,
+            has_more: next < total,
+            next_cursor: (next < total).then(|| format!("u1.{next}")),
+            complete: read.complete,
+        })
     }
 
     /// `GET /v1/usage/events`.
@@ -102,6 +158,63 @@ impl UsageReportService {
 // ---------------------------------------------------------------------------------------------
 // Responses
 // ---------------------------------------------------------------------------------------------
+
+/// `GET /v1/usage`: time buckets, or end users with `group_by=user`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    /// Buckets over time (optionally per model).
+    Buckets(UsageReport),
+    /// End users by cost.
+    Users(UserReport),
+}
+
+/// `GET /v1/usage?group_by=user`: one page of end users, highest cost first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserReport {
+    /// Always `usage.users`.
+    pub object: &'static str,
+    /// The first UTC day counted.
+    pub from: NaiveDate,
+    /// The last UTC day counted.
+    pub to: NaiveDate,
+    /// The page's users.
+    pub data: Vec<UserUsageView>,
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// `false` when the range held more than [`MAX_USER_DAYS`] user-days and the ranking is
+    /// over the first of them only: narrow the range.
+    pub complete: bool,
+}
+
+/// One end user's usage over a report's days.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserUsageView {
+    /// The end user (`user` of the requests).
+    pub user: String,
+    /// Calls recorded.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost in USD, exact (a string).
+    pub cost_usd: Decimal,
+}
+
+impl From<UserDayRollup> for UserUsageView {
+    fn from(r: UserDayRollup) -> Self {
+        Self {
+            user: r.user.to_string(),
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cost_usd: r.cost_usd,
+        }
+    }
+}
 
 /// `GET /v1/usage/events`: one page, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -176,6 +289,8 @@ pub struct EventView {
     pub quality_score: Option<Decimal>,
     /// `provider`, `estimated` or `none` (see `UsageSource`).
     pub usage_source: &'static str,
+    /// The end user the call was made for (`user`), when the request named one.
+    pub user: Option<String>,
 }
 
 impl From<&UsageEvent> for EventView {
@@ -202,6 +317,7 @@ impl From<&UsageEvent> for EventView {
             degraded_from: e.degraded_from.clone(),
             quality_score: e.quality_score,
             usage_source: e.usage_source.as_str(),
+            user: e.user.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -337,9 +453,95 @@ fn parse_range(
     Ok(Bounds { from, to })
 }
 
+/// A `GET /v1/usage?group_by=user` query: UTC days `[from, to)` and a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersQuery {
+    /// The first day.
+    pub from: NaiveDate,
+    /// The day after the last.
+    pub to: NaiveDate,
+    /// Users per page.
+    pub limit: usize,
+    /// Users before this page.
+    pub offset: usize,
+}
+
+/// Parses a `GET /v1/usage` query that asks for `group_by=user`; `None` for any other report.
+pub fn parse_users_query(
+    query: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<UsersQuery>, GatewayError> {
+    let p = params(query, REPORT_PARAMS)?;
+    if p.get("group_by").map(String::as_str) != Some("user") {
+        return Ok(None);
+    }
+    if p.contains_key("granularity") {
+        return Err(invalid(
+            "`granularity` does not apply to `group_by=user` (users are ranked over whole UTC days)",
+            "granularity",
+        ));
+    }
+    let Bounds { from, to } = parse_range(&p, Some(now))?;
+    let to = to.unwrap_or(now);
+    let from = from.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(invalid("`from` must be before `to`", "from"));
+    }
+    if to - from > Duration::days(MAX_RANGE_DAYS) {
+        return Err(invalid(
+            format!("the range from `from` to `to` is at most {MAX_RANGE_DAYS} days"),
+            "from",
+        ));
+    }
+    // Every UTC day the range touches: `to` is exclusive.
+    let last = (to - Duration::nanoseconds(1)).date_naive();
+    let limit = page_limit(&p)?;
+    let offset = match p.get("cursor") {
+        None => 0,
+        Some(raw) => raw
+            .strip_prefix("u1.")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                invalid(
+                    "`cursor` is not valid; pass the `next_cursor` of a previous page unchanged",
+                    "cursor",
+                )
+            })?,
+    };
+    Ok(Some(UsersQuery {
+        from: from.date_naive(),
+        to: last.succ_opt().unwrap_or(last),
+        limit,
+        offset,
+    }))
+}
+
+/// `limit`: 1 to [`MAX_EVENTS_LIMIT`], [`DEFAULT_EVENTS_LIMIT`] when absent.
+fn page_limit(p: &BTreeMap<String, String>) -> Result<usize, GatewayError> {
+    match p.get("limit") {
+        None => Ok(DEFAULT_EVENTS_LIMIT),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    format!("`limit` must be an integer from 1 to {MAX_EVENTS_LIMIT}"),
+                    "limit",
+                )
+            }),
+    }
+}
+
 /// Parses a `GET /v1/usage` query into whole buckets. `now` is the default `to`.
 pub fn parse_report_query(query: &str, now: DateTime<Utc>) -> Result<ReportSpec, GatewayError> {
     let p = params(query, REPORT_PARAMS)?;
+    if let Some(name) = ["limit", "cursor"].into_iter().find(|n| p.contains_key(*n)) {
+        return Err(invalid(
+            format!("`{name}` applies to `group_by=user` only"),
+            name,
+        ));
+    }
     let Bounds { from, to } = parse_range(&p, Some(now))?;
     let to = to.unwrap_or(now);
     let from = match from {
@@ -373,7 +575,7 @@ pub fn parse_report_query(query: &str, now: DateTime<Utc>) -> Result<ReportSpec,
     let group_by_model = match p.get("group_by").map(String::as_str) {
         None => false,
         Some("model") => true,
-        Some(_) => return Err(invalid("`group_by` must be `model`", "group_by")),
+        Some(_) => return Err(invalid("`group_by` must be `model` or `user`", "group_by")),
     };
     Ok(ReportSpec::aligned(from, to, granularity, group_by_model))
 }
@@ -382,19 +584,7 @@ pub fn parse_report_query(query: &str, now: DateTime<Utc>) -> Result<ReportSpec,
 pub fn parse_events_query(query: &str) -> Result<EventsQuery, GatewayError> {
     let p = params(query, EVENT_PARAMS)?;
     let Bounds { from, to } = parse_range(&p, None)?;
-    let limit = match p.get("limit") {
-        None => DEFAULT_EVENTS_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    format!("`limit` must be an integer from 1 to {MAX_EVENTS_LIMIT}"),
-                    "limit",
-                )
-            })?,
-    };
+    let limit = page_limit(&p)?;
     let cursor = p
         .get("cursor")
         .map(|raw| {
@@ -434,8 +624,20 @@ pub fn parse_events_query(query: &str) -> Result<EventsQuery, GatewayError> {
             })
         })
         .transpose()?;
+    let user = p
+        .get("user")
+        .map(|raw| {
+            UserId::parse(raw.as_str()).map_err(|_| {
+                invalid(
+                    "`user` is not a valid end-user id (1-256 characters of A-Z, a-z, 0-9 and - _ . @ : + = | ~)",
+                    "user",
+                )
+            })
+        })
+        .transpose()?;
     Ok(EventsQuery {
         filter: EventFilter {
+            user,
             model,
             status,
             error_type,

@@ -413,3 +413,135 @@ async fn past_a_budgets_soft_threshold_the_degradation_policy_serves_the_cheaper
         "{events:?}"
     );
 }
+
+async fn usage_get(
+    usage: &usage_report::UsageReportState,
+    gw: &Gateway,
+    tenant: &str,
+    uri: &str,
+) -> TestResponse {
+    let req = http::Request::builder()
+        .method(http::Method::GET)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", gw.key(tenant)))
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let (parts, body) = usage_report::handle(usage, req).await.into_parts();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await,
+    }
+}
+
+#[tokio::test]
+async fn the_usage_api_ranks_end_users_by_cost_and_lists_one_users_events() {
+    let (openai, anthropic, gw) = gateway().await;
+    acme(&gw, |_| {}).await;
+    let usage = usage_report::UsageReportState::build(&tollgate::bootstrap::Stores::embedded(
+        gw.store.clone(),
+    ));
+    // alice: three calls; bob: one dearer call; one call without a user; alice under globex.
+    for (tenant, user, completion) in [
+        ("acme", Some("alice"), 100),
+        ("acme", Some("alice"), 100),
+        ("acme", Some("alice"), 100),
+        ("acme", Some("bob"), 1_000),
+        ("acme", None, 5_000),
+        ("globex", Some("alice"), 10),
+    ] {
+        let usage = TokenUsage {
+            prompt_tokens: 10,
+            completion_tokens: completion,
+            ..Default::default()
+        };
+        let standin_reply = Behavior::reply("an answer", usage);
+        match tenant {
+            "acme" => openai.push(standin_reply),
+            _ => anthropic.push(standin_reply),
+        }
+        let res = gw.chat(tenant, ask(5_000, user)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let events = gw.wait_for_usage_events(6).await;
+    let cost_of = |tenant: &str, user: &str| -> Decimal {
+        events
+            .iter()
+            .filter(|e| {
+                e.tenant_id.as_str() == tenant && e.user.as_ref().map(UserId::as_str) == Some(user)
+            })
+            .map(|e| e.cost_usd)
+            .sum()
+    };
+
+    let res = usage_get(&usage, &gw, "acme", "/v1/usage?group_by=user").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let report = res.json();
+    assert_eq!(report["object"], "usage.users");
+    assert_eq!(report["complete"], true);
+    let users: Vec<(&str, &str, u64)> = report["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user"].as_str().unwrap(),
+                u["cost_usd"].as_str().unwrap(),
+                u["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (bob, alice) = (
+        cost_of("acme", "bob").to_string(),
+        cost_of("acme", "alice").to_string(),
+    );
+    assert_eq!(
+        users,
+        [("bob", bob.as_str(), 1), ("alice", alice.as_str(), 3)]
+    );
+
+    // One user per page, then the next.
+    let first = usage_get(&usage, &gw, "acme", "/v1/usage?group_by=user&limit=1")
+        .await
+        .json();
+    assert_eq!(first["data"][0]["user"], "bob");
+    assert_eq!(first["has_more"], true);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = usage_get(
+        &usage,
+        &gw,
+        "acme",
+        &format!("/v1/usage?group_by=user&limit=1&cursor={cursor}"),
+    )
+    .await
+    .json();
+    assert_eq!(second["data"][0]["user"], "alice");
+    assert_eq!(second["has_more"], false);
+
+    // globex sees its own alice only.
+    let globex = usage_get(&usage, &gw, "globex", "/v1/usage?group_by=user")
+        .await
+        .json();
+    assert_eq!(globex["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        globex["data"][0]["cost_usd"],
+        cost_of("globex", "alice").to_string()
+    );
+
+    // One user's events.
+    let listed = usage_get(&usage, &gw, "acme", "/v1/usage/events?user=alice")
+        .await
+        .json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3);
+    // Parameters that do not fit are 400s naming them.
+    for (uri, param) in [
+        ("/v1/usage?group_by=user&granularity=hour", "granularity"),
+        ("/v1/usage?limit=5", "limit"),
+        ("/v1/usage?group_by=user&cursor=nope", "cursor"),
+        ("/v1/usage/events?user=not%20valid", "user"),
+    ] {
+        let res = usage_get(&usage, &gw, "acme", uri).await;
+        assert_eq!(res.status, 400, "{uri}: {}", res.text());
+        assert_eq!(res.json()["error"]["param"], param, "{uri}");
+    }
+}

@@ -134,6 +134,10 @@ impl EventBuilder {
         self.0.degraded_from = Some(model.into());
         self
     }
+    fn user(mut self, user: &str) -> Self {
+        self.0.user = Some(tollgate::domain::profile::UserId::parse(user).unwrap());
+        self
+    }
     fn build(self) -> UsageEvent {
         self.0
     }
@@ -505,6 +509,70 @@ mod contract {
             .unwrap();
         assert_eq!(rollups.len(), 1);
         assert_eq!(rollups[0].requests, 1);
+    }
+
+    /// Events naming an end user roll up per tenant, user and UTC day, in the event's write
+    /// (a replay adds nothing); the read is bounded and says when it stopped early.
+    pub async fn user_rollups<S: UsageSink + UsageQuery + LimiterStore>(store: &S) {
+        let t = tenant("end-users");
+        let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 12, d, h, 30, 0).unwrap();
+        let events = [
+            EventBuilder::new(t.as_str(), "m", day(4, 23))
+                .user("ann")
+                .cost(dec!(0.001)),
+            EventBuilder::new(t.as_str(), "m", day(5, 0))
+                .user("ann")
+                .cost(dec!(0.002)),
+            EventBuilder::new(t.as_str(), "m", day(5, 9))
+                .user("ann")
+                .cost(dec!(0.00000003)),
+            EventBuilder::new(t.as_str(), "m", day(5, 9))
+                .user("bo|b@x.io")
+                .cost(dec!(0.5)),
+            EventBuilder::new(t.as_str(), "m", day(5, 9)).cost(dec!(7)),
+            EventBuilder::new(t.as_str(), "m", day(6, 0))
+                .user("ann")
+                .cost(dec!(1)),
+        ]
+        .map(EventBuilder::build);
+        for e in &events {
+            assert_eq!(store.record(e, &[]).await.unwrap(), Recorded::Inserted);
+        }
+        assert_eq!(
+            store.record(&events[1], &[]).await.unwrap(),
+            Recorded::Duplicate
+        );
+        let d = |n: u32| chrono::NaiveDate::from_ymd_opt(2026, 12, n).unwrap();
+        let read = store.user_rollups(&t, d(5), d(6), 100).await.unwrap();
+        assert!(read.complete);
+        let mut rows = read.rows;
+        rows.sort_by(|a, b| a.user.cmp(&b.user));
+        let summary: Vec<(String, u64, Decimal, u64)> = rows
+            .iter()
+            .map(|r| (r.user.to_string(), r.requests, r.cost_usd, r.prompt_tokens))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ann".to_owned(), 2, dec!(0.00200003), 2_000),
+                ("bo|b@x.io".to_owned(), 1, dec!(0.5), 1_000),
+            ]
+        );
+        let all = store.user_rollups(&t, d(1), d(31), 100).await.unwrap();
+        assert_eq!(all.rows.len(), 4);
+        let capped = store.user_rollups(&t, d(1), d(31), 3).await.unwrap();
+        assert_eq!(capped.rows.len(), 3);
+        assert!(!capped.complete);
+        // Another tenant's same user id is another user.
+        let other = tenant("other-users");
+        assert!(
+            store
+                .user_rollups(&other, d(1), d(31), 100)
+                .await
+                .unwrap()
+                .rows
+                .is_empty()
+        );
     }
 
     pub async fn limiter<S: LimiterStore>(store: &S) {
@@ -1241,6 +1309,7 @@ tollgate_tests::contract_suite! {
         tenant_configs_get_increasing_versions_and_list_by_id => contract::tenant_configs,
         usage_is_recorded_once_and_rollups_equal_the_sum_of_events => contract::usage,
         usage_adjustments_reconcile_counters_exactly_once => contract::usage_adjustments,
+        end_user_usage_rolls_up_per_user_and_utc_day => contract::user_rollups,
         limiter_adds_are_capped_all_or_nothing_and_report_the_refused_index => contract::limiter,
         limiter_reads_more_counters_than_one_batch_in_order => contract::limiter_reads_many_counters,
         fifty_concurrent_single_counter_adds_admit_exactly_twenty => contract::concurrent_single_counter_adds,

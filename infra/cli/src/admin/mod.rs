@@ -14,6 +14,7 @@ pub mod quota;
 pub mod replay;
 pub mod tenant;
 pub mod usage;
+pub mod user;
 
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,8 @@ pub enum AdminCommand {
     Replay(replay::ReplayArgs),
     /// Usage across every tenant: top tenants by cost, recorded anomalies (operators only).
     Usage(usage::UsageArgs),
+    /// A tenant's limits on its own end users (the `user` of its requests).
+    User(user::UserArgs),
     /// Run the anomaly scheduler by hand for one hour.
     Anomalies(anomalies::AnomaliesArgs),
 }
@@ -103,6 +106,7 @@ impl AdminCommand {
             Self::Quota(args) => &args.store,
             Self::Replay(args) => &args.store,
             Self::Usage(args) => &args.store,
+            Self::User(args) => &args.store,
             Self::Anomalies(args) => &args.store,
         }
     }
@@ -197,6 +201,7 @@ pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::R
         AdminCommand::Quota(args) => quota::execute(store, args.command).await,
         AdminCommand::Replay(args) => replay::execute(store, args).await,
         AdminCommand::Usage(args) => usage::execute(store, args.command).await,
+        AdminCommand::User(args) => user::execute(store, args.command).await,
         AdminCommand::Anomalies(args) => {
             // The same thresholds as the function (TOLLGATE_ANOMALY_*), and its alerts: the
             // deployment's CloudWatch metrics, or kept in memory with the in-memory store.

@@ -1007,3 +1007,200 @@ fn the_tier_help_states_the_limits_the_domain_applies() {
         assert_eq!(help, expected.trim_end_matches('.'), "{tier:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// budgets and end users
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_update_sets_resets_and_lifts_dollar_budgets() {
+    use tollgate::domain::budget::BudgetCap;
+    let store = with_acme().await;
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--budget-daily-usd",
+            "12.50",
+            "--budget-monthly-usd",
+            "unlimited",
+            "--budget-alert-at",
+            "75",
+        ],
+    )
+    .await;
+    let c = config(&store, "acme").await;
+    assert_eq!(c.limits.budget_daily_usd, Some(BudgetCap::Usd(dec!(12.5))));
+    assert_eq!(c.limits.budget_monthly_usd, Some(BudgetCap::Unlimited));
+    let budget = c.budget();
+    assert_eq!(budget.daily_usd, Some(dec!(12.5)));
+    assert_eq!(
+        budget.monthly_usd, None,
+        "unlimited lifts the Pro tier's default"
+    );
+    assert_eq!(budget.alert_at_percent, 75);
+    // Reset: the tier's default applies again.
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--reset-limit",
+            "budget-daily-usd",
+        ],
+    )
+    .await;
+    let c = config(&store, "acme").await;
+    assert_eq!(c.budget().daily_usd, Some(dec!(250)));
+    // Nonsense is a usage error naming the flag's value.
+    let message = usage_error(&["tenant", "update", "acme", "--budget-daily-usd=-3"]);
+    assert!(message.contains("negative"), "{message}");
+    let message = usage_error(&["tenant", "update", "acme", "--budget-alert-at", "0"]);
+    assert!(message.contains("budget-alert-at"), "{message}");
+    let e = err(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--budget-daily-usd",
+            "5",
+            "--reset-limit",
+            "budget-daily-usd",
+        ],
+    )
+    .await;
+    assert!(e.to_string().contains("both set and reset"), "{e}");
+}
+
+#[tokio::test]
+async fn user_limits_set_show_and_clear_defaults_and_one_user() {
+    use tollgate::domain::budget::BudgetCap;
+    use tollgate::domain::profile::UserId;
+    let store = with_acme().await;
+    ok(
+        &store,
+        &[
+            "user",
+            "limits",
+            "set",
+            "acme",
+            "*",
+            "--tpm",
+            "20000",
+            "--daily-usd",
+            "2",
+        ],
+    )
+    .await;
+    ok(
+        &store,
+        &[
+            "user",
+            "limits",
+            "set",
+            "acme",
+            "vip@x.io",
+            "--daily-usd",
+            "unlimited",
+        ],
+    )
+    .await;
+    let c = config(&store, "acme").await;
+    let vip = UserId::parse("vip@x.io").unwrap();
+    assert_eq!(c.end_users.defaults.tokens_per_minute, Some(20_000));
+    assert_eq!(c.end_users.limits_for(&vip).tokens_per_minute, Some(20_000));
+    assert_eq!(
+        c.end_users.limits_for(&vip).usd_per_day,
+        Some(BudgetCap::Unlimited)
+    );
+    let anyone = UserId::parse("someone-new").unwrap();
+    assert_eq!(c.end_users.limits_for(&anyone).daily_usd(), Some(dec!(2)));
+
+    let shown = ok(&store, &["user", "limits", "show", "acme", "vip@x.io"]).await;
+    assert!(shown.stdout.contains("unlimited"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("20000"), "{}", shown.stdout);
+    let json = ok(
+        &store,
+        &["user", "limits", "show", "acme", "vip@x.io", "--json"],
+    )
+    .await;
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["limits"]["usd_per_day"], "unlimited");
+
+    ok(&store, &["user", "limits", "clear", "acme", "vip@x.io"]).await;
+    let c = config(&store, "acme").await;
+    assert!(c.end_users.overrides.is_empty());
+    assert_eq!(c.end_users.limits_for(&vip).daily_usd(), Some(dec!(2)));
+    ok(&store, &["user", "limits", "clear", "acme", "*"]).await;
+    assert!(config(&store, "acme").await.end_users.is_empty());
+
+    // Bad input: an id that could not be a user, nothing to set, an unknown tenant.
+    let message = usage_error(&["user", "limits", "set", "acme", "no spaces", "--tpm", "5"]);
+    assert!(message.contains("invalid user id"), "{message}");
+    let e = err(&store, &["user", "limits", "set", "acme", "bob"]).await;
+    assert!(e.to_string().contains("nothing to set"), "{e}");
+    let e = err(&store, &["user", "limits", "show", "nobody", "bob"]).await;
+    assert!(e.to_string().contains("no tenant `nobody`"), "{e}");
+}
+
+#[tokio::test]
+async fn usage_top_by_user_ranks_one_tenants_end_users_by_cost() {
+    use tollgate::domain::profile::UserId;
+    let store = with_acme().await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    for (id, user, cost) in [
+        ("r1", "ann", dec!(0.5)),
+        ("r2", "ann", dec!(0.25)),
+        ("r3", "bo", dec!(1)),
+        ("r4", "cy", dec!(0.1)),
+    ] {
+        let mut e = event(id);
+        e.created_at = at;
+        e.cost_usd = cost;
+        e.user = Some(UserId::parse(user).unwrap());
+        store.record(&e, &[]).await.unwrap();
+    }
+    let out = ok(
+        &store,
+        &[
+            "usage",
+            "top",
+            "--by",
+            "user",
+            "--tenant",
+            "acme",
+            "--from",
+            "2026-12-05",
+            "--to",
+            "2026-12-06",
+            "--limit",
+            "2",
+        ],
+    )
+    .await;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(
+        lines[1].contains("bo") && lines[1].contains("1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].contains("ann") && lines[2].contains("0.75"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr[0].contains("3 end users"), "{:?}", out.stderr);
+    let e = err(
+        &store,
+        &["usage", "top", "--by", "user", "--from", "2026-12-05"],
+    )
+    .await;
+    assert!(e.to_string().contains("--tenant"), "{e}");
+}

@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate::domain::ids::TenantId;
-use tollgate::domain::usage::hour_start;
+use tollgate::domain::usage::{UserDayRollup, hour_start};
 use tollgate::ports::store::{AnomalyRecord, AnomalyStore, UsageActivity, UsageQuery};
 
 use super::{Output, StoreArgs, UsageError, table};
@@ -63,11 +63,18 @@ pub enum UsageCommand {
     /// The tenants that cost the most over a range: cost, requests, errors and tokens, from the
     /// hourly rollups (whole hours that start inside the range).
     #[command(
-        after_help = "Example:\n  tollgate usage top --from 2026-03-01 --to 2026-04-01 --limit 20"
+        after_help = "Examples:\n  tollgate usage top --from 2026-03-01 --to 2026-04-01 --limit 20\n  tollgate usage top --by user --tenant acme --from 2026-03-01"
     )]
     Top {
         #[command(flatten)]
         range: Range,
+        /// Rank tenants, or one tenant's end users (`--tenant`; whole UTC days the range
+        /// touches, from the per-user day rollups).
+        #[arg(long, value_enum, default_value = "tenant")]
+        by: TopBy,
+        /// The tenant whose end users `--by user` ranks.
+        #[arg(long, value_parser = super::parse::tenant_id)]
+        tenant: Option<TenantId>,
         /// How many tenants to list.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         limit: u64,
@@ -86,6 +93,18 @@ pub enum UsageCommand {
         json: bool,
     },
 }
+
+/// What `usage top` ranks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBy {
+    /// Tenants, by cost.
+    Tenant,
+    /// One tenant's end users, by cost.
+    User,
+}
+
+/// Most user-days `usage top --by user` reads.
+const MAX_USER_DAYS: usize = 100_000;
 
 /// `2026-03-14` (midnight UTC), `2026-03-14T15` (an hour), `2026-03-14T15:30` or RFC 3339.
 pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
@@ -133,11 +152,31 @@ where
     S: UsageActivity + UsageQuery + AnomalyStore + ?Sized,
 {
     match command {
-        UsageCommand::Top { range, limit, json } => {
+        UsageCommand::Top {
+            range,
+            by,
+            tenant,
+            limit,
+            json,
+        } => {
             let (from, to) = range.resolve()?;
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-            let (rows, reads) = top(store, from, to, limit).await?;
-            Ok(render_top(&rows, reads, from, to, json))
+            match (by, tenant) {
+                (TopBy::User, Some(tenant)) => {
+                    top_users(store, &tenant, from, to, limit, json).await
+                }
+                (TopBy::User, None) => Err(UsageError::new(
+                    "--by user ranks one tenant's end users: give --tenant",
+                )
+                .into()),
+                (TopBy::Tenant, Some(_)) => {
+                    Err(UsageError::new("--tenant goes with --by user").into())
+                }
+                (TopBy::Tenant, None) => {
+                    let (rows, reads) = top(store, from, to, limit).await?;
+                    Ok(render_top(&rows, reads, from, to, json))
+                }
+            }
         }
         UsageCommand::Anomalies { range, json } => {
             let (from, to) = range.resolve()?;
@@ -211,6 +250,76 @@ where
     rows.sort_by(|a, b| b.cost_usd.cmp(&a.cost_usd).then(a.tenant.cmp(&b.tenant)));
     rows.truncate(limit);
     Ok((rows, reads))
+}
+
+/// One tenant's end users with the highest cost over the UTC days `[from, to)` touches.
+async fn top_users<S>(
+    store: &S,
+    tenant: &TenantId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<Output>
+where
+    S: UsageQuery + ?Sized,
+{
+    let first = from.date_naive();
+    let last = (to - Duration::nanoseconds(1)).date_naive();
+    let end = last.succ_opt().unwrap_or(last);
+    let read = store
+        .user_rollups(tenant, first, end, MAX_USER_DAYS)
+        .await?;
+    let mut users: std::collections::BTreeMap<String, UserDayRollup> = Default::default();
+    for row in &read.rows {
+        users
+            .entry(row.user.to_string())
+            .or_insert_with(|| UserDayRollup::empty(row.user.clone(), first))
+            .merge(row);
+    }
+    let mut ranked: Vec<UserDayRollup> = users.into_values().collect();
+    ranked.sort_by(|a, b| {
+        b.cost_usd
+            .cmp(&a.cost_usd)
+            .then_with(|| a.user.cmp(&b.user))
+    });
+    let count = ranked.len();
+    ranked.truncate(limit);
+    let mut note = format!(
+        "{count} end users of `{tenant}` with usage from {first} to {last} (UTC days); read {} user-days",
+        read.rows.len()
+    );
+    if !read.complete {
+        note.push_str(&format!(
+            "; stopped at {MAX_USER_DAYS} user-days: narrow the range for an exact ranking"
+        ));
+    }
+    if json {
+        let lines: String = ranked
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(|line| line + "\n")
+            .collect();
+        return Ok(Output::stdout(lines).note(note));
+    }
+    let rows: Vec<Vec<String>> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                (i + 1).to_string(),
+                r.user.to_string(),
+                r.cost_usd.round_dp(6).normalize().to_string(),
+                r.requests.to_string(),
+                (r.prompt_tokens + r.completion_tokens).to_string(),
+            ]
+        })
+        .collect();
+    Ok(Output::stdout(table(
+        &["RANK", "USER", "COST_USD", "REQUESTS", "TOKENS"],
+        &rows,
+    ))
+    .note(note))
 }
 
 fn render_top(

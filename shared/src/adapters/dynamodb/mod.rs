@@ -249,6 +249,41 @@ impl DynamoStore {
     }
 
     /// Every item a Query matches, following `LastEvaluatedKey` (one round trip per page).
+    /// [`DynamoStore::query_all`], stopping once `max` items were read: `(items, complete)`,
+    /// `complete` false when the query had more.
+    async fn query_up_to(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        max: usize,
+    ) -> Result<(Vec<codec::Item>, bool), StoreError> {
+        let consistent =
+            query.get_consistent_read().unwrap_or(false) && query.get_index_name().is_none();
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let left = (max + 1 - items.len()).min(1_000) as i32;
+            self.trip();
+            let out = query
+                .clone()
+                .limit(left)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| error::sdk("Query", e))?;
+            let page = out.items.unwrap_or_default();
+            self.count_read(&page, consistent);
+            items.extend(page);
+            if items.len() > max {
+                items.truncate(max);
+                return Ok((items, false));
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok((items, true)),
+            }
+        }
+    }
+
     async fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,

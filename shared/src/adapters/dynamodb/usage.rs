@@ -9,6 +9,10 @@
 //!   and the activity index keys `hour_pk = HOUR#{yyyy-mm-ddThh}`, `hour_sk = {tenant}#{model}`
 //!   (GSI `by_hour`, see `activity`).
 //!
+//! - `ROLLUP#{tenant}#USERS` / `DAY#{yyyy-mm-dd}#USER#{user}`: an end user's day (`requests`,
+//!   `prompt_tokens`, `completion_tokens`, `cost_usd`, with `user` and `day`), for events that
+//!   name a user.
+//!
 //! `record` is one TransactWriteItems: the event Put (condition: its request id is new), the
 //! rollup Update, and one Update per limiter adjustment. A replayed request id fails item 0's
 //! condition, which cancels the whole transaction: nothing is counted twice.
@@ -27,7 +31,11 @@ use super::error::{self, corrupt};
 use super::limiter::{TRANSACT_MAX, counter_update, reject_duplicate_keys};
 use super::tables::{HOUR_PK, HOUR_SK};
 use crate::domain::ids::{RequestId, TenantId};
-use crate::domain::usage::{LATENCY_BUCKETS, UsageEvent, UsageRollup, UsageSource, latency_bucket};
+use crate::domain::profile::UserId;
+use crate::domain::usage::{
+    LATENCY_BUCKETS, UsageEvent, UsageRollup, UsageSource, UserDayRollup, UserRollups,
+    latency_bucket,
+};
 use crate::ports::store::{CounterAdd, Recorded, StoreError, UsageQuery, UsageSink};
 
 const EVENT_SK: &str = "EVENT";
@@ -72,6 +80,51 @@ fn event_put(table: &str, event: &UsageEvent) -> Result<Put, StoreError> {
         .expression_attribute_names("#pk", PK)
         .build()
         .map_err(error::build)
+}
+
+fn user_rollup_pk(tenant: &TenantId) -> String {
+    format!("ROLLUP#{tenant}#USERS")
+}
+
+fn day_sk(day: chrono::NaiveDate) -> String {
+    format!("DAY#{}", day.format("%Y-%m-%d"))
+}
+
+/// The end user's day rollup: exactly `UserDayRollup::apply`, as DynamoDB `ADD`s.
+fn user_rollup_update(
+    table: &str,
+    event: &UsageEvent,
+    user: &UserId,
+) -> Result<Update, StoreError> {
+    let day = event.created_at.date_naive();
+    let mut expr = Expr::default();
+    expr.add("requests", n(1))
+        .add("prompt_tokens", n(event.usage.prompt_tokens))
+        .add("completion_tokens", n(event.usage.completion_tokens))
+        .add("cost_usd", dec(event.cost_usd))
+        .set("user", s(user.as_str()))
+        .set("day", s(day.format("%Y-%m-%d").to_string()));
+    let sk = format!("{}#USER#{user}", day_sk(day));
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(key_pk_sk(user_rollup_pk(&event.tenant_id), sk)))
+        .update_expression(expr.update_expression())
+        .set_expression_attribute_names(expr.names_map())
+        .set_expression_attribute_values(expr.values_map())
+        .build()
+        .map_err(error::build)
+}
+
+fn decode_user_rollup(item: &Item) -> Result<UserDayRollup, StoreError> {
+    let user = UserId::parse(get_s(item, "user")?).map_err(corrupt)?;
+    let day =
+        chrono::NaiveDate::parse_from_str(get_s(item, "day")?, "%Y-%m-%d").map_err(corrupt)?;
+    let mut rollup = UserDayRollup::empty(user, day);
+    rollup.requests = get_u64(item, "requests")?;
+    rollup.prompt_tokens = get_u64(item, "prompt_tokens")?;
+    rollup.completion_tokens = get_u64(item, "completion_tokens")?;
+    rollup.cost_usd = get_dec(item, "cost_usd")?;
+    Ok(rollup)
 }
 
 /// The rollup update: exactly `UsageRollup::apply`, as DynamoDB `ADD`s.
@@ -249,7 +302,7 @@ impl UsageSink for DynamoStore {
         event: &UsageEvent,
         adjustments: &[CounterAdd],
     ) -> Result<Recorded, StoreError> {
-        if adjustments.len() + 2 > TRANSACT_MAX {
+        if adjustments.len() + 3 > TRANSACT_MAX {
             return Err(StoreError::Unavailable(format!(
                 "{} usage adjustments exceed one DynamoDB transaction",
                 adjustments.len()
@@ -264,6 +317,14 @@ impl UsageSink for DynamoStore {
                 .update(rollup_update(&self.names.usage, event)?)
                 .build(),
         ];
+        if let Some(user) = &event.user {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(user_rollup_update(&self.names.usage, event, user)?)
+                    .build(),
+            );
+        }
+        let first_adjustment = items.len();
         for add in adjustments {
             items.push(
                 TransactWriteItem::builder()
@@ -278,7 +339,9 @@ impl UsageSink for DynamoStore {
             Some(failed) if failed.first() == Some(&0) => Ok(Recorded::Duplicate),
             Some(failed) => Err(StoreError::Corrupt(format!(
                 "usage adjustment {} carries a condition; reconciliations must be unconditional",
-                failed.first().map_or(0, |i| i.saturating_sub(2))
+                failed
+                    .first()
+                    .map_or(0, |i| i.saturating_sub(first_adjustment))
             ))),
         }
     }
@@ -329,6 +392,40 @@ impl UsageQuery for DynamoStore {
             .await
             .map_err(|e| error::sdk("GetItem", e))?;
         out.item.map(|item| get_json(&item, "event")).transpose()
+    }
+
+    async fn user_rollups(
+        &self,
+        tenant: &TenantId,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        max_rows: usize,
+    ) -> Result<UserRollups, StoreError> {
+        if from >= to {
+            return Ok(UserRollups {
+                rows: Vec::new(),
+                complete: true,
+            });
+        }
+        // `DAY#{to}` sorts before every key of day `to` and after every key of the days before.
+        let query = self
+            .client
+            .query()
+            .table_name(&self.names.usage)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(user_rollup_pk(tenant)))
+            .expression_attribute_values(":lo", s(day_sk(from)))
+            .expression_attribute_values(":hi", s(day_sk(to)))
+            .consistent_read(true);
+        let (items, complete) = self.query_up_to(query, max_rows).await?;
+        let rows = items
+            .iter()
+            .map(decode_user_rollup)
+            .filter(|r| r.as_ref().map_or(true, |r| r.day >= from && r.day < to))
+            .collect::<Result<_, _>>()?;
+        Ok(UserRollups { rows, complete })
     }
 }
 
