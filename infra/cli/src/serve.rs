@@ -55,6 +55,33 @@ pub struct ServeArgs {
     /// limiter still runs on every request, it just never refuses.
     #[arg(long)]
     demo_unlimited: bool,
+    /// Give demo tenant `acme` this daily dollar budget (e.g. 0.002), to watch one refuse.
+    #[arg(long, value_name = "USD", value_parser = tollgate::domain::budget::BudgetCap::parse)]
+    demo_budget_usd: Option<tollgate::domain::budget::BudgetCap>,
+    /// Give every end user of demo tenant `acme` this daily dollar budget (e.g. 0.001).
+    #[arg(long, value_name = "USD", value_parser = tollgate::domain::budget::BudgetCap::parse)]
+    demo_user_budget_usd: Option<tollgate::domain::budget::BudgetCap>,
+}
+
+/// `--demo-budget-usd`, `--demo-user-budget-usd`: acme's daily budget and its end users'.
+async fn demo_budgets(
+    store: &dyn tollgate::bootstrap::Backend,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
+    let acme = tollgate::domain::ids::TenantId::parse("acme")?;
+    let mut config = (*store
+        .tenant_config(&acme)
+        .await?
+        .context("demo tenant acme missing")?)
+    .clone();
+    if let Some(cap) = args.demo_budget_usd {
+        config.limits.budget_daily_usd = Some(cap);
+    }
+    if let Some(cap) = args.demo_user_budget_usd {
+        config.end_users.defaults.usd_per_day = Some(cap);
+    }
+    store.put_tenant_config(config).await?;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -92,6 +119,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    if !demo.is_empty() && (args.demo_budget_usd.is_some() || args.demo_user_budget_usd.is_some()) {
+        demo_budgets(stores.backend().as_ref(), &args).await?;
+    }
     let index = vector_index(&settings)?;
     let (invoke, providers) =
         invoke::InvokeState::build(&settings, &stores, metrics.clone(), Some(index.clone()))?;

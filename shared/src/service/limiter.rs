@@ -1259,13 +1259,13 @@ impl Limiter {
         let until_midnight = Duration::from_secs((Period::Day.ends_at(now) - now).max(1) as u64);
         let budget_spent = |period: Period, cap: Option<Decimal>, spent: i64, whose: String| {
             let cap = cap.unwrap_or_default();
-            let resets = Period::Day.ends_at(now).max(period.ends_at(now));
+            let resets = period.ends_at(now);
             let resets_at = chrono::DateTime::<chrono::Utc>::from_timestamp(resets, 0)
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                 .unwrap_or_default();
             GatewayError::BudgetExceeded {
                 message: format!(
-                    "the {} budget of {whose} is spent: {} of {cap} USD used in {} (UTC), and this request may cost up to {} USD. It resets at {resets_at}",
+                    "the {} budget of {whose} cannot cover this request: {} of {cap} USD used in {} (UTC), and this request may cost up to {} USD (a lower max_tokens may fit). It resets at {resets_at}",
                     period.adjective(),
                     usd_of_nanos(spent.max(0)),
                     period.label(now),

@@ -94,7 +94,9 @@ impl UsageReportService {
         }
         let spec = parse_report_query(query, self.clock.now())?;
         let rollups = self.usage.rollups(tenant, spec.from, spec.to).await?;
-        Ok(Report::Buckets(build_report(tenant, &spec, &rollups)))
+        Ok(Report::Buckets(Box::new(build_report(
+            tenant, &spec, &rollups,
+        ))))
     }
 
     /// The tenant's end users by cost over `query`'s days, one page of them.
@@ -164,7 +166,7 @@ impl UsageReportService {
 #[serde(untagged)]
 pub enum Report {
     /// Buckets over time (optionally per model).
-    Buckets(UsageReport),
+    Buckets(Box<UsageReport>),
     /// End users by cost.
     Users(UserReport),
 }
