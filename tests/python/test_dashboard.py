@@ -334,17 +334,33 @@ def test_the_dashboard_ranks_end_users_and_lists_the_one_picked(browser):
     report = api(f"/v1/usage?group_by=user&limit=20&from={start}&to={today}", ACME_KEY)
     expected = {u["user"]: u["cost_usd"] for u in report["data"]}
     assert {ann, bo} <= set(expected)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#users-table tbody tr")
-    shown = {}
-    for row in rows:
-        cells = row.find_elements(By.TAG_NAME, "td")
-        shown[cells[0].text] = cells[4].text
-    assert shown == expected
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def users_shown(d):
+        # The table is redrawn when the page reloads its data: read it whole or not at all.
+        try:
+            return {
+                row.find_elements(By.TAG_NAME, "td")[0].text:
+                    row.find_elements(By.TAG_NAME, "td")[4].text
+                for row in d.find_elements(By.CSS_SELECTOR, "#users-table tbody tr")
+            }
+        except StaleElementReferenceException:
+            return None
+
+    WebDriverWait(browser, 10).until(lambda d: users_shown(d) == expected)
+
+    def pick(d):
+        try:
+            for b in d.find_elements(By.CSS_SELECTOR, "#users-table button"):
+                if b.text == ann:
+                    b.click()
+                    return True
+        except StaleElementReferenceException:
+            return False
+        return False
 
     # Picking a user lists that user's requests only.
-    button = next(b for b in browser.find_elements(By.CSS_SELECTOR, "#users-table button")
-                  if b.text == ann)
-    button.click()
+    WebDriverWait(browser, 10).until(pick)
     WebDriverWait(browser, 10).until(
         lambda d: {r.get_attribute("data-request-id")
                    for r in d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr[data-request-id]")}
