@@ -347,7 +347,7 @@ def test_the_dashboard_ranks_end_users_and_lists_the_one_picked(browser):
         except StaleElementReferenceException:
             return None
 
-    WebDriverWait(browser, 10).until(lambda d: users_shown(d) == expected)
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: users_shown(d) == expected)
 
     def pick(d):
         try:
@@ -360,15 +360,15 @@ def test_the_dashboard_ranks_end_users_and_lists_the_one_picked(browser):
         return False
 
     # Picking a user lists that user's requests only.
-    WebDriverWait(browser, 10).until(pick)
-    WebDriverWait(browser, 10).until(
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(pick)
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: {r.get_attribute("data-request-id")
                    for r in d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr[data-request-id]")}
         == set(ids[ann])
     )
     assert ann in browser.find_element(By.ID, "events-user").text
     browser.find_element(By.ID, "all-users").click()
-    WebDriverWait(browser, 10).until(
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: set(ids[bo]) <= {r.get_attribute("data-request-id")
                                    for r in d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr[data-request-id]")}
     )
