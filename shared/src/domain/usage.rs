@@ -260,6 +260,30 @@ impl UserDayRollup {
     }
 }
 
+/// Per-user totals over the days of `rows`, highest cost first (ties by user id): what
+/// `GET /v1/usage?group_by=user` and `tollgate usage top --by user` rank. Each total carries
+/// the earliest day it was built from.
+pub fn rank_users(rows: &[UserDayRollup]) -> Vec<UserDayRollup> {
+    let mut users: std::collections::BTreeMap<&super::profile::UserId, UserDayRollup> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        users
+            .entry(&row.user)
+            .and_modify(|total| {
+                total.merge(row);
+                total.day = total.day.min(row.day);
+            })
+            .or_insert_with(|| row.clone());
+    }
+    let mut ranked: Vec<UserDayRollup> = users.into_values().collect();
+    ranked.sort_by(|a, b| {
+        b.cost_usd
+            .cmp(&a.cost_usd)
+            .then_with(|| a.user.cmp(&b.user))
+    });
+    ranked
+}
+
 /// A bounded read of per-user rollups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserRollups {

@@ -109,19 +109,7 @@ impl UsageReportService {
             .usage
             .user_rollups(&caller.tenant, query.from, query.to, MAX_USER_DAYS)
             .await?;
-        let mut users: BTreeMap<UserId, UserDayRollup> = BTreeMap::new();
-        for row in &read.rows {
-            users
-                .entry(row.user.clone())
-                .or_insert_with(|| UserDayRollup::empty(row.user.clone(), query.from))
-                .merge(row);
-        }
-        let mut ranked: Vec<UserDayRollup> = users.into_values().collect();
-        ranked.sort_by(|a, b| {
-            b.cost_usd
-                .cmp(&a.cost_usd)
-                .then_with(|| a.user.cmp(&b.user))
-        });
+        let ranked = crate::domain::usage::rank_users(&read.rows);
         let total = ranked.len();
         let data: Vec<UserUsageView> = ranked
             .into_iter()

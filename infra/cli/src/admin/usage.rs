@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate::domain::ids::TenantId;
-use tollgate::domain::usage::{UserDayRollup, hour_start};
+use tollgate::domain::usage::hour_start;
 use tollgate::ports::store::{AnomalyRecord, AnomalyStore, UsageActivity, UsageQuery};
 
 use super::{Output, StoreArgs, UsageError, table};
@@ -270,19 +270,7 @@ where
     let read = store
         .user_rollups(tenant, first, end, MAX_USER_DAYS)
         .await?;
-    let mut users: std::collections::BTreeMap<String, UserDayRollup> = Default::default();
-    for row in &read.rows {
-        users
-            .entry(row.user.to_string())
-            .or_insert_with(|| UserDayRollup::empty(row.user.clone(), first))
-            .merge(row);
-    }
-    let mut ranked: Vec<UserDayRollup> = users.into_values().collect();
-    ranked.sort_by(|a, b| {
-        b.cost_usd
-            .cmp(&a.cost_usd)
-            .then_with(|| a.user.cmp(&b.user))
-    });
+    let mut ranked = tollgate::domain::usage::rank_users(&read.rows);
     let count = ranked.len();
     ranked.truncate(limit);
     let mut note = format!(
