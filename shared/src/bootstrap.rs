@@ -21,8 +21,8 @@ use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
 use crate::ports::clock::SystemClock;
 use crate::ports::store::{
-    AnomalyStore, ConversationStore, DocumentStore, ProfileStore, TenantAdmin, UsageActivity,
-    UsageEvents,
+    AnomalyStore, BudgetEventStore, ConversationStore, DocumentStore, ProfileStore, TenantAdmin,
+    UsageActivity, UsageEvents,
 };
 use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
@@ -55,6 +55,7 @@ pub trait Backend:
     + ProfileStore
     + DocumentStore
     + AnomalyStore
+    + BudgetEventStore
     + SchedulerStore
     + 'static
 {
@@ -75,15 +76,23 @@ impl<S> Backend for S where
         + ProfileStore
         + DocumentStore
         + AnomalyStore
+        + BudgetEventStore
         + 'static
 {
 }
 
-/// The ports the anomaly scheduler needs: the usage table's activity index and rollups (read)
-/// and its anomaly records.
-pub trait SchedulerStore: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+/// The ports the anomaly scheduler needs: the usage table's activity index and rollups (read),
+/// its anomaly records, the budget events' outbox, and the limiter's spend counters (read, for
+/// a budget reset's final spend).
+pub trait SchedulerStore:
+    UsageActivity + UsageQuery + AnomalyStore + BudgetEventStore + LimiterStore + 'static
+{
+}
 
-impl<S> SchedulerStore for S where S: UsageActivity + UsageQuery + AnomalyStore + 'static {}
+impl<S> SchedulerStore for S where
+    S: UsageActivity + UsageQuery + AnomalyStore + BudgetEventStore + LimiterStore + 'static
+{
+}
 
 /// Why a function's state cannot be built; the process should not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +183,8 @@ port_accessors! {
     documents: DocumentStore;
     /// The anomaly scheduler's ports.
     scheduler: SchedulerStore;
+    /// The budget events' outbox.
+    budget_events: BudgetEventStore;
 }
 
 impl Stores {
@@ -261,11 +272,10 @@ impl Stores {
     }
 
     fn limiter(&self, settings: &Settings, catalog: Arc<OperatorCatalog>) -> Arc<Limiter> {
-        Arc::new(Limiter::with_catalog(
-            self.limits(),
-            catalog,
-            settings.default_reserve_tokens,
-        ))
+        Arc::new(
+            Limiter::with_catalog(self.limits(), catalog, settings.default_reserve_tokens)
+                .with_budget_events(self.budget_events()),
+        )
     }
 }
 

@@ -1,5 +1,8 @@
 //! The anomaly-scheduler function: an EventBridge schedule invokes it every hour; it checks the
-//! last full hour before the event's `time` (`service::anomaly`).
+//! last full hour before the event's `time` (`service::anomaly`), records budget resets and
+//! sweeps unpublished budget events (`service::budget_events`). The usage table's stream
+//! invokes it too, with the budget events invoke's limiter records (the template filters the
+//! stream to `BUDGET#` items), which it publishes to the budget event bus.
 //!
 //! Keying the hour on the event's `time`, not on the clock, makes a retried or duplicated
 //! delivery of the same event check the same hour, and the scheduler's conditional writes then
@@ -9,19 +12,23 @@
 //! unpublished alerts returns an error so Lambda's retry runs it again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tollgate::adapters::alerts::EmfAlerts;
+use tollgate::adapters::alerts::{EmfAlerts, LineBudgetBus};
 use tollgate::adapters::cloudwatch::CloudWatchAlerts;
-use tollgate::bootstrap::Stores;
+use tollgate::adapters::eventbridge::EventBridgeBus;
+use tollgate::bootstrap::{Store, Stores};
 use tollgate::config::Settings;
 use tollgate::config::anomaly::{AlertsKind, AnomalySettings};
+use tollgate::domain::budget_event::BudgetEvent;
 use tollgate::domain::ids::RequestId;
 use tollgate::ports::Clock;
-use tollgate::ports::alerts::AnomalyAlerts;
+use tollgate::ports::alerts::{AnomalyAlerts, BudgetEventBus};
 use tollgate::ports::clock::SystemClock;
 use tollgate::service::anomaly::{AnomalyScheduler, RunSummary, SchedulerOptions, last_full_hour};
+use tollgate::service::budget_events::{BudgetEventPublisher, PublishSummary, SWEEP_AFTER};
 
 /// What a failed run reports to Lambda (for tests that check the error type).
 pub use lambda_runtime::Diagnostic;
@@ -37,6 +44,59 @@ pub struct ScheduledEvent {
     pub detail_type: String,
 }
 
+/// A DynamoDB stream batch (the usage table's, filtered to budget events by the template).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamBatch {
+    #[serde(rename = "Records")]
+    pub records: Vec<StreamRecord>,
+}
+
+/// One stream record: the fields the publisher reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventName", default)]
+    pub event_name: String,
+    #[serde(default)]
+    pub dynamodb: StreamImage,
+}
+
+/// A stream record's item images, in DynamoDB's JSON.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamImage {
+    #[serde(rename = "NewImage", default)]
+    pub new_image: Option<serde_json::Value>,
+}
+
+impl StreamBatch {
+    /// The budget events the batch inserted (records of anything else are ignored; an item
+    /// whose `event` does not parse is an error, so the batch is retried and then reported).
+    pub fn budget_events(&self) -> Result<Vec<BudgetEvent>, HandlerError> {
+        self.records
+            .iter()
+            .filter(|r| r.event_name == "INSERT")
+            .filter_map(|r| r.dynamodb.new_image.as_ref())
+            .filter_map(|image| image.get("event")?.get("S")?.as_str())
+            .map(|raw| {
+                serde_json::from_str(raw).map_err(|e| {
+                    HandlerError::Budget(format!(
+                        "a stream record's budget event does not parse: {e}"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// What invokes the function: the hourly schedule or the table's stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SchedulerEvent {
+    /// Budget events inserted into the outbox.
+    Stream(StreamBatch),
+    /// The hourly run.
+    Scheduled(ScheduledEvent),
+}
+
 /// Every port the scheduler needs, from one store.
 pub use tollgate::bootstrap::SchedulerStore;
 
@@ -48,11 +108,18 @@ pub struct SchedulerState {
     pub alerts: Arc<dyn AnomalyAlerts>,
     pub clock: Arc<dyn Clock>,
     pub options: SchedulerOptions,
+    /// Where budget events go.
+    pub budget_bus: Arc<dyn BudgetEventBus>,
+    /// How old an unpublished budget event must be before the hourly run sends it: the stream
+    /// sends it first on DynamoDB ([`SWEEP_AFTER`]); the embedded store has no stream (zero).
+    pub sweep_after: Duration,
 }
 
 impl SchedulerState {
     /// The scheduler's state from settings: the one constructor `main` uses. Alerts go to
-    /// CloudWatch alarms' metrics or out as EMF lines, as `anomaly.alerts` says; the
+    /// CloudWatch alarms' metrics or out as EMF lines, as `anomaly.alerts` says, and budget
+    /// events to the EventBridge bus `anomaly.budget_event_bus` names (JSON lines on stdout
+    /// without one); the
     /// deployment (the table prefix, which is the stack name) is the alarm's dimension, so dev
     /// and prod never mix. Makes no network call.
     pub async fn build(settings: &Settings, anomaly: &AnomalySettings, stores: &Stores) -> Self {
@@ -63,11 +130,21 @@ impl SchedulerState {
             }
             AlertsKind::Emf => Arc::new(EmfAlerts::stdout(deployment)),
         };
+        let budget_bus: Arc<dyn BudgetEventBus> = match &anomaly.budget_event_bus {
+            Some(bus) => Arc::new(EventBridgeBus::from_env(settings.aws, bus.clone()).await),
+            None => Arc::new(LineBudgetBus::stdout()),
+        };
+        let sweep_after = match stores.store {
+            Store::Dynamodb(_) => SWEEP_AFTER,
+            Store::Memory(_) => Duration::ZERO,
+        };
         Self {
             store: stores.scheduler(),
             alerts,
             clock: Arc::new(SystemClock),
             options: anomaly.options(),
+            budget_bus,
+            sweep_after,
         }
     }
 }
@@ -76,6 +153,8 @@ impl SchedulerState {
 pub enum HandlerError {
     #[error("the activity index could not be read: {0}")]
     Store(#[from] tollgate::ports::store::StoreError),
+    #[error("budget events: {0}")]
+    Budget(String),
     #[error(
         "hour {hour}: {failed} tenant check(s) failed, alert publishing: {alert}; first errors: {errors}"
     )]
@@ -92,6 +171,7 @@ impl From<HandlerError> for Diagnostic {
         let error_type = match err {
             HandlerError::Store(_) => "StoreUnavailable",
             HandlerError::Incomplete { .. } => "AnomalyRunIncomplete",
+            HandlerError::Budget(_) => "BudgetEventsIncomplete",
         };
         Self {
             error_type: error_type.to_owned(),
@@ -161,6 +241,22 @@ async fn run(
         failed_tenants = summary.failed_tenants,
         "anomaly run finished"
     );
+    // Budget resets and the sweep run whatever the anomaly checks found.
+    let budget = publisher(state)
+        .hourly_sweeping_after(event.time, state.sweep_after)
+        .await;
+    match &budget {
+        Ok(done) => tracing::info!(
+            request_id = %request_id,
+            event_id = %event.id,
+            budget_events_sent = done.sent,
+            budget_resets_recorded = done.resets_recorded,
+            "budget events swept"
+        ),
+        Err(err) => {
+            tracing::error!(request_id = %request_id, event_id = %event.id, error = %err, "budget events not swept")
+        }
+    }
     if summary.failed() {
         return Err(HandlerError::Incomplete {
             hour: summary.hour.to_rfc3339(),
@@ -169,5 +265,55 @@ async fn run(
             errors: summary.errors.join("; "),
         });
     }
+    budget.map_err(|e| HandlerError::Budget(e.to_string()))?;
     Ok(summary)
+}
+
+fn publisher(state: &SchedulerState) -> BudgetEventPublisher<'_> {
+    BudgetEventPublisher {
+        outbox: state.store.as_ref(),
+        counters: state.store.as_ref(),
+        bus: state.budget_bus.as_ref(),
+    }
+}
+
+/// Publishes the budget events of one stream batch; an error fails the batch, which Lambda
+/// retries (events it already sent are marked, so the retry skips them).
+pub async fn handle_stream(
+    state: &SchedulerState,
+    batch: StreamBatch,
+    request_id: &RequestId,
+) -> Result<PublishSummary, HandlerError> {
+    let events = batch.budget_events()?;
+    let summary = publisher(state).publish(&events).await.map_err(|e| {
+        tracing::error!(request_id = %request_id, error = %e, "budget events not published");
+        HandlerError::Budget(e.to_string())
+    })?;
+    tracing::info!(
+        request_id = %request_id,
+        records = batch.records.len(),
+        sent = summary.sent,
+        skipped = summary.skipped,
+        "budget events published"
+    );
+    Ok(summary)
+}
+
+/// One Lambda invocation of either kind; the result as JSON (the run's summary).
+pub async fn handle_any(
+    state: &SchedulerState,
+    invocation: LambdaEvent<SchedulerEvent>,
+) -> Result<serde_json::Value, HandlerError> {
+    let (event, context) = invocation.into_parts();
+    match event {
+        SchedulerEvent::Scheduled(event) => {
+            let summary = handle_invocation(state, LambdaEvent::new(event, context)).await?;
+            Ok(serde_json::to_value(summary).unwrap_or_default())
+        }
+        SchedulerEvent::Stream(batch) => {
+            let request_id = RequestId::from_upstream(&context.request_id);
+            let summary = handle_stream(state, batch, &request_id).await?;
+            Ok(serde_json::to_value(summary).unwrap_or_default())
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! start (no network call: the SDKs resolve credentials on first use); the handler lives in
 //! `lib.rs`. On the embedded store (`cargo lambda watch` without AWS) every run finds no usage.
 
-use anomaly_scheduler::{SchedulerState, handle_invocation};
+use anomaly_scheduler::{SchedulerState, handle_any};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tollgate::adapters::aws::AwsConfigSource;
 use tollgate::bootstrap::Stores;
@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let state = SchedulerState::build(&settings, &anomaly, &stores).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
         let state = state.clone();
-        async move { handle_invocation(&state, event).await }
+        async move { handle_any(&state, event).await }
     }))
     .await
 }

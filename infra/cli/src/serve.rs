@@ -140,6 +140,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ingest: ingest::IngestState::build(&settings, &stores, metrics, index)?,
         usage: usage_report::UsageReportState::build(&stores),
     };
+    tokio::spawn(publish_budget_events(stores.scheduler()));
     // Load the tokenizer now rather than on the first request.
     let _ = tollgate::tokenizer::count_tokens("warm up");
 
@@ -175,6 +176,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// How often the local server publishes budget events (a deployment's stream does it within
+/// seconds; there is no stream here).
+const BUDGET_EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes budget events as JSON lines on stdout (`{"budget_event": {...}}`, EventBridge's
+/// envelope) and records resets, as the anomaly-scheduler does in a deployment.
+async fn publish_budget_events(store: Arc<dyn tollgate::bootstrap::SchedulerStore>) {
+    let bus = tollgate::adapters::alerts::LineBudgetBus::stdout();
+    let mut tick = tokio::time::interval(BUDGET_EVENT_POLL);
+    loop {
+        tick.tick().await;
+        let publisher = tollgate::service::budget_events::BudgetEventPublisher {
+            outbox: store.as_ref(),
+            counters: store.as_ref(),
+            bus: &bus,
+        };
+        if let Err(err) = publisher
+            .hourly_sweeping_after(chrono::Utc::now(), std::time::Duration::ZERO)
+            .await
+        {
+            tracing::warn!(error = %err, "budget events not published; retrying");
+        }
+    }
 }
 
 /// Metrics switched off: request metrics are dropped, metering failures are still logged.

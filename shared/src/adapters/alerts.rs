@@ -1,7 +1,8 @@
-//! Embedded anomaly alerts: [`EmfAlerts`] writes one CloudWatch EMF line per anomaly (metrics
+//! Embedded anomaly alerts and budget event buses: [`EmfAlerts`] writes one CloudWatch EMF line per anomaly (metrics
 //! with no API call: in Lambda the log agent turns the line into the same metrics
 //! `adapters::cloudwatch` publishes), [`MemoryAlerts`] keeps what it is given (tests, the
-//! bench, `tollgate anomalies run --alerts memory`).
+//! bench, `tollgate anomalies run --alerts memory`). [`LineBudgetBus`] prints budget events as
+//! JSON lines (`tollgate serve`), [`MemoryBudgetBus`] keeps them (tests).
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -11,7 +12,8 @@ use serde_json::{Value, json};
 
 use crate::adapters::emf::NAMESPACE;
 use crate::domain::anomaly::AnomalyKind;
-use crate::ports::alerts::{AlertError, AnomalyAlerts};
+use crate::domain::budget_event::{BudgetEvent, EVENT_SOURCE};
+use crate::ports::alerts::{AlertError, AnomalyAlerts, BudgetEventBus};
 use crate::ports::store::AnomalyRecord;
 
 /// The metric an anomaly is counted in; `None` for a kind this build does not know (an
@@ -104,6 +106,79 @@ impl AnomalyAlerts for MemoryAlerts {
             .lock()
             .map_err(|_| AlertError::Unavailable("alerts lock poisoned".into()))?
             .extend_from_slice(anomalies);
+        Ok(())
+    }
+}
+
+/// Publishes budget events as JSON lines, EventBridge's envelope (`source`, `detail-type`,
+/// `time`, `detail`) under `budget_event`, to a writer: `tollgate serve` prints them.
+pub struct LineBudgetBus {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl LineBudgetBus {
+    /// Writes to standard output.
+    pub fn stdout() -> Self {
+        Self::new(Box::new(std::io::stdout()))
+    }
+
+    /// Writes to `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            out: Mutex::new(out),
+        }
+    }
+}
+
+/// One budget event as EventBridge delivers it to a rule's target (less the ids it adds).
+pub fn envelope(event: &BudgetEvent) -> Value {
+    json!({
+        "source": EVENT_SOURCE,
+        "detail-type": event.kind.detail_type(),
+        "time": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "detail": event.detail(),
+    })
+}
+
+#[async_trait]
+impl BudgetEventBus for LineBudgetBus {
+    async fn put(&self, events: &[BudgetEvent]) -> Result<(), AlertError> {
+        let mut lines = Vec::new();
+        for event in events {
+            serde_json::to_writer(&mut lines, &json!({ "budget_event": envelope(event) }))
+                .map_err(|e| AlertError::Unavailable(format!("encoding a budget event: {e}")))?;
+            lines.push(b'\n');
+        }
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| AlertError::Unavailable("budget event writer lock poisoned".into()))?;
+        out.write_all(&lines)
+            .and_then(|()| out.flush())
+            .map_err(|e| AlertError::Unavailable(format!("writing budget events: {e}")))
+    }
+}
+
+/// Keeps every published budget event, in order.
+#[derive(Default)]
+pub struct MemoryBudgetBus {
+    published: Mutex<Vec<BudgetEvent>>,
+}
+
+impl MemoryBudgetBus {
+    /// Every budget event published so far, in order.
+    pub fn published(&self) -> Vec<BudgetEvent> {
+        self.published.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl BudgetEventBus for MemoryBudgetBus {
+    async fn put(&self, events: &[BudgetEvent]) -> Result<(), AlertError> {
+        self.published
+            .lock()
+            .map_err(|_| AlertError::Unavailable("budget bus lock poisoned".into()))?
+            .extend_from_slice(events);
         Ok(())
     }
 }

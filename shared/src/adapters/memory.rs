@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::budget::Period;
+use crate::domain::budget_event::BudgetEvent;
 use crate::domain::chat::Completion;
 use crate::domain::documents::{DocumentCursor, DocumentId, DocumentPage};
 use crate::domain::ids::{RequestId, TenantId};
@@ -22,10 +24,11 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup, UserDayRollup, UserRollups, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, CachedEmbeddings, Catalog,
-    ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterGuard, CounterKey, DocumentRecord,
-    DocumentStore, LimiterStore, ProfileStore, Recorded, ResponseCache, StoreError, TenantAdmin,
-    TenantConfigSource, Turn, UsageActivity, UsageQuery, UsageSink,
+    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventStore,
+    CachedEmbeddings, Catalog, ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterGuard,
+    CounterKey, DocumentRecord, DocumentStore, LimiterStore, ProfileStore, Recorded, ResponseCache,
+    StoreError, StoredBudgetEvent, TenantAdmin, TenantConfigSource, Turn, UsageActivity,
+    UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -51,6 +54,8 @@ pub struct MemoryStore {
     documents: Mutex<DocumentLedger>,
     conversations: RwLock<HashMap<(TenantId, String), Vec<Turn>>>,
     anomalies: RwLock<BTreeMap<AnomalyKey, AnomalyRecord>>,
+    /// Budget events by id, and whether each is published.
+    budget_events: RwLock<BTreeMap<String, StoredBudgetEvent>>,
     quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
     /// End-user profiles, keyed by tenant and user: another tenant's user is another key.
     profiles: RwLock<HashMap<(TenantId, UserId), ProfileRecord>>,
@@ -425,6 +430,62 @@ impl AnomalyStore for MemoryStore {
             .filter(|a| a.hour >= from && a.hour < to)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl BudgetEventStore for MemoryStore {
+    async fn record_budget_event(&self, event: &BudgetEvent) -> Result<Recorded, StoreError> {
+        let mut all = self.budget_events.write().map_err(poisoned)?;
+        match all.entry(event.id()) {
+            std::collections::btree_map::Entry::Occupied(_) => Ok(Recorded::Duplicate),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(StoredBudgetEvent {
+                    event: event.clone(),
+                    published: false,
+                });
+                Ok(Recorded::Inserted)
+            }
+        }
+    }
+
+    async fn budget_events(
+        &self,
+        period: Period,
+        start: DateTime<Utc>,
+    ) -> Result<Vec<StoredBudgetEvent>, StoreError> {
+        Ok(self
+            .budget_events
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .filter(|s| s.event.period == period && s.event.period_start == start)
+            .cloned()
+            .collect())
+    }
+
+    async fn budget_event_published(
+        &self,
+        event: &BudgetEvent,
+    ) -> Result<Option<bool>, StoreError> {
+        Ok(self
+            .budget_events
+            .read()
+            .map_err(poisoned)?
+            .get(&event.id())
+            .map(|s| s.published))
+    }
+
+    async fn mark_budget_event_published(&self, event: &BudgetEvent) -> Result<(), StoreError> {
+        if let Some(stored) = self
+            .budget_events
+            .write()
+            .map_err(poisoned)?
+            .get_mut(&event.id())
+        {
+            stored.published = true;
+        }
+        Ok(())
     }
 }
 

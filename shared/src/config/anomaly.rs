@@ -29,6 +29,9 @@ pub struct AnomalySettings {
     pub concurrency: usize,
     /// Where alerts go (`TOLLGATE_ANOMALY_ALERTS`).
     pub alerts: AlertsKind,
+    /// The EventBridge bus budget events are published to (`TOLLGATE_BUDGET_EVENT_BUS`, a
+    /// name or ARN); `None`: JSON lines on stdout.
+    pub budget_event_bus: Option<String>,
 }
 
 impl AnomalySettings {
@@ -123,6 +126,7 @@ impl AnomalySettings {
             rules,
             concurrency,
             alerts,
+            budget_event_bus: get("TOLLGATE_BUDGET_EVENT_BUS"),
         })
     }
 

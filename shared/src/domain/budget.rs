@@ -195,7 +195,7 @@ impl Tier {
 }
 
 /// A budget period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     /// A UTC calendar day.
@@ -216,6 +216,14 @@ impl Period {
         }
     }
 
+    /// The period as a noun (`day`, `month`), as it is serialized.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
     /// A short tag for counter keys (`d`, `M`).
     pub fn tag(self) -> &'static str {
         match self {
@@ -232,6 +240,20 @@ impl Period {
             Self::Month => {
                 let date = date_of(now);
                 i64::from(date.year()) * 12 + i64::from(date.month0())
+            }
+        }
+    }
+
+    /// When the period containing `now` started (Unix seconds): 00:00 UTC of the day, or of
+    /// the 1st of the month.
+    pub fn starts_at(self, now: i64) -> i64 {
+        match self {
+            Self::Day => now.div_euclid(86_400) * 86_400,
+            Self::Month => {
+                let date = date_of(now);
+                NaiveDate::from_ymd_opt(date.year(), date.month(), 1)
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map_or(now, |t| t.and_utc().timestamp())
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod anomaly;
 pub mod budget;
+pub mod budget_event;
 pub mod cache_key;
 pub mod chat;
 pub mod chunking;

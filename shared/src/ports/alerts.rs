@@ -24,3 +24,18 @@ pub trait AnomalyAlerts: Send + Sync {
     /// anomalies its conditional write just inserted). An empty slice is a no-op.
     async fn publish(&self, anomalies: &[AnomalyRecord]) -> Result<(), AlertError>;
 }
+
+/// Publishes budget events (anomaly-scheduler's publisher): EventBridge in production
+/// (`adapters::eventbridge`), JSON lines or memory in the embedded default.
+#[async_trait]
+pub trait BudgetEventBus: Send + Sync {
+    /// Publishes `events` (at most [`MAX_EVENTS_PER_PUT`]); `Err` unless every one was
+    /// accepted. An empty slice is a no-op.
+    async fn put(
+        &self,
+        events: &[crate::domain::budget_event::BudgetEvent],
+    ) -> Result<(), AlertError>;
+}
+
+/// Most events one [`BudgetEventBus::put`] takes (EventBridge's PutEvents limit).
+pub const MAX_EVENTS_PER_PUT: usize = 10;

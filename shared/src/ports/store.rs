@@ -213,6 +213,47 @@ pub trait AnomalyStore: Send + Sync {
     ) -> Result<Vec<AnomalyRecord>, StoreError>;
 }
 
+/// A recorded budget event and whether it was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBudgetEvent {
+    /// The event.
+    pub event: crate::domain::budget_event::BudgetEvent,
+    /// Whether a publisher marked it sent.
+    pub published: bool,
+}
+
+/// The budget events' outbox: each event recorded once (invoke's limiter), then published and
+/// marked (anomaly-scheduler).
+#[async_trait]
+pub trait BudgetEventStore: Send + Sync {
+    /// Records `event` unless one with its id exists (another container, a retried request):
+    /// `Duplicate` then, and nothing written.
+    async fn record_budget_event(
+        &self,
+        event: &crate::domain::budget_event::BudgetEvent,
+    ) -> Result<Recorded, StoreError>;
+
+    /// Every event recorded for the period of `period` that starts at `start`, every
+    /// tenant's, in id order.
+    async fn budget_events(
+        &self,
+        period: crate::domain::budget::Period,
+        start: DateTime<Utc>,
+    ) -> Result<Vec<StoredBudgetEvent>, StoreError>;
+
+    /// Whether the event with `event`'s id is published: `None` if it is not recorded.
+    async fn budget_event_published(
+        &self,
+        event: &crate::domain::budget_event::BudgetEvent,
+    ) -> Result<Option<bool>, StoreError>;
+
+    /// Marks the event with `event`'s id published; a no-op when it already is.
+    async fn mark_budget_event_published(
+        &self,
+        event: &crate::domain::budget_event::BudgetEvent,
+    ) -> Result<(), StoreError>;
+}
+
 /// Whether a usage event was new or a replay of one already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::domain::budget::{Budget, Period, UserLimits, cap_nanos, nanos_ceil, usd_of_nanos};
+use crate::domain::budget_event::BudgetEventKind;
 use crate::domain::ids::TenantId;
 use crate::domain::limits::UpstreamQuotas;
 use crate::domain::limits::{DAY, LimitKind, Limits, MINUTE, RateStatus, Shards, Window};
@@ -33,13 +34,16 @@ use crate::domain::tenant::ProviderKind;
 use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
 use crate::ports::store::{
-    AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore, StoreError,
+    AddOutcome, BudgetEventStore, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
+    StoreError,
 };
 use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
 
 mod closed_hours;
+mod signals;
 
 use closed_hours::ClosedHours;
+use signals::{Reading, Signals};
 
 /// Admits tokens and requests against a tenant's limits and the upstream quotas, and keeps
 /// their counters (see the module docs). Shared by every request of the service that holds it.
@@ -49,6 +53,8 @@ pub struct Limiter {
     catalog: Arc<OperatorCatalog>,
     default_reserve: u32,
     closed_hours: Mutex<ClosedHours>,
+    /// Where budget events are recorded; `None`: nowhere (tests, benches).
+    signals: Option<Signals>,
 }
 
 /// `t#{tenant}#{tag}#{index}`, and `#s{shard}` after it for shards other than 0 (shard 0 keeps
@@ -123,6 +129,21 @@ fn user_budget_key(tenant: &TenantId, user: &UserId, now: i64) -> CounterKey {
         Period::Day.tag(),
         Period::Day.index(now)
     ))
+}
+
+/// The counter holding the spend, in nano-USD, of `tenant` (or of its end user `user`, whose
+/// budget is daily) in the `period` containing `now`: what a budget reset reports as the
+/// period's final spend.
+pub fn spend_counter(
+    tenant: &TenantId,
+    user: Option<&UserId>,
+    period: Period,
+    now: i64,
+) -> CounterKey {
+    match user {
+        Some(user) => user_budget_key(tenant, user, now),
+        None => budget_key(tenant, period, now),
+    }
 }
 
 /// Who a reservation is for, and every limit on them: the tenant's token windows (on its
@@ -724,7 +745,16 @@ impl Limiter {
             catalog,
             default_reserve,
             closed_hours: Mutex::default(),
+            signals: None,
         }
+    }
+
+    /// This limiter, recording budget events in `store` (`domain::budget_event`): `threshold`
+    /// on the first admitted request whose snapshot is past a budget's soft threshold (the
+    /// request degradation starts from), `exhausted` on the first refusal by a hard cap.
+    pub fn with_budget_events(mut self, store: Arc<dyn BudgetEventStore>) -> Self {
+        self.signals = Some(Signals::new(store));
+        self
     }
 
     /// The most the reply may use: the request's `max_tokens`, or the configured default. It
@@ -956,8 +986,12 @@ impl Limiter {
         let mut snapshot = snapshot;
         for _ in 0..STALE_ATTEMPTS {
             match self.attempt(scope, snapshot, ask, route, start).await? {
-                Attempt::Reserved(reservation) => return Ok(Ok(reservation)),
+                Attempt::Reserved(reservation) => {
+                    self.signal_thresholds(scope, snapshot).await;
+                    return Ok(Ok(reservation));
+                }
                 Attempt::Refused(held) => {
+                    self.signal_exhausted(scope, snapshot, held).await;
                     return Ok(Err(self.refusal(scope, snapshot, ask, route, held)));
                 }
                 Attempt::Stale => {
@@ -972,6 +1006,76 @@ impl Limiter {
         Err(StoreError::Unavailable(format!(
             "limiter counters kept changing across {STALE_ATTEMPTS} reservation attempts"
         )))
+    }
+
+    /// Records a `threshold` event for every budget of `scope` the snapshot found past its
+    /// soft threshold (once per container and period: see `signals`).
+    async fn signal_thresholds(&self, scope: &Scope, snapshot: &Snapshot) {
+        let Some(signals) = &self.signals else {
+            return;
+        };
+        for &(period, spent) in &snapshot.spent {
+            if let Some(budget) = scope.budget.cap(period)
+                && scope.budget.past_alert(period, spent)
+            {
+                let reading = Reading {
+                    user: false,
+                    period,
+                    spent_nanos: spent,
+                    budget,
+                };
+                signals
+                    .note(scope, BudgetEventKind::Threshold, reading, snapshot.now)
+                    .await;
+            }
+        }
+        let user_cap = scope.user.as_ref().and_then(|(_, l)| l.daily_usd());
+        if let (Some(cap), Some(counted)) = (user_cap, &snapshot.user) {
+            let user_budget = Budget {
+                daily_usd: Some(cap),
+                ..scope.budget
+            };
+            if user_budget.past_alert(Period::Day, counted.day_nanos) {
+                let reading = Reading {
+                    user: true,
+                    period: Period::Day,
+                    spent_nanos: counted.day_nanos,
+                    budget: cap,
+                };
+                signals
+                    .note(scope, BudgetEventKind::Threshold, reading, snapshot.now)
+                    .await;
+            }
+        }
+    }
+
+    /// Records an `exhausted` event when `held` is a budget (once per container and period).
+    async fn signal_exhausted(&self, scope: &Scope, snapshot: &Snapshot, held: Held) {
+        let Some(signals) = &self.signals else {
+            return;
+        };
+        let reading = match held {
+            Held::Budget(period) => Reading {
+                user: false,
+                period,
+                spent_nanos: snapshot.spent_nanos(period).unwrap_or_default(),
+                budget: scope.budget.cap(period).unwrap_or_default(),
+            },
+            Held::UserBudget => Reading {
+                user: true,
+                period: Period::Day,
+                spent_nanos: snapshot.user.as_ref().map_or(0, |u| u.day_nanos),
+                budget: scope
+                    .user
+                    .as_ref()
+                    .and_then(|(_, l)| l.daily_usd())
+                    .unwrap_or_default(),
+            },
+            _ => return,
+        };
+        signals
+            .note(scope, BudgetEventKind::Exhausted, reading, snapshot.now)
+            .await;
     }
 
     /// Gives a reservation back whole: the request it was made for ended before any provider

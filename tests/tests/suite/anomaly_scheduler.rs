@@ -212,6 +212,8 @@ impl Backend {
                 concurrency: 4,
                 ..SchedulerOptions::default()
             },
+            budget_bus: Arc::new(tollgate::adapters::alerts::MemoryBudgetBus::default()),
+            sweep_after: std::time::Duration::ZERO,
         }
     }
 }
@@ -667,6 +669,8 @@ async fn failed_alert_publishing_fails_the_run_but_keeps_the_record() {
         alerts: Arc::new(Broken),
         clock: Arc::new(SystemClock),
         options: SchedulerOptions::default(),
+        budget_bus: Arc::new(tollgate::adapters::alerts::MemoryBudgetBus::default()),
+        sweep_after: std::time::Duration::ZERO,
     };
     let err = handle(&state, fixture()).await.unwrap_err();
     assert!(err.to_string().contains("CloudWatch is down"), "{err}");

@@ -10,12 +10,16 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
+use tollgate::adapters::alerts::MemoryBudgetBus;
+use tollgate::domain::budget::Period;
 use tollgate::domain::budget::{BudgetCap, UserLimits, nanos_ceil};
+use tollgate::domain::budget_event::BudgetEventKind;
 use tollgate::domain::profile::UserId;
 use tollgate::domain::tenant::TenantConfig;
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
 use tollgate::ports::TenantAdmin;
-use tollgate::ports::store::{CounterKey, LimiterStore};
+use tollgate::ports::store::{BudgetEventStore, CounterKey, LimiterStore, StoredBudgetEvent};
+use tollgate::service::budget_events::BudgetEventPublisher;
 use tollgate_tests::harness::{Gateway, TestResponse, chat_body};
 use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn};
 
@@ -82,6 +86,32 @@ async fn day_counter(gw: &Gateway, tenant: &str, suffix: &str) -> i64 {
     counters.iter().map(|c| c.tokens).sum()
 }
 
+/// Every budget event recorded today and this month (and the day and month before, so a
+/// test running across midnight UTC still sees all of them), by id.
+async fn budget_events(gw: &Gateway) -> Vec<StoredBudgetEvent> {
+    let now = chrono::Utc::now().timestamp();
+    let mut all = Vec::new();
+    for period in Period::ALL {
+        let current = period.starts_at(now);
+        for start in [period.starts_at(current - 1), current] {
+            let start = chrono::DateTime::from_timestamp(start, 0).unwrap();
+            all.extend(gw.store.budget_events(period, start).await.unwrap());
+        }
+    }
+    all
+}
+
+fn ids(events: &[StoredBudgetEvent]) -> Vec<String> {
+    events.iter().map(|s| s.event.id()).collect()
+}
+
+fn with_kind(events: &[StoredBudgetEvent], subject: &str, kind: BudgetEventKind) -> usize {
+    events
+        .iter()
+        .filter(|s| s.event.subject() == subject && s.event.kind == kind)
+        .count()
+}
+
 fn assert_budget_refusal(res: &TestResponse, names: &str) {
     assert_eq!(res.status, 429, "{}", res.text());
     let error = &res.json()["error"];
@@ -141,6 +171,46 @@ async fn sixty_concurrent_requests_never_spend_past_a_tenants_daily_budget() {
     println!(
         "budget burst (embedded store): {BURST} requests, {admitted} admitted, spent ${spent} of $0.01 (over-spend 0)"
     );
+
+    // The hard cap refused many times, in concurrent requests: one `exhausted` record.
+    let recorded = budget_events(&gw).await;
+    assert_eq!(
+        with_kind(&recorded, "acme", BudgetEventKind::Exhausted),
+        1,
+        "{:?}",
+        ids(&recorded)
+    );
+    assert!(with_kind(&recorded, "acme", BudgetEventKind::Threshold) <= 1);
+    let exhausted = recorded
+        .iter()
+        .find(|s| s.event.kind == BudgetEventKind::Exhausted)
+        .unwrap();
+    assert_eq!(exhausted.event.budget_usd, dec!(0.01));
+    assert!(exhausted.event.spend_usd <= dec!(0.01));
+    assert!(!exhausted.published);
+
+    // Published once, however often the publisher runs or a stream batch is replayed.
+    let bus = MemoryBudgetBus::default();
+    let publisher = BudgetEventPublisher {
+        outbox: gw.store.as_ref(),
+        counters: gw.store.as_ref(),
+        bus: &bus,
+    };
+    let now = chrono::Utc::now();
+    let first = publisher
+        .hourly_sweeping_after(now, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first.sent as usize, recorded.len());
+    publisher
+        .hourly_sweeping_after(now, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let replay: Vec<_> = recorded.iter().map(|s| s.event.clone()).collect();
+    let again = publisher.publish(&replay).await.unwrap();
+    assert_eq!((again.sent, again.skipped), (0, replay.len() as u64));
+    let sent: Vec<String> = bus.published().iter().map(|e| e.id()).collect();
+    assert_eq!(sent, ids(&recorded), "each recorded event sent once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +298,21 @@ async fn an_end_users_daily_budget_refuses_that_user_alone_under_that_tenant_alo
     assert_budget_refusal(
         &gw.chat("acme", ask(1_000, Some("alice"))).await,
         "end user `alice`",
+    );
+    // One `exhausted` event for acme's alice; none for globex's alice, nor for acme itself.
+    let recorded = budget_events(&gw).await;
+    assert_eq!(
+        with_kind(&recorded, "acme/u/alice", BudgetEventKind::Exhausted),
+        1,
+        "{:?}",
+        ids(&recorded)
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|s| s.event.subject() == "acme/u/alice" && s.event.user.is_some()),
+        "{:?}",
+        ids(&recorded)
     );
 }
 
@@ -412,6 +497,16 @@ async fn past_a_budgets_soft_threshold_the_degradation_policy_serves_the_cheaper
         Some("gpt-4o"),
         "{events:?}"
     );
+    // The request that degraded recorded the threshold event, with the spend it saw.
+    let recorded = budget_events(&gw).await;
+    assert_eq!(ids(&recorded).len(), 1, "{:?}", ids(&recorded));
+    let threshold = &recorded[0].event;
+    assert_eq!(threshold.kind, BudgetEventKind::Threshold);
+    assert_eq!(
+        (threshold.budget_usd, threshold.alert_at_percent),
+        (dec!(0.001), 50)
+    );
+    assert!(threshold.spend_usd >= dec!(0.0005), "{threshold:?}");
 }
 
 async fn usage_get(

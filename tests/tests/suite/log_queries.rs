@@ -622,6 +622,8 @@ async fn drive_anomaly_scheduler(emf: &Captured) -> Samples {
         alerts: Arc::new(EmfAlerts::new("log-queries", Box::new(emf.clone()))),
         clock: Arc::new(SystemClock),
         options: SchedulerOptions::default(),
+        budget_bus: Arc::new(tollgate::adapters::alerts::MemoryBudgetBus::default()),
+        sweep_after: std::time::Duration::ZERO,
     };
     let mut context = anomaly_scheduler::Context::default();
     context.request_id = LAMBDA_REQUEST_ID.into();

@@ -30,7 +30,7 @@ use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
 use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
-    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, Catalog, ClaimOutcome,
+    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventStore, Catalog, ClaimOutcome,
     ConversationStore, Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore,
     LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn,
     UsageQuery, UsageSink,
@@ -1228,6 +1228,110 @@ mod contract {
         assert_eq!(found[0].observed, dec!(12.5));
     }
 
+    pub async fn budget_events<S: BudgetEventStore>(store: &S) {
+        use tollgate::domain::budget::Period;
+        use tollgate::domain::budget_event::{BudgetEvent, BudgetEventKind};
+        // 2026-12-06 and December 2026, UTC.
+        let day = DateTime::from_timestamp(1_796_515_200, 0).unwrap();
+        let month = DateTime::from_timestamp(1_796_083_200, 0).unwrap();
+        let event =
+            |tenant: &str, user: Option<&str>, period: Period, kind: BudgetEventKind| BudgetEvent {
+                tenant_id: TenantId::parse(tenant).unwrap(),
+                user: user.map(|u| tollgate::domain::profile::UserId::parse(u).unwrap()),
+                period,
+                period_start: if period == Period::Day { day } else { month },
+                kind,
+                spend_usd: dec!(0.00995),
+                budget_usd: dec!(0.01),
+                alert_at_percent: 80,
+                occurred_at: day + chrono::Duration::hours(9),
+            };
+        let exhausted = event("acme", None, Period::Day, BudgetEventKind::Exhausted);
+        assert_eq!(
+            store.budget_event_published(&exhausted).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.record_budget_event(&exhausted).await.unwrap(),
+            Recorded::Inserted
+        );
+        // Another container, or a retried request: nothing new, even with other figures.
+        let later = BudgetEvent {
+            spend_usd: dec!(0.0101),
+            ..exhausted.clone()
+        };
+        assert_eq!(
+            store.record_budget_event(&later).await.unwrap(),
+            Recorded::Duplicate
+        );
+        // The same user id under two tenants is two subjects; the tenant's own is a third.
+        for (tenant, user) in [
+            ("acme", Some("alice")),
+            ("globex", Some("alice")),
+            ("globex", None),
+        ] {
+            let e = event(tenant, user, Period::Day, BudgetEventKind::Threshold);
+            assert_eq!(
+                store.record_budget_event(&e).await.unwrap(),
+                Recorded::Inserted
+            );
+        }
+        let monthly = event("acme", None, Period::Month, BudgetEventKind::Exhausted);
+        assert_eq!(
+            store.record_budget_event(&monthly).await.unwrap(),
+            Recorded::Inserted
+        );
+
+        let days = store.budget_events(Period::Day, day).await.unwrap();
+        let ids: Vec<String> = days.iter().map(|s| s.event.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "acme/day/2026-12-06/exhausted",
+                "acme/u/alice/day/2026-12-06/threshold",
+                "globex/day/2026-12-06/threshold",
+                "globex/u/alice/day/2026-12-06/threshold",
+            ]
+        );
+        assert_eq!(days[0].event, exhausted, "the first record stands");
+        assert!(days.iter().all(|s| !s.published));
+        let months = store.budget_events(Period::Month, month).await.unwrap();
+        assert_eq!(months.len(), 1);
+        assert_eq!(months[0].event, monthly);
+        let next_day = day + chrono::Duration::days(1);
+        assert!(
+            store
+                .budget_events(Period::Day, next_day)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        store.mark_budget_event_published(&exhausted).await.unwrap();
+        store.mark_budget_event_published(&exhausted).await.unwrap();
+        assert_eq!(
+            store.budget_event_published(&exhausted).await.unwrap(),
+            Some(true)
+        );
+        let other = event("globex", None, Period::Day, BudgetEventKind::Threshold);
+        assert_eq!(
+            store.budget_event_published(&other).await.unwrap(),
+            Some(false)
+        );
+        // Marking an event never recorded records nothing.
+        let never = event("initech", None, Period::Day, BudgetEventKind::Reset);
+        store.mark_budget_event_published(&never).await.unwrap();
+        assert_eq!(store.budget_event_published(&never).await.unwrap(), None);
+        let published: Vec<bool> = store
+            .budget_events(Period::Day, day)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.published)
+            .collect();
+        assert_eq!(published, [true, false, false, false]);
+    }
+
     pub async fn catalog<S: Catalog>(store: &S) {
         assert!(store.prices().await.unwrap().is_empty());
         assert!(store.upstream_quotas().await.unwrap().is_empty());
@@ -1316,6 +1420,7 @@ tollgate_tests::contract_suite! {
         fifty_concurrent_two_window_adds_admit_exactly_twenty => contract::concurrent_two_window_adds,
         cached_responses_are_served_until_they_expire => contract::cache,
         catalog_prices_and_quotas_round_trip_in_order => contract::catalog,
+        budget_events_are_recorded_once_per_subject_period_and_kind => contract::budget_events,
     },
 }
 

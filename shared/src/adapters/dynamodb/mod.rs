@@ -9,7 +9,8 @@
 //! - **usage** (`pk`, `sk`; GSI `by_tenant_time`): events `EVENT#{request_id}`/`EVENT`, hourly
 //!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`; a tenant's events newest
 //!   first from `by_tenant_time` (`events`); rollups by hour from the KEYS_ONLY GSI `by_hour`
-//!   (the activity index, `activity`).
+//!   (the activity index, `activity`); budget events `BUDGET#{day|month}#{period}`/`{event id}`
+//!   (`budget_events`).
 //! - **limits** (`pk` = the counter key; TTL `expires_at`): sliding-window bucket counters.
 //! - **cache** (`pk` = the cache key; TTL `expires_at`): cached completions.
 //!
@@ -18,6 +19,7 @@
 //! module names SDK types.
 
 mod activity;
+mod budget_events;
 mod cache;
 mod catalog;
 mod codec;
