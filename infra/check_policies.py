@@ -74,7 +74,7 @@ EXPECTED = {
             "dynamodb:DeleteItem": {"PROFILE#"},
         },
         "UsageTable": {
-            "dynamodb:PutItem": {"EVENT#", "CONV#"},
+            "dynamodb:PutItem": {"EVENT#", "CONV#", "BUDGET#"},
             "dynamodb:UpdateItem": {"ROLLUP#"},
             "dynamodb:Query": {"CONV#"},
         },
@@ -104,7 +104,7 @@ EXPECTED = {
             "dynamodb:DeleteItem": {"DOCS#"},
         },
         "UsageTable": {
-            "dynamodb:PutItem": {"EVENT#"},
+            "dynamodb:PutItem": {"EVENT#", "BUDGET#"},
             "dynamodb:UpdateItem": {"ROLLUP#"},
         },
         "LimitsTable": {
@@ -125,11 +125,17 @@ EXPECTED = {
             "dynamodb:Query": {"TENANT#"},
         },
     },
-    # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly.
+    # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly,
+    # BudgetEventStore (dynamodb/budget_events.rs), a reset's spend counter (LimiterStore read).
     "AnomalySchedulerFunction": {
         "UsageTable": {
-            "dynamodb:Query": {"ROLLUP#"},
-            "dynamodb:PutItem": {"ANOMALY#"},
+            "dynamodb:Query": {"ROLLUP#", "BUDGET#"},
+            "dynamodb:PutItem": {"ANOMALY#", "BUDGET#"},
+            "dynamodb:GetItem": {"BUDGET#"},
+            "dynamodb:UpdateItem": {"BUDGET#"},
+        },
+        "LimitsTable": {
+            "dynamodb:BatchGetItem": {"t#"},
         },
         "UsageTable/by_hour": {
             "dynamodb:Query": {"HOUR#"},

@@ -385,6 +385,30 @@ mod tests {
     use rust_decimal_macros::dec;
 
     #[test]
+    fn a_period_starts_at_midnight_utc_and_on_the_first() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        let last_second = at("2026-12-31T23:59:59Z");
+        assert_eq!(
+            Period::Day.starts_at(last_second),
+            at("2026-12-31T00:00:00Z")
+        );
+        assert_eq!(
+            Period::Month.starts_at(last_second),
+            at("2026-12-01T00:00:00Z")
+        );
+        // The previous period starts where the current one's start, less a second, falls.
+        let january = at("2027-01-01T00:00:00Z");
+        assert_eq!(Period::Month.starts_at(january), january);
+        assert_eq!(
+            Period::Month.starts_at(january - 1),
+            at("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(Period::Month.ends_at(january - 1), january);
+        assert_eq!(Period::Day.noun(), "day");
+        assert_eq!(Period::Month.noun(), "month");
+    }
+
+    #[test]
     fn nano_rounding_never_undercounts_spend_nor_overstates_a_budget() {
         // A text-embedding-3-small token costs 2e-8 USD: 20 nano-dollars, exactly.
         assert_eq!(nanos_ceil(dec!(0.00000002)), 20);

@@ -9,7 +9,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 
 use super::codec::{EXPIRES_AT, GSI1PK, GSI1SK, PK, SK};
@@ -126,6 +127,9 @@ pub struct TableDefinition {
     pub indexes: Vec<IndexDefinition>,
     /// The attribute DynamoDB expires items by, if any.
     pub ttl_attribute: Option<&'static str>,
+    /// Whether the table has a stream of new item images (the usage table's feeds the budget
+    /// event publisher, filtered to `BUDGET#` items).
+    pub stream: bool,
     /// Whether the data outlives a deleted stack (tenants and billing data do; limiter
     /// counters and cached responses are disposable).
     pub retain: bool,
@@ -162,6 +166,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
                 projection: IndexProjection::All,
             }],
             ttl_attribute: None,
+            stream: false,
             retain: true,
         },
         TableDefinition {
@@ -186,6 +191,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
                 },
             ],
             ttl_attribute: None,
+            stream: true,
             retain: true,
         },
         TableDefinition {
@@ -195,6 +201,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
             range_key: None,
             indexes: vec![],
             ttl_attribute: Some(EXPIRES_AT),
+            stream: false,
             retain: false,
         },
         TableDefinition {
@@ -204,6 +211,7 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
             range_key: None,
             indexes: vec![],
             ttl_attribute: Some(EXPIRES_AT),
+            stream: false,
             retain: false,
         },
     ]
@@ -300,6 +308,15 @@ async fn create_table(client: &Client, def: &TableDefinition) -> Result<bool, St
                         .projection_type(index.projection.sdk())
                         .build(),
                 )
+                .build()
+                .map_err(error::build)?,
+        );
+    }
+    if def.stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
                 .build()
                 .map_err(error::build)?,
         );
@@ -414,6 +431,10 @@ fn render(out: &mut String, defs: &[TableDefinition]) -> std::fmt::Result {
                     index.projection.cloudformation()
                 )?;
             }
+        }
+        if def.stream {
+            writeln!(out, "      StreamSpecification:")?;
+            writeln!(out, "        StreamViewType: NEW_IMAGE")?;
         }
         if let Some(attr) = def.ttl_attribute {
             writeln!(out, "      TimeToLiveSpecification:")?;
