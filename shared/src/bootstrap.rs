@@ -21,8 +21,8 @@ use crate::adapters::vector_memory::MemoryVectorIndex;
 use crate::config::{ConfigError, Settings, StoreKind};
 use crate::ports::clock::SystemClock;
 use crate::ports::store::{
-    AnomalyStore, BudgetEventStore, ConversationStore, DocumentStore, ProfileStore, TenantAdmin,
-    UsageActivity, UsageEvents,
+    AnomalyStore, BudgetEventRecorder, BudgetEventStore, ConversationStore, DocumentStore,
+    ProfileStore, TenantAdmin, UsageActivity, UsageEvents,
 };
 use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
@@ -183,8 +183,8 @@ port_accessors! {
     documents: DocumentStore;
     /// The anomaly scheduler's ports.
     scheduler: SchedulerStore;
-    /// The budget events' outbox.
-    budget_events: BudgetEventStore;
+    /// Where the limiter records budget events.
+    budget_events: BudgetEventRecorder;
 }
 
 impl Stores {

@@ -141,3 +141,19 @@ def test_the_scheduler_checks_this_hours_active_tenants(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["tenants_checked"] >= 1, summary
+
+
+def test_the_scheduler_takes_a_budget_event_stream_batch():
+    # The usage table's stream, as the template filters it, delivers new BUDGET# items. The
+    # fixture's event was never recorded in this deployment's outbox, so it is skipped, not sent.
+    root = os.environ["REPO_ROOT"]
+    port = URL.rsplit(":", 1)[1]
+    out = subprocess.run(
+        [os.environ["CARGO_LAMBDA"], "lambda", "invoke", "anomaly-scheduler",
+         "--data-file", os.path.join(root, "functions/anomaly-scheduler/events/budget-stream.json"),
+         "--invoke-address", "127.0.0.1", "--invoke-port", port, "--output-format", "json"],
+        cwd=root, capture_output=True, text=True, timeout=FIRST_CALL_TIMEOUT,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary == {"sent": 0, "skipped": 1, "resets_recorded": 0}, summary

@@ -24,11 +24,11 @@ use crate::domain::tenant::{ProviderKind, TenantConfig};
 use crate::domain::usage::{UsageEvent, UsageRollup, UserDayRollup, UserRollups, hour_start};
 use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
-    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventStore,
-    CachedEmbeddings, Catalog, ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterGuard,
-    CounterKey, DocumentRecord, DocumentStore, LimiterStore, ProfileStore, Recorded, ResponseCache,
-    StoreError, StoredBudgetEvent, TenantAdmin, TenantConfigSource, Turn, UsageActivity,
-    UsageQuery, UsageSink,
+    ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventRecorder,
+    BudgetEventStore, CachedEmbeddings, Catalog, ClaimOutcome, ConversationStore, Counter,
+    CounterAdd, CounterGuard, CounterKey, DocumentRecord, DocumentStore, LimiterStore,
+    ProfileStore, Recorded, ResponseCache, StoreError, StoredBudgetEvent, TenantAdmin,
+    TenantConfigSource, Turn, UsageActivity, UsageQuery, UsageSink,
 };
 
 /// Entries the response cache keeps before evicting; bounded so a busy local server cannot
@@ -434,7 +434,7 @@ impl AnomalyStore for MemoryStore {
 }
 
 #[async_trait]
-impl BudgetEventStore for MemoryStore {
+impl BudgetEventRecorder for MemoryStore {
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<Recorded, StoreError> {
         let mut all = self.budget_events.write().map_err(poisoned)?;
         match all.entry(event.id()) {
@@ -448,7 +448,10 @@ impl BudgetEventStore for MemoryStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl BudgetEventStore for MemoryStore {
     async fn budget_events(
         &self,
         period: Period,

@@ -222,17 +222,22 @@ pub struct StoredBudgetEvent {
     pub published: bool,
 }
 
-/// The budget events' outbox: each event recorded once (invoke's limiter), then published and
-/// marked (anomaly-scheduler).
+/// Where the limiter records budget events (invoke, ingest): the outbox's one write, apart
+/// from [`BudgetEventStore`] so the functions that only record link nothing else of it.
 #[async_trait]
-pub trait BudgetEventStore: Send + Sync {
+pub trait BudgetEventRecorder: Send + Sync {
     /// Records `event` unless one with its id exists (another container, a retried request):
     /// `Duplicate` then, and nothing written.
     async fn record_budget_event(
         &self,
         event: &crate::domain::budget_event::BudgetEvent,
     ) -> Result<Recorded, StoreError>;
+}
 
+/// The budget events' outbox: each event recorded once (invoke's limiter), then published and
+/// marked (anomaly-scheduler).
+#[async_trait]
+pub trait BudgetEventStore: BudgetEventRecorder {
     /// Every event recorded for the period of `period` that starts at `start`, every
     /// tenant's, in id order.
     async fn budget_events(

@@ -34,7 +34,7 @@ use crate::domain::tenant::ProviderKind;
 use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
 use crate::ports::store::{
-    AddOutcome, BudgetEventStore, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
+    AddOutcome, BudgetEventRecorder, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
     StoreError,
 };
 use crate::service::catalog::{CatalogSnapshot, OperatorCatalog};
@@ -752,7 +752,7 @@ impl Limiter {
     /// This limiter, recording budget events in `store` (`domain::budget_event`): `threshold`
     /// on the first admitted request whose snapshot is past a budget's soft threshold (the
     /// request degradation starts from), `exhausted` on the first refusal by a hard cap.
-    pub fn with_budget_events(mut self, store: Arc<dyn BudgetEventStore>) -> Self {
+    pub fn with_budget_events(mut self, store: Arc<dyn BudgetEventRecorder>) -> Self {
         self.signals = Some(Signals::new(store));
         self
     }

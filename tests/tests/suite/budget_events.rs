@@ -25,7 +25,7 @@ use tollgate::domain::limits::{Limits, Shards};
 use tollgate::domain::profile::UserId;
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::clock::SystemClock;
-use tollgate::ports::store::{BudgetEventStore, CounterAdd, LimiterStore};
+use tollgate::ports::store::{BudgetEventRecorder, BudgetEventStore, CounterAdd, LimiterStore};
 use tollgate::service::anomaly::SchedulerOptions;
 use tollgate::service::budget_events::SWEEP_AFTER;
 use tollgate::service::limiter::{Demand, Limiter, Scope, spend_counter};
@@ -502,4 +502,23 @@ async fn the_hourly_run_publishes_one_reset_per_subject_with_the_periods_final_s
     // The next hour's run records and sends nothing more.
     invoke(&state, &scheduled).await;
     assert!(bus.sqs.drain(&bus.all).await.is_empty());
+}
+
+/// The stream fixture `cargo lambda invoke` sends (functions/anomaly-scheduler/events) is a
+/// stream batch, and its item's `event` is a budget event as the adapter stores it.
+#[test]
+fn the_stream_fixture_is_one_recorded_budget_event() {
+    let raw = include_str!("../../../functions/anomaly-scheduler/events/budget-stream.json");
+    let SchedulerEvent::Stream(batch) = serde_json::from_str(raw).unwrap() else {
+        panic!("the stream fixture parsed as a scheduled event");
+    };
+    let events = batch.budget_events().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].id(), "fixture-tenant/day/2026-12-06/exhausted");
+    assert_eq!(events[0].spend_usd, dec!(0.00995));
+    let scheduled = include_str!("../../../functions/anomaly-scheduler/events/scheduled.json");
+    assert!(matches!(
+        serde_json::from_str(scheduled).unwrap(),
+        SchedulerEvent::Scheduled(_)
+    ));
 }

@@ -15,7 +15,9 @@ use super::codec::{Item, PK, SK, get_json, json, key_pk_sk, s};
 use super::error;
 use crate::domain::budget::Period;
 use crate::domain::budget_event::BudgetEvent;
-use crate::ports::store::{BudgetEventStore, Recorded, StoreError, StoredBudgetEvent};
+use crate::ports::store::{
+    BudgetEventRecorder, BudgetEventStore, Recorded, StoreError, StoredBudgetEvent,
+};
 
 /// The partition of a period's events.
 fn partition(period: Period, start: DateTime<Utc>) -> String {
@@ -35,7 +37,7 @@ fn published(item: &Item) -> bool {
 }
 
 #[async_trait]
-impl BudgetEventStore for DynamoStore {
+impl BudgetEventRecorder for DynamoStore {
     async fn record_budget_event(&self, event: &BudgetEvent) -> Result<Recorded, StoreError> {
         let mut item = key(event);
         item.insert("event".into(), json(event)?);
@@ -62,7 +64,10 @@ impl BudgetEventStore for DynamoStore {
             Err(err) => Err(error::sdk("PutItem", err)),
         }
     }
+}
 
+#[async_trait]
+impl BudgetEventStore for DynamoStore {
     async fn budget_events(
         &self,
         period: Period,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::budget::{Period, usd_of_nanos};
 use crate::domain::budget_event::{BudgetEvent, BudgetEventKind};
-use crate::ports::store::{BudgetEventStore, Recorded};
+use crate::ports::store::{BudgetEventRecorder, Recorded};
 
 use super::Scope;
 
@@ -21,7 +21,7 @@ const REMEMBERED: usize = 10_000;
 
 /// Records budget events once per id (see the module docs).
 pub(super) struct Signals {
-    store: Arc<dyn BudgetEventStore>,
+    store: Arc<dyn BudgetEventRecorder>,
     recorded: Mutex<HashSet<String>>,
 }
 
@@ -34,7 +34,7 @@ pub(super) struct Reading {
 }
 
 impl Signals {
-    pub(super) fn new(store: Arc<dyn BudgetEventStore>) -> Self {
+    pub(super) fn new(store: Arc<dyn BudgetEventRecorder>) -> Self {
         Self {
             store,
             recorded: Mutex::default(),
