@@ -295,6 +295,7 @@ pub fn chat_service(
         providers,
         catalog: catalog.clone(),
         retry: settings.retry,
+        breakers: Arc::new(crate::service::failover::Breakers::default()),
         limiter: stores.limiter(settings, catalog),
         retriever: None,
         meter: Meter {

@@ -26,6 +26,7 @@ pub const ACME_FINE_TUNED: &str = "ft:gpt-4o-mini-2024-07-18:acme::sup01";
 
 fn route(provider: ProviderKind, model: &str) -> Route {
     Route {
+        fallbacks: Vec::new(),
         provider,
         model: model.into(),
         fine_tuned: false,
@@ -66,6 +67,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
             (
                 "acme-support".into(),
                 Route {
+                    fallbacks: Vec::new(),
                     provider: ProviderKind::Openai,
                     model: ACME_FINE_TUNED.into(),
                     fine_tuned: true,
@@ -136,6 +138,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
             (
                 "acme-support".into(),
                 Route {
+                    fallbacks: Vec::new(),
                     provider: ProviderKind::Openai,
                     model: ACME_FINE_TUNED.into(),
                     fine_tuned: true,

@@ -297,6 +297,9 @@ async fn serve_chat(state: &InvokeState, req: Request<Bytes>, api: ChatApi) -> R
     if let Some(from) = &meta.degraded_from {
         edge::set_header(&mut response, "x-tollgate-degraded-from", from);
     }
+    if let Some(served_by) = &meta.served_by {
+        edge::set_header(&mut response, "x-tollgate-served-by", served_by);
+    }
     if !meta.documents.is_empty() {
         edge::set_header(
             &mut response,

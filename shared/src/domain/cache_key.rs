@@ -104,6 +104,7 @@ mod tests {
 
     fn route() -> Route {
         Route {
+            fallbacks: Vec::new(),
             provider: ProviderKind::Openai,
             model: "gpt-4o-mini".into(),
             fine_tuned: false,

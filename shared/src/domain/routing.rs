@@ -94,6 +94,7 @@ mod tests {
                 (
                     "fast".to_owned(),
                     Route {
+                        fallbacks: Vec::new(),
                         provider: ProviderKind::Openai,
                         model: "gpt-4o-mini".into(),
                         fine_tuned: false,
@@ -103,6 +104,7 @@ mod tests {
                 (
                     "acme-support".to_owned(),
                     Route {
+                        fallbacks: Vec::new(),
                         provider: ProviderKind::Openai,
                         model: "ft:gpt-4o-mini-2024-07-18:acme::a1".into(),
                         fine_tuned: true,
@@ -201,6 +203,7 @@ mod tests {
     #[test]
     fn an_unregistered_fine_tuned_model_is_refused() {
         let route = Route {
+            fallbacks: Vec::new(),
             provider: ProviderKind::Openai,
             model: "ft:gpt-4o:someone::zzz".into(),
             fine_tuned: false,

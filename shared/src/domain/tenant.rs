@@ -80,7 +80,30 @@ pub struct Route {
     /// Which API the route serves; chat when not stored (routes from before embeddings).
     #[serde(default, skip_serializing_if = "RouteKind::is_chat")]
     pub kind: RouteKind,
+    /// Where a chat call goes, in order, when this route's provider has not started answering
+    /// (a connect failure, a 429, a 5xx, an open circuit): `service::failover`. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Target>,
 }
+
+/// One provider model a route can be served by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The API family to call.
+    pub provider: ProviderKind,
+    /// The provider's model id.
+    pub model: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+/// Most fallbacks a route may name.
+pub const MAX_FALLBACKS: usize = 4;
 
 /// The API a route serves: a chat model is not called for embeddings, nor the reverse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +136,55 @@ impl Route {
     /// are treated as fine-tuned even when the operator forgot the flag: fail closed.
     pub fn is_fine_tuned(&self) -> bool {
         self.fine_tuned || self.model.starts_with("ft:")
+    }
+
+    /// The route's own provider model.
+    pub fn target(&self) -> Target {
+        Target {
+            provider: self.provider,
+            model: self.model.clone(),
+        }
+    }
+
+    /// This route served by `fallback` instead: same kind, no fallbacks of its own.
+    pub fn served_by(&self, fallback: &Target) -> Route {
+        Route {
+            provider: fallback.provider,
+            model: fallback.model.clone(),
+            fine_tuned: false,
+            kind: self.kind,
+            fallbacks: Vec::new(),
+        }
+    }
+
+    /// Why the route's fallbacks cannot be used, if they cannot.
+    fn fallback_problem(&self) -> Option<&'static str> {
+        if self.fallbacks.is_empty() {
+            return None;
+        }
+        if self.kind != RouteKind::Chat {
+            return Some("only chat routes fail over");
+        }
+        if self.is_fine_tuned() {
+            return Some("a fine-tuned route never fails over (its tenant's model is the answer)");
+        }
+        if self.fallbacks.len() > MAX_FALLBACKS {
+            return Some("at most 4 fallbacks");
+        }
+        let mut seen = vec![self.target()];
+        for target in &self.fallbacks {
+            if target.model.trim().is_empty() {
+                return Some("a fallback has an empty model");
+            }
+            if target.model.starts_with("ft:") {
+                return Some("a fallback may not be a fine-tuned model");
+            }
+            if seen.contains(target) {
+                return Some("a target appears twice");
+            }
+            seen.push(target.clone());
+        }
+        None
     }
 }
 
@@ -262,6 +334,9 @@ pub enum ConfigError {
     /// A route's provider model is empty (carries the route name).
     #[error("route `{0}` has an empty provider model")]
     EmptyRouteModel(String),
+    /// A route's fallbacks cannot be used: (route, why).
+    #[error("route `{0}`: {1}")]
+    BadFallbacks(String, &'static str),
     /// A degradation entry names a model that is not a route: (from, to, the unknown one).
     #[error("degradation maps `{0}` to `{1}`, but `{2}` is not one of the tenant's models")]
     UnknownDegradationModel(String, String, String),
@@ -295,6 +370,9 @@ impl TenantConfig {
         for (name, route) in &self.routes {
             if route.model.trim().is_empty() {
                 return Err(ConfigError::EmptyRouteModel(name.clone()));
+            }
+            if let Some(why) = route.fallback_problem() {
+                return Err(ConfigError::BadFallbacks(name.clone(), why));
             }
         }
         for var in self.system_prompt.variables() {
@@ -410,5 +488,54 @@ mod tests {
         );
         config.limits = crate::demo::UNLIMITED;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn fallbacks_are_stored_only_when_set_and_read_back_strictly() {
+        let plain: Route =
+            serde_json::from_str(r#"{"provider":"openai","model":"gpt-4o-mini"}"#).unwrap();
+        assert!(plain.fallbacks.is_empty());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("fallbacks"));
+        let chained: Route = serde_json::from_str(
+            r#"{"provider":"openai","model":"gpt-4o-mini","fallbacks":[{"provider":"anthropic","model":"claude-haiku-4-5"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            chained.fallbacks[0].to_string(),
+            "anthropic/claude-haiku-4-5"
+        );
+        assert_eq!(
+            chained.served_by(&chained.fallbacks[0]).target(),
+            chained.fallbacks[0]
+        );
+        let typo = serde_json::from_str::<Route>(
+            r#"{"provider":"openai","model":"m","fallbacks":[{"provider":"anthropic","modle":"x"}]}"#,
+        );
+        assert!(typo.is_err());
+    }
+
+    #[test]
+    fn a_chain_may_not_repeat_a_target_nor_grow_past_four() {
+        let mut config = crate::demo::acme_config().unwrap();
+        let route = config.routes.get_mut("gpt-4o").unwrap();
+        route.fallbacks = vec![route.target()];
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::BadFallbacks(
+                "gpt-4o".into(),
+                "a target appears twice"
+            ))
+        );
+        let route = config.routes.get_mut("gpt-4o").unwrap();
+        route.fallbacks = (0..5)
+            .map(|i| Target {
+                provider: ProviderKind::Anthropic,
+                model: format!("claude-{i}"),
+            })
+            .collect();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::BadFallbacks(_, "at most 4 fallbacks"))
+        ));
     }
 }

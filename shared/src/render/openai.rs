@@ -196,6 +196,7 @@ mod tests {
             cache: None,
             rate: None,
             degraded_from: None,
+            served_by: None,
             documents: Vec::new(),
         };
         let framer = Framer::new("chatcmpl-\\id".into(), &meta);

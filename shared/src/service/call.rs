@@ -10,6 +10,7 @@ use crate::domain::chat::Completion;
 use crate::domain::tenant::TenantConfig;
 use crate::ports::ResponseCache;
 
+use super::failover::Breakers;
 use super::limiter::Limiter;
 use super::metering::Meter;
 
@@ -19,6 +20,7 @@ pub(crate) struct CallStep {
     pub limiter: Arc<Limiter>,
     pub meter: Meter,
     pub cache: Arc<dyn ResponseCache>,
+    pub breakers: Arc<Breakers>,
 }
 
 impl CallStep {

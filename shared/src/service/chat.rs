@@ -24,6 +24,7 @@ use crate::wire::request::parse_chat_request;
 use super::call::CallStep;
 use super::caller::{Caller, Refused};
 use super::context::RequestContext;
+use super::failover::{self, Breakers, Leg};
 use super::limiter::{Demand, Limiter, Reservation, Scope};
 use super::metering::{CallOutcome, CallRecord, Meter, elapsed_ms};
 use super::prepared::Prepared;
@@ -100,6 +101,8 @@ pub struct ChatService {
     pub catalog: Arc<OperatorCatalog>,
     /// Retries of a failed provider call.
     pub retry: RetryPolicy,
+    /// The circuit of every route target in this container (`service::failover`).
+    pub breakers: Arc<Breakers>,
     /// Admission against the tenant's limits and upstream quotas; shared with retrieval.
     pub limiter: Arc<Limiter>,
     /// Retrieval over the tenant's documents; `None` where no index is configured.
@@ -286,6 +289,7 @@ impl ChatService {
                 .as_ref()
                 .map(|c| c.documents.clone())
                 .unwrap_or_default(),
+            served_by: Some(prepared.route.target().to_string()),
         };
         // A degraded reply is not cached: the cache would answer later, undegraded requests.
         let cache_key = prepared
@@ -304,11 +308,25 @@ impl ChatService {
 
         if prepared.request.stream {
             let provider_started = Instant::now();
-            let (opened, attempts) = self
-                .retry
-                .run(|| prepared.provider.stream(&prepared.upstream))
-                .await;
-            match opened {
+            let legs = prepared.legs();
+            let chained = failover::call(
+                &self.retry,
+                &self.breakers,
+                &legs,
+                &prepared.upstream,
+                failover::Ask::Stream,
+            )
+            .await;
+            let attempts = chained.attempts;
+            let mut record = record;
+            let mut meta = meta;
+            if chained.leg != 0 {
+                let leg = &legs[chained.leg];
+                record.served_by(leg);
+                prepared.serve_with(leg);
+                meta.served_by = Some(leg.route.target().to_string());
+            }
+            match chained.result.and_then(failover::Answer::stream) {
                 Ok(events) => {
                     let events = metered_events(
                         self.call_step(),
@@ -328,10 +346,12 @@ impl ChatService {
                 }
             }
         } else {
-            let completion = self
+            let (completion, served_by) = self
                 .complete_buffered(record, prepared, cache_key)
                 .await
                 .map_err(Failure::Recorded)?;
+            let mut meta = meta;
+            meta.served_by = Some(served_by);
             Ok(ChatReply::Completion { completion, meta })
         }
     }
@@ -424,6 +444,13 @@ impl ChatService {
             prepared.estimate.prompt_tokens,
             prepared.estimate.completion_tokens,
         );
+        // One reservation whatever the chain does: the dearest of its targets' worst cases.
+        for leg in &prepared.fallbacks {
+            let prompt = prepared.upstream.prompt_tokens(leg.route.provider) + excerpts;
+            let worst = Demand::worst_case(&leg.price, prompt, u64::from(output_cap));
+            demand.tokens = demand.tokens.max(worst.tokens);
+            demand.cost = demand.cost.max(worst.cost);
+        }
         if let Some(g) = grounding {
             demand.tokens += g.query_demand.tokens;
             demand.cost += g.query_demand.cost;
@@ -609,6 +636,26 @@ impl ChatService {
             .providers
             .priced(&self.catalog, &config, &request.model, &route)
             .await?;
+        let mut fallbacks = Vec::with_capacity(route.fallbacks.len());
+        for target in &route.fallbacks {
+            let served = route.served_by(target);
+            match self
+                .providers
+                .priced(&self.catalog, &config, &request.model, &served)
+                .await
+            {
+                Ok((price, provider)) => fallbacks.push(Leg {
+                    route: served,
+                    price,
+                    provider,
+                }),
+                // A fallback this deployment cannot call or price is left out of the chain;
+                // the route's own target still serves.
+                Err(err) => {
+                    tracing::warn!(request_id = %ctx.request_id, tenant_id = %tenant, fallback = %target, error = %err, "route fallback skipped");
+                }
+            }
+        }
 
         let date = self.meter.clock.now().format("%Y-%m-%d").to_string();
         // Read only when the template uses profile variables and the request names a user.
@@ -664,6 +711,7 @@ impl ChatService {
             route,
             price,
             provider,
+            fallbacks,
             upstream,
             cache_key,
             context: None,
@@ -682,14 +730,16 @@ impl ChatService {
         record: CallRecord,
         prepared: Prepared,
         cache_key: Option<String>,
-    ) -> Result<Completion, GatewayError> {
+    ) -> Result<(Completion, String), GatewayError> {
         let step = self.call_step();
         let task = tokio::spawn(async move {
-            let completion = step.call_and_check(&record, &prepared).await?;
+            let mut record = record;
+            let (completion, served_by) = step.call_and_check(&mut record, &prepared).await?;
+            // A reply from a fallback is cached too: it answers the request the key names.
             if let Some(key) = cache_key {
                 step.cache_put(&key, &completion, &prepared.config).await;
             }
-            Ok(completion)
+            Ok((completion, served_by))
         });
         task.await
             .map_err(|e| GatewayError::internal(format!("provider task failed: {e}")))?
@@ -710,6 +760,7 @@ impl ChatService {
             limiter: self.limiter.clone(),
             meter: self.meter.clone(),
             cache: self.cache.clone(),
+            breakers: self.breakers.clone(),
         }
     }
 
@@ -727,6 +778,7 @@ impl ChatService {
             rate: None,
             degraded_from: None,
             documents: Vec::new(),
+            served_by: None,
         };
         self.meter
             .record_spawned(record, CallOutcome::cache_hit(&hit))

@@ -73,6 +73,15 @@ pub(crate) struct CallRecord {
 }
 
 impl CallRecord {
+    /// The call was answered by `leg`, a fallback of the route: it is metered at that
+    /// target's price, under its provider and model.
+    pub fn served_by(&mut self, leg: &super::failover::Leg) {
+        self.route = leg.route.clone();
+        self.price = leg.price.clone();
+        self.trace.provider = Some(leg.route.provider.as_str());
+        self.trace.model_served = Some(leg.route.model.clone());
+    }
+
     /// The record of a second provider call for the same client request (a structured-output
     /// retry): its own usage event under `{request id}-retry`, its own trace line, timed from
     /// now, reconciled against its own `reservation`.

@@ -9,6 +9,7 @@ pub mod chat;
 mod context;
 mod embedding_usage;
 pub mod embeddings;
+pub mod failover;
 pub mod ingest;
 pub mod limiter;
 pub mod metering;

@@ -9,6 +9,7 @@ use crate::domain::tenant::{Route, TenantConfig};
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{LlmProvider, ProviderRequest};
 
+use super::failover::Leg;
 use super::retrieval::RetrievedContext;
 
 /// A request that passed every check and is ready for a provider.
@@ -18,6 +19,8 @@ pub(crate) struct Prepared {
     pub route: Route,
     pub price: ModelPrice,
     pub provider: Arc<dyn LlmProvider>,
+    /// The route's fallbacks that this deployment can call, priced, in order.
+    pub fallbacks: Vec<Leg>,
     pub upstream: ProviderRequest,
     pub cache_key: Option<String>,
     /// Excerpts of the tenant's documents added to the prompt.
@@ -32,12 +35,33 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// The chain a call walks: the route's own target, then its fallbacks.
+    pub(crate) fn legs(&self) -> Vec<Leg> {
+        let mut legs = Vec::with_capacity(1 + self.fallbacks.len());
+        legs.push(Leg {
+            route: self.route.clone(),
+            price: self.price.clone(),
+            provider: self.provider.clone(),
+        });
+        legs.extend(self.fallbacks.iter().cloned());
+        legs
+    }
+
     /// Puts a conversation's earlier turns before this request's messages. Not cacheable:
     /// the same request means something else in another conversation.
     pub(crate) fn recall(&mut self, history: Vec<Message>) {
         self.upstream.messages.splice(0..0, history.iter().cloned());
         self.cache_key = None;
         self.history = history;
+    }
+
+    /// Serves the rest of the call from `leg` (a fallback that answered): its route, price
+    /// and provider, and its model upstream.
+    pub(crate) fn serve_with(&mut self, leg: &Leg) {
+        self.route = leg.route.clone();
+        self.price = leg.price.clone();
+        self.provider = leg.provider.clone();
+        self.upstream.model = leg.route.model.clone();
     }
 
     /// Re-applies what `from` carried (history, excerpts) to a re-prepared request.

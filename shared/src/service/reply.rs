@@ -49,6 +49,10 @@ pub struct ReplyMeta {
     pub degraded_from: Option<String>,
     /// The tenant documents the answer was grounded in (`x-tollgate-documents`).
     pub documents: Vec<String>,
+    /// The provider model that answered, `{provider}/{model}` (`x-tollgate-served-by`): the
+    /// route's own, or a fallback when the route failed over (`service::failover`). `None` for
+    /// a cache hit.
+    pub served_by: Option<String>,
 }
 
 /// What a chat request produced, before any wire format: the edge renders it

@@ -29,6 +29,7 @@ use crate::domain::structured::ValidationFailure;
 use crate::error::GatewayError;
 
 use super::call::CallStep;
+use super::failover;
 use super::limiter::{Demand, Reservation, Scope};
 use super::metering::{CallOutcome, CallRecord};
 use super::prepared::Prepared;
@@ -38,9 +39,9 @@ impl CallStep {
     /// way, retried once on a validation failure if the tenant's policy says so.
     pub(crate) async fn call_and_check(
         &self,
-        record: &CallRecord,
+        record: &mut CallRecord,
         prepared: &Prepared,
-    ) -> Result<Completion, GatewayError> {
+    ) -> Result<(Completion, String), GatewayError> {
         let first = self.attempt(record, prepared).await;
         match first {
             Err(invalid @ GatewayError::ResponseValidation { .. })
@@ -49,9 +50,9 @@ impl CallStep {
                 let Some(reservation) = self.reserve_retry(record, prepared).await else {
                     return Err(invalid);
                 };
-                let retry = record.retry(self.meter.clock.now(), reservation);
+                let mut retry = record.retry(self.meter.clock.now(), reservation);
                 tracing::info!(request_id = %record.request_id, retry_request_id = %retry.request_id, tenant_id = %record.tenant_id, "structured output failed validation; retrying once per tenant policy");
-                self.attempt(&retry, prepared).await
+                self.attempt(&mut retry, prepared).await
             }
             other => other,
         }
@@ -95,18 +96,31 @@ impl CallStep {
         }
     }
 
-    /// One metered provider call: a success, a provider failure, or a validation failure.
+    /// One metered provider call, along the route's chain (`service::failover`): a success,
+    /// a provider failure, or a validation failure; with the target that answered.
     async fn attempt(
         &self,
-        record: &CallRecord,
+        record: &mut CallRecord,
         prepared: &Prepared,
-    ) -> Result<Completion, GatewayError> {
+    ) -> Result<(Completion, String), GatewayError> {
         let provider_started = Instant::now();
-        let (result, attempts) = self
-            .retry
-            .run(|| prepared.provider.complete(&prepared.upstream))
-            .await;
-        let completion = match result {
+        let legs = prepared.legs();
+        let chained = failover::call(
+            &self.retry,
+            &self.breakers,
+            &legs,
+            &prepared.upstream,
+            failover::Ask::Complete,
+        )
+        .await;
+        let attempts = chained.attempts;
+        let served = &legs[chained.leg];
+        if chained.leg != 0 {
+            record.served_by(served);
+        }
+        let record = &*record;
+        let served_by = served.route.target().to_string();
+        let completion = match chained.result.and_then(failover::Answer::completion) {
             Ok(completion) => completion,
             Err(err) => {
                 let outcome = CallOutcome::failed(record, &err, attempts, provider_started);
@@ -124,7 +138,7 @@ impl CallStep {
             Ok(()) => {
                 let outcome = CallOutcome::succeeded(&completion, attempts, provider_started);
                 self.meter.record(record, outcome).await;
-                Ok(completion)
+                Ok((completion, served_by))
             }
             Err(failure) => {
                 let err = validation_error(record, failure);

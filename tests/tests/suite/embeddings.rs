@@ -260,6 +260,7 @@ async fn an_embeddings_route_to_anthropic_is_refused_without_a_call() {
     config.routes.insert(
         "claude-embed".into(),
         Route {
+            fallbacks: Vec::new(),
             provider: ProviderKind::Anthropic,
             model: "claude-haiku-4-5".into(),
             fine_tuned: false,

@@ -102,6 +102,7 @@ async fn a_model_without_a_price_is_refused_before_the_call() {
     config.routes.insert(
         "mystery".into(),
         tollgate::domain::tenant::Route {
+            fallbacks: Vec::new(),
             provider: tollgate::domain::tenant::ProviderKind::Openai,
             model: "gpt-unpriced".into(),
             fine_tuned: false,
@@ -144,6 +145,7 @@ async fn with_routes(gw: &Gateway, routes: &[(&str, ProviderKind, &str)]) {
         config.routes.insert(
             (*logical).into(),
             Route {
+                fallbacks: Vec::new(),
                 provider: *provider,
                 model: (*model).into(),
                 fine_tuned: false,

@@ -234,6 +234,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
             (
                 "chat".to_owned(),
                 Route {
+                    fallbacks: Vec::new(),
                     provider: ProviderKind::Openai,
                     model: "gpt-4o-mini".into(),
                     fine_tuned: false,
@@ -243,6 +244,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
             (
                 "claude".to_owned(),
                 Route {
+                    fallbacks: Vec::new(),
                     provider: ProviderKind::Anthropic,
                     model: "claude-haiku-4-5".into(),
                     fine_tuned: false,
@@ -252,6 +254,7 @@ async fn world(index: Arc<MemoryVectorIndex>) -> World {
             (
                 "tuned".to_owned(),
                 Route {
+                    fallbacks: Vec::new(),
                     provider: ProviderKind::Openai,
                     model: ft_model.clone(),
                     fine_tuned: true,

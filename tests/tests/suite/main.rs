@@ -11,6 +11,7 @@ mod budgets;
 mod conversations;
 mod dynamodb_invoke;
 mod embeddings;
+mod failover;
 mod faults;
 mod images;
 mod ingest;

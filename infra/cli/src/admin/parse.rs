@@ -148,6 +148,7 @@ pub fn route(raw: &str) -> Result<(String, Route), String> {
     Ok((
         logical,
         Route {
+            fallbacks: Vec::new(),
             provider,
             model,
             fine_tuned,
