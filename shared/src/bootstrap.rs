@@ -295,7 +295,9 @@ pub fn chat_service(
         providers,
         catalog: catalog.clone(),
         retry: settings.retry,
-        breakers: Arc::new(crate::service::failover::Breakers::default()),
+        breakers: Arc::new(
+            crate::service::failover::Breakers::default().with_metrics(metrics.clone()),
+        ),
         limiter: stores.limiter(settings, catalog),
         retriever: None,
         meter: Meter {

@@ -218,6 +218,11 @@ impl MetricsSink for Tee {
         self.0.isolation_violation(function, tenant);
         self.1.isolation_violation(function, tenant);
     }
+
+    fn circuit(&self, target: &str, open: bool) {
+        self.0.circuit(target, open);
+        self.1.circuit(target, open);
+    }
 }
 
 #[derive(Debug)]

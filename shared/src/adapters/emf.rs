@@ -283,6 +283,26 @@ pub fn render_isolation_violation(
     })
 }
 
+/// A route target's circuit opened (`CircuitOpen` 1) or closed (0), under `[Function, Target]`:
+/// a few targets per deployment, so a few metrics; the maximum over a period says whether it
+/// was open at all.
+pub fn render_circuit(target: &str, open: bool, at: chrono::DateTime<chrono::Utc>) -> Value {
+    json!({
+        "_aws": {
+            "Timestamp": at.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Function", "Target"]],
+                "Metrics": [metric("CircuitOpen", "Count")],
+            }],
+        },
+        "Function": "invoke",
+        "Target": target,
+        "CircuitOpen": u8::from(open),
+        "CircuitState": if open { "open" } else { "closed" },
+    })
+}
+
 impl MetricsSink for EmfSink {
     fn request(&self, metrics: &RequestMetrics) {
         self.write(&request_line(metrics));
@@ -299,11 +319,27 @@ impl MetricsSink for EmfSink {
             chrono::Utc::now(),
         ));
     }
+
+    fn circuit(&self, target: &str, open: bool) {
+        self.write(&render_circuit(target, open, chrono::Utc::now()));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn a_circuit_change_is_one_metric_by_target() {
+        let at = chrono::Utc::now();
+        let line = render_circuit("anthropic/claude-haiku-4-5", true, at);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Function", "Target"]]));
+        assert_eq!(directive["Metrics"][0]["Name"], "CircuitOpen");
+        assert_eq!(line["Target"], "anthropic/claude-haiku-4-5");
+        assert_eq!(line["CircuitOpen"], 1);
+        assert_eq!(render_circuit("x/y", false, at)["CircuitOpen"], 0);
+    }
 
     use super::*;
     use crate::domain::usage::TokenUsage;

@@ -878,6 +878,7 @@ pub struct MemoryMetrics {
     requests: Mutex<Vec<RequestMetrics>>,
     failures: Mutex<Vec<UsageEvent>>,
     violations: Mutex<Vec<String>>,
+    circuits: Mutex<Vec<(String, bool)>>,
 }
 
 impl MemoryMetrics {
@@ -892,6 +893,11 @@ impl MemoryMetrics {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Every circuit change reported (target, open), in order.
+    pub fn circuits(&self) -> Vec<(String, bool)> {
+        self.circuits.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Every usage event reported as a metering failure, in order.
@@ -916,6 +922,12 @@ impl MetricsSink for MemoryMetrics {
     fn isolation_violation(&self, _function: &'static str, tenant: &str) {
         if let Ok(mut r) = self.violations.lock() {
             r.push(tenant.to_owned());
+        }
+    }
+
+    fn circuit(&self, target: &str, open: bool) {
+        if let Ok(mut r) = self.circuits.lock() {
+            r.push((target.to_owned(), open));
         }
     }
 }

@@ -56,4 +56,10 @@ pub trait MetricsSink: Send + Sync {
     /// A store or index returned another tenant's data to `tenant`'s request (and the request
     /// was refused). Alarmed on: it should never happen.
     fn isolation_violation(&self, function: &'static str, tenant: &str);
+
+    /// The circuit of a route target (`{provider}/{model}`) opened (`open`) or closed again
+    /// (`service::failover`). Sinks that do not report it ignore it.
+    fn circuit(&self, target: &str, open: bool) {
+        let _ = (target, open);
+    }
 }

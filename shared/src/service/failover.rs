@@ -24,6 +24,7 @@ use crate::domain::chat::Completion;
 use crate::domain::pricing::ModelPrice;
 use crate::domain::tenant::ProviderKind;
 use crate::domain::tenant::{Route, Target};
+use crate::ports::metrics::MetricsSink;
 use crate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest,
 };
@@ -68,9 +69,10 @@ struct Circuit {
 /// Every target's circuit in this container (see the module docs). A list, searched in
 /// order: a deployment has a few dozen targets at most, and a map keyed by target would be
 /// more code in the invoke bootstrap than the search costs.
-#[derive(Debug)]
 pub struct Breakers {
     circuits: Mutex<Vec<(Target, Circuit)>>,
+    /// Where circuit changes are reported (EMF `CircuitOpen`); `None`: logs only.
+    metrics: Option<Arc<dyn MetricsSink>>,
     /// Failures in a row that open a circuit.
     pub threshold: u32,
     /// How long an open circuit skips its target.
@@ -88,8 +90,21 @@ impl Breakers {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
         Self {
             circuits: Mutex::default(),
+            metrics: None,
             threshold: threshold.max(1),
             cooldown,
+        }
+    }
+
+    /// These breakers, reporting each circuit that opens or closes to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report(&self, target: &Target, open: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.circuit(&target.to_string(), open);
         }
     }
 
@@ -138,6 +153,7 @@ impl Breakers {
         });
         if closed {
             tracing::info!(target = %target, circuit = "closed", "provider circuit closed");
+            self.report(target, false);
         }
     }
 
@@ -156,6 +172,7 @@ impl Breakers {
         });
         if opened {
             tracing::warn!(target = %target, circuit = "open", cooldown_s = self.cooldown.as_secs(), "provider circuit opened");
+            self.report(target, true);
         }
         opened
     }

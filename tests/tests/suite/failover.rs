@@ -219,7 +219,8 @@ async fn the_reservation_holds_the_dearest_targets_worst_case() {
 #[tokio::test]
 async fn an_open_circuit_skips_the_primary_until_its_cooldown_ends_then_one_call_probes_it() {
     let (openai, anthropic, mut gw) = gateway().await;
-    let breakers = Arc::new(Breakers::new(2, Duration::from_millis(400)));
+    let breakers =
+        Arc::new(Breakers::new(2, Duration::from_millis(400)).with_metrics(gw.metrics.clone()));
     gw.state.chat.breakers = breakers.clone();
     acme(&gw, |_| {}).await;
     // Two requests whose primary fails (3 attempts each): the circuit opens.
@@ -246,6 +247,14 @@ async fn an_open_circuit_skips_the_primary_until_its_cooldown_ends_then_one_call
     assert_eq!(res.header(SERVED_BY), Some("openai/gpt-4o-mini"));
     assert_eq!(breakers.state(&primary()), CircuitState::Closed);
     assert_eq!(breakers.state(&haiku()), CircuitState::Closed);
+    // Each change went out as a metric (EMF `CircuitOpen` by target in production).
+    assert_eq!(
+        gw.metrics.circuits(),
+        [
+            ("openai/gpt-4o-mini".to_owned(), true),
+            ("openai/gpt-4o-mini".to_owned(), false)
+        ]
+    );
 }
 
 #[tokio::test]
