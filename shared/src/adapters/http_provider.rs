@@ -13,10 +13,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::api_key::ApiKey;
+use super::key_pool::{self, KeyPool};
 use super::sse::{SseEvent, SseParser};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::{EventStream, ProviderError, ProviderErrorKind, StreamEvent};
@@ -143,15 +144,19 @@ fn secret_header(provider: ProviderKind, value: &str) -> Result<HeaderValue, Pro
     Ok(header)
 }
 
-fn auth_value(
+/// The credential header of each key the configured value lists (`key_pool::keys`).
+fn auth_values(
     provider: ProviderKind,
     auth: &Auth,
-    key: &SecretString,
-) -> Result<HeaderValue, ProviderSetupError> {
-    if key.expose_secret().trim().is_empty() {
+    value: &str,
+) -> Result<Vec<HeaderValue>, ProviderSetupError> {
+    let values = key_pool::keys(value)
+        .map(|key| secret_header(provider, &format!("{}{key}", auth.prefix)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if values.is_empty() {
         return Err(ProviderSetupError::InvalidApiKey { provider });
     }
-    secret_header(provider, &format!("{}{}", auth.prefix, key.expose_secret()))
+    Ok(values)
 }
 
 /// What an adapter's stream translator wants after an event.
@@ -184,14 +189,18 @@ struct ErrorMaker {
 impl ErrorMaker {
     fn make(&self, kind: ProviderErrorKind, message: String) -> ProviderError {
         let message = match self.api_key.current() {
-            Some(key) => scrub(message, key.expose_secret()),
+            // Every key of a pool, and the whole value, in case the provider echoed either.
+            Some(key) => {
+                key_pool::keys(key.expose_secret()).fold(scrub(message, key.expose_secret()), scrub)
+            }
             None => message,
         };
         ProviderError::new(self.provider, kind, message)
     }
 }
 
-fn scrub(message: String, key: &str) -> String {
+fn scrub(message: String, key: impl AsRef<str>) -> String {
+    let key = key.as_ref();
     // A very short key could match ordinary text; real keys are far longer.
     if key.len() >= 8 && message.contains(key) {
         message.replace(key, "[REDACTED]")
@@ -225,9 +234,11 @@ pub(crate) struct HttpCore {
     headers: HeaderMap,
     endpoint: Url,
     auth: Auth,
-    /// The credential header, built once when the key is fixed; a managed key is resolved
-    /// (from its cache, usually) on every request.
-    static_auth: Option<HeaderValue>,
+    /// The credential header of each key, built once when the keys are fixed; a managed
+    /// value is resolved (from its cache, usually) on every request.
+    static_auth: Option<Vec<HeaderValue>>,
+    /// Which of several keys goes next, and which rest after a 429 (`key_pool`).
+    pool: KeyPool,
     errors: ErrorMaker,
     request_timeout: Duration,
     output_tokens_per_second: u32,
@@ -296,7 +307,7 @@ impl HttpCore {
                 detail: e.without_url().to_string(),
             })?;
         let static_auth = match &settings.api_key {
-            ApiKey::Static(key) => Some(auth_value(provider, &auth, key)?),
+            ApiKey::Static(key) => Some(auth_values(provider, &auth, key.expose_secret())?),
             ApiKey::Managed(_) => None,
         };
         Ok(Self {
@@ -306,6 +317,7 @@ impl HttpCore {
             endpoint,
             auth,
             static_auth,
+            pool: KeyPool::default(),
             errors: ErrorMaker {
                 provider,
                 api_key: settings.api_key.clone(),
@@ -404,43 +416,61 @@ impl HttpCore {
         )))
     }
 
-    /// The credential header for this request.
-    async fn auth_value(&self) -> Result<HeaderValue, ProviderError> {
-        if let Some(value) = &self.static_auth {
-            return Ok(value.clone());
+    /// The credential header for this request, with its key's position among `n` keys.
+    async fn auth_value(&self) -> Result<(HeaderValue, usize, usize), ProviderError> {
+        if let Some(values) = &self.static_auth {
+            let at = self.pool.pick(values.len());
+            return Ok((values[at].clone(), at, values.len()));
         }
+        let credentials = |message: String| {
+            ProviderError::new(self.provider, ProviderErrorKind::Credentials, message)
+        };
         let key = self.errors.api_key.resolve().await.map_err(|e| {
-            ProviderError::new(
-                self.provider,
-                ProviderErrorKind::Credentials,
-                format!("the {} API key is unavailable: {e}", self.provider),
-            )
+            credentials(format!("the {} API key is unavailable: {e}", self.provider))
         })?;
-        auth_value(self.provider, &self.auth, &key).map_err(|e| {
-            ProviderError::new(self.provider, ProviderErrorKind::Credentials, e.to_string())
-        })
+        let keys: Vec<&str> = key_pool::keys(key.expose_secret()).collect();
+        let at = self.pool.pick(keys.len());
+        let key = keys
+            .get(at)
+            .ok_or_else(|| credentials(format!("the {} API key is empty", self.provider)))?;
+        let value = secret_header(self.provider, &format!("{}{key}", self.auth.prefix))
+            .map_err(|e| credentials(e.to_string()))?;
+        Ok((value, at, keys.len()))
     }
 
-    /// Sends the request; a non-2xx answer becomes a classified error.
+    /// Sends the request; a non-2xx answer becomes a classified error. With several keys, a
+    /// 429 rests the key that got it and the request goes out again at once on an awake one
+    /// (each key at most once per call; `key_pool`).
     async fn send(&self, body: &impl Serialize) -> Result<reqwest::Response, ProviderError> {
-        let auth = self.auth_value().await?;
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .headers(self.headers.clone())
-            .header(self.auth.header.clone(), auth)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
+        let mut tried = 0;
+        loop {
+            let (auth, key, keys) = self.auth_value().await?;
+            let response = self
+                .client
+                .post(self.endpoint.clone())
+                .headers(self.headers.clone())
+                .header(self.auth.header.clone(), auth)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(e))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let headers = response.headers().clone();
+            // The error body is diagnostic only: if it cannot be read, classify on the status.
+            let body_bytes = response.bytes().await.unwrap_or_default();
+            if status == StatusCode::TOO_MANY_REQUESTS && keys > 1 {
+                self.pool.rest(key, keys, retry_after(&headers));
+                tried += 1;
+                if tried < keys && self.pool.any_awake(keys) {
+                    tracing::info!(provider = %self.provider, key, keys, "provider key rate limited; resting it and using the next");
+                    continue;
+                }
+            }
+            return Err(self.status_error(status, &headers, &body_bytes));
         }
-        let headers = response.headers().clone();
-        // The error body is diagnostic only: if it cannot be read, classify on the status.
-        let body = response.bytes().await.unwrap_or_default();
-        Err(self.status_error(status, &headers, &body))
     }
 
     /// The call ran out of time after the request was sent (`started`).

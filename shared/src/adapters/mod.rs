@@ -23,6 +23,7 @@ pub mod emf;
 pub mod env_secrets;
 pub mod eventbridge;
 pub mod http_provider;
+pub mod key_pool;
 pub mod line_writer;
 pub mod memory;
 pub mod openai;

@@ -226,7 +226,92 @@ tollgate_tests::contract_suite! {
         an_unparseable_reply_is_an_upstream_error => super::an_unparseable_reply_is_an_upstream_error,
         an_unreachable_provider_is_an_upstream_error => super::an_unreachable_provider_is_an_upstream_error,
         the_api_key_never_appears_in_errors_or_debug_output => super::the_api_key_never_appears_in_errors_or_debug_output,
+        a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once => super::a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once,
+        when_every_key_of_a_pool_is_rate_limited_the_429_is_returned => super::when_every_key_of_a_pool_is_rate_limited_the_429_is_returned,
+        no_key_of_a_pool_appears_in_errors => super::no_key_of_a_pool_appears_in_errors,
     }
+}
+
+// ---- Key pools ----
+
+const POOL: [&str; 2] = ["sk-pool-key-aaaa-0001", "sk-pool-key-bbbb-0002"];
+
+fn pooled<H: Harness>(h: &H) -> Box<dyn LlmProvider> {
+    H::build(&ProviderSettings {
+        api_key: format!("{}, {}", POOL[0], POOL[1]).into(),
+        ..h.settings()
+    })
+}
+
+/// The key a request carried, in either provider's header.
+fn key_of(request: &RecordedRequest) -> String {
+    request
+        .header("x-api-key")
+        .or_else(|| request.header("authorization")?.strip_prefix("Bearer "))
+        .expect("a credential header")
+        .to_owned()
+}
+
+fn keys_sent<H: Harness>(h: &H) -> Vec<String> {
+    h.stand_in().requests().iter().map(key_of).collect()
+}
+
+async fn a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once<H: Harness>(
+    h: &H,
+) {
+    let provider = pooled(h);
+    let req = request::<H>();
+    provider.complete(&req).await.unwrap();
+    provider.complete(&req).await.unwrap();
+    assert_eq!(keys_sent(h), [POOL[0], POOL[1]]);
+    // The first key is rate limited for 30 s: the same call goes out again on the second,
+    // without waiting and without a retry by the caller.
+    h.stand_in()
+        .push(Behavior::rate_limited(Duration::from_secs(30)));
+    let started = Instant::now();
+    let reply = provider.complete(&req).await.unwrap();
+    assert_eq!(reply.content, tollgate_tests::standins::DEFAULT_REPLY_TEXT);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Then the rested key sits out: every call goes to the other one.
+    provider.complete(&req).await.unwrap();
+    let mut events = provider.stream(&req).await.unwrap();
+    while events.next().await.is_some() {}
+    assert_eq!(
+        keys_sent(h),
+        [POOL[0], POOL[1], POOL[0], POOL[1], POOL[1], POOL[1]]
+    );
+}
+
+async fn when_every_key_of_a_pool_is_rate_limited_the_429_is_returned<H: Harness>(h: &H) {
+    let provider = pooled(h);
+    let req = request::<H>();
+    let wait = Duration::from_secs(2);
+    h.stand_in().push(Behavior::rate_limited(wait));
+    h.stand_in().push(Behavior::rate_limited(wait));
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        ProviderErrorKind::RateLimited {
+            retry_after: Some(wait)
+        }
+    );
+    // Each key was tried once, then the caller's retry policy decides.
+    assert_eq!(keys_sent(h), [POOL[0], POOL[1]]);
+}
+
+async fn no_key_of_a_pool_appears_in_errors<H: Harness>(h: &H) {
+    let provider = pooled(h);
+    let req = request::<H>();
+    h.stand_in().push(Behavior::error(
+        400,
+        format!("invalid request for key {} and {}", POOL[1], POOL[0]),
+    ));
+    let err = provider.complete(&req).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Rejected);
+    for key in POOL {
+        assert!(!err.to_string().contains(key), "{err}");
+    }
+    assert!(err.message.contains("[REDACTED]"), "{err}");
 }
 
 // ---- Helpers ----
