@@ -157,6 +157,12 @@ impl Breakers {
         }
     }
 
+    /// A call to `target` ended without a verdict on the provider's health (a rejection, a
+    /// timeout after sending): a half-open circuit may probe again with the next call.
+    pub fn settled(&self, target: &Target) {
+        self.with(target, |c| c.probing = false);
+    }
+
     /// A call to `target` failed before the provider started: one more failure in a row.
     /// Returns whether the circuit opened now.
     pub fn failed(&self, target: &Target) -> bool {
@@ -254,61 +260,68 @@ pub(crate) async fn call(
     upstream: &ProviderRequest,
     ask: Ask,
 ) -> Chained<Answer> {
-    // Targets whose circuit admits a call, in order; all of them when none does (or when
-    // there is only one: a route without fallbacks has nowhere else to go).
-    let admitted: Vec<usize> = if legs.len() > 1 {
-        (0..legs.len())
-            .filter(|&i| breakers.admits(&legs[i].route.target()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let order: Vec<usize> = if admitted.is_empty() {
-        (0..legs.len()).collect()
-    } else {
-        admitted
-    };
+    // A route without fallbacks never consults the breaker: there is nowhere else to go.
+    let chained = legs.len() > 1;
     let mut attempts = 0;
     let mut outcome = None;
-    for (n, &i) in order.iter().enumerate() {
-        let leg = &legs[i];
-        let retargeted;
-        let request = if upstream.model == leg.route.model {
-            upstream
-        } else {
-            let mut r = upstream.clone();
-            r.model = leg.route.model.clone();
-            retargeted = r;
-            &retargeted
-        };
-        let (result, tried) = retry
-            .run(|| once(ask, leg.provider.as_ref(), request))
-            .await;
-        attempts += tried;
-        let chained = legs.len() > 1;
-        match result {
-            Ok(value) => {
-                if chained {
-                    breakers.succeeded(&leg.route.target());
-                }
-                return Chained {
-                    result: Ok(value),
-                    attempts,
-                    leg: i,
-                };
+    // The first pass skips open circuits, asking each target only when its turn comes (a
+    // half-open circuit lets exactly the call it admits through). If it called none of them,
+    // every circuit was open: the second pass calls them in order anyway, as probes.
+    for honour_circuits in [true, false] {
+        let mut called = false;
+        for (i, leg) in legs.iter().enumerate() {
+            let target = leg.route.target();
+            if chained && honour_circuits && !breakers.admits(&target) {
+                continue;
             }
-            Err(err) => {
-                let fails_over = err.is_retryable();
-                if chained && fails_over {
-                    breakers.failed(&leg.route.target());
+            called = true;
+            let retargeted;
+            let request = if upstream.model == leg.route.model {
+                upstream
+            } else {
+                let mut r = upstream.clone();
+                r.model = leg.route.model.clone();
+                retargeted = r;
+                &retargeted
+            };
+            let (result, tried) = retry
+                .run(|| once(ask, leg.provider.as_ref(), request))
+                .await;
+            attempts += tried;
+            match result {
+                Ok(value) => {
+                    if chained {
+                        breakers.succeeded(&target);
+                    }
+                    return Chained {
+                        result: Ok(value),
+                        attempts,
+                        leg: i,
+                    };
                 }
-                if fails_over && n + 1 < order.len() {
-                    tracing::warn!(from = %leg.route.target(), error = %err, "provider failed before answering; failing over to the route's next target");
-                    continue;
+                Err(err) if err.is_retryable() => {
+                    if chained {
+                        breakers.failed(&target);
+                        tracing::warn!(from = %target, error = %err, "provider failed before answering; failing over to the route's next target");
+                    }
+                    outcome = Some((err, i));
                 }
-                outcome = Some((err, i));
-                break;
+                Err(err) => {
+                    // The provider answered (a rejection) or may be answering (a timeout
+                    // after sending): nothing to fail over for, and no verdict on its health.
+                    if chained {
+                        breakers.settled(&target);
+                    }
+                    return Chained {
+                        result: Err(err),
+                        attempts,
+                        leg: i,
+                    };
+                }
             }
+        }
+        if called {
+            break;
         }
     }
     let (err, leg) = outcome.unwrap_or_else(|| {

@@ -300,3 +300,42 @@ async fn fine_tuned_and_embeddings_routes_may_not_fail_over() {
     // And a config stored with fallbacks reads back with them.
     gw.store.put_tenant_config(config).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_half_open_target_not_reached_keeps_its_probe_for_a_later_call() {
+    // The chain's first target answers, so the half-open second is never called: its probe
+    // must stay available (it used to be claimed when the chain was ordered, and then never
+    // released).
+    let breakers = Breakers::new(1, Duration::from_millis(50));
+    assert!(breakers.failed(&haiku()));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (openai, anthropic, mut gw) = gateway().await;
+    gw.state.chat.breakers = Arc::new(breakers);
+    acme(&gw, |_| {}).await;
+    openai.push(Behavior::reply("From OpenAI.", usage(10, 5)));
+    let res = gw.chat("acme", ask(false)).await;
+    assert_eq!(res.header(SERVED_BY), Some("openai/gpt-4o-mini"));
+    assert_eq!(
+        gw.state.chat.breakers.state(&haiku()),
+        CircuitState::HalfOpen
+    );
+    // Now the primary fails: the half-open fallback gets its probe, answers, and closes.
+    for _ in 0..3 {
+        openai.push(Behavior::status(502));
+    }
+    anthropic.push(Behavior::reply("From Claude.", usage(10, 5)));
+    let res = gw.chat("acme", ask(false)).await;
+    assert_eq!(res.header(SERVED_BY), Some("anthropic/claude-haiku-4-5"));
+    assert_eq!(gw.state.chat.breakers.state(&haiku()), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_rejected_probe_releases_the_half_open_circuit() {
+    let breakers = Breakers::new(1, Duration::from_millis(50));
+    let target = primary();
+    breakers.failed(&target);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(breakers.admits(&target));
+    breakers.settled(&target);
+    assert!(breakers.admits(&target), "the next call may probe again");
+}
