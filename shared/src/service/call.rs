@@ -9,10 +9,12 @@ use crate::adapters::retry::RetryPolicy;
 use crate::domain::chat::Completion;
 use crate::domain::tenant::TenantConfig;
 use crate::ports::ResponseCache;
+use crate::ports::provider::ProviderError;
 
-use super::failover::Breakers;
+use super::failover::{self, Answer, Ask, Breakers, Leg};
 use super::limiter::Limiter;
-use super::metering::Meter;
+use super::metering::{CallRecord, Meter};
+use super::prepared::Prepared;
 
 #[derive(Clone)]
 pub(crate) struct CallStep {
@@ -24,6 +26,25 @@ pub(crate) struct CallStep {
 }
 
 impl CallStep {
+    /// Calls `prepared`'s chain for `ask` (`service::failover`): its answer, the attempts over
+    /// every target, and the fallback that answered (or failed last), to which `record` has
+    /// then been moved. `None`: the route's own target.
+    pub async fn call_chain(
+        &self,
+        record: &mut CallRecord,
+        prepared: &Prepared,
+        ask: Ask,
+    ) -> (Result<Answer, ProviderError>, u32, Option<Leg>) {
+        let legs = prepared.legs();
+        let chained =
+            failover::call(&self.retry, &self.breakers, &legs, &prepared.upstream, ask).await;
+        let fallback = (chained.leg != 0).then(|| legs[chained.leg].clone());
+        if let Some(leg) = &fallback {
+            record.served_by(leg);
+        }
+        (chained.result, chained.attempts, fallback)
+    }
+
     /// Stores a complete, valid reply for the tenant's cache TTL. A failed write costs a
     /// later cache miss, never the reply: it is logged.
     pub async fn cache_put(&self, key: &str, completion: &Completion, config: &TenantConfig) {

@@ -308,25 +308,16 @@ impl ChatService {
 
         if prepared.request.stream {
             let provider_started = Instant::now();
-            let legs = prepared.legs();
-            let chained = failover::call(
-                &self.retry,
-                &self.breakers,
-                &legs,
-                &prepared.upstream,
-                failover::Ask::Stream,
-            )
-            .await;
-            let attempts = chained.attempts;
-            let mut record = record;
-            let mut meta = meta;
-            if chained.leg != 0 {
-                let leg = &legs[chained.leg];
-                record.served_by(leg);
+            let (mut record, mut meta) = (record, meta);
+            let (answer, attempts, fallback) = self
+                .call_step()
+                .call_chain(&mut record, &prepared, failover::Ask::Stream)
+                .await;
+            if let Some(leg) = &fallback {
                 prepared.serve_with(leg);
                 meta.served_by = Some(leg.route.target().to_string());
             }
-            match chained.result.and_then(failover::Answer::stream) {
+            match answer.and_then(failover::Answer::stream) {
                 Ok(events) => {
                     let events = metered_events(
                         self.call_step(),

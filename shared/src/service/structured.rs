@@ -104,23 +104,14 @@ impl CallStep {
         prepared: &Prepared,
     ) -> Result<(Completion, String), GatewayError> {
         let provider_started = Instant::now();
-        let legs = prepared.legs();
-        let chained = failover::call(
-            &self.retry,
-            &self.breakers,
-            &legs,
-            &prepared.upstream,
-            failover::Ask::Complete,
-        )
-        .await;
-        let attempts = chained.attempts;
-        let served = &legs[chained.leg];
-        if chained.leg != 0 {
-            record.served_by(served);
-        }
+        let (answer, attempts, fallback) = self
+            .call_chain(record, prepared, failover::Ask::Complete)
+            .await;
         let record = &*record;
-        let served_by = served.route.target().to_string();
-        let completion = match chained.result.and_then(failover::Answer::completion) {
+        let served_by = fallback
+            .map_or_else(|| prepared.route.target(), |leg| leg.route.target())
+            .to_string();
+        let completion = match answer.and_then(failover::Answer::completion) {
             Ok(completion) => completion,
             Err(err) => {
                 let outcome = CallOutcome::failed(record, &err, attempts, provider_started);

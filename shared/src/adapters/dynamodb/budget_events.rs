@@ -42,27 +42,7 @@ impl BudgetEventRecorder for DynamoStore {
         let mut item = key(event);
         item.insert("event".into(), json(event)?);
         item.insert("published".into(), AttributeValue::Bool(false));
-        self.trip();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.names.usage)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Recorded::Inserted),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Recorded::Duplicate)
-            }
-            Err(err) => Err(error::sdk("PutItem", err)),
-        }
+        self.put_once(&self.names.usage, item).await
     }
 }
 

@@ -286,6 +286,37 @@ impl DynamoStore {
         }
     }
 
+    /// Puts `item` into `table` unless an item with its key is there: `Duplicate` then, and
+    /// nothing written. What makes a record once per key, whoever writes it first.
+    async fn put_once(
+        &self,
+        table: &str,
+        item: codec::Item,
+    ) -> Result<crate::ports::store::Recorded, StoreError> {
+        use crate::ports::store::Recorded;
+        self.trip();
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", codec::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Recorded::Inserted),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Recorded::Duplicate)
+            }
+            Err(err) => Err(error::sdk("PutItem", err)),
+        }
+    }
+
     async fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,

@@ -102,27 +102,7 @@ impl AnomalyStore for DynamoStore {
             GSI1SK.into(),
             s(format!("{hour}#{}#{}", anomaly.tenant_id, anomaly.kind)),
         );
-        self.trip();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.names.usage)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Recorded::Inserted),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Recorded::Duplicate)
-            }
-            Err(err) => Err(error::sdk("PutItem", err)),
-        }
+        self.put_once(&self.names.usage, item).await
     }
 
     async fn anomalies(
