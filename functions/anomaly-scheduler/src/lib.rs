@@ -213,6 +213,23 @@ async fn run(
         clock: state.clock.as_ref(),
         options: state.options.clone(),
     };
+    // Budget resets and the sweep first: they run whatever the anomaly checks find, even
+    // when the activity index cannot be read.
+    let budget = publisher(state)
+        .hourly_sweeping_after(event.time, state.sweep_after)
+        .await;
+    match &budget {
+        Ok(done) => tracing::info!(
+            request_id = %request_id,
+            event_id = %event.id,
+            budget_events_sent = done.sent,
+            budget_resets_recorded = done.resets_recorded,
+            "budget events swept"
+        ),
+        Err(err) => {
+            tracing::error!(request_id = %request_id, event_id = %event.id, error = %err, "budget events not swept")
+        }
+    }
     let summary = match scheduler.run(hour).await {
         Ok(summary) => summary,
         Err(err) => {
@@ -241,22 +258,6 @@ async fn run(
         failed_tenants = summary.failed_tenants,
         "anomaly run finished"
     );
-    // Budget resets and the sweep run whatever the anomaly checks found.
-    let budget = publisher(state)
-        .hourly_sweeping_after(event.time, state.sweep_after)
-        .await;
-    match &budget {
-        Ok(done) => tracing::info!(
-            request_id = %request_id,
-            event_id = %event.id,
-            budget_events_sent = done.sent,
-            budget_resets_recorded = done.resets_recorded,
-            "budget events swept"
-        ),
-        Err(err) => {
-            tracing::error!(request_id = %request_id, event_id = %event.id, error = %err, "budget events not swept")
-        }
-    }
     if summary.failed() {
         return Err(HandlerError::Incomplete {
             hour: summary.hour.to_rfc3339(),

@@ -416,10 +416,14 @@ impl HttpCore {
         )))
     }
 
-    /// The credential header for this request, with its key's position among `n` keys.
-    async fn auth_value(&self) -> Result<(HeaderValue, usize, usize), ProviderError> {
+    /// The credential header for this request, with its key's position among `n` keys (not
+    /// one of the positions this call already `tried`).
+    async fn auth_value(
+        &self,
+        tried: &[usize],
+    ) -> Result<(HeaderValue, usize, usize), ProviderError> {
         if let Some(values) = &self.static_auth {
-            let at = self.pool.pick(values.len());
+            let at = self.pool.pick(values.len(), tried);
             return Ok((values[at].clone(), at, values.len()));
         }
         let credentials = |message: String| {
@@ -429,7 +433,7 @@ impl HttpCore {
             credentials(format!("the {} API key is unavailable: {e}", self.provider))
         })?;
         let keys: Vec<&str> = key_pool::keys(key.expose_secret()).collect();
-        let at = self.pool.pick(keys.len());
+        let at = self.pool.pick(keys.len(), tried);
         let key = keys
             .get(at)
             .ok_or_else(|| credentials(format!("the {} API key is empty", self.provider)))?;
@@ -439,12 +443,12 @@ impl HttpCore {
     }
 
     /// Sends the request; a non-2xx answer becomes a classified error. With several keys, a
-    /// 429 rests the key that got it and the request goes out again at once on an awake one
-    /// (each key at most once per call; `key_pool`).
+    /// 429 (or a refused key, 401/403) rests the key that got it and the request goes out
+    /// again at once on an awake one (each key at most once per call; `key_pool`).
     async fn send(&self, body: &impl Serialize) -> Result<reqwest::Response, ProviderError> {
-        let mut tried = 0;
+        let mut tried = Vec::new();
         loop {
-            let (auth, key, keys) = self.auth_value().await?;
+            let (auth, key, keys) = self.auth_value(&tried).await?;
             let response = self
                 .client
                 .post(self.endpoint.clone())
@@ -461,11 +465,19 @@ impl HttpCore {
             let headers = response.headers().clone();
             // The error body is diagnostic only: if it cannot be read, classify on the status.
             let body_bytes = response.bytes().await.unwrap_or_default();
-            if status == StatusCode::TOO_MANY_REQUESTS && keys > 1 {
-                self.pool.rest(key, keys, retry_after(&headers));
-                tried += 1;
-                if tried < keys && self.pool.any_awake(keys) {
-                    tracing::info!(provider = %self.provider, key, keys, "provider key rate limited; resting it and using the next");
+            let refused = matches!(status.as_u16(), 401 | 403);
+            if keys > 1 && (status == StatusCode::TOO_MANY_REQUESTS || refused) {
+                let rest = if refused {
+                    // Read the secret again on the next call, in case it was rotated.
+                    self.errors.api_key.invalidate();
+                    Some(key_pool::MAX_REST)
+                } else {
+                    retry_after(&headers)
+                };
+                self.pool.rest(key, keys, rest);
+                tried.push(key);
+                if tried.len() < keys && self.pool.any_awake(keys, &tried) {
+                    tracing::info!(provider = %self.provider, key, keys, status = status.as_u16(), "provider key rate limited or refused; resting it and using the next");
                     continue;
                 }
             }

@@ -2,7 +2,9 @@
 //! secret's field). Calls take the keys in turn; a key the provider answers 429 is rested for
 //! the provider's `retry-after` (10 s when it gives none, at most a minute) and the call moves
 //! to the next awake key at once, so a rate limit on one key is not a failed call while another
-//! has room. When every key is resting, the call goes to the one that wakes first.
+//! has room. A key the provider refuses (401/403) rests for [`MAX_REST`] the same way, so one
+//! revoked key of a pool does not fail one call in n. Each key is tried at most once per call;
+//! when every key left is resting, the call goes to the one that wakes first.
 //!
 //! State is per container (each Lambda container spreads and rests its own calls), and a
 //! key's position is its identity: rotating the secret to a list of another length starts the
@@ -33,9 +35,9 @@ pub struct KeyPool {
 }
 
 impl KeyPool {
-    /// The key to use out of `n`: the next in turn that is awake, else the one that wakes
-    /// first.
-    pub fn pick(&self, n: usize) -> usize {
+    /// The key to use out of `n`, other than those `tried` by this call: the next in turn
+    /// that is awake, else the one that wakes first.
+    pub fn pick(&self, n: usize, tried: &[usize]) -> usize {
         if n <= 1 {
             return 0;
         }
@@ -43,7 +45,9 @@ impl KeyPool {
         let now = Instant::now();
         let mut rested = self.rested.lock().unwrap_or_else(|e| e.into_inner());
         rested.resize(n, None);
-        let order = (0..n).map(|step| (start + step) % n);
+        let order = (0..n)
+            .map(|step| (start + step) % n)
+            .filter(|i| !tried.contains(i));
         if let Some(awake) = order
             .clone()
             .find(|&i| rested[i].is_none_or(|until| until <= now))
@@ -63,11 +67,11 @@ impl KeyPool {
         }
     }
 
-    /// Whether any of the `n` keys is awake.
-    pub fn any_awake(&self, n: usize) -> bool {
+    /// Whether any of the `n` keys not `tried` by this call is awake.
+    pub fn any_awake(&self, n: usize, tried: &[usize]) -> bool {
         let now = Instant::now();
         let rested = self.rested.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n).any(|i| {
+        (0..n).filter(|i| !tried.contains(i)).any(|i| {
             rested
                 .get(i)
                 .copied()
@@ -90,12 +94,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn keys_take_turns_and_a_rested_one_is_skipped_until_it_wakes() {
         let pool = KeyPool::default();
-        let turns: Vec<usize> = (0..4).map(|_| pool.pick(2)).collect();
+        let turns: Vec<usize> = (0..4).map(|_| pool.pick(2, &[])).collect();
         assert_eq!(turns, [0, 1, 0, 1]);
         pool.rest(0, 2, Some(Duration::from_secs(5)));
-        assert_eq!((0..3).map(|_| pool.pick(2)).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(
+            (0..3).map(|_| pool.pick(2, &[])).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!((0..2).map(|_| pool.pick(2)).any(|k| k == 0), "awake again");
+        assert!(
+            (0..2).map(|_| pool.pick(2, &[])).any(|k| k == 0),
+            "awake again"
+        );
+        // A key this call already tried is not handed back, awake or not.
+        assert_eq!(
+            (0..4).map(|_| pool.pick(3, &[0, 2])).collect::<Vec<_>>(),
+            [1; 4]
+        );
+        assert!(!pool.any_awake(2, &[0, 1]));
     }
 
     #[tokio::test(start_paused = true)]
@@ -103,9 +119,9 @@ mod tests {
         let pool = KeyPool::default();
         pool.rest(0, 2, Some(Duration::from_secs(600)));
         pool.rest(1, 2, None);
-        assert!(!pool.any_awake(2));
-        assert_eq!(pool.pick(2), 1, "10 s beats the 60 s cap");
+        assert!(!pool.any_awake(2, &[]));
+        assert_eq!(pool.pick(2, &[]), 1, "10 s beats the 60 s cap");
         tokio::time::advance(MAX_REST).await;
-        assert!(pool.any_awake(2));
+        assert!(pool.any_awake(2, &[]));
     }
 }

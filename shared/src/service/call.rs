@@ -27,8 +27,10 @@ pub(crate) struct CallStep {
 
 impl CallStep {
     /// Calls `prepared`'s chain for `ask` (`service::failover`): its answer, the attempts over
-    /// every target, and the fallback that answered (or failed last), to which `record` has
-    /// then been moved. `None`: the route's own target.
+    /// every target, and the fallback that answered (or failed last); `None`: the route's own
+    /// target. `record` is set to the target that answered either way (a structured-output
+    /// retry's record, copied from a first call a fallback served, may be answered by the
+    /// route's own target).
     pub async fn call_chain(
         &self,
         record: &mut CallRecord,
@@ -38,10 +40,8 @@ impl CallStep {
         let legs = prepared.legs();
         let chained =
             failover::call(&self.retry, &self.breakers, &legs, &prepared.upstream, ask).await;
+        record.served_by(&legs[chained.leg]);
         let fallback = (chained.leg != 0).then(|| legs[chained.leg].clone());
-        if let Some(leg) = &fallback {
-            record.served_by(leg);
-        }
         (chained.result, chained.attempts, fallback)
     }
 

@@ -63,7 +63,9 @@ impl CircuitState {
 struct Circuit {
     failures: u32,
     opened_at: Option<Instant>,
-    probing: bool,
+    /// When the half-open circuit's one call was let through; a probe older than the
+    /// cool-down was abandoned (its request was dropped) and the next call may probe.
+    probing: Option<Instant>,
 }
 
 /// Every target's circuit in this container (see the module docs). A list, searched in
@@ -136,9 +138,9 @@ impl Breakers {
         self.with(target, |c| match c.opened_at {
             None => true,
             Some(at) if at.elapsed() < cooldown => false,
-            Some(_) if c.probing => false,
+            Some(_) if c.probing.is_some_and(|at| at.elapsed() < cooldown) => false,
             Some(_) => {
-                c.probing = true;
+                c.probing = Some(Instant::now());
                 true
             }
         })
@@ -160,7 +162,7 @@ impl Breakers {
     /// A call to `target` ended without a verdict on the provider's health (a rejection, a
     /// timeout after sending): a half-open circuit may probe again with the next call.
     pub fn settled(&self, target: &Target) {
-        self.with(target, |c| c.probing = false);
+        self.with(target, |c| c.probing = None);
     }
 
     /// A call to `target` failed before the provider started: one more failure in a row.
@@ -169,10 +171,10 @@ impl Breakers {
         let threshold = self.threshold;
         let opened = self.with(target, |c| {
             c.failures = c.failures.saturating_add(1);
-            let open = c.probing || (c.opened_at.is_none() && c.failures >= threshold);
+            let open = c.probing.is_some() || (c.opened_at.is_none() && c.failures >= threshold);
             if open {
                 c.opened_at = Some(Instant::now());
-                c.probing = false;
+                c.probing = None;
             }
             open
         });

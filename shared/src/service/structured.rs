@@ -59,22 +59,32 @@ impl CallStep {
     }
 
     /// The retry's own reservation: what the first call reserved (its prompt as counted and
-    /// its output cap), tokens only, on the route that served it. `None` when the tenant's
+    /// its output cap at the dearest target of the route's chain, which the retry walks
+    /// again), tokens only, on the route's own target. `None` when the tenant's
     /// limits cannot hold it or the limiter cannot decide: no retry is made then (it is an
     /// extra the tenant asked for, never worth going past a limit or failing closed for).
     async fn reserve_retry(&self, record: &CallRecord, prepared: &Prepared) -> Option<Reservation> {
-        let route = (record.route.provider, record.route.model.as_str());
+        let route = (prepared.route.provider, prepared.route.model.as_str());
         let now = self.meter.clock.now().timestamp();
         let scope = Scope::of(
             &record.tenant_id,
             &prepared.config,
             prepared.request.user.as_ref(),
         );
-        let demand = Demand::worst_case(
-            &record.price,
-            record.estimate.prompt_tokens,
-            record.estimate.completion_tokens,
-        );
+        let demand = prepared
+            .legs()
+            .iter()
+            .map(|leg| {
+                Demand::worst_case(
+                    &leg.price,
+                    record.estimate.prompt_tokens,
+                    record.estimate.completion_tokens,
+                )
+            })
+            .fold(Demand::default(), |a, b| Demand {
+                tokens: a.tokens.max(b.tokens),
+                cost: a.cost.max(b.cost),
+            });
         let decision = match self.limiter.snapshot(&scope, &[route], now).await {
             Ok(snapshot) => {
                 self.limiter

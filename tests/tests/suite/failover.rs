@@ -338,4 +338,12 @@ async fn a_rejected_probe_releases_the_half_open_circuit() {
     assert!(breakers.admits(&target));
     breakers.settled(&target);
     assert!(breakers.admits(&target), "the next call may probe again");
+    // A probe whose request was dropped (a client that went away) never reports back: once
+    // it is older than the cool-down, another call may probe.
+    assert!(!breakers.admits(&target));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        breakers.admits(&target),
+        "an abandoned probe does not shut the circuit for good"
+    );
 }

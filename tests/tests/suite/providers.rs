@@ -229,6 +229,7 @@ tollgate_tests::contract_suite! {
         a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once => super::a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once,
         when_every_key_of_a_pool_is_rate_limited_the_429_is_returned => super::when_every_key_of_a_pool_is_rate_limited_the_429_is_returned,
         no_key_of_a_pool_appears_in_errors => super::no_key_of_a_pool_appears_in_errors,
+        a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another => super::a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another,
     }
 }
 
@@ -297,6 +298,18 @@ async fn when_every_key_of_a_pool_is_rate_limited_the_429_is_returned<H: Harness
     );
     // Each key was tried once, then the caller's retry policy decides.
     assert_eq!(keys_sent(h), [POOL[0], POOL[1]]);
+}
+
+async fn a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another<H: Harness>(h: &H) {
+    let provider = pooled(h);
+    let req = request::<H>();
+    // The first key was revoked: the call moves to the second at once, and the revoked key
+    // is not used again for the rest (a minute).
+    h.stand_in().push(Behavior::status(401));
+    provider.complete(&req).await.unwrap();
+    provider.complete(&req).await.unwrap();
+    provider.complete(&req).await.unwrap();
+    assert_eq!(keys_sent(h), [POOL[0], POOL[1], POOL[1], POOL[1]]);
 }
 
 async fn no_key_of_a_pool_appears_in_errors<H: Harness>(h: &H) {

@@ -11,6 +11,7 @@
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
+use tollgate::domain::tenant::{ProviderKind, Target};
 use tollgate::domain::usage::{TokenUsage, UsageEvent};
 use tollgate::error::ErrorKind;
 use tollgate::ports::TenantAdmin;
@@ -693,4 +694,37 @@ async fn the_simulated_provider_answers_structured_requests_end_to_end() {
         }
     }
     assert!(gw.usage_events().iter().all(|e| e.success));
+}
+
+/// A first call served by the route's fallback fails its format; the retry walks the chain
+/// again and the route's own target answers: each call is metered at the price of the target
+/// that served it (the retry's record is not left on the fallback's).
+#[tokio::test]
+async fn a_retry_after_a_failover_is_metered_at_the_target_that_served_it() {
+    let (openai, anthropic, gw) = gateway().await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.structured_output.retry_on_invalid = true;
+    config.routes.get_mut("gpt-4o-mini").unwrap().fallbacks = vec![Target {
+        provider: ProviderKind::Anthropic,
+        model: "claude-haiku-4-5".into(),
+    }];
+    gw.store.put_tenant_config(config).await.unwrap();
+    for _ in 0..3 {
+        openai.push(Behavior::status(503));
+    }
+    anthropic.push(Behavior::reply(WRONG_TYPE, USAGE));
+    openai.push(Behavior::reply(VALID, USAGE));
+    let res = gw.chat("acme", body(person_format(), false)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.header("x-tollgate-served-by"),
+        Some("openai/gpt-4o-mini")
+    );
+    let id = request_id(&res);
+    let first = event(&gw, &id);
+    assert_eq!(first.provider, ProviderKind::Anthropic);
+    assert_eq!(first.cost_usd, Via::Anthropic.cost());
+    let retried = event(&gw, &format!("{id}-retry"));
+    assert_eq!(retried.provider, ProviderKind::Openai);
+    assert_eq!(retried.cost_usd, Via::OpenAi.cost());
 }

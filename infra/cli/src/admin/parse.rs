@@ -157,6 +157,24 @@ pub fn route(raw: &str) -> Result<(String, Route), String> {
     ))
 }
 
+/// `LOGICAL=PROVIDER:MODEL`: a fallback for the route `LOGICAL` (`tenant update --fallback`).
+pub fn fallback(raw: &str) -> Result<(String, tollgate::domain::tenant::Target), String> {
+    let expected = "expected LOGICAL=PROVIDER:MODEL, e.g. gpt-4o-mini=anthropic:claude-haiku-4-5";
+    let (logical, target) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{expected}; got `{raw}`"))?;
+    let (provider_raw, model) = target
+        .split_once(':')
+        .ok_or_else(|| format!("{expected}; got `{raw}`"))?;
+    Ok((
+        model_name(logical)?,
+        tollgate::domain::tenant::Target {
+            provider: provider(provider_raw.trim())?,
+            model: non_empty("provider model", model)?.to_owned(),
+        },
+    ))
+}
+
 /// `FROM=TO`: two of the tenant's logical models.
 pub fn degrade(raw: &str) -> Result<(String, String), String> {
     let (from, to) = raw

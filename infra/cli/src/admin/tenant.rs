@@ -278,6 +278,17 @@ pub struct UpdateArgs {
     /// Remove a route by its logical model name (repeatable).
     #[arg(long = "remove-route", value_name = "LOGICAL", value_parser = parse::model_name)]
     pub remove_routes: Vec<String>,
+    /// Append a fallback to a chat route's failover chain (repeatable, in order), e.g.
+    /// `gpt-4o-mini=anthropic:claude-haiku-4-5`.
+    #[arg(
+        long = "fallback",
+        value_name = "LOGICAL=PROVIDER:MODEL",
+        value_parser = parse::fallback
+    )]
+    pub fallbacks: Vec<(String, tollgate::domain::tenant::Target)>,
+    /// Empty a route's failover chain (repeatable; applied before `--fallback`).
+    #[arg(long = "clear-fallbacks", value_name = "LOGICAL", value_parser = parse::model_name)]
+    pub clear_fallbacks: Vec<String>,
     /// Turn the response cache on or off.
     #[arg(long, value_enum, value_name = "on|off")]
     pub cache: Option<OnOff>,
@@ -334,6 +345,8 @@ impl UpdateArgs {
             && self.clear_vars.is_empty()
             && self.routes.is_empty()
             && self.remove_routes.is_empty()
+            && self.fallbacks.is_empty()
+            && self.clear_fallbacks.is_empty()
             && self.cache.is_none()
             && self.cache_ttl.is_none()
             && self.retrieval.is_none()
@@ -660,7 +673,28 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
         &args.remove_routes,
     )?;
     remove_existing(&mut config.routes, "route", &args.remove_routes)?;
-    config.routes.extend(unique("--route", args.routes)?);
+    for (name, mut route) in unique("--route", args.routes)? {
+        // Re-stating a route's target keeps the failover chain it has (set in the config JSON).
+        if let Some(old) = config.routes.get(&name)
+            && old.target() == route.target()
+            && old.kind == route.kind
+        {
+            route.fallbacks = old.fallbacks.clone();
+        }
+        config.routes.insert(name, route);
+    }
+    let no_route = |name: &str| anyhow::anyhow!("no route `{name}` to change the fallbacks of");
+    for name in &args.clear_fallbacks {
+        let route = config.routes.get_mut(name).ok_or_else(|| no_route(name))?;
+        route.fallbacks.clear();
+    }
+    for (name, target) in args.fallbacks {
+        let route = config
+            .routes
+            .get_mut(&name)
+            .ok_or_else(|| no_route(&name))?;
+        route.fallbacks.push(target);
+    }
 
     if let Some(cache) = args.cache {
         config.response_cache.enabled = cache.enabled();

@@ -243,6 +243,77 @@ async fn the_structured_output_retry_policy_is_switched_by_update() {
 }
 
 #[tokio::test]
+async fn fallbacks_are_set_in_order_kept_when_a_route_is_restated_and_cleared() {
+    let store = with_acme().await;
+    let args = [
+        "tenant",
+        "update",
+        "acme",
+        "--fallback",
+        "gpt-4o=anthropic:claude-haiku-4-5",
+        "--fallback",
+        "gpt-4o=openai:gpt-4o-mini",
+    ];
+    ok(&store, &args).await;
+    let chain: Vec<String> = config(&store, "acme").await.routes["gpt-4o"]
+        .fallbacks
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(chain, ["anthropic/claude-haiku-4-5", "openai/gpt-4o-mini"]);
+    // Re-stating the route's own target keeps its chain; a new target starts without one.
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--route",
+            "gpt-4o=openai:gpt-4o",
+        ],
+    )
+    .await;
+    assert_eq!(
+        config(&store, "acme").await.routes["gpt-4o"]
+            .fallbacks
+            .len(),
+        2
+    );
+    ok(
+        &store,
+        &["tenant", "update", "acme", "--clear-fallbacks", "gpt-4o"],
+    )
+    .await;
+    assert!(
+        config(&store, "acme").await.routes["gpt-4o"]
+            .fallbacks
+            .is_empty()
+    );
+    // A fine-tuned target is refused by the configuration's own check, naming the route.
+    let args = [
+        "tenant",
+        "update",
+        "acme",
+        "--fallback",
+        "gpt-4o=openai:ft:gpt-4o-mini:x::y",
+    ];
+    let e = err(&store, &args).await;
+    assert!(format!("{e:#}").contains("fine-tuned"), "{e:#}");
+    let e = err(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--fallback",
+            "nope=openai:gpt-4o",
+        ],
+    )
+    .await;
+    assert!(e.to_string().contains("no route `nope`"), "{e}");
+}
+
+#[tokio::test]
 async fn an_update_that_changes_nothing_keeps_the_version() {
     let store = with_acme().await;
     let out = ok(&store, &["tenant", "update", "acme", "--tier", "pro"]).await;

@@ -2,10 +2,16 @@
 //! threshold records a `threshold` event, the first refusal by a hard cap an `exhausted` one
 //! (`domain::budget_event`). The store's conditional write records each id once across every
 //! container; this container remembers the ids it has seen recorded, so a tenant past its
-//! threshold costs one write per container and period, not one per request.
+//! threshold costs one write per container and period, not one per request. A write that
+//! fails (or takes longer than [`WRITE_TIMEOUT`]) is not tried again by this container for
+//! [`RETRY_AFTER`]: while the table is throttled, requests past a threshold must not each
+//! wait on it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -19,10 +25,17 @@ use super::Scope;
 /// one costs a conditional write that finds it recorded).
 const REMEMBERED: usize = 10_000;
 
+/// Longest a request waits on recording an event.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a failed write is left alone before a request tries it again.
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Records budget events once per id (see the module docs).
 pub(super) struct Signals {
     store: Arc<dyn BudgetEventRecorder>,
     recorded: Mutex<HashSet<String>>,
+    /// Ids whose last write failed, and when.
+    failed: Mutex<HashMap<String, Instant>>,
 }
 
 /// One budget, its spend as counted and whose it is, at one moment.
@@ -38,6 +51,7 @@ impl Signals {
         Self {
             store,
             recorded: Mutex::default(),
+            failed: Mutex::default(),
         }
     }
 
@@ -73,10 +87,16 @@ impl Signals {
             occurred_at: at,
         };
         let id = event.id();
-        if self.seen(&id) {
+        if self.seen(&id) || self.failed_recently(&id) {
             return;
         }
-        match self.store.record_budget_event(&event).await {
+        let write = tokio::time::timeout(WRITE_TIMEOUT, self.store.record_budget_event(&event));
+        let written = write.await.unwrap_or_else(|_| {
+            Err(crate::ports::store::StoreError::Unavailable(
+                "timed out".into(),
+            ))
+        });
+        match written {
             Ok(recorded) => {
                 if recorded == Recorded::Inserted {
                     tracing::info!(
@@ -90,9 +110,22 @@ impl Signals {
                 self.remember(id);
             }
             Err(err) => {
-                tracing::warn!(tenant_id = %scope.tenant, budget_event = %id, error = %err, "budget event not recorded; the next request will try again");
+                tracing::warn!(tenant_id = %scope.tenant, budget_event = %id, error = %err, "budget event not recorded; a request will try again in 30 s");
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                if failed.len() >= REMEMBERED {
+                    failed.clear();
+                }
+                failed.insert(id, Instant::now());
             }
         }
+    }
+
+    fn failed_recently(&self, id: &str) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER)
     }
 
     fn seen(&self, id: &str) -> bool {
