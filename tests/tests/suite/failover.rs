@@ -347,3 +347,54 @@ async fn a_rejected_probe_releases_the_half_open_circuit() {
         "an abandoned probe does not shut the circuit for good"
     );
 }
+
+#[tokio::test]
+async fn a_timeout_after_the_request_was_sent_never_fails_over() {
+    // The harness's provider timeout is 2 s; the primary answers after 3: it may be
+    // generating (and billing), so the call is not sent anywhere else.
+    let (openai, anthropic, gw) = gateway().await;
+    acme(&gw, |_| {}).await;
+    openai.push(Behavior::Delay(Duration::from_secs(3)));
+    let res = gw.chat("acme", ask(false)).await;
+    assert_eq!(res.status, 504, "{}", res.text());
+    assert!(anthropic.requests().is_empty());
+    assert_eq!(openai.requests().len(), 1, "not retried either");
+}
+
+#[tokio::test]
+async fn a_refused_key_is_returned_as_it_is_and_never_fails_over() {
+    let (openai, anthropic, gw) = gateway().await;
+    acme(&gw, |_| {}).await;
+    openai.push(Behavior::status(401));
+    let res = gw.chat("acme", ask(false)).await;
+    assert!(
+        res.status.is_server_error(),
+        "{}: {}",
+        res.status,
+        res.text()
+    );
+    assert!(
+        anthropic.requests().is_empty(),
+        "an operator problem, not the provider's"
+    );
+}
+
+#[tokio::test]
+async fn when_every_circuit_of_a_chain_is_open_the_chain_is_tried_in_order_anyway() {
+    let (openai, anthropic, mut gw) = gateway().await;
+    let breakers = Breakers::new(1, Duration::from_secs(3600));
+    breakers.failed(&primary());
+    breakers.failed(&haiku());
+    gw.state.chat.breakers = Arc::new(breakers);
+    acme(&gw, |_| {}).await;
+    openai.push(Behavior::reply("From OpenAI.", usage(10, 5)));
+    let res = gw.chat("acme", ask(false)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header(SERVED_BY), Some("openai/gpt-4o-mini"));
+    assert!(anthropic.requests().is_empty());
+    assert_eq!(
+        gw.state.chat.breakers.state(&primary()),
+        CircuitState::Closed,
+        "the call was the probe, and it answered"
+    );
+}
