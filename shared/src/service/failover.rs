@@ -48,17 +48,6 @@ pub enum CircuitState {
     HalfOpen,
 }
 
-impl CircuitState {
-    /// `closed`, `open`, `half_open`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Circuit {
     failures: u32,

@@ -279,6 +279,17 @@ async fn stream_batch(endpoint: &str, store: &DynamoStore) -> (Value, usize) {
     (json!({ "Records": records }), n)
 }
 
+/// EventBridge's hourly "Scheduled Event" for `time`.
+fn scheduled(time: DateTime<Utc>) -> Value {
+    json!({
+        "id": format!("hourly-{}", time.timestamp()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": time.to_rfc3339(),
+        "detail": {},
+    })
+}
+
 async fn invoke(state: &SchedulerState, payload: &Value) -> Value {
     let event: SchedulerEvent = serde_json::from_value(payload.clone()).unwrap();
     handle_any(state, LambdaEvent::new(event, Context::default()))
@@ -400,14 +411,7 @@ async fn sixty_concurrent_refusals_publish_one_exhausted_event_through_the_templ
         (again["sent"].as_u64(), again["skipped"].as_u64()),
         (Some(0), Some(2))
     );
-    let scheduled = json!({
-        "id": "hourly-1",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "time": Utc::now().to_rfc3339(),
-        "detail": {},
-    });
-    invoke(&state, &scheduled).await;
+    invoke(&state, &scheduled(Utc::now())).await;
     assert!(bus.sqs.drain(&bus.alarm).await.is_empty());
     assert!(bus.sqs.drain(&bus.all).await.is_empty());
     assert!(
@@ -466,13 +470,7 @@ async fn the_hourly_run_publishes_one_reset_per_subject_with_the_periods_final_s
     let bus = Bus::create(&endpoint, "reset").await;
     // No stream here: the run itself sends what it recorded.
     let state = state(&store, &endpoint, &bus, Duration::ZERO);
-    let scheduled = json!({
-        "id": "hourly-2",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "time": now.to_rfc3339(),
-        "detail": {},
-    });
+    let scheduled = scheduled(now);
     invoke(&state, &scheduled).await;
     let all = bus.sqs.drain(&bus.all).await;
     let mut resets: Vec<(String, String)> = all
