@@ -10,6 +10,7 @@
 //! | `TOLLGATE_SECRET_TTL_SECS` | 300 | how long a container uses a fetched secret before reading it again (a provider's 401 forces a re-read) |
 //! | `OPENAI_BASE_URL` | `https://api.openai.com/v1` | any OpenAI-compatible endpoint |
 //! | `ANTHROPIC_BASE_URL` | `https://api.anthropic.com` | any Anthropic-compatible endpoint |
+//! | `TOLLGATE_BEDROCK_REGION` | unset | turns Bedrock on: Converse calls go to this region's runtime, signed with the function's role (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME` overrides the endpoint) |
 //! | `TOLLGATE_PROVIDER_TIMEOUT_SECS` | 60 | stream start limit, and the base of a buffered call's limit |
 //! | `TOLLGATE_PROVIDER_MIN_TOKENS_PER_SEC` | 20 | a buffered call also gets `max_tokens / this` seconds for its reply |
 //! | `TOLLGATE_DEADLINE_MARGIN_MS` | 3000 | provider calls end this long before the Lambda invocation's deadline, leaving time to meter them |
@@ -45,6 +46,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::adapters::anthropic::AnthropicProvider;
+use crate::adapters::bedrock::BedrockProvider;
+use crate::adapters::sigv4::{AwsSigner, CredentialSource};
 use crate::adapters::api_key::{ApiKey, DEFAULT_SECRET_TTL};
 use crate::adapters::aws::AwsConfigSource;
 use crate::adapters::http_provider::{ProviderSettings, ProviderSetupError};
@@ -133,6 +136,9 @@ pub struct Settings {
     /// Anthropic's endpoint and key; `None` when no key is set (neither `ANTHROPIC_API_KEY`
     /// nor `TOLLGATE_PROVIDER_SECRET_ID`).
     pub anthropic: Option<ProviderSettings>,
+    /// Bedrock's runtime endpoint and region; `None` unless `TOLLGATE_BEDROCK_REGION` is set.
+    /// Its `api_key` is not used: calls are signed with the AWS credentials of [`Settings::aws`].
+    pub bedrock: Option<BedrockSettings>,
     /// Provider retries (`TOLLGATE_MAX_RETRIES`, at most 10) with the default backoff.
     pub retry: RetryPolicy,
     /// How slowly the simulated provider answers.
@@ -150,6 +156,15 @@ pub struct Settings {
     pub retrieval: RetrievalSettings,
     /// Where AWS clients take region, credentials and endpoint from: the binary's choice.
     pub aws: AwsConfigSource,
+}
+
+/// Where Bedrock calls go.
+#[derive(Debug, Clone)]
+pub struct BedrockSettings {
+    /// The runtime endpoint, timeouts and limits.
+    pub http: ProviderSettings,
+    /// The region requests are signed for.
+    pub region: String,
 }
 
 /// The HTTP edge's settings.
@@ -309,6 +324,26 @@ impl Settings {
                 ..ProviderSettings::new(get(url).unwrap_or_else(|| default_url.to_owned()), api_key)
             })
         };
+        let bedrock = match get("TOLLGATE_BEDROCK_REGION") {
+            Some(region) => {
+                let region = region.trim().to_owned();
+                let valid = region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !valid {
+                    return Err(ConfigError::Invalid {
+                        name: "TOLLGATE_BEDROCK_REGION",
+                        value: region,
+                        reason: "expected a region name such as us-east-1",
+                    });
+                }
+                let url = crate::adapters::aws::endpoint_override("BEDROCK_RUNTIME", &get)
+                    .unwrap_or_else(|| crate::adapters::bedrock::endpoint(&region));
+                provider(Some(ApiKey::from(SecretString::from(String::new()))), "", &url)
+                    .map(|http| BedrockSettings { http, region })
+            }
+            None => None,
+        };
         let max_retries = number(&get, "TOLLGATE_MAX_RETRIES", 2)?;
         Ok(Self {
             mode,
@@ -318,6 +353,7 @@ impl Settings {
                 "ANTHROPIC_BASE_URL",
                 DEFAULT_ANTHROPIC_BASE_URL,
             ),
+            bedrock,
             retry: RetryPolicy {
                 max_retries: u32::try_from(max_retries.min(10)).unwrap_or(10),
                 ..RetryPolicy::default()
@@ -387,15 +423,27 @@ impl Settings {
             let real = match kind {
                 ProviderKind::Openai => self.openai.as_ref(),
                 ProviderKind::Anthropic => self.anthropic.as_ref(),
+                ProviderKind::Bedrock => self.bedrock.as_ref().map(|b| &b.http),
             };
             match (self.mode, real) {
                 (ProviderMode::Real | ProviderMode::Auto, Some(settings)) => {
                     let provider: Arc<dyn crate::ports::LlmProvider> = match kind {
                         ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
                         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
+                        ProviderKind::Bedrock => {
+                            let region = self.bedrock.as_ref().map_or("", |b| b.region.as_str());
+                            let signer = AwsSigner::new(
+                                crate::adapters::bedrock::SIGNING_NAME,
+                                region,
+                                CredentialSource::Config(self.aws),
+                            );
+                            Arc::new(BedrockProvider::new(settings, signer)?)
+                        }
                     };
                     providers = providers.with(provider);
-                    let key = if settings.api_key.is_managed() {
+                    let key = if kind == ProviderKind::Bedrock {
+                        "signed with the AWS credentials of the environment"
+                    } else if settings.api_key.is_managed() {
                         "key from Secrets Manager on first use"
                     } else {
                         "key from the environment"
@@ -466,6 +514,7 @@ fn key_name(kind: ProviderKind) -> &'static str {
     match kind {
         ProviderKind::Openai => "OPENAI_API_KEY",
         ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+        ProviderKind::Bedrock => "TOLLGATE_BEDROCK_REGION",
     }
 }
 

@@ -97,6 +97,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
         conversations: Default::default(),
         structured_output: Default::default(),
         end_users: Default::default(),
+        bedrock_profiles: Default::default(),
         // Fine-tuned gpt-4o-mini list price: $0.30 in, $0.15 cached, $1.20 out per 1M.
         price_overrides: BTreeMap::from([(
             ACME_FINE_TUNED.into(),
@@ -155,6 +156,7 @@ pub fn globex_config() -> Result<TenantConfig, StoreError> {
         conversations: Default::default(),
         structured_output: Default::default(),
         end_users: Default::default(),
+        bedrock_profiles: Default::default(),
     })
 }
 

@@ -64,6 +64,7 @@ pub fn provider_request(model: &str) -> ProviderRequest {
         frequency_penalty: None,
         response_format: Default::default(),
         tools: Default::default(),
-        deadline: None,
+        inference_profile: None,
+            deadline: None,
     }
 }

@@ -685,6 +685,8 @@ impl EventTranslator {
 }
 
 impl StreamTranslator for EventTranslator {
+    type Framing = super::sse::SseParser;
+
     fn on_event(
         &mut self,
         event: SseEvent,
@@ -835,6 +837,7 @@ mod tests {
             frequency_penalty: None,
             response_format: Default::default(),
             tools: Default::default(),
+            inference_profile: None,
             deadline: None,
         }
     }

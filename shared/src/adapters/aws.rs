@@ -91,7 +91,10 @@ async fn default_chain(timeouts: TimeoutConfig) -> SdkConfig {
 
 /// `AWS_ENDPOINT_URL_<service>`, else `AWS_ENDPOINT_URL`, unless
 /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is `true` (the SDK's own rules for these variables).
-fn endpoint_override(service_env: &str, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+pub(crate) fn endpoint_override(
+    service_env: &str,
+    get: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
     let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     if get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return None;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api_key::ApiKey;
 use super::key_pool::{self, KeyPool};
+use super::sigv4::AwsSigner;
 use super::sse::{SseEvent, SseParser};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::provider::{EventStream, ProviderError, ProviderErrorKind, StreamEvent};
@@ -166,11 +167,47 @@ pub(crate) enum Flow {
     Done,
 }
 
-/// Turns a provider's SSE events into [`StreamEvent`]s.
+/// How a streamed body's bytes become events: SSE for OpenAI and Anthropic, AWS's binary
+/// event stream for Bedrock.
+pub(crate) trait Framing: Send + 'static {
+    type Event;
+    fn start() -> Self;
+    /// The events `chunk` completed; an error when the body cannot be a valid stream.
+    fn decode(&mut self, chunk: &[u8]) -> Result<Vec<Self::Event>, String>;
+}
+
+impl Framing for SseParser {
+    type Event = SseEvent;
+
+    fn start() -> Self {
+        SseParser::new()
+    }
+
+    fn decode(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, String> {
+        Ok(self.push(chunk))
+    }
+}
+
+impl Framing for super::event_stream::Decoder {
+    type Event = super::event_stream::Message;
+
+    fn start() -> Self {
+        Self::default()
+    }
+
+    fn decode(&mut self, chunk: &[u8]) -> Result<Vec<Self::Event>, String> {
+        self.push(chunk).map_err(|e| e.to_string())
+    }
+}
+
+/// Turns a provider's stream events into [`StreamEvent`]s.
 pub(crate) trait StreamTranslator: Send + 'static {
+    /// How the body is framed into events.
+    type Framing: Framing;
+
     fn on_event(
         &mut self,
-        event: SseEvent,
+        event: <Self::Framing as Framing>::Event,
         out: &mut Vec<StreamEvent>,
     ) -> Result<Flow, ProviderError>;
 
@@ -239,6 +276,8 @@ pub(crate) struct HttpCore {
     static_auth: Option<Vec<HeaderValue>>,
     /// Which of several keys goes next, and which rest after a 429 (`key_pool`).
     pool: KeyPool,
+    /// Set for an AWS API: each request is signed with SigV4 instead of carrying a key.
+    signer: Option<AwsSigner>,
     errors: ErrorMaker,
     request_timeout: Duration,
     output_tokens_per_second: u32,
@@ -301,15 +340,26 @@ impl HttpCore {
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.cannot_be_a_base() {
             return Err(invalid_url());
         }
+        let static_auth = match &settings.api_key {
+            ApiKey::Static(key) => Some(auth_values(provider, &auth, key.expose_secret())?),
+            ApiKey::Managed(_) => None,
+        };
+        Self::with_auth(provider, settings, endpoint, auth, headers, static_auth)
+    }
+
+    fn with_auth(
+        provider: ProviderKind,
+        settings: &ProviderSettings,
+        endpoint: Url,
+        auth: Auth,
+        headers: HeaderMap,
+        static_auth: Option<Vec<HeaderValue>>,
+    ) -> Result<Self, ProviderSetupError> {
         let client =
             shared_client(settings.connect_timeout).map_err(|e| ProviderSetupError::Client {
                 provider,
                 detail: e.without_url().to_string(),
             })?;
-        let static_auth = match &settings.api_key {
-            ApiKey::Static(key) => Some(auth_values(provider, &auth, key.expose_secret())?),
-            ApiKey::Managed(_) => None,
-        };
         Ok(Self {
             provider,
             client,
@@ -318,6 +368,7 @@ impl HttpCore {
             auth,
             static_auth,
             pool: KeyPool::default(),
+            signer: None,
             errors: ErrorMaker {
                 provider,
                 api_key: settings.api_key.clone(),
@@ -326,6 +377,45 @@ impl HttpCore {
             output_tokens_per_second: settings.output_tokens_per_second.max(1),
             stream_idle_timeout: settings.stream_idle_timeout,
         })
+    }
+
+    /// A core for an AWS API at `settings.base_url`: every request is signed by `signer`
+    /// (`settings.api_key` is not used) and sent to the URL its caller gives
+    /// ([`HttpCore::url`]).
+    pub(crate) fn signed(
+        provider: ProviderKind,
+        settings: &ProviderSettings,
+        signer: AwsSigner,
+    ) -> Result<Self, ProviderSetupError> {
+        let settings = ProviderSettings {
+            api_key: ApiKey::Static(String::new().into()),
+            ..settings.clone()
+        };
+        let endpoint = Url::parse(&settings.base_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && !url.cannot_be_a_base())
+            .ok_or_else(|| ProviderSetupError::InvalidBaseUrl {
+                provider,
+                url: settings.base_url.clone(),
+            })?;
+        let mut core = Self::with_auth(
+            provider,
+            &settings,
+            endpoint,
+            Auth::bearer(),
+            HeaderMap::new(),
+            Some(Vec::new()),
+        )?;
+        core.signer = Some(signer);
+        Ok(core)
+    }
+
+    /// `path` (already percent-encoded) appended to the base URL.
+    pub(crate) fn url(&self, path: &str) -> Url {
+        let mut url = self.endpoint.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url
     }
 
     /// An error whose message is scrubbed of the API key.
@@ -373,10 +463,20 @@ impl HttpCore {
         body: &impl Serialize,
         limits: CallLimits,
     ) -> Result<Bytes, ProviderError> {
+        self.post_json_to(&self.endpoint, body, limits).await
+    }
+
+    /// [`HttpCore::post_json`] to `url` instead of the configured endpoint.
+    pub(crate) async fn post_json_to(
+        &self,
+        url: &Url,
+        body: &impl Serialize,
+        limits: CallLimits,
+    ) -> Result<Bytes, ProviderError> {
         let limit = self.buffered_timeout(limits.max_tokens);
         let end_by = self.end_by(limit, limits.deadline)?;
         let exchange = async {
-            let response = self.send(body).await?;
+            let response = self.send(url, body).await?;
             response
                 .bytes()
                 .await
@@ -396,13 +496,25 @@ impl HttpCore {
         translator: T,
         limits: CallLimits,
     ) -> Result<EventStream, ProviderError> {
+        self.post_stream_to(&self.endpoint, body, translator, limits)
+            .await
+    }
+
+    /// [`HttpCore::post_stream`] to `url` instead of the configured endpoint.
+    pub(crate) async fn post_stream_to<T: StreamTranslator>(
+        &self,
+        url: &Url,
+        body: &impl Serialize,
+        translator: T,
+        limits: CallLimits,
+    ) -> Result<EventStream, ProviderError> {
         let end_by = self.end_by(self.request_timeout, limits.deadline)?;
-        let response = tokio::time::timeout_at(end_by, self.send(body))
+        let response = tokio::time::timeout_at(end_by, self.send(url, body))
             .await
             .map_err(|_| self.timed_out(self.request_timeout, limits.deadline, end_by))??;
         let state = StreamState {
             body: Box::pin(response.bytes_stream()),
-            parser: SseParser::new(),
+            framing: T::Framing::start(),
             translator,
             pending: VecDeque::new(),
             finished: false,
@@ -445,16 +557,30 @@ impl HttpCore {
     /// Sends the request; a non-2xx answer becomes a classified error. With several keys, a
     /// 429 (or a refused key, 401/403) rests the key that got it and the request goes out
     /// again at once on an awake one (each key at most once per call; `key_pool`).
-    async fn send(&self, body: &impl Serialize) -> Result<reqwest::Response, ProviderError> {
+    async fn send(
+        &self,
+        url: &Url,
+        body: &impl Serialize,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| {
+            self.error(
+                ProviderErrorKind::Rejected,
+                format!("the request could not be encoded: {e}"),
+            )
+        })?);
+        if let Some(signer) = &self.signer {
+            return self.send_signed(signer, url, body).await;
+        }
         let mut tried = Vec::new();
         loop {
             let (auth, key, keys) = self.auth_value(&tried).await?;
             let response = self
                 .client
-                .post(self.endpoint.clone())
+                .post(url.clone())
                 .headers(self.headers.clone())
                 .header(self.auth.header.clone(), auth)
-                .json(body)
+                .header(reqwest::header::CONTENT_TYPE, JSON)
+                .body(body.clone())
                 .send()
                 .await
                 .map_err(|e| self.transport_error(e))?;
@@ -485,6 +611,39 @@ impl HttpCore {
         }
     }
 
+    /// Sends a request signed with SigV4 (one attempt: an AWS role has one identity).
+    async fn send_signed(
+        &self,
+        signer: &AwsSigner,
+        url: &Url,
+        body: Bytes,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let signing = signer
+            .sign("POST", url.as_str(), &[("content-type", JSON)], &body)
+            .await
+            .map_err(|message| self.error(ProviderErrorKind::Credentials, message))?;
+        let mut request = self
+            .client
+            .post(url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, JSON);
+        for (name, value) in signing {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body_bytes = response.bytes().await.unwrap_or_default();
+        Err(self.status_error(status, &headers, &body_bytes))
+    }
+
     /// The call ran out of time after the request was sent (`started`).
     fn timed_out(
         &self,
@@ -512,10 +671,7 @@ impl HttpCore {
         body: &[u8],
     ) -> ProviderError {
         let code = status.as_u16();
-        let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .map(|e| truncate(&e.error.message))
-            .filter(|m| !m.is_empty());
+        let parsed = error_message(headers, body);
         let provider_message = || parsed.clone().unwrap_or_else(|| format!("HTTP {code}"));
         match code {
             429 => self.error(
@@ -526,6 +682,12 @@ impl HttpCore {
             ),
             // The provider's wording can quote part of the key; say only what happened. A
             // managed key is read again on the next call, in case it was rotated.
+            // A signed request carries no key to quote; AWS's words say which permission or
+            // model access is missing, which is what the operator needs.
+            401 | 403 if self.signer.is_some() => self.error(
+                ProviderErrorKind::Credentials,
+                format!("AWS refused the request (HTTP {code}): {}", provider_message()),
+            ),
             401 | 403 => {
                 self.errors.api_key.invalidate();
                 self.error(
@@ -546,6 +708,32 @@ impl HttpCore {
             ),
         }
     }
+}
+
+const JSON: &str = "application/json";
+
+/// The provider's own words about a failed call, truncated: `error.message` (OpenAI,
+/// Anthropic) or `message` (AWS), after AWS's error type (`x-amzn-errortype`) when present.
+fn error_message(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct AwsError {
+        #[serde(alias = "Message")]
+        message: String,
+    }
+    let message = serde_json::from_slice::<ErrorEnvelope>(body)
+        .map(|e| e.error.message)
+        .or_else(|_| serde_json::from_slice::<AwsError>(body).map(|e| e.message))
+        .ok()
+        .filter(|m| !m.is_empty())?;
+    let aws_type = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(':').next())
+        .filter(|t| !t.is_empty());
+    Some(match aws_type {
+        Some(kind) => truncate(&format!("{kind}: {message}")),
+        None => truncate(&message),
+    })
 }
 
 /// Both providers put a human-readable message at `error.message`.
@@ -613,9 +801,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-struct StreamState<T> {
+struct StreamState<T: StreamTranslator> {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    parser: SseParser,
+    framing: T::Framing,
     translator: T,
     pending: VecDeque<Result<StreamEvent, ProviderError>>,
     finished: bool,
@@ -664,7 +852,11 @@ impl<T: StreamTranslator> StreamState<T> {
     }
 
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
-        for event in self.parser.push(chunk) {
+        let events = self
+            .framing
+            .decode(chunk)
+            .map_err(|message| self.errors.make(ProviderErrorKind::Upstream, message))?;
+        for event in events {
             if let Flow::Done = self.translator.on_event(event, out)? {
                 self.finished = true;
                 break;

@@ -278,6 +278,8 @@ struct ChunkTranslator {
 }
 
 impl StreamTranslator for ChunkTranslator {
+    type Framing = super::sse::SseParser;
+
     fn on_event(
         &mut self,
         event: SseEvent,
@@ -392,6 +394,7 @@ mod tests {
             frequency_penalty: None,
             response_format: Default::default(),
             tools: Default::default(),
+            inference_profile: None,
             deadline: None,
         }
     }

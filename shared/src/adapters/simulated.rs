@@ -163,8 +163,12 @@ impl SimulatedProvider {
         let system_tokens = system_tokens as u64;
         match (self.kind, warm) {
             (ProviderKind::Openai, true) => usage.cached_tokens = system_tokens / 128 * 128,
-            (ProviderKind::Anthropic, true) => usage.cached_tokens = system_tokens,
-            (ProviderKind::Anthropic, false) => usage.cache_write_tokens = system_tokens,
+            (ProviderKind::Anthropic | ProviderKind::Bedrock, true) => {
+                usage.cached_tokens = system_tokens;
+            }
+            (ProviderKind::Anthropic | ProviderKind::Bedrock, false) => {
+                usage.cache_write_tokens = system_tokens;
+            }
             (ProviderKind::Openai, false) => {}
         }
         usage
@@ -476,6 +480,7 @@ mod tests {
             frequency_penalty: None,
             response_format: Default::default(),
             tools: Default::default(),
+            inference_profile: None,
             deadline: None,
         }
     }

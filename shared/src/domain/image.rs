@@ -208,7 +208,9 @@ impl Image {
         };
         match provider {
             ProviderKind::Openai => openai_tokens(width, height, self.detail),
-            ProviderKind::Anthropic => anthropic_tokens(width, height),
+            // Bedrock: Claude's formula; Nova and Llama count images by their own rules, close
+            // to it for the sizes they accept.
+            ProviderKind::Anthropic | ProviderKind::Bedrock => anthropic_tokens(width, height),
         }
     }
 }

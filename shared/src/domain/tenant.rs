@@ -45,17 +45,20 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic's messages API.
     Anthropic,
+    /// Amazon Bedrock's Converse API, in the deployment's own AWS account (IAM role, no key).
+    Bedrock,
 }
 
 impl ProviderKind {
     /// Every provider, in a fixed order.
-    pub const ALL: [ProviderKind; 2] = [Self::Openai, Self::Anthropic];
+    pub const ALL: [ProviderKind; 3] = [Self::Openai, Self::Anthropic, Self::Bedrock];
 
-    /// The provider's name in configs, metrics and logs (`openai`, `anthropic`).
+    /// The provider's name in configs, metrics and logs (`openai`, `anthropic`, `bedrock`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
             Self::Anthropic => "anthropic",
+            Self::Bedrock => "bedrock",
         }
     }
 }
@@ -259,6 +262,39 @@ pub struct TenantConfig {
     /// Limits on the tenant's own end users (the `user` of its requests).
     #[serde(default, skip_serializing_if = "EndUserPolicy::is_empty")]
     pub end_users: EndUserPolicy,
+    /// Bedrock model id → the tenant's application inference profile ARN for it. Calls of
+    /// that model go through the profile, so the tenant's spend carries the profile's cost
+    /// allocation tags in the AWS bill; the model id still prices them (README "Bedrock").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bedrock_profiles: BTreeMap<String, String>,
+}
+
+impl TenantConfig {
+    /// The application inference profile a call of `target` goes through, if the tenant has
+    /// one for it (Bedrock only).
+    pub fn inference_profile(&self, target: &Route) -> Option<String> {
+        (target.provider == ProviderKind::Bedrock)
+            .then(|| self.bedrock_profiles.get(&target.model).cloned())
+            .flatten()
+    }
+}
+
+/// Whether `arn` is an application inference profile's ARN:
+/// `arn:<partition>:bedrock:<region>:<account>:application-inference-profile/<id>`.
+pub fn is_inference_profile_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    let id = resource.strip_prefix("application-inference-profile/");
+    prefix == "arn"
+        && partition.starts_with("aws")
+        && service == "bedrock"
+        && !region.is_empty()
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && id.is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// What happens when a structured-output reply fails validation.
@@ -359,6 +395,11 @@ pub enum ConfigError {
         "{0} end-user overrides, above the maximum of {MAX_USER_OVERRIDES}; raise the defaults instead"
     )]
     TooManyUserOverrides(usize),
+    /// A Bedrock inference profile that is not an application inference profile's ARN.
+    #[error(
+        "the Bedrock profile for `{0}` is not an application inference profile ARN (arn:aws:bedrock:<region>:<account>:application-inference-profile/<id>)"
+    )]
+    BadInferenceProfile(String),
 }
 
 impl TenantConfig {
@@ -374,6 +415,13 @@ impl TenantConfig {
             if let Some(why) = route.fallback_problem() {
                 return Err(ConfigError::BadFallbacks(name.clone(), why));
             }
+        }
+        if let Some((model, _)) = self
+            .bedrock_profiles
+            .iter()
+            .find(|(_, arn)| !is_inference_profile_arn(arn))
+        {
+            return Err(ConfigError::BadInferenceProfile(model.clone()));
         }
         for var in self.system_prompt.variables() {
             let known =

@@ -47,6 +47,10 @@ pub struct ProviderRequest {
     /// The tools the model may call, as the client offered them. With a structured
     /// `response_format` too, a reply is either tool calls or the formatted answer.
     pub tools: Tools,
+    /// Bedrock: the tenant's application inference profile (an ARN) for this model. The call
+    /// goes through it so its spend is tagged in the AWS bill; `model` still names and prices
+    /// it. Ignored by other providers.
+    pub inference_profile: Option<String>,
     /// When the call must be over, whatever else: the function's own deadline less a margin
     /// for metering. A buffered call fails with a timeout then; a stream is cut. `None` where
     /// nothing imposes one (`tollgate serve`).

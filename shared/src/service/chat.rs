@@ -38,6 +38,7 @@ use super::stream::{metered_events, replay_events};
 pub struct Providers {
     openai: Option<Arc<dyn LlmProvider>>,
     anthropic: Option<Arc<dyn LlmProvider>>,
+    bedrock: Option<Arc<dyn LlmProvider>>,
 }
 
 impl Providers {
@@ -46,6 +47,7 @@ impl Providers {
         match provider.kind() {
             ProviderKind::Openai => self.openai = Some(provider),
             ProviderKind::Anthropic => self.anthropic = Some(provider),
+            ProviderKind::Bedrock => self.bedrock = Some(provider),
         }
         self
     }
@@ -55,6 +57,7 @@ impl Providers {
         match kind {
             ProviderKind::Openai => self.openai.as_ref(),
             ProviderKind::Anthropic => self.anthropic.as_ref(),
+            ProviderKind::Bedrock => self.bedrock.as_ref(),
         }
     }
 
@@ -636,6 +639,7 @@ impl ChatService {
                 .await
             {
                 Ok((price, provider)) => fallbacks.push(Leg {
+                    inference_profile: config.inference_profile(&served),
                     route: served,
                     price,
                     provider,
@@ -694,6 +698,7 @@ impl ChatService {
             frequency_penalty: request.frequency_penalty,
             response_format: request.response_format.clone(),
             tools: request.tools.clone(),
+            inference_profile: config.inference_profile(&route),
             deadline: ctx.deadline,
         };
         Ok(Prepared {

@@ -35,6 +35,8 @@ pub(crate) struct Leg {
     pub route: Route,
     pub price: ModelPrice,
     pub provider: Arc<dyn LlmProvider>,
+    /// The tenant's Bedrock application inference profile for this target, if any.
+    pub inference_profile: Option<String>,
 }
 
 /// A circuit's state.
@@ -267,11 +269,14 @@ pub(crate) async fn call(
             }
             called = true;
             let retargeted;
-            let request = if upstream.model == leg.route.model {
+            let request = if upstream.model == leg.route.model
+                && upstream.inference_profile == leg.inference_profile
+            {
                 upstream
             } else {
                 let mut r = upstream.clone();
                 r.model = leg.route.model.clone();
+                r.inference_profile = leg.inference_profile.clone();
                 retargeted = r;
                 &retargeted
             };

@@ -42,6 +42,7 @@ impl Prepared {
             route: self.route.clone(),
             price: self.price.clone(),
             provider: self.provider.clone(),
+            inference_profile: self.upstream.inference_profile.clone(),
         });
         legs.extend(self.fallbacks.iter().cloned());
         legs
@@ -62,6 +63,7 @@ impl Prepared {
         self.price = leg.price.clone();
         self.provider = leg.provider.clone();
         self.upstream.model = leg.route.model.clone();
+        self.upstream.inference_profile = leg.inference_profile.clone();
     }
 
     /// Re-applies what `from` carried (history, excerpts) to a re-prepared request.

@@ -35,6 +35,8 @@ pub enum ProviderArg {
     Openai,
     /// Anthropic.
     Anthropic,
+    /// Amazon Bedrock (Converse), with the deployment's IAM role.
+    Bedrock,
 }
 
 impl From<ProviderArg> for ProviderKind {
@@ -42,6 +44,7 @@ impl From<ProviderArg> for ProviderKind {
         match provider {
             ProviderArg::Openai => ProviderKind::Openai,
             ProviderArg::Anthropic => ProviderKind::Anthropic,
+            ProviderArg::Bedrock => ProviderKind::Bedrock,
         }
     }
 }

@@ -443,6 +443,7 @@ where
         conversations: Default::default(),
         structured_output: Default::default(),
         end_users: Default::default(),
+        bedrock_profiles: Default::default(),
     };
     if let Some(threshold_percent) = args.degrade_at {
         config.degradation = Some(DegradationPolicy {
