@@ -46,14 +46,14 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::adapters::anthropic::AnthropicProvider;
-use crate::adapters::bedrock::BedrockProvider;
-use crate::adapters::sigv4::{AwsSigner, CredentialSource};
 use crate::adapters::api_key::{ApiKey, DEFAULT_SECRET_TTL};
 use crate::adapters::aws::AwsConfigSource;
+use crate::adapters::bedrock::BedrockProvider;
 use crate::adapters::http_provider::{ProviderSettings, ProviderSetupError};
 use crate::adapters::openai::OpenAiProvider;
 use crate::adapters::retry::RetryPolicy;
 use crate::adapters::secrets_manager::SecretsManagerSource;
+use crate::adapters::sigv4::{AwsSigner, CredentialSource};
 use crate::adapters::simulated::{SimulatedLatency, SimulatedProvider};
 use crate::domain::pricing::{PriceTable, PriceTableError};
 use crate::domain::tenant::ProviderKind;
@@ -339,8 +339,12 @@ impl Settings {
                 }
                 let url = crate::adapters::aws::endpoint_override("BEDROCK_RUNTIME", &get)
                     .unwrap_or_else(|| crate::adapters::bedrock::endpoint(&region));
-                provider(Some(ApiKey::from(SecretString::from(String::new()))), "", &url)
-                    .map(|http| BedrockSettings { http, region })
+                provider(
+                    Some(ApiKey::from(SecretString::from(String::new()))),
+                    "",
+                    &url,
+                )
+                .map(|http| BedrockSettings { http, region })
             }
             None => None,
         };
@@ -610,9 +614,72 @@ mod tests {
         let (providers, described) = s.providers().unwrap();
         assert!(providers.get(ProviderKind::Anthropic).is_some());
         assert!(
-            described.iter().all(|d| d.contains("Secrets Manager")),
+            described
+                .iter()
+                .filter(|d| !d.starts_with("bedrock"))
+                .all(|d| d.contains("Secrets Manager")),
             "{described:?}"
         );
+    }
+
+    #[test]
+    fn a_bedrock_region_turns_bedrock_on_at_its_runtime_endpoint_or_the_override() {
+        let s = settings(
+            &[("TOLLGATE_BEDROCK_REGION", "eu-central-1")],
+            ProviderMode::Real,
+        )
+        .unwrap();
+        let bedrock = s.bedrock.as_ref().unwrap();
+        assert_eq!(bedrock.region, "eu-central-1");
+        assert_eq!(
+            bedrock.http.base_url,
+            "https://bedrock-runtime.eu-central-1.amazonaws.com"
+        );
+        let (providers, described) = s.providers().unwrap();
+        assert!(providers.get(ProviderKind::Bedrock).is_some());
+        assert!(
+            described.iter().any(|d| d
+                .starts_with("bedrock: https://bedrock-runtime.eu-central-1")
+                && d.contains("AWS credentials")),
+            "{described:?}"
+        );
+
+        let local = settings(
+            &[
+                ("TOLLGATE_BEDROCK_REGION", "us-east-1"),
+                ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "http://127.0.0.1:4010"),
+            ],
+            ProviderMode::Real,
+        )
+        .unwrap();
+        assert_eq!(
+            local.bedrock.unwrap().http.base_url,
+            "http://127.0.0.1:4010"
+        );
+
+        let err = settings(
+            &[("TOLLGATE_BEDROCK_REGION", "US East")],
+            ProviderMode::Real,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_BEDROCK_REGION"), "{err}");
+
+        let (providers, described) = settings(&[], ProviderMode::Real)
+            .unwrap()
+            .providers()
+            .unwrap();
+        assert!(providers.get(ProviderKind::Bedrock).is_none());
+        assert!(
+            described
+                .iter()
+                .any(|d| d.contains("TOLLGATE_BEDROCK_REGION unset")),
+            "{described:?}"
+        );
+        let (providers, _) = settings(&[], ProviderMode::Auto)
+            .unwrap()
+            .providers()
+            .unwrap();
+        assert!(providers.get(ProviderKind::Bedrock).is_some(), "simulated");
     }
 
     #[test]

@@ -65,6 +65,6 @@ pub fn provider_request(model: &str) -> ProviderRequest {
         response_format: Default::default(),
         tools: Default::default(),
         inference_profile: None,
-            deadline: None,
+        deadline: None,
     }
 }

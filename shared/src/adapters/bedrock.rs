@@ -79,7 +79,10 @@ impl BedrockProvider {
     }
 
     fn url(&self, request: &ProviderRequest, operation: &str) -> reqwest::Url {
-        let model = request.inference_profile.as_deref().unwrap_or(&request.model);
+        let model = request
+            .inference_profile
+            .as_deref()
+            .unwrap_or(&request.model);
         self.http
             .url(&format!("/model/{}/{operation}", encode_label(model)))
     }

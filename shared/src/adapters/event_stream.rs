@@ -112,12 +112,12 @@ fn parse_headers(mut raw: Bytes) -> Result<Vec<(String, String)>, FrameError> {
         }
         let name = raw.split_to(name_len);
         let fixed = match raw.get_u8() {
-            0 | 1 => 0,  // bool true / false: no value bytes
-            2 => 1,      // byte
-            3 => 2,      // short
-            4 => 4,      // int
-            5 | 8 => 8,  // long, timestamp
-            9 => 16,     // uuid
+            0 | 1 => 0, // bool true / false: no value bytes
+            2 => 1,     // byte
+            3 => 2,     // short
+            4 => 4,     // int
+            5 | 8 => 8, // long, timestamp
+            9 => 16,    // uuid
             6 | 7 => {
                 // byte array, string: a 2-byte length first
                 if raw.remaining() < 2 {
@@ -187,7 +187,10 @@ mod tests {
             out.extend(decoder.push(&body[cut..]).unwrap());
             assert_eq!(out.len(), 2, "cut at {cut}");
             assert_eq!(out[0].header(":event-type"), Some("messageStart"));
-            assert_eq!(out[1].payload.as_ref(), r#"{"delta":{"text":"hé"}}"#.as_bytes());
+            assert_eq!(
+                out[1].payload.as_ref(),
+                r#"{"delta":{"text":"hé"}}"#.as_bytes()
+            );
             assert!(!decoder.has_partial());
         }
         let mut decoder = Decoder::default();

@@ -686,7 +686,10 @@ impl HttpCore {
             // model access is missing, which is what the operator needs.
             401 | 403 if self.signer.is_some() => self.error(
                 ProviderErrorKind::Credentials,
-                format!("AWS refused the request (HTTP {code}): {}", provider_message()),
+                format!(
+                    "AWS refused the request (HTTP {code}): {}",
+                    provider_message()
+                ),
             ),
             401 | 403 => {
                 self.errors.api_key.invalidate();

@@ -188,10 +188,7 @@ mod tests {
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"x-amz-date"), "{names:?}");
         assert!(!names.contains(&"x-amz-security-token"), "{names:?}");
-        let (_, authorization) = headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .unwrap();
+        let (_, authorization) = headers.iter().find(|(n, _)| n == "authorization").unwrap();
         assert!(authorization.is_sensitive());
         let authorization = authorization.to_str().unwrap();
         assert!(

@@ -121,7 +121,7 @@ mod tests {
             conversations: Default::default(),
             structured_output: Default::default(),
             end_users: Default::default(),
-        bedrock_profiles: Default::default(),
+            bedrock_profiles: Default::default(),
         }
     }
 

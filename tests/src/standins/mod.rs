@@ -1,4 +1,4 @@
-//! Local stand-ins for the OpenAI and Anthropic APIs.
+//! Local stand-ins for the OpenAI, Anthropic and Bedrock (Converse) APIs.
 //!
 //! Each stand-in is an axum server on `127.0.0.1:<random port>` that answers the provider's
 //! chat endpoint in its real wire format: JSON replies, SSE streams (split across body frames,
@@ -22,6 +22,7 @@
 //! ```
 
 mod anthropic;
+pub mod bedrock;
 mod openai;
 
 use std::collections::VecDeque;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::post;
 use futures_util::StreamExt;
@@ -179,9 +180,9 @@ impl RecordedRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Whether the request asked for a stream.
+    /// Whether the request asked for a stream (Bedrock: by calling `converse-stream`).
     pub fn is_stream(&self) -> bool {
-        self.body["stream"] == Value::Bool(true)
+        self.body["stream"] == Value::Bool(true) || self.path.ends_with("/converse-stream")
     }
 }
 
@@ -190,6 +191,7 @@ impl RecordedRequest {
 enum Dialect {
     OpenAi,
     Anthropic,
+    Bedrock,
 }
 
 /// A running stand-in. Dropping it stops accepting connections.
@@ -222,6 +224,7 @@ impl StandIn {
         let path = match dialect {
             Dialect::OpenAi => "/v1/chat/completions",
             Dialect::Anthropic => "/v1/messages",
+            Dialect::Bedrock => "/model/{model}/{operation}",
         };
         let mut app = Router::new().route(path, post(handle));
         if dialect == Dialect::OpenAi {
@@ -244,11 +247,11 @@ impl StandIn {
     }
 
     /// The base URL in the provider SDK's convention: `http://127.0.0.1:<port>/v1` for OpenAI,
-    /// `http://127.0.0.1:<port>` for Anthropic.
+    /// `http://127.0.0.1:<port>` for Anthropic and Bedrock (its runtime endpoint).
     pub fn base_url(&self) -> String {
         match self.dialect {
             Dialect::OpenAi => format!("http://{}/v1", self.addr),
-            Dialect::Anthropic => format!("http://{}", self.addr),
+            Dialect::Anthropic | Dialect::Bedrock => format!("http://{}", self.addr),
         }
     }
 
@@ -323,6 +326,23 @@ impl AnthropicStandIn {
 }
 
 impl Deref for AnthropicStandIn {
+    type Target = StandIn;
+    fn deref(&self) -> &StandIn {
+        &self.0
+    }
+}
+
+/// A stand-in for Bedrock's runtime (`POST /model/{modelId}/converse` and
+/// `/converse-stream`), checking SigV4 signatures made with [`bedrock::credentials`].
+pub struct BedrockStandIn(StandIn);
+
+impl BedrockStandIn {
+    pub async fn start() -> Self {
+        Self(StandIn::start(Dialect::Bedrock).await)
+    }
+}
+
+impl Deref for BedrockStandIn {
     type Target = StandIn;
     fn deref(&self) -> &StandIn {
         &self.0
@@ -442,11 +462,12 @@ async fn embeddings(
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(RecordedRequest {
         path: uri.path().to_owned(),
         headers: headers.clone(),
@@ -456,24 +477,33 @@ async fn handle(
     let checked = match dialect {
         Dialect::OpenAi => openai::check(&headers, &body),
         Dialect::Anthropic => anthropic::check(&headers, &body),
+        Dialect::Bedrock => bedrock::check(&method, &uri, &headers, &raw, &body),
     };
     if let Err((status, message)) = checked {
         return error_response(dialect, status, &message, None);
     }
     let behavior = shared.queue.lock().unwrap().pop_front();
     let behavior = behavior.unwrap_or_else(Behavior::default_reply);
-    let model = body["model"].as_str().unwrap_or_default();
-    let stream = body["stream"] == Value::Bool(true);
+    let (model, stream) = match dialect {
+        Dialect::Bedrock => bedrock::route(uri.path()).unwrap_or_default(),
+        _ => (
+            body["model"].as_str().unwrap_or_default().to_owned(),
+            body["stream"] == Value::Bool(true),
+        ),
+    };
+    let model = model.as_str();
     let id = shared.ids.fetch_add(1, Ordering::Relaxed);
     let id = match dialect {
         Dialect::OpenAi => format!("chatcmpl-standin{id}"),
         Dialect::Anthropic => format!("msg_standin{id}"),
+        Dialect::Bedrock => format!("bedrock-standin{id}"),
     };
     let include_usage = body["stream_options"]["include_usage"] == Value::Bool(true);
     let forced_tool = match dialect {
         Dialect::Anthropic if body["tool_choice"]["type"] == "tool" => {
             body["tool_choice"]["name"].as_str()
         }
+        Dialect::Bedrock => bedrock::forced_tool(&body),
         _ => None,
     };
     let reply_calling = |text: &str, usage: TokenUsage, calls: &[(String, Value)]| {
@@ -490,12 +520,16 @@ async fn handle(
             let events = match dialect {
                 Dialect::OpenAi => openai::stream_events(&cx),
                 Dialect::Anthropic => anthropic::stream_events(&cx),
+                Dialect::Bedrock => {
+                    return event_stream_response(bedrock::stream_frames(&cx, false), false);
+                }
             };
             sse_response(events, false)
         } else {
             let json = match dialect {
                 Dialect::OpenAi => openai::reply_json(&cx),
                 Dialect::Anthropic => anthropic::reply_json(&cx),
+                Dialect::Bedrock => bedrock::reply_json(&cx),
             };
             json_response(StatusCode::OK, &json)
         }
@@ -515,6 +549,7 @@ async fn handle(
             let message = match dialect {
                 Dialect::OpenAi => openai::canned_message(status),
                 Dialect::Anthropic => anthropic::canned_message(status),
+                Dialect::Bedrock => bedrock::canned_message(status),
             };
             error_response(dialect, status, message, retry_after)
         }
@@ -532,6 +567,11 @@ async fn handle(
             let mut events = match dialect {
                 Dialect::OpenAi => openai::stream_events(&cx),
                 Dialect::Anthropic => anthropic::stream_events(&cx),
+                Dialect::Bedrock => {
+                    let mut frames = bedrock::stream_frames(&cx, false);
+                    frames.truncate(1);
+                    return event_stream_response(frames, true);
+                }
             };
             events.truncate(1);
             sse_response(events, true)
@@ -544,6 +584,9 @@ async fn handle(
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from_stream(body))
                 .expect("stalled response")
+        }
+        Behavior::Malformed if stream && dialect == Dialect::Bedrock => {
+            event_stream_response(vec![b"this is not an event stream at all".to_vec()], false)
         }
         Behavior::Malformed if stream => {
             sse_response(vec!["data: {this is not json\n\n".to_owned()], false)
@@ -584,16 +627,29 @@ async fn handle(
                 forced_tool: None,
                 calls: &[],
             };
-            let events = match dialect {
-                Dialect::OpenAi => openai::stream_events(&cx),
-                Dialect::Anthropic => anthropic::stream_events(&cx),
+            let (events, content_type): (Vec<Vec<u8>>, _) = match dialect {
+                Dialect::OpenAi => (
+                    openai::stream_events(&cx)
+                        .into_iter()
+                        .map(String::into_bytes)
+                        .collect(),
+                    "text/event-stream; charset=utf-8",
+                ),
+                Dialect::Anthropic => (
+                    anthropic::stream_events(&cx)
+                        .into_iter()
+                        .map(String::into_bytes)
+                        .collect(),
+                    "text/event-stream; charset=utf-8",
+                ),
+                Dialect::Bedrock => (bedrock::stream_frames(&cx, false), EVENT_STREAM),
             };
             let paced = futures_util::stream::iter(events).then(move |event| async move {
                 tokio::time::sleep(every).await;
                 Ok::<_, Infallible>(Bytes::from(event))
             });
             Response::builder()
-                .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+                .header(header::CONTENT_TYPE, content_type)
                 .body(Body::from_stream(paced))
                 .expect("trickled response")
         }
@@ -601,6 +657,7 @@ async fn handle(
             let message = match dialect {
                 Dialect::OpenAi => "The server had an error while processing your request.",
                 Dialect::Anthropic => "Overloaded",
+                Dialect::Bedrock => "The model stream was interrupted.",
             };
             stream_then_error(dialect, &id, model, &text, usage, include_usage, message)
         }
@@ -654,6 +711,11 @@ fn stream_then_error(
             ));
             events
         }
+        Dialect::Bedrock => {
+            let mut frames = bedrock::stream_frames(&cx, true);
+            frames.push(bedrock::exception("modelStreamErrorException", message));
+            return event_stream_response(frames, false);
+        }
     };
     sse_response(events, false)
 }
@@ -663,6 +725,7 @@ fn request_cap(body: &Value) -> Option<u64> {
     body["max_completion_tokens"]
         .as_u64()
         .or_else(|| body["max_tokens"].as_u64())
+        .or_else(|| bedrock::request_cap(body))
 }
 
 /// The request's prompt as Tollgate's tokenizer counts it (system and messages).
@@ -676,8 +739,15 @@ fn prompt_tokens(body: &Value) -> u64 {
         }
     }
     for message in body["messages"].as_array().into_iter().flatten() {
-        total +=
-            4 + tollgate::tokenizer::count_tokens(message["content"].as_str().unwrap_or_default());
+        let text = match &message["content"] {
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            content => content.as_str().unwrap_or_default().to_owned(),
+        };
+        total += 4 + tollgate::tokenizer::count_tokens(&text);
     }
     total as u64
 }
@@ -707,8 +777,20 @@ fn error_response(
     let body = match dialect {
         Dialect::OpenAi => openai::error_body(status.as_u16(), message),
         Dialect::Anthropic => anthropic::error_body(status.as_u16(), message),
+        Dialect::Bedrock => bedrock::error_body(message),
     };
     let mut response = json_response(status, &body);
+    if dialect == Dialect::Bedrock {
+        let kind = bedrock::error_type(status.as_u16());
+        response.headers_mut().insert(
+            "x-amzn-errortype",
+            format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")
+                .parse()
+                .expect("a header value"),
+        );
+        // Bedrock sends no retry-after: throttled callers back off on their own.
+        return response;
+    }
     if let Some(wait) = retry_after {
         let headers = response.headers_mut();
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -748,6 +830,32 @@ fn sse_response(events: Vec<String>, then_hang: bool) -> Response {
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body)
         .expect("sse response")
+}
+
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
+/// An event-stream response, each frame sent as two body frames split in its middle (as TCP
+/// may deliver them), optionally hanging after the last one.
+fn event_stream_response(frames: Vec<Vec<u8>>, then_hang: bool) -> Response {
+    let chunks: Vec<Result<Bytes, Infallible>> = frames
+        .into_iter()
+        .flat_map(|mut frame| {
+            let tail = frame.split_off(frame.len() / 2);
+            [frame, tail]
+        })
+        .filter(|chunk| !chunk.is_empty())
+        .map(|chunk| Ok(Bytes::from(chunk)))
+        .collect();
+    let chunks = futures_util::stream::iter(chunks);
+    let body = if then_hang {
+        Body::from_stream(chunks.chain(futures_util::stream::pending()))
+    } else {
+        Body::from_stream(chunks)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, EVENT_STREAM)
+        .body(body)
+        .expect("event-stream response")
 }
 
 /// Splits a reply into stream deltas the way a tokenizer would: each word with its leading

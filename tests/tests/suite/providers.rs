@@ -2,7 +2,10 @@
 //! its stand-in over real HTTP.
 //!
 //! `contract_suite!` (`tollgate_tests::contracts`, the macro every contract suite uses) expands
-//! each generic test once per provider (`openai::…`, `anthropic::…`), each on a fresh stand-in. What differs between providers (where the system prompt goes, which
+//! each generic test once per provider (`openai::…`, `anthropic::…`, `bedrock::…`), each on a
+//! fresh stand-in. The cases about API keys (pools, scrubbing an echoed key, `retry-after`,
+//! which Bedrock never sends) run on the keyed providers (`keyed_openai::…`,
+//! `keyed_anthropic::…`); Bedrock's own (SigV4, throttling, inference profiles) follow them. What differs between providers (where the system prompt goes, which
 //! headers carry the key) is asked of the [`Harness`], never branched on in a test.
 // The generic test bodies and their helpers are test code (the macro wraps each body in a
 // `#[tokio::test]`), but clippy only recognises the wrappers as tests.
@@ -13,9 +16,11 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tollgate::adapters::anthropic::AnthropicProvider;
+use tollgate::adapters::bedrock::BedrockProvider;
 use tollgate::adapters::http_provider::ProviderSettings;
 use tollgate::adapters::openai::OpenAiProvider;
 use tollgate::adapters::retry::RetryPolicy;
+use tollgate::adapters::sigv4::{AwsSigner, CredentialSource};
 use tollgate::domain::chat::{FinishReason, Role};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::domain::usage::TokenUsage;
@@ -23,7 +28,10 @@ use tollgate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
 };
 use tollgate_tests::fixtures::{message, provider_request};
-use tollgate_tests::{AnthropicStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn};
+use tollgate_tests::standins::bedrock as bedrock_standin;
+use tollgate_tests::{
+    AnthropicStandIn, BedrockStandIn, Behavior, OpenAiStandIn, RecordedRequest, StandIn,
+};
 
 const API_KEY: &str = "sk-tollgate-test-3f9a1c7e5b2d";
 const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -59,6 +67,18 @@ trait Harness: Sized {
     fn assert_parameters(body: &Value);
     /// A streamed request asks for what Tollgate needs (usage, for OpenAI).
     fn assert_stream_request(body: &Value);
+    /// How the adapter words a rejection whose body said `message` (Bedrock: after AWS's
+    /// error type).
+    fn rejection(message: &str) -> String {
+        message.to_owned()
+    }
+    /// The model id the request named (in the body; Bedrock: in the path).
+    fn model_sent(request: &RecordedRequest) -> String {
+        request.body["model"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
 
     fn settings(&self) -> ProviderSettings {
         ProviderSettings {
@@ -193,6 +213,107 @@ impl Harness for Anthropic {
     }
 }
 
+struct Bedrock(BedrockStandIn);
+
+/// The stand-in's model id: the `:` of a Bedrock id is percent-encoded in the path, and
+/// signed that way.
+const BEDROCK_MODEL: &str = "anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+fn bedrock_signer() -> AwsSigner {
+    AwsSigner::new(
+        tollgate::adapters::bedrock::SIGNING_NAME,
+        bedrock_standin::REGION,
+        CredentialSource::Provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                bedrock_standin::credentials(),
+            ),
+        ),
+    )
+}
+
+impl Harness for Bedrock {
+    const KIND: ProviderKind = ProviderKind::Bedrock;
+    const MODEL: &'static str = BEDROCK_MODEL;
+    const REPORTS_CACHE_WRITES: bool = true;
+    const ENDPOINT_PATH: &'static str =
+        "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse";
+
+    async fn start() -> Self {
+        Self(BedrockStandIn::start().await)
+    }
+
+    fn stand_in(&self) -> &StandIn {
+        &self.0
+    }
+
+    fn build(settings: &ProviderSettings) -> Box<dyn LlmProvider> {
+        Box::new(BedrockProvider::new(settings, bedrock_signer()).unwrap())
+    }
+
+    fn debug(settings: &ProviderSettings) -> String {
+        format!(
+            "{:?}",
+            BedrockProvider::new(settings, bedrock_signer()).unwrap()
+        )
+    }
+
+    fn assert_credentials_sent(request: &RecordedRequest) {
+        // The stand-in recomputed the signature from what arrived before answering.
+        let authorization = request.header("authorization").unwrap();
+        assert!(
+            authorization.starts_with(&format!(
+                "AWS4-HMAC-SHA256 Credential={}/",
+                bedrock_standin::ACCESS_KEY
+            )),
+            "{authorization}"
+        );
+        assert_eq!(
+            request.header("x-amz-security-token"),
+            Some(bedrock_standin::SESSION_TOKEN)
+        );
+        assert_eq!(request.header("x-api-key"), None);
+    }
+
+    fn assert_system_prompt_placement(
+        body: &Value,
+        tenant_prompt: &str,
+        client_system: &str,
+        long: bool,
+    ) {
+        let mut system = vec![json!({"text": tenant_prompt})];
+        if long {
+            system.push(json!({"cachePoint": {"type": "default"}}));
+        }
+        system.push(json!({"text": client_system}));
+        assert_eq!(body["system"], Value::Array(system));
+        assert_eq!(body["messages"][0]["role"], "user");
+    }
+
+    fn assert_parameters(body: &Value) {
+        assert_eq!(body["inferenceConfig"]["stopSequences"], json!(["END"]));
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 4096);
+    }
+
+    fn assert_stream_request(body: &Value) {
+        // The operation (`converse-stream`) asks for the stream; the body is the same.
+        assert!(body.get("stream").is_none());
+    }
+
+    fn rejection(message: &str) -> String {
+        format!("ValidationException: {message}")
+    }
+
+    fn model_sent(request: &RecordedRequest) -> String {
+        let model = request
+            .path
+            .strip_prefix("/model/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .map(|(model, _)| model.replace("%3A", ":"))
+            .unwrap_or_default();
+        model
+    }
+}
+
 async fn openai() -> Option<OpenAi> {
     Some(OpenAi::start().await)
 }
@@ -201,19 +322,30 @@ async fn anthropic() -> Option<Anthropic> {
     Some(Anthropic::start().await)
 }
 
+async fn bedrock() -> Option<Bedrock> {
+    Some(Bedrock::start().await)
+}
+
+async fn keyed_openai() -> Option<OpenAi> {
+    openai().await
+}
+
+async fn keyed_anthropic() -> Option<Anthropic> {
+    anthropic().await
+}
+
 impl tollgate_tests::contracts::Backend for OpenAi {}
 impl tollgate_tests::contracts::Backend for Anthropic {}
+impl tollgate_tests::contracts::Backend for Bedrock {}
 
 tollgate_tests::contract_suite! {
-    backends: [openai, anthropic],
+    backends: [openai, anthropic, bedrock],
     cases: {
         a_buffered_reply_carries_the_text_usage_and_served_model => super::a_buffered_reply_carries_the_text_usage_and_served_model,
         a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage => super::a_streamed_reply_concatenates_its_deltas_and_ends_with_one_usage,
         cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies => super::cache_reads_and_writes_are_parsed_from_buffered_and_streamed_replies,
         the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters => super::the_request_reaches_the_providers_endpoint_with_its_credentials_and_parameters,
         the_tenant_system_prompt_is_placed_where_the_provider_caches_it => super::the_tenant_system_prompt_is_placed_where_the_provider_caches_it,
-        a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long => super::a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long,
-        a_retry_after_longer_than_the_max_delay_is_returned_without_waiting => super::a_retry_after_longer_than_the_max_delay_is_returned_without_waiting,
         a_5xx_is_an_upstream_error_and_is_retried_until_success => super::a_5xx_is_an_upstream_error_and_is_retried_until_success,
         a_400_is_rejected_with_the_providers_message_and_not_retried => super::a_400_is_rejected_with_the_providers_message_and_not_retried,
         a_401_is_a_credentials_error_and_not_retried => super::a_401_is_a_credentials_error_and_not_retried,
@@ -225,6 +357,14 @@ tollgate_tests::contract_suite! {
         a_stalled_buffered_body_times_out_with_the_request_timeout => super::a_stalled_buffered_body_times_out_with_the_request_timeout,
         an_unparseable_reply_is_an_upstream_error => super::an_unparseable_reply_is_an_upstream_error,
         an_unreachable_provider_is_an_upstream_error => super::an_unreachable_provider_is_an_upstream_error,
+    }
+}
+
+tollgate_tests::contract_suite! {
+    backends: [keyed_openai, keyed_anthropic],
+    cases: {
+        a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long => super::a_429_carries_its_retry_after_and_the_retry_policy_waits_that_long,
+        a_retry_after_longer_than_the_max_delay_is_returned_without_waiting => super::a_retry_after_longer_than_the_max_delay_is_returned_without_waiting,
         the_api_key_never_appears_in_errors_or_debug_output => super::the_api_key_never_appears_in_errors_or_debug_output,
         a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once => super::a_pools_keys_take_turns_and_a_429_moves_the_call_to_the_next_key_at_once,
         when_every_key_of_a_pool_is_rate_limited_the_429_is_returned => super::when_every_key_of_a_pool_is_rate_limited_the_429_is_returned,
@@ -458,7 +598,7 @@ async fn the_request_reaches_the_providers_endpoint_with_its_credentials_and_par
     assert_eq!(recorded.path, H::ENDPOINT_PATH);
     assert_eq!(recorded.header("content-type"), Some("application/json"));
     H::assert_credentials_sent(&recorded);
-    assert_eq!(recorded.body["model"], H::MODEL);
+    assert_eq!(H::model_sent(&recorded), H::MODEL);
     assert!(!recorded.is_stream());
     H::assert_parameters(&recorded.body);
 }
@@ -570,7 +710,10 @@ async fn a_400_is_rejected_with_the_providers_message_and_not_retried<H: Harness
 
     let err = result.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Rejected);
-    assert_eq!(err.message, "messages: the conversation is too long");
+    assert_eq!(
+        err.message,
+        H::rejection("messages: the conversation is too long")
+    );
     assert_eq!(attempts, 1);
     assert_eq!(h.stand_in().requests().len(), 1);
 }
@@ -820,5 +963,197 @@ mod openai_embeddings {
             "the provider's count"
         );
         assert_eq!(embedded.model, "text-embedding-3-large");
+    }
+}
+
+/// What only Bedrock has: SigV4 instead of a key, throttling without `retry-after`,
+/// application inference profiles, and Converse's own shapes for tools, structured output
+/// and mid-stream exceptions, each checked by the stand-in as Converse checks them.
+mod bedrock_only {
+    use tollgate::domain::structured::ResponseFormat;
+    use tollgate::domain::tools::{ToolChoice, ToolDefinition, Tools};
+
+    use super::*;
+
+    async fn start() -> Bedrock {
+        Bedrock::start().await
+    }
+
+    #[tokio::test]
+    async fn a_request_signed_with_other_credentials_is_refused_and_not_retried() {
+        let h = start().await;
+        let forged = AwsSigner::new(
+            tollgate::adapters::bedrock::SIGNING_NAME,
+            bedrock_standin::REGION,
+            CredentialSource::Provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new(
+                        bedrock_standin::ACCESS_KEY,
+                        "not-the-secret-key",
+                        Some(bedrock_standin::SESSION_TOKEN.to_owned()),
+                        None,
+                        "test",
+                    ),
+                ),
+            ),
+        );
+        let provider = BedrockProvider::new(&h.settings(), forged).unwrap();
+        let req = request::<Bedrock>();
+
+        let (result, attempts) = quick_retries().run(|| provider.complete(&req)).await;
+
+        let err = result.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Credentials);
+        assert!(err.message.contains("signature"), "{err}");
+        assert_eq!(attempts, 1);
+        assert!(!err.to_string().contains("not-the-secret-key"));
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_is_rate_limited_without_retry_after_and_retried_with_backoff() {
+        let h = start().await;
+        let provider = h.provider();
+        let req = request::<Bedrock>();
+        h.stand_in()
+            .push(Behavior::rate_limited(Duration::from_secs(30)));
+
+        let err = provider.complete(&req).await.unwrap_err();
+        assert_eq!(
+            err.kind,
+            ProviderErrorKind::RateLimited { retry_after: None }
+        );
+        assert!(err.message.starts_with("ThrottlingException: "), "{err}");
+
+        h.stand_in().push(Behavior::status(429));
+        let (provider, req) = (provider.as_ref(), &req);
+        let (result, attempts) = quick_retries().run(move || provider.complete(req)).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_tenants_inference_profile_is_the_model_id_called_and_the_route_model_is_served() {
+        let h = start().await;
+        let mut req = request::<Bedrock>();
+        req.inference_profile = Some(
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/acme01".into(),
+        );
+
+        let completion = h.provider().complete(&req).await.unwrap();
+        let events = stream_ok(h.provider().as_ref(), &req).await;
+
+        assert_eq!(completion.served_model, BEDROCK_MODEL);
+        assert_eq!(
+            events.first(),
+            Some(&StreamEvent::Model(BEDROCK_MODEL.into()))
+        );
+        let paths: Vec<String> = h
+            .stand_in()
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        let profile = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Facme01";
+        assert_eq!(
+            paths,
+            [
+                format!("/model/{profile}/converse"),
+                format!("/model/{profile}/converse-stream")
+            ]
+        );
+    }
+
+    fn weather_tools() -> Tools {
+        Tools {
+            definitions: vec![ToolDefinition {
+                name: "get_weather".into(),
+                description: Some("Current weather for a city".into()),
+                parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+                strict: None,
+                cache_breakpoint: false,
+            }],
+            choice: Some(ToolChoice::Required),
+            parallel_calls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tool_calls_come_back_buffered_and_streamed_with_their_arguments() {
+        let h = start().await;
+        let mut req = request::<Bedrock>();
+        req.tools = weather_tools();
+        let calls = || {
+            Behavior::call_tools(
+                vec![("get_weather", json!({"city": "Paris"}))],
+                usage(30, 8),
+            )
+        };
+        h.stand_in().push(calls());
+        h.stand_in().push(calls());
+        let provider = h.provider();
+
+        let completion = provider.complete(&req).await.unwrap();
+        let events = stream_ok(provider.as_ref(), &req).await;
+
+        assert_eq!(completion.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(completion.tool_calls.len(), 1);
+        assert_eq!(completion.tool_calls[0].name, "get_weather");
+        assert_eq!(completion.tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        let mut assembler = tollgate::domain::tools::ToolCallAssembler::default();
+        for event in &events {
+            if let StreamEvent::ToolCall(delta) = event {
+                assembler.push(delta);
+            }
+        }
+        assert_eq!(assembler.finish(), completion.tool_calls);
+        assert!(events.contains(&StreamEvent::Finish(FinishReason::ToolCalls)));
+        let sent = h.stand_in().last_request().body;
+        assert_eq!(sent["toolConfig"]["toolChoice"], json!({"any": {}}));
+    }
+
+    #[tokio::test]
+    async fn a_structured_reply_is_the_forced_tools_input() {
+        let h = start().await;
+        let mut req = request::<Bedrock>();
+        req.response_format = ResponseFormat::JsonObject;
+        h.stand_in()
+            .push(Behavior::reply(r#"{"answer": 42}"#, usage(20, 5)));
+        h.stand_in()
+            .push(Behavior::reply(r#"{"answer": 42}"#, usage(20, 5)));
+        let provider = h.provider();
+
+        let completion = provider.complete(&req).await.unwrap();
+        let events = stream_ok(provider.as_ref(), &req).await;
+
+        assert_eq!(completion.content, r#"{"answer":42}"#);
+        assert_eq!(completion.finish_reason, FinishReason::Stop);
+        assert_eq!(text_of(&events), r#"{"answer":42}"#);
+    }
+
+    #[tokio::test]
+    async fn an_exception_mid_stream_ends_it_after_the_text_as_a_started_error() {
+        let h = start().await;
+        h.stand_in().push(Behavior::StreamThenError {
+            text: "Partial answer".into(),
+            usage: usage(12, 3),
+        });
+
+        let items = collect(h.provider().stream(&request::<Bedrock>()).await.unwrap()).await;
+
+        let text: String = items
+            .iter()
+            .filter_map(|i| match i {
+                Ok(StreamEvent::Delta(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "Partial answer");
+        let err = items.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Upstream);
+        assert!(err.started && !err.is_retryable(), "{err:?}");
+        assert!(
+            err.message.starts_with("modelStreamErrorException"),
+            "{err}"
+        );
     }
 }

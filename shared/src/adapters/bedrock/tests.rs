@@ -126,7 +126,10 @@ fn a_tool_loop_becomes_tool_use_and_tool_result_blocks_in_alternating_turns() {
         ])
     );
     // `none` with tool turns in the conversation: Converse needs the tools, under auto.
-    assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
+    assert_eq!(
+        sent["toolConfig"]["tools"][0]["toolSpec"]["name"],
+        "get_weather"
+    );
     assert!(sent["toolConfig"].get("toolChoice").is_none());
 }
 
@@ -182,9 +185,8 @@ fn images_are_sent_as_bytes_and_a_url_image_is_refused_before_the_call() {
         json!({"image": {"format": "png", "source": {"bytes": PNG_1X1}}})
     );
 
-    message.parts[1] = ContentPart::Image(
-        Image::parse("https://example.com/cat.png", Detail::Auto).unwrap(),
-    );
+    message.parts[1] =
+        ContentPart::Image(Image::parse("https://example.com/cat.png", Detail::Auto).unwrap());
     let err = ConverseBody::new(&request(None, vec![message]), 1024, 4096).unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Rejected);
     assert!(!err.started);
@@ -272,14 +274,32 @@ fn stream_events_become_deltas_tool_call_pieces_a_finish_and_one_usage() {
         &mut translator,
         vec![
             event("messageStart", json!({"role": "assistant"})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Let me"}})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": " check."}})),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Let me"}}),
+            ),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": " check."}}),
+            ),
             event("contentBlockStop", json!({"contentBlockIndex": 0})),
-            event("contentBlockStart", json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "get_weather"}}})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\":"}}})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "\"Paris\"}"}}})),
+            event(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "get_weather"}}}),
+            ),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\":"}}}),
+            ),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "\"Paris\"}"}}}),
+            ),
             event("messageStop", json!({"stopReason": "tool_use"})),
-            event("metadata", json!({"usage": {"inputTokens": 40, "outputTokens": 9, "totalTokens": 49}, "metrics": {"latencyMs": 300}})),
+            event(
+                "metadata",
+                json!({"usage": {"inputTokens": 40, "outputTokens": 9, "totalTokens": 49}, "metrics": {"latencyMs": 300}}),
+            ),
         ],
     );
     end.unwrap();
@@ -364,11 +384,23 @@ fn a_structured_stream_forwards_the_output_tools_input_as_the_reply() {
         &mut translator,
         vec![
             event("messageStart", json!({})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Sure:"}})),
-            event("contentBlockStart", json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t", "name": "answer"}}})),
-            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}})),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Sure:"}}),
+            ),
+            event(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t", "name": "answer"}}}),
+            ),
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}}),
+            ),
             event("messageStop", json!({"stopReason": "tool_use"})),
-            event("metadata", json!({"usage": {"inputTokens": 1, "outputTokens": 1}})),
+            event(
+                "metadata",
+                json!({"usage": {"inputTokens": 1, "outputTokens": 1}}),
+            ),
         ],
     );
     end.unwrap();
