@@ -165,6 +165,9 @@ pub struct BedrockSettings {
     pub http: ProviderSettings,
     /// The region requests are signed for.
     pub region: String,
+    /// Where signing credentials come from: [`Settings::aws`]'s source, unless a caller
+    /// (a test) sets a provider.
+    pub credentials: CredentialSource,
 }
 
 /// The HTTP edge's settings.
@@ -344,7 +347,11 @@ impl Settings {
                     "",
                     &url,
                 )
-                .map(|http| BedrockSettings { http, region })
+                .map(|http| BedrockSettings {
+                    http,
+                    region,
+                    credentials: CredentialSource::Config(aws),
+                })
             }
             None => None,
         };
@@ -435,11 +442,14 @@ impl Settings {
                         ProviderKind::Openai => Arc::new(OpenAiProvider::new(settings)?),
                         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(settings)?),
                         ProviderKind::Bedrock => {
-                            let region = self.bedrock.as_ref().map_or("", |b| b.region.as_str());
+                            let (region, credentials) = match &self.bedrock {
+                                Some(b) => (b.region.as_str(), b.credentials.clone()),
+                                None => ("", CredentialSource::Config(self.aws)),
+                            };
                             let signer = AwsSigner::new(
                                 crate::adapters::bedrock::SIGNING_NAME,
                                 region,
-                                CredentialSource::Config(self.aws),
+                                credentials,
                             );
                             Arc::new(BedrockProvider::new(settings, signer)?)
                         }

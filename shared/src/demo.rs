@@ -17,12 +17,16 @@ use crate::domain::limits::{DegradationPolicy, LimitOverrides};
 use crate::domain::pricing::ModelPrice;
 use crate::domain::prompt::PromptTemplate;
 use crate::domain::tenant::{
-    ProviderKind, ResponseCachePolicy, Route, RouteKind, TenantConfig, Tier,
+    ProviderKind, ResponseCachePolicy, Route, RouteKind, Target, TenantConfig, Tier,
 };
 use crate::ports::store::{StoreError, TenantAdmin};
 
 /// The provider id of acme's fine-tuned OpenAI model; [`seed`] registers it to acme.
 pub const ACME_FINE_TUNED: &str = "ft:gpt-4o-mini-2024-07-18:acme::sup01";
+
+/// The Bedrock model acme's `claude-bedrock` route calls and `claude-sonnet` fails over to:
+/// Claude Sonnet 4.5 through the US cross-region inference profile.
+pub const DEMO_BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 
 fn route(provider: ProviderKind, model: &str) -> Route {
     Route {
@@ -72,6 +76,21 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
                     model: ACME_FINE_TUNED.into(),
                     fine_tuned: true,
                     kind: RouteKind::Chat,
+                },
+            ),
+            // Bedrock's Claude, and Anthropic's failing over to it (README "Bedrock").
+            (
+                "claude-bedrock".into(),
+                route(ProviderKind::Bedrock, DEMO_BEDROCK_MODEL),
+            ),
+            (
+                "claude-sonnet".into(),
+                Route {
+                    fallbacks: vec![Target {
+                        provider: ProviderKind::Bedrock,
+                        model: DEMO_BEDROCK_MODEL.into(),
+                    }],
+                    ..route(ProviderKind::Anthropic, "claude-sonnet-4-5")
                 },
             ),
             (

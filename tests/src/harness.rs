@@ -17,7 +17,7 @@ use tollgate::domain::usage::UsageEvent;
 use tollgate::ports::metrics::{MetricsSink, RequestMetrics};
 use tollgate::routes::Mounted;
 
-use crate::standins::{AnthropicStandIn, OpenAiStandIn};
+use crate::standins::{AnthropicStandIn, BedrockStandIn, OpenAiStandIn};
 
 pub const OPENAI_TEST_KEY: &str = "sk-test-openai-0123456789";
 pub const ANTHROPIC_TEST_KEY: &str = "sk-ant-test-0123456789";
@@ -53,6 +53,16 @@ impl Gateway {
     /// so fault tests stay fast; stream idle timeout is 1 s.
     pub async fn with_standins(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) -> Self {
         Self::build(standin_settings(openai, anthropic)).await
+    }
+
+    /// [`Gateway::with_standins`] with Bedrock too: its stand-in as the runtime endpoint, and
+    /// requests signed with the stand-in's credentials.
+    pub async fn with_bedrock(
+        openai: &OpenAiStandIn,
+        anthropic: &AnthropicStandIn,
+        bedrock: &BedrockStandIn,
+    ) -> Self {
+        Self::build(bedrock_standin_settings(openai, anthropic, bedrock)).await
     }
 
     pub async fn build(settings: Settings) -> Self {
@@ -197,6 +207,27 @@ pub fn standin_settings(openai: &OpenAiStandIn, anthropic: &AnthropicStandIn) ->
     ]);
     s.retry.base_delay = Duration::from_millis(5);
     s.retry.max_delay = Duration::from_secs(2);
+    s
+}
+
+/// [`standin_settings`] with Bedrock served by `bedrock` (see [`Gateway::with_bedrock`]).
+pub fn bedrock_standin_settings(
+    openai: &OpenAiStandIn,
+    anthropic: &AnthropicStandIn,
+    bedrock: &BedrockStandIn,
+) -> Settings {
+    let mut s = standin_settings(openai, anthropic);
+    let mut settings = s.openai.clone().expect("OpenAI settings");
+    settings.base_url = bedrock.base_url();
+    s.bedrock = Some(tollgate::config::BedrockSettings {
+        http: settings,
+        region: crate::standins::bedrock::REGION.to_owned(),
+        credentials: tollgate::adapters::sigv4::CredentialSource::Provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                crate::standins::bedrock::credentials(),
+            ),
+        ),
+    });
     s
 }
 

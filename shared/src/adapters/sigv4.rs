@@ -25,7 +25,7 @@ use super::aws::AwsConfigSource;
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// Where the signer's credentials come from.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum CredentialSource {
     /// A provider given at construction (tests, or an SDK config already loaded).
     Provider(SharedCredentialsProvider),

@@ -638,4 +638,34 @@ mod tests {
         );
         assert!(table.as_of().is_some());
     }
+
+    #[test]
+    fn bedrock_ids_and_their_inference_profiles_are_priced_by_their_own_entries() {
+        let table = PriceTable::bundled().unwrap();
+        let price = |model: &str| table.lookup(ProviderKind::Bedrock, model).unwrap();
+        let sonnet = "anthropic.claude-sonnet-4-5-20250929-v1:0";
+        // Geographic profiles bill as the in-region id; the global profile has its own price.
+        assert_eq!(price(&format!("us.{sonnet}")), price(sonnet));
+        assert_eq!(price(&format!("eu.{sonnet}")), price(sonnet));
+        assert_eq!(price(&format!("global.{sonnet}")).input, dec!(3));
+        let usage = TokenUsage {
+            prompt_tokens: 2_100,
+            completion_tokens: 12,
+            cached_tokens: 1_792,
+            cache_write_tokens: 250,
+        };
+        // 58 × 3.30 + 1,792 × 0.33 + 250 × 4.125 + 12 × 16.50, per million.
+        assert_eq!(price(sonnet).cost(&usage), dec!(0.00201201));
+        // Nothing is inferred from a name: the Anthropic API's id is not a Bedrock price.
+        assert!(
+            table
+                .lookup(ProviderKind::Bedrock, "claude-sonnet-4-5")
+                .is_none()
+        );
+        assert!(
+            table
+                .lookup(ProviderKind::Anthropic, &format!("us.{sonnet}"))
+                .is_none()
+        );
+    }
 }

@@ -205,6 +205,8 @@ pub struct StandIn {
 struct Shared {
     dialect: Dialect,
     queue: Mutex<VecDeque<Behavior>>,
+    /// What a request gets when the queue is empty (`None`: the default reply).
+    always: Mutex<Option<Behavior>>,
     requests: Mutex<Vec<RecordedRequest>>,
     embedding_requests: Mutex<Vec<RecordedRequest>>,
     embedding_queue: Mutex<VecDeque<Behavior>>,
@@ -216,6 +218,7 @@ impl StandIn {
         let shared = Arc::new(Shared {
             dialect,
             queue: Mutex::new(VecDeque::new()),
+            always: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             embedding_requests: Mutex::new(Vec::new()),
             embedding_queue: Mutex::new(VecDeque::new()),
@@ -257,6 +260,12 @@ impl StandIn {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What every request gets once the queue is empty, until changed (`None`: the default
+    /// reply). For runs driven from outside, such as a 529 storm for the `standins` binary.
+    pub fn always(&self, behavior: Option<Behavior>) {
+        *self.shared.always.lock().unwrap() = behavior;
     }
 
     /// Queues a behaviour for a later request (first in, first out).
@@ -483,7 +492,9 @@ async fn handle(
         return error_response(dialect, status, &message, None);
     }
     let behavior = shared.queue.lock().unwrap().pop_front();
-    let behavior = behavior.unwrap_or_else(Behavior::default_reply);
+    let behavior = behavior
+        .or_else(|| shared.always.lock().unwrap().clone())
+        .unwrap_or_else(Behavior::default_reply);
     let (model, stream) = match dialect {
         Dialect::Bedrock => bedrock::route(uri.path()).unwrap_or_default(),
         _ => (

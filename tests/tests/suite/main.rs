@@ -6,6 +6,7 @@
 mod anomaly_scheduler;
 mod aws_http;
 mod bad_input;
+mod bedrock;
 mod budget_events;
 mod budgets;
 mod conversations;
