@@ -10,7 +10,10 @@ Fails when a function's policy
   (only the tables in UNCONDITIONED_TABLES may go without, each for the reason given there),
 - grants, per table (or index) and action, other partition-key prefixes than EXPECTED says
   the function's code uses: wider fails, and so does narrower (the code would be refused),
-- or EXPECTED names a prefix that no string literal under shared/src opens (a renamed key).
+- or EXPECTED names a prefix that no string literal under shared/src opens (a renamed key);
+- and Bedrock: only invoke may call it, only with InvokeModel and InvokeModelWithResponseStream,
+  and only on the models and profiles the operator lists (the `BedrockResourceArns` parameter,
+  whose default must hold no wildcard), never on an ARN pattern.
 
 Every run then proves the check itself: it widens (and narrows) copies of the template in the
 ways issue 12 found or could recur, and fails unless each copy is refused (`self_test`).
@@ -55,6 +58,12 @@ UNCONDITIONED_TABLES = {
         "every tenant, so no prefix pattern excludes anything"
     ),
 }
+
+# Bedrock: the one function that calls it, the actions Converse and ConverseStream need, and
+# the parameter listing the model and profile ARNs it may call them on.
+BEDROCK_FUNCTION = "InvokeFunction"
+BEDROCK_ACTIONS = {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+BEDROCK_PARAMETER = "BedrockResourceArns"
 
 # Any key: for the UNCONDITIONED_TABLES.
 ANY = "*"
@@ -346,6 +355,30 @@ def check(template):
                             f"{name}/{sid}: Secrets Manager access must name a secret parameter, not {resource!r}"
                         )
         problems.extend(check_dynamodb(template, name, function_statements))
+        problems.extend(check_bedrock(template, name, function_statements))
+    return problems
+
+
+def check_bedrock(template, name, function_statements):
+    problems = []
+    for statement in function_statements:
+        sid = statement.get("Sid", "?")
+        actions = [a for a in as_list(statement.get("Action", [])) if isinstance(a, str)]
+        bedrock = [a for a in actions if a.startswith("bedrock:")]
+        if not bedrock:
+            continue
+        if name != BEDROCK_FUNCTION:
+            problems.append(f"{name}/{sid}: only {BEDROCK_FUNCTION} calls Bedrock")
+        for action in sorted(set(bedrock) - BEDROCK_ACTIONS):
+            problems.append(f"{name}/{sid}: {action} is more than Converse needs")
+        if as_list(statement.get("Resource", [])) != [{"Ref": BEDROCK_PARAMETER}]:
+            problems.append(
+                f"{name}/{sid}: Bedrock access must name the {BEDROCK_PARAMETER} parameter's ARNs, "
+                f"not {statement.get('Resource')!r}"
+            )
+    default = template.get("Parameters", {}).get(BEDROCK_PARAMETER, {}).get("Default", "")
+    if name == BEDROCK_FUNCTION and "*" in str(default):
+        problems.append(f"{BEDROCK_PARAMETER}: its default names a wildcard ({default!r})")
     return problems
 
 
@@ -430,6 +463,20 @@ def mutations(template):
                {"Fn::Sub": "${UsageTable.Arn}/index/*"}, ["TENANT#*"])),
         ("a Scan under a LeadingKeys condition (ForAllValues over no keys is true)",
          added("UsageReportFunction", "dynamodb:Scan", usage, ["ROLLUP#*"])),
+        ("invoke may call every Bedrock model",
+         lambda t: find_statement(t, BEDROCK_FUNCTION, "BedrockModels").update(
+             Resource="arn:aws:bedrock:*::foundation-model/*")),
+        ("invoke may call Bedrock models by a pattern beside the listed ones",
+         lambda t: find_statement(t, BEDROCK_FUNCTION, "BedrockModels").update(
+             Resource=[{"Ref": BEDROCK_PARAMETER}, "arn:aws:bedrock:us-east-1::foundation-model/*"])),
+        ("invoke may also manage Bedrock",
+         lambda t: add_action(find_statement(t, BEDROCK_FUNCTION, "BedrockModels"),
+                              "bedrock:CreateModelCustomizationJob")),
+        ("ingest may call Bedrock",
+         added("IngestFunction", "bedrock:InvokeModel", {"Ref": BEDROCK_PARAMETER})),
+        ("the model list defaults to every model",
+         lambda t: t["Parameters"][BEDROCK_PARAMETER].update(
+             Default="arn:aws:bedrock:*::foundation-model/*")),
     ]
     # Then every DynamoDB statement of every function, changed one way at a time.
     for function, resource in functions_of(template).items():

@@ -95,6 +95,9 @@ AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
 # workspace, no dev-dependencies), so the functions, the CLI and the stand-ins are built once.
 cargo build --workspace --bins --locked
 
+step "Bedrock through tollgate serve: a Bedrock route, streamed too, and an Anthropic 529 storm served by Bedrock (stand-ins)"
+TOLLGATE_BIN_DIR="$root/target/debug" bash infra/bedrock-demo.sh
+
 # Runs the Python SDK suites (OpenAI, Anthropic, the dashboard) against `tollgate serve "$@"`, then stops it.
 sdk_suite() {
   local suite=$1

@@ -340,7 +340,7 @@ impl Settings {
                         reason: "expected a region name such as us-east-1",
                     });
                 }
-                let url = crate::adapters::aws::endpoint_override("BEDROCK_RUNTIME", &get)
+                let url = crate::adapters::aws::endpoint_override("BEDROCK_RUNTIME", get)
                     .unwrap_or_else(|| crate::adapters::bedrock::endpoint(&region));
                 provider(
                     Some(ApiKey::from(SecretString::from(String::new()))),

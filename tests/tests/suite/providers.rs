@@ -304,13 +304,12 @@ impl Harness for Bedrock {
     }
 
     fn model_sent(request: &RecordedRequest) -> String {
-        let model = request
+        request
             .path
             .strip_prefix("/model/")
             .and_then(|rest| rest.rsplit_once('/'))
             .map(|(model, _)| model.replace("%3A", ":"))
-            .unwrap_or_default();
-        model
+            .unwrap_or_default()
     }
 }
 

@@ -178,6 +178,24 @@ pub fn fallback(raw: &str) -> Result<(String, tollgate::domain::tenant::Target),
     ))
 }
 
+/// `BEDROCK_MODEL=PROFILE_ARN`: the tenant's application inference profile for a Bedrock
+/// model (`tenant update --bedrock-profile`).
+pub fn bedrock_profile(raw: &str) -> Result<(String, String), String> {
+    let (model, arn) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected BEDROCK_MODEL=PROFILE_ARN, got `{raw}`"))?;
+    let arn = arn.trim();
+    if !tollgate::domain::tenant::is_inference_profile_arn(arn) {
+        return Err(format!(
+            "`{arn}` is not an application inference profile ARN (arn:aws:bedrock:REGION:ACCOUNT:application-inference-profile/ID)"
+        ));
+    }
+    Ok((
+        non_empty("Bedrock model", model)?.to_owned(),
+        arn.to_owned(),
+    ))
+}
+
 /// `FROM=TO`: two of the tenant's logical models.
 pub fn degrade(raw: &str) -> Result<(String, String), String> {
     let (from, to) = raw

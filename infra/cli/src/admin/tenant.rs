@@ -52,7 +52,7 @@ pub enum TenantCommand {
     /// Create a tenant: tier, system prompt, model routes, cache, limits, degradation and
     /// prices. Refuses an id that already exists.
     #[command(after_help = CREATE_EXAMPLE)]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List every tenant: id, name, tier, number of routes, disabled, configuration version.
     List,
     /// Print one tenant's whole configuration as JSON.
@@ -64,7 +64,7 @@ pub enum TenantCommand {
     /// Change a tenant: only what the flags name changes; the version grows by one (which
     /// also retires the tenant's cached responses).
     #[command(after_help = UPDATE_EXAMPLE)]
-    Update(UpdateArgs),
+    Update(Box<UpdateArgs>),
     /// Disable a tenant: its API keys are refused with 401 (running gateways notice within
     /// their directory cache lifetime, TOLLGATE_DIRECTORY_CACHE_SECS, 30 s by default).
     Disable {
@@ -289,6 +289,17 @@ pub struct UpdateArgs {
     /// Empty a route's failover chain (repeatable; applied before `--fallback`).
     #[arg(long = "clear-fallbacks", value_name = "LOGICAL", value_parser = parse::model_name)]
     pub clear_fallbacks: Vec<String>,
+    /// Call a Bedrock model through the tenant's application inference profile (repeatable),
+    /// e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0=arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123`.
+    #[arg(
+        long = "bedrock-profile",
+        value_name = "BEDROCK_MODEL=PROFILE_ARN",
+        value_parser = parse::bedrock_profile
+    )]
+    pub bedrock_profiles: Vec<(String, String)>,
+    /// Stop using the tenant's inference profile for a Bedrock model (repeatable).
+    #[arg(long = "remove-bedrock-profile", value_name = "BEDROCK_MODEL")]
+    pub remove_bedrock_profiles: Vec<String>,
     /// Turn the response cache on or off.
     #[arg(long, value_enum, value_name = "on|off")]
     pub cache: Option<OnOff>,
@@ -347,6 +358,8 @@ impl UpdateArgs {
             && self.remove_routes.is_empty()
             && self.fallbacks.is_empty()
             && self.clear_fallbacks.is_empty()
+            && self.bedrock_profiles.is_empty()
+            && self.remove_bedrock_profiles.is_empty()
             && self.cache.is_none()
             && self.cache_ttl.is_none()
             && self.retrieval.is_none()
@@ -385,10 +398,10 @@ where
     S: TenantAdmin + TenantConfigSource + Catalog + ?Sized,
 {
     match command {
-        TenantCommand::Create(args) => create(store, args).await,
+        TenantCommand::Create(args) => create(store, *args).await,
         TenantCommand::List => list(store).await,
         TenantCommand::Show { id } => show(store, &id).await,
-        TenantCommand::Update(args) => update(store, args).await,
+        TenantCommand::Update(args) => update(store, *args).await,
         TenantCommand::Disable { id } => set_disabled(store, &id, true).await,
         TenantCommand::Enable { id } => set_disabled(store, &id, false).await,
         TenantCommand::RegisterFineTuned(args) => register_fine_tuned(store, args).await,
@@ -695,6 +708,20 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
             .get_mut(&name)
             .ok_or_else(|| no_route(&name))?;
         route.fallbacks.push(target);
+    }
+    disjoint(
+        "--bedrock-profile",
+        &keys_of(&args.bedrock_profiles),
+        "--remove-bedrock-profile",
+        &args.remove_bedrock_profiles,
+    )?;
+    remove_existing(
+        &mut config.bedrock_profiles,
+        "Bedrock profile",
+        &args.remove_bedrock_profiles,
+    )?;
+    for (model, arn) in unique("--bedrock-profile", args.bedrock_profiles)? {
+        config.bedrock_profiles.insert(model, arn);
     }
 
     if let Some(cache) = args.cache {

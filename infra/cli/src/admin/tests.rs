@@ -314,6 +314,45 @@ async fn fallbacks_are_set_in_order_kept_when_a_route_is_restated_and_cleared() 
 }
 
 #[tokio::test]
+async fn bedrock_profiles_are_set_checked_and_removed() {
+    let store = with_acme().await;
+    let model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/acme01";
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--bedrock-profile",
+            &format!("{model}={arn}"),
+        ],
+    )
+    .await;
+    assert_eq!(config(&store, "acme").await.bedrock_profiles[model], arn);
+    let bad = format!("{model}=arn:aws:bedrock:us-east-1:123456789012:inference-profile/x");
+    let e = parse(&["tenant", "update", "acme", "--bedrock-profile", &bad])
+        .err()
+        .expect("a system-defined profile is refused");
+    assert!(
+        e.to_string().contains("application inference profile"),
+        "{e}"
+    );
+    ok(
+        &store,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--remove-bedrock-profile",
+            model,
+        ],
+    )
+    .await;
+    assert!(config(&store, "acme").await.bedrock_profiles.is_empty());
+}
+
+#[tokio::test]
 async fn an_update_that_changes_nothing_keeps_the_version() {
     let store = with_acme().await;
     let out = ok(&store, &["tenant", "update", "acme", "--tier", "pro"]).await;
