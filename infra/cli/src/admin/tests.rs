@@ -332,8 +332,7 @@ async fn bedrock_profiles_are_set_checked_and_removed() {
     assert_eq!(config(&store, "acme").await.bedrock_profiles[model], arn);
     let bad = format!("{model}=arn:aws:bedrock:us-east-1:123456789012:inference-profile/x");
     let e = parse(&["tenant", "update", "acme", "--bedrock-profile", &bad])
-        .err()
-        .expect("a system-defined profile is refused");
+        .expect_err("a system-defined profile is refused");
     assert!(
         e.to_string().contains("application inference profile"),
         "{e}"
