@@ -364,12 +364,14 @@ def check_bedrock(template, name, function_statements):
     for statement in function_statements:
         sid = statement.get("Sid", "?")
         actions = [a for a in as_list(statement.get("Action", [])) if isinstance(a, str)]
-        bedrock = [a for a in actions if a.startswith("bedrock:")]
+        # IAM action names are case-insensitive.
+        bedrock = [a for a in actions if a.lower().startswith("bedrock:")]
         if not bedrock:
             continue
         if name != BEDROCK_FUNCTION:
             problems.append(f"{name}/{sid}: only {BEDROCK_FUNCTION} calls Bedrock")
-        for action in sorted(set(bedrock) - BEDROCK_ACTIONS):
+        allowed = {a.lower() for a in BEDROCK_ACTIONS}
+        for action in sorted(a for a in bedrock if a.lower() not in allowed):
             problems.append(f"{name}/{sid}: {action} is more than Converse needs")
         if as_list(statement.get("Resource", [])) != [{"Ref": BEDROCK_PARAMETER}]:
             problems.append(
@@ -474,6 +476,8 @@ def mutations(template):
                               "bedrock:CreateModelCustomizationJob")),
         ("ingest may call Bedrock",
          added("IngestFunction", "bedrock:InvokeModel", {"Ref": BEDROCK_PARAMETER})),
+        ("ingest may call Bedrock, spelled in capitals",
+         added("IngestFunction", "Bedrock:InvokeModel", {"Ref": BEDROCK_PARAMETER})),
         ("the model list defaults to every model",
          lambda t: t["Parameters"][BEDROCK_PARAMETER].update(
              Default="arn:aws:bedrock:*::foundation-model/*")),

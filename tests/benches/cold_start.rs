@@ -7,7 +7,7 @@
 //! fetch at init would show up as an error or a delay), next to a hello-world Rust Lambda built
 //! the same way, as the baseline.
 //!
-//! Every AWS endpoint (DynamoDB, Secrets Manager, CloudWatch) and Qdrant point at a closed
+//! Every AWS endpoint (DynamoDB, Secrets Manager, CloudWatch, Bedrock) and Qdrant point at a closed
 //! loopback port: a function that called any of them during init would report an init error
 //! (or stall) instead of asking for its first event, and the bench says so. So this also checks
 //! that init makes no network call.
@@ -121,6 +121,10 @@ async fn measure(name: &str) -> Option<Vec<f64>> {
             .env("TOLLGATE_QDRANT_URL", CLOSED_PORT)
             .env("TOLLGATE_QDRANT_API_KEY_SECRET_ID", "tollgate/qdrant")
             .env("TOLLGATE_ANOMALY_ALERTS", "emf")
+            // Bedrock on, as a deployment with `BedrockResourceArns` runs: its signer reads
+            // credentials at the first call, never at init.
+            .env("TOLLGATE_BEDROCK_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", CLOSED_PORT)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -219,22 +219,42 @@ fn cache_point() -> Value {
     json!({"cachePoint": {"type": "default"}})
 }
 
+/// Which prompt caching a model family supports on Bedrock: Claude caches system, messages
+/// and tools; Nova system and messages; other families (Llama, Mistral...) none, and get no
+/// `cachePoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caching {
+    prompt: bool,
+    tools: bool,
+}
+
+impl Caching {
+    fn of(model: &str) -> Self {
+        let claude = model.contains("anthropic.claude");
+        Self {
+            prompt: claude || model.contains("amazon.nova"),
+            tools: claude,
+        }
+    }
+}
+
 impl<'a> ConverseBody<'a> {
     fn new(
         request: &'a ProviderRequest,
         cache_min_tokens: usize,
         default_max_tokens: u32,
     ) -> Result<Self, ProviderError> {
+        let caching = Caching::of(&request.model);
         let mut system = Vec::new();
         if let Some(text) = request.system.as_deref() {
             system.push(json!({"text": text}));
-            if worth_caching(text, cache_min_tokens) {
+            if caching.prompt && worth_caching(text, cache_min_tokens) {
                 system.push(cache_point());
             }
         }
         for message in request.messages.iter().filter(|m| m.role == Role::System) {
             system.push(json!({"text": message.content}));
-            if message.cache_breakpoint {
+            if caching.prompt && message.cache_breakpoint {
                 system.push(cache_point());
             }
         }
@@ -247,7 +267,7 @@ impl<'a> ConverseBody<'a> {
                 Role::Assistant => "assistant",
             };
             tool_turns |= message.role == Role::Tool || !message.tool_calls.is_empty();
-            let content = blocks(message)?;
+            let content = blocks(message, caching.prompt)?;
             match messages.last_mut() {
                 Some(last) if last.role == role => last.content.extend(content),
                 _ => messages.push(Turn { role, content }),
@@ -264,19 +284,26 @@ impl<'a> ConverseBody<'a> {
                 top_p: request.top_p.filter(|_| temperature.is_none()),
                 stop_sequences: &request.stop,
             },
-            tool_config: tool_config(request, tool_turns),
+            tool_config: tool_config(request, tool_turns, caching.tools),
         })
     }
 }
 
 /// A message's content blocks: text and images, tool calls, or a tool result; then a
 /// `cachePoint` where the client marked a breakpoint.
-fn blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
+fn blocks(message: &Message, cache_points: bool) -> Result<Vec<Value>, ProviderError> {
     let mut out = Vec::new();
     if message.role == Role::Tool {
+        // Converse requires a result's content and refuses blank text: an empty result (a
+        // tool run for its side effect) goes as an empty JSON object.
+        let content = if message.content.is_empty() {
+            json!([{"json": {}}])
+        } else {
+            json!([{"text": message.content}])
+        };
         out.push(json!({"toolResult": {
             "toolUseId": message.tool_call_id.as_deref().unwrap_or_default(),
-            "content": [{"text": message.content}],
+            "content": content,
         }}));
     } else if !message.parts.is_empty() {
         for part in &message.parts {
@@ -314,7 +341,7 @@ fn blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
             out.push(json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": input}}));
         }
     }
-    if message.cache_breakpoint && !out.is_empty() {
+    if cache_points && message.cache_breakpoint && !out.is_empty() {
         out.push(cache_point());
     }
     Ok(out)
@@ -322,12 +349,13 @@ fn blocks(message: &Message) -> Result<Vec<Value>, ProviderError> {
 
 /// `toolConfig`: the client's tools and the structured-output tool, and how the model may
 /// use them (see the module docs). `tool_turns`: the conversation holds tool use or results.
-fn tool_config(request: &ProviderRequest, tool_turns: bool) -> Option<Value> {
+fn tool_config(request: &ProviderRequest, tool_turns: bool, cache_points: bool) -> Option<Value> {
     let client = &request.tools;
     let output = request.response_format.as_tool();
     let spec = |name: &str, description: Option<&str>, schema: &Value| {
         let mut spec = json!({"name": name, "inputSchema": {"json": schema}});
-        if let Some(description) = description {
+        // Converse refuses an empty description.
+        if let Some(description) = description.filter(|d| !d.is_empty()) {
             spec["description"] = json!(description);
         }
         json!({"toolSpec": spec})
@@ -341,7 +369,7 @@ fn tool_config(request: &ProviderRequest, tool_turns: bool) -> Option<Value> {
                 definition.description.as_deref(),
                 &definition.parameters,
             ));
-            if definition.cache_breakpoint {
+            if cache_points && definition.cache_breakpoint {
                 tools.push(cache_point());
             }
         }
@@ -550,24 +578,27 @@ impl StreamTranslator for EventTranslator {
         event: event_stream::Message,
         out: &mut Vec<StreamEvent>,
     ) -> Result<Flow, ProviderError> {
-        let payload: StreamPayload = serde_json::from_slice(&event.payload).map_err(|e| {
-            ProviderError::new(
-                KIND,
-                ProviderErrorKind::Upstream,
-                format!("unreadable stream event: {e}"),
-            )
-        })?;
-        match event.header(":message-type") {
-            Some("event") => {}
-            Some("exception") => {
-                let kind = event.header(":exception-type").unwrap_or("exception");
-                return Err(stream_error(kind, payload.message.as_deref().unwrap_or("")));
-            }
-            _ => {
-                let kind = event.header(":error-code").unwrap_or("error");
-                let message = event.header(":error-message").unwrap_or("");
-                return Err(stream_error(kind, message));
-            }
+        let message_type = event.header(":message-type");
+        if !matches!(message_type, Some("event" | "exception")) {
+            // An `error` frame says what failed in its headers; its payload is usually empty.
+            let kind = event.header(":error-code").unwrap_or("error");
+            let message = event.header(":error-message").unwrap_or("");
+            return Err(stream_error(kind, message));
+        }
+        let payload: StreamPayload = if event.payload.is_empty() {
+            StreamPayload::default()
+        } else {
+            serde_json::from_slice(&event.payload).map_err(|e| {
+                ProviderError::new(
+                    KIND,
+                    ProviderErrorKind::Upstream,
+                    format!("unreadable stream event: {e}"),
+                )
+            })?
+        };
+        if message_type == Some("exception") {
+            let kind = event.header(":exception-type").unwrap_or("exception");
+            return Err(stream_error(kind, payload.message.as_deref().unwrap_or("")));
         }
         match event.header(":event-type").unwrap_or_default() {
             "messageStart" => {
@@ -652,7 +683,7 @@ impl StreamTranslator for EventTranslator {
 /// A mid-stream exception, classified like the HTTP status it stands for.
 fn stream_error(exception: &str, message: &str) -> ProviderError {
     let kind = match exception {
-        "throttlingException" | "modelNotReadyException" => {
+        "throttlingException" | "modelNotReadyException" | "serviceQuotaExceededException" => {
             ProviderErrorKind::RateLimited { retry_after: None }
         }
         "validationException" | "resourceNotFoundException" => ProviderErrorKind::Rejected,

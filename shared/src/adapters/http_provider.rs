@@ -672,6 +672,18 @@ impl HttpCore {
     ) -> ProviderError {
         let code = status.as_u16();
         let parsed = error_message(headers, body);
+        // Bedrock answers an exhausted account quota with a 400: it is a rate limit, worth a
+        // retry later and a fallback now, not the client's error.
+        let aws_type = headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(':').next());
+        if self.signer.is_some() && aws_type == Some("ServiceQuotaExceededException") {
+            return self.error(
+                ProviderErrorKind::RateLimited { retry_after: None },
+                parsed.unwrap_or_else(|| format!("HTTP {code}")),
+            );
+        }
         let provider_message = || parsed.clone().unwrap_or_else(|| format!("HTTP {code}"));
         match code {
             429 => self.error(
@@ -734,9 +746,35 @@ fn error_message(headers: &HeaderMap, body: &[u8]) -> Option<String> {
         .and_then(|v| v.split(':').next())
         .filter(|t| !t.is_empty());
     Some(match aws_type {
-        Some(kind) => truncate(&format!("{kind}: {message}")),
+        // AWS's words can quote ARNs, and with them the deployment's account id: a rejection
+        // is shown to the client, so the id is not.
+        Some(kind) => truncate(&hide_account_ids(&format!("{kind}: {message}"))),
         None => truncate(&message),
     })
+}
+
+/// Replaces every 12-digit run (an AWS account id, as ARNs quote it) with `************`.
+fn hide_account_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() == 12 {
+            out.push_str("************");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
 }
 
 /// Both providers put a human-readable message at `error.message`.
@@ -999,6 +1037,54 @@ mod tests {
         assert_eq!(wait(&[("retry-after", "-3")]), None);
         let past = "Wed, 21 Oct 2015 07:28:00 GMT";
         assert_eq!(wait(&[("retry-after", past)]), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn aws_errors_name_their_type_hide_account_ids_and_a_quota_is_a_rate_limit() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static("ValidationException:http://internal.amazon.com/coral/"),
+        );
+        let body = br#"{"message":"arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/x is in another region (request 1234)"}"#;
+        assert_eq!(
+            error_message(&headers, body).unwrap(),
+            "ValidationException: arn:aws:bedrock:us-east-1:************:application-inference-profile/x is in another region (request 1234)"
+        );
+    }
+
+    #[test]
+    fn a_bedrock_service_quota_400_is_a_rate_limit_and_a_validation_400_a_rejection() {
+        use aws_credential_types::Credentials;
+        use aws_credential_types::provider::SharedCredentialsProvider;
+        let signer = AwsSigner::new(
+            "bedrock",
+            "us-east-1",
+            super::super::sigv4::CredentialSource::Provider(SharedCredentialsProvider::new(
+                Credentials::new("AKID", "secret", None, None, "test"),
+            )),
+        );
+        let core = HttpCore::signed(
+            ProviderKind::Bedrock,
+            &ProviderSettings::new("https://bedrock-runtime.us-east-1.amazonaws.com", ""),
+            signer,
+        )
+        .unwrap();
+        let classify = |kind: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-amzn-errortype", HeaderValue::from_static(kind));
+            core.status_error(StatusCode::BAD_REQUEST, &headers, br#"{"message":"m"}"#)
+        };
+        let quota = classify("ServiceQuotaExceededException:http://internal.amazon.com/");
+        assert_eq!(
+            quota.kind,
+            ProviderErrorKind::RateLimited { retry_after: None }
+        );
+        assert!(quota.is_retryable());
+        assert_eq!(
+            classify("ValidationException").kind,
+            ProviderErrorKind::Rejected
+        );
     }
 
     #[test]

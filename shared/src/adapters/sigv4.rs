@@ -145,8 +145,8 @@ impl AwsSigner {
                 }
             })
             .await;
-        // Never the provider's error text verbatim in a client-facing path: it names where it
-        // looked, not secrets, but the kind of failure is what an operator needs.
+        // The provider's error says where it looked (no secret); it reaches logs only (a
+        // credentials error is a 502 to the client, without it).
         let credentials = provider
             .provide_credentials()
             .await

@@ -224,7 +224,18 @@ fn check_body(body: &Value) -> Result<(), String> {
                         return Err(format!("messages.{i}: invalid image block"));
                     }
                 }
-                "toolUse" | "toolResult" => tool_blocks = true,
+                "toolResult" => {
+                    tool_blocks = true;
+                    let blank = block["toolResult"]["content"]
+                        .as_array()
+                        .is_none_or(|c| c.is_empty() || c.iter().any(|b| b["text"] == ""));
+                    if blank {
+                        return Err(format!(
+                            "messages.{i}: a toolResult's content is missing or blank"
+                        ));
+                    }
+                }
+                "toolUse" => tool_blocks = true,
                 "cachePoint" => {}
                 other => return Err(format!("messages.{i}: unknown content block {other}")),
             }

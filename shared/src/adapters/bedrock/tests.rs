@@ -408,3 +408,75 @@ fn a_structured_stream_forwards_the_output_tools_input_as_the_reply() {
     assert!(!out.contains(&StreamEvent::Delta("Sure:".into())));
     assert!(out.contains(&StreamEvent::Finish(FinishReason::Stop)));
 }
+
+#[test]
+fn an_empty_tool_result_is_an_empty_json_block_and_empty_descriptions_are_left_out() {
+    let mut assistant = Message::new(Role::Assistant, "");
+    assistant.tool_calls = vec![ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{}".into(),
+    }];
+    let mut result = Message::new(Role::Tool, "");
+    result.tool_call_id = Some("call_1".into());
+    let mut req = request(
+        None,
+        vec![Message::new(Role::User, "Go"), assistant, result],
+    );
+    req.tools = tools(None);
+    req.tools.definitions[0].description = Some(String::new());
+    let sent = body(&req);
+    assert_eq!(
+        sent["messages"][2]["content"][0]["toolResult"]["content"],
+        json!([{"json": {}}])
+    );
+    assert!(
+        sent["toolConfig"]["tools"][0]["toolSpec"]
+            .get("description")
+            .is_none()
+    );
+}
+
+#[test]
+fn cache_points_go_only_to_model_families_that_cache() {
+    let long = "Answer as Acme's support assistant, following the style guide. ".repeat(120);
+    let mut marked = Message::new(Role::User, "Hi");
+    marked.cache_breakpoint = true;
+    let mut req = request(Some(&long), vec![marked]);
+    req.tools = tools(None);
+    req.tools.definitions[0].cache_breakpoint = true;
+    let points = |model: &str| {
+        let mut req = req.clone();
+        req.model = model.into();
+        body(&req).to_string().matches("cachePoint").count()
+    };
+    assert_eq!(points("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), 3);
+    assert_eq!(
+        points("us.amazon.nova-pro-v1:0"),
+        2,
+        "no tool caching on Nova"
+    );
+    assert_eq!(points("meta.llama3-3-70b-instruct-v1:0"), 0);
+}
+
+#[test]
+fn an_error_frame_is_read_from_its_headers_whatever_its_payload() {
+    let frame = event_stream::Message {
+        headers: vec![
+            (":message-type".into(), "error".into()),
+            (":error-code".into(), "throttlingException".into()),
+            (":error-message".into(), "Too many tokens".into()),
+        ],
+        payload: bytes::Bytes::new(),
+    };
+    let (_, end) = translate(
+        &mut EventTranslator::default(),
+        vec![event("messageStart", json!({})), frame],
+    );
+    let err = end.unwrap_err();
+    assert_eq!(
+        err.kind,
+        ProviderErrorKind::RateLimited { retry_after: None }
+    );
+    assert_eq!(err.message, "throttlingException: Too many tokens");
+}
