@@ -3,7 +3,7 @@
 #
 #   1. a chat on acme's `claude-bedrock` route (Bedrock's Converse, SigV4-signed),
 #   2. the same route streamed (ConverseStream, AWS's binary event stream),
-#   3. a chat on `claude-sonnet` (Anthropic) while Anthropic answers every call with 529:
+#   3. a chat on `claude-failover` (Anthropic) while Anthropic answers every call with 529:
 #      served by its fallback, Bedrock's Claude.
 #
 # Prints each reply's status and `x-tollgate-served-by`, then acme's usage events, and fails
@@ -67,7 +67,7 @@ ask() { # model stream question (each question differs: acme's response cache is
 }
 ask claude-bedrock buffered "Where is my order?"
 ask claude-bedrock stream "When does it ship?"
-ask claude-sonnet buffered "Can I change the address?"
+ask claude-failover buffered "Can I change the address?"
 
 # The events index is eventually consistent: wait for the three.
 for _ in $(seq 1 50); do
@@ -87,7 +87,7 @@ for e in events:
           f"{e['prompt_tokens']}+{e['completion_tokens']} tokens  attempts {e['attempts']}  "
           f"streamed {str(e['streamed']).lower():<5}  ${e['cost_usd']}")
 assert len(events) == 3, events
-assert [e["model"] for e in events] == ["claude-sonnet", "claude-bedrock", "claude-bedrock"], events
+assert [e["model"] for e in events] == ["claude-failover", "claude-bedrock", "claude-bedrock"], events
 for e in events:
     assert e["provider"] == "bedrock", e
     assert e["model_served"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0", e

@@ -24,7 +24,7 @@ use crate::ports::store::{StoreError, TenantAdmin};
 /// The provider id of acme's fine-tuned OpenAI model; [`seed`] registers it to acme.
 pub const ACME_FINE_TUNED: &str = "ft:gpt-4o-mini-2024-07-18:acme::sup01";
 
-/// The Bedrock model acme's `claude-bedrock` route calls and `claude-sonnet` fails over to:
+/// The Bedrock model acme's `claude-bedrock` route calls and `claude-failover` fails over to:
 /// Claude Sonnet 4.5 through the US cross-region inference profile.
 pub const DEMO_BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 
@@ -84,7 +84,7 @@ pub fn acme_config() -> Result<TenantConfig, StoreError> {
                 route(ProviderKind::Bedrock, DEMO_BEDROCK_MODEL),
             ),
             (
-                "claude-sonnet".into(),
+                "claude-failover".into(),
                 Route {
                     fallbacks: vec![Target {
                         provider: ProviderKind::Bedrock,

@@ -45,11 +45,12 @@ use super::http_provider::{
     StreamTranslator, truncate,
 };
 use super::sse::SseEvent;
+use super::tool_blocks::ToolBlocks;
 use crate::domain::chat::{Completion, FinishReason, Message, Role};
 use crate::domain::image::{ContentPart, ImageSource};
 use crate::domain::structured::OutputTool;
 use crate::domain::tenant::ProviderKind;
-use crate::domain::tools::{ToolCall, ToolCallDelta, ToolChoice as ClientChoice};
+use crate::domain::tools::{ToolCall, ToolChoice as ClientChoice};
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
@@ -134,7 +135,7 @@ impl LlmProvider for AnthropicProvider {
 
     async fn stream(&self, request: &ProviderRequest) -> Result<EventStream, ProviderError> {
         let translator = EventTranslator {
-            output_tool: output_tool_name(request).map(str::to_owned),
+            blocks: ToolBlocks::new(output_tool_name(request).map(str::to_owned)),
             ..EventTranslator::default()
         };
         self.http
@@ -624,17 +625,6 @@ struct StartedBlock {
     name: Option<String>,
 }
 
-/// What a content block of the stream carries, decided at its start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BlockRole {
-    /// The structured-output tool's input: the reply's text.
-    Answer,
-    /// A call of the client's tools: the call with this index in the reply.
-    Call(u32),
-    /// Text, thinking, or anything else.
-    Other,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta {
@@ -663,25 +653,8 @@ struct MessageDeltaBody {
 struct EventTranslator {
     started: bool,
     usage: AnthropicUsage,
-    /// Structured output: the output tool's input is the reply, text deltas are not.
-    output_tool: Option<String>,
-    /// Each content block's role, by its index.
-    blocks: Vec<BlockRole>,
-    /// Client tool calls started so far.
-    calls: u32,
-}
-
-impl EventTranslator {
-    fn role_of(&self, index: usize) -> BlockRole {
-        self.blocks.get(index).copied().unwrap_or(
-            // A delta without its start (never sent by Anthropic): read by the request's shape.
-            if self.output_tool.is_some() {
-                BlockRole::Answer
-            } else {
-                BlockRole::Other
-            },
-        )
-    }
+    /// What each content block carries (the output tool's input, a tool call, other).
+    blocks: ToolBlocks,
 }
 
 impl StreamTranslator for EventTranslator {
@@ -713,50 +686,24 @@ impl StreamTranslator for EventTranslator {
                 index,
                 content_block,
             } => {
-                let role = match content_block.kind.as_str() {
-                    "tool_use"
-                        if content_block.name.is_some()
-                            && content_block.name == self.output_tool =>
-                    {
-                        BlockRole::Answer
-                    }
-                    "tool_use" => {
-                        let call = self.calls;
-                        self.calls += 1;
-                        out.push(StreamEvent::ToolCall(ToolCallDelta {
-                            index: call,
-                            id: Some(content_block.id.unwrap_or_default()),
-                            name: Some(content_block.name.unwrap_or_default()),
-                            arguments: String::new(),
-                        }));
-                        BlockRole::Call(call)
-                    }
-                    _ => BlockRole::Other,
-                };
-                if self.blocks.len() <= index {
-                    self.blocks.resize(index + 1, BlockRole::Other);
-                }
-                self.blocks[index] = role;
+                let tool = (content_block.kind == "tool_use").then(|| {
+                    (
+                        content_block.id.unwrap_or_default(),
+                        content_block.name.unwrap_or_default(),
+                    )
+                });
+                self.blocks.start(index, tool, out);
             }
             StreamPayload::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
                 ..
-            } if !text.is_empty() && self.output_tool.is_none() => {
+            } if !text.is_empty() && !self.blocks.structured() => {
                 out.push(StreamEvent::Delta(text));
             }
             StreamPayload::ContentBlockDelta {
                 index,
                 delta: BlockDelta::InputJsonDelta { partial_json },
-            } if !partial_json.is_empty() => match self.role_of(index) {
-                BlockRole::Answer => out.push(StreamEvent::Delta(partial_json)),
-                BlockRole::Call(call) => out.push(StreamEvent::ToolCall(ToolCallDelta {
-                    index: call,
-                    id: None,
-                    name: None,
-                    arguments: partial_json,
-                })),
-                BlockRole::Other => {}
-            },
+            } => self.blocks.input(index, partial_json, out),
             StreamPayload::MessageDelta { delta, usage } => {
                 if let Some(usage) = usage {
                     self.usage.update(usage);
@@ -765,7 +712,7 @@ impl StreamTranslator for EventTranslator {
                 if let Some(reason) = delta.stop_reason {
                     out.push(StreamEvent::Finish(finish_reason(
                         Some(&reason),
-                        self.calls > 0,
+                        self.blocks.called_tools(),
                     )));
                 }
             }
@@ -1112,7 +1059,7 @@ mod tests {
             ("message_stop", json!({"type": "message_stop"})),
         ];
         let mut translator = EventTranslator {
-            output_tool: Some("person".into()),
+            blocks: ToolBlocks::new(Some("person".into())),
             ..EventTranslator::default()
         };
         let mut out = Vec::new();

@@ -40,10 +40,11 @@ use super::http_provider::{
     CallLimits, Flow, HttpCore, ProviderSettings, ProviderSetupError, StreamTranslator, truncate,
 };
 use super::sigv4::AwsSigner;
+use super::tool_blocks::ToolBlocks;
 use crate::domain::chat::{Completion, FinishReason, Message, Role};
 use crate::domain::image::{ContentPart, ImageSource};
 use crate::domain::tenant::ProviderKind;
-use crate::domain::tools::{ToolCall, ToolCallDelta, ToolChoice as ClientChoice};
+use crate::domain::tools::{ToolCall, ToolChoice as ClientChoice};
 use crate::domain::usage::TokenUsage;
 use crate::ports::provider::{
     EventStream, LlmProvider, ProviderError, ProviderErrorKind, ProviderRequest, StreamEvent,
@@ -152,8 +153,8 @@ impl LlmProvider for BedrockProvider {
         let body = self.body(request)?;
         let translator = EventTranslator {
             model: request.model.clone(),
-            output_tool: output_tool_name(request).map(str::to_owned),
-            ..EventTranslator::default()
+            started: false,
+            blocks: ToolBlocks::new(output_tool_name(request).map(str::to_owned)),
         };
         self.http
             .post_stream_to(
@@ -541,17 +542,6 @@ struct ToolInputDelta {
     input: String,
 }
 
-/// What a content block of the stream carries, decided at its start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BlockRole {
-    /// The structured-output tool's input: the reply's text.
-    Answer,
-    /// A call of the client's tools: the call with this index in the reply.
-    Call(u32),
-    /// Text, reasoning, or anything else.
-    Other,
-}
-
 /// ConverseStream events to [`StreamEvent`]s. Usage comes once, in the last event
 /// (`metadata`), after `messageStop`.
 #[derive(Debug, Default)]
@@ -559,15 +549,7 @@ struct EventTranslator {
     /// The route's model id: Converse names none in its replies.
     model: String,
     started: bool,
-    output_tool: Option<String>,
-    blocks: Vec<BlockRole>,
-    calls: u32,
-}
-
-impl EventTranslator {
-    fn role_of(&self, index: usize) -> BlockRole {
-        self.blocks.get(index).copied().unwrap_or(BlockRole::Other)
-    }
+    blocks: ToolBlocks,
 }
 
 impl StreamTranslator for EventTranslator {
@@ -606,53 +588,27 @@ impl StreamTranslator for EventTranslator {
                 out.push(StreamEvent::Model(self.model.clone()));
             }
             "contentBlockStart" => {
-                let index = payload.content_block_index;
-                let role = match payload.start.and_then(|s| s.tool_use) {
-                    Some(tool) if Some(&tool.name) == self.output_tool.as_ref() => {
-                        BlockRole::Answer
-                    }
-                    Some(tool) => {
-                        let call = self.calls;
-                        self.calls += 1;
-                        out.push(StreamEvent::ToolCall(ToolCallDelta {
-                            index: call,
-                            id: Some(tool.tool_use_id),
-                            name: Some(tool.name),
-                            arguments: String::new(),
-                        }));
-                        BlockRole::Call(call)
-                    }
-                    None => BlockRole::Other,
-                };
-                if self.blocks.len() <= index {
-                    self.blocks.resize(index + 1, BlockRole::Other);
-                }
-                self.blocks[index] = role;
+                let tool = payload
+                    .start
+                    .and_then(|s| s.tool_use)
+                    .map(|t| (t.tool_use_id, t.name));
+                self.blocks.start(payload.content_block_index, tool, out);
             }
             "contentBlockDelta" => match payload.delta {
                 Some(BlockDelta {
                     text: Some(text), ..
-                }) if !text.is_empty() && self.output_tool.is_none() => {
+                }) if !text.is_empty() && !self.blocks.structured() => {
                     out.push(StreamEvent::Delta(text));
                 }
                 Some(BlockDelta {
                     tool_use: Some(ToolInputDelta { input }),
                     ..
-                }) if !input.is_empty() => match self.role_of(payload.content_block_index) {
-                    BlockRole::Answer => out.push(StreamEvent::Delta(input)),
-                    BlockRole::Call(call) => out.push(StreamEvent::ToolCall(ToolCallDelta {
-                        index: call,
-                        id: None,
-                        name: None,
-                        arguments: input,
-                    })),
-                    BlockRole::Other => {}
-                },
+                }) => self.blocks.input(payload.content_block_index, input, out),
                 _ => {}
             },
             "messageStop" => out.push(StreamEvent::Finish(finish_reason(
                 payload.stop_reason.as_deref().unwrap_or_default(),
-                self.calls > 0,
+                self.blocks.called_tools(),
             ))),
             "metadata" => {
                 out.push(StreamEvent::Usage(

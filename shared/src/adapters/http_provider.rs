@@ -574,23 +574,15 @@ impl HttpCore {
         let mut tried = Vec::new();
         loop {
             let (auth, key, keys) = self.auth_value(&tried).await?;
-            let response = self
-                .client
-                .post(url.clone())
-                .headers(self.headers.clone())
-                .header(self.auth.header.clone(), auth)
-                .header(reqwest::header::CONTENT_TYPE, JSON)
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| self.transport_error(e))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response);
-            }
-            let headers = response.headers().clone();
-            // The error body is diagnostic only: if it cannot be read, classify on the status.
-            let body_bytes = response.bytes().await.unwrap_or_default();
+            let credential = [(self.auth.header.clone(), auth)];
+            let Refusal {
+                status,
+                headers,
+                body: body_bytes,
+            } = match self.post_once(url, credential, body.clone()).await? {
+                Ok(response) => return Ok(response),
+                Err(refusal) => refusal,
+            };
             let refused = matches!(status.as_u16(), 401 | 403);
             if keys > 1 && (status == StatusCode::TOO_MANY_REQUESTS || refused) {
                 let rest = if refused {
@@ -622,12 +614,25 @@ impl HttpCore {
             .sign("POST", url.as_str(), &[("content-type", JSON)], &body)
             .await
             .map_err(|message| self.error(ProviderErrorKind::Credentials, message))?;
+        self.post_once(url, signing, body)
+            .await?
+            .map_err(|r| self.status_error(r.status, &r.headers, &r.body))
+    }
+
+    /// One POST of `body` with `credentials` (a key's header, or the signing headers): the
+    /// 2xx response, or the refusal to classify.
+    async fn post_once(
+        &self,
+        url: &Url,
+        credentials: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> Result<Result<reqwest::Response, Refusal>, ProviderError> {
         let mut request = self
             .client
             .post(url.clone())
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, JSON);
-        for (name, value) in signing {
+        for (name, value) in credentials {
             request = request.header(name, value);
         }
         let response = request
@@ -637,11 +642,16 @@ impl HttpCore {
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(Ok(response));
         }
         let headers = response.headers().clone();
-        let body_bytes = response.bytes().await.unwrap_or_default();
-        Err(self.status_error(status, &headers, &body_bytes))
+        // The error body is diagnostic only: if it cannot be read, classify on the status.
+        let body = response.bytes().await.unwrap_or_default();
+        Ok(Err(Refusal {
+            status,
+            headers,
+            body,
+        }))
     }
 
     /// The call ran out of time after the request was sent (`started`).
@@ -726,6 +736,13 @@ impl HttpCore {
 }
 
 const JSON: &str = "application/json";
+
+/// A non-2xx answer, read whole.
+struct Refusal {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
 
 /// The provider's own words about a failed call, truncated: `error.message` (OpenAI,
 /// Anthropic) or `message` (AWS), after AWS's error type (`x-amzn-errortype`) when present.

@@ -36,4 +36,5 @@ pub mod sigv4;
 pub mod simulated;
 pub mod sse;
 pub mod tls;
+mod tool_blocks;
 pub mod vector_memory;

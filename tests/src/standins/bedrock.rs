@@ -327,13 +327,20 @@ pub(super) fn reply_json(cx: &ReplyContext<'_>) -> Value {
     })
 }
 
-fn event(kind: &'static str, payload: Value) -> Vec<u8> {
+/// One frame, as the SDK's encoder writes it: `:message-type`, then `kind_header` naming
+/// `kind`, then the JSON content type.
+fn frame(
+    message_type: &'static str,
+    kind_header: &'static str,
+    kind: &'static str,
+    payload: Value,
+) -> Vec<u8> {
     let message = Message::new(payload.to_string())
         .add_header(Header::new(
             ":message-type",
-            HeaderValue::String("event".into()),
+            HeaderValue::String(message_type.into()),
         ))
-        .add_header(Header::new(":event-type", HeaderValue::String(kind.into())))
+        .add_header(Header::new(kind_header, HeaderValue::String(kind.into())))
         .add_header(Header::new(
             ":content-type",
             HeaderValue::String("application/json".into()),
@@ -344,25 +351,18 @@ fn event(kind: &'static str, payload: Value) -> Vec<u8> {
     out
 }
 
+fn event(kind: &'static str, payload: Value) -> Vec<u8> {
+    frame("event", ":event-type", kind, payload)
+}
+
 /// A mid-stream exception frame, as ConverseStream sends one.
 pub(super) fn exception(kind: &'static str, message: &str) -> Vec<u8> {
-    let message = Message::new(json!({"message": message}).to_string())
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("exception".into()),
-        ))
-        .add_header(Header::new(
-            ":exception-type",
-            HeaderValue::String(kind.into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ));
-    let mut out = Vec::new();
-    aws_smithy_eventstream::frame::write_message_to(&message, &mut out)
-        .expect("an event-stream frame");
-    out
+    frame(
+        "exception",
+        ":exception-type",
+        kind,
+        json!({"message": message}),
+    )
 }
 
 /// `messageStart`, then text deltas (text blocks have no start event), tool-use blocks with

@@ -26,6 +26,17 @@ struct Setup {
     gw: Gateway,
 }
 
+impl Setup {
+    /// The path of every request Bedrock's stand-in received, in order.
+    fn paths(&self) -> Vec<String> {
+        self.bedrock
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
+    }
+}
+
 /// The demo tenants, acme with its response cache off and `edit` applied.
 async fn setup(edit: impl FnOnce(&mut TenantConfig)) -> Setup {
     let openai = OpenAiStandIn::start().await;
@@ -96,14 +107,8 @@ async fn a_bedrock_route_serves_chat_and_stream_at_the_bedrock_models_price() {
         body.contains("Bedrock") && body.contains("[DONE]"),
         "{body}"
     );
-    let paths: Vec<String> = s
-        .bedrock
-        .requests()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
     assert_eq!(
-        paths,
+        s.paths(),
         [
             converse_path(DEMO_BEDROCK_MODEL, "converse"),
             converse_path(DEMO_BEDROCK_MODEL, "converse-stream")
@@ -176,19 +181,19 @@ async fn an_anthropic_529_storm_is_served_by_bedrock_and_every_attempt_is_counte
     s.bedrock
         .push(Behavior::reply("Served by Bedrock.", usage(40, 10)));
 
-    let res = s.gw.chat("acme", ask("claude-sonnet", false)).await;
+    let res = s.gw.chat("acme", ask("claude-failover", false)).await;
 
     assert_eq!(res.status, 200, "{}", res.text());
     let served = format!("bedrock/{DEMO_BEDROCK_MODEL}");
     assert_eq!(res.header(SERVED_BY), Some(served.as_str()));
-    assert_eq!(res.json()["model"], "claude-sonnet");
+    assert_eq!(res.json()["model"], "claude-failover");
     assert_eq!(s.anthropic.requests().len(), 3);
     assert_eq!(s.bedrock.requests().len(), 1);
     let events = s.gw.wait_for_usage_events(1).await;
     assert_eq!(events.len(), 1, "one usage event per client request");
     let event = &events[0];
     assert_eq!(event.provider, ProviderKind::Bedrock);
-    assert_eq!(event.model_requested, "claude-sonnet");
+    assert_eq!(event.model_requested, "claude-failover");
     assert_eq!(event.model_served, DEMO_BEDROCK_MODEL);
     assert_eq!(event.attempts, 4, "three 529s, then Bedrock's answer");
     // The 529s produced no tokens and cost nothing; the answer is at Bedrock's price.
@@ -205,7 +210,7 @@ async fn an_anthropic_429_storm_on_a_stream_opens_on_bedrock() {
     s.bedrock
         .push(Behavior::reply("Streaming from Bedrock.", usage(40, 12)));
 
-    let res = s.gw.chat("acme", ask("claude-sonnet", true)).await;
+    let res = s.gw.chat("acme", ask("claude-failover", true)).await;
 
     assert_eq!(res.status, 200, "{}", res.text());
     let served = format!("bedrock/{DEMO_BEDROCK_MODEL}");
@@ -232,18 +237,12 @@ async fn a_tenants_inference_profile_carries_its_calls_and_the_model_prices_them
 
     // Directly, and as the fallback of an Anthropic route.
     let direct = s.gw.chat("acme", ask("claude-bedrock", false)).await;
-    let failover = s.gw.chat("acme", ask("claude-sonnet", false)).await;
+    let failover = s.gw.chat("acme", ask("claude-failover", false)).await;
 
     assert_eq!(direct.status, 200, "{}", direct.text());
     assert_eq!(failover.status, 200, "{}", failover.text());
-    let paths: Vec<String> = s
-        .bedrock
-        .requests()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
     assert_eq!(
-        paths,
+        s.paths(),
         [
             converse_path(PROFILE, "converse"),
             converse_path(PROFILE, "converse")

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::domain::image::{Detail, Image};
 use crate::domain::structured::ResponseFormat;
-use crate::domain::tools::{ToolDefinition, Tools};
+use crate::domain::tools::{ToolCallDelta, ToolDefinition, Tools};
 
 fn request(system: Option<&str>, messages: Vec<Message>) -> ProviderRequest {
     ProviderRequest {
@@ -377,7 +377,7 @@ fn an_exception_event_is_a_classified_error_and_a_cut_stream_is_upstream() {
 #[test]
 fn a_structured_stream_forwards_the_output_tools_input_as_the_reply() {
     let mut translator = EventTranslator {
-        output_tool: Some("answer".into()),
+        blocks: ToolBlocks::new(Some("answer".into())),
         ..EventTranslator::default()
     };
     let (out, end) = translate(
