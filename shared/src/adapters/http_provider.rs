@@ -614,9 +614,13 @@ impl HttpCore {
             .sign("POST", url.as_str(), &[("content-type", JSON)], &body)
             .await
             .map_err(|message| self.error(ProviderErrorKind::Credentials, message))?;
-        self.post_once(url, signing, body)
-            .await?
-            .map_err(|r| self.status_error(r.status, &r.headers, &r.body))
+        self.post_once(url, signing, body).await?.map_err(|r| {
+            if matches!(r.status.as_u16(), 401 | 403) {
+                // Expired or rotated credentials: ask the provider again on the next call.
+                signer.invalidate();
+            }
+            self.status_error(r.status, &r.headers, &r.body)
+        })
     }
 
     /// One POST of `body` with `credentials` (a key's header, or the signing headers): the

@@ -110,6 +110,12 @@ impl AwsSigner {
             .collect()
     }
 
+    /// AWS refused the request's credentials (expired, or rotated): the next request asks the
+    /// provider again instead of signing with the cached ones.
+    pub fn invalidate(&self) {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The cached credentials, or fresh ones when there are none or they expire soon.
     async fn credentials(&self) -> Result<Credentials, String> {
         let fresh = |c: &Credentials| {
@@ -200,6 +206,49 @@ mod tests {
             "{authorization}"
         );
         assert!(!authorization.contains("signer-secret"));
+    }
+
+    /// Counts how often it is asked for credentials.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                "AKID", "secret", None, None, "counting",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_cached_until_aws_refuses_them() {
+        let counting = Counting::default();
+        let count = counting.0.clone();
+        let signer = AwsSigner::new(
+            "bedrock",
+            "us-east-1",
+            CredentialSource::Provider(SharedCredentialsProvider::new(counting)),
+        );
+        let asked = || count.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            signer
+                .sign("POST", "https://h.example/m", &[], b"")
+                .await
+                .unwrap();
+        }
+        assert_eq!(asked(), 1);
+        signer.invalidate();
+        signer
+            .sign("POST", "https://h.example/m", &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(asked(), 2);
     }
 
     #[tokio::test]

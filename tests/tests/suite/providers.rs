@@ -1009,6 +1009,38 @@ mod bedrock_only {
     }
 
     #[tokio::test]
+    async fn credentials_aws_refuses_are_fetched_again_for_the_next_call() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let h = start().await;
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let provider = aws_credential_types::credential_fn::provide_credentials_fn(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok(bedrock_standin::credentials()) }
+        });
+        let signer = AwsSigner::new(
+            tollgate::adapters::bedrock::SIGNING_NAME,
+            bedrock_standin::REGION,
+            CredentialSource::Provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            ),
+        );
+        let provider = BedrockProvider::new(&h.settings(), signer).unwrap();
+        let req = request::<Bedrock>();
+
+        provider.complete(&req).await.unwrap();
+        provider.complete(&req).await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "cached between calls");
+        // An expired session token: AWS answers 403, and the next call signs with fresh ones.
+        h.stand_in().push(Behavior::status(403));
+        let err = provider.complete(&req).await.unwrap_err();
+        assert_eq!(err.kind, ProviderErrorKind::Credentials);
+        provider.complete(&req).await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn a_throttled_call_is_rate_limited_without_retry_after_and_retried_with_backoff() {
         let h = start().await;
         let provider = h.provider();
