@@ -65,6 +65,7 @@ pub fn provider_request(model: &str) -> ProviderRequest {
         response_format: Default::default(),
         tools: Default::default(),
         inference_profile: None,
+        pool_key: None,
         deadline: None,
     }
 }

@@ -98,7 +98,7 @@ impl Embedder for LocalEmbedder {
         self.dimensions
     }
 
-    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+    async fn embed(&self, texts: &[String], _: Option<u16>) -> Result<Embeddings, ProviderError> {
         Ok(Embeddings {
             vectors: texts.iter().map(|t| self.vector(t)).collect(),
             prompt_tokens: texts.iter().map(|t| count_tokens(t) as u64).sum(),
@@ -187,7 +187,11 @@ impl Embedder for OpenAiEmbedder {
 
     /// One `POST /embeddings` of all of `texts`: the caller splits by [`Embedder::max_batch`],
     /// so that the usage of every request that succeeded is known even when a later one fails.
-    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+    async fn embed(
+        &self,
+        texts: &[String],
+        pool_key: Option<u16>,
+    ) -> Result<Embeddings, ProviderError> {
         let body = self
             .http
             .post_json(
@@ -197,7 +201,7 @@ impl Embedder for OpenAiEmbedder {
                     dimensions: self.dimensions,
                     encoding_format: "float",
                 },
-                CallLimits::default(),
+                CallLimits::on_key(pool_key),
             )
             .await?;
         read_embeddings(
@@ -270,8 +274,8 @@ mod tests {
             "our refund policy covers cancelled flights".to_owned(),
             "rocket engine maintenance schedule".to_owned(),
         ];
-        let a = e.embed(&texts).await.unwrap();
-        let b = e.embed(&texts).await.unwrap();
+        let a = e.embed(&texts, None).await.unwrap();
+        let b = e.embed(&texts, None).await.unwrap();
         assert_eq!(a.vectors, b.vectors);
         for v in &a.vectors {
             assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);

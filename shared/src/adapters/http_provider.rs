@@ -247,11 +247,12 @@ fn scrub(message: String, key: impl AsRef<str>) -> String {
 }
 
 /// How long one call may take: what the request asks for (its output cap) and the deadline it
-/// must end by.
+/// must end by; and the pool key it must use, if the limiter pinned one.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CallLimits {
     pub(crate) max_tokens: Option<u32>,
     pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) pool_key: Option<u16>,
 }
 
 impl CallLimits {
@@ -259,6 +260,15 @@ impl CallLimits {
         Self {
             max_tokens: request.max_tokens,
             deadline: request.deadline,
+            pool_key: request.pool_key,
+        }
+    }
+
+    /// No output cap or deadline, on `pool_key` (embeddings).
+    pub(crate) fn on_key(pool_key: Option<u16>) -> Self {
+        Self {
+            pool_key,
+            ..Self::default()
         }
     }
 }
@@ -476,7 +486,7 @@ impl HttpCore {
         let limit = self.buffered_timeout(limits.max_tokens);
         let end_by = self.end_by(limit, limits.deadline)?;
         let exchange = async {
-            let response = self.send(url, body).await?;
+            let response = self.send(url, body, limits.pool_key).await?;
             response
                 .bytes()
                 .await
@@ -509,7 +519,7 @@ impl HttpCore {
         limits: CallLimits,
     ) -> Result<EventStream, ProviderError> {
         let end_by = self.end_by(self.request_timeout, limits.deadline)?;
-        let response = tokio::time::timeout_at(end_by, self.send(url, body))
+        let response = tokio::time::timeout_at(end_by, self.send(url, body, limits.pool_key))
             .await
             .map_err(|_| self.timed_out(self.request_timeout, limits.deadline, end_by))??;
         let state = StreamState {
@@ -528,27 +538,41 @@ impl HttpCore {
         )))
     }
 
-    /// The credential header for this request, with its key's position among `n` keys (not
-    /// one of the positions this call already `tried`).
+    /// The credential header for this request, with its key's position among `n` keys: the
+    /// `pinned` one, or the pool's pick (not one of the positions this call already `tried`).
     async fn auth_value(
         &self,
         tried: &[usize],
+        pinned: Option<u16>,
     ) -> Result<(HeaderValue, usize, usize), ProviderError> {
-        if let Some(values) = &self.static_auth {
-            let at = self.pool.pick(values.len(), tried);
-            return Ok((values[at].clone(), at, values.len()));
-        }
         let credentials = |message: String| {
             ProviderError::new(self.provider, ProviderErrorKind::Credentials, message)
         };
+        let pick = |n: usize| match pinned {
+            None => Ok(self.pool.pick(n, tried)),
+            Some(key) if usize::from(key) < n => Ok(usize::from(key)),
+            Some(key) => Err(credentials(format!(
+                "an upstream quota names {} key {key}, but the {} key pool has {n} key(s); \
+                 fix the quota (`tollgate quota`) or the keys",
+                self.provider, self.provider
+            ))),
+        };
+        if let Some(values) = &self.static_auth {
+            let at = pick(values.len())?;
+            return Ok((values[at].clone(), at, values.len()));
+        }
         let key = self.errors.api_key.resolve().await.map_err(|e| {
             credentials(format!("the {} API key is unavailable: {e}", self.provider))
         })?;
         let keys: Vec<&str> = key_pool::keys(key.expose_secret()).collect();
-        let at = self.pool.pick(keys.len(), tried);
-        let key = keys
-            .get(at)
-            .ok_or_else(|| credentials(format!("the {} API key is empty", self.provider)))?;
+        if keys.is_empty() {
+            return Err(credentials(format!(
+                "the {} API key is empty",
+                self.provider
+            )));
+        }
+        let at = pick(keys.len())?;
+        let key = keys[at];
         let value = secret_header(self.provider, &format!("{}{key}", self.auth.prefix))
             .map_err(|e| credentials(e.to_string()))?;
         Ok((value, at, keys.len()))
@@ -556,11 +580,14 @@ impl HttpCore {
 
     /// Sends the request; a non-2xx answer becomes a classified error. With several keys, a
     /// 429 (or a refused key, 401/403) rests the key that got it and the request goes out
-    /// again at once on an awake one (each key at most once per call; `key_pool`).
+    /// again at once on an awake one (each key at most once per call; `key_pool`), unless
+    /// the call is `pinned` to a key: its reservation holds that key's quota and no other, so
+    /// the error is returned (the retry policy and the route's fallbacks take it from there).
     async fn send(
         &self,
         url: &Url,
         body: &impl Serialize,
+        pinned: Option<u16>,
     ) -> Result<reqwest::Response, ProviderError> {
         let body = Bytes::from(serde_json::to_vec(body).map_err(|e| {
             self.error(
@@ -573,7 +600,7 @@ impl HttpCore {
         }
         let mut tried = Vec::new();
         loop {
-            let (auth, key, keys) = self.auth_value(&tried).await?;
+            let (auth, key, keys) = self.auth_value(&tried, pinned).await?;
             let credential = [(self.auth.header.clone(), auth)];
             let Refusal {
                 status,
@@ -594,7 +621,7 @@ impl HttpCore {
                 };
                 self.pool.rest(key, keys, rest);
                 tried.push(key);
-                if tried.len() < keys && self.pool.any_awake(keys, &tried) {
+                if pinned.is_none() && tried.len() < keys && self.pool.any_awake(keys, &tried) {
                     tracing::info!(provider = %self.provider, key, keys, status = status.as_u16(), "provider key rate limited or refused; resting it and using the next");
                     continue;
                 }

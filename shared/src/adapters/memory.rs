@@ -38,6 +38,9 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Hour, tenant, kind: at most one anomaly each, ordered by hour.
 type AnomalyKey = (DateTime<Utc>, TenantId, String);
 
+/// Provider, model, key position (`None`: the model's quota across its keys).
+type QuotaId = (ProviderKind, String, Option<u16>);
+
 /// Every store port in memory (see the module docs).
 #[derive(Default)]
 pub struct MemoryStore {
@@ -56,7 +59,7 @@ pub struct MemoryStore {
     anomalies: RwLock<BTreeMap<AnomalyKey, AnomalyRecord>>,
     /// Budget events by id, and whether each is published.
     budget_events: RwLock<BTreeMap<String, StoredBudgetEvent>>,
-    quotas: RwLock<BTreeMap<(ProviderKind, String), UpstreamQuota>>,
+    quotas: RwLock<BTreeMap<QuotaId, UpstreamQuota>>,
     /// End-user profiles, keyed by tenant and user: another tenant's user is another key.
     profiles: RwLock<HashMap<(TenantId, UserId), ProfileRecord>>,
 }
@@ -729,10 +732,10 @@ impl Catalog for MemoryStore {
     }
 
     async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError> {
-        self.quotas
-            .write()
-            .map_err(poisoned)?
-            .insert((quota.provider, quota.model.clone()), quota.clone());
+        self.quotas.write().map_err(poisoned)?.insert(
+            (quota.provider, quota.model.clone(), quota.key),
+            quota.clone(),
+        );
         Ok(())
     }
 }

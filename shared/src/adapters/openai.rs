@@ -96,7 +96,7 @@ impl LlmProvider for OpenAiProvider {
                     dimensions: request.dimensions,
                     encoding_format: "float",
                 },
-                CallLimits::default(),
+                CallLimits::on_key(request.pool_key),
             )
             .await?;
         super::embeddings::read_embeddings(
@@ -395,6 +395,7 @@ mod tests {
             response_format: Default::default(),
             tools: Default::default(),
             inference_profile: None,
+            pool_key: None,
             deadline: None,
         }
     }

@@ -481,6 +481,7 @@ mod tests {
             response_format: Default::default(),
             tools: Default::default(),
             inference_profile: None,
+            pool_key: None,
             deadline: None,
         }
     }

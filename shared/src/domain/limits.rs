@@ -255,7 +255,8 @@ impl DegradationPolicy {
     }
 }
 
-/// Tokens per minute the deployment may send to one provider model, shared by every tenant.
+/// Tokens per minute the deployment may send to one provider model, shared by every tenant:
+/// through all of the provider's keys (`key: None`), or through one key of its key pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamQuota {
@@ -263,12 +264,78 @@ pub struct UpstreamQuota {
     pub provider: super::tenant::ProviderKind,
     /// The provider's model id.
     pub model: String,
+    /// The key's position in the provider's key pool (0 is the first key of
+    /// `OPENAI_API_KEY=sk-a,sk-b` or of the secret's value), when the quota is that key's own:
+    /// providers limit each account, and a pool's keys usually belong to different accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u16>,
     /// Tokens per minute the deployment may send it, across all tenants.
     pub tokens_per_minute: u64,
 }
 
-/// Upstream quotas by provider model: tokens per minute, shared by every tenant.
-pub type UpstreamQuotas = std::collections::HashMap<(super::tenant::ProviderKind, String), u64>;
+/// Upstream quotas by provider model, shared by every tenant: one for the model across the
+/// provider's keys, and one per key of the pool. Once any key of a model has a quota, the
+/// limiter pins every call of that model to a key with one (the key with the most room), and
+/// the call goes out on that key alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamQuotas {
+    models: std::collections::HashMap<UpstreamModel, u64>,
+    keys: std::collections::HashMap<UpstreamModel, std::collections::BTreeMap<u16, u64>>,
+}
+
+/// A provider model: the provider and its model id.
+pub type UpstreamModel = (super::tenant::ProviderKind, String);
+
+impl UpstreamQuotas {
+    /// No quotas: every provider model is limited per tenant only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `quota`, replacing the one of the same model and key.
+    pub fn insert(&mut self, quota: UpstreamQuota) {
+        let model = (quota.provider, quota.model);
+        match quota.key {
+            None => {
+                self.models.insert(model, quota.tokens_per_minute);
+            }
+            Some(key) => {
+                self.keys
+                    .entry(model)
+                    .or_default()
+                    .insert(key, quota.tokens_per_minute);
+            }
+        }
+    }
+
+    /// The quota of `model` across all keys.
+    pub fn model(&self, model: &UpstreamModel) -> Option<u64> {
+        self.models.get(model).copied()
+    }
+
+    /// The quotas of `model`'s keys, by position; empty when none has one.
+    pub fn keys(&self, model: &UpstreamModel) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.keys
+            .get(model)
+            .into_iter()
+            .flat_map(|keys| keys.iter().map(|(k, tpm)| (*k, *tpm)))
+    }
+
+    /// Whether any quota applies to `model`.
+    pub fn limits(&self, model: &UpstreamModel) -> bool {
+        self.models.contains_key(model) || self.keys.contains_key(model)
+    }
+}
+
+impl FromIterator<UpstreamQuota> for UpstreamQuotas {
+    fn from_iter<I: IntoIterator<Item = UpstreamQuota>>(quotas: I) -> Self {
+        let mut out = Self::new();
+        for quota in quotas {
+            out.insert(quota);
+        }
+        out
+    }
+}
 
 /// Which limit a decision concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -51,6 +51,11 @@ pub struct ProviderRequest {
     /// goes through it so its spend is tagged in the AWS bill; `model` still names and prices
     /// it. Ignored by other providers.
     pub inference_profile: Option<String>,
+    /// The provider key (its position in the provider's key pool) the limiter reserved this
+    /// call on, when the model has per-key upstream quotas: the call goes out on that key and
+    /// no other (a 429 does not move it to another key's quota). `None`: the pool takes turns.
+    /// Ignored by providers without keys (Bedrock signs with the function's role).
+    pub pool_key: Option<u16>,
     /// When the call must be over, whatever else: the function's own deadline less a margin
     /// for metering. A buffered call fails with a timeout then; a stream is cut. `None` where
     /// nothing imposes one (`tollgate serve`).
@@ -202,6 +207,8 @@ pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     /// Shorter vectors, for models that can shorten theirs (`text-embedding-3-*`).
     pub dimensions: Option<u32>,
+    /// The provider key the limiter reserved this call on (see [`ProviderRequest::pool_key`]).
+    pub pool_key: Option<u16>,
 }
 
 /// The inputs of an embeddings call, as the client sent them.

@@ -136,8 +136,13 @@ pub trait Embedder: Send + Sync {
     fn max_batch(&self) -> usize {
         DEFAULT_MAX_BATCH
     }
-    /// One upstream request for `texts` (one attempt: the caller retries).
-    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError>;
+    /// One upstream request for `texts` (one attempt: the caller retries), on the provider key
+    /// at `pool_key` when the limiter pinned one (see `ProviderRequest::pool_key`).
+    async fn embed(
+        &self,
+        texts: &[String],
+        pool_key: Option<u16>,
+    ) -> Result<Embeddings, ProviderError>;
 }
 
 /// [`Embedder::max_batch`] unless an embedder says otherwise.

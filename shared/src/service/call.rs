@@ -38,8 +38,12 @@ impl CallStep {
         ask: Ask,
     ) -> (Result<Answer, ProviderError>, u32, Option<Leg>) {
         let legs = prepared.legs();
+        // The key the record's reservation holds a key quota on (if any) carries the call
+        // on the route's own target.
+        let pool_key = record.reservation.as_ref().and_then(|r| r.pool_key);
+        let upstream = &prepared.upstream;
         let chained =
-            failover::call(&self.retry, &self.breakers, &legs, &prepared.upstream, ask).await;
+            failover::call(&self.retry, &self.breakers, &legs, upstream, pool_key, ask).await;
         record.served_by(&legs[chained.leg]);
         let fallback = (chained.leg != 0).then(|| legs[chained.leg].clone());
         (chained.result, chained.attempts, fallback)

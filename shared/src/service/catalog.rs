@@ -22,8 +22,8 @@ use crate::ports::store::StoreError;
 pub struct CatalogSnapshot {
     /// Model prices: the bundled and configured table, the operator's entries on top.
     pub prices: PriceTable,
-    /// Tokens per minute per provider model, shared by every tenant; a model without an entry
-    /// has no upstream limit.
+    /// Tokens per minute per provider model and per key of a provider's pool, shared by every
+    /// tenant; a model without an entry has no upstream limit.
     pub quotas: UpstreamQuotas,
 }
 
@@ -83,7 +83,7 @@ impl OperatorCatalog {
                                 q.provider, q.model, q.tokens_per_minute
                             )));
                         }
-                        Ok(((q.provider, q.model), q.tokens_per_minute))
+                        Ok(q)
                     })
                     .collect::<Result<_, _>>()?;
                 Ok(Arc::new(CatalogSnapshot { prices, quotas }))
@@ -142,6 +142,7 @@ mod tests {
             Ok(vec![UpstreamQuota {
                 provider: ProviderKind::Openai,
                 model: "operator-model".into(),
+                key: None,
                 tokens_per_minute: self.quota,
             }])
         }
@@ -195,8 +196,8 @@ mod tests {
             assert_eq!(
                 snapshot
                     .quotas
-                    .get(&(ProviderKind::Openai, "operator-model".into())),
-                Some(&90_000)
+                    .model(&(ProviderKind::Openai, "operator-model".into())),
+                Some(90_000)
             );
         }
         catalog.get().await.unwrap();

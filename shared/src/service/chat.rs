@@ -699,6 +699,7 @@ impl ChatService {
             response_format: request.response_format.clone(),
             tools: request.tools.clone(),
             inference_profile: config.inference_profile(&route),
+            pool_key: None,
             deadline: ctx.deadline,
         };
         Ok(Prepared {

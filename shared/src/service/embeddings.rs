@@ -209,6 +209,7 @@ impl EmbeddingsService {
             model: route.model.clone(),
             input: request.input.clone(),
             dimensions: request.dimensions,
+            pool_key: reservation.pool_key,
         };
         let started = Instant::now();
         let (result, attempts) = match ctx.deadline {

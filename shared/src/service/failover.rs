@@ -251,6 +251,7 @@ pub(crate) async fn call(
     breakers: &Breakers,
     legs: &[Leg],
     upstream: &ProviderRequest,
+    pool_key: Option<u16>,
     ask: Ask,
 ) -> Chained<Answer> {
     // A route without fallbacks never consults the breaker: there is nowhere else to go.
@@ -268,15 +269,20 @@ pub(crate) async fn call(
                 continue;
             }
             called = true;
+            // The reserved key belongs to the route's own target: a fallback's provider
+            // takes its keys in turn.
+            let key = if i == 0 { pool_key } else { None };
             let retargeted;
             let request = if upstream.model == leg.route.model
                 && upstream.inference_profile == leg.inference_profile
+                && upstream.pool_key == key
             {
                 upstream
             } else {
                 let mut r = upstream.clone();
                 r.model = leg.route.model.clone();
                 r.inference_profile = leg.inference_profile.clone();
+                r.pool_key = key;
                 retargeted = r;
                 &retargeted
             };

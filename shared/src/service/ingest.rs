@@ -525,7 +525,9 @@ impl IngestService {
         let reservation = self.reserve(call_id, tenant, config, demand).await?;
 
         let provider_started = Instant::now();
-        let (embedded, attempts, failure) = self.embed_in_batches(&texts, deadline).await;
+        let (embedded, attempts, failure) = self
+            .embed_in_batches(&texts, deadline, reservation.pool_key)
+            .await;
         let metered = failure.as_ref().map(|(_, f)| *f);
         let usage = EmbeddingCall::metered(&embedded, metered.as_ref());
         let cost = price.cost(&usage);
@@ -628,6 +630,7 @@ impl IngestService {
         &self,
         texts: &[String],
         deadline: Option<tokio::time::Instant>,
+        pool_key: Option<u16>,
     ) -> (Embeddings, u32, Option<(GatewayError, EmbeddingFailure)>) {
         let mut embedded = Embeddings {
             vectors: Vec::with_capacity(texts.len()),
@@ -638,12 +641,17 @@ impl IngestService {
         for batch in texts.chunks(self.embedder.max_batch().max(1)) {
             let (result, tries) = match deadline {
                 _ if past(deadline) => (Err(deadline_error(self.embedder.kind(), false)), 0),
-                Some(at) => {
-                    tokio::time::timeout_at(at, self.retry.run(|| self.embedder.embed(batch)))
+                Some(at) => tokio::time::timeout_at(
+                    at,
+                    self.retry.run(|| self.embedder.embed(batch, pool_key)),
+                )
+                .await
+                .unwrap_or_else(|_| (Err(deadline_error(self.embedder.kind(), true)), 1)),
+                None => {
+                    self.retry
+                        .run(|| self.embedder.embed(batch, pool_key))
                         .await
-                        .unwrap_or_else(|_| (Err(deadline_error(self.embedder.kind(), true)), 1))
                 }
-                None => self.retry.run(|| self.embedder.embed(batch)).await,
             };
             attempts += tries;
             match result {

@@ -3,7 +3,9 @@
 //!
 //! Per request, before the provider call: one read of every counted bucket (`snapshot`, one
 //! round trip) and one conditional increment of the current buckets (`reserve`, one round trip,
-//! all-or-nothing across the tenant's minute and day windows and the upstream quota). After the
+//! all-or-nothing across the tenant's minute and day windows and the upstream quotas: the
+//! model's, and when the provider's keys have their own, the key the call is pinned to,
+//! [`Reservation::pool_key`]). After the
 //! call, `Reservation::reconcile` yields the adjustments that travel with the usage event in the
 //! same atomic write, so a reservation is reconciled exactly once.
 //!
@@ -99,8 +101,18 @@ fn push_decimal(out: &mut String, n: i64) {
     }
 }
 
-fn upstream_key(provider: ProviderKind, model: &str, index: i64) -> CounterKey {
-    CounterKey(format!("u#{provider}#{model}#{}#{index}", MINUTE.tag))
+/// `u#{provider}#{model}#m#{index}` for the model's quota across the provider's keys, and
+/// `#k{key}` after it for one key's own: the fixed-format parts end the key, so no model's
+/// counter is another's (a model id may contain `#`).
+fn upstream_key(counter: &UpstreamCounter, index: i64) -> CounterKey {
+    let (provider, model, key) = counter;
+    match key {
+        None => CounterKey(format!("u#{provider}#{model}#{}#{index}", MINUTE.tag)),
+        Some(key) => CounterKey(format!(
+            "u#{provider}#{model}#{}#{index}#k{key}",
+            MINUTE.tag
+        )),
+    }
 }
 
 /// The tenant's spend in one budget period, in nano-USD: `t#{tenant}#usd#{d|M}#{index}`.
@@ -241,8 +253,8 @@ enum Slot {
     Read(usize),
 }
 
-/// A model with an upstream quota: its provider and name.
-type UpstreamModel = (ProviderKind, String);
+/// One upstream quota's counter: a provider model, across its keys (`None`) or for one key.
+type UpstreamCounter = (ProviderKind, String, Option<u16>);
 
 /// The counters a snapshot reads, in one round trip.
 #[derive(Default)]
@@ -342,12 +354,12 @@ pub struct Snapshot {
     /// All shards summed.
     minute_total: Buckets,
     day_total: Buckets,
-    upstream: HashMap<(ProviderKind, String), Buckets>,
+    upstream: HashMap<UpstreamCounter, Buckets>,
     /// The bucket after the current one, per shard and per upstream model: empty unless a
     /// reservation stamped after the boundary already wrote there.
     next_minute: Vec<Counter>,
     next_day: Vec<Counter>,
-    next_upstream: HashMap<(ProviderKind, String), Counter>,
+    next_upstream: HashMap<UpstreamCounter, Counter>,
     /// The catalog the quotas were taken from.
     catalog: Arc<CatalogSnapshot>,
     /// The tenant's spend in each period it has a budget for, in nano-USD.
@@ -404,6 +416,10 @@ pub struct Reservation {
     pub status: RateStatus,
     /// Where the tokens and dollars went: one part per counter.
     parts: Vec<Part>,
+    /// The provider key (its position in the pool) this reservation holds a key quota on:
+    /// the call must go out on that key and no other. `None` when the route's model has no
+    /// key quotas (the pool then takes turns).
+    pub pool_key: Option<u16>,
 }
 
 /// Which limit a part of a reservation is held against.
@@ -415,6 +431,8 @@ enum Held {
     Day,
     /// The route's upstream quota.
     Upstream,
+    /// The upstream quota of the provider key the call is pinned to.
+    UpstreamKey,
     /// The tenant's dollar budget for a period.
     Budget(Period),
     /// The end user's minute window.
@@ -534,6 +552,7 @@ impl Reservation {
             nanos,
             status: self.status,
             parts,
+            pool_key: self.pool_key,
         }
     }
 }
@@ -810,15 +829,24 @@ impl Limiter {
                     .collect()
             })
             .collect();
-        let upstream: Vec<(UpstreamModel, Vec<(i64, Slot)>)> = models
+        let upstream: Vec<(UpstreamCounter, Vec<(i64, Slot)>)> = models
             .iter()
-            .filter(|(p, m)| catalog.quotas.contains_key(&(*p, (*m).to_owned())))
-            .map(|&(provider, model)| {
+            .map(|&(provider, model)| (provider, model.to_owned()))
+            .flat_map(|model| {
+                let whole = catalog.quotas.model(&model).map(|_| None);
+                let keys = catalog.quotas.keys(&model).map(|(key, _)| Some(key));
+                let (provider, name) = model;
+                whole
+                    .into_iter()
+                    .chain(keys.collect::<Vec<_>>())
+                    .map(move |key| (provider, name.clone(), key))
+            })
+            .map(|counter| {
                 let slots = minute_idx
                     .iter()
-                    .map(|&i| (i, reads.read(upstream_key(provider, model, i))))
+                    .map(|&i| (i, reads.read(upstream_key(&counter, i))))
                     .collect();
-                ((provider, model.to_owned()), slots)
+                (counter, slots)
             })
             .collect();
         // The bucket after the current one, for every window the reservation may write.
@@ -831,7 +859,7 @@ impl Limiter {
             .collect();
         let next_upstream_slots: Vec<Slot> = upstream
             .iter()
-            .map(|((provider, model), _)| reads.read(upstream_key(*provider, model, next_minute)))
+            .map(|(counter, _)| reads.read(upstream_key(counter, next_minute)))
             .collect();
         // The budget periods the tenant has a budget for, and the end user's counters.
         let spent_slots: Vec<(Period, Slot)> = Period::ALL
@@ -875,11 +903,11 @@ impl Limiter {
         let next_upstream = upstream
             .iter()
             .zip(&next_upstream_slots)
-            .map(|((model, _), slot)| (model.clone(), value(slot)))
+            .map(|((counter, _), slot)| (counter.clone(), value(slot)))
             .collect();
         let upstream = upstream
             .into_iter()
-            .map(|(model, slots)| (model, buckets(&slots)))
+            .map(|(counter, slots)| (counter, buckets(&slots)))
             .collect();
         let read = |slot: Option<Slot>| slot.map(|s| value(&s)).unwrap_or_default();
         let user = user_slots.map(|(minute, next, day, spend)| UserCounters {
@@ -1226,23 +1254,62 @@ impl Limiter {
             );
         }
 
-        // The upstream quota of the route's model, shared by every tenant (not sharded).
+        // The upstream quotas of the route's model, shared by every tenant (not sharded):
+        // across the provider's keys, and the pinned key's own.
         let model = (route.0, route.1.to_owned());
-        if let Some(quota) = snapshot.catalog.quotas.get(&model).copied() {
-            let buckets = snapshot.upstream.get(&model).cloned().unwrap_or_default();
+        let upstream_room = |key: Option<u16>, quota: u64| {
+            let counter = (route.0, route.1.to_owned(), key);
+            let buckets = snapshot.upstream.get(&counter).cloned().unwrap_or_default();
             let next = snapshot
                 .next_upstream
-                .get(&model)
+                .get(&counter)
                 .copied()
                 .unwrap_or_default();
             let room = ShardRoom::new(&buckets, next, clamp_i64(quota), None);
+            (counter, buckets, next, room)
+        };
+        let mut pinned = Vec::new();
+        if let Some(quota) = snapshot.catalog.quotas.model(&model) {
+            pinned.push((Held::Upstream, upstream_room(None, quota)));
+        }
+        let mut keys: Vec<_> = snapshot
+            .catalog
+            .quotas
+            .keys(&model)
+            .map(|(key, quota)| upstream_room(Some(key), quota))
+            .collect();
+        let pool_key = if keys.is_empty() {
+            None
+        } else {
+            // The key with the most room; among equals, a random one, so that idle keys
+            // share the traffic instead of the first taking it all.
+            let from = rand::random_range(0..keys.len());
+            let Some(best) = (0..keys.len())
+                .map(|i| (from + i) % keys.len())
+                .filter(|&i| keys[i].3.tokens >= t)
+                .reduce(|best, i| {
+                    if keys[i].3.tokens > keys[best].3.tokens {
+                        i
+                    } else {
+                        best
+                    }
+                })
+            else {
+                return Ok(Attempt::Refused(Held::UpstreamKey));
+            };
+            let chosen = keys.swap_remove(best);
+            let key = chosen.0.2;
+            pinned.push((Held::UpstreamKey, chosen));
+            key
+        };
+        for (held, (counter, buckets, next, room)) in pinned {
             if room.tokens < t {
-                return Ok(Attempt::Refused(Held::Upstream));
+                return Ok(Attempt::Refused(held));
             }
             plan.add(
-                Held::Upstream,
+                held,
                 CounterAdd {
-                    key: upstream_key(route.0, route.1, minute_idx),
+                    key: upstream_key(&counter, minute_idx),
                     tokens: t,
                     requests: request,
                     max_tokens: Some(room.cap_tokens),
@@ -1250,8 +1317,8 @@ impl Limiter {
                     expires_at: minute_expiry,
                 },
             );
-            plan.guard(&buckets, |i| upstream_key(route.0, route.1, i));
-            plan.guard_next(upstream_key(route.0, route.1, minute_idx + 1), next);
+            plan.guard(&buckets, |i| upstream_key(&counter, i));
+            plan.guard_next(upstream_key(&counter, minute_idx + 1), next);
         }
 
         // The tenant's dollar budgets: the worst-case cost against each period's spend.
@@ -1333,6 +1400,7 @@ impl Limiter {
                             expires_at: add.expires_at,
                         })
                         .collect(),
+                    pool_key,
                 }),
                 AddOutcome::Refused { index } => {
                     Attempt::Refused(plan.held.get(index).copied().unwrap_or(Held::Minute))
@@ -1438,23 +1506,19 @@ impl Limiter {
                 DAY,
             ),
             Held::Upstream => {
-                let quota = snapshot
-                    .catalog
-                    .quotas
-                    .get(&(route.0, route.1.to_owned()))
-                    .copied()
-                    .unwrap_or_default();
-                let buckets = snapshot
-                    .upstream
-                    .get(&(route.0, route.1.to_owned()))
-                    .cloned()
-                    .unwrap_or_default();
+                let model = (route.0, route.1.to_owned());
+                let quota = snapshot.catalog.quotas.model(&model).unwrap_or_default();
+                let counter = (route.0, route.1.to_owned(), None);
+                let buckets = snapshot.upstream.get(&counter).cloned().unwrap_or_default();
                 (
                     LimitKind::UpstreamTokensPerMinute,
                     quota,
                     buckets.token_series(),
                     MINUTE,
                 )
+            }
+            Held::UpstreamKey => {
+                return self.keys_exhausted(scope, snapshot, tokens, counts, route);
             }
         };
         let needed = if kind == LimitKind::RequestsPerMinute {
@@ -1490,6 +1554,47 @@ impl Limiter {
             message,
             retry_after,
             rate: Box::new(self.status(limits, snapshot, 0, counts)),
+        }
+    }
+
+    /// Every key of the route's model with a quota is too full for `tokens`: the client
+    /// may retry when the first of them has room.
+    fn keys_exhausted(
+        &self,
+        scope: &Scope,
+        snapshot: &Snapshot,
+        tokens: u64,
+        counts: Counts,
+        route: (ProviderKind, &str),
+    ) -> GatewayError {
+        let model = (route.0, route.1.to_owned());
+        let (quotas, retry_after) = snapshot.catalog.quotas.keys(&model).fold(
+            (0_u64, None::<Duration>),
+            |(sum, soonest), (key, quota)| {
+                let counter = (route.0, route.1.to_owned(), Some(key));
+                let series = snapshot
+                    .upstream
+                    .get(&counter)
+                    .map(Buckets::token_series)
+                    .unwrap_or_default();
+                let wait = MINUTE
+                    .time_until_fits(snapshot.now, &series, tokens, quota)
+                    .unwrap_or(Duration::from_secs(MINUTE.bucket_secs as u64));
+                (sum + quota, Some(soonest.map_or(wait, |s| s.min(wait))))
+            },
+        );
+        let retry_after = retry_after
+            .unwrap_or(Duration::from_secs(MINUTE.bucket_secs as u64))
+            .max(Duration::from_secs(1));
+        GatewayError::RateLimited {
+            message: format!(
+                "the upstream quota of every {} key for `{}` ({quotas} tokens per minute across the keys, shared by all tenants) is exhausted for now; this is not your own limit. Try again in {}s",
+                route.0,
+                route.1,
+                retry_after.as_secs()
+            ),
+            retry_after,
+            rate: Box::new(self.status(scope.limits, snapshot, 0, counts)),
         }
     }
 

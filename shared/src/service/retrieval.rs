@@ -118,7 +118,7 @@ impl Retriever {
         };
         let started = Instant::now();
         let texts = [query.to_owned()];
-        let (result, attempts) = self.retry.run(|| self.embedder.embed(&texts)).await;
+        let (result, attempts) = self.retry.run(|| self.embedder.embed(&texts, None)).await;
         let (embedded, failure) = match result {
             Ok(embedded) => (embedded, None),
             Err(err) => {

@@ -312,7 +312,7 @@ async fn sixty_concurrent_refusals_publish_one_exhausted_event_through_the_templ
     };
     let store = Arc::new(moto::fresh_store(SUITE, "be").await.unwrap());
     let limiter = Arc::new(
-        Limiter::new(store.clone(), HashMap::new(), 1024).with_budget_events(store.clone()),
+        Limiter::new(store.clone(), Default::default(), 1024).with_budget_events(store.clone()),
     );
     let tenant = TenantId::parse("acme").unwrap();
     let mut scope = Scope::tokens_only(&tenant, Shards::ONE, big_limits());

@@ -829,7 +829,11 @@ impl Embedder for SlowEmbedder {
     fn max_batch(&self) -> usize {
         self.inner.max_batch()
     }
-    async fn embed(&self, texts: &[String]) -> Result<Embeddings, ProviderError> {
+    async fn embed(
+        &self,
+        texts: &[String],
+        pool_key: Option<u16>,
+    ) -> Result<Embeddings, ProviderError> {
         tokio::time::sleep(self.delay).await;
         if self.fail {
             return Err(ProviderError::new(
@@ -838,7 +842,7 @@ impl Embedder for SlowEmbedder {
                 "the embedding stand-in refuses",
             ));
         }
-        self.inner.embed(texts).await
+        self.inner.embed(texts, pool_key).await
     }
 }
 

@@ -6,16 +6,19 @@
 //!   limit (the write lands after the boundary, or the later snapshot's write lands first);
 //! - a sharded tenant admits any request that fits its limit, and every shard can count a
 //!   request;
-//! - a tokens-only reservation (ingest's embeddings) holds tokens and counts no request.
+//! - a tokens-only reservation (ingest's embeddings) holds tokens and counts no request;
+//! - per-key upstream quotas: each reservation is pinned to the key with the most room, no
+//!   key's counter passes its quota (a concurrent burst included), a released reservation
+//!   gives its key's room back, and the model's own quota still applies beside them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tollgate::adapters::memory::MemoryStore;
 use tollgate::domain::ids::TenantId;
-use tollgate::domain::limits::{Limits, Shards};
+use tollgate::domain::limits::{Limits, Shards, UpstreamQuota, UpstreamQuotas};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::{
     AddOutcome, Counter, CounterAdd, CounterGuard, CounterKey, LimiterStore,
@@ -157,7 +160,7 @@ mod contract {
     }
 
     async fn boundary(store: Arc<dyn LimiterStore>, order: &[usize]) -> u64 {
-        let limiter = Limiter::new(store, HashMap::new(), 1024);
+        let limiter = Limiter::new(store, Default::default(), 1024);
         let tenant = TenantId::parse("edge").unwrap();
         let scope = Scope::tokens_only(&tenant, Shards::ONE, limits(20_000, 1_000));
         let mut snapshots = Vec::new();
@@ -179,7 +182,7 @@ mod contract {
 
     pub async fn sharded_requests(store: &Arc<dyn LimiterStore>) {
         let store = store.clone();
-        let limiter = Limiter::new(store, HashMap::new(), 1024);
+        let limiter = Limiter::new(store, Default::default(), 1024);
         let tenant = TenantId::parse("big").unwrap();
         let shards = Shards::new(16);
         // 14,000 tokens is more than one shard's 12,500 share of 200,000: it still fits.
@@ -212,7 +215,7 @@ mod contract {
     /// minute, and leave the request count where it was.
     pub async fn tokens_only(store: &Arc<dyn LimiterStore>) {
         let store = store.clone();
-        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let limiter = Limiter::new(store.clone(), Default::default(), 1024);
         let tenant = TenantId::parse("docs").unwrap();
         let now = 3_000_005;
         let tight = limits(1_000, 1);
@@ -300,7 +303,7 @@ mod budgets {
     /// comes back at 00:00 UTC; the month's at the 1st. A refusal says which, with the
     /// seconds to the reset.
     pub async fn budget_periods(store: &Arc<dyn LimiterStore>) {
-        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let limiter = Limiter::new(store.clone(), Default::default(), 1024);
         let tenant = TenantId::parse("spender").unwrap();
         let mut scope = Scope::tokens_only(&tenant, Shards::ONE, limits(1_000_000, 1_000));
         scope.budget = Budget {
@@ -372,7 +375,7 @@ mod budgets {
     /// The same user id under two tenants is two users; another user of the same tenant is
     /// untouched; the tenant's own limits still apply to a user's requests.
     pub async fn end_user_isolation(store: &Arc<dyn LimiterStore>) {
-        let limiter = Limiter::new(store.clone(), HashMap::new(), 1024);
+        let limiter = Limiter::new(store.clone(), Default::default(), 1024);
         let now = at("2026-12-05T10:00:00Z");
         let scope = |tenant: &str, user: &str| Scope {
             user: Some((
@@ -423,6 +426,168 @@ mod budgets {
     }
 }
 
+mod key_quotas {
+    use super::*;
+
+    fn quotas(model: &str, whole: Option<u64>, keys: &[u64]) -> UpstreamQuotas {
+        let quota = |key, tokens_per_minute| UpstreamQuota {
+            provider: ProviderKind::Openai,
+            model: model.into(),
+            key,
+            tokens_per_minute,
+        };
+        whole
+            .map(|tpm| quota(None, tpm))
+            .into_iter()
+            .chain(
+                keys.iter()
+                    .enumerate()
+                    .map(|(k, &tpm)| quota(Some(k as u16), tpm)),
+            )
+            .collect()
+    }
+
+    fn key_counter(model: &str, key: u16, now: i64) -> CounterKey {
+        CounterKey(format!("u#openai#{model}#m#{}#k{key}", now / 10))
+    }
+
+    async fn reserve_on(
+        limiter: &Limiter,
+        scope: &Scope,
+        route: (ProviderKind, &str),
+        tokens: u64,
+        now: i64,
+    ) -> Result<Reservation, tollgate::GatewayError> {
+        let snapshot = limiter.snapshot(scope, &[route], now).await.unwrap();
+        limiter
+            .reserve(scope, &snapshot, Demand::tokens(tokens), route)
+            .await
+            .unwrap()
+    }
+
+    /// Keys of 1,000 and 3,000 tokens per minute, 900-token requests: each goes to the key
+    /// with the most room, until neither has 900 left.
+    pub async fn pinned_to_the_roomiest_key(store: &Arc<dyn LimiterStore>) {
+        let limiter = Limiter::new(
+            store.clone(),
+            quotas("gpt-4o", Some(1_000_000), &[1_000, 3_000]),
+            1024,
+        );
+        let tenant = TenantId::parse("keys").unwrap();
+        let scope = Scope::tokens_only(&tenant, Shards::ONE, limits(1_000_000, 1_000));
+        let now = 4_000_005;
+        let mut keys = Vec::new();
+        for _ in 0..4 {
+            let r = reserve_on(&limiter, &scope, ROUTE, 900, now).await.unwrap();
+            keys.push(r.pool_key.expect("pinned to a key"));
+        }
+        // 3,000 → 2,100 → 1,200 left on key 1 beats key 0's 1,000; then key 1 has 300.
+        assert_eq!(keys, [1, 1, 1, 0]);
+        let last = match reserve_on(&limiter, &scope, ROUTE, 900, now).await {
+            Err(tollgate::GatewayError::RateLimited {
+                message,
+                retry_after,
+                ..
+            }) => {
+                assert!(
+                    message.contains("every openai key for `gpt-4o`"),
+                    "{message}"
+                );
+                assert!(message.contains("4000 tokens per minute"), "{message}");
+                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+                retry_after
+            }
+            other => panic!("expected the keys' 429, got {other:?}"),
+        };
+        // At most until the oldest bucket leaves the window: a minute and one bucket.
+        assert!(last <= Duration::from_secs(70), "{last:?}");
+        let counted = store
+            .read_counters(&[key_counter("gpt-4o", 0, now), key_counter("gpt-4o", 1, now)])
+            .await
+            .unwrap();
+        assert_eq!(
+            counted.iter().map(|c| c.tokens).collect::<Vec<_>>(),
+            [900, 2_700]
+        );
+        // A released reservation gives its key's room back: 300 left on key 1 and 100 on
+        // key 0; a 100-token reservation on key 1, released, leaves room for 250 there.
+        let held = reserve_on(&limiter, &scope, ROUTE, 100, now).await.unwrap();
+        assert_eq!(held.pool_key, Some(1));
+        limiter.release(&held).await;
+        let r = reserve_on(&limiter, &scope, ROUTE, 250, now).await.unwrap();
+        assert_eq!(r.pool_key, Some(1));
+        let counted = store
+            .read_counters(&[key_counter("gpt-4o", 1, now)])
+            .await
+            .unwrap();
+        assert_eq!(counted[0].tokens, 2_950);
+
+        // The model's own quota holds beside its keys': 5,000 a key, 1,000 in all.
+        let limiter = Limiter::new(
+            store.clone(),
+            quotas("gpt-4o-mini", Some(1_000), &[5_000, 5_000]),
+            1024,
+        );
+        let mini = (ProviderKind::Openai, "gpt-4o-mini");
+        assert!(reserve_on(&limiter, &scope, mini, 900, now).await.is_ok());
+        match reserve_on(&limiter, &scope, mini, 900, now).await {
+            Err(tollgate::GatewayError::RateLimited { message, .. }) => {
+                assert!(
+                    message.contains("upstream quota for `gpt-4o-mini`"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected the model's 429, got {other:?}"),
+        }
+        // A model without key quotas is not pinned.
+        let r = reserve_on(&limiter, &scope, ROUTE, 10, now).await.unwrap();
+        assert_eq!(r.pool_key, None);
+    }
+
+    /// Twenty concurrent 500-token reservations against two keys of 2,000: no key's counter
+    /// passes its quota, and every admitted token is on the key its reservation names.
+    pub async fn a_burst_never_passes_a_key(store: &Arc<dyn LimiterStore>) {
+        let limiter = Arc::new(Limiter::new(
+            store.clone(),
+            quotas("gpt-4o", None, &[2_000, 2_000]),
+            1024,
+        ));
+        let tenant = TenantId::parse("burst").unwrap();
+        let scope = Scope::tokens_only(&tenant, Shards::ONE, limits(1_000_000, 1_000));
+        let now = 5_000_005;
+        let calls = (0..20).map(|_| {
+            let (limiter, scope) = (limiter.clone(), scope.clone());
+            tokio::spawn(async move {
+                let snapshot = limiter.snapshot(&scope, &[ROUTE], now).await.unwrap();
+                limiter
+                    .reserve(&scope, &snapshot, Demand::tokens(500), ROUTE)
+                    .await
+            })
+        });
+        let mut per_key = [0_i64; 2];
+        for call in futures_util::future::join_all(calls).await {
+            match call.unwrap() {
+                Ok(Ok(r)) => per_key[usize::from(r.pool_key.unwrap())] += 500,
+                Ok(Err(tollgate::GatewayError::RateLimited { .. })) => {}
+                // Contention may exhaust the stale re-reads: the request fails closed.
+                Err(_) => {}
+                Ok(Err(other)) => panic!("unexpected refusal {other:?}"),
+            }
+        }
+        let counted = store
+            .read_counters(&[key_counter("gpt-4o", 0, now), key_counter("gpt-4o", 1, now)])
+            .await
+            .unwrap();
+        assert_eq!(
+            counted.iter().map(|c| c.tokens).collect::<Vec<_>>(),
+            per_key,
+            "the counters hold exactly what was admitted, key by key"
+        );
+        assert!(per_key.iter().all(|&t| t <= 2_000), "{per_key:?}");
+        assert!(per_key.iter().sum::<i64>() >= 2_000, "{per_key:?}");
+    }
+}
+
 async fn memory() -> Option<Arc<dyn LimiterStore>> {
     Some(Arc::new(MemoryStore::new()))
 }
@@ -443,5 +608,7 @@ tollgate_tests::contract_suite! {
         a_tokens_only_reservation_holds_tokens_and_counts_no_request => contract::tokens_only,
         dollar_budgets_reset_at_the_utc_day_and_month_boundaries => budgets::budget_periods,
         an_end_users_limits_are_the_users_under_that_tenant_alone => budgets::end_user_isolation,
+        each_reservation_is_pinned_to_the_key_with_the_most_room => key_quotas::pinned_to_the_roomiest_key,
+        a_concurrent_burst_never_passes_any_keys_quota => key_quotas::a_burst_never_passes_a_key,
     },
 }

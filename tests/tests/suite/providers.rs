@@ -369,6 +369,7 @@ tollgate_tests::contract_suite! {
         when_every_key_of_a_pool_is_rate_limited_the_429_is_returned => super::when_every_key_of_a_pool_is_rate_limited_the_429_is_returned,
         no_key_of_a_pool_appears_in_errors => super::no_key_of_a_pool_appears_in_errors,
         a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another => super::a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another,
+        a_call_pinned_to_a_key_goes_out_on_it_alone_and_its_429_is_returned => super::a_call_pinned_to_a_key_goes_out_on_it_alone_and_its_429_is_returned,
     }
 }
 
@@ -449,6 +450,42 @@ async fn a_refused_key_of_a_pool_sits_out_and_the_call_is_served_by_another<H: H
     provider.complete(&req).await.unwrap();
     provider.complete(&req).await.unwrap();
     assert_eq!(keys_sent(h), [POOL[0], POOL[1], POOL[1], POOL[1]]);
+}
+
+/// A call the limiter reserved on one key's quota (`pool_key`) uses that key and no other:
+/// a 429 on it is returned rather than moved to a key whose quota was not reserved.
+async fn a_call_pinned_to_a_key_goes_out_on_it_alone_and_its_429_is_returned<H: Harness>(h: &H) {
+    let provider = pooled(h);
+    let pinned = ProviderRequest {
+        pool_key: Some(1),
+        ..request::<H>()
+    };
+    provider.complete(&pinned).await.unwrap();
+    let mut events = provider.stream(&pinned).await.unwrap();
+    while events.next().await.is_some() {}
+    assert_eq!(keys_sent(h), [POOL[1], POOL[1]]);
+    h.stand_in()
+        .push(Behavior::rate_limited(Duration::from_secs(30)));
+    let err = provider.complete(&pinned).await.unwrap_err();
+    assert!(
+        matches!(err.kind, ProviderErrorKind::RateLimited { .. }),
+        "{err}"
+    );
+    assert_eq!(keys_sent(h), [POOL[1]; 3], "never moved to the other key");
+    // The rested key is still the one a pinned call uses; an unpinned call avoids it.
+    provider.complete(&pinned).await.unwrap();
+    provider.complete(&request::<H>()).await.unwrap();
+    assert_eq!(keys_sent(h)[3..], [POOL[1], POOL[0]]);
+    // A position past the pool (the secret now holds fewer keys than the quotas name) is the
+    // operator's to fix, and nothing is sent.
+    let past = ProviderRequest {
+        pool_key: Some(2),
+        ..request::<H>()
+    };
+    let err = provider.complete(&past).await.unwrap_err();
+    assert_eq!(err.kind, ProviderErrorKind::Credentials);
+    assert!(err.message.contains("has 2 key(s)"), "{err}");
+    assert_eq!(keys_sent(h).len(), 5);
 }
 
 async fn no_key_of_a_pool_appears_in_errors<H: Harness>(h: &H) {
@@ -919,7 +956,7 @@ mod openai_embeddings {
             .map(|i| format!("excerpt {i} about topic {}", i % 7))
             .collect();
 
-        let embedded = embedder.embed(&texts).await.unwrap();
+        let embedded = embedder.embed(&texts, None).await.unwrap();
 
         let requests = openai.embedding_requests();
         let sizes: Vec<usize> = requests

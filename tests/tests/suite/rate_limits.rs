@@ -3,11 +3,10 @@
 //! clear messages and headers, reservations reconciled to actual usage, graceful degradation,
 //! and the upstream quota shared by all tenants.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tollgate::domain::limits::LimitOverrides;
+use tollgate::domain::limits::{LimitOverrides, UpstreamQuota, UpstreamQuotas};
 use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::ports::TenantAdmin;
 use tollgate::service::limiter::Limiter;
@@ -244,7 +243,12 @@ async fn past_the_threshold_a_tenant_is_degraded_to_a_cheaper_model_and_told_so(
 #[tokio::test]
 async fn the_upstream_quota_is_shared_by_all_tenants_and_says_so_when_exhausted() {
     let mut gw = Gateway::simulated().await;
-    let quotas = HashMap::from([((ProviderKind::Openai, "gpt-4o".to_owned()), 3_000_u64)]);
+    let quotas = UpstreamQuotas::from_iter([UpstreamQuota {
+        provider: ProviderKind::Openai,
+        model: "gpt-4o".into(),
+        key: None,
+        tokens_per_minute: 3_000,
+    }]);
     gw.state.chat.limiter = Arc::new(Limiter::new(gw.store.clone(), quotas, 1024));
     let a = gw.chat("acme", with_max_tokens("gpt-4o", 1_000)).await;
     let g = gw.chat("globex", with_max_tokens("gpt-4o", 1_000)).await;

@@ -1359,6 +1359,7 @@ mod contract {
         let quota = |provider, model: &str, tpm| UpstreamQuota {
             provider,
             model: model.into(),
+            key: None,
             tokens_per_minute: tpm,
         };
         store
@@ -1377,6 +1378,33 @@ mod contract {
             store.upstream_quotas().await.unwrap(),
             [
                 quota(ProviderKind::Openai, "gpt-4o", 2_000_000),
+                quota(ProviderKind::Anthropic, "claude-x", 400_000),
+            ]
+        );
+
+        // One key's quota is its own entry beside the model's: set, replaced, and never
+        // confused with the model-wide quota of a model id that looks like a key suffix.
+        let keyed = |key, tpm| UpstreamQuota {
+            key: Some(key),
+            ..quota(ProviderKind::Openai, "gpt-4o", tpm)
+        };
+        for q in [
+            keyed(1, 30_000),
+            keyed(0, 10_000),
+            keyed(1, 40_000),
+            quota(ProviderKind::Openai, "gpt-4o#m#1#k1", 5_000),
+        ] {
+            store.put_upstream_quota(&q).await.unwrap();
+        }
+        let mut all = store.upstream_quotas().await.unwrap();
+        all.sort_by(|a, b| (a.provider, &a.model, a.key).cmp(&(b.provider, &b.model, b.key)));
+        assert_eq!(
+            all,
+            [
+                quota(ProviderKind::Openai, "gpt-4o", 2_000_000),
+                keyed(0, 10_000),
+                keyed(1, 40_000),
+                quota(ProviderKind::Openai, "gpt-4o#m#1#k1", 5_000),
                 quota(ProviderKind::Anthropic, "claude-x", 400_000),
             ]
         );

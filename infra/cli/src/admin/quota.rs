@@ -1,7 +1,9 @@
-//! `tollgate quota list|set`: upstream token quotas, one per provider model, shared by every
-//! tenant so that one tenant cannot exhaust the deployment's provider rate limit.
+//! `tollgate quota list|set`: upstream token quotas, one per provider model (and, for a key
+//! pool, one per key), shared by every tenant so that one tenant cannot exhaust the
+//! deployment's provider rate limit.
 
 use tollgate::domain::limits::{MAX_LIMIT, UpstreamQuota};
+use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::Catalog;
 
 use super::parse::{self, ProviderArg};
@@ -22,7 +24,10 @@ pub enum QuotaCommand {
     /// Set the tokens per minute all tenants together may send to one provider model (set it a
     /// little under the provider account's own TPM limit). Gateways pick it up at their next
     /// cold start.
-    #[command(after_help = "Example:\n  tollgate quota set openai gpt-4o --tpm 800000")]
+    #[command(
+        after_help = "Examples:\n  tollgate quota set openai gpt-4o --tpm 800000\n  \
+                      tollgate quota set openai gpt-4o --key 1 --tpm 30000   # the pool's second key"
+    )]
     Set {
         /// The provider.
         #[arg(value_enum)]
@@ -33,6 +38,12 @@ pub enum QuotaCommand {
         /// most 10^15.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
         tpm: u64,
+        /// The quota of one key of the provider's key pool instead: its position in
+        /// `OPENAI_API_KEY=sk-a,sk-b` or the secret's value, from 0. Once any key of a model
+        /// has a quota, every call of that model goes out on a key with one (the one with the
+        /// most room), so give each key of the pool its own.
+        #[arg(long, value_name = "POSITION")]
+        key: Option<u16>,
     },
 }
 
@@ -46,10 +57,19 @@ where
             provider,
             model,
             tpm,
+            key,
         } => {
+            let provider = provider.into();
+            if key.is_some() && provider == ProviderKind::Bedrock {
+                anyhow::bail!(
+                    "bedrock has no key pool: its calls are signed with the function's role; \
+                     set a quota for the model without --key"
+                );
+            }
             let quota = UpstreamQuota {
-                provider: provider.into(),
+                provider,
                 model: parse::model_name(&model).map_err(anyhow::Error::msg)?,
+                key,
                 tokens_per_minute: tpm,
             };
             set(store, &quota).await
@@ -68,18 +88,22 @@ where
              (set one with `tollgate quota set`)",
         ));
     }
-    quotas.sort_by(|a, b| (a.provider, &a.model).cmp(&(b.provider, &b.model)));
+    quotas.sort_by(|a, b| (a.provider, &a.model, a.key).cmp(&(b.provider, &b.model, b.key)));
     let rows: Vec<Vec<String>> = quotas
         .into_iter()
         .map(|q| {
             vec![
                 q.provider.to_string(),
                 q.model,
+                q.key.map_or_else(|| "all".to_owned(), |k| k.to_string()),
                 q.tokens_per_minute.to_string(),
             ]
         })
         .collect();
-    Ok(Output::stdout(table(&["PROVIDER", "MODEL", "TPM"], &rows)))
+    Ok(Output::stdout(table(
+        &["PROVIDER", "MODEL", "KEY", "TPM"],
+        &rows,
+    )))
 }
 
 pub async fn set<S>(store: &S, quota: &UpstreamQuota) -> anyhow::Result<Output>
@@ -87,8 +111,11 @@ where
     S: Catalog + ?Sized,
 {
     store.put_upstream_quota(quota).await?;
+    let through = quota
+        .key
+        .map_or_else(String::new, |k| format!(" through key {k}"));
     Ok(Output::stdout(format!(
-        "upstream quota for {} `{}` set to {} tokens per minute\n",
+        "upstream quota for {} `{}`{through} set to {} tokens per minute\n",
         quota.provider, quota.model, quota.tokens_per_minute
     ))
     .note("running gateways load quotas at cold start; new containers use this quota"))

@@ -914,7 +914,51 @@ async fn quota_set_stores_the_upstream_quota_and_list_shows_it() {
     assert_eq!(quotas.len(), 1);
     assert_eq!(quotas[0].tokens_per_minute, 900_000);
     let out = ok(&store, &["quota", "list"]).await;
-    assert_eq!(row(&out.stdout, "openai", "gpt-4o")[2], "900000");
+    let whole = row(&out.stdout, "openai", "gpt-4o");
+    assert_eq!((whole[2], whole[3]), ("all", "900000"));
+
+    // A key of the pool gets a quota of its own, beside the model's.
+    let set = ok(
+        &store,
+        &[
+            "quota", "set", "openai", "gpt-4o", "--key", "1", "--tpm", "30000",
+        ],
+    )
+    .await;
+    assert!(set.stdout.contains("through key 1"), "{}", set.stdout);
+    let mut quotas = store.upstream_quotas().await.unwrap();
+    quotas.sort_by_key(|q| q.key);
+    assert_eq!(
+        quotas
+            .iter()
+            .map(|q| (q.key, q.tokens_per_minute))
+            .collect::<Vec<_>>(),
+        [(None, 900_000), (Some(1), 30_000)]
+    );
+    let out = ok(&store, &["quota", "list"]).await;
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ["openai", "gpt-4o", "all", "900000"],
+            ["openai", "gpt-4o", "1", "30000"]
+        ]
+    );
+    // Bedrock signs with the function's role: it has no keys to give quotas to.
+    let e = err(
+        &store,
+        &["quota", "set", "bedrock", "m", "--key", "0", "--tpm", "1"],
+    )
+    .await;
+    assert!(e.to_string().contains("no key pool"), "{e}");
+    assert!(
+        usage_error(&["quota", "set", "openai", "m", "--key", "-1", "--tpm", "1"]).contains("-1")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

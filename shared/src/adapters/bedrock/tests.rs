@@ -20,6 +20,7 @@ fn request(system: Option<&str>, messages: Vec<Message>) -> ProviderRequest {
         response_format: Default::default(),
         tools: Default::default(),
         inference_profile: None,
+        pool_key: None,
         deadline: None,
     }
 }

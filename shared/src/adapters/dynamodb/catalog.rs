@@ -1,5 +1,7 @@
 //! Catalog items on the tenants table: `PRICE#{provider}` / `{model}` (`price`, JSON with
-//! Decimal strings) and `QUOTA#{provider}` / `{model}` (`tokens_per_minute`). Listing is one
+//! Decimal strings) and `QUOTA#{provider}` / `{model}` (`tokens_per_minute`), or for one key's
+//! quota `QUOTA#{provider}` / `{model} key{k}` (with `model` and `key` attributes; a model id
+//! has no whitespace, so no model's sort key is another's key quota). Listing is one
 //! Query per provider, so results come back ordered by provider, then model, as the embedded
 //! store orders them.
 
@@ -59,9 +61,20 @@ impl Catalog for DynamoStore {
             .await?
             .iter()
             .map(|(provider, item)| {
+                let key = match item.get("key") {
+                    Some(_) => Some(u16::try_from(get_u64(item, "key")?).map_err(|_| {
+                        StoreError::Corrupt("upstream quota key position above 65535".into())
+                    })?),
+                    None => None,
+                };
+                let model = match key {
+                    Some(_) => get_s(item, "model")?,
+                    None => get_s(item, SK)?,
+                };
                 Ok(UpstreamQuota {
                     provider: *provider,
-                    model: get_s(item, SK)?.to_owned(),
+                    model: model.to_owned(),
+                    key,
                     tokens_per_minute: get_u64(item, "tokens_per_minute")?,
                 })
             })
@@ -69,7 +82,15 @@ impl Catalog for DynamoStore {
     }
 
     async fn put_upstream_quota(&self, quota: &UpstreamQuota) -> Result<(), StoreError> {
-        let mut item = key_pk_sk(format!("QUOTA#{}", quota.provider), &quota.model);
+        let sort_key = match quota.key {
+            None => quota.model.clone(),
+            Some(key) => format!("{} key{key}", quota.model),
+        };
+        let mut item = key_pk_sk(format!("QUOTA#{}", quota.provider), &sort_key);
+        if let Some(key) = quota.key {
+            item.insert("model".into(), s(quota.model.clone()));
+            item.insert("key".into(), n(u64::from(key)));
+        }
         item.insert("tokens_per_minute".into(), n(quota.tokens_per_minute));
         self.put_tenants_item(item).await
     }
