@@ -259,6 +259,7 @@ impl Stores {
         Callers {
             keys: self.directory.clone(),
             tenants: self.directory.clone(),
+            clock: Arc::new(SystemClock),
         }
     }
 

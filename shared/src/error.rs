@@ -190,6 +190,14 @@ pub enum GatewayError {
     /// The key's tenant is disabled (401).
     #[error("this tenant is disabled; contact your operator")]
     TenantDisabled,
+    /// The key is valid but not for this route (403).
+    #[error(
+        "this API key does not have the `{scope}` scope this request needs; use a key with that scope, or ask your operator to issue one"
+    )]
+    InsufficientScope {
+        /// The scope the route needs.
+        scope: crate::domain::keys::KeyScope,
+    },
     /// The provider answered 429 (429).
     #[error("the upstream provider is rate limiting requests; retry after {} s", retry_after.map_or(1, |d| d.as_secs().max(1)))]
     UpstreamRateLimited {
@@ -287,7 +295,7 @@ impl GatewayError {
             // The one retryable client error: the other request will finish (the OpenAI SDKs
             // retry 409s by themselves).
             Self::DocumentBusy { .. } => S::CONFLICT,
-            Self::ForeignFineTunedModel { .. } => S::FORBIDDEN,
+            Self::ForeignFineTunedModel { .. } | Self::InsufficientScope { .. } => S::FORBIDDEN,
             Self::PriceMissing { .. } | Self::ProviderUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. }
             | Self::UpstreamRateLimited { .. }
@@ -306,9 +314,10 @@ impl GatewayError {
     /// The low-cardinality kind for metrics and usage events.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey | Self::TenantDisabled => {
-                ErrorKind::Authentication
-            }
+            Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::TenantDisabled
+            | Self::InsufficientScope { .. } => ErrorKind::Authentication,
             Self::LimiterUnavailable
             | Self::StoreUnavailable { .. }
             | Self::IndexBusy { .. }
@@ -358,6 +367,7 @@ impl GatewayError {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::TenantDisabled => "tenant_disabled",
+            Self::InsufficientScope { .. } => "insufficient_scope",
             Self::RequestTooLarge { .. } => "request_too_large",
             Self::LimiterUnavailable => "rate_limiter_unavailable",
             Self::StoreUnavailable { .. } => "store_unavailable",

@@ -11,8 +11,9 @@
 //! another method is a 405; a path no route matches is a 404.
 //!
 //! A [`Handler::Tenant`] route is served for a caller only: the caller (tenant and
-//! configuration, enabled) is resolved here, once, by the table's [`Callers`], and a request
-//! without one gets the table's error response. [`Handler::Open`] routes (health, the
+//! configuration, enabled, with a key live now that has the route's scope) is resolved here,
+//! once, by the table's [`Callers`], and a request without one gets the table's error
+//! response (401, or 403 naming the scope the key lacks). [`Handler::Open`] routes (health, the
 //! dashboard's files, and the metered routes that record their own refusals) get the bare
 //! request.
 
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 
 use crate::domain::ids::RequestId;
+use crate::domain::keys::KeyScope;
 use crate::error::GatewayError;
 use crate::http::{Body, bearer_token};
 use crate::service::caller::{Caller, Callers};
@@ -34,8 +36,12 @@ pub type Reply<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 pub enum Handler<S: 'static> {
     /// Gets the function's state, the request, and the pattern's captures.
     Open(for<'a> fn(&'a S, Request<Bytes>, Params) -> Reply<'a>),
-    /// Gets the request's caller too; never called without one.
-    Tenant(for<'a> fn(&'a S, Caller, Request<Bytes>, Params) -> Reply<'a>),
+    /// Gets the request's caller too; never called without one. The key must have the scope
+    /// (`None`: any live key will do).
+    Tenant(
+        Option<KeyScope>,
+        for<'a> fn(&'a S, Caller, Request<Bytes>, Params) -> Reply<'a>,
+    ),
 }
 
 /// One route of a function.
@@ -164,8 +170,12 @@ pub async fn handle<S: RouteTable>(state: &S, req: Request<Bytes>) -> Response<B
             if route.method == req.method() {
                 return match route.handler {
                     Handler::Open(handler) => handler(state, req, params).await,
-                    Handler::Tenant(handler) => {
-                        match state.callers().resolve(bearer_token(req.headers())).await {
+                    Handler::Tenant(scope, handler) => {
+                        match state
+                            .callers()
+                            .resolve(bearer_token(req.headers()), scope)
+                            .await
+                        {
                             Ok(caller) => handler(state, caller, req, params).await,
                             Err(refused) => {
                                 S::error(&refused.error, &crate::lambda::request_id(&req))

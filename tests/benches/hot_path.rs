@@ -125,7 +125,10 @@ impl Gateway {
         let batches = if case.grounded { 5 } else { 0 };
         let ingest = ingest::IngestState::build(&settings, &stores, metrics, index).unwrap();
         let caller = rt
-            .block_on(ingest.callers.resolve(Some(&acme_key)))
+            .block_on(ingest.callers.resolve(
+                Some(&acme_key),
+                Some(tollgate::domain::keys::KeyScope::Documents),
+            ))
             .unwrap();
         let ctx = RequestContext::new(tollgate::domain::ids::RequestId::generate());
         for batch in 0..batches {
@@ -329,7 +332,12 @@ fn ingest_throughput(docs: usize) {
     let index = Arc::new(tollgate::adapters::vector_memory::MemoryVectorIndex::new());
     let ingest =
         ingest::IngestState::build(&settings, &Stores::embedded(store), metrics, index).unwrap();
-    let caller = rt.block_on(ingest.callers.resolve(Some(&key))).unwrap();
+    let caller = rt
+        .block_on(ingest.callers.resolve(
+            Some(&key),
+            Some(tollgate::domain::keys::KeyScope::Documents),
+        ))
+        .unwrap();
     let text =
         "Rockets need fuel, schedules, launch windows and careful refunds policy. ".repeat(160);
     let ctx = RequestContext::new(tollgate::domain::ids::RequestId::generate());

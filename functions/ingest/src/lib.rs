@@ -15,6 +15,7 @@ use serde_json::json;
 use tollgate::GatewayError;
 use tollgate::bootstrap::{BootError, Stores, ingest_service};
 use tollgate::config::Settings;
+use tollgate::domain::keys::KeyScope;
 use tollgate::http::{self as edge, Body, bearer_token};
 use tollgate::ports::MetricsSink;
 use tollgate::ports::vector::VectorIndex;
@@ -64,12 +65,16 @@ impl RouteTable for IngestState {
         Route {
             method: Method::GET,
             path: "/v1/documents",
-            handler: Handler::Tenant(|s, c, req, _| Box::pin(list(s, c, req))),
+            handler: Handler::Tenant(Some(KeyScope::Documents), |s, c, req, _| {
+                Box::pin(list(s, c, req))
+            }),
         },
         Route {
             method: Method::DELETE,
             path: "/v1/documents/{*id}",
-            handler: Handler::Tenant(|s, c, req, p| Box::pin(delete(s, c, req, p))),
+            handler: Handler::Tenant(Some(KeyScope::Documents), |s, c, req, p| {
+                Box::pin(delete(s, c, req, p))
+            }),
         },
     ];
 
@@ -100,7 +105,11 @@ async fn ingest(state: &IngestState, req: Request<Bytes>) -> Response<Body> {
     }
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
-    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+    let caller = match state
+        .callers
+        .resolve(bearer_token(req.headers()), Some(KeyScope::Documents))
+        .await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             state.ingest.refused(&ctx, &refused);

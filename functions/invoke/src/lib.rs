@@ -24,6 +24,7 @@ use tollgate::bootstrap::{BootError, Stores, chat_service};
 use tollgate::config::Settings;
 use tollgate::domain::chat::ChatRequest;
 use tollgate::domain::ids::RequestId;
+use tollgate::domain::keys::KeyScope;
 use tollgate::http::{self as edge, Body, bearer_token};
 use tollgate::ports::MetricsSink;
 use tollgate::ports::vector::VectorIndex;
@@ -96,27 +97,33 @@ impl RouteTable for InvokeState {
         Route {
             method: Method::GET,
             path: "/v1/models",
-            handler: Handler::Tenant(|_, caller, req, _| Box::pin(models(caller, req))),
+            handler: Handler::Tenant(None, |_, caller, req, _| Box::pin(models(caller, req))),
         },
         Route {
             method: Method::GET,
             path: "/v1/models/{*id}",
-            handler: Handler::Tenant(|_, caller, req, p| Box::pin(model(caller, req, p))),
+            handler: Handler::Tenant(None, |_, caller, req, p| Box::pin(model(caller, req, p))),
         },
         Route {
             method: Method::PUT,
             path: PROFILE,
-            handler: Handler::Tenant(|s, c, req, p| Box::pin(put_profile(s, c, req, p))),
+            handler: Handler::Tenant(Some(KeyScope::Profiles), |s, c, req, p| {
+                Box::pin(put_profile(s, c, req, p))
+            }),
         },
         Route {
             method: Method::GET,
             path: PROFILE,
-            handler: Handler::Tenant(|s, c, req, p| Box::pin(get_profile(s, c, req, p))),
+            handler: Handler::Tenant(Some(KeyScope::Profiles), |s, c, req, p| {
+                Box::pin(get_profile(s, c, req, p))
+            }),
         },
         Route {
             method: Method::DELETE,
             path: PROFILE,
-            handler: Handler::Tenant(|s, c, req, p| Box::pin(delete_profile(s, c, req, p))),
+            handler: Handler::Tenant(Some(KeyScope::Profiles), |s, c, req, p| {
+                Box::pin(delete_profile(s, c, req, p))
+            }),
         },
         Route {
             method: Method::GET,
@@ -242,7 +249,11 @@ async fn count_tokens(state: &InvokeState, req: Request<Bytes>) -> Response<Body
         return api.error(&err, &request_id);
     }
     let ctx = RequestContext::new(request_id.clone());
-    let caller = match state.callers.resolve(api.key(req.headers())).await {
+    let caller = match state
+        .callers
+        .resolve(api.key(req.headers()), Some(KeyScope::Chat))
+        .await
+    {
         Ok(caller) => caller,
         Err(refused) => return api.error(&refused.error, &request_id),
     };
@@ -275,7 +286,11 @@ async fn serve_chat(state: &InvokeState, req: Request<Bytes>, api: ChatApi) -> R
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
     ctx.bypass_cache = bypasses_cache(req.headers());
-    let caller = match state.callers.resolve(api.key(req.headers())).await {
+    let caller = match state
+        .callers
+        .resolve(api.key(req.headers()), Some(KeyScope::Chat))
+        .await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             state.chat.refused(&ctx, &refused);
@@ -333,7 +348,11 @@ async fn embeddings(state: &InvokeState, req: Request<Bytes>) -> Response<Body> 
     let mut ctx = RequestContext::new(request_id.clone());
     ctx.deadline = tollgate::lambda::call_deadline(&req, state.deadline_margin);
     ctx.bypass_cache = bypasses_cache(req.headers());
-    let caller = match state.callers.resolve(bearer_token(req.headers())).await {
+    let caller = match state
+        .callers
+        .resolve(bearer_token(req.headers()), Some(KeyScope::Embeddings))
+        .await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             state.embeddings.refused(&ctx, &refused);

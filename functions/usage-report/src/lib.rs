@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use tollgate::GatewayError;
 use tollgate::bootstrap::{Stores, usage_report_service};
 use tollgate::domain::ids::RequestId;
+use tollgate::domain::keys::KeyScope;
 use tollgate::http::{self as edge, Body};
 use tollgate::routes::{Handler, Route, RouteTable};
 use tollgate::service::caller::{Caller, Callers};
@@ -60,12 +61,16 @@ impl RouteTable for UsageReportState {
         Route {
             method: Method::GET,
             path: "/v1/usage",
-            handler: Handler::Tenant(|s, c, req, _| Box::pin(report(s, c, req))),
+            handler: Handler::Tenant(Some(KeyScope::UsageRead), |s, c, req, _| {
+                Box::pin(report(s, c, req))
+            }),
         },
         Route {
             method: Method::GET,
             path: "/v1/usage/events",
-            handler: Handler::Tenant(|s, c, req, _| Box::pin(events(s, c, req))),
+            handler: Handler::Tenant(Some(KeyScope::UsageRead), |s, c, req, _| {
+                Box::pin(events(s, c, req))
+            }),
         },
         Route {
             method: Method::GET,

@@ -861,6 +861,19 @@ impl TenantAdmin for MemoryStore {
         Ok(())
     }
 
+    async fn expire_key(
+        &self,
+        prefix: &KeyPrefix,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let mut keys = self.keys.write().map_err(poisoned)?;
+        let key = keys
+            .get_mut(prefix)
+            .ok_or_else(|| StoreError::NotFound(format!("key {prefix}")))?;
+        key.expires_at = Some(key.expires_at.map_or(at, |t| t.min(at)));
+        Ok(())
+    }
+
     async fn register_fine_tuned(
         &self,
         provider: ProviderKind,

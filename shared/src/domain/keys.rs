@@ -4,8 +4,16 @@
 //! store finds the key; the whole key is stored only as its SHA-256 hash. Keys carry about 240
 //! bits of entropy, so a fast hash is enough (no password KDF needed), and the stored hash is
 //! compared in constant time.
+//!
+//! A key's lifecycle: it may carry a name, an expiry and scopes ([`KeyScope`]: what it may be
+//! used for). It is live until it is revoked or its expiry passes; an expired or revoked key
+//! is refused exactly as an unknown one is. Rotating a key issues a new one with the same name
+//! and scopes and expires the old one after a stated overlap ([`rotate`]).
 
+use std::collections::BTreeSet;
 use std::fmt;
+
+use chrono::{DateTime, Utc};
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
@@ -133,8 +141,92 @@ pub struct IssuedKey {
     pub record: StoredKey,
 }
 
+/// What a key may be used for. A request outside its key's scopes is refused with a 403
+/// naming the scope it needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KeyScope {
+    /// Chat: `/v1/chat/completions`, `/v1/messages` (and its token count).
+    #[serde(rename = "chat")]
+    Chat,
+    /// `POST /v1/embeddings`.
+    #[serde(rename = "embeddings")]
+    Embeddings,
+    /// The tenant's documents: `/v1/documents` (upload, list, delete).
+    #[serde(rename = "documents")]
+    Documents,
+    /// The usage API and the dashboard: `/v1/usage`, `/v1/usage/events`.
+    #[serde(rename = "usage:read")]
+    UsageRead,
+    /// End-user profiles: `/v1/users/{id}/profile`.
+    #[serde(rename = "profiles")]
+    Profiles,
+}
+
+impl KeyScope {
+    /// Every scope, in the order they are listed.
+    pub const ALL: [KeyScope; 5] = [
+        Self::Chat,
+        Self::Embeddings,
+        Self::Documents,
+        Self::UsageRead,
+        Self::Profiles,
+    ];
+
+    /// The scope's name, as keys list it and operators type it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Documents => "documents",
+            Self::UsageRead => "usage:read",
+            Self::Profiles => "profiles",
+        }
+    }
+
+    /// A scope by its name; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The longest key name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A key's name, as an operator gives it: 1 to [`MAX_NAME_CHARS`] characters, no control
+/// characters, trimmed.
+pub fn key_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("a key name must not be empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("a key name is at most {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a key name must not contain control characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// What a new key carries besides its tenant: all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    /// A name for operators (`billing-worker`).
+    pub name: Option<String>,
+    /// What the key may be used for; `None`: everything.
+    pub scopes: Option<BTreeSet<KeyScope>>,
+    /// When the key stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// What the store keeps about a key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKey {
     /// The public prefix the key is found by.
     pub prefix: KeyPrefix,
@@ -143,17 +235,77 @@ pub struct StoredKey {
     /// The tenant the key authenticates as.
     pub tenant_id: TenantId,
     /// When the key was issued.
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub created_at: DateTime<Utc>,
     /// When the key was revoked; `None` while it is live.
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The operator's name for it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// From this instant on the key is refused; `None`: it does not expire.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may be used for; `None` (keys issued without scopes): everything.
+    #[serde(default)]
+    pub scopes: Option<BTreeSet<KeyScope>>,
+}
+
+/// Where a key is in its lifecycle at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// It authenticates.
+    Live,
+    /// Its expiry has passed.
+    Expired,
+    /// It was revoked.
+    Revoked,
+}
+
+impl KeyState {
+    /// As listings show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 impl StoredKey {
-    /// True when `presented` is this key and the key is still live.
-    pub fn admits(&self, presented: &PresentedKey) -> bool {
-        // Evaluate the hash comparison unconditionally so revoked and live keys take equal time.
+    /// True when `presented` is this key and the key is live at `now`: not revoked, and `now`
+    /// is before its expiry (a key expiring at `t` is refused from `t` on).
+    pub fn admits(&self, presented: &PresentedKey, now: DateTime<Utc>) -> bool {
+        // Evaluate the hash comparison unconditionally so refused and live keys take equal time.
         let same = self.hash.matches(presented.hash()) && self.prefix == *presented.prefix();
-        same && self.revoked_at.is_none()
+        same && self.state(now) == KeyState::Live
+    }
+
+    /// The key's state at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|at| now >= at) {
+            KeyState::Expired
+        } else {
+            KeyState::Live
+        }
+    }
+
+    /// Whether the key may be used for `scope`.
+    pub fn allows(&self, scope: KeyScope) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.contains(&scope))
+    }
+
+    /// The scopes as listed: `all`, or their names joined by commas.
+    pub fn scope_list(&self) -> String {
+        match &self.scopes {
+            None => "all".to_owned(),
+            Some(scopes) => scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        }
     }
 }
 
@@ -165,8 +317,13 @@ fn random_alnum(len: usize) -> String {
         .collect()
 }
 
-/// Issues a new random key for `tenant_id`.
-pub fn issue_key(tenant_id: TenantId, now: chrono::DateTime<chrono::Utc>) -> IssuedKey {
+/// Issues a new random key for `tenant_id`, live for everything, without name or expiry.
+pub fn issue_key(tenant_id: TenantId, now: DateTime<Utc>) -> IssuedKey {
+    issue_key_with(tenant_id, KeySpec::default(), now)
+}
+
+/// Issues a new random key for `tenant_id` carrying `spec`.
+pub fn issue_key_with(tenant_id: TenantId, spec: KeySpec, now: DateTime<Utc>) -> IssuedKey {
     let prefix = random_alnum(PREFIX_LEN);
     let secret = random_alnum(SECRET_LEN);
     let plaintext = format!("tg_{prefix}_{secret}");
@@ -176,12 +333,38 @@ pub fn issue_key(tenant_id: TenantId, now: chrono::DateTime<chrono::Utc>) -> Iss
         tenant_id,
         created_at: now,
         revoked_at: None,
+        name: spec.name,
+        expires_at: spec.expires_at,
+        scopes: spec.scopes,
     };
     IssuedKey {
         plaintext: SecretString::from(plaintext),
         record,
     }
 }
+
+/// A rotation of `old` at `now`: the new key (same tenant, name and scopes, no expiry) and
+/// when the old one stops working, `now + overlap` (or its own earlier expiry). The longest
+/// overlap is [`MAX_OVERLAP`].
+pub fn rotate(
+    old: &StoredKey,
+    overlap: chrono::Duration,
+    now: DateTime<Utc>,
+) -> (IssuedKey, DateTime<Utc>) {
+    let overlap = overlap.clamp(chrono::Duration::zero(), MAX_OVERLAP);
+    let spec = KeySpec {
+        name: old.name.clone(),
+        scopes: old.scopes.clone(),
+        expires_at: None,
+    };
+    let old_until = old
+        .expires_at
+        .map_or(now + overlap, |at| at.min(now + overlap));
+    (issue_key_with(old.tenant_id.clone(), spec, now), old_until)
+}
+
+/// The longest a rotated key may keep working beside its successor: 30 days.
+pub const MAX_OVERLAP: chrono::Duration = chrono::Duration::days(30);
 
 impl IssuedKey {
     /// The plaintext key, to show the operator once.
@@ -203,7 +386,7 @@ mod tests {
         let issued = issue_key(tenant(), chrono::Utc::now());
         let presented = PresentedKey::parse(issued.expose()).expect("well formed");
         assert_eq!(presented.prefix(), &issued.record.prefix);
-        assert!(issued.record.admits(&presented));
+        assert!(issued.record.admits(&presented, chrono::Utc::now()));
     }
 
     #[test]
@@ -213,7 +396,7 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'a' { 'b' } else { 'a' });
         let presented = PresentedKey::parse(&forged).expect("well formed");
-        assert!(!issued.record.admits(&presented));
+        assert!(!issued.record.admits(&presented, chrono::Utc::now()));
     }
 
     #[test]
@@ -221,7 +404,76 @@ mod tests {
         let mut issued = issue_key(tenant(), chrono::Utc::now());
         issued.record.revoked_at = Some(chrono::Utc::now());
         let presented = PresentedKey::parse(issued.expose()).unwrap();
-        assert!(!issued.record.admits(&presented));
+        assert!(!issued.record.admits(&presented, chrono::Utc::now()));
+    }
+
+    #[test]
+    fn a_key_is_refused_from_its_expiry_on_and_not_a_nanosecond_before() {
+        let now = chrono::Utc::now();
+        let at = now + chrono::Duration::minutes(5);
+        let spec = KeySpec {
+            expires_at: Some(at),
+            ..KeySpec::default()
+        };
+        let issued = issue_key_with(tenant(), spec, now);
+        let presented = PresentedKey::parse(issued.expose()).unwrap();
+        let before = at - chrono::Duration::nanoseconds(1);
+        assert!(issued.record.admits(&presented, before));
+        assert_eq!(issued.record.state(before), KeyState::Live);
+        assert!(!issued.record.admits(&presented, at));
+        assert_eq!(issued.record.state(at), KeyState::Expired);
+    }
+
+    #[test]
+    fn scopes_limit_a_key_and_a_key_without_scopes_may_do_everything() {
+        let mut issued = issue_key(tenant(), chrono::Utc::now());
+        assert!(KeyScope::ALL.iter().all(|s| issued.record.allows(*s)));
+        assert_eq!(issued.record.scope_list(), "all");
+        issued.record.scopes = Some([KeyScope::Chat, KeyScope::UsageRead].into());
+        assert!(issued.record.allows(KeyScope::Chat));
+        assert!(!issued.record.allows(KeyScope::Embeddings));
+        assert_eq!(issued.record.scope_list(), "chat,usage:read");
+        for scope in KeyScope::ALL {
+            assert_eq!(KeyScope::parse(scope.as_str()), Some(scope));
+            assert_eq!(
+                serde_json::to_value(scope).unwrap(),
+                serde_json::json!(scope.as_str())
+            );
+        }
+        assert_eq!(KeyScope::parse("admin"), None);
+    }
+
+    #[test]
+    fn rotation_keeps_name_and_scopes_and_bounds_the_old_keys_life() {
+        let now = chrono::Utc::now();
+        let spec = KeySpec {
+            name: Some("billing".into()),
+            scopes: Some([KeyScope::Chat].into()),
+            expires_at: Some(now + chrono::Duration::hours(1)),
+        };
+        let old = issue_key_with(tenant(), spec, now).record;
+        let (new, until) = rotate(&old, chrono::Duration::hours(24), now);
+        assert_eq!(new.record.name.as_deref(), Some("billing"));
+        assert_eq!(new.record.scopes, old.scopes);
+        assert_eq!(new.record.expires_at, None);
+        assert_ne!(new.record.prefix, old.prefix);
+        // The old key's own expiry comes first.
+        assert_eq!(until, now + chrono::Duration::hours(1));
+        let (_, until) = rotate(&old, chrono::Duration::minutes(10), now);
+        assert_eq!(until, now + chrono::Duration::minutes(10));
+        let (_, until) = rotate(&old, chrono::Duration::days(400), now);
+        assert_eq!(until, now + chrono::Duration::hours(1));
+        let (_, until) = rotate(&new.record, chrono::Duration::days(400), now);
+        assert_eq!(until, now + MAX_OVERLAP);
+    }
+
+    #[test]
+    fn key_names_are_bounded_and_printable() {
+        assert_eq!(key_name("  billing worker "), Ok("billing worker".into()));
+        assert!(key_name("").is_err());
+        assert!(key_name(&"x".repeat(MAX_NAME_CHARS)).is_ok());
+        assert!(key_name(&"x".repeat(MAX_NAME_CHARS + 1)).is_err());
+        assert!(key_name("a\nb").is_err());
     }
 
     #[test]

@@ -493,6 +493,13 @@ pub trait TenantAdmin: Send + Sync {
     async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError>;
     /// Marks the key revoked (a second revocation keeps the first time); `NotFound` if no such key.
     async fn revoke_key(&self, prefix: &KeyPrefix) -> Result<(), StoreError>;
+    /// Makes the key expire at `at`, unless it already expires earlier (rotation's overlap);
+    /// `NotFound` if no such key.
+    async fn expire_key(
+        &self,
+        prefix: &KeyPrefix,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
     /// Records `owner` as the tenant that owns fine-tuned `model` at `provider`, replacing any
     /// previous owner.
     async fn register_fine_tuned(

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 
 use crate::domain::ids::TenantId;
-use crate::domain::keys::PresentedKey;
+use crate::domain::keys::{KeyScope, PresentedKey};
 use crate::domain::tenant::TenantConfig;
 use crate::error::GatewayError;
 use crate::ports::TenantConfigSource;
+use crate::ports::clock::Clock;
 use crate::ports::store::ApiKeyLookup;
 
 /// An authenticated, configured and enabled tenant: what services act for.
@@ -49,16 +50,28 @@ pub struct Callers {
     pub keys: Arc<dyn ApiKeyLookup>,
     /// Tenant configurations.
     pub tenants: Arc<dyn TenantConfigSource>,
+    /// What "now" is for a key's expiry.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Callers {
-    /// The caller a request's bearer token identifies: its tenant, configured and enabled.
-    pub async fn resolve(&self, bearer: Option<&str>) -> Result<Caller, Refused> {
-        let tenant = authenticate(self.keys.as_ref(), bearer).await?;
+    /// The caller a request's bearer token identifies: its tenant, configured and enabled,
+    /// with a key live now that allows `scope` (`None`: any live key, e.g. listing models).
+    pub async fn resolve(
+        &self,
+        bearer: Option<&str>,
+        scope: Option<KeyScope>,
+    ) -> Result<Caller, Refused> {
+        let (tenant, key) = authenticate(self.keys.as_ref(), bearer, self.clock.now()).await?;
         let known = |error: GatewayError| Refused {
             tenant: Some(tenant.clone()),
             error,
         };
+        if let Some(scope) = scope
+            && !key.allows(scope)
+        {
+            return Err(known(GatewayError::InsufficientScope { scope }));
+        }
         let config = self
             .tenants
             .tenant_config(&tenant)
@@ -76,20 +89,21 @@ impl Callers {
     }
 }
 
-/// Resolves a bearer token to its tenant. Malformed, unknown and revoked keys all get the same
-/// 401, so the response says nothing about which keys exist.
+/// Resolves a bearer token to its tenant and key. Malformed, unknown, revoked and expired
+/// keys all get the same 401, so the response says nothing about which keys exist.
 pub async fn authenticate(
     keys: &dyn ApiKeyLookup,
     bearer: Option<&str>,
-) -> Result<TenantId, GatewayError> {
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(TenantId, crate::domain::keys::StoredKey), GatewayError> {
     let raw = bearer.ok_or(GatewayError::MissingApiKey)?;
     let presented = PresentedKey::parse(raw).ok_or(GatewayError::InvalidApiKey)?;
     let stored = keys
         .find_key(presented.prefix())
         .await?
         .ok_or(GatewayError::InvalidApiKey)?;
-    if stored.admits(&presented) {
-        Ok(stored.tenant_id)
+    if stored.admits(&presented, now) {
+        Ok((stored.tenant_id.clone(), stored))
     } else {
         Err(GatewayError::InvalidApiKey)
     }

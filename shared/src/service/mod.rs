@@ -11,6 +11,7 @@ mod embedding_usage;
 pub mod embeddings;
 pub mod failover;
 pub mod ingest;
+pub mod key_admin;
 pub mod limiter;
 pub mod metering;
 mod prepared;

@@ -574,6 +574,7 @@ async fn dynamodb_unreachable_fails_closed_with_503_and_no_provider_call() {
         callers: tollgate::service::Callers {
             keys: dead.clone(),
             tenants: dead,
+            clock: std::sync::Arc::new(tollgate::ports::clock::SystemClock),
         },
         ..gw.state.clone()
     };

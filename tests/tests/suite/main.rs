@@ -19,6 +19,7 @@ mod ingest;
 mod invoke_handler;
 mod isolation;
 mod isolation_canaries;
+mod key_lifecycle;
 mod key_quotas;
 mod limiter_contract;
 mod log_queries;

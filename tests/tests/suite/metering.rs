@@ -177,7 +177,10 @@ async fn stream_events(gw: &Gateway, tenant: &str, body: &Value) -> ChatEvents {
     let caller = gw
         .state
         .callers
-        .resolve(Some(gw.key(tenant)))
+        .resolve(
+            Some(gw.key(tenant)),
+            Some(tollgate::domain::keys::KeyScope::Chat),
+        )
         .await
         .unwrap();
     let reply = gw

@@ -22,7 +22,9 @@ use tollgate::adapters::memory::MemoryStore;
 use tollgate::domain::chat::{Completion, FinishReason, Role};
 use tollgate::domain::documents::{DocumentCursor, DocumentId};
 use tollgate::domain::ids::{RequestId, TenantId};
-use tollgate::domain::keys::{KeyPrefix, PresentedKey, StoredKey, issue_key};
+use tollgate::domain::keys::{
+    KeyPrefix, KeyScope, KeySpec, PresentedKey, StoredKey, issue_key, issue_key_with,
+};
 use tollgate::domain::limits::UpstreamQuota;
 use tollgate::domain::pricing::{ModelPrice, PriceEntry};
 use tollgate::domain::storage::{CounterWrite, StorageSlot};
@@ -244,7 +246,7 @@ mod contract {
 
         let found = store.find_key(&older.record.prefix).await.unwrap().unwrap();
         same_key(&found, &older.record);
-        assert!(found.admits(&PresentedKey::parse(older.expose()).unwrap()));
+        assert!(found.admits(&PresentedKey::parse(older.expose()).unwrap(), t0()));
         assert!(store.find_key(&unknown_prefix()).await.unwrap().is_none());
 
         let acme_keys = store.keys_for(&acme).await.unwrap();
@@ -259,7 +261,7 @@ mod contract {
         store.revoke_key(&older.record.prefix).await.unwrap();
         let revoked = store.find_key(&older.record.prefix).await.unwrap().unwrap();
         let revoked_at = revoked.revoked_at.expect("revocation is stored");
-        assert!(!revoked.admits(&PresentedKey::parse(older.expose()).unwrap()));
+        assert!(!revoked.admits(&PresentedKey::parse(older.expose()).unwrap(), t0()));
         // Revoking again keeps the first revocation time.
         store.revoke_key(&older.record.prefix).await.unwrap();
         let again = store.find_key(&older.record.prefix).await.unwrap().unwrap();
@@ -269,6 +271,47 @@ mod contract {
         assert!(live.revoked_at.is_none());
         assert!(matches!(
             store.revoke_key(&unknown_prefix()).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // A key's name, scopes and expiry round-trip (a name with spaces and non-ASCII).
+        let spec = KeySpec {
+            name: Some("billing worker · eu".into()),
+            scopes: Some([KeyScope::Chat, KeyScope::UsageRead].into()),
+            expires_at: Some(t0() + chrono::Duration::days(30)),
+        };
+        let scoped = issue_key_with(acme.clone(), spec, t0() + chrono::Duration::seconds(9));
+        store.put_key(scoped.record.clone()).await.unwrap();
+        let found = store
+            .find_key(&scoped.record.prefix)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, scoped.record);
+        // Expiring sets an expiry, but never a later one than the key has.
+        let at = t0() + chrono::Duration::hours(1);
+        store.expire_key(&scoped.record.prefix, at).await.unwrap();
+        store
+            .expire_key(&scoped.record.prefix, at + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        let found = store
+            .find_key(&scoped.record.prefix)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.expires_at, Some(at));
+        assert_eq!(found.scopes, scoped.record.scopes);
+        store.expire_key(&newer.record.prefix, at).await.unwrap();
+        let found = store.find_key(&newer.record.prefix).await.unwrap().unwrap();
+        assert_eq!(found.expires_at, Some(at));
+        assert!(found.admits(
+            &PresentedKey::parse(newer.expose()).unwrap(),
+            at - chrono::Duration::nanoseconds(1)
+        ));
+        assert!(!found.admits(&PresentedKey::parse(newer.expose()).unwrap(), at));
+        assert!(matches!(
+            store.expire_key(&unknown_prefix(), at).await,
             Err(StoreError::NotFound(_))
         ));
     }

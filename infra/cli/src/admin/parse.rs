@@ -95,6 +95,44 @@ fn non_empty<'a>(what: &str, raw: &'a str) -> Result<&'a str, String> {
 }
 
 /// `KEY=VALUE`: a system-prompt variable. Keys follow the template's `{{name}}` rules.
+/// A key scope by name: `chat`, `embeddings`, `documents`, `usage:read`, `profiles`.
+pub fn key_scope(raw: &str) -> Result<tollgate::domain::keys::KeyScope, String> {
+    use tollgate::domain::keys::KeyScope;
+    KeyScope::parse(raw.trim()).ok_or_else(|| {
+        let known: Vec<&str> = KeyScope::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "unknown scope `{raw}`; expected one of {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// A key name (see `tollgate::domain::keys::key_name`).
+pub fn key_name(raw: &str) -> Result<String, String> {
+    tollgate::domain::keys::key_name(raw)
+}
+
+/// A span like `90s`, `30m`, `24h` or `7d`: a whole number and one unit.
+pub fn span(raw: &str) -> Result<chrono::Duration, String> {
+    let raw = raw.trim();
+    let expected = || format!("expected a span like 90s, 30m, 24h or 7d; got `{raw}`");
+    let unit_at = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(expected)?;
+    let (digits, unit) = raw.split_at(unit_at);
+    let n: i64 = digits.parse().map_err(|_| expected())?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3_600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .filter(|s| *s <= 3_650 * 86_400)
+    .ok_or_else(expected)?;
+    Ok(chrono::Duration::seconds(seconds))
+}
+
 pub fn var(raw: &str) -> Result<(String, String), String> {
     let (key, value) = raw
         .split_once('=')

@@ -697,6 +697,79 @@ async fn a_fine_tuned_route_warns_until_it_is_registered_and_ownership_is_not_ta
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_key_carries_its_name_scopes_and_expiry_and_a_rotation_prints_its_successor_once() {
+    let store = with_acme().await;
+    let out = ok(
+        &store,
+        &[
+            "key",
+            "create",
+            "acme",
+            "--name",
+            "billing",
+            "--scope",
+            "chat",
+            "--scope",
+            "usage:read",
+            "--expires-in",
+            "7d",
+        ],
+    )
+    .await;
+    let key = out.stdout.trim_end().to_owned();
+    let notes = out.stderr.join("\n");
+    assert!(notes.contains("name `billing`"), "{notes}");
+    assert!(notes.contains("scopes chat,usage:read"), "{notes}");
+    assert!(notes.contains("expires 20"), "{notes}");
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+    let list = ok(&store, &["key", "list", "acme"]).await;
+    let row: Vec<&str> = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // PREFIX NAME SCOPES CREATED(3) EXPIRES(3) STATE
+    assert_eq!(row.len(), 10, "{row:?}");
+    assert_eq!(
+        (row[1], row[2], row[9]),
+        ("billing", "chat,usage:read", "live")
+    );
+
+    let rotated = ok(&store, &["key", "rotate", &prefix, "--overlap", "1h"]).await;
+    let successor = rotated.stdout.trim_end().to_owned();
+    assert!(
+        successor.starts_with("tg_") && successor != key,
+        "{successor}"
+    );
+    let notes = rotated.stderr.join("\n");
+    assert!(notes.contains("keeps working until"), "{notes}");
+    assert!(!notes.contains(&successor), "the new key is printed once");
+    let keys = store.keys_for(&tenant("acme")).await.unwrap();
+    let old = keys.iter().find(|k| k.prefix.as_str() == prefix).unwrap();
+    let new = keys
+        .iter()
+        .find(|k| successor.contains(k.prefix.as_str()))
+        .unwrap();
+    let left = old.expires_at.unwrap() - chrono::Utc::now();
+    assert!(left <= chrono::Duration::hours(1) && left > chrono::Duration::minutes(59));
+    assert_eq!(
+        (new.name.as_deref(), &new.scopes),
+        (Some("billing"), &old.scopes)
+    );
+    assert_eq!(new.expires_at, None);
+
+    assert!(usage_error(&["key", "create", "acme", "--scope", "admin"]).contains("unknown scope"));
+    assert!(usage_error(&["key", "create", "acme", "--expires-in", "7w"]).contains("span"));
+    assert!(usage_error(&["key", "create", "acme", "--name", ""]).contains("empty"));
+    let e = err(&store, &["key", "rotate", &prefix, "--overlap", "31d"]).await;
+    assert!(e.to_string().contains("overlap"), "{e}");
+    let e = err(&store, &["key", "rotate", "AAAAAAAAAAAA"]).await;
+    assert!(e.to_string().contains("no key with prefix"), "{e}");
+}
+
+#[tokio::test]
 async fn a_created_key_is_printed_once_authenticates_and_stops_after_revocation() {
     let store = with_acme().await;
     let out = ok(&store, &["key", "create", "acme"]).await;
@@ -706,7 +779,10 @@ async fn a_created_key_is_printed_once_authenticates_and_stops_after_revocation(
     assert!(notes.contains("only time the key is shown"), "{notes}");
     assert!(!notes.contains(&key), "the key is printed once");
     assert_eq!(
-        authenticate(&store, Some(&key)).await.unwrap(),
+        authenticate(&store, Some(&key), chrono::Utc::now())
+            .await
+            .unwrap()
+            .0,
         tenant("acme")
     );
 
@@ -725,7 +801,9 @@ async fn a_created_key_is_printed_once_authenticates_and_stops_after_revocation(
             .nth(1)
             .unwrap()
             .trim_end()
-            .ends_with('-')
+            .ends_with("live"),
+        "{}",
+        list.stdout
     );
 
     let revoked = ok(&store, &["key", "revoke", &prefix]).await;
@@ -733,10 +811,12 @@ async fn a_created_key_is_printed_once_authenticates_and_stops_after_revocation(
         revoked.stdout,
         format!("revoked key {prefix} of tenant `acme`\n")
     );
-    let refused = authenticate(&store, Some(&key)).await.unwrap_err();
+    let refused = authenticate(&store, Some(&key), chrono::Utc::now())
+        .await
+        .unwrap_err();
     assert_eq!(refused.status(), 401);
     let list = ok(&store, &["key", "list", "acme"]).await;
-    assert!(list.stdout.lines().nth(1).unwrap().ends_with("UTC"));
+    assert!(list.stdout.lines().nth(1).unwrap().ends_with("revoked"));
     let again = ok(&store, &["key", "revoke", &format!("tg_{prefix}")]).await;
     assert!(again.stdout.contains("already revoked"));
 }

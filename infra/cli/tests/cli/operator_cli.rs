@@ -170,7 +170,8 @@ async fn an_operator_session_against_dynamodb_in_moto() {
 
     let store = DynamoStore::emulator(&endpoint, TableNames::with_prefix(&prefix));
     let acme = TenantId::parse("acme").unwrap();
-    assert_eq!(authenticate(&store, Some(&key)).await.unwrap(), acme);
+    let now = chrono::Utc::now();
+    assert_eq!(authenticate(&store, Some(&key), now).await.unwrap().0, acme);
 
     let prefix_of_key = key.split('_').nth(1).unwrap();
     let listed = stdout(&ok(cli(), &["key", "list", "acme"]));
@@ -188,7 +189,10 @@ async fn an_operator_session_against_dynamodb_in_moto() {
 
     ok(cli(), &["key", "revoke", prefix_of_key]);
     assert_eq!(
-        authenticate(&store, Some(&key)).await.unwrap_err().status(),
+        authenticate(&store, Some(&key), now)
+            .await
+            .unwrap_err()
+            .status(),
         401
     );
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::DynamoStore;
 use super::codec::{
-    self, GSI1PK, GSI1SK, Item, PK, get_json, get_s, get_time, get_u64, key_pk_sk, opt_s, s,
+    self, GSI1PK, GSI1SK, Item, PK, get_json, get_s, get_time, get_u64, json, key_pk_sk, opt_s, s,
     time_key,
 };
 use super::error::{self, corrupt};
@@ -54,7 +54,7 @@ fn decode_config(item: &Item) -> Result<Arc<TenantConfig>, StoreError> {
     Ok(Arc::new(config))
 }
 
-fn encode_key(key: &StoredKey) -> Item {
+fn encode_key(key: &StoredKey) -> Result<Item, StoreError> {
     let mut item = key_pk_sk(key_pk(&key.prefix), KEY_SK);
     item.insert("prefix".into(), s(key.prefix.as_str()));
     item.insert("hash".into(), s(key.hash.to_hex()));
@@ -63,12 +63,21 @@ fn encode_key(key: &StoredKey) -> Item {
     if let Some(revoked) = key.revoked_at {
         item.insert("revoked_at".into(), s(time_key(revoked)));
     }
+    if let Some(name) = &key.name {
+        item.insert("name".into(), s(name.as_str()));
+    }
+    if let Some(at) = key.expires_at {
+        item.insert("expires_at".into(), s(time_key(at)));
+    }
+    if let Some(scopes) = &key.scopes {
+        item.insert("scopes".into(), json(scopes)?);
+    }
     item.insert(GSI1PK.into(), s(tenant_pk(&key.tenant_id)));
     item.insert(
         GSI1SK.into(),
         s(format!("KEY#{}#{}", time_key(key.created_at), key.prefix)),
     );
-    item
+    Ok(item)
 }
 
 fn decode_key(item: &Item) -> Result<StoredKey, StoreError> {
@@ -78,15 +87,23 @@ fn decode_key(item: &Item) -> Result<StoredKey, StoreError> {
             .map_err(corrupt)?;
     let hash = KeyHash::from_hex(get_s(item, "hash")?)
         .ok_or_else(|| corrupt(format!("key {prefix}: hash is not 32 hex bytes")))?;
-    let revoked_at = opt_s(item, "revoked_at")?
-        .map(|raw| codec::parse_time("revoked_at", raw))
-        .transpose()?;
+    let time = |name: &str| {
+        opt_s(item, name)?
+            .map(|raw| codec::parse_time(name, raw))
+            .transpose()
+    };
     Ok(StoredKey {
         prefix,
         hash,
         tenant_id: tenant_id(get_s(item, "tenant_id")?)?,
         created_at: get_time(item, "created_at")?,
-        revoked_at,
+        revoked_at: time("revoked_at")?,
+        name: opt_s(item, "name")?.map(str::to_owned),
+        expires_at: time("expires_at")?,
+        scopes: match item.get("scopes") {
+            Some(_) => Some(get_json(item, "scopes")?),
+            None => None,
+        },
     })
 }
 
@@ -218,7 +235,7 @@ impl TenantAdmin for DynamoStore {
         self.client
             .put_item()
             .table_name(&self.names.tenants)
-            .set_item(Some(encode_key(&key)))
+            .set_item(Some(encode_key(&key)?))
             .send()
             .await
             .map_err(|e| error::sdk("PutItem", e))?;
@@ -260,6 +277,45 @@ impl TenantAdmin for DynamoStore {
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
                 Err(StoreError::NotFound(format!("key {prefix}")))
+            }
+            Err(err) => Err(error::sdk("UpdateItem", err)),
+        }
+    }
+
+    async fn expire_key(&self, prefix: &KeyPrefix, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut expr = codec::Expr::default();
+        let expires = expr.name("expires_at");
+        let at_value = expr.value(s(time_key(at)));
+        expr.set_raw("expires_at", at_value.clone());
+        let pk = expr.name(PK);
+        // An earlier expiry stays (the timestamps sort as text: fixed-width RFC 3339, UTC).
+        let condition = format!(
+            "attribute_exists({pk}) AND (attribute_not_exists({expires}) OR {expires} > {at_value})"
+        );
+        self.trip();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.names.tenants)
+            .set_key(Some(key_pk_sk(key_pk(prefix), KEY_SK)))
+            .update_expression(expr.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(expr.names_map())
+            .set_expression_attribute_values(expr.values_map())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // Either no such key, or it already expires first.
+                match self.find_key(prefix).await? {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::NotFound(format!("key {prefix}"))),
+                }
             }
             Err(err) => Err(error::sdk("UpdateItem", err)),
         }

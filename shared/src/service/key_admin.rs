@@ -1,0 +1,262 @@
+//! Key lifecycle, as operators drive it (the `tollgate key` commands; the admin API builds on
+//! the same functions): issue a key with a name, scopes and an expiry; rotate one (a new key
+//! with the same name and scopes, the old one kept working for a stated overlap, then
+//! expired); revoke one. Every rule lives here, so no front end can drift from another.
+//!
+//! When running gateways see a change: a key's expiry is checked against the clock on every
+//! request, so a key that carries its expiry stops at that instant. A revocation, and the
+//! expiry a rotation sets on the old key, reach a warm container when its directory cache
+//! refreshes the key (`TOLLGATE_DIRECTORY_CACHE_SECS`, 30 s by default): the old key may work
+//! that much past its stated end there. A new key works at once (an unknown prefix is cached
+//! for 5 s, and a new key's prefix was never looked up before it existed).
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::ids::TenantId;
+use crate::domain::keys::{self, IssuedKey, KeyPrefix, KeySpec, KeyState, StoredKey};
+use crate::ports::store::{ApiKeyLookup, StoreError, TenantAdmin, TenantConfigSource};
+
+/// Why an operator's key change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyAdminError {
+    /// No such tenant or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change is not valid as asked (an expiry in the past, no scopes, a dead key).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A rotation's outcome: the new key, and until when the old one keeps working.
+pub struct Rotated {
+    /// The successor, with its plaintext to show once.
+    pub key: IssuedKey,
+    /// The old key's prefix.
+    pub old: KeyPrefix,
+    /// The old key is refused from this instant on.
+    pub old_until: DateTime<Utc>,
+}
+
+/// Issues a key for `tenant` (which must exist) carrying `spec`.
+pub async fn create<S>(
+    store: &S,
+    tenant: &TenantId,
+    spec: KeySpec,
+    now: DateTime<Utc>,
+) -> Result<IssuedKey, KeyAdminError>
+where
+    S: TenantAdmin + TenantConfigSource + ?Sized,
+{
+    if store.tenant_config(tenant).await?.is_none() {
+        return Err(KeyAdminError::NotFound(format!("no tenant `{tenant}`")));
+    }
+    if let Some(at) = spec.expires_at
+        && at <= now
+    {
+        return Err(KeyAdminError::Invalid(format!(
+            "the expiry {} is not in the future",
+            at.format("%Y-%m-%dT%H:%M:%SZ")
+        )));
+    }
+    if spec.scopes.as_ref().is_some_and(|s| s.is_empty()) {
+        return Err(KeyAdminError::Invalid(
+            "a key needs at least one scope (leave scopes out for all of them)".into(),
+        ));
+    }
+    if let Some(name) = &spec.name {
+        keys::key_name(name).map_err(KeyAdminError::Invalid)?;
+    }
+    let issued = keys::issue_key_with(tenant.clone(), spec, now);
+    store.put_key(issued.record.clone()).await?;
+    Ok(issued)
+}
+
+/// Rotates the live key `prefix`: issues its successor, then makes the old key expire after
+/// `overlap` (at most [`keys::MAX_OVERLAP`]; sooner if it already expires sooner). The
+/// successor is stored first, so a failure in between leaves both keys working, never
+/// neither.
+pub async fn rotate<S>(
+    store: &S,
+    prefix: &KeyPrefix,
+    overlap: Duration,
+    now: DateTime<Utc>,
+) -> Result<Rotated, KeyAdminError>
+where
+    S: TenantAdmin + ApiKeyLookup + ?Sized,
+{
+    if overlap < Duration::zero() || overlap > keys::MAX_OVERLAP {
+        return Err(KeyAdminError::Invalid(format!(
+            "the overlap must be between 0 and {} days",
+            keys::MAX_OVERLAP.num_days()
+        )));
+    }
+    let old = live(store, prefix, now).await?;
+    let (key, old_until) = keys::rotate(&old, overlap, now);
+    store.put_key(key.record.clone()).await?;
+    store.expire_key(prefix, old_until).await?;
+    Ok(Rotated {
+        key,
+        old: prefix.clone(),
+        old_until,
+    })
+}
+
+/// Revokes `prefix` (revoking twice keeps the first time). Returns the key as it was.
+pub async fn revoke<S>(store: &S, prefix: &KeyPrefix) -> Result<StoredKey, KeyAdminError>
+where
+    S: TenantAdmin + ApiKeyLookup + ?Sized,
+{
+    let key = find(store, prefix).await?;
+    if key.revoked_at.is_none() {
+        match store.revoke_key(prefix).await {
+            Err(StoreError::NotFound(_)) => {
+                return Err(KeyAdminError::NotFound(format!(
+                    "no key with prefix {prefix}"
+                )));
+            }
+            other => other?,
+        }
+    }
+    Ok(key)
+}
+
+async fn find<S>(store: &S, prefix: &KeyPrefix) -> Result<StoredKey, KeyAdminError>
+where
+    S: ApiKeyLookup + ?Sized,
+{
+    store
+        .find_key(prefix)
+        .await?
+        .ok_or_else(|| KeyAdminError::NotFound(format!("no key with prefix {prefix}")))
+}
+
+/// The key `prefix`, which must be live at `now`.
+async fn live<S>(
+    store: &S,
+    prefix: &KeyPrefix,
+    now: DateTime<Utc>,
+) -> Result<StoredKey, KeyAdminError>
+where
+    S: ApiKeyLookup + ?Sized,
+{
+    let key = find(store, prefix).await?;
+    match key.state(now) {
+        KeyState::Live => Ok(key),
+        state => Err(KeyAdminError::Invalid(format!(
+            "key {prefix} is {}: issue a new key instead of rotating it",
+            state.as_str()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::keys::{KeyScope, PresentedKey};
+
+    /// The demo tenants (`acme` among them), each with one key.
+    async fn store_with(tenant: &TenantId) -> MemoryStore {
+        let store = MemoryStore::new();
+        crate::demo::seed(&store, Utc::now()).await.unwrap();
+        assert!(store.tenant_config(tenant).await.unwrap().is_some());
+        store
+    }
+
+    fn admits(key: &StoredKey, issued: &IssuedKey, at: DateTime<Utc>) -> bool {
+        key.admits(&PresentedKey::parse(issued.expose()).unwrap(), at)
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_works_until_its_overlap_ends_and_its_successor_from_the_start() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let store = store_with(&tenant).await;
+        let now = Utc::now();
+        let spec = KeySpec {
+            name: Some("worker".into()),
+            scopes: Some([KeyScope::Chat].into()),
+            expires_at: None,
+        };
+        let old = create(&store, &tenant, spec, now).await.unwrap();
+        let rotated = rotate(&store, &old.record.prefix, Duration::hours(24), now)
+            .await
+            .unwrap();
+        let end = now + Duration::hours(24);
+        assert_eq!(rotated.old_until, end);
+        let stored_old = store.find_key(&old.record.prefix).await.unwrap().unwrap();
+        let stored_new = store
+            .find_key(&rotated.key.record.prefix)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(admits(&stored_old, &old, end - Duration::nanoseconds(1)));
+        assert!(!admits(&stored_old, &old, end));
+        assert!(admits(&stored_new, &rotated.key, now));
+        assert!(admits(&stored_new, &rotated.key, end + Duration::days(365)));
+        assert_eq!(stored_new.name.as_deref(), Some("worker"));
+        assert_eq!(stored_new.scopes, stored_old.scopes);
+        // The old key cannot be rotated again once it has expired.
+        let err = rotate(&store, &old.record.prefix, Duration::hours(1), end)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_specs_and_unknown_targets_are_refused_before_anything_is_stored() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let store = store_with(&tenant).await;
+        let now = Utc::now();
+        let past = KeySpec {
+            expires_at: Some(now),
+            ..KeySpec::default()
+        };
+        assert!(matches!(
+            create(&store, &tenant, past, now).await,
+            Err(KeyAdminError::Invalid(_))
+        ));
+        let none = KeySpec {
+            scopes: Some(Default::default()),
+            ..KeySpec::default()
+        };
+        assert!(matches!(
+            create(&store, &tenant, none, now).await,
+            Err(KeyAdminError::Invalid(_))
+        ));
+        let before = store.keys_for(&tenant).await.unwrap().len();
+        let other = TenantId::parse("nobody").unwrap();
+        assert!(matches!(
+            create(&store, &other, KeySpec::default(), now).await,
+            Err(KeyAdminError::NotFound(_))
+        ));
+        assert_eq!(store.keys_for(&tenant).await.unwrap().len(), before);
+        let key = create(&store, &tenant, KeySpec::default(), now)
+            .await
+            .unwrap();
+        let prefix = key.record.prefix;
+        for overlap in [
+            Duration::seconds(-1),
+            keys::MAX_OVERLAP + Duration::seconds(1),
+        ] {
+            assert!(matches!(
+                rotate(&store, &prefix, overlap, now).await,
+                Err(KeyAdminError::Invalid(_))
+            ));
+        }
+        revoke(&store, &prefix).await.unwrap();
+        let again = revoke(&store, &prefix).await.unwrap();
+        assert!(again.revoked_at.is_some(), "the first revocation is kept");
+        assert!(
+            rotate(&store, &prefix, Duration::hours(1), now)
+                .await
+                .is_err()
+        );
+        assert_eq!(store.keys_for(&tenant).await.unwrap().len(), before + 1);
+    }
+}
