@@ -26,7 +26,7 @@ use crate::ports::store::{
 };
 use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
-    ApiKeyLookup, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource,
+    ApiKeyLookup, AuditLog, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource,
     UsageQuery, UsageSink,
 };
 use crate::service::caller::Callers;
@@ -42,6 +42,7 @@ use crate::service::{ChatService, EmbeddingsService};
 /// and what the operator commands work on. Services take the narrower ports it upcasts to.
 pub trait Backend:
     ApiKeyLookup
+    + AuditLog
     + TenantConfigSource
     + TenantAdmin
     + UsageSink
@@ -63,6 +64,7 @@ pub trait Backend:
 
 impl<S> Backend for S where
     S: ApiKeyLookup
+        + AuditLog
         + TenantConfigSource
         + TenantAdmin
         + UsageSink

@@ -62,6 +62,8 @@ pub struct MemoryStore {
     quotas: RwLock<BTreeMap<QuotaId, UpstreamQuota>>,
     /// End-user profiles, keyed by tenant and user: another tenant's user is another key.
     profiles: RwLock<HashMap<(TenantId, UserId), ProfileRecord>>,
+    /// Audit logs: by log (tenant id or the operator scope), then position.
+    audit: RwLock<BTreeMap<(String, String), crate::domain::audit::AuditRecord>>,
 }
 
 /// Usage events the embedded store keeps (the newest); older ones are dropped, their rollups
@@ -804,6 +806,42 @@ impl ResponseCache for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.cache_put(key, Cached::Embeddings(value.clone()), ttl)
+    }
+}
+
+#[async_trait]
+impl crate::ports::store::AuditLog for MemoryStore {
+    async fn append(&self, record: &crate::domain::audit::AuditRecord) -> Result<(), StoreError> {
+        self.audit.write().map_err(poisoned)?.insert(
+            (record.scope().to_owned(), record.position()),
+            record.clone(),
+        );
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        tenant: Option<&TenantId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::ports::store::AuditPage, StoreError> {
+        let scope = tenant.map_or(crate::domain::audit::OPERATOR_SCOPE, TenantId::as_str);
+        let log = self.audit.read().map_err(poisoned)?;
+        let start = (scope.to_owned(), String::new());
+        let end = (
+            scope.to_owned(),
+            cursor.map_or_else(|| "\u{10ffff}".to_owned(), str::to_owned),
+        );
+        let records: Vec<_> = log
+            .range(start..end)
+            .rev()
+            .take(limit.max(1))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let next = (records.len() == limit.max(1))
+            .then(|| records.last().map(|r| r.position()))
+            .flatten();
+        Ok(crate::ports::store::AuditPage { records, next })
     }
 }
 

@@ -3,6 +3,7 @@
 //! anomaly rules, structured-output formats, tool calling, images and the document storage quota.
 
 pub mod anomaly;
+pub mod audit;
 pub mod budget;
 pub mod budget_event;
 pub mod cache_key;

@@ -510,6 +510,32 @@ pub trait TenantAdmin: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// One page of an audit log, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    /// The records, newest first.
+    pub records: Vec<crate::domain::audit::AuditRecord>,
+    /// The cursor of the next page (the last record's position); `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// The audit log (`domain::audit`): appended by every operator change, read per tenant.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends `record` (a record at the same position replaces it: the same request doing
+    /// the same thing twice at the same instant is one change).
+    async fn append(&self, record: &crate::domain::audit::AuditRecord) -> Result<(), StoreError>;
+    /// At most `limit` records of `tenant`'s log (`None`: the deployment-wide log), newest
+    /// first, strictly older than `cursor` when one is given. The cursor is only a position
+    /// inside that log: it cannot reach another tenant's.
+    async fn audit_page(
+        &self,
+        tenant: Option<&TenantId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError>;
+}
+
 /// Lists a tenant's usage events, newest first (usage-report's `GET /v1/usage/events`).
 ///
 /// Always reads `tenant`'s own events: the cursor is only a position (a sort key) inside that

@@ -1,7 +1,8 @@
 //! Key lifecycle, as operators drive it (the `tollgate key` commands; the admin API builds on
 //! the same functions): issue a key with a name, scopes and an expiry; rotate one (a new key
 //! with the same name and scopes, the old one kept working for a stated overlap, then
-//! expired); revoke one. Every rule lives here, so no front end can drift from another.
+//! expired); revoke one. Every rule lives here, so no front end can drift from another, and
+//! every change is recorded in the audit log (`service::audit`) without key material.
 //!
 //! When running gateways see a change: a key's expiry is checked against the clock on every
 //! request, so a key that carries its expiry stops at that instant. A revocation, and the
@@ -12,9 +13,11 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::domain::audit::{AuditAction, key_state};
 use crate::domain::ids::TenantId;
 use crate::domain::keys::{self, IssuedKey, KeyPrefix, KeySpec, KeyState, StoredKey};
 use crate::ports::store::{ApiKeyLookup, StoreError, TenantAdmin, TenantConfigSource};
+use crate::service::audit::{Auditor, Change, Unaudited};
 
 /// Why an operator's key change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,13 @@ pub enum KeyAdminError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change was made; its audit record was not written.
+    #[error(transparent)]
+    Unaudited(#[from] Unaudited),
+}
+
+fn resource(prefix: &KeyPrefix) -> String {
+    format!("key/{prefix}")
 }
 
 /// A rotation's outcome: the new key, and until when the old one keeps working.
@@ -43,6 +53,7 @@ pub struct Rotated {
 /// Issues a key for `tenant` (which must exist) carrying `spec`.
 pub async fn create<S>(
     store: &S,
+    audit: &Auditor<'_>,
     tenant: &TenantId,
     spec: KeySpec,
     now: DateTime<Utc>,
@@ -71,6 +82,16 @@ where
     }
     let issued = keys::issue_key_with(tenant.clone(), spec, now);
     store.put_key(issued.record.clone()).await?;
+    audit
+        .record(Change {
+            tenant: Some(tenant),
+            action: AuditAction::KeyCreate,
+            resource: resource(&issued.record.prefix),
+            before: None,
+            after: Some(key_state(&issued.record)),
+            at: now,
+        })
+        .await?;
     Ok(issued)
 }
 
@@ -80,6 +101,7 @@ where
 /// neither.
 pub async fn rotate<S>(
     store: &S,
+    audit: &Auditor<'_>,
     prefix: &KeyPrefix,
     overlap: Duration,
     now: DateTime<Utc>,
@@ -97,6 +119,21 @@ where
     let (key, old_until) = keys::rotate(&old, overlap, now);
     store.put_key(key.record.clone()).await?;
     store.expire_key(prefix, old_until).await?;
+    let mut ended = old.clone();
+    ended.expires_at = Some(old_until);
+    audit
+        .record(Change {
+            tenant: Some(&old.tenant_id),
+            action: AuditAction::KeyRotate,
+            resource: resource(prefix),
+            before: Some(key_state(&old)),
+            after: Some(serde_json::json!({
+                "key": key_state(&ended),
+                "successor": key_state(&key.record),
+            })),
+            at: now,
+        })
+        .await?;
     Ok(Rotated {
         key,
         old: prefix.clone(),
@@ -104,8 +141,14 @@ where
     })
 }
 
-/// Revokes `prefix` (revoking twice keeps the first time). Returns the key as it was.
-pub async fn revoke<S>(store: &S, prefix: &KeyPrefix) -> Result<StoredKey, KeyAdminError>
+/// Revokes `prefix` (revoking twice keeps the first time, and records nothing the second
+/// time). Returns the key as it was.
+pub async fn revoke<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    prefix: &KeyPrefix,
+    now: DateTime<Utc>,
+) -> Result<StoredKey, KeyAdminError>
 where
     S: TenantAdmin + ApiKeyLookup + ?Sized,
 {
@@ -119,6 +162,17 @@ where
             }
             other => other?,
         }
+        let after = find(store, prefix).await?;
+        audit
+            .record(Change {
+                tenant: Some(&key.tenant_id),
+                action: AuditAction::KeyRevoke,
+                resource: resource(prefix),
+                before: Some(key_state(&key)),
+                after: Some(key_state(&after)),
+                at: now,
+            })
+            .await?;
     }
     Ok(key)
 }
@@ -160,6 +214,14 @@ mod tests {
     use crate::adapters::memory::MemoryStore;
     use crate::domain::keys::{KeyScope, PresentedKey};
 
+    fn audit(store: &MemoryStore) -> Auditor<'_> {
+        Auditor::new(
+            store,
+            "local:test",
+            crate::domain::ids::RequestId::generate(),
+        )
+    }
+
     /// The demo tenants (`acme` among them), each with one key.
     async fn store_with(tenant: &TenantId) -> MemoryStore {
         let store = MemoryStore::new();
@@ -182,10 +244,18 @@ mod tests {
             scopes: Some([KeyScope::Chat].into()),
             expires_at: None,
         };
-        let old = create(&store, &tenant, spec, now).await.unwrap();
-        let rotated = rotate(&store, &old.record.prefix, Duration::hours(24), now)
+        let old = create(&store, &audit(&store), &tenant, spec, now)
             .await
             .unwrap();
+        let rotated = rotate(
+            &store,
+            &audit(&store),
+            &old.record.prefix,
+            Duration::hours(24),
+            now,
+        )
+        .await
+        .unwrap();
         let end = now + Duration::hours(24);
         assert_eq!(rotated.old_until, end);
         let stored_old = store.find_key(&old.record.prefix).await.unwrap().unwrap();
@@ -201,10 +271,16 @@ mod tests {
         assert_eq!(stored_new.name.as_deref(), Some("worker"));
         assert_eq!(stored_new.scopes, stored_old.scopes);
         // The old key cannot be rotated again once it has expired.
-        let err = rotate(&store, &old.record.prefix, Duration::hours(1), end)
-            .await
-            .err()
-            .unwrap();
+        let err = rotate(
+            &store,
+            &audit(&store),
+            &old.record.prefix,
+            Duration::hours(1),
+            end,
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("expired"), "{err}");
     }
 
@@ -218,7 +294,7 @@ mod tests {
             ..KeySpec::default()
         };
         assert!(matches!(
-            create(&store, &tenant, past, now).await,
+            create(&store, &audit(&store), &tenant, past, now).await,
             Err(KeyAdminError::Invalid(_))
         ));
         let none = KeySpec {
@@ -226,17 +302,17 @@ mod tests {
             ..KeySpec::default()
         };
         assert!(matches!(
-            create(&store, &tenant, none, now).await,
+            create(&store, &audit(&store), &tenant, none, now).await,
             Err(KeyAdminError::Invalid(_))
         ));
         let before = store.keys_for(&tenant).await.unwrap().len();
         let other = TenantId::parse("nobody").unwrap();
         assert!(matches!(
-            create(&store, &other, KeySpec::default(), now).await,
+            create(&store, &audit(&store), &other, KeySpec::default(), now).await,
             Err(KeyAdminError::NotFound(_))
         ));
         assert_eq!(store.keys_for(&tenant).await.unwrap().len(), before);
-        let key = create(&store, &tenant, KeySpec::default(), now)
+        let key = create(&store, &audit(&store), &tenant, KeySpec::default(), now)
             .await
             .unwrap();
         let prefix = key.record.prefix;
@@ -245,15 +321,15 @@ mod tests {
             keys::MAX_OVERLAP + Duration::seconds(1),
         ] {
             assert!(matches!(
-                rotate(&store, &prefix, overlap, now).await,
+                rotate(&store, &audit(&store), &prefix, overlap, now).await,
                 Err(KeyAdminError::Invalid(_))
             ));
         }
-        revoke(&store, &prefix).await.unwrap();
-        let again = revoke(&store, &prefix).await.unwrap();
+        revoke(&store, &audit(&store), &prefix, now).await.unwrap();
+        let again = revoke(&store, &audit(&store), &prefix, now).await.unwrap();
         assert!(again.revoked_at.is_some(), "the first revocation is kept");
         assert!(
-            rotate(&store, &prefix, Duration::hours(1), now)
+            rotate(&store, &audit(&store), &prefix, Duration::hours(1), now)
                 .await
                 .is_err()
         );

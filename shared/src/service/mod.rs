@@ -1,6 +1,7 @@
 //! Use cases: the domain wired to the ports. Handlers call exactly one of these.
 
 pub mod anomaly;
+pub mod audit;
 pub mod budget_events;
 mod call;
 pub mod caller;

@@ -11,12 +11,17 @@ use std::collections::BTreeSet;
 use chrono::{Duration, Utc};
 use http::{Method, Request};
 use serde_json::{Value, json};
-use tollgate::domain::ids::TenantId;
+use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::keys::{KeyScope, KeySpec, issue_key_with};
 use tollgate::ports::TenantAdmin;
 use tollgate::routes::{Mounted, dispatch};
+use tollgate::service::audit::Auditor;
 use tollgate::service::key_admin;
 use tollgate_tests::harness::{Gateway, TestResponse, chat_body};
+
+fn auditor(gw: &Gateway) -> Auditor<'_> {
+    Auditor::new(gw.store.as_ref(), "local:test", RequestId::generate())
+}
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -28,7 +33,7 @@ async fn key_with(gw: &Gateway, scopes: &[KeyScope]) -> String {
         scopes: Some(scopes.iter().copied().collect::<BTreeSet<_>>()),
         expires_at: None,
     };
-    let issued = key_admin::create(gw.store.as_ref(), &acme(), spec, Utc::now())
+    let issued = key_admin::create(gw.store.as_ref(), &auditor(gw), &acme(), spec, Utc::now())
         .await
         .unwrap();
     issued.expose().to_owned()
@@ -225,7 +230,9 @@ async fn expired_and_revoked_keys_get_exactly_the_401_an_unknown_key_gets() {
     let revoked = key_with(&gw, &[KeyScope::Chat]).await;
     let prefix =
         tollgate::domain::keys::KeyPrefix::parse(revoked.split('_').nth(1).unwrap()).unwrap();
-    key_admin::revoke(gw.store.as_ref(), &prefix).await.unwrap();
+    key_admin::revoke(gw.store.as_ref(), &auditor(&gw), &prefix, now)
+        .await
+        .unwrap();
     let unknown = issue_key_with(acme(), KeySpec::default(), now);
 
     let body = Some(chat_body("gpt-4o-mini", "hi"));
@@ -257,9 +264,15 @@ async fn a_rotated_key_and_its_successor_both_work_during_the_overlap_and_a_zero
         let old = key_with(&gw, &[KeyScope::Chat]).await;
         let prefix =
             tollgate::domain::keys::KeyPrefix::parse(old.split('_').nth(1).unwrap()).unwrap();
-        let rotated = key_admin::rotate(gw.store.as_ref(), &prefix, overlap, Utc::now())
-            .await
-            .unwrap();
+        let rotated = key_admin::rotate(
+            gw.store.as_ref(),
+            &auditor(&gw),
+            &prefix,
+            overlap,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
         let new = send(
             &gw,
             rotated.key.expose(),

@@ -32,10 +32,10 @@ use tollgate::domain::tenant::{ProviderKind, TenantConfig};
 use tollgate::domain::usage::{TokenUsage, UsageEvent, UsageRollup};
 use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
-    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventStore, Catalog, ClaimOutcome,
-    ConversationStore, Counter, CounterAdd, CounterKey, DocumentRecord, DocumentStore,
-    LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin, TenantConfigSource, Turn,
-    UsageQuery, UsageSink,
+    AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, AuditLog, BudgetEventStore, Catalog,
+    ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterKey, DocumentRecord,
+    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
+    TenantConfigSource, Turn, UsageQuery, UsageSink,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -233,6 +233,101 @@ fn document_record(tenant_id: &TenantId, id: &str, chunks: u32) -> DocumentRecor
 
 mod contract {
     use super::*;
+
+    pub async fn audit_log<S: AuditLog>(store: &S) {
+        use tollgate::domain::audit::{AuditAction, AuditRecord};
+        let record = |tenant: Option<&str>, minute: i64, action| AuditRecord {
+            tenant: tenant.map(super::tenant),
+            at: t0() + chrono::Duration::minutes(minute),
+            actor: "arn:aws:iam::123456789012:role/ops".into(),
+            action,
+            resource: "key/AAAAAAAAAAAA".into(),
+            before: None,
+            after: Some(serde_json::json!({"name": "билинг"})),
+            request_id: RequestId::from_upstream(&format!("req-{minute}")),
+            retain_until: t0() + chrono::Duration::days(400),
+        };
+        assert!(
+            store
+                .audit_page(Some(&super::tenant("acme")), None, 10)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+        // Appended out of order; a record appended twice is one.
+        let acme: Vec<AuditRecord> = [3, 1, 4, 2, 5]
+            .into_iter()
+            .map(|m| record(Some("acme"), m, AuditAction::KeyCreate))
+            .collect();
+        for r in &acme {
+            store.append(r).await.unwrap();
+        }
+        store.append(&acme[0]).await.unwrap();
+        store
+            .append(&record(Some("globex"), 6, AuditAction::KeyRevoke))
+            .await
+            .unwrap();
+        store
+            .append(&record(None, 7, AuditAction::PriceSet))
+            .await
+            .unwrap();
+
+        // Newest first, two at a time, the cursor continuing strictly after the last.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..5 {
+            let page = store
+                .audit_page(Some(&super::tenant("acme")), cursor.as_deref(), 2)
+                .await
+                .unwrap();
+            seen.extend(page.records.iter().map(|r| r.at));
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let minutes: Vec<i64> = seen.iter().map(|at| (*at - t0()).num_minutes()).collect();
+        assert_eq!(minutes, [5, 4, 3, 2, 1]);
+        let page = store
+            .audit_page(Some(&super::tenant("acme")), None, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.records[0],
+            record(Some("acme"), 5, AuditAction::KeyCreate)
+        );
+
+        // Each log holds its own records; a cursor from acme's log reads nothing of globex's.
+        let globex = store
+            .audit_page(Some(&super::tenant("globex")), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(globex.records.len(), 1);
+        assert_eq!(globex.records[0].action, AuditAction::KeyRevoke);
+        let acme_cursor = acme[1].position();
+        let crossed = store
+            .audit_page(Some(&super::tenant("globex")), Some(&acme_cursor), 10)
+            .await
+            .unwrap();
+        assert!(
+            crossed
+                .records
+                .iter()
+                .all(|r| r.tenant == Some(super::tenant("globex")))
+        );
+        let operator = store.audit_page(None, None, 10).await.unwrap();
+        assert_eq!(operator.records.len(), 1);
+        assert_eq!(operator.records[0].tenant, None);
+        assert!(
+            store
+                .audit_page(Some(&super::tenant("initech")), None, 10)
+                .await
+                .unwrap()
+                .records
+                .is_empty()
+        );
+    }
 
     pub async fn keys<S: ApiKeyLookup + TenantAdmin>(store: &S) {
         let (acme, globex) = (tenant("acme"), tenant("globex"));
@@ -1492,6 +1587,7 @@ tollgate_tests::contract_suite! {
         cached_responses_are_served_until_they_expire => contract::cache,
         catalog_prices_and_quotas_round_trip_in_order => contract::catalog,
         budget_events_are_recorded_once_per_subject_period_and_kind => contract::budget_events,
+        audit_logs_are_paged_newest_first_per_tenant_and_never_cross => contract::audit_log,
     },
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::keys::{IssuedKey, KeyPrefix, KeyScope, KeySpec};
 use tollgate::ports::store::{ApiKeyLookup, TenantAdmin, TenantConfigSource};
+use tollgate::service::audit::Auditor;
 use tollgate::service::key_admin::{self, KeyAdminError};
 
 use super::parse;
@@ -73,7 +74,11 @@ pub enum KeyCommand {
     },
 }
 
-pub async fn execute<S>(store: &S, command: KeyCommand) -> anyhow::Result<Output>
+pub async fn execute<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    command: KeyCommand,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + ApiKeyLookup + ?Sized,
 {
@@ -90,11 +95,11 @@ where
                 scopes: (!scopes.is_empty()).then(|| scopes.into_iter().collect::<BTreeSet<_>>()),
                 expires_at: expires_in.map(|span| now + span),
             };
-            create(store, tenant, spec, now).await
+            create(store, audit, tenant, spec, now).await
         }
         KeyCommand::List { tenant } => list(store, &tenant, now).await,
-        KeyCommand::Rotate { prefix, overlap } => rotate(store, &prefix, overlap, now).await,
-        KeyCommand::Revoke { prefix } => revoke(store, &prefix).await,
+        KeyCommand::Rotate { prefix, overlap } => rotate(store, audit, &prefix, overlap, now).await,
+        KeyCommand::Revoke { prefix } => revoke(store, audit, &prefix, now).await,
     }
 }
 
@@ -112,6 +117,7 @@ fn time(t: chrono::DateTime<chrono::Utc>) -> String {
 
 pub async fn create<S>(
     store: &S,
+    audit: &Auditor<'_>,
     tenant: TenantId,
     spec: KeySpec,
     now: chrono::DateTime<chrono::Utc>,
@@ -120,7 +126,7 @@ where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
     let config = load(store, &tenant).await?;
-    let issued = key_admin::create(store, &tenant, spec, now)
+    let issued = key_admin::create(store, audit, &tenant, spec, now)
         .await
         .map_err(refused)?;
     let prefix = issued.record.prefix.clone();
@@ -195,6 +201,7 @@ where
 
 pub async fn rotate<S>(
     store: &S,
+    audit: &Auditor<'_>,
     prefix: &KeyPrefix,
     overlap: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
@@ -202,7 +209,7 @@ pub async fn rotate<S>(
 where
     S: TenantAdmin + ApiKeyLookup + ?Sized,
 {
-    let rotated = key_admin::rotate(store, prefix, overlap, now)
+    let rotated = key_admin::rotate(store, audit, prefix, overlap, now)
         .await
         .map_err(refused)?;
     Ok(shown_once(&rotated.key).note(format!(
@@ -215,11 +222,18 @@ where
     )))
 }
 
-pub async fn revoke<S>(store: &S, prefix: &KeyPrefix) -> anyhow::Result<Output>
+pub async fn revoke<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    prefix: &KeyPrefix,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + ApiKeyLookup + ?Sized,
 {
-    let key = key_admin::revoke(store, prefix).await.map_err(refused)?;
+    let key = key_admin::revoke(store, audit, prefix, now)
+        .await
+        .map_err(refused)?;
     Ok(Output::stdout(match key.revoked_at {
         Some(at) => format!(
             "key {prefix} of tenant `{}` was already revoked at {}\n",

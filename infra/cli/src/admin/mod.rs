@@ -1,5 +1,6 @@
-//! The operator commands: `tenant`, `key`, `price`, `quota`, `replay`, `usage` and
-//! `anomalies`.
+//! The operator commands: `tenant`, `key`, `price`, `quota`, `replay`, `usage`, `user`,
+//! `anomalies` and `audit`. Every change they make is recorded in the audit log, as
+//! [`actor`].
 //!
 //! Each command is a function over the store ports it needs (so it runs against the embedded
 //! `MemoryStore` in tests and against DynamoDB in production) and returns an [`Output`]: what
@@ -7,6 +8,7 @@
 //! store is touched); store and validation failures are one-line errors (exit code 1).
 
 pub mod anomalies;
+pub mod audit;
 pub mod key;
 pub mod parse;
 pub mod price;
@@ -34,7 +36,7 @@ pub const LONG_ABOUT: &str = "\
 Tollgate: a multi-tenant LLM gateway.
 
 `tollgate serve` runs the gateway locally on an in-memory store. The operator commands (tenant,
-key, price, quota, replay, usage, anomalies) manage a deployment's DynamoDB tables, found through
+key, price, quota, replay, usage, anomalies, audit) manage a deployment's DynamoDB tables, found through
 the standard AWS
 environment (AWS_REGION, AWS_PROFILE or keys, AWS_ENDPOINT_URL for an emulator) and
 --table-prefix. Every command has --help.
@@ -93,6 +95,8 @@ pub enum AdminCommand {
     Usage(usage::UsageArgs),
     /// A tenant's limits on its own end users (the `user` of its requests).
     User(user::UserArgs),
+    /// Read the audit log: every operator change, who made it, before and after.
+    Audit(audit::AuditArgs),
     /// Run the anomaly scheduler by hand for one hour.
     Anomalies(anomalies::AnomaliesArgs),
 }
@@ -107,6 +111,7 @@ impl AdminCommand {
             Self::Replay(args) => &args.store,
             Self::Usage(args) => &args.store,
             Self::User(args) => &args.store,
+            Self::Audit(args) => &args.store,
             Self::Anomalies(args) => &args.store,
         }
     }
@@ -194,11 +199,14 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
 
 /// Dispatches a parsed command against `store`.
 pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::Result<Output> {
+    let audit = auditor(store);
+    let audit = &audit;
     match command {
-        AdminCommand::Tenant(args) => tenant::execute(store, args.command).await,
-        AdminCommand::Key(args) => key::execute(store, args.command).await,
-        AdminCommand::Price(args) => price::execute(store, args.command).await,
-        AdminCommand::Quota(args) => quota::execute(store, args.command).await,
+        AdminCommand::Tenant(args) => tenant::execute(store, audit, args.command).await,
+        AdminCommand::Key(args) => key::execute(store, audit, args.command).await,
+        AdminCommand::Price(args) => price::execute(store, audit, args.command).await,
+        AdminCommand::Quota(args) => quota::execute(store, audit, args.command).await,
+        AdminCommand::Audit(args) => audit::execute(store, args).await,
         AdminCommand::Replay(args) => replay::execute(store, args).await,
         AdminCommand::Usage(args) => usage::execute(store, args.command).await,
         AdminCommand::User(args) => user::execute(store, args.command).await,
@@ -219,6 +227,29 @@ pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::R
             anomalies::execute(store, alerts.as_ref(), &settings, args.command).await
         }
     }
+}
+
+/// Who the CLI's changes are recorded as in the audit log: `TOLLGATE_ACTOR` when set (a CI
+/// job's name, say), else `local:{user}` from the login environment.
+pub fn actor() -> String {
+    match std::env::var("TOLLGATE_ACTOR") {
+        Ok(actor) if !actor.trim().is_empty() => actor.trim().to_owned(),
+        _ => {
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "unknown".to_owned());
+            format!("local:{user}")
+        }
+    }
+}
+
+/// An auditor for one CLI invocation: its changes share one fresh request id.
+pub fn auditor(log: &dyn tollgate::ports::AuditLog) -> tollgate::service::audit::Auditor<'_> {
+    tollgate::service::audit::Auditor::new(
+        log,
+        actor(),
+        tollgate::domain::ids::RequestId::generate(),
+    )
 }
 
 /// The one place operator commands print their results.

@@ -8,9 +8,11 @@ use std::collections::BTreeSet;
 
 use anyhow::Context;
 use rust_decimal::Decimal;
+use tollgate::domain::audit::AuditAction;
 use tollgate::domain::pricing::{ModelPrice, PriceEntry, PriceTable};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::Catalog;
+use tollgate::service::audit::{Auditor, Change};
 
 use super::parse::{self, ProviderArg};
 use super::{Output, StoreArgs, UsageError, table};
@@ -64,13 +66,17 @@ pub struct SetArgs {
     pub cache_write: Option<Decimal>,
 }
 
-pub async fn execute<S>(store: &S, command: PriceCommand) -> anyhow::Result<Output>
+pub async fn execute<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    command: PriceCommand,
+) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
     match command {
         PriceCommand::List => list(store).await,
-        PriceCommand::Set(args) => set(store, args).await,
+        PriceCommand::Set(args) => set(store, audit, args).await,
     }
 }
 
@@ -150,7 +156,7 @@ where
     Ok(out)
 }
 
-pub async fn set<S>(store: &S, args: SetArgs) -> anyhow::Result<Output>
+pub async fn set<S>(store: &S, audit: &Auditor<'_>, args: SetArgs) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
@@ -169,6 +175,10 @@ where
     // The gateway loads the operator's entries as one layer over the bundled table and
     // refuses every request if that layer is invalid: check the layer this write makes.
     let mut layer = store.prices().await?;
+    let before = layer
+        .iter()
+        .find(|e| (e.provider, &e.model) == (entry.provider, &entry.model))
+        .cloned();
     layer.retain(|e| (e.provider, &e.model) != (entry.provider, &entry.model));
     layer.push(entry.clone());
     PriceTable::bundled()
@@ -176,6 +186,17 @@ where
         .extend(layer)
         .map_err(|e| UsageError::new(e.to_string()))?;
     store.put_price(&entry).await?;
+    let json = |e: &PriceEntry| serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+    audit
+        .record(Change {
+            tenant: None,
+            action: AuditAction::PriceSet,
+            resource: format!("price/{}/{}", entry.provider, entry.model),
+            before: before.as_ref().map(json),
+            after: Some(json(&entry)),
+            at: chrono::Utc::now(),
+        })
+        .await?;
     let aliases = if entry.aliases.is_empty() {
         String::new()
     } else {

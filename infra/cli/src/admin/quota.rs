@@ -2,9 +2,11 @@
 //! pool, one per key), shared by every tenant so that one tenant cannot exhaust the
 //! deployment's provider rate limit.
 
+use tollgate::domain::audit::AuditAction;
 use tollgate::domain::limits::{MAX_LIMIT, UpstreamQuota};
 use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::Catalog;
+use tollgate::service::audit::{Auditor, Change};
 
 use super::parse::{self, ProviderArg};
 use super::{Output, StoreArgs, table};
@@ -47,7 +49,11 @@ pub enum QuotaCommand {
     },
 }
 
-pub async fn execute<S>(store: &S, command: QuotaCommand) -> anyhow::Result<Output>
+pub async fn execute<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    command: QuotaCommand,
+) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
@@ -72,7 +78,7 @@ where
                 key,
                 tokens_per_minute: tpm,
             };
-            set(store, &quota).await
+            set(store, audit, &quota).await
         }
     }
 }
@@ -106,11 +112,28 @@ where
     )))
 }
 
-pub async fn set<S>(store: &S, quota: &UpstreamQuota) -> anyhow::Result<Output>
+pub async fn set<S>(store: &S, audit: &Auditor<'_>, quota: &UpstreamQuota) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
+    let before = store
+        .upstream_quotas()
+        .await?
+        .into_iter()
+        .find(|q| (q.provider, &q.model, q.key) == (quota.provider, &quota.model, quota.key));
     store.put_upstream_quota(quota).await?;
+    let json = |q: &UpstreamQuota| serde_json::to_value(q).unwrap_or(serde_json::Value::Null);
+    let key = quota.key.map_or_else(String::new, |k| format!("/key{k}"));
+    audit
+        .record(Change {
+            tenant: None,
+            action: AuditAction::QuotaSet,
+            resource: format!("quota/{}/{}{key}", quota.provider, quota.model),
+            before: before.as_ref().map(json),
+            after: Some(json(quota)),
+            at: chrono::Utc::now(),
+        })
+        .await?;
     let through = quota
         .key
         .map_or_else(String::new, |k| format!(" through key {k}"));

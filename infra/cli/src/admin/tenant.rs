@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use tollgate::domain::audit::AuditAction;
 use tollgate::domain::budget::BudgetCap;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{DegradationPolicy, LimitOverrides, MAX_LIMIT};
@@ -17,6 +18,7 @@ use tollgate::domain::prompt::PromptTemplate;
 use tollgate::domain::tenant::RetrievalPolicy;
 use tollgate::domain::tenant::{ResponseCachePolicy, Route, TenantConfig};
 use tollgate::ports::store::{Catalog, TenantAdmin, TenantConfigSource};
+use tollgate::service::audit::{Auditor, Change};
 
 use super::parse::{self, OnOff, ProviderArg, TierArg};
 use super::{Output, StoreArgs, UsageError, table};
@@ -393,22 +395,26 @@ pub struct RegisterArgs {
     pub reassign: bool,
 }
 
-pub async fn execute<S>(store: &S, command: TenantCommand) -> anyhow::Result<Output>
+pub async fn execute<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    command: TenantCommand,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + Catalog + ?Sized,
 {
     match command {
-        TenantCommand::Create(args) => create(store, *args).await,
+        TenantCommand::Create(args) => create(store, audit, *args).await,
         TenantCommand::List => list(store).await,
         TenantCommand::Show { id } => show(store, &id).await,
-        TenantCommand::Update(args) => update(store, *args).await,
-        TenantCommand::Disable { id } => set_disabled(store, &id, true).await,
-        TenantCommand::Enable { id } => set_disabled(store, &id, false).await,
+        TenantCommand::Update(args) => update(store, audit, *args).await,
+        TenantCommand::Disable { id } => set_disabled(store, audit, &id, true).await,
+        TenantCommand::Enable { id } => set_disabled(store, audit, &id, false).await,
         TenantCommand::RegisterFineTuned(args) => register_fine_tuned(store, args).await,
     }
 }
 
-pub async fn create<S>(store: &S, args: CreateArgs) -> anyhow::Result<Output>
+pub async fn create<S>(store: &S, audit: &Auditor<'_>, args: CreateArgs) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + Catalog + ?Sized,
 {
@@ -466,7 +472,9 @@ where
     }
     check(&config)?;
     let warnings = route_warnings(store, &config).await?;
-    let version = store.put_tenant_config(config).await?;
+    let version = store.put_tenant_config(config.clone()).await?;
+    config.version = version;
+    record(audit, &id, AuditAction::TenantCreate, None, &config).await?;
     let mut out = Output::stdout(format!("created tenant `{id}` (version {version})\n"));
     out.stderr = warnings;
     Ok(out)
@@ -511,7 +519,7 @@ where
     Ok(Output::stdout(json))
 }
 
-pub async fn update<S>(store: &S, args: UpdateArgs) -> anyhow::Result<Output>
+pub async fn update<S>(store: &S, audit: &Auditor<'_>, args: UpdateArgs) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + Catalog + ?Sized,
 {
@@ -533,7 +541,16 @@ where
         )));
     }
     let warnings = route_warnings(store, &config).await?;
-    let version = store.put_tenant_config(config).await?;
+    let version = store.put_tenant_config(config.clone()).await?;
+    config.version = version;
+    record(
+        audit,
+        &id,
+        AuditAction::TenantUpdate,
+        Some(current.as_ref()),
+        &config,
+    )
+    .await?;
     let mut out = Output::stdout(format!(
         "updated tenant `{id}` (version {} -> {version})\n",
         current.version
@@ -542,7 +559,12 @@ where
     Ok(out)
 }
 
-pub async fn set_disabled<S>(store: &S, id: &TenantId, disabled: bool) -> anyhow::Result<Output>
+pub async fn set_disabled<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    id: &TenantId,
+    disabled: bool,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
@@ -555,7 +577,14 @@ where
     }
     let mut config = (*current).clone();
     config.disabled = disabled;
-    let version = store.put_tenant_config(config).await?;
+    let version = store.put_tenant_config(config.clone()).await?;
+    config.version = version;
+    let action = if disabled {
+        AuditAction::TenantDisable
+    } else {
+        AuditAction::TenantEnable
+    };
+    record(audit, id, action, Some(current.as_ref()), &config).await?;
     let mut out = Output::stdout(format!("tenant `{id}` {state} (version {version})\n"));
     if disabled {
         out = out.note(
@@ -596,6 +625,28 @@ where
 }
 
 /// The configuration of `id`, or a clear error.
+/// Records a tenant change: the configuration before (`None`: created) and after.
+async fn record(
+    audit: &Auditor<'_>,
+    id: &TenantId,
+    action: AuditAction,
+    before: Option<&TenantConfig>,
+    after: &TenantConfig,
+) -> anyhow::Result<()> {
+    let json = |c: &TenantConfig| serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    audit
+        .record(Change {
+            tenant: Some(id),
+            action,
+            resource: format!("tenant/{id}"),
+            before: before.map(json),
+            after: Some(json(after)),
+            at: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn load<S>(
     store: &S,
     id: &TenantId,

@@ -1437,3 +1437,134 @@ async fn usage_top_by_user_ranks_one_tenants_end_users_by_cost() {
     .await;
     assert!(e.to_string().contains("--tenant"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// audit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_change_is_audited_with_actor_before_and_after_and_no_key_material() {
+    use tollgate::domain::audit::AuditAction as A;
+    use tollgate::ports::store::AuditLog;
+
+    let store = with_acme().await;
+    ok(&store, &["tenant", "update", "acme", "--tpm", "1234"]).await;
+    ok(&store, &["tenant", "disable", "acme"]).await;
+    ok(&store, &["tenant", "enable", "acme"]).await;
+    let created = ok(&store, &["key", "create", "acme", "--name", "ci"]).await;
+    let key = created.stdout.trim_end().to_owned();
+    let prefix = key.split('_').nth(1).unwrap().to_owned();
+    let rotated = ok(&store, &["key", "rotate", &prefix, "--overlap", "1h"]).await;
+    let successor = rotated.stdout.trim_end().to_owned();
+    ok(&store, &["key", "revoke", &prefix]).await;
+    // Nothing changes, nothing is recorded.
+    ok(&store, &["key", "revoke", &prefix]).await;
+    ok(&store, &["tenant", "disable", "acme"]).await;
+    ok(&store, &["tenant", "enable", "acme"]).await;
+    ok(
+        &store,
+        &[
+            "price", "set", "openai", "gpt-x", "--input", "1", "--output", "2",
+        ],
+    )
+    .await;
+    ok(
+        &store,
+        &[
+            "quota", "set", "openai", "gpt-x", "--key", "1", "--tpm", "9",
+        ],
+    )
+    .await;
+
+    let acme = store
+        .audit_page(Some(&tenant("acme")), None, 100)
+        .await
+        .unwrap();
+    let actions: Vec<A> = acme.records.iter().rev().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            A::TenantCreate,
+            A::TenantUpdate,
+            A::TenantDisable,
+            A::TenantEnable,
+            A::KeyCreate,
+            A::KeyRotate,
+            A::KeyRevoke,
+            A::TenantDisable,
+            A::TenantEnable,
+        ]
+    );
+    let update = &acme.records[acme.records.len() - 2];
+    assert_eq!(update.action, A::TenantUpdate);
+    assert_eq!(update.resource, "tenant/acme");
+    assert_eq!(
+        update.before.as_ref().unwrap()["limits"]["tokens_per_minute"],
+        50000
+    );
+    assert_eq!(
+        update.after.as_ref().unwrap()["limits"]["tokens_per_minute"],
+        1234
+    );
+    assert!(acme.records.iter().all(|r| r.actor.starts_with("local:")));
+    let revoke = acme
+        .records
+        .iter()
+        .find(|r| r.action == A::KeyRevoke)
+        .unwrap();
+    assert_eq!(revoke.resource, format!("key/{prefix}"));
+    assert!(revoke.before.as_ref().unwrap()["revoked_at"].is_null());
+    assert!(revoke.after.as_ref().unwrap()["revoked_at"].is_string());
+
+    let operator = store.audit_page(None, None, 100).await.unwrap();
+    let resources: Vec<&str> = operator
+        .records
+        .iter()
+        .map(|r| r.resource.as_str())
+        .collect();
+    assert_eq!(resources, ["quota/openai/gpt-x/key1", "price/openai/gpt-x"]);
+
+    // No record holds a key or a key's hash.
+    let everything = serde_json::to_string(&[&acme.records, &operator.records]).unwrap();
+    for hash in store
+        .keys_for(&tenant("acme"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.hash.to_hex())
+    {
+        assert!(!everything.contains(&hash), "a key hash in the audit log");
+    }
+    for secret in [&key, &successor] {
+        assert!(
+            !everything.contains(secret.as_str()),
+            "a key in the audit log"
+        );
+        let tail = secret.rsplit('_').next().unwrap();
+        assert!(
+            !everything.contains(tail),
+            "a key's secret part in the audit log"
+        );
+    }
+
+    // `tollgate audit` prints them, newest first, a page at a time.
+    let page = ok(&store, &["audit", "--tenant", "acme", "--limit", "2"]).await;
+    let lines: Vec<serde_json::Value> = page
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["action"], "tenant.enable");
+    let more = page.stderr.join("\n");
+    let cursor = more.split('\'').nth(1).expect("a cursor");
+    let next = ok(
+        &store,
+        &[
+            "audit", "--tenant", "acme", "--limit", "2", "--cursor", cursor,
+        ],
+    )
+    .await;
+    assert!(next.stdout.contains("\"key.revoke\""), "{}", next.stdout);
+    assert!(usage_error(&["audit"]).contains("--tenant"));
+}

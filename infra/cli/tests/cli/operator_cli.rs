@@ -196,6 +196,19 @@ async fn an_operator_session_against_dynamodb_in_moto() {
         401
     );
 
+    // Each change is in the tenant's audit log on DynamoDB, newest first, without the key.
+    let audit = stdout(&ok(cli(), &["audit", "--tenant", "acme"]));
+    let actions: Vec<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].to_string())
+        .collect();
+    assert_eq!(
+        actions[..3],
+        ["\"key.revoke\"", "\"key.create\"", "\"tenant.create\""],
+        "{audit}"
+    );
+    assert!(!audit.contains(&key));
+
     // A metering failure replayed twice is recorded once.
     let event = crate::usage_event(
         RequestId::from_upstream("cli-replay-1"),

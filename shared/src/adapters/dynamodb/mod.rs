@@ -5,7 +5,8 @@
 //!   `FT#{provider}#{model}`/`OWNER`, the catalog `PRICE#{provider}`/`{model}` and
 //!   `QUOTA#{provider}`/`{model}`, end-user profiles `PROFILE#{tenant}#{user}`/`PROFILE`, the
 //!   document registry `DOCS#{tenant}`/`{document id}` with the tenant's storage counter
-//!   `DOCS#{tenant}`/`#storage`.
+//!   `DOCS#{tenant}`/`#storage`, the audit log `AUDIT#{tenant}`/`{position}` (TTL `expires_at`,
+//!   on audit records only).
 //! - **usage** (`pk`, `sk`; GSI `by_tenant_time`): events `EVENT#{request_id}`/`EVENT`, hourly
 //!   rollups `ROLLUP#{tenant}`/`HOUR#{yyyy-mm-ddThh}#MODEL#{model}`; a tenant's events newest
 //!   first from `by_tenant_time` (`events`); rollups by hour from the KEYS_ONLY GSI `by_hour`
@@ -19,6 +20,7 @@
 //! module names SDK types.
 
 mod activity;
+mod audit;
 mod budget_events;
 mod cache;
 mod catalog;

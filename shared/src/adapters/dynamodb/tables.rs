@@ -165,7 +165,8 @@ pub fn definitions(names: &TableNames) -> Vec<TableDefinition> {
                 range_key: GSI1SK,
                 projection: IndexProjection::All,
             }],
-            ttl_attribute: None,
+            // Only audit records carry it.
+            ttl_attribute: Some(EXPIRES_AT),
             stream: false,
             retain: true,
         },
@@ -497,6 +498,6 @@ mod tests {
         assert_eq!(cloudformation_block(&template), Some(yaml.as_str()));
         assert!(yaml.contains("TableName: !Sub \"${AWS::StackName}-limits\""));
         assert_eq!(yaml.matches("Type: AWS::DynamoDB::Table").count(), 4);
-        assert_eq!(yaml.matches("TimeToLiveSpecification:").count(), 2);
+        assert_eq!(yaml.matches("TimeToLiveSpecification:").count(), 3);
     }
 }
