@@ -90,7 +90,8 @@ EXPECTED = {
         # The reservation's guards on the neighbouring buckets are ConditionChecks.
         "LimitsTable": {
             "dynamodb:BatchGetItem": {"t#", "u#"},
-            "dynamodb:UpdateItem": {"t#", "u#"},
+            # Window counters, and each key's last use (k#).
+            "dynamodb:UpdateItem": {"t#", "u#", "k#"},
             "dynamodb:ConditionCheckItem": {"t#", "u#"},
         },
         "CacheTable": {
@@ -118,11 +119,13 @@ EXPECTED = {
         },
         "LimitsTable": {
             "dynamodb:BatchGetItem": {"t#", "u#"},
-            "dynamodb:UpdateItem": {"t#", "u#"},
+            # Window counters, and each key's last use (k#).
+            "dynamodb:UpdateItem": {"t#", "u#", "k#"},
             "dynamodb:ConditionCheckItem": {"t#", "u#"},
         },
     },
-    # UsageReportState::on: keys, configs, rollups (UsageQuery::rollups), events page.
+    # UsageReportState::on: keys, configs, rollups (UsageQuery::rollups), events page, keys'
+    # last use.
     "UsageReportFunction": {
         "TenantsTable": {
             "dynamodb:GetItem": {"KEY#", "TENANT#"},
@@ -132,6 +135,10 @@ EXPECTED = {
         },
         "UsageTable/by_tenant_time": {
             "dynamodb:Query": {"TENANT#"},
+        },
+        # Each key's last use (KeyUses, on every authenticated request, throttled).
+        "LimitsTable": {
+            "dynamodb:UpdateItem": {"k#"},
         },
     },
     # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly,

@@ -26,10 +26,10 @@ use crate::ports::store::{
 };
 use crate::ports::vector::{IndexReadiness, VectorIndex};
 use crate::ports::{
-    ApiKeyLookup, AuditLog, Catalog, LimiterStore, MetricsSink, ResponseCache, TenantConfigSource,
-    UsageQuery, UsageSink,
+    ApiKeyLookup, AuditLog, Catalog, KeyUsage, LimiterStore, MetricsSink, ResponseCache,
+    TenantConfigSource, UsageQuery, UsageSink,
 };
-use crate::service::caller::Callers;
+use crate::service::caller::{Callers, KeyUses};
 use crate::service::catalog::OperatorCatalog;
 use crate::service::ingest::{IngestLimits, IngestService};
 use crate::service::limiter::Limiter;
@@ -43,6 +43,7 @@ use crate::service::{ChatService, EmbeddingsService};
 pub trait Backend:
     ApiKeyLookup
     + AuditLog
+    + KeyUsage
     + TenantConfigSource
     + TenantAdmin
     + UsageSink
@@ -65,6 +66,7 @@ pub trait Backend:
 impl<S> Backend for S where
     S: ApiKeyLookup
         + AuditLog
+        + KeyUsage
         + TenantConfigSource
         + TenantAdmin
         + UsageSink
@@ -187,6 +189,8 @@ port_accessors! {
     scheduler: SchedulerStore;
     /// Where the limiter records budget events.
     budget_events: BudgetEventRecorder;
+    /// Each API key's last use.
+    key_usage: KeyUsage;
 }
 
 impl Stores {
@@ -262,6 +266,7 @@ impl Stores {
             keys: self.directory.clone(),
             tenants: self.directory.clone(),
             clock: Arc::new(SystemClock),
+            uses: Some(Arc::new(KeyUses::new(self.key_usage()))),
         }
     }
 

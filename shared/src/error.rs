@@ -501,7 +501,7 @@ impl From<crate::ports::store::StoreError> for GatewayError {
             E::Unavailable(_) | E::Throttled => Self::StoreUnavailable {
                 detail: err.to_string(),
             },
-            E::Corrupt(_) | E::NotFound(_) => Self::internal(err),
+            E::Corrupt(_) | E::NotFound(_) | E::Conflict { .. } => Self::internal(err),
         }
     }
 }

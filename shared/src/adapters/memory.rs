@@ -62,6 +62,8 @@ pub struct MemoryStore {
     quotas: RwLock<BTreeMap<QuotaId, UpstreamQuota>>,
     /// End-user profiles, keyed by tenant and user: another tenant's user is another key.
     profiles: RwLock<HashMap<(TenantId, UserId), ProfileRecord>>,
+    /// When each key was last used, to the second (`KeyUsage`).
+    key_uses: RwLock<HashMap<KeyPrefix, DateTime<Utc>>>,
     /// Audit logs: by log (tenant id or the operator scope), then position.
     audit: RwLock<BTreeMap<(String, String), crate::domain::audit::AuditRecord>>,
 }
@@ -810,6 +812,39 @@ impl ResponseCache for MemoryStore {
 }
 
 #[async_trait]
+impl crate::ports::store::KeyUsage for MemoryStore {
+    async fn touch_key(
+        &self,
+        prefix: &KeyPrefix,
+        now: DateTime<Utc>,
+        every: Duration,
+    ) -> Result<bool, StoreError> {
+        // Seconds, as DynamoDB keeps them.
+        let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        let mut uses = self.key_uses.write().map_err(poisoned)?;
+        match uses.get(prefix) {
+            Some(last) if *last > now - every => Ok(false),
+            _ => {
+                uses.insert(prefix.clone(), now);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn keys_last_used(
+        &self,
+        prefixes: &[KeyPrefix],
+    ) -> Result<HashMap<KeyPrefix, DateTime<Utc>>, StoreError> {
+        let uses = self.key_uses.read().map_err(poisoned)?;
+        Ok(prefixes
+            .iter()
+            .filter_map(|p| uses.get(p).map(|at| (p.clone(), *at)))
+            .collect())
+    }
+}
+
+#[async_trait]
 impl crate::ports::store::AuditLog for MemoryStore {
     async fn append(&self, record: &crate::domain::audit::AuditRecord) -> Result<(), StoreError> {
         self.audit.write().map_err(poisoned)?.insert(
@@ -847,11 +882,23 @@ impl crate::ports::store::AuditLog for MemoryStore {
 
 #[async_trait]
 impl TenantAdmin for MemoryStore {
-    async fn put_tenant_config(&self, mut config: TenantConfig) -> Result<u64, StoreError> {
+    async fn put_tenant_config_if(
+        &self,
+        mut config: TenantConfig,
+        expect: crate::ports::store::Expect,
+    ) -> Result<u64, StoreError> {
+        use crate::ports::store::Expect;
         let mut configs = self.configs.write().map_err(poisoned)?;
-        let version = configs
-            .get(&config.tenant_id)
-            .map_or(1, |old| old.version + 1);
+        let current = configs.get(&config.tenant_id).map(|old| old.version);
+        let holds = match expect {
+            Expect::Anything => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(v) => current == Some(v),
+        };
+        if !holds {
+            return Err(StoreError::Conflict { current });
+        }
+        let version = current.map_or(1, |v| v + 1);
         config.version = version;
         configs.insert(config.tenant_id.clone(), Arc::new(config));
         Ok(version)

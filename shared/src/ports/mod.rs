@@ -17,6 +17,6 @@ pub use metrics::MetricsSink;
 pub use provider::LlmProvider;
 pub use secrets::SecretSource;
 pub use store::{
-    ApiKeyLookup, AuditLog, Catalog, LimiterStore, ProfileStore, ResponseCache, TenantAdmin,
-    TenantConfigSource, UsageQuery, UsageSink,
+    ApiKeyLookup, AuditLog, Catalog, KeyUsage, LimiterStore, ProfileStore, ResponseCache,
+    TenantAdmin, TenantConfigSource, UsageQuery, UsageSink,
 };

@@ -34,6 +34,25 @@ pub enum StoreError {
     /// The item the operation needs does not exist (e.g. revoking an unknown key).
     #[error("not found: {0}")]
     NotFound(String),
+    /// A conditional write found the item other than expected (optimistic concurrency): it
+    /// changed since it was read, or exists when it should not. `current` is its version now
+    /// (`None`: it does not exist).
+    #[error("conflict: the item is at version {}", current.map_or_else(|| "none (absent)".to_owned(), |v| v.to_string()))]
+    Conflict {
+        /// The stored version when the write was refused.
+        current: Option<u64>,
+    },
+}
+
+/// What a conditional configuration write expects to find stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything: the write is unconditional.
+    Anything,
+    /// Nothing: the write creates the item.
+    Absent,
+    /// The item at exactly this version (an `If-Match`).
+    Version(u64),
 }
 
 /// Looks up API keys by their public prefix (invoke, ingest, usage-report).
@@ -480,11 +499,41 @@ impl CachedEmbeddings {
     }
 }
 
+/// When each API key was last used: written by the gateways at most once per key per
+/// interval ([`KeyUsage::touch_key`]), read by the key listings.
+#[async_trait]
+pub trait KeyUsage: Send + Sync {
+    /// Records that `prefix` was used at `now`, unless a use later than `now - every` is
+    /// already recorded (one conditional write). Returns whether it wrote.
+    async fn touch_key(
+        &self,
+        prefix: &KeyPrefix,
+        now: DateTime<Utc>,
+        every: Duration,
+    ) -> Result<bool, StoreError>;
+    /// The last recorded use of each of `prefixes` that has one (to the second).
+    async fn keys_last_used(
+        &self,
+        prefixes: &[KeyPrefix],
+    ) -> Result<std::collections::HashMap<KeyPrefix, DateTime<Utc>>, StoreError>;
+}
+
 /// Operator reads and writes: tenants, keys, fine-tuned model registry (the CLI).
 #[async_trait]
 pub trait TenantAdmin: Send + Sync {
-    /// Stores a validated configuration. The store assigns `version` (previous + 1).
-    async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError>;
+    /// Stores a validated configuration, unconditionally. The store assigns `version`
+    /// (previous + 1).
+    async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError> {
+        self.put_tenant_config_if(config, Expect::Anything).await
+    }
+    /// Stores a validated configuration if the stored one is as `expect` says, else
+    /// [`StoreError::Conflict`] and nothing is written (one atomic check and write). The store
+    /// assigns `version` (previous + 1).
+    async fn put_tenant_config_if(
+        &self,
+        config: TenantConfig,
+        expect: Expect,
+    ) -> Result<u64, StoreError>;
     /// Every tenant's configuration, ordered by tenant id.
     async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError>;
     /// Stores a key, replacing any with the same prefix.

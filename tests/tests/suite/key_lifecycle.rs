@@ -301,3 +301,39 @@ async fn a_rotated_key_and_its_successor_both_work_during_the_overlap_and_a_zero
         assert_eq!(refused_scope(&usage).as_deref(), Some("usage:read"));
     }
 }
+
+#[tokio::test]
+async fn a_keys_last_use_is_recorded_once_however_many_requests_use_it() {
+    let gw = Gateway::simulated().await;
+    let key = key_with(&gw, &[KeyScope::Chat]).await;
+    let prefix = tollgate::domain::keys::KeyPrefix::parse(key.split('_').nth(1).unwrap()).unwrap();
+    let before = Utc::now();
+    for i in 0..5 {
+        let res = send(
+            &gw,
+            &key,
+            Method::POST,
+            "/v1/chat/completions",
+            Some(chat_body("gpt-4o-mini", &format!("use {i}"))),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    // The write runs in the background: wait for it (a bounded poll, not a timing claim).
+    let mut used = None;
+    for _ in 0..200 {
+        used = tollgate::ports::KeyUsage::keys_last_used(
+            gw.store.as_ref(),
+            std::slice::from_ref(&prefix),
+        )
+        .await
+        .unwrap()
+        .remove(&prefix);
+        if used.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let used = used.expect("the key's use is recorded");
+    assert!(used.timestamp() >= before.timestamp() && used <= Utc::now());
+}

@@ -34,7 +34,7 @@ use tollgate::error::ErrorKind;
 use tollgate::ports::store::{
     AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, AuditLog, BudgetEventStore, Catalog,
     ClaimOutcome, ConversationStore, Counter, CounterAdd, CounterKey, DocumentRecord,
-    DocumentStore, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
+    DocumentStore, KeyUsage, LimiterStore, Recorded, ResponseCache, StoreError, TenantAdmin,
     TenantConfigSource, Turn, UsageQuery, UsageSink,
 };
 
@@ -234,6 +234,35 @@ fn document_record(tenant_id: &TenantId, id: &str, chunks: u32) -> DocumentRecor
 mod contract {
     use super::*;
 
+    /// A key's last use is written when none newer than the interval is recorded: at most once
+    /// per interval, however many gateways note it.
+    pub async fn key_usage<S: KeyUsage>(store: &S) {
+        let every = std::time::Duration::from_secs(300);
+        let (a, b) = (
+            KeyPrefix::parse("AAAAAAAAAAAA").unwrap(),
+            KeyPrefix::parse("BBBBBBBBBBBB").unwrap(),
+        );
+        assert!(
+            store
+                .keys_last_used(&[a.clone(), b.clone()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let secs = |s| t0() + chrono::Duration::seconds(s);
+        assert!(store.touch_key(&a, secs(0), every).await.unwrap());
+        assert!(!store.touch_key(&a, secs(1), every).await.unwrap());
+        assert!(!store.touch_key(&a, secs(299), every).await.unwrap());
+        assert!(store.touch_key(&a, secs(300), every).await.unwrap());
+        // Eight gateways noting the same use at once: one write.
+        let notes = (0..8).map(|_| store.touch_key(&a, secs(900), every));
+        let wrote = futures_util::future::join_all(notes).await;
+        assert_eq!(wrote.iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+        let used = store.keys_last_used(&[a.clone(), b.clone()]).await.unwrap();
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[&a], secs(900));
+    }
+
     pub async fn audit_log<S: AuditLog>(store: &S) {
         use tollgate::domain::audit::{AuditAction, AuditRecord};
         let record = |tenant: Option<&str>, minute: i64, action| AuditRecord {
@@ -409,6 +438,77 @@ mod contract {
             store.expire_key(&unknown_prefix(), at).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    /// `If-Match` semantics: a write conditioned on a version or on absence applies only then,
+    /// and of eight concurrent updates from the same version exactly one applies.
+    pub async fn conditional_configs<S: TenantConfigSource + TenantAdmin>(store: &S) {
+        use tollgate::ports::store::Expect;
+        let acme = tollgate::demo::acme_config().unwrap();
+        let conflict = |r: Result<u64, StoreError>| match r {
+            Err(StoreError::Conflict { current }) => current,
+            other => panic!("expected a conflict, got {other:?}"),
+        };
+        assert_eq!(
+            conflict(
+                store
+                    .put_tenant_config_if(acme.clone(), Expect::Version(1))
+                    .await
+            ),
+            None
+        );
+        assert_eq!(
+            store
+                .put_tenant_config_if(acme.clone(), Expect::Absent)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            conflict(
+                store
+                    .put_tenant_config_if(acme.clone(), Expect::Absent)
+                    .await
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            conflict(
+                store
+                    .put_tenant_config_if(acme.clone(), Expect::Version(2))
+                    .await
+            ),
+            Some(1)
+        );
+        let mut changed = acme.clone();
+        changed.display_name = "Acme, changed".into();
+        assert_eq!(
+            store
+                .put_tenant_config_if(changed, Expect::Version(1))
+                .await
+                .unwrap(),
+            2
+        );
+        let writes = (0..8).map(|i| {
+            let mut c = acme.clone();
+            c.display_name = format!("writer {i}");
+            store.put_tenant_config_if(c, Expect::Version(2))
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let applied: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(applied, [3], "{results:?}");
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(StoreError::Conflict { current: Some(_) })))
+        );
+        let stored = store.tenant_config(&acme.tenant_id).await.unwrap().unwrap();
+        assert_eq!(stored.version, 3);
+        assert!(stored.display_name.starts_with("writer "));
     }
 
     pub async fn tenant_configs<S: TenantConfigSource + TenantAdmin>(store: &S) {
@@ -1577,6 +1677,7 @@ tollgate_tests::contract_suite! {
         documents_are_paged_by_id_within_the_callers_own_registry => contract::document_pages,
         keys_are_found_by_prefix_listed_oldest_first_and_revoked_once => contract::keys,
         tenant_configs_get_increasing_versions_and_list_by_id => contract::tenant_configs,
+        conditional_config_writes_apply_once_of_eight_concurrent_updates => contract::conditional_configs,
         usage_is_recorded_once_and_rollups_equal_the_sum_of_events => contract::usage,
         usage_adjustments_reconcile_counters_exactly_once => contract::usage_adjustments,
         end_user_usage_rolls_up_per_user_and_utc_day => contract::user_rollups,
@@ -1588,6 +1689,7 @@ tollgate_tests::contract_suite! {
         catalog_prices_and_quotas_round_trip_in_order => contract::catalog,
         budget_events_are_recorded_once_per_subject_period_and_kind => contract::budget_events,
         audit_logs_are_paged_newest_first_per_tenant_and_never_cross => contract::audit_log,
+        a_keys_last_use_is_written_at_most_once_per_interval => contract::key_usage,
     },
 }
 

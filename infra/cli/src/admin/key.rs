@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::keys::{IssuedKey, KeyPrefix, KeyScope, KeySpec};
-use tollgate::ports::store::{ApiKeyLookup, TenantAdmin, TenantConfigSource};
+use tollgate::ports::store::{ApiKeyLookup, KeyUsage, TenantAdmin, TenantConfigSource};
 use tollgate::service::audit::Auditor;
 use tollgate::service::key_admin::{self, KeyAdminError};
 
@@ -46,8 +46,8 @@ pub enum KeyCommand {
         #[arg(long, value_name = "SPAN", value_parser = parse::span)]
         expires_in: Option<chrono::Duration>,
     },
-    /// List a tenant's keys: prefix, name, scopes, created, expiry, state (never the key or
-    /// its hash).
+    /// List a tenant's keys: prefix, name, scopes, created, expiry, last use (recorded at most
+    /// every 5 minutes), state (never the key or its hash).
     List {
         /// The tenant id.
         #[arg(value_parser = parse::tenant_id)]
@@ -80,7 +80,7 @@ pub async fn execute<S>(
     command: KeyCommand,
 ) -> anyhow::Result<Output>
 where
-    S: TenantAdmin + TenantConfigSource + ApiKeyLookup + ?Sized,
+    S: TenantAdmin + TenantConfigSource + ApiKeyLookup + KeyUsage + ?Sized,
 {
     let now = chrono::Utc::now();
     match command {
@@ -168,7 +168,7 @@ pub async fn list<S>(
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Output>
 where
-    S: TenantAdmin + TenantConfigSource + ?Sized,
+    S: TenantAdmin + TenantConfigSource + KeyUsage + ?Sized,
 {
     load(store, tenant).await?;
     let keys = store.keys_for(tenant).await?;
@@ -177,6 +177,8 @@ where
             "tenant `{tenant}` has no keys: issue one with `tollgate key create {tenant}`"
         )));
     }
+    let prefixes: Vec<KeyPrefix> = keys.iter().map(|k| k.prefix.clone()).collect();
+    let used = store.keys_last_used(&prefixes).await?;
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {
@@ -189,12 +191,22 @@ where
                 k.scope_list(),
                 time(k.created_at),
                 k.expires_at.map_or_else(|| "-".to_owned(), time),
+                used.get(&k.prefix)
+                    .map_or_else(|| "-".to_owned(), |at| time(*at)),
                 k.state(now).as_str().to_owned(),
             ]
         })
         .collect();
     Ok(Output::stdout(table(
-        &["PREFIX", "NAME", "SCOPES", "CREATED", "EXPIRES", "STATE"],
+        &[
+            "PREFIX",
+            "NAME",
+            "SCOPES",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
         &rows,
     )))
 }

@@ -17,7 +17,7 @@ use tollgate::domain::pricing::{ModelPrice, PriceTable};
 use tollgate::domain::prompt::PromptTemplate;
 use tollgate::domain::tenant::RetrievalPolicy;
 use tollgate::domain::tenant::{ResponseCachePolicy, Route, TenantConfig};
-use tollgate::ports::store::{Catalog, TenantAdmin, TenantConfigSource};
+use tollgate::ports::store::{Catalog, Expect, StoreError, TenantAdmin, TenantConfigSource};
 use tollgate::service::audit::{Auditor, Change};
 
 use super::parse::{self, OnOff, ProviderArg, TierArg};
@@ -472,7 +472,16 @@ where
     }
     check(&config)?;
     let warnings = route_warnings(store, &config).await?;
-    let version = store.put_tenant_config(config.clone()).await?;
+    let version = store
+        .put_tenant_config_if(config.clone(), Expect::Absent)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict { .. } => anyhow::anyhow!(
+                "tenant `{id}` was created by someone else while this command ran; nothing \
+                 was written"
+            ),
+            other => other.into(),
+        })?;
     config.version = version;
     record(audit, &id, AuditAction::TenantCreate, None, &config).await?;
     let mut out = Output::stdout(format!("created tenant `{id}` (version {version})\n"));
@@ -541,7 +550,10 @@ where
         )));
     }
     let warnings = route_warnings(store, &config).await?;
-    let version = store.put_tenant_config(config.clone()).await?;
+    let version = store
+        .put_tenant_config_if(config.clone(), Expect::Version(current.version))
+        .await
+        .map_err(|e| conflict(&id, e))?;
     config.version = version;
     record(
         audit,
@@ -577,7 +589,10 @@ where
     }
     let mut config = (*current).clone();
     config.disabled = disabled;
-    let version = store.put_tenant_config(config.clone()).await?;
+    let version = store
+        .put_tenant_config_if(config.clone(), Expect::Version(current.version))
+        .await
+        .map_err(|e| conflict(id, e))?;
     config.version = version;
     let action = if disabled {
         AuditAction::TenantDisable
@@ -625,6 +640,21 @@ where
 }
 
 /// The configuration of `id`, or a clear error.
+/// A refused conditional write in the operator's words: someone else changed the tenant
+/// between this command's read and its write; nothing was written.
+fn conflict(id: &TenantId, err: StoreError) -> anyhow::Error {
+    match err {
+        StoreError::Conflict { current: Some(v) } => anyhow::anyhow!(
+            "tenant `{id}` was changed by someone else while this command ran (it is now at \
+             version {v}); nothing was written: run the command again"
+        ),
+        StoreError::Conflict { current: None } => {
+            anyhow::anyhow!("tenant `{id}` was deleted while this command ran; nothing was written")
+        }
+        other => other.into(),
+    }
+}
+
 /// Records a tenant change: the configuration before (`None`: created) and after.
 async fn record(
     audit: &Auditor<'_>,

@@ -730,11 +730,11 @@ async fn a_key_carries_its_name_scopes_and_expiry_and_a_rotation_prints_its_succ
         .unwrap()
         .split_whitespace()
         .collect();
-    // PREFIX NAME SCOPES CREATED(3) EXPIRES(3) STATE
-    assert_eq!(row.len(), 10, "{row:?}");
+    // PREFIX NAME SCOPES CREATED(3) EXPIRES(3) LAST-USED(1: never) STATE
+    assert_eq!(row.len(), 11, "{row:?}");
     assert_eq!(
-        (row[1], row[2], row[9]),
-        ("billing", "chat,usage:read", "live")
+        (row[1], row[2], row[9], row[10]),
+        ("billing", "chat,usage:read", "-", "live")
     );
 
     let rotated = ok(&store, &["key", "rotate", &prefix, "--overlap", "1h"]).await;

@@ -12,7 +12,8 @@
 //!   first from `by_tenant_time` (`events`); rollups by hour from the KEYS_ONLY GSI `by_hour`
 //!   (the activity index, `activity`); budget events `BUDGET#{day|month}#{period}`/`{event id}`
 //!   (`budget_events`).
-//! - **limits** (`pk` = the counter key; TTL `expires_at`): sliding-window bucket counters.
+//! - **limits** (`pk` = the counter key; TTL `expires_at`): sliding-window bucket counters, and
+//!   each API key's last use `k#{prefix}` (`key_usage`).
 //! - **cache** (`pk` = the cache key; TTL `expires_at`): cached completions.
 //!
 //! Each submodule's header gives its items and access patterns. The table shapes live in
@@ -28,6 +29,7 @@ mod codec;
 mod documents;
 mod error;
 mod events;
+mod key_usage;
 mod limiter;
 mod profiles;
 mod records;

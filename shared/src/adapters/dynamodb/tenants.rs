@@ -24,7 +24,7 @@ use super::tables::TENANTS_BY_TENANT;
 use crate::domain::ids::TenantId;
 use crate::domain::keys::{KeyHash, KeyPrefix, StoredKey};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
-use crate::ports::store::{ApiKeyLookup, StoreError, TenantAdmin, TenantConfigSource};
+use crate::ports::store::{ApiKeyLookup, Expect, StoreError, TenantAdmin, TenantConfigSource};
 
 const CONFIG_SK: &str = "CONFIG";
 const KEY_SK: &str = "KEY";
@@ -188,8 +188,21 @@ impl TenantConfigSource for DynamoStore {
 
 #[async_trait]
 impl TenantAdmin for DynamoStore {
-    async fn put_tenant_config(&self, config: TenantConfig) -> Result<u64, StoreError> {
+    async fn put_tenant_config_if(
+        &self,
+        config: TenantConfig,
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
         let mut expr = codec::Expr::default();
+        let condition = match expect {
+            Expect::Anything => None,
+            Expect::Absent => Some(format!("attribute_not_exists({})", expr.name(PK))),
+            Expect::Version(v) => {
+                let version = expr.name("version");
+                let expected = expr.value(codec::n(v));
+                Some(format!("{version} = {expected}"))
+            }
+        };
         let zero = expr.value(codec::n(0));
         let one = expr.value(codec::n(1));
         let version = expr.name("version");
@@ -210,12 +223,29 @@ impl TenantAdmin for DynamoStore {
             .table_name(&self.names.tenants)
             .set_key(Some(key_pk_sk(tenant_pk(&config.tenant_id), CONFIG_SK)))
             .update_expression(expr.update_expression())
+            .set_condition_expression(condition)
             .set_expression_attribute_names(expr.names_map())
             .set_expression_attribute_values(expr.values_map())
             .return_values(ReturnValue::UpdatedNew)
             .send()
-            .await
-            .map_err(|e| error::sdk("UpdateItem", e))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // The version it holds now, for the caller's message (read after the refusal:
+                // it may have moved again, which changes nothing about the refusal).
+                let current = self
+                    .tenant_config(&config.tenant_id)
+                    .await?
+                    .map(|c| c.version);
+                return Err(StoreError::Conflict { current });
+            }
+            Err(err) => return Err(error::sdk("UpdateItem", err)),
+        };
         let attributes = out
             .attributes
             .ok_or_else(|| corrupt("UpdateItem returned no attributes"))?;
