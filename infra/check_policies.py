@@ -141,6 +141,23 @@ EXPECTED = {
             "dynamodb:UpdateItem": {"k#"},
         },
     },
+    # AdminState (functions/admin): tenant_admin and key_admin over the store. The only
+    # function that writes tenant configurations and keys (no other entry grants a write on
+    # TENANT# or KEY#, and each function's grants must equal its entry).
+    "AdminFunction": {
+        "TenantsTable": {
+            "dynamodb:GetItem": {"KEY#", "TENANT#", "FT#"},
+            "dynamodb:UpdateItem": {"KEY#", "TENANT#"},
+            "dynamodb:PutItem": {"KEY#", "AUDIT#"},
+            "dynamodb:Query": {"AUDIT#", "PRICE#"},
+        },
+        "TenantsTable/by_tenant": {
+            "dynamodb:Query": {"TENANTS", "TENANT#"},
+        },
+        "LimitsTable": {
+            "dynamodb:GetItem": {"k#"},
+        },
+    },
     # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly,
     # BudgetEventStore (dynamodb/budget_events.rs), a reset's spend counter (LimiterStore read).
     "AnomalySchedulerFunction": {
@@ -465,6 +482,13 @@ def mutations(template):
          added("IngestFunction", "dynamodb:PutItem", tenants, ["KEY#*", "TENANT#*", "PRICE#*"])),
         ("ingest may write anywhere in the tenants table",
          added("IngestFunction", "dynamodb:PutItem", tenants)),
+        # Issue 17: only the admin function writes tenant configurations and keys.
+        ("invoke may update tenant configurations and keys",
+         added("InvokeFunction", "dynamodb:UpdateItem", tenants, ["TENANT#*", "KEY#*"])),
+        ("usage-report may issue keys",
+         added("UsageReportFunction", "dynamodb:PutItem", tenants, ["KEY#*"])),
+        ("the scheduler may rewrite the audit log",
+         added("AnomalySchedulerFunction", "dynamodb:PutItem", tenants, ["AUDIT#*"])),
         ("usage-report may read stored conversation text",
          added("UsageReportFunction", "dynamodb:Query", usage, ["CONV#*"])),
         ("usage-report may query every index of the usage table",

@@ -135,7 +135,7 @@ export AWS_ENDPOINT_URL="$moto_url" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY
 "$root/target/debug/tollgate" init --table-prefix sdk-suite
 sdk_suite dynamodb --store dynamodb --table-prefix sdk-suite --seed-demo
 
-step "cargo lambda watch: the four function binaries end to end (moto, provider and Qdrant stand-ins)"
+step "cargo lambda watch: the five function binaries end to end (moto, provider and Qdrant stand-ins)"
 # The real binaries (invoke in its streaming runtime) under cargo-lambda's runtime emulator,
 # routed as the REST API routes them; a tenant and key made with the CLI.
 "$root/target/debug/standins" >"$work/standins.out" 2>&1 &

@@ -13,6 +13,12 @@ use crate::http::Body;
 #[derive(Debug, Clone)]
 pub struct PlatformRequestId(pub String);
 
+/// The AWS principal API Gateway authenticated the request as (its `AWS_IAM` authorizer):
+/// the caller's IAM ARN, carried in request extensions. Only the platform's request context
+/// sets it; no header can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformPrincipal(pub String);
+
 /// When the Lambda invocation times out, carried in request extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct PlatformDeadline(pub std::time::SystemTime);
@@ -43,10 +49,18 @@ pub fn request_id<B>(req: &Request<B>) -> RequestId {
 /// request id.
 pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
     use lambda_http::RequestExt;
-    let platform_id = match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
-        _ => None,
+    let (platform_id, principal) = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => (
+            ctx.request_id.clone(),
+            ctx.authorizer
+                .as_ref()
+                .and_then(|a| a.iam.as_ref())
+                .and_then(|iam| iam.user_arn.clone()),
+        ),
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => {
+            (ctx.request_id.clone(), ctx.identity.user_arn.clone())
+        }
+        _ => (None, None),
     };
     let deadline = req
         .lambda_context_ref()
@@ -63,6 +77,9 @@ pub fn from_lambda(req: lambda_http::Request) -> Request<Bytes> {
     }
     if let Some(at) = deadline {
         out.extensions_mut().insert(PlatformDeadline(at));
+    }
+    if let Some(arn) = principal.filter(|arn| !arn.is_empty()) {
+        out.extensions_mut().insert(PlatformPrincipal(arn));
     }
     out
 }

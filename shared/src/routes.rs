@@ -89,6 +89,11 @@ pub fn route_path(path: &str) -> &str {
         return "/healthz";
     }
     if let Some(at) = path.find("/v1/") {
+        // The admin API's paths keep their `/admin` (and only when it is what precedes the
+        // first `/v1/`: a tenant path cannot turn into an admin one).
+        if path[..at].ends_with("/admin") {
+            return &path[at - "/admin".len()..];
+        }
         return &path[at..];
     }
     path.rfind("/dashboard").map_or(path, |at| &path[at..])
@@ -256,6 +261,12 @@ mod tests {
         assert_eq!(route_path("/prod/healthz"), "/healthz");
         assert_eq!(route_path("/prod/dashboard/app.js"), "/dashboard/app.js");
         assert_eq!(route_path("/other"), "/other");
+        assert_eq!(route_path("/prod/admin/v1/tenants"), "/admin/v1/tenants");
+        assert_eq!(route_path("/admin/v1/keys/x"), "/admin/v1/keys/x");
+        assert_eq!(
+            route_path("/prod/v1/documents/admin/v1/tenants"),
+            "/v1/documents/admin/v1/tenants"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-"""The four function binaries under `cargo lambda watch`, end to end (infra/test.sh runs it).
+"""The five function binaries under `cargo lambda watch`, end to end (infra/test.sh runs it).
 
 `cargo lambda watch` emulates the Lambda runtime API and routes the REST API's paths to the
 functions ([workspace.metadata.lambda.watch.router] in Cargo.toml). The functions run on
@@ -157,3 +157,53 @@ def test_the_scheduler_takes_a_budget_event_stream_batch():
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary == {"sent": 0, "skipped": 1, "resets_recorded": 0}, summary
+
+
+def invoke_admin(fixture):
+    """The admin binary given an API Gateway REST event as its AWS_IAM authorizer passes one
+    on (the caller's ARN in requestContext.identity): its proxy response."""
+    root = os.environ["REPO_ROOT"]
+    port = URL.rsplit(":", 1)[1]
+    out = subprocess.run(
+        [os.environ["CARGO_LAMBDA"], "lambda", "invoke", "admin",
+         "--data-file", os.path.join(root, "functions/admin/events", fixture),
+         "--invoke-address", "127.0.0.1", "--invoke-port", port, "--output-format", "json"],
+        cwd=root, capture_output=True, text=True, timeout=FIRST_CALL_TIMEOUT,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_admin_refuses_a_signed_request_no_authorizer_checked():
+    # `cargo lambda watch` is not API Gateway: it passes a SigV4 signature on unchecked and puts
+    # no IAM identity in the event. The admin function refuses such a request, as it would be
+    # refused anywhere but behind the AWS_IAM authorizer.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{URL}/admin/v1/tenants"
+    signed = AWSRequest(method="GET", url=url, headers={"host": URL.split("://", 1)[1]})
+    SigV4Auth(Credentials("AKIDEXAMPLE", "not-a-real-secret"), "execute-api", "us-east-1").add_auth(signed)
+    request = urllib.request.Request(url, method="GET", headers=dict(signed.headers.items()))
+    try:
+        with urllib.request.urlopen(request, timeout=FIRST_CALL_TIMEOUT) as response:
+            status, body = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read().decode()
+    assert status == 403, body
+    assert json.loads(body)["error"]["code"] == "iam_identity_required"
+
+
+def test_admin_provisions_a_tenant_and_a_key_that_the_invoke_binary_serves():
+    created = invoke_admin("create-tenant-rest-stage.json")
+    assert created["statusCode"] == 201, created
+    assert json.loads(created["body"])["tenant"]["version"] == 1
+    issued = invoke_admin("create-key-rest-stage.json")
+    assert issued["statusCode"] == 201, issued
+    key = json.loads(issued["body"])["key"]
+    tenant_client = openai.OpenAI(base_url=f"{URL}/v1", api_key=key,
+                                  timeout=FIRST_CALL_TIMEOUT, max_retries=0)
+    reply = tenant_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "provisioned over HTTP"}])
+    assert reply.choices[0].message.content

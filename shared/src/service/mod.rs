@@ -21,6 +21,7 @@ pub mod reply;
 pub mod retrieval;
 mod stream;
 mod structured;
+pub mod tenant_admin;
 pub mod usage_report;
 
 pub use caller::{Caller, Callers, Refused};

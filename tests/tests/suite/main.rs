@@ -3,6 +3,7 @@
 //! larger and slower to link). A suite is a module: `cargo test -p tollgate-tests --test suite
 //! faults::` runs one, `cargo test qdrant` still selects the Qdrant contract tests.
 
+mod admin_api;
 mod anomaly_scheduler;
 mod aws_http;
 mod bad_input;

@@ -9,16 +9,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use tollgate::domain::audit::AuditAction;
 use tollgate::domain::budget::BudgetCap;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{DegradationPolicy, LimitOverrides, MAX_LIMIT};
-use tollgate::domain::pricing::{ModelPrice, PriceTable};
+use tollgate::domain::pricing::ModelPrice;
 use tollgate::domain::prompt::PromptTemplate;
 use tollgate::domain::tenant::RetrievalPolicy;
 use tollgate::domain::tenant::{ResponseCachePolicy, Route, TenantConfig};
-use tollgate::ports::store::{Catalog, Expect, StoreError, TenantAdmin, TenantConfigSource};
-use tollgate::service::audit::{Auditor, Change};
+use tollgate::ports::store::{Catalog, Expect, TenantAdmin, TenantConfigSource};
+use tollgate::service::audit::Auditor;
+use tollgate::service::tenant_admin::{self, TenantAdminError};
 
 use super::parse::{self, OnOff, ProviderArg, TierArg};
 use super::{Output, StoreArgs, UsageError, table};
@@ -470,22 +470,14 @@ where
             routes: unique("--degrade", args.degrade)?,
         });
     }
-    check(&config)?;
-    let warnings = route_warnings(store, &config).await?;
-    let version = store
-        .put_tenant_config_if(config.clone(), Expect::Absent)
+    let saved = tenant_admin::create(store, audit, config, chrono::Utc::now())
         .await
-        .map_err(|e| match e {
-            StoreError::Conflict { .. } => anyhow::anyhow!(
-                "tenant `{id}` was created by someone else while this command ran; nothing \
-                 was written"
-            ),
-            other => other.into(),
-        })?;
-    config.version = version;
-    record(audit, &id, AuditAction::TenantCreate, None, &config).await?;
-    let mut out = Output::stdout(format!("created tenant `{id}` (version {version})\n"));
-    out.stderr = warnings;
+        .map_err(|e| refused(&id, e))?;
+    let mut out = Output::stdout(format!(
+        "created tenant `{id}` (version {})\n",
+        saved.config.version
+    ));
+    out.stderr = saved.warnings;
     Ok(out)
 }
 
@@ -541,33 +533,28 @@ where
     let current = load(store, &args.id).await?;
     let mut config = (*current).clone();
     apply(&mut config, args)?;
-    check(&config)?;
     let id = config.tenant_id.clone();
-    if same(&config, &current)? {
+    let saved = tenant_admin::replace(
+        store,
+        audit,
+        &id,
+        Expect::Version(current.version),
+        config,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| refused(&id, e))?;
+    if !saved.changed {
         return Ok(Output::stdout(format!(
             "tenant `{id}` unchanged (version {})\n",
             current.version
         )));
     }
-    let warnings = route_warnings(store, &config).await?;
-    let version = store
-        .put_tenant_config_if(config.clone(), Expect::Version(current.version))
-        .await
-        .map_err(|e| conflict(&id, e))?;
-    config.version = version;
-    record(
-        audit,
-        &id,
-        AuditAction::TenantUpdate,
-        Some(current.as_ref()),
-        &config,
-    )
-    .await?;
     let mut out = Output::stdout(format!(
-        "updated tenant `{id}` (version {} -> {version})\n",
-        current.version
+        "updated tenant `{id}` (version {} -> {})\n",
+        current.version, saved.config.version
     ));
-    out.stderr = warnings;
+    out.stderr = saved.warnings;
     Ok(out)
 }
 
@@ -587,19 +574,17 @@ where
             "tenant `{id}` is already {state}\n"
         )));
     }
-    let mut config = (*current).clone();
-    config.disabled = disabled;
-    let version = store
-        .put_tenant_config_if(config.clone(), Expect::Version(current.version))
-        .await
-        .map_err(|e| conflict(id, e))?;
-    config.version = version;
-    let action = if disabled {
-        AuditAction::TenantDisable
-    } else {
-        AuditAction::TenantEnable
-    };
-    record(audit, id, action, Some(current.as_ref()), &config).await?;
+    let saved = tenant_admin::set_disabled(
+        store,
+        audit,
+        id,
+        disabled,
+        Expect::Version(current.version),
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| refused(id, e))?;
+    let version = saved.config.version;
     let mut out = Output::stdout(format!("tenant `{id}` {state} (version {version})\n"));
     if disabled {
         out = out.note(
@@ -640,41 +625,23 @@ where
 }
 
 /// The configuration of `id`, or a clear error.
-/// A refused conditional write in the operator's words: someone else changed the tenant
-/// between this command's read and its write; nothing was written.
-fn conflict(id: &TenantId, err: StoreError) -> anyhow::Error {
+/// A refused change in the operator's words (exit 1; nothing was written).
+fn refused(id: &TenantId, err: TenantAdminError) -> anyhow::Error {
     match err {
-        StoreError::Conflict { current: Some(v) } => anyhow::anyhow!(
+        TenantAdminError::Exists(_) => anyhow::anyhow!(
+            "tenant `{id}` already exists; change it with `tollgate tenant update {id}`"
+        ),
+        TenantAdminError::Conflict {
+            current: Some(v), ..
+        } => anyhow::anyhow!(
             "tenant `{id}` was changed by someone else while this command ran (it is now at \
              version {v}); nothing was written: run the command again"
         ),
-        StoreError::Conflict { current: None } => {
+        TenantAdminError::Conflict { current: None, .. } => {
             anyhow::anyhow!("tenant `{id}` was deleted while this command ran; nothing was written")
         }
-        other => other.into(),
+        other => anyhow::anyhow!(other.to_string()),
     }
-}
-
-/// Records a tenant change: the configuration before (`None`: created) and after.
-async fn record(
-    audit: &Auditor<'_>,
-    id: &TenantId,
-    action: AuditAction,
-    before: Option<&TenantConfig>,
-    after: &TenantConfig,
-) -> anyhow::Result<()> {
-    let json = |c: &TenantConfig| serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
-    audit
-        .record(Change {
-            tenant: Some(id),
-            action,
-            resource: format!("tenant/{id}"),
-            before: before.map(json),
-            after: Some(json(after)),
-            at: chrono::Utc::now(),
-        })
-        .await?;
-    Ok(())
 }
 
 pub(super) async fn load<S>(
@@ -959,69 +926,4 @@ fn apply(config: &mut TenantConfig, args: UpdateArgs) -> anyhow::Result<()> {
 
 fn keys_of<V>(pairs: &[(String, V)]) -> Vec<String> {
     pairs.iter().map(|(k, _)| k.clone()).collect()
-}
-
-/// `TenantConfig::validate` plus price sanity, as one error line naming the tenant.
-fn check(config: &TenantConfig) -> anyhow::Result<()> {
-    let id = &config.tenant_id;
-    config
-        .validate()
-        .with_context(|| format!("tenant `{id}` would be invalid"))?;
-    for (model, price) in &config.price_overrides {
-        price.validate().map_err(|reason| {
-            anyhow::anyhow!("tenant `{id}`: price override for `{model}`: {reason}")
-        })?;
-    }
-    Ok(())
-}
-
-/// Whether an update changed nothing (versions aside).
-fn same(a: &TenantConfig, b: &TenantConfig) -> anyhow::Result<bool> {
-    let mut a = serde_json::to_value(a).context("comparing configurations")?;
-    let mut b = serde_json::to_value(b).context("comparing configurations")?;
-    for v in [&mut a, &mut b] {
-        if let Some(map) = v.as_object_mut() {
-            map.remove("version");
-        }
-    }
-    Ok(a == b)
-}
-
-/// Routes the gateway would refuse at request time, said now: fine-tuned models not
-/// registered to this tenant (403) and models without a price (refused rather than served
-/// unbilled).
-async fn route_warnings<S>(store: &S, config: &TenantConfig) -> anyhow::Result<Vec<String>>
-where
-    S: TenantConfigSource + Catalog + ?Sized,
-{
-    let id = &config.tenant_id;
-    let mut prices = PriceTable::bundled().context("the bundled price table")?;
-    prices
-        .extend(store.prices().await?)
-        .context("the operator price entries")?;
-    let mut warnings = Vec::new();
-    for (name, route) in &config.routes {
-        let (provider, model) = (route.provider, &route.model);
-        if route.is_fine_tuned() {
-            let owner = store.fine_tuned_owner(provider, model).await?;
-            if owner.as_ref() != Some(id) {
-                let whose = owner.map_or("no tenant".to_owned(), |o| format!("tenant `{o}`"));
-                warnings.push(format!(
-                    "warning: route `{name}` uses fine-tuned {provider} model `{model}`, which is \
-                     registered to {whose}: requests for it get 403 until \
-                     `tollgate tenant register-fine-tuned {id} --provider {provider} --model {model}`"
-                ));
-            }
-        }
-        let priced =
-            config.price_overrides.contains_key(model) || prices.lookup(provider, model).is_some();
-        if !priced {
-            warnings.push(format!(
-                "warning: route `{name}`: no price for {provider} model `{model}`; requests for \
-                 it are refused until you add --price-override {model}=INPUT,OUTPUT or \
-                 `tollgate price set {provider} {model} ...`"
-            ));
-        }
-    }
-    Ok(warnings)
 }

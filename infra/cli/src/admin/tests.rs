@@ -1568,3 +1568,164 @@ async fn every_change_is_audited_with_actor_before_and_after_and_no_key_material
     assert!(next.stdout.contains("\"key.revoke\""), "{}", next.stdout);
     assert!(usage_error(&["audit"]).contains("--tenant"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// the CLI and the admin API: one implementation
+// ---------------------------------------------------------------------------------------------
+
+/// The admin API's answer to one request from `principal` on `store`.
+async fn api(
+    store: &std::sync::Arc<MemoryStore>,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    if_match: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let state = ::admin::AdminState::build(&tollgate::bootstrap::Stores::embedded(store.clone()));
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(bytes::Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    req.extensions_mut()
+        .insert(tollgate::lambda::PlatformPrincipal(
+            "arn:aws:iam::123456789012:user/ops".into(),
+        ));
+    if let Some(tag) = if_match {
+        req.headers_mut().insert("if-match", tag.parse().unwrap());
+    }
+    let res = ::admin::handle(&state, req).await;
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await;
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_cli_and_the_admin_api_store_the_same_state_for_the_same_changes() {
+    use std::sync::Arc;
+    use tollgate::ports::store::AuditLog;
+
+    let (cli, http_store) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+    // Create: the CLI from flags; the API from the configuration `tenant show` prints.
+    ok(&cli, ACME).await;
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["tenant", "show", "acme"]).await.stdout).unwrap();
+    let (status, _) = api(
+        &http_store,
+        http::Method::POST,
+        "/admin/v1/tenants",
+        Some(shown),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Update the same field each way.
+    ok(&cli, &["tenant", "update", "acme", "--tpm", "1234"]).await;
+    let (_, got) = api(
+        &http_store,
+        http::Method::GET,
+        "/admin/v1/tenants/acme",
+        None,
+        None,
+    )
+    .await;
+    let mut changed = got["tenant"].clone();
+    changed["limits"]["tokens_per_minute"] = serde_json::json!(1234);
+    let (status, _) = api(
+        &http_store,
+        http::Method::PUT,
+        "/admin/v1/tenants/acme",
+        Some(changed),
+        Some("\"1\""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Disable, and a scoped, named key.
+    ok(&cli, &["tenant", "disable", "acme"]).await;
+    let (status, _) = api(
+        &http_store,
+        http::Method::POST,
+        "/admin/v1/tenants/acme/disable",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    ok(
+        &cli,
+        &[
+            "key", "create", "acme", "--name", "ci", "--scope", "chat", "--scope", "profiles",
+        ],
+    )
+    .await;
+    let (status, _) = api(
+        &http_store,
+        http::Method::POST,
+        "/admin/v1/tenants/acme/keys",
+        Some(serde_json::json!({"name": "ci", "scopes": ["profiles", "chat"]})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // The same tenant, version included.
+    let a = serde_json::to_value(config(&cli, "acme").await).unwrap();
+    let b = serde_json::to_value(
+        (*http_store
+            .tenant_config(&tenant("acme"))
+            .await
+            .unwrap()
+            .unwrap())
+        .clone(),
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a["version"], 3);
+    // The same key, but for its random prefix, hash and issue time.
+    let key_of = |k: &tollgate::domain::keys::StoredKey| {
+        (
+            k.tenant_id.clone(),
+            k.name.clone(),
+            k.scopes.clone(),
+            k.expires_at,
+            k.revoked_at,
+        )
+    };
+    let a: Vec<_> = cli
+        .keys_for(&tenant("acme"))
+        .await
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .collect();
+    let b: Vec<_> = http_store
+        .keys_for(&tenant("acme"))
+        .await
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .collect();
+    assert_eq!(a, b);
+    // The same audit trail, but for who did it.
+    let actions = |page: tollgate::ports::store::AuditPage| {
+        page.records
+            .iter()
+            .map(|r| (r.action, r.resource.starts_with("key/"), r.after.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        actions(
+            cli.audit_page(Some(&tenant("acme")), None, 100)
+                .await
+                .unwrap()
+        ),
+        actions(
+            http_store
+                .audit_page(Some(&tenant("acme")), None, 100)
+                .await
+                .unwrap()
+        )
+    );
+}
