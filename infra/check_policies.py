@@ -141,21 +141,23 @@ EXPECTED = {
             "dynamodb:UpdateItem": {"k#"},
         },
     },
-    # AdminState (functions/admin): tenant_admin and key_admin over the store. The only
-    # function that writes tenant configurations and keys (no other entry grants a write on
-    # TENANT# or KEY#, and each function's grants must equal its entry).
+    # AdminState (functions/admin): tenant_admin, key_admin, budget_admin (a tenant's spend
+    # counters, read) and catalog_admin over the store. The only function that writes tenant
+    # configurations, keys, prices and quotas (no other entry grants a write on TENANT#,
+    # KEY#, PRICE# or QUOTA#, and each function's grants must equal its entry).
     "AdminFunction": {
         "TenantsTable": {
             "dynamodb:GetItem": {"KEY#", "TENANT#", "FT#"},
             "dynamodb:UpdateItem": {"KEY#", "TENANT#"},
-            "dynamodb:PutItem": {"KEY#", "AUDIT#"},
-            "dynamodb:Query": {"AUDIT#", "PRICE#"},
+            "dynamodb:PutItem": {"KEY#", "AUDIT#", "PRICE#", "QUOTA#"},
+            "dynamodb:Query": {"AUDIT#", "PRICE#", "QUOTA#"},
         },
         "TenantsTable/by_tenant": {
             "dynamodb:Query": {"TENANTS", "TENANT#"},
         },
         "LimitsTable": {
             "dynamodb:GetItem": {"k#"},
+            "dynamodb:BatchGetItem": {"t#"},
         },
     },
     # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly,
@@ -487,6 +489,11 @@ def mutations(template):
          added("InvokeFunction", "dynamodb:UpdateItem", tenants, ["TENANT#*", "KEY#*"])),
         ("usage-report may issue keys",
          added("UsageReportFunction", "dynamodb:PutItem", tenants, ["KEY#*"])),
+        ("invoke may set prices and upstream quotas",
+         added("InvokeFunction", "dynamodb:PutItem", tenants, ["PRICE#*", "QUOTA#*"])),
+        ("the admin function may write limiter counters",
+         added("AdminFunction", "dynamodb:UpdateItem", {"Fn::GetAtt": ["LimitsTable", "Arn"]},
+               ["t#*"])),
         ("the scheduler may rewrite the audit log",
          added("AnomalySchedulerFunction", "dynamodb:PutItem", tenants, ["AUDIT#*"])),
         ("usage-report may read stored conversation text",

@@ -207,3 +207,58 @@ def test_admin_provisions_a_tenant_and_a_key_that_the_invoke_binary_serves():
     reply = tenant_client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "provisioned over HTTP"}])
     assert reply.choices[0].message.content
+
+
+def invoke_admin_event(method, path, resource, body=None, path_parameters=None):
+    """`invoke_admin` with the key fixture's authorized REST event turned into another request."""
+    import tempfile
+
+    root = os.environ["REPO_ROOT"]
+    with open(os.path.join(root, "functions/admin/events/create-key-rest-stage.json")) as f:
+        event = json.load(f)
+    event.update(httpMethod=method, path=f"/prod{path}", resource=resource,
+                 pathParameters=path_parameters, body=None if body is None else json.dumps(body))
+    event["requestContext"].update(httpMethod=method, path=f"/prod{path}", resourcePath=resource,
+                                   requestId=str(uuid.uuid4()))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=os.path.join(root, "functions/admin/events"),
+                                     delete=False) as f:
+        json.dump(event, f)
+    try:
+        return invoke_admin(os.path.basename(f.name))
+    finally:
+        os.unlink(f.name)
+
+
+def test_admin_sets_a_budget_a_price_and_a_quota_in_dynamodb():
+    # The admin binary on DynamoDB (moto): the tenant's spend counters are read for its budget,
+    # and prices and quotas are written where the gateways load them.
+    tenant = "lambda-budget"
+    with open(os.path.join(os.environ["REPO_ROOT"],
+                           "functions/admin/events/create-tenant-rest-stage.json")) as f:
+        config = json.loads(json.load(f)["body"])
+    config["tenant_id"] = tenant
+    created = invoke_admin_event("POST", "/admin/v1/tenants", "/admin/v1/tenants", config)
+    assert created["statusCode"] == 201, created
+    resource = "/admin/v1/tenants/{id}/budget"
+    path = f"/admin/v1/tenants/{tenant}/budget"
+    got = invoke_admin_event("GET", path, resource, path_parameters={"id": tenant})
+    assert got["statusCode"] == 200, got
+    status = json.loads(got["body"])
+    assert status["day"]["spent_usd"] in ("0", 0), status
+    put = invoke_admin_event("PUT", path, resource, {"daily_usd": "7.5", "alert_at_percent": 50},
+                             path_parameters={"id": tenant})
+    assert put["statusCode"] == 200, put
+    assert json.loads(put["body"])["in_force"]["alert_at_percent"] == 50
+
+    price = {"provider": "openai", "model": "lambda-ft-model", "input": "3", "output": "4"}
+    set_price = invoke_admin_event("PUT", "/admin/v1/prices", "/admin/v1/prices", price)
+    assert set_price["statusCode"] == 200, set_price
+    prices = json.loads(invoke_admin_event("GET", "/admin/v1/prices", "/admin/v1/prices")["body"])
+    mine = [p for p in prices["prices"] if p["model"] == "lambda-ft-model"]
+    assert [p["source"] for p in mine] == ["operator"], mine
+
+    quota = {"provider": "anthropic", "model": "lambda-quota-model", "tokens_per_minute": 5000}
+    set_quota = invoke_admin_event("PUT", "/admin/v1/quotas", "/admin/v1/quotas", quota)
+    assert set_quota["statusCode"] == 200, set_quota
+    quotas = json.loads(invoke_admin_event("GET", "/admin/v1/quotas", "/admin/v1/quotas")["body"])
+    assert quota in quotas["quotas"], quotas

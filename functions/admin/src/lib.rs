@@ -14,11 +14,23 @@
 //!   all optional; the key is in this response only (201)
 //! - `POST /admin/v1/keys/{prefix}/rotate`        `{overlap_seconds}` (default a day; 201)
 //! - `POST /admin/v1/keys/{prefix}/revoke`
+//! - `GET  /admin/v1/tenants/{id}/budget`         its dollar budgets (overrides, in force) and
+//!   the day's and month's spend (`ETag`)
+//! - `PUT  /admin/v1/tenants/{id}/budget`         `{daily_usd, monthly_usd, alert_at_percent}`
+//!   (each an amount, `"unlimited"`, or null for the tier's; `If-Match` optional)
+//! - `GET  /admin/v1/prices`                      the price table in force, with each price's
+//!   source
+//! - `PUT  /admin/v1/prices`                      set an operator price: a price entry as
+//!   `GET /admin/v1/prices` lists it (`provider`, `model`, `input`, `output`, ...)
+//! - `GET  /admin/v1/quotas`                      the upstream quotas
+//! - `PUT  /admin/v1/quotas`                      set one: `{provider, model, key?,
+//!   tokens_per_minute}`
 //! - `GET  /admin/v1/audit`                       `tenant` (else the deployment-wide log),
 //!   `limit`, `cursor`
 //!
-//! Every change goes through the same services as `tollgate tenant` and `tollgate key`
-//! (`service::tenant_admin`, `service::key_admin`) and is recorded in the audit log with the
+//! Every change goes through the same services as `tollgate tenant`, `tollgate key`,
+//! `tollgate price` and `tollgate quota` (`service::tenant_admin`, `service::key_admin`,
+//! `service::budget_admin`, `service::catalog_admin`) and is recorded in the audit log with the
 //! caller's IAM ARN. A request without an IAM principal in its context is refused (403): API
 //! Gateway always sets one behind `AWS_IAM`, so its absence means the function is reachable
 //! some other way. Errors are `{"error": {"message", "type", "param", "code"}}`.
@@ -35,15 +47,20 @@ use serde_json::{Value, json};
 use tollgate::GatewayError;
 use tollgate::bootstrap::{Backend, Stores};
 use tollgate::domain::audit::KeyView;
+use tollgate::domain::budget::BudgetOverrides;
 use tollgate::domain::ids::{RequestId, TenantId};
 use tollgate::domain::keys::{KeyPrefix, KeyScope, KeySpec};
+use tollgate::domain::limits::UpstreamQuota;
+use tollgate::domain::pricing::PriceEntry;
 use tollgate::domain::tenant::TenantConfig;
 use tollgate::http::{self as edge, Body};
 use tollgate::lambda::PlatformPrincipal;
 use tollgate::ports::store::{Expect, StoreError};
 use tollgate::routes::{Handler, Params, Route, RouteTable};
 use tollgate::service::audit::Auditor;
+use tollgate::service::budget_admin;
 use tollgate::service::caller::Callers;
+use tollgate::service::catalog_admin::{self, CatalogAdminError};
 use tollgate::service::key_admin::{self, KeyAdminError};
 use tollgate::service::tenant_admin::{self, TenantAdminError};
 
@@ -123,6 +140,36 @@ impl RouteTable for AdminState {
             method: Method::POST,
             path: "/admin/v1/keys/{prefix}/revoke",
             handler: admin!(revoke_key),
+        },
+        Route {
+            method: Method::GET,
+            path: "/admin/v1/tenants/{id}/budget",
+            handler: admin!(get_budget),
+        },
+        Route {
+            method: Method::PUT,
+            path: "/admin/v1/tenants/{id}/budget",
+            handler: admin!(set_budget),
+        },
+        Route {
+            method: Method::GET,
+            path: "/admin/v1/prices",
+            handler: admin!(list_prices),
+        },
+        Route {
+            method: Method::PUT,
+            path: "/admin/v1/prices",
+            handler: admin!(set_price),
+        },
+        Route {
+            method: Method::GET,
+            path: "/admin/v1/quotas",
+            handler: admin!(list_quotas),
+        },
+        Route {
+            method: Method::PUT,
+            path: "/admin/v1/quotas",
+            handler: admin!(set_quota),
         },
         Route {
             method: Method::GET,
@@ -263,6 +310,19 @@ impl From<KeyAdminError> for Refusal {
             KeyAdminError::Invalid(_) => Self::invalid(message),
             KeyAdminError::Store(err) => err.into(),
             KeyAdminError::Unaudited(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unaudited", message)
+            }
+        }
+    }
+}
+
+impl From<CatalogAdminError> for Refusal {
+    fn from(err: CatalogAdminError) -> Self {
+        let message = err.to_string();
+        match err {
+            CatalogAdminError::Invalid(_) => Self::invalid(message),
+            CatalogAdminError::Store(err) => err.into(),
+            CatalogAdminError::Unaudited(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unaudited", message)
             }
         }
@@ -629,6 +689,90 @@ async fn revoke_key(state: &AdminState, call: Call) -> Served {
     Ok(edge::json(
         StatusCode::OK,
         &json!({"key": key_json(KeyView::from(&key), None, now)}),
+        &call.request_id,
+    ))
+}
+
+async fn get_budget(state: &AdminState, call: Call) -> Served {
+    let id = tenant_param(&call.params)?;
+    budget_response(state, &id, &call.request_id, None).await
+}
+
+async fn budget_response(
+    state: &AdminState,
+    id: &TenantId,
+    request_id: &RequestId,
+    changed: Option<bool>,
+) -> Served {
+    let status = budget_admin::status(state.store.as_ref(), id, Utc::now()).await?;
+    let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let (Some(changed), Some(map)) = (changed, body.as_object_mut()) {
+        map.insert("changed".into(), json!(changed));
+    }
+    Ok(with_etag(
+        edge::json(StatusCode::OK, &body, request_id),
+        status.version,
+    ))
+}
+
+async fn set_budget(state: &AdminState, call: Call) -> Served {
+    let id = tenant_param(&call.params)?;
+    let expect = if_match(&call.req)?.map_or(Expect::Anything, Expect::Version);
+    let budget: BudgetOverrides = body(&call.req)?;
+    let saved = budget_admin::set(
+        state.store.as_ref(),
+        &call.auditor(state),
+        &id,
+        budget,
+        expect,
+        Utc::now(),
+    )
+    .await?;
+    budget_response(state, &id, &call.request_id, Some(saved.changed)).await
+}
+
+async fn list_prices(state: &AdminState, call: Call) -> Served {
+    let prices = catalog_admin::prices(state.store.as_ref()).await?;
+    Ok(edge::json(StatusCode::OK, &prices, &call.request_id))
+}
+
+async fn set_price(state: &AdminState, call: Call) -> Served {
+    let entry: PriceEntry = body(&call.req)?;
+    let previous = catalog_admin::set_price(
+        state.store.as_ref(),
+        &call.auditor(state),
+        entry.clone(),
+        Utc::now(),
+    )
+    .await?;
+    Ok(edge::json(
+        StatusCode::OK,
+        &json!({"price": entry, "previous": previous}),
+        &call.request_id,
+    ))
+}
+
+async fn list_quotas(state: &AdminState, call: Call) -> Served {
+    let quotas = catalog_admin::quotas(state.store.as_ref()).await?;
+    Ok(edge::json(
+        StatusCode::OK,
+        &json!({"quotas": quotas}),
+        &call.request_id,
+    ))
+}
+
+async fn set_quota(state: &AdminState, call: Call) -> Served {
+    let quota: UpstreamQuota = body(&call.req)?;
+    let previous = catalog_admin::set_quota(
+        state.store.as_ref(),
+        &call.auditor(state),
+        quota.clone(),
+        Utc::now(),
+    )
+    .await?;
+    Ok(edge::json(
+        StatusCode::OK,
+        &json!({"quota": quota, "previous": previous}),
         &call.request_id,
     ))
 }

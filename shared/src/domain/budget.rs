@@ -134,6 +134,22 @@ impl<'de> Deserialize<'de> for BudgetCap {
     }
 }
 
+/// A tenant's own dollar budgets, each replacing its tier's where set (`None`: the tier's):
+/// the budget fields of its limit overrides, as `PUT /admin/v1/tenants/{id}/budget` takes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetOverrides {
+    /// USD per UTC day, or `"unlimited"`.
+    #[serde(default)]
+    pub daily_usd: Option<BudgetCap>,
+    /// USD per UTC calendar month, or `"unlimited"`.
+    #[serde(default)]
+    pub monthly_usd: Option<BudgetCap>,
+    /// The soft threshold, 1-100 % of a budget.
+    #[serde(default)]
+    pub alert_at_percent: Option<u8>,
+}
+
 /// A tenant's dollar budgets in force: its tier's, with its overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Budget {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::{Budget, BudgetCap};
+use super::budget::{Budget, BudgetCap, BudgetOverrides};
 use super::tenant::Tier;
 
 /// Limits in force for a tenant.
@@ -197,6 +197,22 @@ impl LimitOverrides {
             requests_per_minute: self.requests_per_minute.unwrap_or(base.requests_per_minute),
             tokens_per_day: self.tokens_per_day.unwrap_or(base.tokens_per_day),
         }
+    }
+
+    /// The budget overrides alone.
+    pub fn budget_overrides(&self) -> BudgetOverrides {
+        BudgetOverrides {
+            daily_usd: self.budget_daily_usd,
+            monthly_usd: self.budget_monthly_usd,
+            alert_at_percent: self.budget_alert_at_percent,
+        }
+    }
+
+    /// Replaces the budget overrides with `budget`'s.
+    pub fn set_budget_overrides(&mut self, budget: BudgetOverrides) {
+        self.budget_daily_usd = budget.daily_usd;
+        self.budget_monthly_usd = budget.monthly_usd;
+        self.budget_alert_at_percent = budget.alert_at_percent;
     }
 
     /// `base` (the tier's budget) with each set budget override in its place.

@@ -2,10 +2,12 @@
 
 pub mod anomaly;
 pub mod audit;
+pub mod budget_admin;
 pub mod budget_events;
 mod call;
 pub mod caller;
 pub mod catalog;
+pub mod catalog_admin;
 pub mod chat;
 mod context;
 mod embedding_usage;

@@ -158,15 +158,47 @@ pub async fn set_disabled<S>(
 where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
-    let current = current(store, id, expect).await?;
-    let mut config = (*current).clone();
-    config.disabled = disabled;
     let action = if disabled {
         AuditAction::TenantDisable
     } else {
         AuditAction::TenantEnable
     };
-    write(store, audit, action, &current, config, now).await
+    let edit = Edit { id, expect, action };
+    update(store, audit, edit, now, |config| {
+        config.disabled = disabled;
+        Ok(())
+    })
+    .await
+}
+
+/// One change to part of a tenant's configuration: which tenant, the version it is based on,
+/// and how the audit log names it.
+pub struct Edit<'a> {
+    /// The tenant.
+    pub id: &'a TenantId,
+    /// What the stored tenant must be for the change to apply.
+    pub expect: Expect,
+    /// The audit action.
+    pub action: AuditAction,
+}
+
+/// Applies `change` to tenant `edit.id`'s configuration if it is as `edit.expect` says, and
+/// writes and records the result (nothing when nothing changed). `change` refuses what it
+/// cannot apply; it checks what it changes (a disable must work on any stored tenant).
+pub async fn update<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    edit: Edit<'_>,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut TenantConfig) -> Result<(), TenantAdminError>,
+) -> Result<Saved, TenantAdminError>
+where
+    S: TenantAdmin + TenantConfigSource + ?Sized,
+{
+    let current = current(store, edit.id, edit.expect).await?;
+    let mut config = (*current).clone();
+    change(&mut config)?;
+    write(store, audit, edit.action, &current, config, now).await
 }
 
 /// Tenant `id` as stored, checked against `expect` before anything else is done.

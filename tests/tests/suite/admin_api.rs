@@ -422,3 +422,229 @@ async fn the_principal_is_read_from_the_rest_events_iam_identity() {
     let refused = call(&admin, tollgate::lambda::from_lambda(req)).await;
     assert_eq!(refused.status, 403);
 }
+
+/// A tenant's dollar budgets over HTTP: the tier's in force until set, the day's and month's
+/// spend as the limiter counts it (at least the metered cost, by less than a nano-dollar per
+/// call), a change based on a stale ETag refused, bad amounts refused with nothing written.
+#[tokio::test]
+async fn budgets_are_read_with_their_spend_and_set_with_optimistic_concurrency() {
+    let gw = Gateway::simulated().await;
+    let admin = admin_on(&gw);
+    let path = "/admin/v1/tenants/acme/budget";
+    let before = send(&admin, Method::GET, path, None).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    let status = before.json();
+    // acme is on the pro tier: $250 a day and $5,000 a month until it sets its own.
+    assert_eq!(status["overrides"]["daily_usd"], Value::Null);
+    assert_eq!(decimal(&status["in_force"]["daily_usd"]), dec("250"));
+    assert_eq!(decimal(&status["in_force"]["monthly_usd"]), dec("5000"));
+    assert_eq!(decimal(&status["day"]["spent_usd"]), dec("0"));
+    let etag = before.header("etag").unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", status["version"]));
+
+    let chat = gw
+        .chat("acme", chat_body("gpt-4o-mini", "spend a little"))
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    let cost: rust_decimal::Decimal = gw
+        .wait_for_usage_events(1)
+        .await
+        .iter()
+        .map(|e| e.cost_usd)
+        .sum();
+    assert!(cost > rust_decimal::Decimal::ZERO);
+    let after = send(&admin, Method::GET, path, None).await.json();
+    for period in ["day", "month"] {
+        let spent = decimal(&after[period]["spent_usd"]);
+        assert!(
+            spent >= cost && spent - cost < dec("0.000000001"),
+            "{period}: spent {spent}, metered {cost}"
+        );
+        assert_eq!(
+            decimal(&after[period]["remaining_usd"]),
+            decimal(&after[period]["budget_usd"]) - spent
+        );
+    }
+
+    // Set the tenant's own daily budget and threshold, based on the version read.
+    let mut req = request(
+        Method::PUT,
+        path,
+        Some(json!({"daily_usd": "12.50", "monthly_usd": "unlimited", "alert_at_percent": 90})),
+        Some(OPERATOR),
+    );
+    req.headers_mut().insert("if-match", etag.parse().unwrap());
+    let set = call(&admin, req).await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let set = set.json();
+    assert_eq!(set["changed"], true);
+    assert_eq!(decimal(&set["in_force"]["daily_usd"]), dec("12.5"));
+    assert_eq!(set["in_force"]["monthly_usd"], Value::Null, "unlimited");
+    assert_eq!(set["in_force"]["alert_at_percent"], 90);
+    let stored = send(&admin, Method::GET, "/admin/v1/tenants/acme", None).await;
+    let limits = &stored.json()["tenant"]["limits"];
+    assert_eq!(limits["budget_daily_usd"], "12.5", "stored normalized");
+    assert_eq!(limits["budget_monthly_usd"], "unlimited");
+    assert_eq!(limits["budget_alert_at_percent"], 90);
+
+    // The same ETag again is stale now: 412, nothing written.
+    let mut stale = request(
+        Method::PUT,
+        path,
+        Some(json!({"daily_usd": 1})),
+        Some(OPERATOR),
+    );
+    stale
+        .headers_mut()
+        .insert("if-match", etag.parse().unwrap());
+    let stale = call(&admin, stale).await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    for bad in [
+        json!({"daily_usd": "-1"}),
+        json!({"daily_usd": "lots"}),
+        json!({"alert_at_percent": 0}),
+        json!({"alert_at_percent": 101}),
+        json!({"weekly_usd": 5}),
+    ] {
+        let res = send(&admin, Method::PUT, path, Some(bad.clone())).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text());
+        assert_eq!(res.json()["error"]["code"], "invalid_request");
+    }
+    let unchanged = send(&admin, Method::GET, path, None).await.json();
+    assert_eq!(decimal(&unchanged["in_force"]["daily_usd"]), dec("12.5"));
+
+    // Nulls give the tier's budgets back.
+    let reset = send(&admin, Method::PUT, path, Some(json!({})))
+        .await
+        .json();
+    assert_eq!(decimal(&reset["in_force"]["daily_usd"]), dec("250"));
+    assert_eq!(decimal(&reset["in_force"]["monthly_usd"]), dec("5000"));
+    // Both changes are tenant updates under the caller's ARN; the refusals left no record.
+    let audit = send(&admin, Method::GET, "/admin/v1/audit?tenant=acme", None).await;
+    let records = audit.json()["records"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["action"] == "tenant.update" && r["actor"] == OPERATOR)
+    );
+    let unknown = send(&admin, Method::GET, "/admin/v1/tenants/nobody/budget", None).await;
+    assert_eq!(unknown.status, 404);
+}
+
+/// Prices and upstream quotas over HTTP: the listing says where each price comes from, a set
+/// returns what it replaced, an invalid entry is refused with nothing written, and every set
+/// is in the deployment-wide audit log.
+#[tokio::test]
+async fn prices_and_quotas_are_listed_and_set_over_http() {
+    let gw = Gateway::simulated().await;
+    let admin = admin_on(&gw);
+    let listed = send(&admin, Method::GET, "/admin/v1/prices", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let prices = listed.json()["prices"].as_array().unwrap().clone();
+    let mini = prices
+        .iter()
+        .find(|p| p["provider"] == "openai" && p["model"] == "gpt-4o-mini")
+        .expect("the bundled table prices gpt-4o-mini")
+        .clone();
+    assert_eq!(mini["source"], "bundled");
+
+    // Override a bundled price with exactly what the listing shows, but cheaper.
+    let mut entry = mini.clone();
+    entry.as_object_mut().unwrap().remove("source");
+    entry["input"] = json!("0.05");
+    let set = send(&admin, Method::PUT, "/admin/v1/prices", Some(entry.clone())).await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(
+        set.json()["previous"],
+        Value::Null,
+        "no operator entry before"
+    );
+    let again = send(&admin, Method::PUT, "/admin/v1/prices", Some(entry.clone())).await;
+    assert_eq!(decimal(&again.json()["previous"]["input"]), dec("0.05"));
+    let relisted = send(&admin, Method::GET, "/admin/v1/prices", None)
+        .await
+        .json();
+    let now = relisted["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "openai" && p["model"] == "gpt-4o-mini")
+        .unwrap()
+        .clone();
+    assert_eq!(now["source"], "operator_over_bundled");
+    assert_eq!(decimal(&now["input"]), dec("0.05"));
+
+    for bad in [
+        json!({"provider": "openai", "model": "m", "input": "-1", "output": "1"}),
+        json!({"provider": "openai", "model": "has space", "input": "1", "output": "1"}),
+        json!({"provider": "openai", "model": "m", "input": "1", "output": "1", "alias": ["x"]}),
+        json!({"provider": "nope", "model": "m", "input": "1", "output": "1"}),
+        json!({"provider": "openai", "model": "m"}),
+    ] {
+        let res = send(&admin, Method::PUT, "/admin/v1/prices", Some(bad.clone())).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text());
+        assert_eq!(res.json()["error"]["code"], "invalid_request");
+    }
+
+    let quotas = send(&admin, Method::GET, "/admin/v1/quotas", None).await;
+    assert_eq!(quotas.json()["quotas"], json!([]));
+    let quota = json!({"provider": "openai", "model": "gpt-4o", "tokens_per_minute": 800000});
+    let set = send(&admin, Method::PUT, "/admin/v1/quotas", Some(quota.clone())).await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(set.json()["previous"], Value::Null);
+    let keyed =
+        json!({"provider": "openai", "model": "gpt-4o", "key": 1, "tokens_per_minute": 30000});
+    assert_eq!(
+        send(&admin, Method::PUT, "/admin/v1/quotas", Some(keyed.clone()))
+            .await
+            .status,
+        200
+    );
+    for bad in [
+        json!({"provider": "bedrock", "model": "m", "key": 0, "tokens_per_minute": 1}),
+        json!({"provider": "openai", "model": "m", "tokens_per_minute": 0}),
+        json!({"provider": "openai", "model": "m", "tokens_per_minute": 1_000_000_000_000_001_u64}),
+        json!({"provider": "openai", "model": "m", "tpm": 5}),
+    ] {
+        let res = send(&admin, Method::PUT, "/admin/v1/quotas", Some(bad.clone())).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text());
+    }
+    let listed = send(&admin, Method::GET, "/admin/v1/quotas", None).await;
+    assert_eq!(listed.json()["quotas"], json!([quota, keyed]));
+
+    let audit = send(&admin, Method::GET, "/admin/v1/audit", None).await;
+    let records = audit.json()["records"].as_array().unwrap().clone();
+    let trail: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["resource"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("quota.set", "quota/openai/gpt-4o/key1"),
+            ("quota.set", "quota/openai/gpt-4o"),
+            ("price.set", "price/openai/gpt-4o-mini"),
+            ("price.set", "price/openai/gpt-4o-mini"),
+        ]
+    );
+    assert!(records.iter().all(|r| r["actor"] == OPERATOR));
+}
+
+fn dec(raw: &str) -> rust_decimal::Decimal {
+    raw.parse().unwrap()
+}
+
+/// A money amount as the API writes it (a JSON string or number).
+fn decimal(value: &Value) -> rust_decimal::Decimal {
+    match value {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Number(n) => n.to_string().parse().unwrap(),
+        other => panic!("not an amount: {other}"),
+    }
+}

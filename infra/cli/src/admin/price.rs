@@ -4,15 +4,11 @@
 //! entry from the store, else the table bundled with Tollgate. `price set` writes operator
 //! entries; tenant overrides are set with `tollgate tenant update --price-override`.
 
-use std::collections::BTreeSet;
-
-use anyhow::Context;
 use rust_decimal::Decimal;
-use tollgate::domain::audit::AuditAction;
-use tollgate::domain::pricing::{ModelPrice, PriceEntry, PriceTable};
-use tollgate::domain::tenant::ProviderKind;
+use tollgate::domain::pricing::{ModelPrice, PriceEntry};
 use tollgate::ports::store::Catalog;
-use tollgate::service::audit::{Auditor, Change};
+use tollgate::service::audit::Auditor;
+use tollgate::service::catalog_admin::{self, CatalogAdminError, PriceInForce};
 
 use super::parse::{self, ProviderArg};
 use super::{Output, StoreArgs, UsageError, table};
@@ -84,56 +80,28 @@ pub async fn list<S>(store: &S) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
-    let bundled = PriceTable::bundled().context("the bundled price table")?;
-    let bundled_keys: BTreeSet<(ProviderKind, String)> = bundled
-        .entries()
-        .into_iter()
-        .map(|e| (e.provider, e.model))
-        .collect();
-    let operator = store.prices().await?;
-    let operator_keys: BTreeSet<(ProviderKind, String)> = operator
-        .iter()
-        .map(|e| (e.provider, e.model.clone()))
-        .collect();
-    let mut merged = bundled.clone();
-    merged
-        .extend(operator)
-        .context("an operator price entry in the store is invalid")?;
-
+    let in_force = catalog_admin::prices(store).await.map_err(refused)?;
     let price =
         |p: Option<Decimal>| p.map_or_else(|| "-".to_owned(), |d| d.normalize().to_string());
-    let rows: Vec<Vec<String>> = merged
-        .entries()
+    let rows: Vec<Vec<String>> = in_force
+        .prices
         .into_iter()
-        .map(
-            |PriceEntry {
-                 provider,
-                 model,
-                 aliases,
-                 price: p,
-             }| {
-                let key = (provider, model.clone());
-                let source = match (operator_keys.contains(&key), bundled_keys.contains(&key)) {
-                    (true, true) => "operator (overrides bundled)",
-                    (true, false) => "operator",
-                    _ => "bundled",
-                };
-                vec![
-                    provider.to_string(),
-                    model,
-                    price(Some(p.input)),
-                    price(Some(p.output)),
-                    price(p.cached_input),
-                    price(p.cache_write),
-                    if aliases.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        aliases.join(",")
-                    },
-                    source.to_owned(),
-                ]
-            },
-        )
+        .map(|PriceInForce { entry, source }| {
+            vec![
+                entry.provider.to_string(),
+                entry.model,
+                price(Some(entry.price.input)),
+                price(Some(entry.price.output)),
+                price(entry.price.cached_input),
+                price(entry.price.cache_write),
+                if entry.aliases.is_empty() {
+                    "-".to_owned()
+                } else {
+                    entry.aliases.join(",")
+                },
+                source.describe().to_owned(),
+            ]
+        })
         .collect();
     let mut out = Output::stdout(table(
         &[
@@ -148,12 +116,20 @@ where
         ],
         &rows,
     ));
-    if let Some(as_of) = bundled.as_of() {
+    if let Some(as_of) = in_force.bundled_as_of {
         out = out.note(format!(
             "USD per 1M tokens; bundled prices as of {as_of}; `-`: same as input"
         ));
     }
     Ok(out)
+}
+
+/// A refused catalog change: bad input is a usage error (exit 2), the rest fail the command.
+pub fn refused(err: CatalogAdminError) -> anyhow::Error {
+    match err {
+        CatalogAdminError::Invalid(message) => UsageError::new(message).into(),
+        other => other.into(),
+    }
 }
 
 pub async fn set<S>(store: &S, audit: &Auditor<'_>, args: SetArgs) -> anyhow::Result<Output>
@@ -172,31 +148,9 @@ where
             cache_write: args.cache_write,
         },
     };
-    // The gateway loads the operator's entries as one layer over the bundled table and
-    // refuses every request if that layer is invalid: check the layer this write makes.
-    let mut layer = store.prices().await?;
-    let before = layer
-        .iter()
-        .find(|e| (e.provider, &e.model) == (entry.provider, &entry.model))
-        .cloned();
-    layer.retain(|e| (e.provider, &e.model) != (entry.provider, &entry.model));
-    layer.push(entry.clone());
-    PriceTable::bundled()
-        .context("the bundled price table")?
-        .extend(layer)
-        .map_err(|e| UsageError::new(e.to_string()))?;
-    store.put_price(&entry).await?;
-    let json = |e: &PriceEntry| serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
-    audit
-        .record(Change {
-            tenant: None,
-            action: AuditAction::PriceSet,
-            resource: format!("price/{}/{}", entry.provider, entry.model),
-            before: before.as_ref().map(json),
-            after: Some(json(&entry)),
-            at: chrono::Utc::now(),
-        })
-        .await?;
+    catalog_admin::set_price(store, audit, entry.clone(), chrono::Utc::now())
+        .await
+        .map_err(refused)?;
     let aliases = if entry.aliases.is_empty() {
         String::new()
     } else {

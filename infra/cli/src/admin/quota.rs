@@ -2,11 +2,12 @@
 //! pool, one per key), shared by every tenant so that one tenant cannot exhaust the
 //! deployment's provider rate limit.
 
-use tollgate::domain::audit::AuditAction;
 use tollgate::domain::limits::{MAX_LIMIT, UpstreamQuota};
-use tollgate::domain::tenant::ProviderKind;
 use tollgate::ports::store::Catalog;
-use tollgate::service::audit::{Auditor, Change};
+use tollgate::service::audit::Auditor;
+use tollgate::service::catalog_admin;
+
+use super::price::refused;
 
 use super::parse::{self, ProviderArg};
 use super::{Output, StoreArgs, table};
@@ -65,15 +66,8 @@ where
             tpm,
             key,
         } => {
-            let provider = provider.into();
-            if key.is_some() && provider == ProviderKind::Bedrock {
-                anyhow::bail!(
-                    "bedrock has no key pool: its calls are signed with the function's role; \
-                     set a quota for the model without --key"
-                );
-            }
             let quota = UpstreamQuota {
-                provider,
+                provider: provider.into(),
                 model: parse::model_name(&model).map_err(anyhow::Error::msg)?,
                 key,
                 tokens_per_minute: tpm,
@@ -87,14 +81,13 @@ pub async fn list<S>(store: &S) -> anyhow::Result<Output>
 where
     S: Catalog + ?Sized,
 {
-    let mut quotas = store.upstream_quotas().await?;
+    let quotas = catalog_admin::quotas(store).await.map_err(refused)?;
     if quotas.is_empty() {
         return Ok(Output::stdout("").note(
             "no upstream quotas: every provider model is limited per tenant only \
              (set one with `tollgate quota set`)",
         ));
     }
-    quotas.sort_by(|a, b| (a.provider, &a.model, a.key).cmp(&(b.provider, &b.model, b.key)));
     let rows: Vec<Vec<String>> = quotas
         .into_iter()
         .map(|q| {
@@ -116,24 +109,9 @@ pub async fn set<S>(store: &S, audit: &Auditor<'_>, quota: &UpstreamQuota) -> an
 where
     S: Catalog + ?Sized,
 {
-    let before = store
-        .upstream_quotas()
-        .await?
-        .into_iter()
-        .find(|q| (q.provider, &q.model, q.key) == (quota.provider, &quota.model, quota.key));
-    store.put_upstream_quota(quota).await?;
-    let json = |q: &UpstreamQuota| serde_json::to_value(q).unwrap_or(serde_json::Value::Null);
-    let key = quota.key.map_or_else(String::new, |k| format!("/key{k}"));
-    audit
-        .record(Change {
-            tenant: None,
-            action: AuditAction::QuotaSet,
-            resource: format!("quota/{}/{}{key}", quota.provider, quota.model),
-            before: before.as_ref().map(json),
-            after: Some(json(quota)),
-            at: chrono::Utc::now(),
-        })
-        .await?;
+    catalog_admin::set_quota(store, audit, quota.clone(), chrono::Utc::now())
+        .await
+        .map_err(refused)?;
     let through = quota
         .key
         .map_or_else(String::new, |k| format!(" through key {k}"));

@@ -1669,6 +1669,85 @@ async fn the_cli_and_the_admin_api_store_the_same_state_for_the_same_changes() {
     )
     .await;
     assert_eq!(status, 201);
+    // A budget: the CLI's tenant update flags, the API's budget resource.
+    ok(
+        &cli,
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--budget-daily-usd",
+            "25",
+            "--budget-alert-at",
+            "90",
+        ],
+    )
+    .await;
+    let (status, _) = api(
+        &http_store,
+        http::Method::PUT,
+        "/admin/v1/tenants/acme/budget",
+        Some(serde_json::json!({"daily_usd": "25", "alert_at_percent": 90})),
+        Some("\"3\""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A price and a key quota.
+    ok(
+        &cli,
+        &[
+            "price",
+            "set",
+            "openai",
+            "ft-model",
+            "--input",
+            "1.5",
+            "--output",
+            "2",
+            "--alias",
+            "ft-model-v2",
+        ],
+    )
+    .await;
+    let (status, _) = api(
+        &http_store,
+        http::Method::PUT,
+        "/admin/v1/prices",
+        Some(
+            serde_json::json!({"provider": "openai", "model": "ft-model",
+            "aliases": ["ft-model-v2"], "input": "1.5", "output": "2"}),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    ok(
+        &cli,
+        &[
+            "quota", "set", "openai", "gpt-4o", "--key", "1", "--tpm", "3000",
+        ],
+    )
+    .await;
+    let (status, _) = api(
+        &http_store,
+        http::Method::PUT,
+        "/admin/v1/quotas",
+        Some(
+            serde_json::json!({"provider": "openai", "model": "gpt-4o", "key": 1,
+            "tokens_per_minute": 3000}),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        cli.prices().await.unwrap(),
+        http_store.prices().await.unwrap()
+    );
+    assert_eq!(
+        cli.upstream_quotas().await.unwrap(),
+        http_store.upstream_quotas().await.unwrap()
+    );
 
     // The same tenant, version included.
     let a = serde_json::to_value(config(&cli, "acme").await).unwrap();
@@ -1682,7 +1761,8 @@ async fn the_cli_and_the_admin_api_store_the_same_state_for_the_same_changes() {
     )
     .unwrap();
     assert_eq!(a, b);
-    assert_eq!(a["version"], 3);
+    assert_eq!(a["version"], 4);
+    assert_eq!(a["limits"]["budget_daily_usd"], "25");
     // The same key, but for its random prefix, hash and issue time.
     let key_of = |k: &tollgate::domain::keys::StoredKey| {
         (
@@ -1715,17 +1795,17 @@ async fn the_cli_and_the_admin_api_store_the_same_state_for_the_same_changes() {
             .map(|r| (r.action, r.resource.starts_with("key/"), r.after.is_some()))
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        actions(
-            cli.audit_page(Some(&tenant("acme")), None, 100)
-                .await
-                .unwrap()
-        ),
-        actions(
-            http_store
-                .audit_page(Some(&tenant("acme")), None, 100)
-                .await
-                .unwrap()
-        )
-    );
+    for scope in [Some(tenant("acme")), None] {
+        assert_eq!(
+            actions(cli.audit_page(scope.as_ref(), None, 100).await.unwrap()),
+            actions(
+                http_store
+                    .audit_page(scope.as_ref(), None, 100)
+                    .await
+                    .unwrap()
+            )
+        );
+    }
+    let operator = cli.audit_page(None, None, 100).await.unwrap();
+    assert_eq!(operator.records.len(), 2, "a price and a quota");
 }
