@@ -156,8 +156,7 @@ EXPECTED = {
             "dynamodb:Query": {"TENANTS", "TENANT#"},
         },
         "LimitsTable": {
-            "dynamodb:GetItem": {"k#"},
-            "dynamodb:BatchGetItem": {"t#"},
+            "dynamodb:BatchGetItem": {"k#", "t#"},
         },
     },
     # SchedulerStore: UsageActivity (by_hour), UsageQuery::rollups, AnomalyStore::record_anomaly,

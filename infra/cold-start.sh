@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p invoke -p ingest -p usage-report -p anomaly-scheduler
+cargo build --release --locked -p invoke -p ingest -p usage-report -p anomaly-scheduler -p admin
 cargo build --release --locked -p tollgate-tests --bin hello_lambda
 cargo bench --locked -p tollgate-tests --bench cold_start

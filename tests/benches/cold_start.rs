@@ -167,6 +167,7 @@ async fn main() {
         "ingest",
         "usage-report",
         "anomaly-scheduler",
+        "admin",
     ] {
         if let Some(samples) = measure(name).await {
             println!(

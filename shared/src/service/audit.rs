@@ -70,6 +70,28 @@ impl<'a> Auditor<'a> {
         &self.actor
     }
 
+    /// Appends the record of `action` on `resource`, from `before` (`None`: it did not exist)
+    /// to `after`, each as its JSON.
+    pub async fn record_values<T: serde::Serialize>(
+        &self,
+        tenant: Option<&TenantId>,
+        action: AuditAction,
+        resource: String,
+        (before, after): (Option<&T>, &T),
+        at: DateTime<Utc>,
+    ) -> Result<(), Unaudited> {
+        let json = |v: &T| serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+        self.record(Change {
+            tenant,
+            action,
+            resource,
+            before: before.map(json),
+            after: Some(json(after)),
+            at,
+        })
+        .await
+    }
+
     /// Appends `change`'s record.
     pub async fn record(&self, change: Change<'_>) -> Result<(), Unaudited> {
         let record = AuditRecord {

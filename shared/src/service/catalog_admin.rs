@@ -15,7 +15,7 @@ use crate::domain::limits::{MAX_LIMIT, UpstreamQuota};
 use crate::domain::pricing::{PriceEntry, PriceTable};
 use crate::domain::tenant::ProviderKind;
 use crate::ports::store::{Catalog, StoreError};
-use crate::service::audit::{Auditor, Change, Unaudited};
+use crate::service::audit::{Auditor, Unaudited};
 
 /// Why a catalog change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,15 @@ where
         .map_err(|e| CatalogAdminError::Invalid(e.to_string()))?;
     store.put_price(&entry).await?;
     let resource = format!("price/{}/{}", entry.provider, entry.model);
-    record(audit, AuditAction::PriceSet, resource, &before, &entry, now).await?;
+    audit
+        .record_values(
+            None,
+            AuditAction::PriceSet,
+            resource,
+            (before.as_ref(), &entry),
+            now,
+        )
+        .await?;
     Ok(before)
 }
 
@@ -190,7 +198,15 @@ where
     store.put_upstream_quota(&quota).await?;
     let key = quota.key.map_or_else(String::new, |k| format!("/key{k}"));
     let resource = format!("quota/{}/{}{key}", quota.provider, quota.model);
-    record(audit, AuditAction::QuotaSet, resource, &before, &quota, now).await?;
+    audit
+        .record_values(
+            None,
+            AuditAction::QuotaSet,
+            resource,
+            (before.as_ref(), &quota),
+            now,
+        )
+        .await?;
     Ok(before)
 }
 
@@ -202,25 +218,4 @@ fn check_model(model: &str) -> Result<(), CatalogAdminError> {
         )));
     }
     Ok(())
-}
-
-async fn record<T: Serialize>(
-    audit: &Auditor<'_>,
-    action: AuditAction,
-    resource: String,
-    before: &Option<T>,
-    after: &T,
-    now: DateTime<Utc>,
-) -> Result<(), Unaudited> {
-    let json = |v: &T| serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
-    audit
-        .record(Change {
-            tenant: None,
-            action,
-            resource,
-            before: before.as_ref().map(json),
-            after: Some(json(after)),
-            at: now,
-        })
-        .await
 }

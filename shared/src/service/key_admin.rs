@@ -117,8 +117,16 @@ where
     }
     let old = live(store, prefix, now).await?;
     let (key, old_until) = keys::rotate(&old, overlap, now);
+    // The successor first: a failure between the two writes never leaves the tenant without a
+    // working key. If the old key cannot be shortened, the successor is withdrawn (its secret
+    // exists only in this call), so a failed rotation leaves the keys as they were.
     store.put_key(key.record.clone()).await?;
-    store.expire_key(prefix, old_until).await?;
+    if let Err(err) = store.expire_key(prefix, old_until).await {
+        if let Err(undo) = store.revoke_key(&key.record.prefix).await {
+            tracing::warn!(successor = %key.record.prefix, error = %undo, "a failed rotation's successor could not be withdrawn; nobody holds its secret");
+        }
+        return Err(err.into());
+    }
     let mut ended = old.clone();
     ended.expires_at = Some(old_until);
     audit
@@ -213,6 +221,7 @@ mod tests {
     use super::*;
     use crate::adapters::memory::MemoryStore;
     use crate::domain::keys::{KeyScope, PresentedKey};
+    use crate::ports::store::AuditLog;
 
     fn audit(store: &MemoryStore) -> Auditor<'_> {
         Auditor::new(
@@ -334,5 +343,124 @@ mod tests {
                 .is_err()
         );
         assert_eq!(store.keys_for(&tenant).await.unwrap().len(), before + 1);
+    }
+
+    /// The store of a rotation that fails at one of its two writes.
+    struct FailingAt {
+        inner: MemoryStore,
+        put_key: bool,
+        expire_key: bool,
+    }
+
+    fn down() -> StoreError {
+        StoreError::Unavailable("injected failure".into())
+    }
+
+    #[async_trait::async_trait]
+    impl ApiKeyLookup for FailingAt {
+        async fn find_key(&self, prefix: &KeyPrefix) -> Result<Option<StoredKey>, StoreError> {
+            self.inner.find_key(prefix).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TenantAdmin for FailingAt {
+        async fn put_tenant_config_if(
+            &self,
+            config: crate::domain::tenant::TenantConfig,
+            expect: crate::ports::store::Expect,
+        ) -> Result<u64, StoreError> {
+            self.inner.put_tenant_config_if(config, expect).await
+        }
+        async fn tenant_configs(
+            &self,
+        ) -> Result<Vec<std::sync::Arc<crate::domain::tenant::TenantConfig>>, StoreError> {
+            self.inner.tenant_configs().await
+        }
+        async fn put_key(&self, key: StoredKey) -> Result<(), StoreError> {
+            if self.put_key {
+                return Err(down());
+            }
+            self.inner.put_key(key).await
+        }
+        async fn keys_for(&self, tenant: &TenantId) -> Result<Vec<StoredKey>, StoreError> {
+            self.inner.keys_for(tenant).await
+        }
+        async fn revoke_key(&self, prefix: &KeyPrefix) -> Result<(), StoreError> {
+            self.inner.revoke_key(prefix).await
+        }
+        async fn expire_key(
+            &self,
+            prefix: &KeyPrefix,
+            at: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            if self.expire_key {
+                return Err(down());
+            }
+            self.inner.expire_key(prefix, at).await
+        }
+        async fn register_fine_tuned(
+            &self,
+            provider: crate::domain::tenant::ProviderKind,
+            model: &str,
+            owner: &TenantId,
+        ) -> Result<(), StoreError> {
+            self.inner.register_fine_tuned(provider, model, owner).await
+        }
+    }
+
+    /// A rotation stores the successor before it shortens the old key: whichever write fails,
+    /// the old key keeps working as before, no successor is left live (nobody holds its
+    /// secret), and nothing is recorded as done.
+    #[tokio::test]
+    async fn a_rotation_failing_at_either_write_leaves_a_working_key() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let now = Utc::now();
+        for (put_key, expire_key) in [(true, false), (false, true)] {
+            let inner = store_with(&tenant).await;
+            let old = create(&inner, &audit(&inner), &tenant, KeySpec::default(), now)
+                .await
+                .unwrap();
+            let records_before = inner.audit_page(Some(&tenant), None, 100).await.unwrap();
+            let keys_before = inner.keys_for(&tenant).await.unwrap().len();
+            let store = FailingAt {
+                inner,
+                put_key,
+                expire_key,
+            };
+            let err = rotate(
+                &store,
+                &audit(&store.inner),
+                &old.record.prefix,
+                Duration::hours(1),
+                now,
+            )
+            .await
+            .err()
+            .expect("the injected failure fails the rotation");
+            assert!(matches!(err, KeyAdminError::Store(_)), "{err}");
+            // The old key still works past the overlap the rotation would have set.
+            let stored_old = store
+                .inner
+                .find_key(&old.record.prefix)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(admits(&stored_old, &old, now + Duration::days(30)));
+            // Failing the first write stores no successor; failing the second withdraws it.
+            let keys = store.inner.keys_for(&tenant).await.unwrap();
+            let live = keys.iter().filter(|k| k.revoked_at.is_none()).count();
+            assert_eq!(keys.len() - keys_before, usize::from(expire_key));
+            assert_eq!(
+                live, keys_before,
+                "put_key {put_key}: the live keys are as before"
+            );
+            let records_after = store
+                .inner
+                .audit_page(Some(&tenant), None, 100)
+                .await
+                .unwrap();
+            assert_eq!(records_after.records.len(), records_before.records.len());
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::ids::TenantId;
 use crate::domain::pricing::PriceTable;
 use crate::domain::tenant::TenantConfig;
 use crate::ports::store::{Catalog, Expect, StoreError, TenantAdmin, TenantConfigSource};
-use crate::service::audit::{Auditor, Change, Unaudited};
+use crate::service::audit::{Auditor, Unaudited};
 
 /// Why a tenant change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -283,16 +283,15 @@ async fn record(
     after: &TenantConfig,
     now: DateTime<Utc>,
 ) -> Result<(), Unaudited> {
-    let json = |c: &TenantConfig| serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    let id = &after.tenant_id;
     audit
-        .record(Change {
-            tenant: Some(&after.tenant_id),
+        .record_values(
+            Some(id),
             action,
-            resource: format!("tenant/{}", after.tenant_id),
-            before: before.map(json),
-            after: Some(json(after)),
-            at: now,
-        })
+            format!("tenant/{id}"),
+            (before, after),
+            now,
+        )
         .await
 }
 

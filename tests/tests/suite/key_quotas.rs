@@ -178,3 +178,35 @@ async fn embeddings_go_out_on_the_key_their_reservation_holds() {
         .collect();
     assert_eq!(keys, [KEYS[1], KEYS[1]]);
 }
+
+#[tokio::test]
+async fn a_429_storm_on_the_pinned_key_moves_to_the_routes_fallback_never_to_another_key() {
+    // Only key 0 has room; acme's route fails over to Claude Haiku. A storm on key 0 is
+    // retried on key 0 alone, then served by the fallback (whose call no key pin binds).
+    let (openai, anthropic, gw) =
+        pooled_gateway(&[(CHAT_MODEL, Some(0), 1_000_000), (CHAT_MODEL, Some(1), 10)]).await;
+    let mut config = tollgate::demo::acme_config().unwrap();
+    config.response_cache.enabled = false;
+    config.routes.get_mut(CHAT_MODEL).unwrap().fallbacks = vec![tollgate::domain::tenant::Target {
+        provider: ProviderKind::Anthropic,
+        model: "claude-haiku-4-5".into(),
+    }];
+    tollgate::ports::TenantAdmin::put_tenant_config(gw.store.as_ref(), config)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        openai.push(Behavior::rate_limited(Duration::ZERO));
+    }
+    let res = gw.chat("acme", capped("storm", 100)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.header("x-tollgate-served-by"),
+        Some("anthropic/claude-haiku-4-5")
+    );
+    assert_eq!(keys_sent(&openai), [KEYS[0], KEYS[0], KEYS[0]]);
+    assert_eq!(anthropic.requests().len(), 1);
+    let events = gw.wait_for_usage_events(1).await;
+    assert_eq!(events.len(), 1, "one event per request");
+    assert_eq!(events[0].provider, ProviderKind::Anthropic);
+    assert_eq!(events[0].attempts, 4);
+}

@@ -261,6 +261,28 @@ mod contract {
         let used = store.keys_last_used(&[a.clone(), b.clone()]).await.unwrap();
         assert_eq!(used.len(), 1);
         assert_eq!(used[&a], secs(900));
+        // A listing of more keys than one BatchGetItem takes (100), one of them twice.
+        let many: Vec<KeyPrefix> = (0..130)
+            .map(|i| KeyPrefix::parse(&format!("K{i:011}")).unwrap())
+            .collect();
+        for (i, prefix) in many.iter().enumerate() {
+            assert!(
+                store
+                    .touch_key(prefix, secs(i as i64), every)
+                    .await
+                    .unwrap()
+            );
+        }
+        let mut asked = many.clone();
+        asked.push(many[7].clone());
+        asked.push(b.clone());
+        let used = store.keys_last_used(&asked).await.unwrap();
+        assert_eq!(used.len(), many.len());
+        assert!(
+            many.iter()
+                .enumerate()
+                .all(|(i, p)| used[p] == secs(i as i64))
+        );
     }
 
     pub async fn audit_log<S: AuditLog>(store: &S) {

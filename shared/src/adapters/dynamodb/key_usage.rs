@@ -1,7 +1,7 @@
 //! When each API key was last used, on the limits table: `k#{prefix}` with `last_used_at`
 //! (Unix seconds) and the TTL `expires_at` (a year after the last use, so a key unused for a
 //! year stops costing storage). The gateways write it with one conditional UpdateItem, only
-//! when the recorded use is older than the interval; the key listing reads it per key.
+//! when the recorded use is older than the interval; a key listing reads them with BatchGetItem.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::DynamoStore;
-use super::codec::{EXPIRES_AT, Expr, get_i64, key_pk, n};
+use super::codec::{EXPIRES_AT, Expr, PK, get_i64, get_s, key_pk, n};
 use super::error;
 use crate::domain::keys::KeyPrefix;
 use crate::ports::store::{KeyUsage, StoreError};
@@ -68,23 +68,17 @@ impl KeyUsage for DynamoStore {
         &self,
         prefixes: &[KeyPrefix],
     ) -> Result<HashMap<KeyPrefix, DateTime<Utc>>, StoreError> {
+        let mut by_pk: HashMap<String, &KeyPrefix> =
+            prefixes.iter().map(|p| (usage_pk(p), p)).collect();
+        let pks: Vec<&str> = by_pk.keys().map(String::as_str).collect();
+        let items = self.batch_get_limits(&pks, false).await?;
         let mut out = HashMap::new();
-        for prefix in prefixes {
-            self.trip();
-            let item = self
-                .client
-                .get_item()
-                .table_name(&self.names.limits)
-                .set_key(Some(key_pk(usage_pk(prefix))))
-                .send()
-                .await
-                .map_err(|e| error::sdk("GetItem", e))?
-                .item;
-            if let Some(item) = item {
-                let at = get_i64(&item, "last_used_at")?;
-                if let Some(at) = DateTime::from_timestamp(at, 0) {
-                    out.insert(prefix.clone(), at);
-                }
+        for item in &items {
+            let Some(prefix) = by_pk.remove(get_s(item, PK)?) else {
+                continue;
+            };
+            if let Some(at) = DateTime::from_timestamp(get_i64(item, "last_used_at")?, 0) {
+                out.insert(prefix.clone(), at);
             }
         }
         Ok(out)

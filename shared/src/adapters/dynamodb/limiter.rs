@@ -161,50 +161,52 @@ impl DynamoStore {
         Err(StoreError::Throttled)
     }
 
-    /// One BatchGetItem for up to 100 distinct keys, following `UnprocessedKeys`.
-    async fn batch_get_counters(
+    /// The limits table's items with these distinct partition keys (absent ones are left out):
+    /// one BatchGetItem per 100 keys, following `UnprocessedKeys`.
+    pub(super) async fn batch_get_limits(
         &self,
-        keys: &[&CounterKey],
-        into: &mut HashMap<String, Counter>,
-    ) -> Result<(), StoreError> {
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys.iter().map(|k| key_pk(k.as_str())).collect()))
-                .consistent_read(true)
-                .build()
-                .map_err(error::build)?,
-        );
-        for attempt in 0..=RETRIES {
-            let Some(request) = pending.take() else {
-                return Ok(());
-            };
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
+        pks: &[&str],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(pks.len());
+        for chunk in pks.chunks(BATCH_GET_MAX) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.iter().map(|pk| key_pk(*pk)).collect()))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(error::build)?,
+            );
+            for attempt in 0..=RETRIES {
+                let Some(request) = pending.take() else {
+                    break;
+                };
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                self.trip();
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.names.limits, request)
+                    .send()
+                    .await
+                    .map_err(|e| error::sdk("BatchGetItem", e))?;
+                found.extend(
+                    out.responses
+                        .and_then(|mut r| r.remove(&self.names.limits))
+                        .unwrap_or_default(),
+                );
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.names.limits))
+                    .filter(|k| !k.keys().is_empty());
             }
-            self.trip();
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.names.limits, request)
-                .send()
-                .await
-                .map_err(|e| error::sdk("BatchGetItem", e))?;
-            let items = out
-                .responses
-                .and_then(|mut r| r.remove(&self.names.limits))
-                .unwrap_or_default();
-            for item in &items {
-                into.insert(get_s(item, PK)?.to_owned(), decode_counter(item)?);
+            if pending.is_some() {
+                return Err(StoreError::Throttled);
             }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.names.limits))
-                .filter(|k| !k.keys().is_empty());
         }
-        match pending {
-            None => Ok(()),
-            Some(_) => Err(StoreError::Throttled),
-        }
+        Ok(found)
     }
 }
 
@@ -212,12 +214,12 @@ impl DynamoStore {
 impl LimiterStore for DynamoStore {
     async fn read_counters(&self, keys: &[CounterKey]) -> Result<Vec<Counter>, StoreError> {
         // BatchGetItem rejects duplicate keys: ask for each key once, answer in `keys` order.
-        let mut distinct: Vec<&CounterKey> = keys.iter().collect();
-        distinct.sort();
+        let mut distinct: Vec<&str> = keys.iter().map(CounterKey::as_str).collect();
+        distinct.sort_unstable();
         distinct.dedup();
         let mut found = HashMap::new();
-        for chunk in distinct.chunks(BATCH_GET_MAX) {
-            self.batch_get_counters(chunk, &mut found).await?;
+        for item in &self.batch_get_limits(&distinct, true).await? {
+            found.insert(get_s(item, PK)?.to_owned(), decode_counter(item)?);
         }
         Ok(keys
             .iter()
