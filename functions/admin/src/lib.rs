@@ -446,21 +446,21 @@ fn tenant_response(
 
 async fn list_tenants(state: &AdminState, call: Call) -> Served {
     let limit = limit(&call.req, 100)?;
-    let after = query(&call.req, "cursor");
-    let all = state.store.tenant_configs().await?;
-    let page: Vec<&TenantConfig> = all
-        .iter()
-        .map(|c| c.as_ref())
-        .filter(|c| after.as_deref().is_none_or(|a| c.tenant_id.as_str() > a))
-        .take(limit)
-        .collect();
-    let next = (page.len() == limit)
-        .then(|| page.last().map(|c| c.tenant_id.to_string()))
-        .flatten()
-        .filter(|last| all.last().is_some_and(|c| c.tenant_id.as_str() != last));
+    let after = match query(&call.req, "cursor") {
+        Some(raw) => Some(TenantId::parse(&raw).map_err(|e| Refusal {
+            param: Some("cursor"),
+            ..Refusal::invalid(format!("cursor: {e}"))
+        })?),
+        None => None,
+    };
+    let page = state
+        .store
+        .tenant_config_page(after.as_ref(), limit)
+        .await?;
+    let tenants: Vec<&TenantConfig> = page.configs.iter().map(|c| c.as_ref()).collect();
     Ok(edge::json(
         StatusCode::OK,
-        &json!({"tenants": page, "next_cursor": next}),
+        &json!({"tenants": tenants, "next_cursor": page.next}),
         &call.request_id,
     ))
 }

@@ -536,6 +536,27 @@ pub trait TenantAdmin: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Every tenant's configuration, ordered by tenant id.
     async fn tenant_configs(&self) -> Result<Vec<Arc<TenantConfig>>, StoreError>;
+    /// At most `limit` (at least 1) tenants' configurations, ordered by tenant id, strictly
+    /// after `after`; `next` is the id to continue after when more may follow (a full page
+    /// may be followed by an empty one).
+    async fn tenant_config_page(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<TenantPage, StoreError> {
+        let rest: Vec<Arc<TenantConfig>> = self
+            .tenant_configs()
+            .await?
+            .into_iter()
+            .filter(|c| after.is_none_or(|a| c.tenant_id > *a))
+            .collect();
+        let more = rest.len() > limit;
+        let configs: Vec<Arc<TenantConfig>> = rest.into_iter().take(limit).collect();
+        let next = more
+            .then(|| configs.last().map(|c| c.tenant_id.clone()))
+            .flatten();
+        Ok(TenantPage { configs, next })
+    }
     /// Stores a key, replacing any with the same prefix.
     async fn put_key(&self, key: StoredKey) -> Result<(), StoreError>;
     /// The keys of one tenant (hashes and prefixes; never a plaintext), oldest first.
@@ -557,6 +578,15 @@ pub trait TenantAdmin: Send + Sync {
         model: &str,
         owner: &TenantId,
     ) -> Result<(), StoreError>;
+}
+
+/// One page of tenants, by id.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPage {
+    /// The configurations, by tenant id.
+    pub configs: Vec<Arc<TenantConfig>>,
+    /// The id to continue after; `None` on the last page.
+    pub next: Option<TenantId>,
 }
 
 /// One page of an audit log, newest first.

@@ -648,3 +648,39 @@ fn decimal(value: &Value) -> rust_decimal::Decimal {
         other => panic!("not an amount: {other}"),
     }
 }
+
+#[tokio::test]
+async fn the_tenant_list_is_paged_by_cursor() {
+    let gw = Gateway::simulated().await;
+    let admin = admin_on(&gw);
+    let all = send(&admin, Method::GET, "/admin/v1/tenants", None)
+        .await
+        .json();
+    let ids = |page: &Value| -> Vec<String> {
+        page["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenant_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let everyone = ids(&all);
+    assert!(everyone.len() >= 2, "{everyone:?}");
+    assert_eq!(all["next_cursor"], Value::Null);
+    let (mut seen, mut path) = (Vec::new(), "/admin/v1/tenants?limit=1".to_owned());
+    loop {
+        let page = send(&admin, Method::GET, &path, None).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        assert!(ids(&page).len() <= 1);
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/admin/v1/tenants?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, everyone);
+    let bad = send(&admin, Method::GET, "/admin/v1/tenants?cursor=%20", None).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["param"], "cursor");
+}

@@ -533,6 +533,53 @@ mod contract {
         assert!(stored.display_name.starts_with("writer "));
     }
 
+    /// Tenants listed a page at a time: every tenant once, in id order, no page over its
+    /// limit, and at most one empty page at the end.
+    pub async fn tenant_pages<S: TenantAdmin>(store: &S) {
+        let page = store.tenant_config_page(None, 10).await.unwrap();
+        assert!(page.configs.is_empty() && page.next.is_none());
+        let ids: Vec<String> = (0..7).rev().map(|i| format!("tenant-{i:02}")).collect();
+        for id in &ids {
+            let mut config = tollgate::demo::acme_config().unwrap();
+            config.tenant_id = tenant(id);
+            store.put_tenant_config(config).await.unwrap();
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        for limit in [1, 2, 3, 7, 8] {
+            let (mut seen, mut after, mut pages) = (Vec::new(), None, Vec::new());
+            loop {
+                let page = store
+                    .tenant_config_page(after.as_ref(), limit)
+                    .await
+                    .unwrap();
+                assert!(page.configs.len() <= limit);
+                pages.push(page.configs.len());
+                seen.extend(page.configs.iter().map(|c| c.tenant_id.to_string()));
+                match page.next {
+                    Some(next) => {
+                        assert_eq!(Some(&next), page.configs.last().map(|c| &c.tenant_id));
+                        after = Some(next);
+                    }
+                    None => break,
+                }
+                assert!(pages.len() <= 8, "limit {limit}: {pages:?}");
+            }
+            assert_eq!(seen, sorted, "limit {limit}");
+            let empty = pages.iter().filter(|n| **n == 0).count();
+            assert!(
+                empty == 0 || (empty == 1 && pages.last() == Some(&0)),
+                "limit {limit}: {pages:?}"
+            );
+        }
+        let rest = store
+            .tenant_config_page(Some(&tenant("tenant-04")), 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = rest.configs.iter().map(|c| c.tenant_id.as_str()).collect();
+        assert_eq!(ids, ["tenant-05", "tenant-06"]);
+    }
+
     pub async fn tenant_configs<S: TenantConfigSource + TenantAdmin>(store: &S) {
         let acme = tollgate::demo::acme_config().unwrap();
         let mut globex = tollgate::demo::globex_config().unwrap();
@@ -1699,6 +1746,7 @@ tollgate_tests::contract_suite! {
         documents_are_paged_by_id_within_the_callers_own_registry => contract::document_pages,
         keys_are_found_by_prefix_listed_oldest_first_and_revoked_once => contract::keys,
         tenant_configs_get_increasing_versions_and_list_by_id => contract::tenant_configs,
+        tenants_are_listed_a_page_at_a_time_in_id_order => contract::tenant_pages,
         conditional_config_writes_apply_once_of_eight_concurrent_updates => contract::conditional_configs,
         usage_is_recorded_once_and_rollups_equal_the_sum_of_events => contract::usage,
         usage_adjustments_reconcile_counters_exactly_once => contract::usage_adjustments,

@@ -24,7 +24,9 @@ use super::tables::TENANTS_BY_TENANT;
 use crate::domain::ids::TenantId;
 use crate::domain::keys::{KeyHash, KeyPrefix, StoredKey};
 use crate::domain::tenant::{ProviderKind, TenantConfig};
-use crate::ports::store::{ApiKeyLookup, Expect, StoreError, TenantAdmin, TenantConfigSource};
+use crate::ports::store::{
+    ApiKeyLookup, Expect, StoreError, TenantAdmin, TenantConfigSource, TenantPage,
+};
 
 const CONFIG_SK: &str = "CONFIG";
 const KEY_SK: &str = "KEY";
@@ -133,6 +135,17 @@ impl DynamoStore {
         partition: String,
         sk_prefix: Option<&str>,
     ) -> Result<Vec<Item>, StoreError> {
+        let sort = sk_prefix.map(|p| ("begins_with(#sk, :sk)", p.to_owned()));
+        self.query_all(self.by_tenant(partition, sort)).await
+    }
+
+    /// A Query on the `by_tenant` index for `partition`, and when `sort` is given, its key
+    /// condition on the sort key (`#sk`, compared with `:sk`).
+    fn by_tenant(
+        &self,
+        partition: String,
+        sort: Option<(&str, String)>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
         let mut condition = String::from("#pk = :pk");
         let mut query = self
             .client
@@ -141,14 +154,14 @@ impl DynamoStore {
             .index_name(TENANTS_BY_TENANT)
             .expression_attribute_names("#pk", GSI1PK)
             .expression_attribute_values(":pk", s(partition));
-        if let Some(prefix) = sk_prefix {
-            condition.push_str(" AND begins_with(#sk, :prefix)");
+        if let Some((op, value)) = sort {
+            condition.push_str(" AND ");
+            condition.push_str(op);
             query = query
                 .expression_attribute_names("#sk", GSI1SK)
-                .expression_attribute_values(":prefix", s(prefix));
+                .expression_attribute_values(":sk", s(value));
         }
-        self.query_all(query.key_condition_expression(condition))
-            .await
+        query.key_condition_expression(condition)
     }
 }
 
@@ -258,6 +271,50 @@ impl TenantAdmin for DynamoStore {
             .iter()
             .map(decode_config)
             .collect()
+    }
+
+    /// One Query on `by_tenant` (more only when DynamoDB's 1 MB page holds fewer than
+    /// `limit` configurations), from the item after `after`.
+    async fn tenant_config_page(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<TenantPage, StoreError> {
+        let sort = after.map(|a| ("#sk > :sk", a.to_string()));
+        let query = self.by_tenant(TENANTS_PARTITION.to_owned(), sort);
+        let mut configs = Vec::new();
+        let mut start = None;
+        loop {
+            let want = i32::try_from(limit.saturating_sub(configs.len())).unwrap_or(i32::MAX);
+            self.trip();
+            let out = query
+                .clone()
+                .limit(want.max(1))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| error::sdk("Query", e))?;
+            let page = out.items.unwrap_or_default();
+            self.count_read(&page, false);
+            for item in &page {
+                configs.push(decode_config(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() && configs.len() < limit => start = Some(key),
+                Some(key) if !key.is_empty() => {
+                    let next = configs
+                        .last()
+                        .map(|c: &Arc<TenantConfig>| c.tenant_id.clone());
+                    return Ok(TenantPage { configs, next });
+                }
+                _ => {
+                    return Ok(TenantPage {
+                        configs,
+                        next: None,
+                    });
+                }
+            }
+        }
     }
 
     async fn put_key(&self, key: StoredKey) -> Result<(), StoreError> {
