@@ -51,6 +51,9 @@ pub enum AuditAction {
     /// An upstream quota was set.
     #[serde(rename = "quota.set")]
     QuotaSet,
+    /// A fine-tuned model was registered to a tenant (or moved to it).
+    #[serde(rename = "fine_tuned.register")]
+    FineTunedRegister,
 }
 
 impl AuditAction {
@@ -66,6 +69,7 @@ impl AuditAction {
             Self::KeyRevoke => "key.revoke",
             Self::PriceSet => "price.set",
             Self::QuotaSet => "quota.set",
+            Self::FineTunedRegister => "fine_tuned.register",
         }
     }
 }

@@ -209,7 +209,7 @@ pub async fn execute(store: &dyn AdminStore, command: AdminCommand) -> anyhow::R
         AdminCommand::Audit(args) => audit::execute(store, args).await,
         AdminCommand::Replay(args) => replay::execute(store, args).await,
         AdminCommand::Usage(args) => usage::execute(store, args.command).await,
-        AdminCommand::User(args) => user::execute(store, args.command).await,
+        AdminCommand::User(args) => user::execute(store, audit, args.command).await,
         AdminCommand::Anomalies(args) => {
             // The same thresholds as the function (TOLLGATE_ANOMALY_*), and its alerts: the
             // deployment's CloudWatch metrics, or kept in memory with the in-memory store.

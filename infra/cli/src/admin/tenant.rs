@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use tollgate::domain::audit::AuditAction;
 use tollgate::domain::budget::BudgetCap;
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::{DegradationPolicy, LimitOverrides, MAX_LIMIT};
@@ -410,7 +411,7 @@ where
         TenantCommand::Update(args) => update(store, audit, *args).await,
         TenantCommand::Disable { id } => set_disabled(store, audit, &id, true).await,
         TenantCommand::Enable { id } => set_disabled(store, audit, &id, false).await,
-        TenantCommand::RegisterFineTuned(args) => register_fine_tuned(store, args).await,
+        TenantCommand::RegisterFineTuned(args) => register_fine_tuned(store, audit, args).await,
     }
 }
 
@@ -595,7 +596,11 @@ where
     Ok(out)
 }
 
-pub async fn register_fine_tuned<S>(store: &S, args: RegisterArgs) -> anyhow::Result<Output>
+pub async fn register_fine_tuned<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    args: RegisterArgs,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
@@ -606,8 +611,9 @@ where
     if model.is_empty() {
         return Err(UsageError::new("--model is empty").into());
     }
-    match store.fine_tuned_owner(provider, model).await? {
-        Some(owner) if owner == tenant => {
+    let before = store.fine_tuned_owner(provider, model).await?;
+    match &before {
+        Some(owner) if *owner == tenant => {
             return Ok(Output::stdout(format!(
                 "{provider} model `{model}` is already registered to `{tenant}`\n"
             )));
@@ -619,6 +625,16 @@ where
         _ => {}
     }
     store.register_fine_tuned(provider, model, &tenant).await?;
+    let owner = |t: &TenantId| serde_json::json!({"owner": t});
+    audit
+        .record_values(
+            Some(&tenant),
+            AuditAction::FineTunedRegister,
+            format!("fine_tuned/{provider}/{model}"),
+            (before.as_ref().map(owner).as_ref(), &owner(&tenant)),
+            chrono::Utc::now(),
+        )
+        .await?;
     Ok(Output::stdout(format!(
         "registered {provider} model `{model}` to tenant `{tenant}`\n"
     )))
@@ -626,7 +642,7 @@ where
 
 /// The configuration of `id`, or a clear error.
 /// A refused change in the operator's words (exit 1; nothing was written).
-fn refused(id: &TenantId, err: TenantAdminError) -> anyhow::Error {
+pub(super) fn refused(id: &TenantId, err: TenantAdminError) -> anyhow::Error {
     match err {
         TenantAdminError::Exists(_) => anyhow::anyhow!(
             "tenant `{id}` already exists; change it with `tollgate tenant update {id}`"

@@ -1451,6 +1451,30 @@ async fn every_change_is_audited_with_actor_before_and_after_and_no_key_material
     ok(&store, &["tenant", "update", "acme", "--tpm", "1234"]).await;
     ok(&store, &["tenant", "disable", "acme"]).await;
     ok(&store, &["tenant", "enable", "acme"]).await;
+    ok(
+        &store,
+        &["user", "limits", "set", "acme", "ann", "--tpm", "100"],
+    )
+    .await;
+    // Setting the same limits again changes nothing and records nothing.
+    ok(
+        &store,
+        &["user", "limits", "set", "acme", "ann", "--tpm", "100"],
+    )
+    .await;
+    ok(
+        &store,
+        &[
+            "tenant",
+            "register-fine-tuned",
+            "acme",
+            "--provider",
+            "openai",
+            "--model",
+            "ft:gpt-4o-mini:acme::audit",
+        ],
+    )
+    .await;
     let created = ok(&store, &["key", "create", "acme", "--name", "ci"]).await;
     let key = created.stdout.trim_end().to_owned();
     let prefix = key.split('_').nth(1).unwrap().to_owned();
@@ -1488,6 +1512,8 @@ async fn every_change_is_audited_with_actor_before_and_after_and_no_key_material
             A::TenantUpdate,
             A::TenantDisable,
             A::TenantEnable,
+            A::TenantUpdate,
+            A::FineTunedRegister,
             A::KeyCreate,
             A::KeyRotate,
             A::KeyRevoke,
@@ -1495,6 +1521,20 @@ async fn every_change_is_audited_with_actor_before_and_after_and_no_key_material
             A::TenantEnable,
         ]
     );
+    let users = &acme.records[acme.records.len() - 5];
+    assert_eq!(users.action, A::TenantUpdate);
+    assert!(users.before.as_ref().unwrap()["end_users"].is_null());
+    assert_eq!(
+        users.after.as_ref().unwrap()["end_users"]["overrides"]["ann"]["tokens_per_minute"],
+        100
+    );
+    let registered = &acme.records[acme.records.len() - 6];
+    assert_eq!(
+        registered.resource,
+        "fine_tuned/openai/ft:gpt-4o-mini:acme::audit"
+    );
+    assert_eq!(registered.after, Some(serde_json::json!({"owner": "acme"})));
+    assert_eq!(registered.before, None);
     let update = &acme.records[acme.records.len() - 2];
     assert_eq!(update.action, A::TenantUpdate);
     assert_eq!(update.resource, "tenant/acme");

@@ -4,11 +4,14 @@
 //! default fields. They live in the tenant's configuration (one write; gateways pick it up
 //! within their directory cache TTL), at most `MAX_USER_OVERRIDES` per tenant.
 
+use tollgate::domain::audit::AuditAction;
 use tollgate::domain::budget::{BudgetCap, MAX_USER_OVERRIDES, UserLimits};
 use tollgate::domain::ids::TenantId;
 use tollgate::domain::limits::MAX_LIMIT;
 use tollgate::domain::profile::UserId;
-use tollgate::ports::store::{TenantAdmin, TenantConfigSource};
+use tollgate::ports::store::{Expect, TenantAdmin, TenantConfigSource};
+use tollgate::service::audit::Auditor;
+use tollgate::service::tenant_admin::{self, Edit, TenantAdminError};
 
 use super::parse;
 use super::tenant::load;
@@ -97,7 +100,11 @@ pub enum LimitsCommand {
     },
 }
 
-pub async fn execute<S>(store: &S, command: UserCommand) -> anyhow::Result<Output>
+pub async fn execute<S>(
+    store: &S,
+    audit: &Auditor<'_>,
+    command: UserCommand,
+) -> anyhow::Result<Output>
 where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
@@ -121,12 +128,12 @@ where
                 )
                 .into());
             }
-            edit(store, &tenant, &user, |limits| {
+            edit(store, audit, &tenant, &user, |limits| {
                 Some(limits.unwrap_or_default().overridden_by(&change))
             })
             .await
         }
-        LimitsCommand::Clear { tenant, user } => edit(store, &tenant, &user, |_| None).await,
+        LimitsCommand::Clear { tenant, user } => edit(store, audit, &tenant, &user, |_| None).await,
         LimitsCommand::Show { tenant, user, json } => {
             let config = load(store, &tenant).await?;
             let policy = &config.end_users;
@@ -170,9 +177,11 @@ where
 }
 
 /// Applies `change` to the limits of `who` (`None` in: none set; `None` out: remove them) and
-/// stores the configuration when it changed.
+/// stores the configuration when it changed: a conditional tenant write (`tenant_admin`),
+/// recorded in the audit log as a `tenant.update`.
 async fn edit<S>(
     store: &S,
+    audit: &Auditor<'_>,
     tenant: &TenantId,
     who: &Who,
     change: impl FnOnce(Option<UserLimits>) -> Option<UserLimits>,
@@ -181,40 +190,49 @@ where
     S: TenantAdmin + TenantConfigSource + ?Sized,
 {
     let current = load(store, tenant).await?;
-    let mut config = (*current).clone();
-    let policy = &mut config.end_users;
-    match who {
-        Who::Everyone => {
-            let before = (!policy.defaults.is_empty()).then_some(policy.defaults);
-            policy.defaults = change(before).unwrap_or_default();
+    let edit = Edit {
+        id: tenant,
+        expect: Expect::Version(current.version),
+        action: AuditAction::TenantUpdate,
+    };
+    let saved = tenant_admin::update(store, audit, edit, chrono::Utc::now(), |config| {
+        let policy = &mut config.end_users;
+        match who {
+            Who::Everyone => {
+                let before = (!policy.defaults.is_empty()).then_some(policy.defaults);
+                policy.defaults = change(before).unwrap_or_default();
+            }
+            Who::One(id) => match change(policy.overrides.get(id).copied()) {
+                Some(limits) => {
+                    policy.overrides.insert(id.clone(), limits);
+                }
+                None => {
+                    policy.overrides.remove(id);
+                }
+            },
         }
-        Who::One(id) => match change(policy.overrides.get(id).copied()) {
-            Some(limits) => {
-                policy.overrides.insert(id.clone(), limits);
-            }
-            None => {
-                policy.overrides.remove(id);
-            }
-        },
-    }
-    if config.end_users == current.end_users {
+        if policy.overrides.len() > MAX_USER_OVERRIDES {
+            return Err(TenantAdminError::Invalid(format!(
+                "tenant `{tenant}` already has {MAX_USER_OVERRIDES} end users with their own \
+                 limits; raise the defaults (`*`) or clear some"
+            )));
+        }
+        tenant_admin::check(config)
+    })
+    .await
+    .map_err(|err| match err {
+        TenantAdminError::Invalid(message) => UsageError::new(message).into(),
+        other => super::tenant::refused(tenant, other),
+    })?;
+    if !saved.changed {
         return Ok(Output::stdout(format!(
             "{who} of tenant `{tenant}`: unchanged (version {})\n",
             current.version
         )));
     }
-    if config.end_users.overrides.len() > MAX_USER_OVERRIDES {
-        return Err(UsageError::new(format!(
-            "tenant `{tenant}` already has {MAX_USER_OVERRIDES} end users with their own limits; \
-             raise the defaults (`*`) or clear some"
-        ))
-        .into());
-    }
-    config.validate()?;
-    let version = store.put_tenant_config(config).await?;
     Ok(Output::stdout(format!(
-        "{who} of tenant `{tenant}`: limits updated (version {} -> {version})\n",
-        current.version
+        "{who} of tenant `{tenant}`: limits updated (version {} -> {})\n",
+        current.version, saved.config.version
     ))
     .note("running gateways apply it within their directory cache TTL (TOLLGATE_DIRECTORY_CACHE_SECS, 30 s by default)"))
 }
