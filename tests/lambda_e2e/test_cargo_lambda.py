@@ -4,7 +4,9 @@
 functions ([workspace.metadata.lambda.watch.router] in Cargo.toml). The functions run on
 DynamoDB in moto with the real OpenAI and Anthropic adapters pointed at the provider stand-ins
 and the Qdrant adapter at the Qdrant stand-in. The tenant and its key were created with the
-`tollgate` CLI. Environment (set by infra/test.sh):
+`tollgate` CLI. The admin function is reached with SigV4-signed requests through
+`iam_gateway.py`, a stand-in for API Gateway's AWS_IAM authorizer. Environment (set by
+infra/test.sh):
 
 - LAMBDA_URL: the watch server, e.g. http://127.0.0.1:9000
 - TENANT_KEY: the key `tollgate key create` printed
@@ -262,3 +264,81 @@ def test_admin_sets_a_budget_a_price_and_a_quota_in_dynamodb():
     assert set_quota["statusCode"] == 200, set_quota
     quotas = json.loads(invoke_admin_event("GET", "/admin/v1/quotas", "/admin/v1/quotas")["body"])
     assert quota in quotas["quotas"], quotas
+
+
+# The signed path: SigV4 requests through an AWS_IAM authorizer stand-in (iam_gateway.py)
+# that verifies each signature and hands the admin binary the signer's ARN, as API Gateway does.
+OPERATOR_KEY, OPERATOR_SECRET = "AKIDLOCALOPERATOR01", "local-test-signing-secret-not-aws"
+OPERATOR_ARN = "arn:aws:sts::123456789012:assumed-role/backoffice/signed-e2e"
+
+
+@pytest.fixture(scope="module")
+def iam_gateway():
+    from iam_gateway import IamGateway
+
+    gateway = IamGateway(URL, "admin", {OPERATOR_KEY: (OPERATOR_SECRET, OPERATOR_ARN)},
+                         FIRST_CALL_TIMEOUT)
+    yield gateway
+    gateway.close()
+
+
+def test_signed_requests_provision_a_tenant_a_key_and_a_budget(iam_gateway):
+    from iam_gateway import send, signed
+
+    base = f"{iam_gateway.url}/prod/admin/v1"
+
+    def call(method, path, body=None, headers=None):
+        request = signed(method, base + path, OPERATOR_KEY, OPERATOR_SECRET, body, headers)
+        return send(request, FIRST_CALL_TIMEOUT)
+
+    with open(os.path.join(os.environ["REPO_ROOT"],
+                           "functions/admin/events/create-tenant-rest-stage.json")) as f:
+        config = json.loads(json.load(f)["body"])
+    config["tenant_id"] = "signed-e2e"
+    status, created = call("POST", "/tenants", config)
+    assert status == 201, created
+    status, issued = call("POST", "/tenants/signed-e2e/keys", {"scopes": ["chat"]})
+    assert status == 201, issued
+    status, budget = call("GET", "/tenants/signed-e2e/budget")
+    assert status == 200, budget
+    status, changed = call("PUT", "/tenants/signed-e2e/budget", {"daily_usd": "3"},
+                           {"if-match": f'"{budget["version"]}"'})
+    assert status == 200, changed
+    assert changed["in_force"]["daily_usd"] in ("3", 3), changed
+    status, audit = call("GET", "/audit?tenant=signed-e2e&limit=10")
+    assert status == 200, audit
+    actions = [(r["action"], r["actor"]) for r in audit["records"]]
+    assert actions == [("tenant.update", OPERATOR_ARN), ("key.create", OPERATOR_ARN),
+                       ("tenant.create", OPERATOR_ARN)], actions
+    # The key serves at the gateway at once.
+    tenant_client = openai.OpenAI(base_url=f"{URL}/v1", api_key=issued["key"],
+                                  timeout=FIRST_CALL_TIMEOUT, max_retries=0)
+    reply = tenant_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "signed provisioning"}])
+    assert reply.choices[0].message.content
+
+
+def test_unsigned_tampered_stale_or_unknown_requests_never_reach_the_function(iam_gateway):
+    from iam_gateway import send, signed
+
+    url = f"{iam_gateway.url}/prod/admin/v1/tenants"
+    body = {"tenant_id": "never-created"}
+    before = iam_gateway.invocations
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=6)
+    cases = [
+        (urllib.request.Request(url, method="GET"), "Missing Authentication Token"),
+        (signed("POST", url, "AKIDUNKNOWN000000000", OPERATOR_SECRET, body), "security token"),
+        (signed("POST", url, OPERATOR_KEY, "a-wrong-secret", body), "signature"),
+        (signed("POST", url, OPERATOR_KEY, OPERATOR_SECRET, body,
+                sign_body={"tenant_id": "something-else"}), "signature"),
+        (signed("POST", url, OPERATOR_KEY, OPERATOR_SECRET, body, at=stale), "expired"),
+    ]
+    for request, says in cases:
+        status, answer = send(request, FIRST_CALL_TIMEOUT)
+        assert status == 403, answer
+        assert says in answer["message"], answer
+    assert iam_gateway.invocations == before, "a refused request reached the function"
+    # A signed request for the same path works: the refusals were the signatures'.
+    status, listed = send(signed("GET", url, OPERATOR_KEY, OPERATOR_SECRET), FIRST_CALL_TIMEOUT)
+    assert status == 200, listed
+    assert "never-created" not in [t["tenant_id"] for t in listed["tenants"]]
