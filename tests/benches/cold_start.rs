@@ -12,7 +12,9 @@
 //! (or stall) instead of asking for its first event, and the bench says so. So this also checks
 //! that init makes no network call.
 //!
-//! Needs release binaries: `infra/cold-start.sh` builds them and runs this.
+//! Needs release binaries: `infra/cold-start.sh` builds them and runs this. To measure some
+//! functions only: `cargo bench -p tollgate-tests --bench cold_start -- admin` (after
+//! `cargo build --release -p admin` and `--bin hello_lambda`).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -161,14 +163,23 @@ async fn main() {
         "{:<20} {:>8} {:>8} {:>8}",
         "function", "p50 ms", "p95 ms", "max ms"
     );
-    for name in [
-        "hello_lambda",
+    // `cargo bench --bench cold_start -- admin` measures only the functions named (and the
+    // baseline); with none named, every function.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let functions = [
         "invoke",
         "ingest",
         "usage-report",
         "anomaly-scheduler",
         "admin",
-    ] {
+    ];
+    let chosen = functions
+        .into_iter()
+        .filter(|f| only.is_empty() || only.iter().any(|o| o == f));
+    for name in std::iter::once("hello_lambda").chain(chosen) {
         if let Some(samples) = measure(name).await {
             println!(
                 "{name:<20} {:>8.1} {:>8.1} {:>8.1}",
