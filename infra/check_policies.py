@@ -147,8 +147,8 @@ EXPECTED = {
     # KEY#, PRICE# or QUOTA#, and each function's grants must equal its entry).
     "AdminFunction": {
         "TenantsTable": {
-            "dynamodb:GetItem": {"KEY#", "TENANT#", "FT#"},
-            "dynamodb:UpdateItem": {"KEY#", "TENANT#"},
+            "dynamodb:GetItem": {"KEY#", "TENANT#", "FT#", "PRICE#"},
+            "dynamodb:UpdateItem": {"KEY#", "TENANT#", "PRICE#"},
             "dynamodb:PutItem": {"KEY#", "AUDIT#", "PRICE#", "QUOTA#"},
             "dynamodb:Query": {"AUDIT#", "PRICE#", "QUOTA#"},
         },

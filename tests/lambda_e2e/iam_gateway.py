@@ -6,7 +6,8 @@ what API Gateway does before the admin function runs:
 
 - refuses a request without a SigV4 `Authorization` header (403 "Missing Authentication Token"),
   with an unknown access key, a scope other than this region's `execute-api`, a timestamp more
-  than 5 minutes off, or a signature that does not match the request (403, nothing invoked);
+  than 5 minutes off, a path not in normal form (`//`, `..`), or a signature that does not
+  match the request (403, nothing invoked);
 - otherwise invokes the function through the watch server's Lambda invoke endpoint with a REST
   proxy event whose `requestContext.identity` carries the signer's ARN, and returns its answer.
 
@@ -128,6 +129,10 @@ class IamGateway:
                 split = urllib.parse.urlsplit(url)
                 now = datetime.datetime.now(datetime.timezone.utc)
                 try:
+                    # The signature covers the normalised path: forward only a path that is
+                    # its own normal form, so what was signed is what the function sees.
+                    if SigV4Auth._normalize_url_path(None, split.path) != split.path:
+                        raise Refused("The request path is not in normal form")
                     arn, access_key = verify(self.command, url, headers, body, principals, now)
                 except Refused as refused:
                     return self._answer(403, {"content-type": "application/json"},

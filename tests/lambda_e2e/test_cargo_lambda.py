@@ -316,6 +316,12 @@ def test_signed_requests_provision_a_tenant_a_key_and_a_budget(iam_gateway):
     reply = tenant_client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "signed provisioning"}])
     assert reply.choices[0].message.content
+    # Its cost is on the day's spend counter in DynamoDB, as the budget reads it.
+    status, spent = call("GET", "/tenants/signed-e2e/budget")
+    assert status == 200, spent
+    day = spent["day"]
+    assert float(day["spent_usd"]) > 0, day
+    assert abs(float(day["remaining_usd"]) - (3 - float(day["spent_usd"]))) < 1e-9, day
 
 
 def test_unsigned_tampered_stale_or_unknown_requests_never_reach_the_function(iam_gateway):
@@ -332,6 +338,8 @@ def test_unsigned_tampered_stale_or_unknown_requests_never_reach_the_function(ia
         (signed("POST", url, OPERATOR_KEY, OPERATOR_SECRET, body,
                 sign_body={"tenant_id": "something-else"}), "signature"),
         (signed("POST", url, OPERATOR_KEY, OPERATOR_SECRET, body, at=stale), "expired"),
+        (signed("POST", url.replace("/v1/", "/v1//"), OPERATOR_KEY, OPERATOR_SECRET, body),
+         "normal form"),
     ]
     for request, says in cases:
         status, answer = send(request, FIRST_CALL_TIMEOUT)

@@ -21,7 +21,8 @@
 //! - `GET  /admin/v1/prices`                      the price table in force, with each price's
 //!   source
 //! - `PUT  /admin/v1/prices`                      set an operator price: a price entry as
-//!   `GET /admin/v1/prices` lists it (`provider`, `model`, `input`, `output`, ...)
+//!   `GET /admin/v1/prices` lists it (`provider`, `model`, `input`, `output`, ...; its
+//!   `source` is ignored)
 //! - `GET  /admin/v1/quotas`                      the upstream quotas
 //! - `PUT  /admin/v1/quotas`                      set one: `{provider, model, key?,
 //!   tokens_per_minute}`
@@ -321,6 +322,9 @@ impl From<CatalogAdminError> for Refusal {
         let message = err.to_string();
         match err {
             CatalogAdminError::Invalid(_) => Self::invalid(message),
+            CatalogAdminError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+            }
             CatalogAdminError::Store(err) => err.into(),
             CatalogAdminError::Unaudited(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unaudited", message)
@@ -412,6 +416,17 @@ fn body<T: serde::de::DeserializeOwned>(req: &Request<Bytes>) -> Result<T, Refus
     serde_json::from_slice(raw).map_err(|e| Refusal::invalid(format!("invalid JSON body: {e}")))
 }
 
+/// A body that must be given: a PUT replaces what it names, so an empty one is refused rather
+/// than read as `{}` (which would reset every field it leaves out).
+fn required_body<T: serde::de::DeserializeOwned>(req: &Request<Bytes>) -> Result<T, Refusal> {
+    if req.body().iter().all(u8::is_ascii_whitespace) {
+        return Err(Refusal::invalid(
+            "this request needs a JSON body (send {} to mean \"every field at its default\")",
+        ));
+    }
+    body(req)
+}
+
 /// `If-Match: "7"` (or `7`, or `W/"7"`): the version the change is based on.
 fn if_match(req: &Request<Bytes>) -> Result<Option<u64>, Refusal> {
     let Some(raw) = req.headers().get(IF_MATCH) else {
@@ -467,7 +482,7 @@ async fn list_tenants(state: &AdminState, call: Call) -> Served {
 
 /// A configuration from a request body: `version` may be left out (the store assigns it).
 fn config_body(req: &Request<Bytes>) -> Result<TenantConfig, Refusal> {
-    let mut value: Value = body(req)?;
+    let mut value: Value = required_body(req)?;
     if let Some(map) = value.as_object_mut() {
         map.entry("version").or_insert(json!(0));
     }
@@ -695,40 +710,52 @@ async fn revoke_key(state: &AdminState, call: Call) -> Served {
 
 async fn get_budget(state: &AdminState, call: Call) -> Served {
     let id = tenant_param(&call.params)?;
-    budget_response(state, &id, &call.request_id, None).await
+    let status = budget_admin::status(state.store.as_ref(), &id, Utc::now()).await?;
+    Ok(budget_response(&status, None, &call.request_id))
 }
 
-async fn budget_response(
-    state: &AdminState,
-    id: &TenantId,
-    request_id: &RequestId,
+fn budget_response(
+    status: &budget_admin::BudgetStatus,
     changed: Option<bool>,
-) -> Served {
-    let status = budget_admin::status(state.store.as_ref(), id, Utc::now()).await?;
-    let mut body = serde_json::to_value(&status).unwrap_or(Value::Null);
+    request_id: &RequestId,
+) -> Response<Body> {
+    let mut body = serde_json::to_value(status).unwrap_or(Value::Null);
     if let (Some(changed), Some(map)) = (changed, body.as_object_mut()) {
         map.insert("changed".into(), json!(changed));
     }
-    Ok(with_etag(
+    with_etag(
         edge::json(StatusCode::OK, &body, request_id),
         status.version,
-    ))
+    )
 }
 
 async fn set_budget(state: &AdminState, call: Call) -> Served {
     let id = tenant_param(&call.params)?;
     let expect = if_match(&call.req)?.map_or(Expect::Anything, Expect::Version);
-    let budget: BudgetOverrides = body(&call.req)?;
+    let budget: BudgetOverrides = required_body(&call.req)?;
+    let now = Utc::now();
     let saved = budget_admin::set(
         state.store.as_ref(),
         &call.auditor(state),
         &id,
         budget,
         expect,
-        Utc::now(),
+        now,
     )
     .await?;
-    budget_response(state, &id, &call.request_id, Some(saved.changed)).await
+    // The change is written: answer from what was written, the spend only if it reads.
+    let status = match budget_admin::status_of(state.store.as_ref(), &saved.config, now).await {
+        Ok(status) => status,
+        Err(err) => {
+            tracing::warn!(request_id = %call.request_id, error = %err, "budget set; its spend could not be read for the answer");
+            budget_admin::unread(&saved.config, now)
+        }
+    };
+    Ok(budget_response(
+        &status,
+        Some(saved.changed),
+        &call.request_id,
+    ))
 }
 
 async fn list_prices(state: &AdminState, call: Call) -> Served {
@@ -737,7 +764,13 @@ async fn list_prices(state: &AdminState, call: Call) -> Served {
 }
 
 async fn set_price(state: &AdminState, call: Call) -> Served {
-    let entry: PriceEntry = body(&call.req)?;
+    // A price as `GET /admin/v1/prices` lists it may be sent back: its `source` is ignored.
+    let mut value: Value = required_body(&call.req)?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("source");
+    }
+    let entry: PriceEntry = serde_json::from_value(value)
+        .map_err(|e| Refusal::invalid(format!("not a price entry: {e}")))?;
     let previous = catalog_admin::set_price(
         state.store.as_ref(),
         &call.auditor(state),
@@ -762,7 +795,7 @@ async fn list_quotas(state: &AdminState, call: Call) -> Served {
 }
 
 async fn set_quota(state: &AdminState, call: Call) -> Served {
-    let quota: UpstreamQuota = body(&call.req)?;
+    let quota: UpstreamQuota = required_body(&call.req)?;
     let previous = catalog_admin::set_quota(
         state.store.as_ref(),
         &call.auditor(state),

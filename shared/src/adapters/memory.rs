@@ -26,7 +26,7 @@ use crate::ports::metrics::{MetricsSink, RequestMetrics};
 use crate::ports::store::{
     ActivePage, AddOutcome, AnomalyRecord, AnomalyStore, ApiKeyLookup, BudgetEventRecorder,
     BudgetEventStore, CachedEmbeddings, Catalog, ClaimOutcome, ConversationStore, Counter,
-    CounterAdd, CounterGuard, CounterKey, DocumentRecord, DocumentStore, LimiterStore,
+    CounterAdd, CounterGuard, CounterKey, DocumentRecord, DocumentStore, LimiterStore, PriceLayer,
     ProfileStore, Recorded, ResponseCache, StoreError, StoredBudgetEvent, TenantAdmin,
     TenantConfigSource, Turn, UsageActivity, UsageQuery, UsageSink,
 };
@@ -41,6 +41,9 @@ type AnomalyKey = (DateTime<Utc>, TenantId, String);
 /// Provider, model, key position (`None`: the model's quota across its keys).
 type QuotaId = (ProviderKind, String, Option<u16>);
 
+/// Operator price entries by provider and model.
+type PriceEntries = BTreeMap<(ProviderKind, String), PriceEntry>;
+
 /// Every store port in memory (see the module docs).
 #[derive(Default)]
 pub struct MemoryStore {
@@ -51,7 +54,8 @@ pub struct MemoryStore {
     /// rollup and its limiter adjustments is one atomic step, as in DynamoDB's transaction.
     ledger: Mutex<Ledger>,
     cache: Mutex<HashMap<String, (Cached, Instant)>>,
-    prices: RwLock<BTreeMap<(ProviderKind, String), PriceEntry>>,
+    /// The operator price entries and their version.
+    prices: RwLock<(u64, PriceEntries)>,
     /// Document entries and storage counters share one lock: a claim checks and writes both in
     /// one step, as DynamoDB's transaction does.
     documents: Mutex<DocumentLedger>,
@@ -707,20 +711,24 @@ impl ProfileStore for MemoryStore {
 
 #[async_trait]
 impl Catalog for MemoryStore {
-    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
-        Ok(self
-            .prices
-            .read()
-            .map_err(poisoned)?
-            .values()
-            .cloned()
-            .collect())
+    async fn price_layer(&self) -> Result<PriceLayer, StoreError> {
+        let prices = self.prices.read().map_err(poisoned)?;
+        Ok(PriceLayer {
+            entries: prices.1.values().cloned().collect(),
+            version: prices.0,
+        })
     }
 
-    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError> {
-        self.prices
-            .write()
-            .map_err(poisoned)?
+    async fn put_price_if(&self, entry: &PriceEntry, version: u64) -> Result<(), StoreError> {
+        let mut prices = self.prices.write().map_err(poisoned)?;
+        if prices.0 != version {
+            return Err(StoreError::Conflict {
+                current: Some(prices.0),
+            });
+        }
+        prices.0 += 1;
+        prices
+            .1
             .insert((entry.provider, entry.model.clone()), entry.clone());
         Ok(())
     }

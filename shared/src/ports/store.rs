@@ -79,13 +79,42 @@ pub trait TenantConfigSource: Send + Sync {
     ) -> Result<Option<TenantId>, StoreError>;
 }
 
+/// The operator's price entries as one versioned set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PriceLayer {
+    /// The entries, by provider and model.
+    pub entries: Vec<PriceEntry>,
+    /// Moves by one with every write.
+    pub version: u64,
+}
+
 /// Operator-maintained catalog: price overrides and upstream quotas per provider model.
 #[async_trait]
 pub trait Catalog: Send + Sync {
     /// Operator price entries (merged over the bundled table by the service).
-    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError>;
-    /// Stores an operator price, replacing any for the same provider and model.
-    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError>;
+    async fn prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
+        Ok(self.price_layer().await?.entries)
+    }
+    /// The operator price entries with the version of the set (0 before the first write):
+    /// what [`Catalog::put_price_if`] is conditional on.
+    async fn price_layer(&self) -> Result<PriceLayer, StoreError>;
+    /// Stores `entry` (replacing any for its provider and model) if the operator's entries are
+    /// still at `version`, moving them to `version + 1`, in one atomic write; else
+    /// [`StoreError::Conflict`] and nothing is written. A set checked against one version of
+    /// the entries therefore lands on that version, however many are made at once.
+    async fn put_price_if(&self, entry: &PriceEntry, version: u64) -> Result<(), StoreError>;
+    /// Stores an operator price on whatever version is current (seeding, tests): retries
+    /// [`Catalog::put_price_if`] while other writes move the version.
+    async fn put_price(&self, entry: &PriceEntry) -> Result<(), StoreError> {
+        for _ in 0..16 {
+            let version = self.price_layer().await?.version;
+            match self.put_price_if(entry, version).await {
+                Err(StoreError::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Throttled)
+    }
     /// Tokens per minute the deployment may send to each provider model, shared by all tenants.
     async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError>;
     /// Stores an upstream quota, replacing any for the same provider and model.

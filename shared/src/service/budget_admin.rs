@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::domain::audit::AuditAction;
 use crate::domain::budget::{Budget, BudgetOverrides, Period, usd_of_nanos};
 use crate::domain::ids::TenantId;
-use crate::ports::store::{Expect, LimiterStore, TenantAdmin, TenantConfigSource};
+use crate::domain::tenant::TenantConfig;
+use crate::ports::store::{Expect, LimiterStore, StoreError, TenantAdmin, TenantConfigSource};
 use crate::service::audit::Auditor;
 use crate::service::limiter::spend_counter;
 use crate::service::tenant_admin::{self, Edit, Saved, TenantAdminError};
@@ -37,12 +38,14 @@ pub struct BudgetStatus {
 pub struct PeriodSpend {
     /// When the period started (00:00 UTC).
     pub started_at: DateTime<Utc>,
-    /// USD charged to the period: the reconciled cost of finished calls and the worst-case
-    /// reservation of calls still in flight, as the limiter counts it.
-    pub spent_usd: Decimal,
     /// The budget (`null`: none).
     pub budget_usd: Option<Decimal>,
-    /// What is left of it, never below zero (`null`: no budget).
+    /// USD charged to the period: the reconciled cost of finished calls and the worst-case
+    /// reservation of calls still in flight, as the limiter counts it. The limiter counts a
+    /// period only while it has a budget, so this is `null` without one (the usage API has
+    /// every call's cost), and a budget set in the middle of a period counts from then on.
+    pub spent_usd: Option<Decimal>,
+    /// What is left of the budget, never below zero (`null`: no budget, or spend unknown).
     pub remaining_usd: Option<Decimal>,
 }
 
@@ -59,31 +62,72 @@ where
         .tenant_config(id)
         .await?
         .ok_or_else(|| TenantAdminError::NotFound(id.clone()))?;
+    Ok(status_of(store, &config, now).await?)
+}
+
+/// `config`'s budgets and the spend of its budgeted periods containing `now` (one read of
+/// their counters; none when no period has a budget).
+pub async fn status_of<S>(
+    store: &S,
+    config: &TenantConfig,
+    now: DateTime<Utc>,
+) -> Result<BudgetStatus, StoreError>
+where
+    S: LimiterStore + ?Sized,
+{
+    let budget = config.budget();
+    let at = now.timestamp();
+    let counted: Vec<Period> = Period::ALL
+        .into_iter()
+        .filter(|p| budget.cap(*p).is_some())
+        .collect();
+    let keys: Vec<_> = counted
+        .iter()
+        .map(|&period| spend_counter(&config.tenant_id, None, period, at))
+        .collect();
+    let counters = if keys.is_empty() {
+        Vec::new()
+    } else {
+        store.read_counters(&keys).await?
+    };
+    let spent = |period: Period| {
+        let i = counted.iter().position(|p| *p == period)?;
+        Some(usd_of_nanos(counters.get(i).map_or(0, |c| c.tokens).max(0)))
+    };
+    Ok(unread(config, now).with_spend(spent(Period::Day), spent(Period::Month)))
+}
+
+/// `config`'s budgets with their spend unknown (the read after a change failed).
+pub fn unread(config: &TenantConfig, now: DateTime<Utc>) -> BudgetStatus {
     let in_force = config.budget();
     let at = now.timestamp();
-    let keys: Vec<_> = Period::ALL
-        .iter()
-        .map(|&period| spend_counter(id, None, period, at))
-        .collect();
-    let counters = store.read_counters(&keys).await?;
-    let spend = |i: usize, period: Period| {
-        let spent = usd_of_nanos(counters.get(i).map_or(0, |c| c.tokens).max(0));
-        let budget = in_force.cap(period);
-        PeriodSpend {
-            started_at: DateTime::from_timestamp(period.starts_at(at), 0).unwrap_or(now),
-            spent_usd: spent,
-            budget_usd: budget,
-            remaining_usd: budget.map(|b| (b - spent).max(Decimal::ZERO).normalize()),
-        }
+    let period = |period: Period| PeriodSpend {
+        started_at: DateTime::from_timestamp(period.starts_at(at), 0).unwrap_or(now),
+        budget_usd: in_force.cap(period),
+        spent_usd: None,
+        remaining_usd: None,
     };
-    Ok(BudgetStatus {
-        tenant_id: id.clone(),
+    BudgetStatus {
+        tenant_id: config.tenant_id.clone(),
         version: config.version,
         overrides: config.limits.budget_overrides(),
         in_force,
-        day: spend(0, Period::Day),
-        month: spend(1, Period::Month),
-    })
+        day: period(Period::Day),
+        month: period(Period::Month),
+    }
+}
+
+impl BudgetStatus {
+    fn with_spend(mut self, day: Option<Decimal>, month: Option<Decimal>) -> Self {
+        for (period, spent) in [(&mut self.day, day), (&mut self.month, month)] {
+            period.spent_usd = spent;
+            period.remaining_usd = period
+                .budget_usd
+                .zip(spent)
+                .map(|(b, s)| (b - s).max(Decimal::ZERO).normalize());
+        }
+        self
+    }
 }
 
 /// Replaces tenant `id`'s budget overrides with `budget` if the tenant is as `expect` says;

@@ -135,7 +135,10 @@ mod tests {
                 price: self.price.clone(),
             }])
         }
-        async fn put_price(&self, _: &PriceEntry) -> Result<(), StoreError> {
+        async fn price_layer(&self) -> Result<crate::ports::store::PriceLayer, StoreError> {
+            unreachable!("the catalog reads prices(), not the versioned layer")
+        }
+        async fn put_price_if(&self, _: &PriceEntry, _: u64) -> Result<(), StoreError> {
             unreachable!("the catalog only reads")
         }
         async fn upstream_quotas(&self) -> Result<Vec<UpstreamQuota>, StoreError> {

@@ -14,7 +14,7 @@ use crate::domain::audit::AuditAction;
 use crate::domain::limits::{MAX_LIMIT, UpstreamQuota};
 use crate::domain::pricing::{PriceEntry, PriceTable};
 use crate::domain::tenant::ProviderKind;
-use crate::ports::store::{Catalog, StoreError};
+use crate::ports::store::{Catalog, PriceLayer, StoreError};
 use crate::service::audit::{Auditor, Unaudited};
 
 /// Why a catalog change was refused.
@@ -23,6 +23,10 @@ pub enum CatalogAdminError {
     /// The entry is not valid; the message names what and why. Nothing was written.
     #[error("{0}")]
     Invalid(String),
+    /// The deployment's own catalog is broken (the bundled table, or a stored entry); the
+    /// message names it. Nothing was written.
+    #[error("{0}")]
+    Internal(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -75,7 +79,7 @@ pub struct PricesInForce {
 
 fn bundled() -> Result<PriceTable, CatalogAdminError> {
     PriceTable::bundled()
-        .map_err(|e| CatalogAdminError::Invalid(format!("the bundled price table: {e}")))
+        .map_err(|e| CatalogAdminError::Internal(format!("the bundled price table: {e}")))
 }
 
 /// The prices in force and where each comes from.
@@ -97,7 +101,7 @@ where
     let as_of = bundled.as_of().map(str::to_owned);
     let mut merged = bundled;
     merged.extend(operator).map_err(|e| {
-        CatalogAdminError::Invalid(format!(
+        CatalogAdminError::Internal(format!(
             "an operator price entry in the store is invalid: {e}"
         ))
     })?;
@@ -122,7 +126,10 @@ where
 
 /// Sets the operator's price for `entry`'s model (adding the model, or replacing the bundled
 /// price), after checking that the operator's entries together with it still load: the
-/// gateway refuses every request when they do not. Returns the operator's entry it replaced.
+/// gateway refuses every request when they do not. The write is conditional on the entries'
+/// version that was checked, so concurrent sets cannot each pass the check and together break
+/// it: a set that loses the race checks again on what won. Returns the operator's entry it
+/// replaced.
 pub async fn set_price<S>(
     store: &S,
     audit: &Auditor<'_>,
@@ -134,26 +141,38 @@ where
 {
     check_model(&entry.model)?;
     let same = |e: &PriceEntry| (e.provider, &e.model) == (entry.provider, &entry.model);
-    let mut layer = store.prices().await?;
-    let before = layer.iter().find(|e| same(e)).cloned();
-    layer.retain(|e| !same(e));
-    layer.push(entry.clone());
-    bundled()?
-        .extend(layer)
-        .map_err(|e| CatalogAdminError::Invalid(e.to_string()))?;
-    store.put_price(&entry).await?;
-    let resource = format!("price/{}/{}", entry.provider, entry.model);
-    audit
-        .record_values(
-            None,
-            AuditAction::PriceSet,
-            resource,
-            (before.as_ref(), &entry),
-            now,
-        )
-        .await?;
-    Ok(before)
+    for _ in 0..SET_ATTEMPTS {
+        let PriceLayer {
+            entries: mut layer,
+            version,
+        } = store.price_layer().await?;
+        let before = layer.iter().find(|e| same(e)).cloned();
+        layer.retain(|e| !same(e));
+        layer.push(entry.clone());
+        bundled()?
+            .extend(layer)
+            .map_err(|e| CatalogAdminError::Invalid(e.to_string()))?;
+        match store.put_price_if(&entry, version).await {
+            Err(StoreError::Conflict { .. }) => continue,
+            other => other?,
+        }
+        let resource = format!("price/{}/{}", entry.provider, entry.model);
+        audit
+            .record_values(
+                None,
+                AuditAction::PriceSet,
+                resource,
+                (before.as_ref(), &entry),
+                now,
+            )
+            .await?;
+        return Ok(before);
+    }
+    Err(StoreError::Throttled.into())
 }
+
+/// How many times a price set checks again after losing a race before giving up (503).
+const SET_ATTEMPTS: usize = 8;
 
 /// The upstream quotas, by provider, model and key (the model-wide one first).
 pub async fn quotas<S>(store: &S) -> Result<Vec<UpstreamQuota>, CatalogAdminError>

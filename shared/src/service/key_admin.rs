@@ -97,8 +97,8 @@ where
 
 /// Rotates the live key `prefix`: issues its successor, then makes the old key expire after
 /// `overlap` (at most [`keys::MAX_OVERLAP`]; sooner if it already expires sooner). The
-/// successor is stored first, so a failure in between leaves both keys working, never
-/// neither.
+/// successor is stored first, so a failure in between never leaves the tenant without a
+/// working key (see the comments below for how each failure ends).
 pub async fn rotate<S>(
     store: &S,
     audit: &Auditor<'_>,
@@ -118,14 +118,25 @@ where
     let old = live(store, prefix, now).await?;
     let (key, old_until) = keys::rotate(&old, overlap, now);
     // The successor first: a failure between the two writes never leaves the tenant without a
-    // working key. If the old key cannot be shortened, the successor is withdrawn (its secret
-    // exists only in this call), so a failed rotation leaves the keys as they were.
+    // working key.
     store.put_key(key.record.clone()).await?;
     if let Err(err) = store.expire_key(prefix, old_until).await {
-        if let Err(undo) = store.revoke_key(&key.record.prefix).await {
-            tracing::warn!(successor = %key.record.prefix, error = %undo, "a failed rotation's successor could not be withdrawn; nobody holds its secret");
+        // The write may have applied with only its answer lost: look before undoing anything.
+        match store.find_key(prefix).await {
+            // Shortened after all: the rotation is done (recorded and returned below).
+            Ok(Some(stored)) if stored.expires_at.is_some_and(|at| at <= old_until) => {}
+            // Confirmed as it was: withdraw the successor (its secret exists only in this
+            // call), so the failed rotation leaves the keys as they were.
+            Ok(Some(stored)) if stored.expires_at == old.expires_at => {
+                if let Err(undo) = store.revoke_key(&key.record.prefix).await {
+                    tracing::warn!(successor = %key.record.prefix, error = %undo, "a failed rotation's successor could not be withdrawn; nobody holds its secret");
+                }
+                return Err(err.into());
+            }
+            // Unknown (or changed by someone else): keep the successor live, so whatever
+            // happened to the old key, the tenant is not locked out. Nobody holds its secret.
+            _ => return Err(err.into()),
         }
-        return Err(err.into());
     }
     let mut ended = old.clone();
     ended.expires_at = Some(old_until);
@@ -345,11 +356,24 @@ mod tests {
         assert_eq!(store.keys_for(&tenant).await.unwrap().len(), before + 1);
     }
 
-    /// The store of a rotation that fails at one of its two writes.
+    /// Where a rotation's store fails.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Failure {
+        /// Storing the successor.
+        PutKey,
+        /// Shortening the old key, before the write applies.
+        ExpireKey,
+        /// Shortening the old key: the write applies, its answer is lost.
+        ExpireKeyAnswer,
+        /// Shortening the old key, and the read that would tell what happened.
+        ExpireKeyAndRead,
+    }
+
+    /// The store of a rotation that fails as `failure` says.
     struct FailingAt {
         inner: MemoryStore,
-        put_key: bool,
-        expire_key: bool,
+        failure: Failure,
+        expired: std::sync::atomic::AtomicBool,
     }
 
     fn down() -> StoreError {
@@ -359,6 +383,10 @@ mod tests {
     #[async_trait::async_trait]
     impl ApiKeyLookup for FailingAt {
         async fn find_key(&self, prefix: &KeyPrefix) -> Result<Option<StoredKey>, StoreError> {
+            let after_expiry = self.expired.load(std::sync::atomic::Ordering::SeqCst);
+            if self.failure == Failure::ExpireKeyAndRead && after_expiry {
+                return Err(down());
+            }
             self.inner.find_key(prefix).await
         }
     }
@@ -378,7 +406,7 @@ mod tests {
             self.inner.tenant_configs().await
         }
         async fn put_key(&self, key: StoredKey) -> Result<(), StoreError> {
-            if self.put_key {
+            if self.failure == Failure::PutKey {
                 return Err(down());
             }
             self.inner.put_key(key).await
@@ -394,10 +422,16 @@ mod tests {
             prefix: &KeyPrefix,
             at: DateTime<Utc>,
         ) -> Result<(), StoreError> {
-            if self.expire_key {
-                return Err(down());
+            self.expired
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            match self.failure {
+                Failure::ExpireKey | Failure::ExpireKeyAndRead => Err(down()),
+                Failure::ExpireKeyAnswer => {
+                    self.inner.expire_key(prefix, at).await?;
+                    Err(down())
+                }
+                Failure::PutKey => self.inner.expire_key(prefix, at).await,
             }
-            self.inner.expire_key(prefix, at).await
         }
         async fn register_fine_tuned(
             &self,
@@ -409,14 +443,20 @@ mod tests {
         }
     }
 
-    /// A rotation stores the successor before it shortens the old key: whichever write fails,
-    /// the old key keeps working as before, no successor is left live (nobody holds its
-    /// secret), and nothing is recorded as done.
+    /// A rotation stores the successor before it shortens the old key, and never leaves the
+    /// tenant without a working key: a failure before the old key changes ends with the keys as
+    /// they were (a stored successor withdrawn); a lost answer to a write that applied
+    /// completes the rotation; a failure it cannot see through keeps the successor live.
     #[tokio::test]
-    async fn a_rotation_failing_at_either_write_leaves_a_working_key() {
+    async fn a_rotation_failing_anywhere_never_leaves_the_tenant_without_a_key() {
         let tenant = TenantId::parse("acme").unwrap();
         let now = Utc::now();
-        for (put_key, expire_key) in [(true, false), (false, true)] {
+        for failure in [
+            Failure::PutKey,
+            Failure::ExpireKey,
+            Failure::ExpireKeyAnswer,
+            Failure::ExpireKeyAndRead,
+        ] {
             let inner = store_with(&tenant).await;
             let old = create(&inner, &audit(&inner), &tenant, KeySpec::default(), now)
                 .await
@@ -425,42 +465,61 @@ mod tests {
             let keys_before = inner.keys_for(&tenant).await.unwrap().len();
             let store = FailingAt {
                 inner,
-                put_key,
-                expire_key,
+                failure,
+                expired: Default::default(),
             };
-            let err = rotate(
+            let result = rotate(
                 &store,
                 &audit(&store.inner),
                 &old.record.prefix,
                 Duration::hours(1),
                 now,
             )
-            .await
-            .err()
-            .expect("the injected failure fails the rotation");
-            assert!(matches!(err, KeyAdminError::Store(_)), "{err}");
-            // The old key still works past the overlap the rotation would have set.
+            .await;
             let stored_old = store
                 .inner
                 .find_key(&old.record.prefix)
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(admits(&stored_old, &old, now + Duration::days(30)));
-            // Failing the first write stores no successor; failing the second withdraws it.
             let keys = store.inner.keys_for(&tenant).await.unwrap();
-            let live = keys.iter().filter(|k| k.revoked_at.is_none()).count();
-            assert_eq!(keys.len() - keys_before, usize::from(expire_key));
-            assert_eq!(
-                live, keys_before,
-                "put_key {put_key}: the live keys are as before"
-            );
-            let records_after = store
+            let live: Vec<&StoredKey> = keys.iter().filter(|k| k.revoked_at.is_none()).collect();
+            let records = store
                 .inner
                 .audit_page(Some(&tenant), None, 100)
                 .await
-                .unwrap();
-            assert_eq!(records_after.records.len(), records_before.records.len());
+                .unwrap()
+                .records
+                .len();
+            match failure {
+                Failure::PutKey | Failure::ExpireKey => {
+                    assert!(
+                        matches!(result, Err(KeyAdminError::Store(_))),
+                        "{failure:?}"
+                    );
+                    // The old key works as before; no successor is live; nothing recorded.
+                    assert!(admits(&stored_old, &old, now + Duration::days(30)));
+                    assert_eq!(live.len(), keys_before, "{failure:?}");
+                    assert_eq!(records, records_before.records.len(), "{failure:?}");
+                }
+                Failure::ExpireKeyAnswer => {
+                    // The old key was shortened: the rotation completes, successor and all.
+                    let rotated = result.expect("a lost answer completes the rotation");
+                    assert!(!admits(&stored_old, &old, now + Duration::hours(1)));
+                    let successor = live
+                        .iter()
+                        .find(|k| k.prefix == rotated.key.record.prefix)
+                        .expect("the successor is live");
+                    assert!(admits(successor, &rotated.key, now + Duration::days(30)));
+                    assert_eq!(records, records_before.records.len() + 1);
+                }
+                Failure::ExpireKeyAndRead => {
+                    // Nothing known: the successor stays live beside the old key.
+                    assert!(matches!(result, Err(KeyAdminError::Store(_))));
+                    assert_eq!(live.len(), keys_before + 1);
+                    assert!(admits(&stored_old, &old, now + Duration::days(30)));
+                }
+            }
         }
     }
 }

@@ -481,6 +481,17 @@ async fn budgets_are_read_with_their_spend_and_set_with_optimistic_concurrency()
     assert_eq!(decimal(&set["in_force"]["daily_usd"]), dec("12.5"));
     assert_eq!(set["in_force"]["monthly_usd"], Value::Null, "unlimited");
     assert_eq!(set["in_force"]["alert_at_percent"], 90);
+    // The day is still counted; a month without a budget is not (the limiter keeps no count).
+    assert_eq!(
+        decimal(&set["day"]["spent_usd"]),
+        decimal(&after["day"]["spent_usd"])
+    );
+    assert_eq!(
+        decimal(&set["day"]["remaining_usd"]),
+        dec("12.5") - decimal(&after["day"]["spent_usd"])
+    );
+    assert_eq!(set["month"]["spent_usd"], Value::Null);
+    assert_eq!(set["month"]["remaining_usd"], Value::Null);
     let stored = send(&admin, Method::GET, "/admin/v1/tenants/acme", None).await;
     let limits = &stored.json()["tenant"]["limits"];
     assert_eq!(limits["budget_daily_usd"], "12.5", "stored normalized");
@@ -499,6 +510,9 @@ async fn budgets_are_read_with_their_spend_and_set_with_optimistic_concurrency()
         .insert("if-match", etag.parse().unwrap());
     let stale = call(&admin, stale).await;
     assert_eq!(stale.status, 412, "{}", stale.text());
+    // An empty body would reset every budget: refused, not read as {}.
+    let empty = call(&admin, request(Method::PUT, path, None, Some(OPERATOR))).await;
+    assert_eq!(empty.status, 400, "{}", empty.text());
     for bad in [
         json!({"daily_usd": "-1"}),
         json!({"daily_usd": "lots"}),
@@ -549,9 +563,9 @@ async fn prices_and_quotas_are_listed_and_set_over_http() {
         .clone();
     assert_eq!(mini["source"], "bundled");
 
-    // Override a bundled price with exactly what the listing shows, but cheaper.
+    // Override a bundled price with exactly what the listing shows (its `source` and all),
+    // but cheaper.
     let mut entry = mini.clone();
-    entry.as_object_mut().unwrap().remove("source");
     entry["input"] = json!("0.05");
     let set = send(&admin, Method::PUT, "/admin/v1/prices", Some(entry.clone())).await;
     assert_eq!(set.status, 200, "{}", set.text());

@@ -1639,6 +1639,70 @@ mod contract {
         assert_eq!(published, [true, false, false, false]);
     }
 
+    /// Price writes are conditional on the entries' version: a write based on a version
+    /// another write moved is refused with nothing written, so eight concurrent sets of
+    /// different models claiming one alias (each valid alone, any two together not) land
+    /// exactly one, and the entries the gateway loads stay valid.
+    pub async fn price_versions<S: Catalog + AuditLog>(store: &S) {
+        let layer = store.price_layer().await.unwrap();
+        assert_eq!((layer.version, layer.entries.len()), (0, 0));
+        let first = price(ProviderKind::Openai, "v-model", dec!(1), dec!(2));
+        store.put_price_if(&first, 0).await.unwrap();
+        let stale = price(ProviderKind::Openai, "stale-model", dec!(1), dec!(2));
+        assert!(matches!(
+            store.put_price_if(&stale, 0).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let layer = store.price_layer().await.unwrap();
+        assert_eq!(layer.version, 1);
+        assert_eq!(
+            layer.entries,
+            [first.clone()],
+            "the stale write wrote nothing"
+        );
+        store.put_price_if(&stale, 1).await.unwrap();
+        assert_eq!(store.price_layer().await.unwrap().version, 2);
+
+        let audit = tollgate::service::audit::Auditor::new(
+            store,
+            "arn:aws:iam::123456789012:role/ops",
+            RequestId::generate(),
+        );
+        let sets = (0..8).map(|i| {
+            let entry = PriceEntry {
+                aliases: vec!["one-alias".into()],
+                ..price(
+                    ProviderKind::Openai,
+                    &format!("racer-{i}"),
+                    dec!(1),
+                    dec!(2),
+                )
+            };
+            tollgate::service::catalog_admin::set_price(store, &audit, entry, t0())
+        });
+        let results = join_all(sets).await;
+        let landed = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(landed, 1, "{results:?}");
+        assert!(results.iter().all(|r| match r {
+            Ok(_) => true,
+            Err(e) => e.to_string().contains("one-alias"),
+        }));
+        let entries = store.prices().await.unwrap();
+        let mut table = tollgate::domain::pricing::PriceTable::bundled().unwrap();
+        table
+            .extend(entries.clone())
+            .expect("the stored entries still load");
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e.model.starts_with("racer-"))
+                .count(),
+            1
+        );
+        let records = store.audit_page(None, None, 100).await.unwrap().records;
+        assert_eq!(records.len(), 1, "only the set that landed is recorded");
+    }
+
     pub async fn catalog<S: Catalog>(store: &S) {
         assert!(store.prices().await.unwrap().is_empty());
         assert!(store.upstream_quotas().await.unwrap().is_empty());
@@ -1757,6 +1821,7 @@ tollgate_tests::contract_suite! {
         fifty_concurrent_two_window_adds_admit_exactly_twenty => contract::concurrent_two_window_adds,
         cached_responses_are_served_until_they_expire => contract::cache,
         catalog_prices_and_quotas_round_trip_in_order => contract::catalog,
+        concurrent_price_sets_land_only_on_the_version_they_checked => contract::price_versions,
         budget_events_are_recorded_once_per_subject_period_and_kind => contract::budget_events,
         audit_logs_are_paged_newest_first_per_tenant_and_never_cross => contract::audit_log,
         a_keys_last_use_is_written_at_most_once_per_interval => contract::key_usage,

@@ -625,16 +625,20 @@ where
         _ => {}
     }
     store.register_fine_tuned(provider, model, &tenant).await?;
+    // In the new owner's log, and in the previous owner's when the model moves away from it.
     let owner = |t: &TenantId| serde_json::json!({"owner": t});
-    audit
-        .record_values(
-            Some(&tenant),
-            AuditAction::FineTunedRegister,
-            format!("fine_tuned/{provider}/{model}"),
-            (before.as_ref().map(owner).as_ref(), &owner(&tenant)),
-            chrono::Utc::now(),
-        )
-        .await?;
+    let now = chrono::Utc::now();
+    for log in std::iter::once(&tenant).chain(before.as_ref()) {
+        audit
+            .record_values(
+                Some(log),
+                AuditAction::FineTunedRegister,
+                format!("fine_tuned/{provider}/{model}"),
+                (before.as_ref().map(owner).as_ref(), &owner(&tenant)),
+                now,
+            )
+            .await?;
+    }
     Ok(Output::stdout(format!(
         "registered {provider} model `{model}` to tenant `{tenant}`\n"
     )))

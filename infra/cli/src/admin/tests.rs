@@ -690,6 +690,19 @@ async fn a_fine_tuned_route_warns_until_it_is_registered_and_ownership_is_not_ta
             .unwrap(),
         Some(tenant("globex"))
     );
+    // The move is in both tenants' audit logs, with the owner before and after.
+    use tollgate::ports::store::AuditLog;
+    for log in ["acme", "globex"] {
+        let page = store.audit_page(Some(&tenant(log)), None, 1).await.unwrap();
+        let record = &page.records[0];
+        assert_eq!(
+            record.action,
+            tollgate::domain::audit::AuditAction::FineTunedRegister,
+            "{log}"
+        );
+        assert_eq!(record.before, Some(serde_json::json!({"owner": "acme"})));
+        assert_eq!(record.after, Some(serde_json::json!({"owner": "globex"})));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
