@@ -1657,7 +1657,7 @@ mod contract {
         assert_eq!(layer.version, 1);
         assert_eq!(
             layer.entries,
-            [first.clone()],
+            std::slice::from_ref(&first),
             "the stale write wrote nothing"
         );
         store.put_price_if(&stale, 1).await.unwrap();
