@@ -16,6 +16,7 @@ use tollgate::adapters::emf::EmfSink;
 use tollgate::bootstrap::{Stores, vector_index};
 use tollgate::config::{ProviderMode, Settings, StoreKind};
 use tollgate::domain::ids::RequestId;
+use tollgate::lambda::PlatformPrincipal;
 use tollgate::ports::MetricsSink;
 use tollgate::routes::Mounted;
 
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// Give every end user of demo tenant `acme` this daily dollar budget (e.g. 0.001).
     #[arg(long, value_name = "USD", value_parser = tollgate::domain::budget::BudgetCap::parse)]
     demo_user_budget_usd: Option<tollgate::domain::budget::BudgetCap>,
+    /// Also serve the admin API (`/admin/v1`). There is no IAM authorizer here: every admin
+    /// request acts as the local operator (`TOLLGATE_ACTOR`, else `local:$USER`, as the CLI
+    /// does), so the server refuses to start with it unless bound to a loopback address.
+    #[arg(long)]
+    admin: bool,
 }
 
 /// `--demo-budget-usd`, `--demo-user-budget-usd`: acme's daily budget and its end users'.
@@ -89,11 +95,20 @@ struct AppState {
     invoke: invoke::InvokeState,
     ingest: ingest::IngestState,
     usage: usage_report::UsageReportState,
+    /// `--admin`: the admin function's state, and who its requests act as.
+    admin: Option<(::admin::AdminState, PlatformPrincipal)>,
 }
 
 #[allow(clippy::print_stdout)] // The banner is this command's output.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tollgate::telemetry::init_text_logs();
+    if args.admin && !args.host.is_loopback() {
+        anyhow::bail!(
+            "--admin serves the admin API without IAM (every request acts as the local \
+             operator): bind it to loopback (--host 127.0.0.1 or ::1), not {}",
+            args.host
+        );
+    }
     let settings = Settings::from_env(ProviderMode::Auto, AwsConfigSource::DEFAULT_CHAIN)
         .context("invalid configuration")?;
     let metrics: Arc<dyn MetricsSink> = match args.metrics {
@@ -139,11 +154,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         invoke,
         ingest: ingest::IngestState::build(&settings, &stores, metrics, index)?,
         usage: usage_report::UsageReportState::build(&stores),
+        admin: args.admin.then(|| {
+            let actor = PlatformPrincipal(crate::admin::actor());
+            (::admin::AdminState::build(&stores), actor)
+        }),
     };
     tokio::spawn(publish_budget_events(stores.scheduler()));
     // Load the tokenizer now rather than on the first request.
     let _ = tollgate::tokenizer::count_tokens("warm up");
 
+    let state_admin_actor = state.admin.clone();
     let app = Router::new().fallback(dispatch).with_state(state);
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -157,6 +177,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     for (tenant, key) in &demo {
         println!("demo tenant {tenant} key {}", key.expose());
+    }
+    if let Some((_, PlatformPrincipal(actor))) = &state_admin_actor {
+        println!("admin API: http://{local}/admin/v1 (no IAM: every request acts as {actor})");
     }
     if let Some((_, key)) = demo.first() {
         println!(
@@ -231,7 +254,15 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             return response.map(AxumBody::new);
         }
     };
-    let req = http::Request::from_parts(parts, bytes);
+    let mut req = http::Request::from_parts(parts, bytes);
+    if let Some((admin, actor)) = &state.admin
+        && admin.owns(req.uri().path())
+    {
+        // What API Gateway's AWS_IAM authorizer would put in the event, here the local
+        // operator (`--admin` binds loopback only).
+        req.extensions_mut().insert(actor.clone());
+        return admin.serve(req).await.map(AxumBody::new);
+    }
     let functions: [&dyn Mounted; 3] = [&state.ingest, &state.usage, &state.invoke];
     tollgate::routes::dispatch(&functions, req)
         .await

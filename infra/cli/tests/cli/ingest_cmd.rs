@@ -56,17 +56,25 @@ impl Drop for TempDir {
 }
 
 /// `tollgate serve --port 0` as a child process, killed on drop whatever the test does.
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
-    url: String,
-    acme_key: String,
+    pub(crate) url: String,
+    pub(crate) acme_key: String,
     stderr: Arc<Mutex<String>>,
+    /// Every stdout line after the banner's address and key lines were read.
+    pub(crate) banner: Vec<String>,
 }
 
 impl Gateway {
     fn start(extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with(&[], extra_env)
+    }
+
+    /// `tollgate serve` with `extra_args` too.
+    pub(crate) fn start_with(extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--port", "0", "--metrics", "off"]);
+        cmd.args(extra_args);
         for var in [
             "OPENAI_API_KEY",
             "ANTHROPIC_API_KEY",
@@ -120,6 +128,7 @@ impl Gateway {
             url: String::new(),
             acme_key: String::new(),
             stderr,
+            banner: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while gateway.url.is_empty() || gateway.acme_key.is_empty() {
@@ -135,6 +144,11 @@ impl Gateway {
             } else if let Some(key) = line.strip_prefix("demo tenant acme key ") {
                 gateway.acme_key = key.trim().to_owned();
             }
+            gateway.banner.push(line);
+        }
+        // The rest of the banner (printed together, before the server accepts).
+        while let Ok(line) = banner.recv_timeout(Duration::from_millis(200)) {
+            gateway.banner.push(line);
         }
         gateway
     }

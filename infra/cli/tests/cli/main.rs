@@ -4,6 +4,7 @@
 
 mod ingest_cmd;
 mod operator_cli;
+mod serve_admin;
 mod tls;
 mod usage_cli;
 
