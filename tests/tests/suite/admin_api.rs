@@ -106,6 +106,18 @@ async fn a_tenant_and_a_key_provisioned_over_http_serve_at_the_gateway_at_once()
     let keys = listed.json()["keys"].as_array().unwrap().clone();
     assert_eq!(keys.len(), 1);
     assert!(!listed.text().contains(&key), "a listing never shows a key");
+    let stored = tollgate::ports::TenantAdmin::keys_for(
+        gw.store.as_ref(),
+        &tollgate::domain::ids::TenantId::parse("initech").unwrap(),
+    )
+    .await
+    .unwrap();
+    let hash = stored[0].hash.to_hex();
+    assert!(!listed.text().contains(&hash), "nor its hash");
+    assert!(
+        !issued.text().contains(&hash),
+        "nor does the issuing answer"
+    );
 
     // The audit log has both changes, under the caller's ARN, and never the key.
     let audit = send(&admin, Method::GET, "/admin/v1/audit?tenant=initech", None).await;
