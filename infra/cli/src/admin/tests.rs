@@ -1793,13 +1793,19 @@ async fn the_cli_and_the_admin_api_store_the_same_state_for_the_same_changes() {
     )
     .await;
     assert_eq!(status, 200);
+    // Equal, and not because neither wrote anything.
+    let prices = cli.prices().await.unwrap();
+    assert_eq!(prices, http_store.prices().await.unwrap());
+    assert_eq!(prices.len(), 1);
+    assert_eq!(prices[0].aliases, ["ft-model-v2"]);
+    let quotas = cli.upstream_quotas().await.unwrap();
+    assert_eq!(quotas, http_store.upstream_quotas().await.unwrap());
     assert_eq!(
-        cli.prices().await.unwrap(),
-        http_store.prices().await.unwrap()
-    );
-    assert_eq!(
-        cli.upstream_quotas().await.unwrap(),
-        http_store.upstream_quotas().await.unwrap()
+        quotas
+            .iter()
+            .map(|q| (q.key, q.tokens_per_minute))
+            .collect::<Vec<_>>(),
+        [(Some(1), 3000)]
     );
 
     // The same tenant, version included.
